@@ -1,0 +1,445 @@
+//! Layered configuration: `config/default.toml` (compiled in), then the file named by
+//! `VOXLINE_CONFIG`, then `VOXLINE_*` environment variables, into typed [`Settings`].
+//!
+//! The environment names in [`FIXED_ENV_KEYS`] are part of voxline's interface (scripts and
+//! deployments use them); any other key can be set as `VOXLINE_SECTION__KEY`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The embedded default configuration, so the binary runs with no files beside it.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Fixed environment variable names (without the `VOXLINE_` prefix, lower-cased) → config keys.
+pub const FIXED_ENV_KEYS: &[(&str, &str)] = &[
+    ("http_addr", "http.addr"),
+    ("database_url", "database.url"),
+    ("redis_url", "redis.url"),
+    ("data_dir", "data_dir"),
+    ("auth_jwt_secret", "auth.jwt_secret"),
+    ("openai_api_key", "openai.api_key"),
+    ("openai_base_url", "openai.base_url"),
+    ("elevenlabs_webhook_secret", "elevenlabs.webhook_secret"),
+    ("stripe_secret_key", "stripe.secret_key"),
+    ("stripe_webhook_secret", "stripe.webhook_secret"),
+    ("stripe_base_url", "stripe.base_url"),
+    ("smtp_url", "smtp.url"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value could not be read or has the wrong type; figment names the key.
+    #[error("{0}")]
+    Parse(String),
+    /// A value was read but is not acceptable.
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub redis: UrlSetting,
+    pub auth: AuthSettings,
+    pub openai: OpenAiSettings,
+    pub elevenlabs: ElevenLabsSettings,
+    pub stripe: StripeSettings,
+    pub smtp: UrlSetting,
+    pub engine: EngineSettings,
+    pub retention: RetentionSettings,
+    pub queue_defaults: QueueSettings,
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueOverrides>,
+    #[serde(default)]
+    pub cron: BTreeMap<String, CronEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpSettings {
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub schema: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UrlSetting {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthSettings {
+    pub jwt_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpenAiSettings {
+    pub api_key: String,
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ElevenLabsSettings {
+    pub webhook_secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StripeSettings {
+    pub secret_key: String,
+    pub webhook_secret: String,
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineSettings {
+    pub poll_interval_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub rescue_after_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub maintenance_interval_ms: u64,
+    pub listen_notify: bool,
+}
+
+/// Hours a job in a final state is kept; 0 keeps it forever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetentionSettings {
+    pub done_hours: u64,
+    pub cancelled_hours: u64,
+    pub dead_hours: u64,
+}
+
+/// Everything the engine needs to run one queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueSettings {
+    pub concurrency: usize,
+    pub timeout_ms: u64,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    pub backoff_jitter: f64,
+    pub prefetch: usize,
+}
+
+/// A `[queues.NAME]` table: any field left out comes from `[queue_defaults]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QueueOverrides {
+    pub concurrency: Option<usize>,
+    pub timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub backoff_base_ms: Option<u64>,
+    pub backoff_cap_ms: Option<u64>,
+    pub backoff_jitter: Option<f64>,
+    pub prefetch: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CronEntry {
+    pub schedule: String,
+    pub queue: String,
+    pub kind: String,
+    #[serde(default)]
+    pub payload: Option<serde_json::Value>,
+}
+
+impl Settings {
+    /// Loads default.toml, then `VOXLINE_CONFIG`, then the environment, and validates the result.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var_os("VOXLINE_CONFIG").map(PathBuf::from);
+        Self::load_from(file.as_deref(), true)
+    }
+
+    /// As [`Settings::load`], with the override file given and the environment optional
+    /// (tests build settings without touching the process environment).
+    pub fn load_from(file: Option<&Path>, with_env: bool) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid(
+                    "VOXLINE_CONFIG",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        if with_env {
+            figment = figment.merge(env_provider());
+        }
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Parses settings from TOML text layered over the defaults (for tests and tools).
+    pub fn from_toml_overrides(toml: &str) -> Result<Self, ConfigError> {
+        let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The database URL in force: the configured one, or the embedded SQLite file.
+    pub fn database_url(&self) -> String {
+        if self.database.url.trim().is_empty() {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("voxline.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        let url = self.database_url();
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
+    }
+
+    /// Settings for one queue: `[queue_defaults]` with the queue's own overrides applied.
+    pub fn queue(&self, name: &str) -> QueueSettings {
+        let d = &self.queue_defaults;
+        match self.queues.get(name) {
+            None => d.clone(),
+            Some(o) => QueueSettings {
+                concurrency: o.concurrency.unwrap_or(d.concurrency),
+                timeout_ms: o.timeout_ms.unwrap_or(d.timeout_ms),
+                max_attempts: o.max_attempts.unwrap_or(d.max_attempts),
+                backoff_base_ms: o.backoff_base_ms.unwrap_or(d.backoff_base_ms),
+                backoff_cap_ms: o.backoff_cap_ms.unwrap_or(d.backoff_cap_ms),
+                backoff_jitter: o.backoff_jitter.unwrap_or(d.backoff_jitter),
+                prefetch: o.prefetch.unwrap_or(d.prefetch),
+            },
+        }
+    }
+
+    /// Names of the queues configured under `[queues.*]`.
+    pub fn queue_names(&self) -> Vec<String> {
+        self.queues.keys().cloned().collect()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database_url();
+        let scheme = url.split("://").next().unwrap_or_default();
+        if !url.contains("://") || !matches!(scheme, "sqlite" | "postgres" | "postgresql") {
+            let shown = if url.contains("://") { scheme } else { url.as_str() };
+            return Err(invalid(
+                "database.url",
+                format!("unsupported scheme \"{shown}\" (use sqlite:// or postgres://)"),
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        let schema = &self.database.schema;
+        if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(invalid(
+                "database.schema",
+                "only ASCII letters, digits and '_' are allowed",
+            ));
+        }
+        if self.http.addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "http.addr",
+                format!("\"{}\" is not a socket address like 127.0.0.1:8080", self.http.addr),
+            ));
+        }
+        for (key, url, schemes) in [
+            ("redis.url", &self.redis.url, &["redis", "rediss"][..]),
+            ("smtp.url", &self.smtp.url, &["smtp", "smtps"][..]),
+        ] {
+            if !url.is_empty() {
+                let s = url.split("://").next().unwrap_or_default();
+                if !url.contains("://") || !schemes.contains(&s) {
+                    return Err(invalid(
+                        key,
+                        format!("unsupported scheme \"{s}\" (use {})", schemes.join(" or ")),
+                    ));
+                }
+            }
+        }
+        let e = &self.engine;
+        for (key, value) in [
+            ("engine.poll_interval_ms", e.poll_interval_ms),
+            ("engine.heartbeat_interval_ms", e.heartbeat_interval_ms),
+            ("engine.rescue_after_ms", e.rescue_after_ms),
+            ("engine.maintenance_interval_ms", e.maintenance_interval_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if e.rescue_after_ms <= e.heartbeat_interval_ms {
+            return Err(invalid(
+                "engine.rescue_after_ms",
+                "must be longer than engine.heartbeat_interval_ms, or live jobs would be rescued",
+            ));
+        }
+        validate_queue("queue_defaults", &self.queue_defaults)?;
+        for name in self.queues.keys() {
+            if !valid_name(name) {
+                return Err(invalid(
+                    format!("queues.{name}"),
+                    "queue names use lower-case letters, digits, '_', '-' and '.'",
+                ));
+            }
+            validate_queue(&format!("queues.{name}"), &self.queue(name))?;
+        }
+        for (name, entry) in &self.cron {
+            if entry.schedule.parse::<cron::Schedule>().is_err() {
+                return Err(invalid(
+                    format!("cron.{name}.schedule"),
+                    format!(
+                        "\"{}\" is not a cron expression (six fields: sec min hour day month weekday)",
+                        entry.schedule
+                    ),
+                ));
+            }
+            if !valid_name(&entry.queue) {
+                return Err(invalid(format!("cron.{name}.queue"), "not a valid queue name"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'))
+}
+
+fn validate_queue(key: &str, q: &QueueSettings) -> Result<(), ConfigError> {
+    if q.concurrency == 0 {
+        return Err(invalid(format!("{key}.concurrency"), "must be at least 1"));
+    }
+    if q.max_attempts == 0 {
+        return Err(invalid(format!("{key}.max_attempts"), "must be at least 1"));
+    }
+    if q.timeout_ms == 0 {
+        return Err(invalid(format!("{key}.timeout_ms"), "must be greater than 0"));
+    }
+    if q.backoff_base_ms == 0 || q.backoff_cap_ms < q.backoff_base_ms {
+        return Err(invalid(
+            format!("{key}.backoff_cap_ms"),
+            "backoff_base_ms must be > 0 and backoff_cap_ms at least backoff_base_ms",
+        ));
+    }
+    if !(0.0..=1.0).contains(&q.backoff_jitter) {
+        return Err(invalid(
+            format!("{key}.backoff_jitter"),
+            "must be a fraction between 0 and 1",
+        ));
+    }
+    Ok(())
+}
+
+/// `VOXLINE_*` variables: the fixed names map to their keys, `A__B` maps to `a.b`.
+fn env_provider() -> Env {
+    Env::prefixed("VOXLINE_")
+        .ignore(&["CONFIG"])
+        .map(|key| {
+            let lower = key.as_str().to_ascii_lowercase();
+            match FIXED_ENV_KEYS.iter().find(|(env, _)| *env == lower) {
+                Some((_, path)) => (*path).into(),
+                None => lower.replace("__", ".").into(),
+            }
+        })
+        .lowercase(false)
+}
+
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let origin = e
+                .metadata
+                .as_ref()
+                .map(|m| format!(" (from {})", m.name))
+                .unwrap_or_default();
+            if path.is_empty() {
+                format!("{}{origin}", e.kind)
+            } else {
+                format!("{path}: {}{origin}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_is_sqlite_under_the_data_dir() {
+        let s = Settings::from_toml_overrides("").expect("defaults load");
+        assert!(!s.is_postgres());
+        assert_eq!(s.database_url(), "sqlite://data/voxline.db?mode=rwc");
+        assert_eq!(s.http.addr, "127.0.0.1:8080");
+        assert!(s.queue_names().contains(&"email".to_string()));
+    }
+
+    #[test]
+    fn an_unsupported_database_scheme_names_the_key() {
+        let err = Settings::from_toml_overrides("[database]\nurl = \"mysql://x/y\"").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "database.url: unsupported scheme \"mysql\" (use sqlite:// or postgres://)"
+        );
+    }
+
+    #[test]
+    fn a_wrongly_typed_value_names_the_key() {
+        let err =
+            Settings::from_toml_overrides("[engine]\npoll_interval_ms = \"soon\"").unwrap_err();
+        assert!(err.to_string().starts_with("engine.poll_interval_ms:"), "{err}");
+    }
+
+    #[test]
+    fn queue_overrides_fall_back_to_the_defaults() {
+        let s = Settings::from_toml_overrides(
+            "[queue_defaults]\nbackoff_base_ms = 7\n[queues.email]\nconcurrency = 9",
+        )
+        .expect("valid");
+        let email = s.queue("email");
+        assert_eq!(email.concurrency, 9);
+        assert_eq!(email.backoff_base_ms, 7);
+        assert_eq!(s.queue("unknown"), s.queue_defaults);
+    }
+
+    #[test]
+    fn a_bad_cron_expression_is_rejected() {
+        let err = Settings::from_toml_overrides(
+            "[cron.x]\nschedule = \"every tuesday\"\nqueue = \"maintenance\"\nkind = \"k\"",
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("cron.x.schedule:"), "{err}");
+    }
+
+    #[test]
+    fn jitter_outside_zero_to_one_is_rejected() {
+        let err =
+            Settings::from_toml_overrides("[queues.email]\nbackoff_jitter = 3.0").unwrap_err();
+        assert!(err.to_string().starts_with("queues.email.backoff_jitter"), "{err}");
+    }
+}

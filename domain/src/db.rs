@@ -1,0 +1,211 @@
+//! The database handle: Postgres (production) or an SQLite file (the embedded default).
+//!
+//! Callers that need a transaction take a [`Tx`], which wraps either driver's transaction so a
+//! business row and the jobs it enqueues commit or roll back together on both databases.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, Postgres, Sqlite, Transaction};
+use tokio::sync::broadcast;
+
+use crate::Settings;
+
+static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database.url: {0}")]
+    Url(String),
+    #[error("creating the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Postgres,
+    Sqlite,
+}
+
+/// Postgres pool plus what makes one deployment's traffic its own on a shared server: the
+/// schema (tests run one per case) and the NOTIFY channel derived from it.
+#[derive(Debug, Clone)]
+pub struct PgDb {
+    pub pool: PgPool,
+    pub options: PgConnectOptions,
+    pub schema: String,
+    pub notify_channel: String,
+}
+
+/// SQLite pool plus an in-process wake-up channel: SQLite has no LISTEN/NOTIFY, and the
+/// embedded default runs the API and the workers in one process, so a commit that made jobs
+/// available announces their queue here.
+#[derive(Debug, Clone)]
+pub struct SqliteDb {
+    pub pool: SqlitePool,
+    pub commits: broadcast::Sender<Arc<str>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Db {
+    Postgres(PgDb),
+    Sqlite(SqliteDb),
+}
+
+impl Db {
+    /// Connects to the configured database (creating the SQLite file and the Postgres schema
+    /// when missing). Does not migrate: call [`Db::migrate`].
+    pub async fn connect(settings: &Settings) -> Result<Self, DbError> {
+        let url = settings.database_url();
+        let max = settings.database.max_connections;
+        if settings.is_postgres() {
+            let schema = settings.database.schema.clone();
+            let mut options = PgConnectOptions::from_str(&url)
+                .map_err(|e| DbError::Url(e.to_string()))?
+                .application_name("voxline");
+            if !schema.is_empty() {
+                let mut admin = options.connect().await?;
+                // The schema name is validated to [A-Za-z0-9_] in config, so quoting is enough.
+                let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut admin)
+                    .await?;
+                admin.close().await?;
+                options = options.options([("search_path", schema.as_str())]);
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options.clone())
+                .await?;
+            let notify_channel = if schema.is_empty() {
+                "voxline_jobs".to_string()
+            } else {
+                format!("voxline_jobs_{schema}")
+            };
+            Ok(Db::Postgres(PgDb {
+                pool,
+                options,
+                schema,
+                notify_channel,
+            }))
+        } else {
+            let options = SqliteConnectOptions::from_str(&url)
+                .map_err(|e| DbError::Url(e.to_string()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            if let Some(dir) = options.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|source| DbError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            let (commits, _) = broadcast::channel(1024);
+            Ok(Db::Sqlite(SqliteDb { pool, commits }))
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), DbError> {
+        match self {
+            Db::Postgres(pg) => PG_MIGRATIONS.run(&pg.pool).await?,
+            Db::Sqlite(lite) => SQLITE_MIGRATIONS.run(&lite.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn kind(&self) -> DbKind {
+        match self {
+            Db::Postgres(_) => DbKind::Postgres,
+            Db::Sqlite(_) => DbKind::Sqlite,
+        }
+    }
+
+    pub async fn begin(&self) -> Result<Tx<'static>, DbError> {
+        Ok(match self {
+            Db::Postgres(pg) => Tx::Postgres(pg.pool.begin().await?),
+            Db::Sqlite(lite) => Tx::Sqlite {
+                // IMMEDIATE takes the write lock up front: a deferred transaction that reads first
+                // and writes later can fail with SQLITE_BUSY instead of waiting its turn.
+                tx: lite.pool.begin_with("BEGIN IMMEDIATE").await?,
+                commits: lite.commits.clone(),
+                woken: Vec::new(),
+            },
+        })
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        match self {
+            Db::Postgres(pg) => {
+                sqlx::query("SELECT 1").execute(&pg.pool).await?;
+            }
+            Db::Sqlite(lite) => {
+                sqlx::query("SELECT 1").execute(&lite.pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Db::Postgres(pg) => pg.pool.close().await,
+            Db::Sqlite(lite) => lite.pool.close().await,
+        }
+    }
+}
+
+/// A transaction on either database. Commit with [`Tx::commit`]; dropping it rolls back.
+pub enum Tx<'c> {
+    Postgres(Transaction<'c, Postgres>),
+    Sqlite {
+        tx: Transaction<'c, Sqlite>,
+        commits: broadcast::Sender<Arc<str>>,
+        /// Queues that gained available jobs in this transaction, announced after commit.
+        woken: Vec<Arc<str>>,
+    },
+}
+
+impl Tx<'_> {
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self {
+            Tx::Postgres(tx) => tx.commit().await?,
+            Tx::Sqlite { tx, commits, woken } => {
+                tx.commit().await?;
+                for queue in woken {
+                    // No receiver only means no worker runs in this process; that is fine.
+                    let _ = commits.send(queue);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), DbError> {
+        match self {
+            Tx::Postgres(tx) => tx.rollback().await?,
+            Tx::Sqlite { tx, .. } => tx.rollback().await?,
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! voxline's bottom layer: typed configuration and the database handle (Postgres or SQLite)
+//! that every other crate builds on. Nothing here knows about jobs, HTTP or workers.
+
+pub mod config;
+pub mod db;
+
+pub use config::{ConfigError, QueueSettings, Settings};
+pub use db::{Db, DbError, DbKind, Tx};

@@ -1,0 +1,28 @@
+use crate::model::JobId;
+use crate::state::JobState;
+
+/// Errors from the job engine's storage and operator actions.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Db(#[from] voxline_domain::DbError),
+    #[error("job {0} does not exist")]
+    NotFound(JobId),
+    #[error("job {id} is {state}; only {allowed} jobs can be {action}")]
+    WrongState {
+        id: JobId,
+        state: JobState,
+        allowed: &'static str,
+        action: &'static str,
+    },
+    #[error("job payload: {0}")]
+    Payload(#[from] serde_json::Error),
+    #[error("stored job is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for JobError {
+    fn from(e: sqlx::Error) -> Self {
+        JobError::Db(voxline_domain::DbError::Sqlx(e))
+    }
+}

@@ -1,0 +1,88 @@
+//! What a worker runs: a [`Handler`] per job kind, and the error that tells the engine whether
+//! to retry.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::ClaimedJob;
+
+/// Why an attempt failed, which decides what happens next.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth trying again (time-out, 429, 5xx, connection refused). `after` is a delay the
+    /// failure asked for (e.g. `Retry-After`); without it the queue's backoff applies.
+    #[error("{message}")]
+    Retryable {
+        message: String,
+        after: Option<Duration>,
+    },
+    /// Will never succeed (bad payload, a provider 4xx that will not change): dead at once.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl HandlerError {
+    pub fn retry(message: impl Into<String>) -> Self {
+        HandlerError::Retryable {
+            message: message.into(),
+            after: None,
+        }
+    }
+
+    pub fn retry_after(message: impl Into<String>, after: Duration) -> Self {
+        HandlerError::Retryable {
+            message: message.into(),
+            after: Some(after),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        HandlerError::Permanent(message.into())
+    }
+}
+
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+
+/// Runs one kind of job. Implemented for any `Fn(ClaimedJob) -> Future` closure.
+pub trait Handler: Send + Sync + 'static {
+    fn run(&self, job: ClaimedJob) -> HandlerFuture;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(ClaimedJob) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    fn run(&self, job: ClaimedJob) -> HandlerFuture {
+        Box::pin(self(job))
+    }
+}
+
+/// Handlers by job kind. A claimed job whose kind has no handler goes to `dead`: no later
+/// attempt would find one either (until a deploy adds it, and then an operator retries it).
+#[derive(Clone, Default)]
+pub struct Handlers {
+    by_kind: HashMap<String, Arc<dyn Handler>>,
+}
+
+impl Handlers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(mut self, kind: impl Into<String>, handler: impl Handler) -> Self {
+        self.by_kind.insert(kind.into(), Arc::new(handler));
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn Handler>> {
+        self.by_kind.get(kind).cloned()
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.by_kind.keys().map(String::as_str)
+    }
+}

@@ -1,0 +1,28 @@
+//! voxline's durable job engine.
+//!
+//! apalis 1.0's own Postgres/SQLite storages re-fetch failed jobs at once, keep exhausted jobs
+//! as `Failed` and vacuum them, and apalis-cron fires on every replica; this crate replaces that
+//! storage with its own (one interface over Postgres and SQLite, [`store`]) and adds what
+//! voxline needs: stored backoff ([`backoff`]), a dead-letter state, heartbeats and rescue,
+//! transactional and unique enqueue ([`client`]), LISTEN/NOTIFY wake-ups, per-queue
+//! concurrency and time-outs ([`runtime`]), leader-run maintenance ([`maintenance`]) and
+//! exactly-once cron ticks ([`cron`], on apalis-cron's schedule stream).
+
+pub mod backoff;
+pub mod client;
+pub mod cron;
+pub mod error;
+pub mod handler;
+pub mod maintenance;
+pub mod model;
+pub mod queues;
+pub mod runtime;
+pub mod state;
+pub mod store;
+
+pub use client::JobClient;
+pub use error::JobError;
+pub use handler::{Handler, HandlerError, Handlers};
+pub use model::{ClaimedJob, Completion, Enqueued, Job, JobId, NewJob, Outcome, QueueStats};
+pub use runtime::{Runner, RunnerHandle};
+pub use state::JobState;

@@ -1,0 +1,154 @@
+//! What a job is: the row an operator sees ([`Job`]), what a caller enqueues ([`NewJob`]), what
+//! a worker claims ([`ClaimedJob`]) and how an attempt ended ([`Outcome`]).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::state::JobState;
+
+/// A job's id: the primary key of the `jobs` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A job to enqueue. Unset fields come from the queue's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewJob {
+    pub queue: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    /// Higher runs first within a queue.
+    pub priority: i16,
+    /// Not before this time; `None` = now.
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: Option<u32>,
+    /// Per-job time-out overriding the queue's.
+    pub timeout: Option<Duration>,
+    /// A second enqueue with the same key returns the first job instead of adding one.
+    pub unique_key: Option<String>,
+}
+
+impl NewJob {
+    pub fn new(queue: impl Into<String>, kind: impl Into<String>, payload: serde_json::Value) -> Self {
+        NewJob {
+            queue: queue.into(),
+            kind: kind.into(),
+            payload,
+            priority: 0,
+            run_at: None,
+            max_attempts: None,
+            timeout: None,
+            unique_key: None,
+        }
+    }
+
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts.max(1));
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+}
+
+/// The answer to an enqueue: the job's id, and whether this call created it (false when a job
+/// with the same unique key already existed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Enqueued {
+    pub id: JobId,
+    pub inserted: bool,
+}
+
+/// One failed attempt, kept on the job for operators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptError {
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub error: String,
+}
+
+/// A job row as operators see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub queue: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub state: JobState,
+    pub priority: i16,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub timeout_ms: Option<u64>,
+    pub unique_key: Option<String>,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub locked_by: Option<String>,
+    pub last_error: Option<String>,
+    pub errors: Vec<AttemptError>,
+}
+
+/// A job a worker process has claimed (state `running`, `attempt` already counted).
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: JobId,
+    pub queue: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub timeout_ms: Option<u64>,
+}
+
+/// How one attempt ended, as the store records it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Done,
+    /// Failed; run again after `delay` unless the attempts are used up (then `dead`).
+    Retry { error: String, delay: Duration },
+    /// Failed for good: straight to `dead`.
+    Dead { error: String },
+}
+
+/// An attempt's outcome for a claimed job, waiting to be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub id: JobId,
+    pub outcome: Outcome,
+}
+
+/// Counts per state for one queue.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct QueueStats {
+    pub queue: String,
+    pub counts: std::collections::BTreeMap<JobState, i64>,
+    /// Age of the oldest job that is due (available, or scheduled/retrying past its run_at).
+    pub oldest_available_age_ms: Option<i64>,
+}

@@ -1,0 +1,179 @@
+//! One queue in one process: the fetch loop that claims jobs in batches as worker slots free
+//! up, and the execution of each claimed job under the queue's time-out.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use voxline_domain::{Db, QueueSettings};
+
+use super::inflight::{Inflight, Phase};
+use crate::backoff::BackoffPolicy;
+use crate::handler::{HandlerError, Handlers};
+use crate::model::{ClaimedJob, Completion, Outcome};
+use crate::store;
+
+/// Everything a queue's fetcher and its jobs share.
+pub struct QueueContext {
+    pub db: Db,
+    pub queue: String,
+    pub worker: String,
+    pub settings: QueueSettings,
+    pub policy: BackoffPolicy,
+    pub handlers: Handlers,
+    pub poll_interval: Duration,
+    pub wake: Arc<Notify>,
+    pub acks: mpsc::Sender<Completion>,
+    pub inflight: Inflight,
+    /// Cancelled when the process stops fetching.
+    pub stop: CancellationToken,
+    /// Claimed and not yet finished: concurrency + prefetch.
+    pub held: Arc<Semaphore>,
+    /// Running now: concurrency.
+    pub running: Arc<Semaphore>,
+}
+
+impl QueueContext {
+    fn capacity(&self) -> usize {
+        self.settings.concurrency + self.settings.prefetch
+    }
+}
+
+/// Claims and starts jobs until `ctx.stop` is cancelled.
+pub async fn fetch_loop(ctx: Arc<QueueContext>) {
+    let capacity = ctx.capacity();
+    // Claiming one job per freed slot would cost a round trip per job; wait briefly for a
+    // quarter of the slots so a busy queue claims in batches.
+    let min_batch = (capacity / 4).max(1);
+    let mut error_wait = Duration::from_millis(50);
+    loop {
+        if ctx.stop.is_cancelled() {
+            return;
+        }
+        let mut free = ctx.held.available_permits();
+        if free < min_batch {
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return,
+                permit = ctx.held.clone().acquire_many_owned(min_batch as u32) => drop(permit),
+                _ = tokio::time::sleep(Duration::from_millis(2)), if free > 0 => {}
+            }
+            free = ctx.held.available_permits();
+            if free == 0 {
+                continue;
+            }
+        }
+        let claimed = match store::claim(&ctx.db, &ctx.queue, &ctx.worker, free).await {
+            Ok(claimed) => {
+                error_wait = Duration::from_millis(50);
+                claimed
+            }
+            Err(e) => {
+                tracing::warn!(queue = %ctx.queue, error = %e, "claiming jobs failed; retrying");
+                tokio::select! {
+                    _ = ctx.stop.cancelled() => return,
+                    _ = tokio::time::sleep(error_wait) => {}
+                }
+                error_wait = (error_wait * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        let full = claimed.len() == free;
+        for job in claimed {
+            start_job(&ctx, job);
+        }
+        if full {
+            continue;
+        }
+        let wait = match store::next_due(&ctx.db, &ctx.queue).await {
+            Ok(Some(at)) => (at - chrono::Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(ctx.poll_interval),
+            _ => ctx.poll_interval,
+        };
+        tokio::select! {
+            _ = ctx.stop.cancelled() => return,
+            _ = ctx.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+fn start_job(ctx: &Arc<QueueContext>, job: ClaimedJob) {
+    let Ok(held) = ctx.held.clone().try_acquire_owned() else {
+        // Cannot happen (only this loop takes `held` permits and it claimed at most the free
+        // ones); if it ever did, the job stays `running` and is rescued.
+        tracing::error!(job = %job.id, "claimed more jobs than free slots");
+        return;
+    };
+    let id = job.id;
+    let task_ctx = ctx.clone();
+    // Register before the task can run, so it always finds itself in the map.
+    let mut inflight = ctx.inflight.lock();
+    let handle = tokio::spawn(async move {
+        let _held = held;
+        run_claimed(task_ctx, job).await;
+    });
+    inflight.jobs.insert(id, (Phase::Waiting, handle.abort_handle()));
+}
+
+async fn run_claimed(ctx: Arc<QueueContext>, job: ClaimedJob) {
+    let _slot = tokio::select! {
+        // Shutdown returns waiting jobs to the queue without running them.
+        _ = ctx.stop.cancelled() => return,
+        slot = ctx.running.clone().acquire_owned() => match slot {
+            Ok(slot) => slot,
+            Err(_) => return,
+        },
+    };
+    if !ctx.inflight.start(job.id) {
+        return;
+    }
+    let id = job.id;
+    let outcome = execute(&ctx, job).await;
+    if ctx.inflight.finish(id) {
+        // The acker lives until every queue has stopped, so this send only fails if it died.
+        if ctx.acks.send(Completion { id, outcome }).await.is_err() {
+            tracing::error!(job = %id, "job outcome lost: acknowledger stopped; it will be rescued");
+        }
+    }
+}
+
+/// Runs one attempt and decides what it means for the job.
+async fn execute(ctx: &QueueContext, job: ClaimedJob) -> Outcome {
+    let attempt = job.attempt;
+    let Some(handler) = ctx.handlers.get(&job.kind) else {
+        return Outcome::Dead {
+            error: format!("no handler for job kind \"{}\" on queue \"{}\"", job.kind, ctx.queue),
+        };
+    };
+    let timeout = Duration::from_millis(job.timeout_ms.unwrap_or(ctx.settings.timeout_ms));
+    let run = AssertUnwindSafe(handler.run(job)).catch_unwind();
+    let failure = match tokio::time::timeout(timeout, run).await {
+        Ok(Ok(Ok(()))) => return Outcome::Done,
+        Ok(Ok(Err(e))) => e,
+        Ok(Err(panic)) => HandlerError::retry(format!("handler panicked: {}", panic_message(&panic))),
+        Err(_) => HandlerError::retry(format!("timed out after {} ms", timeout.as_millis())),
+    };
+    match failure {
+        HandlerError::Permanent(error) => Outcome::Dead { error },
+        HandlerError::Retryable { message, after } => {
+            let delay = match after {
+                Some(wanted) => ctx.policy.requested(wanted),
+                None => ctx.policy.delay(attempt, &mut rand::rng()),
+            };
+            Outcome::Retry { error: message, delay }
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".to_string())
+}

@@ -1,0 +1,504 @@
+//! The job store on Postgres: claims with `FOR UPDATE SKIP LOCKED`, batched acknowledgements
+//! through `UNNEST`, NOTIFY on enqueue (delivered by the server at commit), database time
+//! (`now()`) for every timestamp so several hosts agree on it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use voxline_domain::config::RetentionSettings;
+use voxline_domain::db::PgDb;
+
+use super::JobFilter;
+use crate::error::JobError;
+use crate::model::{AttemptError, ClaimedJob, Completion, Enqueued, Job, JobId, NewJob, Outcome, QueueStats};
+use crate::state::JobState;
+
+const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
+    timeout_ms, unique_key, run_at, created_at, attempted_at, heartbeat_at, finished_at, \
+    locked_by, last_error, errors";
+
+pub(super) async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    channel: &str,
+    job: &NewJob,
+    max_attempts: u32,
+) -> Result<Enqueued, JobError> {
+    // One round trip: insert, and NOTIFY the queue when the job is due now. A conflicting
+    // unique key inserts nothing and the existing job is looked up below.
+    let row = sqlx::query(
+        "WITH ins AS (
+            INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
+                              unique_key, run_at)
+            VALUES ($1, $2, $3,
+                    CASE WHEN $7::timestamptz IS NULL OR $7 <= now() THEN 'available' ELSE 'scheduled' END,
+                    $4, $5, $6, $8, COALESCE($7, clock_timestamp()))
+            ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+            RETURNING id, state)
+         SELECT id, CASE WHEN state = 'available' THEN pg_notify($9, $1)::text END AS notified
+         FROM ins",
+    )
+    .bind(&job.queue)
+    .bind(&job.kind)
+    .bind(&job.payload)
+    .bind(job.priority)
+    .bind(max_attempts as i32)
+    .bind(job.timeout.map(|t| t.as_millis() as i64))
+    .bind(job.run_at)
+    .bind(&job.unique_key)
+    .bind(channel)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = row {
+        return Ok(Enqueued {
+            id: JobId(row.try_get("id")?),
+            inserted: true,
+        });
+    }
+    let key = job.unique_key.as_deref().unwrap_or_default();
+    let id: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE unique_key = $1")
+        .bind(key)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Enqueued {
+        id: JobId(id),
+        inserted: false,
+    })
+}
+
+pub(super) async fn insert_many(
+    db: &PgDb,
+    jobs: &[(NewJob, u32)],
+) -> Result<u64, JobError> {
+    let mut tx = db.pool.begin().await?;
+    let mut inserted = 0;
+    for chunk in jobs.chunks(5_000) {
+        let queues: Vec<&str> = chunk.iter().map(|(j, _)| j.queue.as_str()).collect();
+        let kinds: Vec<&str> = chunk.iter().map(|(j, _)| j.kind.as_str()).collect();
+        let payloads: Vec<&serde_json::Value> = chunk.iter().map(|(j, _)| &j.payload).collect();
+        let priorities: Vec<i16> = chunk.iter().map(|(j, _)| j.priority).collect();
+        let attempts: Vec<i32> = chunk.iter().map(|(_, a)| *a as i32).collect();
+        let timeouts: Vec<Option<i64>> = chunk
+            .iter()
+            .map(|(j, _)| j.timeout.map(|t| t.as_millis() as i64))
+            .collect();
+        let keys: Vec<Option<&str>> = chunk.iter().map(|(j, _)| j.unique_key.as_deref()).collect();
+        let run_ats: Vec<Option<DateTime<Utc>>> = chunk.iter().map(|(j, _)| j.run_at).collect();
+        let result = sqlx::query(
+            "INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
+                               unique_key, run_at)
+             SELECT q, k, p,
+                    CASE WHEN r IS NULL OR r <= now() THEN 'available' ELSE 'scheduled' END,
+                    pr, ma, t, u, COALESCE(r, clock_timestamp())
+             FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::int4[], $6::int8[],
+                         $7::text[], $8::timestamptz[]) AS x(q, k, p, pr, ma, t, u, r)
+             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
+        )
+        .bind(&queues)
+        .bind(&kinds)
+        .bind(&payloads)
+        .bind(&priorities)
+        .bind(&attempts)
+        .bind(&timeouts)
+        .bind(&keys)
+        .bind(&run_ats)
+        .execute(&mut *tx)
+        .await?;
+        inserted += result.rows_affected();
+    }
+    let mut queues: Vec<&str> = jobs.iter().map(|(j, _)| j.queue.as_str()).collect();
+    queues.sort_unstable();
+    queues.dedup();
+    for queue in queues {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&db.notify_channel)
+            .bind(queue)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(inserted)
+}
+
+pub(super) async fn claim(
+    pool: &PgPool,
+    queue: &str,
+    worker: &str,
+    limit: usize,
+) -> Result<Vec<ClaimedJob>, JobError> {
+    let rows = sqlx::query(
+        "WITH picked AS (
+            SELECT id FROM jobs
+            WHERE queue = $1 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= now()
+            ORDER BY priority DESC, run_at, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED)
+         UPDATE jobs j
+         SET state = 'running', attempt = j.attempt + 1, attempted_at = clock_timestamp(),
+             heartbeat_at = clock_timestamp(), locked_by = $3
+         FROM picked WHERE j.id = picked.id
+         RETURNING j.id, j.kind, j.payload, j.attempt, j.max_attempts, j.timeout_ms, j.priority",
+    )
+    .bind(queue)
+    .bind(limit as i64)
+    .bind(worker)
+    .fetch_all(pool)
+    .await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        claimed.push((
+            row.try_get::<i16, _>("priority")?,
+            ClaimedJob {
+                id: JobId(row.try_get("id")?),
+                queue: queue.to_string(),
+                kind: row.try_get("kind")?,
+                payload: row.try_get("payload")?,
+                attempt: row.try_get::<i32, _>("attempt")? as u32,
+                max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
+                timeout_ms: row.try_get::<Option<i64>, _>("timeout_ms")?.map(|t| t as u64),
+            },
+        ));
+    }
+    // RETURNING has no order; run the batch in claim order.
+    claimed.sort_by_key(|(priority, job)| (-priority, job.id));
+    Ok(claimed.into_iter().map(|(_, job)| job).collect())
+}
+
+pub(super) async fn complete(
+    pool: &PgPool,
+    worker: &str,
+    completions: &[Completion],
+) -> Result<Vec<(JobId, JobState)>, JobError> {
+    let mut done = Vec::new();
+    let (mut ids, mut errors, mut delays, mut permanent) = (vec![], vec![], vec![], vec![]);
+    for c in completions {
+        match &c.outcome {
+            Outcome::Done => done.push(c.id.0),
+            Outcome::Retry { error, delay } => {
+                ids.push(c.id.0);
+                errors.push(error.as_str());
+                delays.push(delay.as_millis() as i64);
+                permanent.push(false);
+            }
+            Outcome::Dead { error } => {
+                ids.push(c.id.0);
+                errors.push(error.as_str());
+                delays.push(0);
+                permanent.push(true);
+            }
+        }
+    }
+    let mut finished = Vec::with_capacity(completions.len());
+    if !done.is_empty() {
+        // Only the process that holds a job may finish it: a job rescued from a stalled
+        // process and claimed again elsewhere belongs to its new holder.
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'done', finished_at = now(), locked_by = NULL,
+                             heartbeat_at = NULL
+             WHERE id = ANY($1) AND state = 'running' AND locked_by = $2
+             RETURNING id",
+        )
+        .bind(&done)
+        .bind(worker)
+        .fetch_all(pool)
+        .await?;
+        for row in rows {
+            finished.push((JobId(row.try_get("id")?), JobState::Done));
+        }
+    }
+    if !ids.is_empty() {
+        let rows = sqlx::query(
+            "UPDATE jobs j SET
+                state = CASE WHEN f.permanent OR j.attempt >= j.max_attempts
+                             THEN 'dead' ELSE 'retrying' END,
+                run_at = CASE WHEN f.permanent OR j.attempt >= j.max_attempts
+                              THEN j.run_at ELSE now() + f.delay_ms * interval '1 millisecond' END,
+                finished_at = CASE WHEN f.permanent OR j.attempt >= j.max_attempts
+                                   THEN now() END,
+                last_error = f.error,
+                errors = j.errors || jsonb_build_array(jsonb_build_object(
+                    'attempt', j.attempt, 'at', now(), 'error', f.error)),
+                locked_by = NULL, heartbeat_at = NULL
+             FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::bool[])
+                  AS f(id, error, delay_ms, permanent)
+             WHERE j.id = f.id AND j.state = 'running' AND j.locked_by = $5
+             RETURNING j.id, j.state",
+        )
+        .bind(&ids)
+        .bind(&errors)
+        .bind(&delays)
+        .bind(&permanent)
+        .bind(worker)
+        .fetch_all(pool)
+        .await?;
+        for row in rows {
+            finished.push((JobId(row.try_get("id")?), parse_state(row.try_get("state")?)?));
+        }
+    }
+    Ok(finished)
+}
+
+pub(super) async fn heartbeat(pool: &PgPool, worker: &str) -> Result<u64, JobError> {
+    let result = sqlx::query(
+        "UPDATE jobs SET heartbeat_at = now() WHERE state = 'running' AND locked_by = $1",
+    )
+    .bind(worker)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+pub(super) async fn release(
+    pool: &PgPool,
+    worker: &str,
+    ids: &[JobId],
+    started: bool,
+) -> Result<u64, JobError> {
+    let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+    // A job that never started gives its attempt back; one interrupted mid-run keeps it and
+    // says why, like a rescued job.
+    let result = sqlx::query(
+        "UPDATE jobs SET state = 'available', locked_by = NULL, heartbeat_at = NULL,
+            attempt = CASE WHEN $3 THEN attempt ELSE attempt - 1 END,
+            last_error = CASE WHEN $3 THEN 'worker shut down before the job finished' ELSE last_error END,
+            errors = CASE WHEN $3 THEN errors || jsonb_build_array(jsonb_build_object(
+                'attempt', attempt, 'at', now(), 'error', 'worker shut down before the job finished'))
+                ELSE errors END
+         WHERE id = ANY($1) AND state = 'running' AND locked_by = $2",
+    )
+    .bind(&ids)
+    .bind(worker)
+    .bind(started)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+pub(super) async fn rescue(
+    db: &PgDb,
+    stale_after: Duration,
+) -> Result<Vec<(JobId, JobState)>, JobError> {
+    let mut tx = db.pool.begin().await?;
+    let rows = sqlx::query(
+        "WITH stale AS (
+            SELECT id FROM jobs
+            WHERE state = 'running' AND heartbeat_at < now() - $1 * interval '1 millisecond'
+            FOR UPDATE SKIP LOCKED)
+         UPDATE jobs j SET
+            state = CASE WHEN j.attempt >= j.max_attempts THEN 'dead' ELSE 'available' END,
+            finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
+            run_at = now(),
+            last_error = 'worker stopped heart-beating (' || COALESCE(j.locked_by, '?') || ')',
+            errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt,
+                'at', now(), 'error', 'worker stopped heart-beating (' || COALESCE(j.locked_by, '?') || ')')),
+            locked_by = NULL, heartbeat_at = NULL
+         FROM stale WHERE j.id = stale.id
+         RETURNING j.id, j.state, j.queue",
+    )
+    .bind(stale_after.as_millis() as i64)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut rescued = Vec::with_capacity(rows.len());
+    let mut queues = Vec::new();
+    for row in rows {
+        let state = parse_state(row.try_get("state")?)?;
+        if state == JobState::Available {
+            queues.push(row.try_get::<String, _>("queue")?);
+        }
+        rescued.push((JobId(row.try_get("id")?), state));
+    }
+    notify_queues(&mut tx, &db.notify_channel, queues).await?;
+    tx.commit().await?;
+    Ok(rescued)
+}
+
+pub(super) async fn promote(db: &PgDb) -> Result<Vec<String>, JobError> {
+    let mut tx = db.pool.begin().await?;
+    let queues: Vec<String> = sqlx::query_scalar(
+        "WITH due AS (
+            UPDATE jobs SET state = 'available'
+            WHERE state IN ('scheduled', 'retrying') AND run_at <= now()
+            RETURNING queue)
+         SELECT DISTINCT queue FROM due",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    notify_queues(&mut tx, &db.notify_channel, queues.clone()).await?;
+    tx.commit().await?;
+    Ok(queues)
+}
+
+async fn notify_queues(
+    tx: &mut Transaction<'_, Postgres>,
+    channel: &str,
+    mut queues: Vec<String>,
+) -> Result<(), JobError> {
+    queues.sort_unstable();
+    queues.dedup();
+    for queue in queues {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(queue)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn prune(pool: &PgPool, retention: &RetentionSettings) -> Result<u64, JobError> {
+    let mut deleted = 0;
+    for (state, hours) in [
+        ("done", retention.done_hours),
+        ("cancelled", retention.cancelled_hours),
+        ("dead", retention.dead_hours),
+    ] {
+        if hours == 0 {
+            continue;
+        }
+        let result = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs WHERE state = $1 AND finished_at < now() - $2 * interval '1 hour'
+                LIMIT 10000)",
+        )
+        .bind(state)
+        .bind(hours as i64)
+        .execute(pool)
+        .await?;
+        deleted += result.rows_affected();
+    }
+    Ok(deleted)
+}
+
+pub(super) async fn stats(pool: &PgPool) -> Result<Vec<QueueStats>, JobError> {
+    let rows = sqlx::query(
+        "SELECT queue, state, count(*) AS n,
+                (EXTRACT(EPOCH FROM now() - min(run_at) FILTER (
+                    WHERE state IN ('available', 'scheduled', 'retrying') AND run_at <= now()))
+                 * 1000)::int8 AS oldest_ms
+         FROM jobs GROUP BY queue, state ORDER BY queue",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut decoded = Vec::with_capacity(rows.len());
+    for row in rows {
+        decoded.push((
+            row.try_get::<String, _>("queue")?,
+            parse_state(row.try_get("state")?)?,
+            row.try_get::<i64, _>("n")?,
+            row.try_get::<Option<i64>, _>("oldest_ms")?,
+        ));
+    }
+    Ok(super::group_stats(decoded))
+}
+
+pub(super) async fn list(pool: &PgPool, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE ($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR state = $2)
+           AND ($3::int8 IS NULL OR id < $3)
+         ORDER BY id DESC LIMIT $4"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(filter.queue.as_deref())
+        .bind(filter.state.map(|s| s.as_str()))
+        .bind(filter.before.map(|id| id.0))
+        .bind(filter.limit as i64)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(decode_job).collect()
+}
+
+pub(super) async fn get(pool: &PgPool, id: JobId) -> Result<Option<Job>, JobError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(decode_job).transpose()
+}
+
+/// Moves matching jobs to `available` now with attempts reset (operator retry).
+pub(super) async fn retry(
+    db: &PgDb,
+    id: Option<JobId>,
+    queue: Option<&str>,
+    from: &[JobState],
+) -> Result<Vec<JobId>, JobError> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let mut tx = db.pool.begin().await?;
+    let rows = sqlx::query(
+        "UPDATE jobs SET state = 'available', attempt = 0, run_at = now(), finished_at = NULL,
+                         locked_by = NULL, heartbeat_at = NULL
+         WHERE ($1::int8 IS NULL OR id = $1) AND ($2::text IS NULL OR queue = $2)
+           AND state = ANY($3)
+         RETURNING id, queue",
+    )
+    .bind(id.map(|i| i.0))
+    .bind(queue)
+    .bind(&from)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut queues = Vec::new();
+    for row in rows {
+        ids.push(JobId(row.try_get("id")?));
+        queues.push(row.try_get::<String, _>("queue")?);
+    }
+    notify_queues(&mut tx, &db.notify_channel, queues).await?;
+    tx.commit().await?;
+    Ok(ids)
+}
+
+pub(super) async fn cancel(pool: &PgPool, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let result = sqlx::query(
+        "UPDATE jobs SET state = 'cancelled', finished_at = now(), locked_by = NULL
+         WHERE id = $1 AND state = ANY($2)",
+    )
+    .bind(id.0)
+    .bind(&from)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub(super) async fn next_due(pool: &PgPool, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
+    Ok(sqlx::query_scalar(
+        "SELECT min(run_at) FROM jobs
+         WHERE queue = $1 AND state IN ('scheduled', 'retrying')",
+    )
+    .bind(queue)
+    .fetch_one(pool)
+    .await?)
+}
+
+fn parse_state(s: String) -> Result<JobState, JobError> {
+    s.parse().map_err(|e: crate::state::UnknownState| JobError::Corrupt(e.to_string()))
+}
+
+fn decode_job(row: &PgRow) -> Result<Job, JobError> {
+    let errors: serde_json::Value = row.try_get("errors")?;
+    let errors: Vec<AttemptError> = serde_json::from_value(errors)
+        .map_err(|e| JobError::Corrupt(format!("errors column: {e}")))?;
+    Ok(Job {
+        id: JobId(row.try_get("id")?),
+        queue: row.try_get("queue")?,
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        state: parse_state(row.try_get("state")?)?,
+        priority: row.try_get("priority")?,
+        attempt: row.try_get::<i32, _>("attempt")? as u32,
+        max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
+        timeout_ms: row.try_get::<Option<i64>, _>("timeout_ms")?.map(|t| t as u64),
+        unique_key: row.try_get("unique_key")?,
+        run_at: row.try_get("run_at")?,
+        created_at: row.try_get("created_at")?,
+        attempted_at: row.try_get("attempted_at")?,
+        heartbeat_at: row.try_get("heartbeat_at")?,
+        finished_at: row.try_get("finished_at")?,
+        locked_by: row.try_get("locked_by")?,
+        last_error: row.try_get("last_error")?,
+        errors,
+    })
+}

@@ -1,0 +1,513 @@
+//! The job store on SQLite (the embedded default). SQLite has one writer at a time, so a claim
+//! is a single `UPDATE … RETURNING` and acknowledgements are written in one transaction per
+//! batch. Times are integer milliseconds from this process's clock (one machine, one file).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use voxline_domain::config::RetentionSettings;
+use voxline_domain::db::SqliteDb;
+
+use super::JobFilter;
+use crate::error::JobError;
+use crate::model::{AttemptError, ClaimedJob, Completion, Enqueued, Job, JobId, NewJob, Outcome, QueueStats};
+use crate::state::JobState;
+
+const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
+    timeout_ms, unique_key, run_at, created_at, attempted_at, heartbeat_at, finished_at, \
+    locked_by, last_error, errors";
+
+const SHUTDOWN_ERROR: &str = "worker shut down before the job finished";
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn to_time(ms: i64) -> Result<DateTime<Utc>, JobError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| JobError::Corrupt(format!("time {ms}")))
+}
+
+fn error_entry(attempt: i64, at: i64, error: &str) -> Result<String, JobError> {
+    let entry = AttemptError {
+        attempt: attempt.max(0) as u32,
+        at: to_time(at)?,
+        error: error.to_string(),
+    };
+    Ok(serde_json::to_string(&entry)?)
+}
+
+pub(super) async fn insert(
+    tx: &mut Transaction<'_, Sqlite>,
+    job: &NewJob,
+    max_attempts: u32,
+) -> Result<(Enqueued, bool), JobError> {
+    let now = now_ms();
+    let run_at = job.run_at.map(|t| t.timestamp_millis()).unwrap_or(now);
+    let state = if run_at <= now { "available" } else { "scheduled" };
+    let id: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
+                           unique_key, run_at, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+         RETURNING id",
+    )
+    .bind(&job.queue)
+    .bind(&job.kind)
+    .bind(serde_json::to_string(&job.payload)?)
+    .bind(state)
+    .bind(job.priority as i64)
+    .bind(max_attempts as i64)
+    .bind(job.timeout.map(|t| t.as_millis() as i64))
+    .bind(&job.unique_key)
+    .bind(run_at)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(id) = id {
+        return Ok((
+            Enqueued {
+                id: JobId(id),
+                inserted: true,
+            },
+            state == "available",
+        ));
+    }
+    let id: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE unique_key = ?")
+        .bind(job.unique_key.as_deref().unwrap_or_default())
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok((
+        Enqueued {
+            id: JobId(id),
+            inserted: false,
+        },
+        false,
+    ))
+}
+
+pub(super) async fn insert_many(db: &SqliteDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError> {
+    let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut inserted = 0;
+    let mut woken: Vec<&str> = Vec::new();
+    for (job, attempts) in jobs {
+        let (enqueued, available) = insert(&mut tx, job, *attempts).await?;
+        if enqueued.inserted {
+            inserted += 1;
+        }
+        if available && !woken.contains(&job.queue.as_str()) {
+            woken.push(&job.queue);
+        }
+    }
+    tx.commit().await?;
+    for queue in woken {
+        let _ = db.commits.send(queue.into());
+    }
+    Ok(inserted)
+}
+
+pub(super) async fn claim(
+    pool: &SqlitePool,
+    queue: &str,
+    worker: &str,
+    limit: usize,
+) -> Result<Vec<ClaimedJob>, JobError> {
+    let now = now_ms();
+    let rows = sqlx::query(
+        "UPDATE jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?1,
+                         heartbeat_at = ?1, locked_by = ?2
+         WHERE id IN (
+            SELECT id FROM jobs
+            WHERE queue = ?3 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
+            ORDER BY priority DESC, run_at, id LIMIT ?4)
+         RETURNING id, kind, payload, attempt, max_attempts, timeout_ms, priority",
+    )
+    .bind(now)
+    .bind(worker)
+    .bind(queue)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let payload: String = row.try_get("payload")?;
+        claimed.push((
+            row.try_get::<i64, _>("priority")?,
+            ClaimedJob {
+                id: JobId(row.try_get("id")?),
+                queue: queue.to_string(),
+                kind: row.try_get("kind")?,
+                payload: serde_json::from_str(&payload)?,
+                attempt: row.try_get::<i64, _>("attempt")? as u32,
+                max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+                timeout_ms: row.try_get::<Option<i64>, _>("timeout_ms")?.map(|t| t as u64),
+            },
+        ));
+    }
+    claimed.sort_by_key(|(priority, job)| (-priority, job.id));
+    Ok(claimed.into_iter().map(|(_, job)| job).collect())
+}
+
+pub(super) async fn complete(
+    pool: &SqlitePool,
+    worker: &str,
+    completions: &[Completion],
+) -> Result<Vec<(JobId, JobState)>, JobError> {
+    let now = now_ms();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut finished = Vec::with_capacity(completions.len());
+    for c in completions {
+        let row = match &c.outcome {
+            Outcome::Done => {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'done', finished_at = ?1, locked_by = NULL,
+                                     heartbeat_at = NULL
+                     WHERE id = ?2 AND state = 'running' AND locked_by = ?3
+                     RETURNING state",
+                )
+                .bind(now)
+                .bind(c.id.0)
+                .bind(worker)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+            Outcome::Retry { error, .. } | Outcome::Dead { error } => {
+                let (delay, permanent) = match &c.outcome {
+                    Outcome::Retry { delay, .. } => (delay.as_millis() as i64, false),
+                    _ => (0, true),
+                };
+                let attempt: Option<i64> = sqlx::query_scalar(
+                    "SELECT attempt FROM jobs WHERE id = ? AND state = 'running' AND locked_by = ?",
+                )
+                .bind(c.id.0)
+                .bind(worker)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(attempt) = attempt else { continue };
+                let entry = error_entry(attempt, now, error)?;
+                sqlx::query(
+                    "UPDATE jobs SET
+                        state = CASE WHEN ?1 OR attempt >= max_attempts THEN 'dead' ELSE 'retrying' END,
+                        run_at = CASE WHEN ?1 OR attempt >= max_attempts THEN run_at ELSE ?2 + ?3 END,
+                        finished_at = CASE WHEN ?1 OR attempt >= max_attempts THEN ?2 END,
+                        last_error = ?4,
+                        errors = json_insert(errors, '$[#]', json(?5)),
+                        locked_by = NULL, heartbeat_at = NULL
+                     WHERE id = ?6
+                     RETURNING state",
+                )
+                .bind(permanent)
+                .bind(now)
+                .bind(delay)
+                .bind(error)
+                .bind(entry)
+                .bind(c.id.0)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
+        };
+        if let Some(row) = row {
+            finished.push((c.id, parse_state(row.try_get("state")?)?));
+        }
+    }
+    tx.commit().await?;
+    Ok(finished)
+}
+
+pub(super) async fn heartbeat(pool: &SqlitePool, worker: &str) -> Result<u64, JobError> {
+    let result =
+        sqlx::query("UPDATE jobs SET heartbeat_at = ? WHERE state = 'running' AND locked_by = ?")
+            .bind(now_ms())
+            .bind(worker)
+            .execute(pool)
+            .await?;
+    Ok(result.rows_affected())
+}
+
+pub(super) async fn release(
+    db: &SqliteDb,
+    worker: &str,
+    ids: &[JobId],
+    started: bool,
+) -> Result<u64, JobError> {
+    let now = now_ms();
+    let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut released = 0;
+    let mut woken: Vec<String> = Vec::new();
+    for id in ids {
+        let row = sqlx::query(
+            "SELECT attempt, queue FROM jobs WHERE id = ? AND state = 'running' AND locked_by = ?",
+        )
+        .bind(id.0)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { continue };
+        let attempt: i64 = row.try_get("attempt")?;
+        let queue: String = row.try_get("queue")?;
+        if started {
+            sqlx::query(
+                "UPDATE jobs SET state = 'available', locked_by = NULL, heartbeat_at = NULL,
+                    last_error = ?1, errors = json_insert(errors, '$[#]', json(?2))
+                 WHERE id = ?3",
+            )
+            .bind(SHUTDOWN_ERROR)
+            .bind(error_entry(attempt, now, SHUTDOWN_ERROR)?)
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query(
+                "UPDATE jobs SET state = 'available', locked_by = NULL, heartbeat_at = NULL,
+                    attempt = attempt - 1
+                 WHERE id = ?",
+            )
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        released += 1;
+        if !woken.contains(&queue) {
+            woken.push(queue);
+        }
+    }
+    tx.commit().await?;
+    for queue in woken {
+        let _ = db.commits.send(queue.into());
+    }
+    Ok(released)
+}
+
+pub(super) async fn rescue(
+    db: &SqliteDb,
+    stale_after: Duration,
+) -> Result<Vec<(JobId, JobState)>, JobError> {
+    let now = now_ms();
+    let cutoff = now - stale_after.as_millis() as i64;
+    let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await?;
+    let rows = sqlx::query(
+        "SELECT id, attempt, queue, locked_by FROM jobs WHERE state = 'running' AND heartbeat_at < ?",
+    )
+    .bind(cutoff)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut rescued = Vec::with_capacity(rows.len());
+    let mut woken: Vec<String> = Vec::new();
+    for row in rows {
+        let id: i64 = row.try_get("id")?;
+        let attempt: i64 = row.try_get("attempt")?;
+        let holder: Option<String> = row.try_get("locked_by")?;
+        let error = format!(
+            "worker stopped heart-beating ({})",
+            holder.as_deref().unwrap_or("?")
+        );
+        let state: String = sqlx::query_scalar(
+            "UPDATE jobs SET
+                state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'available' END,
+                finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
+                run_at = ?1, last_error = ?2, errors = json_insert(errors, '$[#]', json(?3)),
+                locked_by = NULL, heartbeat_at = NULL
+             WHERE id = ?4 RETURNING state",
+        )
+        .bind(now)
+        .bind(&error)
+        .bind(error_entry(attempt, now, &error)?)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let state = parse_state(state)?;
+        if state == JobState::Available {
+            woken.push(row.try_get("queue")?);
+        }
+        rescued.push((JobId(id), state));
+    }
+    tx.commit().await?;
+    for queue in woken {
+        let _ = db.commits.send(queue.into());
+    }
+    Ok(rescued)
+}
+
+pub(super) async fn promote(db: &SqliteDb) -> Result<Vec<String>, JobError> {
+    let mut queues: Vec<String> = sqlx::query_scalar(
+        "UPDATE jobs SET state = 'available'
+         WHERE state IN ('scheduled', 'retrying') AND run_at <= ? RETURNING queue",
+    )
+    .bind(now_ms())
+    .fetch_all(&db.pool)
+    .await?;
+    queues.sort_unstable();
+    queues.dedup();
+    for queue in &queues {
+        let _ = db.commits.send(queue.as_str().into());
+    }
+    Ok(queues)
+}
+
+pub(super) async fn prune(pool: &SqlitePool, retention: &RetentionSettings) -> Result<u64, JobError> {
+    let now = now_ms();
+    let mut deleted = 0;
+    for (state, hours) in [
+        ("done", retention.done_hours),
+        ("cancelled", retention.cancelled_hours),
+        ("dead", retention.dead_hours),
+    ] {
+        if hours == 0 {
+            continue;
+        }
+        let cutoff = now - (hours as i64) * 3_600_000;
+        let result = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs WHERE state = ? AND finished_at < ? LIMIT 10000)",
+        )
+        .bind(state)
+        .bind(cutoff)
+        .execute(pool)
+        .await?;
+        deleted += result.rows_affected();
+    }
+    Ok(deleted)
+}
+
+pub(super) async fn stats(pool: &SqlitePool) -> Result<Vec<QueueStats>, JobError> {
+    let rows = sqlx::query(
+        "SELECT queue, state, count(*) AS n,
+                ?1 - min(CASE WHEN state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
+                              THEN run_at END) AS oldest_ms
+         FROM jobs GROUP BY queue, state ORDER BY queue",
+    )
+    .bind(now_ms())
+    .fetch_all(pool)
+    .await?;
+    let mut decoded = Vec::with_capacity(rows.len());
+    for row in rows {
+        decoded.push((
+            row.try_get::<String, _>("queue")?,
+            parse_state(row.try_get("state")?)?,
+            row.try_get::<i64, _>("n")?,
+            row.try_get::<Option<i64>, _>("oldest_ms")?,
+        ));
+    }
+    Ok(super::group_stats(decoded))
+}
+
+pub(super) async fn list(pool: &SqlitePool, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR state = ?2)
+           AND (?3 IS NULL OR id < ?3)
+         ORDER BY id DESC LIMIT ?4"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(filter.queue.as_deref())
+        .bind(filter.state.map(|s| s.as_str()))
+        .bind(filter.before.map(|id| id.0))
+        .bind(filter.limit as i64)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(decode_job).collect()
+}
+
+pub(super) async fn get(pool: &SqlitePool, id: JobId) -> Result<Option<Job>, JobError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.0)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(decode_job).transpose()
+}
+
+pub(super) async fn retry(
+    db: &SqliteDb,
+    id: Option<JobId>,
+    queue: Option<&str>,
+    from: &[JobState],
+) -> Result<Vec<JobId>, JobError> {
+    let from = serde_json::to_string(&from.iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
+    let rows = sqlx::query(
+        "UPDATE jobs SET state = 'available', attempt = 0, run_at = ?1, finished_at = NULL,
+                         locked_by = NULL, heartbeat_at = NULL
+         WHERE (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR queue = ?3)
+           AND state IN (SELECT value FROM json_each(?4))
+         RETURNING id, queue",
+    )
+    .bind(now_ms())
+    .bind(id.map(|i| i.0))
+    .bind(queue)
+    .bind(from)
+    .fetch_all(&db.pool)
+    .await?;
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut woken: Vec<String> = Vec::new();
+    for row in rows {
+        ids.push(JobId(row.try_get("id")?));
+        let queue: String = row.try_get("queue")?;
+        if !woken.contains(&queue) {
+            woken.push(queue);
+        }
+    }
+    for queue in woken {
+        let _ = db.commits.send(queue.into());
+    }
+    Ok(ids)
+}
+
+pub(super) async fn cancel(pool: &SqlitePool, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
+    let from = serde_json::to_string(&from.iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
+    let result = sqlx::query(
+        "UPDATE jobs SET state = 'cancelled', finished_at = ?1, locked_by = NULL
+         WHERE id = ?2 AND state IN (SELECT value FROM json_each(?3))",
+    )
+    .bind(now_ms())
+    .bind(id.0)
+    .bind(from)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub(super) async fn next_due(pool: &SqlitePool, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
+    let ms: Option<i64> = sqlx::query_scalar(
+        "SELECT min(run_at) FROM jobs
+         WHERE queue = ? AND state IN ('scheduled', 'retrying')",
+    )
+    .bind(queue)
+    .fetch_one(pool)
+    .await?;
+    ms.map(to_time).transpose()
+}
+
+fn parse_state(s: String) -> Result<JobState, JobError> {
+    s.parse().map_err(|e: crate::state::UnknownState| JobError::Corrupt(e.to_string()))
+}
+
+fn decode_job(row: &SqliteRow) -> Result<Job, JobError> {
+    let payload: String = row.try_get("payload")?;
+    let errors: String = row.try_get("errors")?;
+    let errors: Vec<AttemptError> = serde_json::from_str(&errors)
+        .map_err(|e| JobError::Corrupt(format!("errors column: {e}")))?;
+    let opt_time = |col: &str| -> Result<Option<DateTime<Utc>>, JobError> {
+        row.try_get::<Option<i64>, _>(col)?.map(to_time).transpose()
+    };
+    Ok(Job {
+        id: JobId(row.try_get("id")?),
+        queue: row.try_get("queue")?,
+        kind: row.try_get("kind")?,
+        payload: serde_json::from_str(&payload)?,
+        state: parse_state(row.try_get("state")?)?,
+        priority: row.try_get::<i64, _>("priority")? as i16,
+        attempt: row.try_get::<i64, _>("attempt")? as u32,
+        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+        timeout_ms: row.try_get::<Option<i64>, _>("timeout_ms")?.map(|t| t as u64),
+        unique_key: row.try_get("unique_key")?,
+        run_at: to_time(row.try_get("run_at")?)?,
+        created_at: to_time(row.try_get("created_at")?)?,
+        attempted_at: opt_time("attempted_at")?,
+        heartbeat_at: opt_time("heartbeat_at")?,
+        finished_at: opt_time("finished_at")?,
+        locked_by: row.try_get("locked_by")?,
+        last_error: row.try_get("last_error")?,
+        errors,
+    })
+}
