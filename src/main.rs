@@ -1,1 +1,110 @@
-fn main() {}
+//! The `voxline` binary: parses the command line, loads configuration and wires the crates
+//! together. No behaviour of its own lives here.
+
+mod bench;
+mod ops;
+mod services;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use voxline_domain::Settings;
+
+#[derive(Parser)]
+#[command(name = "voxline", version, about = "voxline: intake API, job workers and scheduler for voice coaching")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything in one process: HTTP API, every worker pool, the scheduler.
+    Serve,
+    /// The HTTP API alone.
+    Api,
+    /// Worker pools (and the scheduler: maintenance and cron).
+    Worker {
+        /// Queues to work, comma-separated (default: every configured queue).
+        #[arg(long, value_delimiter = ',')]
+        queues: Vec<String>,
+        /// Leave maintenance and cron to other processes.
+        #[arg(long, hide = true)]
+        no_scheduler: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Job counts by state for each queue.
+    Queues {
+        #[arg(long)]
+        json: bool,
+        /// Refresh every N seconds until interrupted.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<u64>,
+    },
+    /// Inspect and act on jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: ops::JobsCommand,
+    },
+    /// Benchmarks that print one `key=value` summary line.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    // One TLS stack for every client in the process (sqlx, redis, HTTP clients): rustls + ring.
+    if rustls::crypto::ring::default_provider().install_default().is_err() {
+        eprintln!("error: a TLS crypto provider was already installed");
+        return ExitCode::FAILURE;
+    }
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => services::run(settings, services::Roles::all()).await,
+            Command::Api => services::run(settings, services::Roles::api()).await,
+            Command::Worker { queues, no_scheduler } => {
+                services::run(settings, services::Roles::worker(queues, !no_scheduler)).await
+            }
+            Command::Migrate => services::migrate(settings).await,
+            Command::Queues { json, watch } => ops::queues(settings, json, watch).await,
+            Command::Jobs { command } => ops::jobs(settings, command).await,
+            Command::Bench { command } => bench::run(settings, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

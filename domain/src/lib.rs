@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod db;
+pub mod redis;
 
 pub use config::{ConfigError, QueueSettings, Settings};
 pub use db::{Db, DbError, DbKind, Tx};

@@ -1,4 +1,4 @@
--- The durable job table (SQLite). Times are integer milliseconds since the Unix epoch (UTC).
+-- The durable job table (SQLite). Times are integer microseconds since the Unix epoch (UTC).
 -- States are a closed set (see jobs/src/state.rs and the README).
 CREATE TABLE jobs (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -142,6 +142,22 @@ pub async fn next_due(db: &Db, queue: &str) -> Result<Option<DateTime<Utc>>, Job
     }
 }
 
+/// Jobs of `queue` that have not reached a final state.
+pub async fn unfinished(db: &Db, queue: &str) -> Result<i64, JobError> {
+    match db {
+        Db::Postgres(pg) => postgres::unfinished(&pg.pool, queue).await,
+        Db::Sqlite(lite) => sqlite::unfinished(&lite.pool, queue).await,
+    }
+}
+
+/// Deletes every job of `queue` (the benchmark's own queue; never an operator action).
+pub async fn purge_queue(db: &Db, queue: &str) -> Result<u64, JobError> {
+    match db {
+        Db::Postgres(pg) => postgres::purge_queue(&pg.pool, queue).await,
+        Db::Sqlite(lite) => sqlite::purge_queue(&lite.pool, queue).await,
+    }
+}
+
 const RETRYABLE: [JobState; 2] = [JobState::Dead, JobState::Retrying];
 const DISCARDABLE: [JobState; 4] = [
     JobState::Scheduled,

@@ -502,3 +502,21 @@ fn decode_job(row: &PgRow) -> Result<Job, JobError> {
         errors,
     })
 }
+
+pub(super) async fn unfinished(pool: &PgPool, queue: &str) -> Result<i64, JobError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM jobs
+         WHERE queue = $1 AND state IN ('scheduled', 'available', 'running', 'retrying')",
+    )
+    .bind(queue)
+    .fetch_one(pool)
+    .await?)
+}
+
+pub(super) async fn purge_queue(pool: &PgPool, queue: &str) -> Result<u64, JobError> {
+    let result = sqlx::query("DELETE FROM jobs WHERE queue = $1")
+        .bind(queue)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected())
+}

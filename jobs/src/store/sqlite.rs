@@ -1,6 +1,6 @@
 //! The job store on SQLite (the embedded default). SQLite has one writer at a time, so a claim
 //! is a single `UPDATE … RETURNING` and acknowledgements are written in one transaction per
-//! batch. Times are integer milliseconds from this process's clock (one machine, one file).
+//! batch. Times are integer microseconds from this process's clock (one machine, one file).
 
 use std::time::Duration;
 
@@ -21,12 +21,12 @@ const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, m
 
 const SHUTDOWN_ERROR: &str = "worker shut down before the job finished";
 
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
 }
 
-fn to_time(ms: i64) -> Result<DateTime<Utc>, JobError> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| JobError::Corrupt(format!("time {ms}")))
+fn to_time(us: i64) -> Result<DateTime<Utc>, JobError> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| JobError::Corrupt(format!("time {us}")))
 }
 
 fn error_entry(attempt: i64, at: i64, error: &str) -> Result<String, JobError> {
@@ -43,8 +43,8 @@ pub(super) async fn insert(
     job: &NewJob,
     max_attempts: u32,
 ) -> Result<(Enqueued, bool), JobError> {
-    let now = now_ms();
-    let run_at = job.run_at.map(|t| t.timestamp_millis()).unwrap_or(now);
+    let now = now_us();
+    let run_at = job.run_at.map(|t| t.timestamp_micros()).unwrap_or(now);
     let state = if run_at <= now { "available" } else { "scheduled" };
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
@@ -113,7 +113,7 @@ pub(super) async fn claim(
     worker: &str,
     limit: usize,
 ) -> Result<Vec<ClaimedJob>, JobError> {
-    let now = now_ms();
+    let now = now_us();
     let rows = sqlx::query(
         "UPDATE jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?1,
                          heartbeat_at = ?1, locked_by = ?2
@@ -154,7 +154,7 @@ pub(super) async fn complete(
     worker: &str,
     completions: &[Completion],
 ) -> Result<Vec<(JobId, JobState)>, JobError> {
-    let now = now_ms();
+    let now = now_us();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut finished = Vec::with_capacity(completions.len());
     for c in completions {
@@ -174,7 +174,7 @@ pub(super) async fn complete(
             }
             Outcome::Retry { error, .. } | Outcome::Dead { error } => {
                 let (delay, permanent) = match &c.outcome {
-                    Outcome::Retry { delay, .. } => (delay.as_millis() as i64, false),
+                    Outcome::Retry { delay, .. } => (delay.as_micros() as i64, false),
                     _ => (0, true),
                 };
                 let attempt: Option<i64> = sqlx::query_scalar(
@@ -218,7 +218,7 @@ pub(super) async fn complete(
 pub(super) async fn heartbeat(pool: &SqlitePool, worker: &str) -> Result<u64, JobError> {
     let result =
         sqlx::query("UPDATE jobs SET heartbeat_at = ? WHERE state = 'running' AND locked_by = ?")
-            .bind(now_ms())
+            .bind(now_us())
             .bind(worker)
             .execute(pool)
             .await?;
@@ -231,7 +231,7 @@ pub(super) async fn release(
     ids: &[JobId],
     started: bool,
 ) -> Result<u64, JobError> {
-    let now = now_ms();
+    let now = now_us();
     let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut released = 0;
     let mut woken: Vec<String> = Vec::new();
@@ -283,8 +283,8 @@ pub(super) async fn rescue(
     db: &SqliteDb,
     stale_after: Duration,
 ) -> Result<Vec<(JobId, JobState)>, JobError> {
-    let now = now_ms();
-    let cutoff = now - stale_after.as_millis() as i64;
+    let now = now_us();
+    let cutoff = now - stale_after.as_micros() as i64;
     let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await?;
     let rows = sqlx::query(
         "SELECT id, attempt, queue, locked_by FROM jobs WHERE state = 'running' AND heartbeat_at < ?",
@@ -334,7 +334,7 @@ pub(super) async fn promote(db: &SqliteDb) -> Result<Vec<String>, JobError> {
         "UPDATE jobs SET state = 'available'
          WHERE state IN ('scheduled', 'retrying') AND run_at <= ? RETURNING queue",
     )
-    .bind(now_ms())
+    .bind(now_us())
     .fetch_all(&db.pool)
     .await?;
     queues.sort_unstable();
@@ -346,7 +346,7 @@ pub(super) async fn promote(db: &SqliteDb) -> Result<Vec<String>, JobError> {
 }
 
 pub(super) async fn prune(pool: &SqlitePool, retention: &RetentionSettings) -> Result<u64, JobError> {
-    let now = now_ms();
+    let now = now_us();
     let mut deleted = 0;
     for (state, hours) in [
         ("done", retention.done_hours),
@@ -356,7 +356,7 @@ pub(super) async fn prune(pool: &SqlitePool, retention: &RetentionSettings) -> R
         if hours == 0 {
             continue;
         }
-        let cutoff = now - (hours as i64) * 3_600_000;
+        let cutoff = now - (hours as i64) * 3_600_000_000;
         let result = sqlx::query(
             "DELETE FROM jobs WHERE id IN (
                 SELECT id FROM jobs WHERE state = ? AND finished_at < ? LIMIT 10000)",
@@ -373,11 +373,11 @@ pub(super) async fn prune(pool: &SqlitePool, retention: &RetentionSettings) -> R
 pub(super) async fn stats(pool: &SqlitePool) -> Result<Vec<QueueStats>, JobError> {
     let rows = sqlx::query(
         "SELECT queue, state, count(*) AS n,
-                ?1 - min(CASE WHEN state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
-                              THEN run_at END) AS oldest_ms
+                (?1 - min(CASE WHEN state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
+                               THEN run_at END)) / 1000 AS oldest_ms
          FROM jobs GROUP BY queue, state ORDER BY queue",
     )
-    .bind(now_ms())
+    .bind(now_us())
     .fetch_all(pool)
     .await?;
     let mut decoded = Vec::with_capacity(rows.len());
@@ -432,7 +432,7 @@ pub(super) async fn retry(
            AND state IN (SELECT value FROM json_each(?4))
          RETURNING id, queue",
     )
-    .bind(now_ms())
+    .bind(now_us())
     .bind(id.map(|i| i.0))
     .bind(queue)
     .bind(from)
@@ -459,7 +459,7 @@ pub(super) async fn cancel(pool: &SqlitePool, id: JobId, from: &[JobState]) -> R
         "UPDATE jobs SET state = 'cancelled', finished_at = ?1, locked_by = NULL
          WHERE id = ?2 AND state IN (SELECT value FROM json_each(?3))",
     )
-    .bind(now_ms())
+    .bind(now_us())
     .bind(id.0)
     .bind(from)
     .execute(pool)
@@ -468,14 +468,14 @@ pub(super) async fn cancel(pool: &SqlitePool, id: JobId, from: &[JobState]) -> R
 }
 
 pub(super) async fn next_due(pool: &SqlitePool, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
-    let ms: Option<i64> = sqlx::query_scalar(
+    let us: Option<i64> = sqlx::query_scalar(
         "SELECT min(run_at) FROM jobs
          WHERE queue = ? AND state IN ('scheduled', 'retrying')",
     )
     .bind(queue)
     .fetch_one(pool)
     .await?;
-    ms.map(to_time).transpose()
+    us.map(to_time).transpose()
 }
 
 fn parse_state(s: String) -> Result<JobState, JobError> {
@@ -510,4 +510,22 @@ fn decode_job(row: &SqliteRow) -> Result<Job, JobError> {
         last_error: row.try_get("last_error")?,
         errors,
     })
+}
+
+pub(super) async fn unfinished(pool: &SqlitePool, queue: &str) -> Result<i64, JobError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM jobs
+         WHERE queue = ? AND state IN ('scheduled', 'available', 'running', 'retrying')",
+    )
+    .bind(queue)
+    .fetch_one(pool)
+    .await?)
+}
+
+pub(super) async fn purge_queue(pool: &SqlitePool, queue: &str) -> Result<u64, JobError> {
+    let result = sqlx::query("DELETE FROM jobs WHERE queue = ?")
+        .bind(queue)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected())
 }

@@ -1,0 +1,47 @@
+//! `/healthz` (the process answers) and `/readyz` (its dependencies answer too).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state.db.ping().await.map_err(|e| {
+        tracing::warn!(error = %e, "readiness: database check failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "database is not reachable")
+    })?;
+    let redis = &state.settings.redis.url;
+    if !redis.is_empty() {
+        voxline_domain::redis::ping(redis, Duration::from_secs(2))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "readiness: redis check failed");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "redis is not reachable")
+            })?;
+    }
+    let database = match state.db.kind() {
+        voxline_domain::DbKind::Postgres => "postgres",
+        voxline_domain::DbKind::Sqlite => "sqlite",
+    };
+    Ok(Json(json!({
+        "status": "ready",
+        "database": database,
+        "redis": if redis.is_empty() { "not configured" } else { "ok" },
+    })))
+}

@@ -1,0 +1,187 @@
+//! `voxline bench queue`: burn-down throughput, enqueue rates and enqueue→start latency of the
+//! job engine on the configured database. Ends with one `key=value` summary line.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use voxline_domain::config::QueueOverrides;
+use voxline_domain::{Db, Settings};
+use voxline_jobs::queues::BENCH;
+use voxline_jobs::{JobClient, NewJob, Runner, RunnerHandle, store};
+use voxline_workers::diag;
+
+use crate::services::connect;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Burn-down of N no-op jobs, enqueue rates, and enqueue→start latency with idle workers.
+    Queue {
+        /// No-op jobs enqueued in bulk and then worked off.
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+        /// Worker slots per process.
+        #[arg(long, default_value_t = 10)]
+        concurrency: usize,
+        /// Worker processes (more than one needs Postgres: SQLite wake-ups are in-process).
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+        /// Jobs claimed ahead of free slots, per process.
+        #[arg(long, default_value_t = 100)]
+        prefetch: usize,
+        /// Jobs enqueued one at a time, each in its own transaction, for the single-enqueue rate.
+        #[arg(long, default_value_t = 2_000)]
+        single: usize,
+        /// Jobs enqueued one at a time with idle workers, for latency.
+        #[arg(long, default_value_t = 300)]
+        latency_jobs: usize,
+        /// Pause between latency jobs.
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+    },
+}
+
+pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Queue { jobs, concurrency, processes, prefetch, single, latency_jobs, interval_ms } = command;
+    if processes == 0 || concurrency == 0 {
+        bail!("--processes and --concurrency must be at least 1");
+    }
+    let mut settings = settings;
+    settings.queues.insert(
+        BENCH.to_string(),
+        QueueOverrides { concurrency: Some(concurrency), prefetch: Some(prefetch), ..Default::default() },
+    );
+    if processes > 1 && !settings.is_postgres() {
+        bail!("--processes above 1 needs Postgres (SQLite wakes workers in-process only)");
+    }
+    let settings = Arc::new(settings);
+    let db = connect(&settings).await?;
+    let client = JobClient::new(db.clone(), settings.clone());
+    store::purge_queue(&db, BENCH).await?;
+
+    let workers = Workers::start(&db, &settings, processes, concurrency, prefetch).await?;
+    // Warm-up: every process has connected and is listening once these are done.
+    client.enqueue_many(noop_jobs(processes * concurrency * 4)).await?;
+    wait_drained(&db, Duration::from_secs(60)).await.context("warm-up")?;
+
+    // (a) Burn-down: one bulk insert, visible to workers at commit.
+    let started = Instant::now();
+    client.enqueue_many(noop_jobs(jobs)).await?;
+    let committed = Instant::now();
+    wait_drained(&db, Duration::from_secs(600)).await.context("burn-down")?;
+    let drained = Instant::now();
+    let enqueue_bulk_per_s = jobs as f64 / (committed - started).as_secs_f64();
+    let jobs_per_s = jobs as f64 / (drained - committed).as_secs_f64();
+
+    // One-by-one enqueue from one client, each its own transaction, workers running.
+    let started = Instant::now();
+    for _ in 0..single {
+        client.enqueue_now(&NewJob::new(BENCH, diag::NOOP, serde_json::json!({}))).await?;
+    }
+    let enqueue_single_per_s = single as f64 / started.elapsed().as_secs_f64();
+    wait_drained(&db, Duration::from_secs(60)).await.context("single enqueue")?;
+
+    // (b) Latency with idle workers: enqueue → start, from the job's own timestamps.
+    let mut ids = Vec::with_capacity(latency_jobs);
+    for _ in 0..latency_jobs {
+        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        ids.push(client.enqueue_now(&NewJob::new(BENCH, diag::NOOP, serde_json::json!({}))).await?.id);
+    }
+    wait_drained(&db, Duration::from_secs(60)).await.context("latency")?;
+    let mut latencies = Vec::with_capacity(ids.len());
+    for id in ids {
+        let job = store::get(&db, id).await?.context("latency job vanished")?;
+        let started = job.attempted_at.context("latency job never started")?;
+        latencies.push((started - job.created_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0);
+    }
+    latencies.sort_by(f64::total_cmp);
+
+    workers.stop().await;
+    store::purge_queue(&db, BENCH).await?;
+    db.close().await;
+
+    let database = if settings.is_postgres() { "postgres" } else { "sqlite" };
+    println!(
+        "db={database} jobs={jobs} processes={processes} concurrency={concurrency} prefetch={prefetch} \
+         enqueue_bulk_per_s={:.0} enqueue_single_per_s={:.0} jobs_per_s={:.0} \
+         p50_ms={:.2} p95_ms={:.2} p99_ms={:.2}",
+        enqueue_bulk_per_s,
+        enqueue_single_per_s,
+        jobs_per_s,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.95),
+        percentile(&latencies, 0.99),
+    );
+    Ok(())
+}
+
+fn noop_jobs(n: usize) -> Vec<NewJob> {
+    (0..n).map(|_| NewJob::new(BENCH, diag::NOOP, serde_json::json!({}))).collect()
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+async fn wait_drained(db: &Db, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if store::unfinished(db, BENCH).await? == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("jobs still unfinished after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The benchmark's workers: in this process for one, child `voxline worker` processes for more.
+enum Workers {
+    InProcess(RunnerHandle),
+    Children(Vec<tokio::process::Child>),
+}
+
+impl Workers {
+    async fn start(db: &Db, settings: &Arc<Settings>, processes: usize, concurrency: usize, prefetch: usize) -> anyhow::Result<Self> {
+        if processes == 1 {
+            let handlers = voxline_workers::handlers(db, settings);
+            let runner = Runner::new(db.clone(), settings.clone(), handlers).queues(vec![BENCH.to_string()]);
+            return Ok(Workers::InProcess(runner.start()));
+        }
+        let exe = std::env::current_exe().context("locating the voxline binary")?;
+        let mut children = Vec::with_capacity(processes);
+        for _ in 0..processes {
+            let child = tokio::process::Command::new(&exe)
+                .args(["worker", "--queues", BENCH, "--no-scheduler"])
+                .env("VOXLINE_QUEUES__BENCH__CONCURRENCY", concurrency.to_string())
+                .env("VOXLINE_QUEUES__BENCH__PREFETCH", prefetch.to_string())
+                .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting a worker process")?;
+            children.push(child);
+        }
+        Ok(Workers::Children(children))
+    }
+
+    async fn stop(self) {
+        match self {
+            Workers::InProcess(handle) => handle.shutdown().await,
+            Workers::Children(children) => {
+                for mut child in children {
+                    if let Some(pid) = child.id() {
+                        let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+                    }
+                    let _ = child.wait().await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Starting and stopping the long-running roles: API, worker pools, scheduler.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use voxline_api::AppState;
+use voxline_domain::{Db, Settings};
+use voxline_jobs::{JobClient, Runner, cron, maintenance};
+
+/// Which roles this process plays.
+pub struct Roles {
+    pub api: bool,
+    /// `Some(queues)` runs worker pools; an empty list means every configured queue.
+    pub workers: Option<Vec<String>>,
+    pub scheduler: bool,
+}
+
+impl Roles {
+    pub fn all() -> Self {
+        Roles { api: true, workers: Some(Vec::new()), scheduler: true }
+    }
+
+    pub fn api() -> Self {
+        Roles { api: true, workers: None, scheduler: false }
+    }
+
+    pub fn worker(queues: Vec<String>, scheduler: bool) -> Self {
+        Roles { api: false, workers: Some(queues), scheduler }
+    }
+}
+
+pub async fn connect(settings: &Settings) -> anyhow::Result<Db> {
+    let db = Db::connect(settings)
+        .await
+        .with_context(|| format!("connecting to {}", redact(&settings.database_url())))?;
+    db.migrate().await.context("applying migrations")?;
+    Ok(db)
+}
+
+pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
+    let db = connect(&settings).await?;
+    db.close().await;
+    println!("migrations applied");
+    Ok(())
+}
+
+pub async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
+    let settings = Arc::new(settings);
+    let db = connect(&settings).await?;
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+
+    // Bind first, so a taken port fails the start before any worker claims a job.
+    let listener = if roles.api {
+        let addr = &settings.http.addr;
+        Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("http.addr: cannot listen on {addr}"))?,
+        )
+    } else {
+        None
+    };
+
+    let runner = roles.workers.map(|queues| {
+        let handlers = voxline_workers::handlers(&db, &settings);
+        let runner = Runner::new(db.clone(), settings.clone(), handlers);
+        let runner = if queues.is_empty() { runner } else { runner.queues(queues) };
+        runner.start()
+    });
+    if roles.scheduler {
+        tasks.push(maintenance::spawn(db.clone(), &settings, stop.clone()));
+        tasks.extend(cron::spawn(JobClient::new(db.clone(), settings.clone()), stop.clone()));
+    }
+    let api = listener.map(|listener| {
+        let state = AppState::new(db.clone(), settings.clone());
+        tokio::spawn(voxline_api::serve(listener, state, stop.clone()))
+    });
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    stop.cancel();
+    if let Some(api) = api {
+        match api.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "HTTP server failed"),
+            Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    if let Some(runner) = runner {
+        runner.shutdown().await;
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    db.close().await;
+    Ok(())
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops this process");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
