@@ -190,8 +190,15 @@ impl Settings {
 
     /// Parses settings from TOML text layered over the defaults (for tests and tools).
     pub fn from_toml_overrides(toml: &str) -> Result<Self, ConfigError> {
-        let settings: Settings = Figment::from(Toml::string(DEFAULT_TOML))
-            .merge(Toml::string(toml))
+        Self::from_toml_layers(&[toml])
+    }
+
+    /// Like [`Settings::from_toml_overrides`] with several layers, later ones winning.
+    pub fn from_toml_layers(layers: &[&str]) -> Result<Self, ConfigError> {
+        let figment = layers
+            .iter()
+            .fold(Figment::from(Toml::string(DEFAULT_TOML)), |f, layer| f.merge(Toml::string(layer)));
+        let settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
         settings.validate()?;
