@@ -43,14 +43,26 @@ pub enum BenchCommand {
 }
 
 pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Queue { jobs, concurrency, processes, prefetch, single, latency_jobs, interval_ms } = command;
+    let BenchCommand::Queue {
+        jobs,
+        concurrency,
+        processes,
+        prefetch,
+        single,
+        latency_jobs,
+        interval_ms,
+    } = command;
     if processes == 0 || concurrency == 0 {
         bail!("--processes and --concurrency must be at least 1");
     }
     let mut settings = settings;
     settings.queues.insert(
         BENCH.to_string(),
-        QueueOverrides { concurrency: Some(concurrency), prefetch: Some(prefetch), ..Default::default() },
+        QueueOverrides {
+            concurrency: Some(concurrency),
+            prefetch: Some(prefetch),
+            ..Default::default()
+        },
     );
     if processes > 1 && !settings.is_postgres() {
         bail!("--processes above 1 needs Postgres (SQLite wakes workers in-process only)");
@@ -62,14 +74,20 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
 
     let workers = Workers::start(&db, &settings, processes, concurrency, prefetch).await?;
     // Warm-up: every process has connected and is listening once these are done.
-    client.enqueue_many(noop_jobs(processes * concurrency * 4)).await?;
-    wait_drained(&db, Duration::from_secs(60)).await.context("warm-up")?;
+    client
+        .enqueue_many(noop_jobs(processes * concurrency * 4))
+        .await?;
+    wait_drained(&db, Duration::from_secs(60))
+        .await
+        .context("warm-up")?;
 
     // (a) Burn-down: one bulk insert, visible to workers at commit.
     let started = Instant::now();
     client.enqueue_many(noop_jobs(jobs)).await?;
     let committed = Instant::now();
-    wait_drained(&db, Duration::from_secs(600)).await.context("burn-down")?;
+    wait_drained(&db, Duration::from_secs(600))
+        .await
+        .context("burn-down")?;
     let drained = Instant::now();
     let enqueue_bulk_per_s = jobs as f64 / (committed - started).as_secs_f64();
     let jobs_per_s = jobs as f64 / (drained - committed).as_secs_f64();
@@ -77,23 +95,39 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
     // One-by-one enqueue from one client, each its own transaction, workers running.
     let started = Instant::now();
     for _ in 0..single {
-        client.enqueue_now(&NewJob::new(BENCH, diag::NOOP, serde_json::json!({}))).await?;
+        client
+            .enqueue_now(&NewJob::new(BENCH, diag::NOOP, serde_json::json!({})))
+            .await?;
     }
     let enqueue_single_per_s = single as f64 / started.elapsed().as_secs_f64();
-    wait_drained(&db, Duration::from_secs(60)).await.context("single enqueue")?;
+    wait_drained(&db, Duration::from_secs(60))
+        .await
+        .context("single enqueue")?;
 
     // (b) Latency with idle workers: enqueue → start, from the job's own timestamps.
     let mut ids = Vec::with_capacity(latency_jobs);
     for _ in 0..latency_jobs {
         tokio::time::sleep(Duration::from_millis(interval_ms)).await;
-        ids.push(client.enqueue_now(&NewJob::new(BENCH, diag::NOOP, serde_json::json!({}))).await?.id);
+        ids.push(
+            client
+                .enqueue_now(&NewJob::new(BENCH, diag::NOOP, serde_json::json!({})))
+                .await?
+                .id,
+        );
     }
-    wait_drained(&db, Duration::from_secs(60)).await.context("latency")?;
+    wait_drained(&db, Duration::from_secs(60))
+        .await
+        .context("latency")?;
     let mut latencies = Vec::with_capacity(ids.len());
     for id in ids {
         let job = store::get(&db, id).await?.context("latency job vanished")?;
         let started = job.attempted_at.context("latency job never started")?;
-        latencies.push((started - job.created_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0);
+        latencies.push(
+            (started - job.created_at)
+                .num_microseconds()
+                .unwrap_or(i64::MAX) as f64
+                / 1000.0,
+        );
     }
     latencies.sort_by(f64::total_cmp);
 
@@ -101,7 +135,11 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
     store::purge_queue(&db, BENCH).await?;
     db.close().await;
 
-    let database = if settings.is_postgres() { "postgres" } else { "sqlite" };
+    let database = if settings.is_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     println!(
         "db={database} jobs={jobs} processes={processes} concurrency={concurrency} prefetch={prefetch} \
          enqueue_bulk_per_s={:.0} enqueue_single_per_s={:.0} jobs_per_s={:.0} \
@@ -117,7 +155,9 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
 }
 
 fn noop_jobs(n: usize) -> Vec<NewJob> {
-    (0..n).map(|_| NewJob::new(BENCH, diag::NOOP, serde_json::json!({}))).collect()
+    (0..n)
+        .map(|_| NewJob::new(BENCH, diag::NOOP, serde_json::json!({})))
+        .collect()
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -149,10 +189,17 @@ enum Workers {
 }
 
 impl Workers {
-    async fn start(db: &Db, settings: &Arc<Settings>, processes: usize, concurrency: usize, prefetch: usize) -> anyhow::Result<Self> {
+    async fn start(
+        db: &Db,
+        settings: &Arc<Settings>,
+        processes: usize,
+        concurrency: usize,
+        prefetch: usize,
+    ) -> anyhow::Result<Self> {
         if processes == 1 {
             let handlers = voxline_workers::handlers(db, settings);
-            let runner = Runner::new(db.clone(), settings.clone(), handlers).queues(vec![BENCH.to_string()]);
+            let runner =
+                Runner::new(db.clone(), settings.clone(), handlers).queues(vec![BENCH.to_string()]);
             return Ok(Workers::InProcess(runner.start()));
         }
         let exe = std::env::current_exe().context("locating the voxline binary")?;
@@ -160,9 +207,15 @@ impl Workers {
         for _ in 0..processes {
             let child = tokio::process::Command::new(&exe)
                 .args(["worker", "--queues", BENCH, "--no-scheduler"])
-                .env("VOXLINE_QUEUES__BENCH__CONCURRENCY", concurrency.to_string())
+                .env(
+                    "VOXLINE_QUEUES__BENCH__CONCURRENCY",
+                    concurrency.to_string(),
+                )
                 .env("VOXLINE_QUEUES__BENCH__PREFETCH", prefetch.to_string())
-                .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .kill_on_drop(true)
                 .spawn()
                 .context("starting a worker process")?;
@@ -177,7 +230,10 @@ impl Workers {
             Workers::Children(children) => {
                 for mut child in children {
                     if let Some(pid) = child.id() {
-                        let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+                        let _ = tokio::process::Command::new("kill")
+                            .args(["-TERM", &pid.to_string()])
+                            .status()
+                            .await;
                     }
                     let _ = child.wait().await;
                 }

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use voxline_domain::Settings;
 
 #[derive(Parser)]
-#[command(name = "voxline", version, about = "voxline: intake API, job workers and scheduler for voice coaching")]
+#[command(
+    name = "voxline",
+    version,
+    about = "voxline: intake API, job workers and scheduler for voice coaching"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,7 +63,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     // One TLS stack for every client in the process (sqlx, redis, HTTP clients): rustls + ring.
-    if rustls::crypto::ring::default_provider().install_default().is_err() {
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
         eprintln!("error: a TLS crypto provider was already installed");
         return ExitCode::FAILURE;
     }
@@ -70,7 +77,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -81,9 +91,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => services::run(settings, services::Roles::all()).await,
             Command::Api => services::run(settings, services::Roles::api()).await,
-            Command::Worker { queues, no_scheduler } => {
-                services::run(settings, services::Roles::worker(queues, !no_scheduler)).await
-            }
+            Command::Worker {
+                queues,
+                no_scheduler,
+            } => services::run(settings, services::Roles::worker(queues, !no_scheduler)).await,
             Command::Migrate => services::migrate(settings).await,
             Command::Queues { json, watch } => ops::queues(settings, json, watch).await,
             Command::Jobs { command } => ops::jobs(settings, command).await,

@@ -55,7 +55,10 @@ pub async fn queues(settings: Settings, as_json: bool, watch: Option<u64>) -> an
     loop {
         let stats = store::stats(&db).await.context("reading queue counts")?;
         if as_json {
-            println!("{}", serde_json::to_string(&queues_json(&settings, &stats))?);
+            println!(
+                "{}",
+                serde_json::to_string(&queues_json(&settings, &stats))?
+            );
         } else {
             if watch.is_some() {
                 // Clear the screen and go home, like `watch`.
@@ -82,7 +85,10 @@ fn all_stats(settings: &Settings, stats: &[QueueStats]) -> Vec<QueueStats> {
     let mut all: Vec<QueueStats> = stats.to_vec();
     for name in settings.queue_names() {
         if !all.iter().any(|s| s.queue == name) {
-            all.push(QueueStats { queue: name, ..Default::default() });
+            all.push(QueueStats {
+                queue: name,
+                ..Default::default()
+            });
         }
     }
     all.sort_by(|a, b| a.queue.cmp(&b.queue));
@@ -95,7 +101,12 @@ fn queues_json(settings: &Settings, stats: &[QueueStats]) -> serde_json::Value {
         .map(|s| {
             let counts: serde_json::Map<String, serde_json::Value> = JobState::ALL
                 .iter()
-                .map(|st| (st.as_str().to_string(), json!(s.counts.get(st).copied().unwrap_or(0))))
+                .map(|st| {
+                    (
+                        st.as_str().to_string(),
+                        json!(s.counts.get(st).copied().unwrap_or(0)),
+                    )
+                })
                 .collect();
             json!({
                 "queue": s.queue,
@@ -115,8 +126,16 @@ fn queues_table(settings: &Settings, stats: &[QueueStats]) -> String {
         .iter()
         .map(|s| {
             let mut row = vec![s.queue.clone()];
-            row.extend(JobState::ALL.iter().map(|st| s.counts.get(st).copied().unwrap_or(0).to_string()));
-            row.push(s.oldest_available_age_ms.map(human_ms).unwrap_or_else(|| "-".into()));
+            row.extend(
+                JobState::ALL
+                    .iter()
+                    .map(|st| s.counts.get(st).copied().unwrap_or(0).to_string()),
+            );
+            row.push(
+                s.oldest_available_age_ms
+                    .map(human_ms)
+                    .unwrap_or_else(|| "-".into()),
+            );
             row
         })
         .collect();
@@ -141,29 +160,55 @@ pub async fn jobs(settings: Settings, command: JobsCommand) -> anyhow::Result<()
 
 async fn jobs_on(db: &Db, command: JobsCommand) -> anyhow::Result<()> {
     match command {
-        JobsCommand::List { queue, state, limit, before, json } => {
-            let filter = JobFilter { queue, state, before: before.map(JobId), limit: limit.clamp(1, 1000) };
+        JobsCommand::List {
+            queue,
+            state,
+            limit,
+            before,
+            json,
+        } => {
+            let filter = JobFilter {
+                queue,
+                state,
+                before: before.map(JobId),
+                limit: limit.clamp(1, 1000),
+            };
             let jobs = store::list(db, &filter).await.context("listing jobs")?;
             if json {
-                let next = jobs.last().filter(|_| jobs.len() as u32 == filter.limit).map(|j| j.id);
-                println!("{}", serde_json::to_string(&json!({ "jobs": jobs, "next_before": next }))?);
+                let next = jobs
+                    .last()
+                    .filter(|_| jobs.len() as u32 == filter.limit)
+                    .map(|j| j.id);
+                println!(
+                    "{}",
+                    serde_json::to_string(&json!({ "jobs": jobs, "next_before": next }))?
+                );
             } else {
                 print!("{}", jobs_table(&jobs));
             }
         }
         JobsCommand::Show { id, json } => {
-            let job = store::get(db, JobId(id)).await?.with_context(|| format!("job {id} does not exist"))?;
+            let job = store::get(db, JobId(id))
+                .await?
+                .with_context(|| format!("job {id} does not exist"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&job)?);
             } else {
                 print!("{}", job_detail(&job));
             }
         }
-        JobsCommand::Retry { id: Some(id), json, .. } => {
+        JobsCommand::Retry {
+            id: Some(id), json, ..
+        } => {
             let job = store::retry(db, JobId(id)).await?;
             report(json, &job, "retried: available now, attempts reset")?;
         }
-        JobsCommand::Retry { id: None, queue: Some(queue), state: Some(state), json } => {
+        JobsCommand::Retry {
+            id: None,
+            queue: Some(queue),
+            state: Some(state),
+            json,
+        } => {
             let ids = store::retry_all(db, &queue, state).await?;
             if json {
                 println!("{}", serde_json::to_string(&json!({ "retried": ids }))?);
@@ -200,27 +245,59 @@ fn jobs_table(jobs: &[Job]) -> String {
                 j.state.to_string(),
                 format!("{}/{}", j.attempt, j.max_attempts),
                 j.run_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                j.last_error.as_deref().map(|e| truncate(e, 60)).unwrap_or_default(),
+                j.last_error
+                    .as_deref()
+                    .map(|e| truncate(e, 60))
+                    .unwrap_or_default(),
             ]
         })
         .collect();
-    table::render(&["ID", "QUEUE", "KIND", "STATE", "ATTEMPTS", "RUN AT", "LAST ERROR"], &rows)
+    table::render(
+        &[
+            "ID",
+            "QUEUE",
+            "KIND",
+            "STATE",
+            "ATTEMPTS",
+            "RUN AT",
+            "LAST ERROR",
+        ],
+        &rows,
+    )
 }
 
 fn job_detail(j: &Job) -> String {
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
+    let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+    };
     let mut out = format!(
         "id:           {}\nqueue:        {}\nkind:         {}\nstate:        {}\nattempts:     {}/{}\npriority:     {}\nrun at:       {}\ncreated at:   {}\nattempted at: {}\nfinished at:  {}\nheld by:      {}\nunique key:   {}\npayload:      {}\n",
-        j.id, j.queue, j.kind, j.state, j.attempt, j.max_attempts, j.priority,
-        j.run_at.to_rfc3339(), j.created_at.to_rfc3339(), time(j.attempted_at), time(j.finished_at),
-        j.locked_by.as_deref().unwrap_or("-"), j.unique_key.as_deref().unwrap_or("-"), j.payload,
+        j.id,
+        j.queue,
+        j.kind,
+        j.state,
+        j.attempt,
+        j.max_attempts,
+        j.priority,
+        j.run_at.to_rfc3339(),
+        j.created_at.to_rfc3339(),
+        time(j.attempted_at),
+        time(j.finished_at),
+        j.locked_by.as_deref().unwrap_or("-"),
+        j.unique_key.as_deref().unwrap_or("-"),
+        j.payload,
     );
     if j.errors.is_empty() {
         out.push_str("errors:       none\n");
     } else {
         out.push_str("errors:\n");
         for e in &j.errors {
-            out.push_str(&format!("  attempt {} at {}: {}\n", e.attempt, e.at.to_rfc3339(), e.error));
+            out.push_str(&format!(
+                "  attempt {} at {}: {}\n",
+                e.attempt,
+                e.at.to_rfc3339(),
+                e.error
+            ));
         }
     }
     out

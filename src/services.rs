@@ -18,15 +18,27 @@ pub struct Roles {
 
 impl Roles {
     pub fn all() -> Self {
-        Roles { api: true, workers: Some(Vec::new()), scheduler: true }
+        Roles {
+            api: true,
+            workers: Some(Vec::new()),
+            scheduler: true,
+        }
     }
 
     pub fn api() -> Self {
-        Roles { api: true, workers: None, scheduler: false }
+        Roles {
+            api: true,
+            workers: None,
+            scheduler: false,
+        }
     }
 
     pub fn worker(queues: Vec<String>, scheduler: bool) -> Self {
-        Roles { api: false, workers: Some(queues), scheduler }
+        Roles {
+            api: false,
+            workers: Some(queues),
+            scheduler,
+        }
     }
 }
 
@@ -66,12 +78,19 @@ pub async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     let runner = roles.workers.map(|queues| {
         let handlers = voxline_workers::handlers(&db, &settings);
         let runner = Runner::new(db.clone(), settings.clone(), handlers);
-        let runner = if queues.is_empty() { runner } else { runner.queues(queues) };
+        let runner = if queues.is_empty() {
+            runner
+        } else {
+            runner.queues(queues)
+        };
         runner.start()
     });
     if roles.scheduler {
         tasks.push(maintenance::spawn(db.clone(), &settings, stop.clone()));
-        tasks.extend(cron::spawn(JobClient::new(db.clone(), settings.clone()), stop.clone()));
+        tasks.extend(cron::spawn(
+            JobClient::new(db.clone(), settings.clone()),
+            stop.clone(),
+        ));
     }
     let api = listener.map(|listener| {
         let state = AppState::new(db.clone(), settings.clone());

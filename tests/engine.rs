@@ -48,8 +48,14 @@ fn job(kind: &str, payload: serde_json::Value) -> NewJob {
 
 on_both_databases!(a_job_runs_once_and_is_done);
 async fn a_job_runs_once_and_is_done(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else { return };
-    let enqueued = t.client().enqueue_now(&job(diag::NOOP, json!({}))).await.unwrap();
+    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+        return;
+    };
+    let enqueued = t
+        .client()
+        .enqueue_now(&job(diag::NOOP, json!({})))
+        .await
+        .unwrap();
     assert!(enqueued.inserted);
     assert_eq!(t.job(enqueued.id).await.state, JobState::Available);
 
@@ -64,9 +70,16 @@ async fn a_job_runs_once_and_is_done(backend: Backend) {
 
 on_both_databases!(a_scheduled_job_waits_for_its_time);
 async fn a_scheduled_job_waits_for_its_time(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else { return };
+    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+        return;
+    };
     let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
-    let id = t.client().enqueue_now(&job(diag::NOOP, json!({})).run_at(at)).await.unwrap().id;
+    let id = t
+        .client()
+        .enqueue_now(&job(diag::NOOP, json!({})).run_at(at))
+        .await
+        .unwrap()
+        .id;
     assert_eq!(t.job(id).await.state, JobState::Scheduled);
 
     let workers = runner(&t, diag_handlers()).start();
@@ -79,10 +92,16 @@ async fn a_scheduled_job_waits_for_its_time(backend: Backend) {
 on_both_databases!(a_failed_attempt_stores_its_backoff_and_frees_the_slot);
 async fn a_failed_attempt_stores_its_backoff_and_frees_the_slot(backend: Backend) {
     let overrides = "[queues.slow]\nconcurrency = 1\nbackoff_base_ms = 1500\nbackoff_cap_ms = 1500\nbackoff_jitter = 0.1\n";
-    let Some(t) = TestDb::new(backend, &[FAST, overrides]).await else { return };
+    let Some(t) = TestDb::new(backend, &[FAST, overrides]).await else {
+        return;
+    };
     let client = t.client();
     let failing = client
-        .enqueue_now(&NewJob::new("slow", diag::FAIL, json!({ "until_attempt": 2 })))
+        .enqueue_now(&NewJob::new(
+            "slow",
+            diag::FAIL,
+            json!({ "until_attempt": 2 }),
+        ))
         .await
         .unwrap()
         .id;
@@ -93,30 +112,57 @@ async fn a_failed_attempt_stores_its_backoff_and_frees_the_slot(backend: Backend
     let retrying = t.wait_state(failing, JobState::Retrying, LONG).await;
     let failed_at = retrying.errors[0].at;
     let wait = (retrying.run_at - failed_at).num_milliseconds();
-    assert!((1350..=1650).contains(&wait), "run_at should be 1.5 s ± 10% after the failure, was {wait} ms");
-    assert_eq!(retrying.last_error.as_deref(), Some("diag.fail: attempt 1 failed on purpose"));
+    assert!(
+        (1350..=1650).contains(&wait),
+        "run_at should be 1.5 s ± 10% after the failure, was {wait} ms"
+    );
+    assert_eq!(
+        retrying.last_error.as_deref(),
+        Some("diag.fail: attempt 1 failed on purpose")
+    );
 
     // The only slot is free while the failed job waits: another job runs meanwhile.
-    let other = client.enqueue_now(&NewJob::new("slow", diag::NOOP, json!({}))).await.unwrap().id;
+    let other = client
+        .enqueue_now(&NewJob::new("slow", diag::NOOP, json!({})))
+        .await
+        .unwrap()
+        .id;
     let other = t.wait_state(other, JobState::Done, LONG).await;
-    assert!(other.finished_at.expect("finished") < retrying.run_at, "the slot was held during backoff");
+    assert!(
+        other.finished_at.expect("finished") < retrying.run_at,
+        "the slot was held during backoff"
+    );
 
     let done = t.wait_state(failing, JobState::Done, LONG).await;
     workers.shutdown().await;
     assert_eq!(done.attempt, 2);
-    assert!(done.attempted_at.expect("attempted") >= retrying.run_at, "retried before its backoff ended");
+    assert!(
+        done.attempted_at.expect("attempted") >= retrying.run_at,
+        "retried before its backoff ended"
+    );
 }
 
 on_both_databases!(a_stored_backoff_survives_a_restart);
 async fn a_stored_backoff_survives_a_restart(backend: Backend) {
     let overrides = "[queues.test]\nbackoff_base_ms = 1000\nbackoff_cap_ms = 1000\n";
-    let Some(t) = TestDb::new(backend, &[FAST, overrides]).await else { return };
-    let id = t.client().enqueue_now(&job(diag::FAIL, json!({ "until_attempt": 2 }))).await.unwrap().id;
+    let Some(t) = TestDb::new(backend, &[FAST, overrides]).await else {
+        return;
+    };
+    let id = t
+        .client()
+        .enqueue_now(&job(diag::FAIL, json!({ "until_attempt": 2 })))
+        .await
+        .unwrap()
+        .id;
 
     let first = runner(&t, diag_handlers()).start();
     let retrying = t.wait_state(id, JobState::Retrying, LONG).await;
     first.shutdown().await;
-    assert_eq!(t.job(id).await.run_at, retrying.run_at, "shutdown must not touch a waiting retry");
+    assert_eq!(
+        t.job(id).await.run_at,
+        retrying.run_at,
+        "shutdown must not touch a waiting retry"
+    );
 
     let second = runner(&t, diag_handlers()).start();
     let done = t.wait_state(id, JobState::Done, LONG).await;
@@ -127,8 +173,15 @@ async fn a_stored_backoff_survives_a_restart(backend: Backend) {
 
 on_both_databases!(a_permanent_error_goes_straight_to_dead);
 async fn a_permanent_error_goes_straight_to_dead(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else { return };
-    let id = t.client().enqueue_now(&job(diag::FAIL, json!({ "permanent": true }))).await.unwrap().id;
+    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+        return;
+    };
+    let id = t
+        .client()
+        .enqueue_now(&job(diag::FAIL, json!({ "permanent": true })))
+        .await
+        .unwrap()
+        .id;
     let workers = runner(&t, diag_handlers()).start();
     let dead = t.wait_state(id, JobState::Dead, LONG).await;
     workers.shutdown().await;
@@ -139,21 +192,49 @@ async fn a_permanent_error_goes_straight_to_dead(backend: Backend) {
 
 on_both_databases!(an_unknown_kind_and_a_bad_payload_are_dead_with_a_reason);
 async fn an_unknown_kind_and_a_bad_payload_are_dead_with_a_reason(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else { return };
-    let unknown = t.client().enqueue_now(&job("no.such.kind", json!({}))).await.unwrap().id;
-    let bad = t.client().enqueue_now(&job(diag::SLEEP, json!({ "ms": "soon" }))).await.unwrap().id;
+    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+        return;
+    };
+    let unknown = t
+        .client()
+        .enqueue_now(&job("no.such.kind", json!({})))
+        .await
+        .unwrap()
+        .id;
+    let bad = t
+        .client()
+        .enqueue_now(&job(diag::SLEEP, json!({ "ms": "soon" })))
+        .await
+        .unwrap()
+        .id;
     let workers = runner(&t, diag_handlers()).start();
     let unknown = t.wait_state(unknown, JobState::Dead, LONG).await;
     let bad = t.wait_state(bad, JobState::Dead, LONG).await;
     workers.shutdown().await;
-    assert!(unknown.last_error.unwrap().contains("no handler for job kind \"no.such.kind\""));
-    assert!(bad.last_error.unwrap().starts_with("bad diag.sleep payload"));
+    assert!(
+        unknown
+            .last_error
+            .unwrap()
+            .contains("no handler for job kind \"no.such.kind\"")
+    );
+    assert!(
+        bad.last_error
+            .unwrap()
+            .starts_with("bad diag.sleep payload")
+    );
 }
 
 on_both_databases!(exhausted_attempts_become_dead_letters_with_every_error);
 async fn exhausted_attempts_become_dead_letters_with_every_error(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else { return };
-    let id = t.client().enqueue_now(&job(diag::FAIL, json!({})).max_attempts(3)).await.unwrap().id;
+    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+        return;
+    };
+    let id = t
+        .client()
+        .enqueue_now(&job(diag::FAIL, json!({})).max_attempts(3))
+        .await
+        .unwrap()
+        .id;
     let workers = runner(&t, diag_handlers()).start();
     let dead = t.wait_state(id, JobState::Dead, LONG).await;
     workers.shutdown().await;
@@ -162,7 +243,10 @@ async fn exhausted_attempts_become_dead_letters_with_every_error(backend: Backen
     let attempts: Vec<u32> = dead.errors.iter().map(|e| e.attempt).collect();
     assert_eq!(attempts, [1, 2, 3], "every attempt's error is kept");
     assert!(dead.errors.windows(2).all(|w| w[0].at < w[1].at));
-    assert_eq!(dead.last_error.as_deref(), Some("diag.fail: attempt 3 failed on purpose"));
+    assert_eq!(
+        dead.last_error.as_deref(),
+        Some("diag.fail: attempt 3 failed on purpose")
+    );
 
     // Dead letters are kept by default (dead_hours = 0), however old.
     t.execute(
@@ -176,11 +260,19 @@ async fn exhausted_attempts_become_dead_letters_with_every_error(backend: Backen
 
 on_both_databases!(an_operator_retries_and_discards_dead_jobs);
 async fn an_operator_retries_and_discards_dead_jobs(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else { return };
+    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+        return;
+    };
     let client = t.client();
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(client.enqueue_now(&job(diag::FAIL, json!({ "permanent": true }))).await.unwrap().id);
+        ids.push(
+            client
+                .enqueue_now(&job(diag::FAIL, json!({ "permanent": true })))
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let workers = runner(&t, diag_handlers()).start();
     for id in &ids {
@@ -197,7 +289,10 @@ async fn an_operator_retries_and_discards_dead_jobs(backend: Backend) {
     assert_eq!(discarded.state, JobState::Cancelled);
 
     match store::retry(&t.db, ids[1]).await {
-        Err(JobError::WrongState { state: JobState::Cancelled, .. }) => {}
+        Err(JobError::WrongState {
+            state: JobState::Cancelled,
+            ..
+        }) => {}
         other => panic!("retrying a cancelled job must be refused, got {other:?}"),
     }
     match store::retry(&t.db, voxline_jobs::JobId(987_654)).await {
@@ -206,7 +301,9 @@ async fn an_operator_retries_and_discards_dead_jobs(backend: Backend) {
     }
 
     // Bulk: every dead job of the queue.
-    let bulk = store::retry_all(&t.db, "test", JobState::Dead).await.unwrap();
+    let bulk = store::retry_all(&t.db, "test", JobState::Dead)
+        .await
+        .unwrap();
     assert_eq!(bulk, vec![ids[2]]);
     assert_eq!(t.count(JobState::Dead).await, 0);
     assert_eq!(t.count(JobState::Available).await, 2);
@@ -214,9 +311,15 @@ async fn an_operator_retries_and_discards_dead_jobs(backend: Backend) {
 
 on_both_databases!(retention_deletes_old_done_jobs_only);
 async fn retention_deletes_old_done_jobs_only(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST, "[retention]\ndone_hours = 24\n"]).await else { return };
+    let Some(t) = TestDb::new(backend, &[FAST, "[retention]\ndone_hours = 24\n"]).await else {
+        return;
+    };
     let client = t.client();
-    let old = client.enqueue_now(&job(diag::NOOP, json!({}))).await.unwrap().id;
+    let old = client
+        .enqueue_now(&job(diag::NOOP, json!({})))
+        .await
+        .unwrap()
+        .id;
     let workers = runner(&t, diag_handlers()).start();
     t.wait_state(old, JobState::Done, LONG).await;
     workers.shutdown().await;
@@ -225,7 +328,11 @@ async fn retention_deletes_old_done_jobs_only(backend: Backend) {
         "UPDATE jobs SET finished_at = finished_at - 90000000000",
     )
     .await;
-    let fresh = client.enqueue_now(&job(diag::NOOP, json!({}))).await.unwrap().id;
+    let fresh = client
+        .enqueue_now(&job(diag::NOOP, json!({})))
+        .await
+        .unwrap()
+        .id;
     let workers = runner(&t, diag_handlers()).start();
     t.wait_state(fresh, JobState::Done, LONG).await;
     workers.shutdown().await;
@@ -237,16 +344,26 @@ async fn retention_deletes_old_done_jobs_only(backend: Backend) {
 
 on_both_databases!(enqueue_commits_and_rolls_back_with_the_callers_transaction);
 async fn enqueue_commits_and_rolls_back_with_the_callers_transaction(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else { return };
+    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+        return;
+    };
     let client = t.client();
 
     let mut tx = t.db.begin().await.unwrap();
-    let rolled_back = client.enqueue(&mut tx, &job(diag::NOOP, json!({}))).await.unwrap().id;
+    let rolled_back = client
+        .enqueue(&mut tx, &job(diag::NOOP, json!({})))
+        .await
+        .unwrap()
+        .id;
     tx.rollback().await.unwrap();
     assert!(store::get(&t.db, rolled_back).await.unwrap().is_none());
 
     let mut tx = t.db.begin().await.unwrap();
-    let committed = client.enqueue(&mut tx, &job(diag::NOOP, json!({}))).await.unwrap().id;
+    let committed = client
+        .enqueue(&mut tx, &job(diag::NOOP, json!({})))
+        .await
+        .unwrap()
+        .id;
     if backend == Backend::Postgres {
         // Not visible to workers before the commit.
         let claimed = store::claim(&t.db, "test", "someone", 10).await.unwrap();
@@ -258,16 +375,30 @@ async fn enqueue_commits_and_rolls_back_with_the_callers_transaction(backend: Ba
 
 on_both_databases!(a_unique_key_makes_the_second_enqueue_a_no_op);
 async fn a_unique_key_makes_the_second_enqueue_a_no_op(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else { return };
+    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+        return;
+    };
     let client = t.client();
-    let first = client.enqueue_now(&job(diag::NOOP, json!({ "n": 1 })).unique_key("session:42")).await.unwrap();
-    let second = client.enqueue_now(&job(diag::NOOP, json!({ "n": 2 })).unique_key("session:42")).await.unwrap();
+    let first = client
+        .enqueue_now(&job(diag::NOOP, json!({ "n": 1 })).unique_key("session:42"))
+        .await
+        .unwrap();
+    let second = client
+        .enqueue_now(&job(diag::NOOP, json!({ "n": 2 })).unique_key("session:42"))
+        .await
+        .unwrap();
     assert!(first.inserted);
     assert!(!second.inserted);
-    assert_eq!(first.id, second.id, "the second enqueue returns the existing job");
+    assert_eq!(
+        first.id, second.id,
+        "the second enqueue returns the existing job"
+    );
     assert_eq!(t.job(first.id).await.payload, json!({ "n": 1 }));
     let bulk = client
-        .enqueue_many(vec![job(diag::NOOP, json!({})).unique_key("session:42"), job(diag::NOOP, json!({}))])
+        .enqueue_many(vec![
+            job(diag::NOOP, json!({})).unique_key("session:42"),
+            job(diag::NOOP, json!({})),
+        ])
         .await
         .unwrap();
     assert_eq!(bulk, 1, "bulk enqueue skips existing keys too");
@@ -278,31 +409,50 @@ on_both_databases!(an_idle_worker_is_woken_without_polling);
 async fn an_idle_worker_is_woken_without_polling(backend: Backend) {
     // Polling every 60 s: only a wake-up (NOTIFY, or the in-process commit signal) can start
     // this job within the test's limit.
-    let Some(t) = TestDb::new(backend, &[FAST, "[engine]\npoll_interval_ms = 60000\n"]).await else { return };
+    let Some(t) = TestDb::new(backend, &[FAST, "[engine]\npoll_interval_ms = 60000\n"]).await
+    else {
+        return;
+    };
     let workers = runner(&t, diag_handlers()).start();
     tokio::time::sleep(Duration::from_millis(500)).await; // idle, listening
     for _ in 0..3 {
-        let id = t.client().enqueue_now(&job(diag::NOOP, json!({}))).await.unwrap().id;
-        t.wait_state(id, JobState::Done, Duration::from_secs(10)).await;
+        let id = t
+            .client()
+            .enqueue_now(&job(diag::NOOP, json!({})))
+            .await
+            .unwrap()
+            .id;
+        t.wait_state(id, JobState::Done, Duration::from_secs(10))
+            .await;
     }
     workers.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_listen_connection_does_not_strand_jobs_on_postgres() {
-    let Some(t) = TestDb::new(Backend::Postgres, &[FAST, "[engine]\npoll_interval_ms = 60000\n"]).await else { return };
-    let voxline_domain::Db::Postgres(pg) = &t.db else { unreachable!() };
+    let Some(t) = TestDb::new(
+        Backend::Postgres,
+        &[FAST, "[engine]\npoll_interval_ms = 60000\n"],
+    )
+    .await
+    else {
+        return;
+    };
+    let voxline_domain::Db::Postgres(pg) = &t.db else {
+        unreachable!()
+    };
     let workers = runner(&t, diag_handlers()).start();
     let listen = format!("LISTEN \"{}\"", pg.notify_channel);
     eventually("the worker is listening", LONG, || {
         let pool = pg.pool.clone();
         let listen = listen.clone();
         async move {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE query = $1")
-                .bind(listen)
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+            let n: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE query = $1")
+                    .bind(listen)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
             n > 0
         }
     })
@@ -313,22 +463,32 @@ async fn a_lost_listen_connection_does_not_strand_jobs_on_postgres() {
         .execute(&pg.pool)
         .await
         .unwrap();
-    let id = t.client().enqueue_now(&job(diag::NOOP, json!({}))).await.unwrap().id;
+    let id = t
+        .client()
+        .enqueue_now(&job(diag::NOOP, json!({})))
+        .await
+        .unwrap()
+        .id;
     // Reconnecting wakes every queue, so the job runs long before the 60 s poll.
-    t.wait_state(id, JobState::Done, Duration::from_secs(15)).await;
+    t.wait_state(id, JobState::Done, Duration::from_secs(15))
+        .await;
     workers.shutdown().await;
 }
 
 on_both_databases!(higher_priority_runs_first);
 async fn higher_priority_runs_first(backend: Backend) {
     let overrides = "[queues.test]\nconcurrency = 1\nprefetch = 0\n";
-    let Some(t) = TestDb::new(backend, &[FAST, overrides]).await else { return };
+    let Some(t) = TestDb::new(backend, &[FAST, overrides]).await else {
+        return;
+    };
     let order = Arc::new(Mutex::new(Vec::new()));
     let seen = order.clone();
     let handlers = Handlers::new().register("record", move |job: ClaimedJob| {
         let seen = seen.clone();
         async move {
-            seen.lock().unwrap().push(job.payload["n"].as_i64().unwrap());
+            seen.lock()
+                .unwrap()
+                .push(job.payload["n"].as_i64().unwrap());
             Ok(())
         }
     });
@@ -340,7 +500,10 @@ async fn higher_priority_runs_first(backend: Backend) {
     ];
     t.client().enqueue_many(jobs).await.unwrap();
     let workers = runner(&t, handlers).start();
-    eventually("all four ran", LONG, || async { order.lock().unwrap().len() == 4 }).await;
+    eventually("all four ran", LONG, || async {
+        order.lock().unwrap().len() == 4
+    })
+    .await;
     workers.shutdown().await;
     assert_eq!(*order.lock().unwrap(), vec![2, 4, 1, 3]);
 }
@@ -348,7 +511,9 @@ async fn higher_priority_runs_first(backend: Backend) {
 on_both_databases!(a_queue_never_runs_more_than_its_concurrency);
 async fn a_queue_never_runs_more_than_its_concurrency(backend: Backend) {
     let overrides = "[queues.test]\nconcurrency = 3\nprefetch = 5\n";
-    let Some(t) = TestDb::new(backend, &[FAST, overrides]).await else { return };
+    let Some(t) = TestDb::new(backend, &[FAST, overrides]).await else {
+        return;
+    };
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let (r, p) = (running.clone(), peak.clone());
@@ -362,19 +527,31 @@ async fn a_queue_never_runs_more_than_its_concurrency(backend: Backend) {
             Ok(())
         }
     });
-    t.client().enqueue_many((0..24).map(|_| job("busy", json!({}))).collect()).await.unwrap();
+    t.client()
+        .enqueue_many((0..24).map(|_| job("busy", json!({}))).collect())
+        .await
+        .unwrap();
     let workers = runner(&t, handlers).start();
-    eventually("all done", LONG, || async { t.count(JobState::Done).await == 24 }).await;
+    eventually("all done", LONG, || async {
+        t.count(JobState::Done).await == 24
+    })
+    .await;
     workers.shutdown().await;
     assert_eq!(peak.load(Ordering::SeqCst), 3, "peak concurrency");
 }
 
 on_both_databases!(a_timed_out_attempt_counts_as_failed);
 async fn a_timed_out_attempt_counts_as_failed(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else { return };
+    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+        return;
+    };
     let id = t
         .client()
-        .enqueue_now(&job(diag::SLEEP, json!({ "ms": 10_000 })).timeout(Duration::from_millis(100)).max_attempts(2))
+        .enqueue_now(
+            &job(diag::SLEEP, json!({ "ms": 10_000 }))
+                .timeout(Duration::from_millis(100))
+                .max_attempts(2),
+        )
         .await
         .unwrap()
         .id;
@@ -382,28 +559,53 @@ async fn a_timed_out_attempt_counts_as_failed(backend: Backend) {
     let dead = t.wait_state(id, JobState::Dead, LONG).await;
     workers.shutdown().await;
     assert_eq!(dead.attempt, 2);
-    assert!(dead.errors.iter().all(|e| e.error == "timed out after 100 ms"), "{:?}", dead.errors);
+    assert!(
+        dead.errors
+            .iter()
+            .all(|e| e.error == "timed out after 100 ms"),
+        "{:?}",
+        dead.errors
+    );
 }
 
 on_both_databases!(a_panicking_handler_is_a_failed_attempt_not_a_dead_worker);
 async fn a_panicking_handler_is_a_failed_attempt_not_a_dead_worker(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else { return };
+    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+        return;
+    };
     let client = t.client();
-    let panics = client.enqueue_now(&job(diag::PANIC, json!({})).max_attempts(1)).await.unwrap().id;
+    let panics = client
+        .enqueue_now(&job(diag::PANIC, json!({})).max_attempts(1))
+        .await
+        .unwrap()
+        .id;
     let workers = runner(&t, diag_handlers()).start();
     let dead = t.wait_state(panics, JobState::Dead, LONG).await;
-    assert!(dead.last_error.unwrap().contains("handler panicked: diag.panic"));
-    let after = client.enqueue_now(&job(diag::NOOP, json!({}))).await.unwrap().id;
+    assert!(
+        dead.last_error
+            .unwrap()
+            .contains("handler panicked: diag.panic")
+    );
+    let after = client
+        .enqueue_now(&job(diag::NOOP, json!({})))
+        .await
+        .unwrap()
+        .id;
     t.wait_state(after, JobState::Done, LONG).await;
     workers.shutdown().await;
 }
 
 on_both_databases!(a_retry_after_hint_sets_the_delay);
 async fn a_retry_after_hint_sets_the_delay(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else { return };
+    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+        return;
+    };
     let id = t
         .client()
-        .enqueue_now(&job(diag::FAIL, json!({ "until_attempt": 2, "retry_after_ms": 700 })))
+        .enqueue_now(&job(
+            diag::FAIL,
+            json!({ "until_attempt": 2, "retry_after_ms": 700 }),
+        ))
         .await
         .unwrap()
         .id;
@@ -411,7 +613,10 @@ async fn a_retry_after_hint_sets_the_delay(backend: Backend) {
     let retrying = t.wait_state(id, JobState::Retrying, LONG).await;
     let wait = (retrying.run_at - retrying.errors[0].at).num_milliseconds();
     // 700 ms asked, but the queue's cap is 1000 ms, base 200 ms: the hint wins below the cap.
-    assert!((690..=720).contains(&wait), "retry-after delay was {wait} ms");
+    assert!(
+        (690..=720).contains(&wait),
+        "retry-after delay was {wait} ms"
+    );
     t.wait_state(id, JobState::Done, LONG).await;
     workers.shutdown().await;
 }
@@ -419,7 +624,9 @@ async fn a_retry_after_hint_sets_the_delay(backend: Backend) {
 on_both_databases!(shutdown_finishes_running_jobs_and_returns_prefetched_ones);
 async fn shutdown_finishes_running_jobs_and_returns_prefetched_ones(backend: Backend) {
     let overrides = "[queues.test]\nconcurrency = 2\nprefetch = 4\n";
-    let Some(t) = TestDb::new(backend, &[FAST, overrides]).await else { return };
+    let Some(t) = TestDb::new(backend, &[FAST, overrides]).await else {
+        return;
+    };
     let started = Arc::new(AtomicUsize::new(0));
     let s = started.clone();
     let handlers = Handlers::new().register("slow", move |_job: ClaimedJob| {
@@ -430,7 +637,10 @@ async fn shutdown_finishes_running_jobs_and_returns_prefetched_ones(backend: Bac
             Ok::<(), HandlerError>(())
         }
     });
-    t.client().enqueue_many((0..6).map(|_| job("slow", json!({}))).collect()).await.unwrap();
+    t.client()
+        .enqueue_many((0..6).map(|_| job("slow", json!({}))).collect())
+        .await
+        .unwrap();
     let workers = runner(&t, handlers).start();
     eventually("two running, four prefetched", LONG, || async {
         started.load(Ordering::SeqCst) == 2 && workers.inflight() == 6
@@ -438,34 +648,73 @@ async fn shutdown_finishes_running_jobs_and_returns_prefetched_ones(backend: Bac
     .await;
     workers.shutdown().await;
 
-    assert_eq!(started.load(Ordering::SeqCst), 2, "prefetched jobs must not start during shutdown");
-    assert_eq!(t.count(JobState::Done).await, 2, "running jobs finish within the grace period");
-    let available = store::list(&t.db, &JobFilter { state: Some(JobState::Available), limit: 10, ..Default::default() })
-        .await
-        .unwrap();
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        2,
+        "prefetched jobs must not start during shutdown"
+    );
+    assert_eq!(
+        t.count(JobState::Done).await,
+        2,
+        "running jobs finish within the grace period"
+    );
+    let available = store::list(
+        &t.db,
+        &JobFilter {
+            state: Some(JobState::Available),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(available.len(), 4);
-    assert!(available.iter().all(|j| j.attempt == 0 && j.locked_by.is_none()), "unstarted jobs give their attempt back");
+    assert!(
+        available
+            .iter()
+            .all(|j| j.attempt == 0 && j.locked_by.is_none()),
+        "unstarted jobs give their attempt back"
+    );
 }
 
 on_both_databases!(shutdown_returns_jobs_that_outlive_the_grace_period);
 async fn shutdown_returns_jobs_that_outlive_the_grace_period(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST, "[engine]\nshutdown_grace_ms = 200\n"]).await else { return };
-    let id = t.client().enqueue_now(&job(diag::SLEEP, json!({ "ms": 30_000 }))).await.unwrap().id;
+    let Some(t) = TestDb::new(backend, &[FAST, "[engine]\nshutdown_grace_ms = 200\n"]).await else {
+        return;
+    };
+    let id = t
+        .client()
+        .enqueue_now(&job(diag::SLEEP, json!({ "ms": 30_000 })))
+        .await
+        .unwrap()
+        .id;
     let workers = runner(&t, diag_handlers()).start();
     t.wait_state(id, JobState::Running, LONG).await;
     workers.shutdown().await;
     let job = t.job(id).await;
     assert_eq!(job.state, JobState::Available);
     assert_eq!(job.attempt, 1, "an interrupted attempt counts");
-    assert_eq!(job.last_error.as_deref(), Some("worker shut down before the job finished"));
+    assert_eq!(
+        job.last_error.as_deref(),
+        Some("worker shut down before the job finished")
+    );
 }
 
 on_both_databases!(a_stale_running_job_is_rescued_and_completes);
 async fn a_stale_running_job_is_rescued_and_completes(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else { return };
-    let id = t.client().enqueue_now(&job(diag::NOOP, json!({}))).await.unwrap().id;
+    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+        return;
+    };
+    let id = t
+        .client()
+        .enqueue_now(&job(diag::NOOP, json!({})))
+        .await
+        .unwrap()
+        .id;
     // A worker that claimed it and vanished without a heartbeat.
-    let claimed = store::claim(&t.db, "test", "ghost-worker", 1).await.unwrap();
+    let claimed = store::claim(&t.db, "test", "ghost-worker", 1)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
 
     let stop = tokio_util::sync::CancellationToken::new();
@@ -477,13 +726,20 @@ async fn a_stale_running_job_is_rescued_and_completes(backend: Backend) {
     maintenance.await.unwrap();
 
     assert_eq!(done.attempt, 2, "the lost attempt counts");
-    assert!(done.errors[0].error.contains("worker stopped heart-beating (ghost-worker)"));
+    assert!(
+        done.errors[0]
+            .error
+            .contains("worker stopped heart-beating (ghost-worker)")
+    );
 }
 
 on_both_databases!(each_cron_tick_is_enqueued_once_across_schedulers);
 async fn each_cron_tick_is_enqueued_once_across_schedulers(backend: Backend) {
-    let overrides = "[cron.every_second]\nschedule = \"* * * * * *\"\nqueue = \"test\"\nkind = \"diag.noop\"\n";
-    let Some(t) = TestDb::new(backend, &[FAST, overrides]).await else { return };
+    let overrides =
+        "[cron.every_second]\nschedule = \"* * * * * *\"\nqueue = \"test\"\nkind = \"diag.noop\"\n";
+    let Some(t) = TestDb::new(backend, &[FAST, overrides]).await else {
+        return;
+    };
     // Three replicas' schedulers over one database.
     let stop = tokio_util::sync::CancellationToken::new();
     let mut tasks = Vec::new();
@@ -495,14 +751,27 @@ async fn each_cron_tick_is_enqueued_once_across_schedulers(backend: Backend) {
     for task in tasks {
         task.await.unwrap();
     }
-    let jobs = store::list(&t.db, &JobFilter { queue: Some("test".into()), limit: 100, ..Default::default() })
-        .await
-        .unwrap();
-    let mut ticks: Vec<i64> = jobs.iter().map(|j| j.payload["tick"].as_i64().unwrap()).collect();
+    let jobs = store::list(
+        &t.db,
+        &JobFilter {
+            queue: Some("test".into()),
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut ticks: Vec<i64> = jobs
+        .iter()
+        .map(|j| j.payload["tick"].as_i64().unwrap())
+        .collect();
     assert!(ticks.len() >= 3, "expected a job per tick, got {ticks:?}");
     let total = ticks.len();
     ticks.sort_unstable();
     ticks.dedup();
     assert_eq!(ticks.len(), total, "a tick was enqueued more than once");
-    assert!(ticks.windows(2).all(|w| w[1] - w[0] == 1), "a tick was missed: {ticks:?}");
+    assert!(
+        ticks.windows(2).all(|w| w[1] - w[0] == 1),
+        "a tick was missed: {ticks:?}"
+    );
 }

@@ -28,7 +28,11 @@ const FAST_ENV: &[(&str, &str)] = &[
 async fn running_holders(db: &Db) -> HashSet<String> {
     let jobs = store::list(
         db,
-        &store::JobFilter { state: Some(JobState::Running), limit: 1000, ..Default::default() },
+        &store::JobFilter {
+            state: Some(JobState::Running),
+            limit: 1000,
+            ..Default::default()
+        },
     )
     .await
     .expect("list running");
@@ -37,11 +41,19 @@ async fn running_holders(db: &Db) -> HashSet<String> {
 
 on_both_databases!(a_killed_worker_s_jobs_are_rescued_and_completed);
 async fn a_killed_worker_s_jobs_are_rescued_and_completed(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[]).await else { return };
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
     let client = t.client();
     let mut ids = Vec::new();
     for _ in 0..5 {
-        ids.push(client.enqueue_now(&NewJob::new("work", diag::SLEEP, json!({ "ms": 1500 }))).await.unwrap().id);
+        ids.push(
+            client
+                .enqueue_now(&NewJob::new("work", diag::SLEEP, json!({ "ms": 1500 })))
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let mut doomed = t.spawn_voxline(&["worker", "--queues", "work"], FAST_ENV);
     for id in &ids {
@@ -69,9 +81,13 @@ async fn a_killed_worker_s_jobs_are_rescued_and_completed(backend: Backend) {
 
 on_both_databases!(two_worker_processes_neither_double_run_nor_lose_jobs);
 async fn two_worker_processes_neither_double_run_nor_lose_jobs(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[]).await else { return };
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
     const JOBS: usize = 3000;
-    let jobs = (0..JOBS).map(|_| NewJob::new("work", diag::SLEEP, json!({ "ms": 1 }))).collect();
+    let jobs = (0..JOBS)
+        .map(|_| NewJob::new("work", diag::SLEEP, json!({ "ms": 1 })))
+        .collect();
     let mut workers = vec![
         t.spawn_voxline(&["worker", "--queues", "work"], FAST_ENV),
         t.spawn_voxline(&["worker", "--queues", "work"], FAST_ENV),
@@ -82,7 +98,10 @@ async fn two_worker_processes_neither_double_run_nor_lose_jobs(backend: Backend)
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while store::unfinished(&t.db, "work").await.unwrap() > 0 {
         holders.extend(running_holders(&t.db).await);
-        assert!(tokio::time::Instant::now() < deadline, "jobs still unfinished after 120 s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "jobs still unfinished after 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for w in &workers {
@@ -92,17 +111,38 @@ async fn two_worker_processes_neither_double_run_nor_lose_jobs(backend: Backend)
         assert!(w.wait().await.unwrap().success());
     }
 
-    assert_eq!(holders.len(), 2, "both processes should have worked: {holders:?}");
+    assert_eq!(
+        holders.len(),
+        2,
+        "both processes should have worked: {holders:?}"
+    );
     assert_eq!(t.count(JobState::Done).await, JOBS as i64, "no job lost");
-    let all = store::list(&t.db, &store::JobFilter { limit: 5000, ..Default::default() }).await.unwrap();
+    let all = store::list(
+        &t.db,
+        &store::JobFilter {
+            limit: 5000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(all.len(), JOBS);
-    let claimed_twice: Vec<_> = all.iter().filter(|j| j.attempt != 1).map(|j| (j.id, j.attempt)).collect();
-    assert!(claimed_twice.is_empty(), "jobs claimed more than once: {claimed_twice:?}");
+    let claimed_twice: Vec<_> = all
+        .iter()
+        .filter(|j| j.attempt != 1)
+        .map(|j| (j.id, j.attempt))
+        .collect();
+    assert!(
+        claimed_twice.is_empty(),
+        "jobs claimed more than once: {claimed_twice:?}"
+    );
 }
 
 on_both_databases!(sigterm_lets_the_running_job_finish_then_exits_cleanly);
 async fn sigterm_lets_the_running_job_finish_then_exits_cleanly(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[]).await else { return };
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
     let id = t
         .client()
         .enqueue_now(&NewJob::new("work", diag::SLEEP, json!({ "ms": 1500 })))
@@ -112,9 +152,16 @@ async fn sigterm_lets_the_running_job_finish_then_exits_cleanly(backend: Backend
     let mut worker = t.spawn_voxline(&["worker", "--queues", "work"], FAST_ENV);
     t.wait_state(id, JobState::Running, LONG).await;
     signal(&worker, "-TERM").await;
-    let status = tokio::time::timeout(LONG, worker.wait()).await.expect("exits within the grace").unwrap();
+    let status = tokio::time::timeout(LONG, worker.wait())
+        .await
+        .expect("exits within the grace")
+        .unwrap();
     assert!(status.success(), "graceful shutdown exits 0");
     let job = t.job(id).await;
-    assert_eq!(job.state, JobState::Done, "the running job finished before exit");
+    assert_eq!(
+        job.state,
+        JobState::Done,
+        "the running job finished before exit"
+    );
     assert_eq!(job.attempt, 1);
 }

@@ -11,7 +11,11 @@ use voxline_jobs::{JobState, NewJob};
 use voxline_workers::diag;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn redis_reachable() -> bool {
@@ -29,10 +33,15 @@ async fn serve_answers_health_and_readiness_and_works_jobs(backend: Backend) {
     if !redis_reachable().await {
         return;
     }
-    let Some(t) = TestDb::new(backend, &[]).await else { return };
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
     let addr = format!("127.0.0.1:{}", free_port());
     let redis = support::redis_url();
-    let mut serve = t.spawn_voxline(&["serve"], &[("VOXLINE_HTTP_ADDR", &addr), ("VOXLINE_REDIS_URL", &redis)]);
+    let mut serve = t.spawn_voxline(
+        &["serve"],
+        &[("VOXLINE_HTTP_ADDR", &addr), ("VOXLINE_REDIS_URL", &redis)],
+    );
     let http = reqwest::Client::new();
     eventually("serve answers /healthz", Duration::from_secs(30), || {
         let http = http.clone();
@@ -41,24 +50,55 @@ async fn serve_answers_health_and_readiness_and_works_jobs(backend: Backend) {
     })
     .await;
 
-    let ready: Value = http.get(format!("http://{addr}/readyz")).send().await.unwrap().json().await.unwrap();
-    let database = if backend == Backend::Postgres { "postgres" } else { "sqlite" };
-    assert_eq!(ready, json!({ "status": "ready", "database": database, "redis": "ok" }));
+    let ready: Value = http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let database = if backend == Backend::Postgres {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    assert_eq!(
+        ready,
+        json!({ "status": "ready", "database": database, "redis": "ok" })
+    );
 
-    let id = t.client().enqueue_now(&NewJob::new("maintenance", diag::NOOP, json!({}))).await.unwrap().id;
-    t.wait_state(id, JobState::Done, Duration::from_secs(20)).await;
+    let id = t
+        .client()
+        .enqueue_now(&NewJob::new("maintenance", diag::NOOP, json!({})))
+        .await
+        .unwrap()
+        .id;
+    t.wait_state(id, JobState::Done, Duration::from_secs(20))
+        .await;
 
     signal(&serve, "-TERM").await;
-    let status = tokio::time::timeout(Duration::from_secs(20), serve.wait()).await.expect("exits").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), serve.wait())
+        .await
+        .expect("exits")
+        .unwrap();
     assert!(status.success());
 }
 
 #[tokio::test]
 async fn readiness_fails_with_a_json_error_when_redis_is_down() {
-    let Some(t) = TestDb::new(Backend::Sqlite, &[]).await else { return };
+    let Some(t) = TestDb::new(Backend::Sqlite, &[]).await else {
+        return;
+    };
     let addr = format!("127.0.0.1:{}", free_port());
     let dead_redis = format!("redis://127.0.0.1:{}", free_port());
-    let mut api = t.spawn_voxline(&["api"], &[("VOXLINE_HTTP_ADDR", &addr), ("VOXLINE_REDIS_URL", &dead_redis)]);
+    let mut api = t.spawn_voxline(
+        &["api"],
+        &[
+            ("VOXLINE_HTTP_ADDR", &addr),
+            ("VOXLINE_REDIS_URL", &dead_redis),
+        ],
+    );
     let http = reqwest::Client::new();
     eventually("api answers /healthz", Duration::from_secs(30), || {
         let http = http.clone();
@@ -66,7 +106,11 @@ async fn readiness_fails_with_a_json_error_when_redis_is_down() {
         async move { http.get(url).send().await.is_ok_and(|r| r.status() == 200) }
     })
     .await;
-    let response = http.get(format!("http://{addr}/readyz")).send().await.unwrap();
+    let response = http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_ready");
@@ -77,7 +121,9 @@ async fn readiness_fails_with_a_json_error_when_redis_is_down() {
 
 #[tokio::test]
 async fn a_taken_port_fails_the_start() {
-    let Some(t) = TestDb::new(Backend::Sqlite, &[]).await else { return };
+    let Some(t) = TestDb::new(Backend::Sqlite, &[]).await else {
+        return;
+    };
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxline"))
@@ -89,5 +135,8 @@ async fn a_taken_port_fails_the_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("http.addr: cannot listen on {addr}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("http.addr: cannot listen on {addr}")),
+        "{stderr}"
+    );
 }

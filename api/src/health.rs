@@ -24,7 +24,11 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.db.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: database check failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "database is not reachable")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "database is not reachable",
+        )
     })?;
     let redis = &state.settings.redis.url;
     if !redis.is_empty() {
@@ -32,7 +36,11 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "readiness: redis check failed");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "redis is not reachable")
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_ready",
+                    "redis is not reachable",
+                )
             })?;
     }
     let database = match state.db.kind() {

@@ -36,7 +36,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves until `stop` is cancelled, then finishes in-flight requests.
-pub async fn serve(listener: TcpListener, state: AppState, stop: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "HTTP listening");
     axum::serve(listener, router(state))

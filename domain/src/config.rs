@@ -197,7 +197,9 @@ impl Settings {
     pub fn from_toml_layers(layers: &[&str]) -> Result<Self, ConfigError> {
         let figment = layers
             .iter()
-            .fold(Figment::from(Toml::string(DEFAULT_TOML)), |f, layer| f.merge(Toml::string(layer)));
+            .fold(Figment::from(Toml::string(DEFAULT_TOML)), |f, layer| {
+                f.merge(Toml::string(layer))
+            });
         let settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError::Parse(describe_figment_error(e)))?;
@@ -208,7 +210,10 @@ impl Settings {
     /// The database URL in force: the configured one, or the embedded SQLite file.
     pub fn database_url(&self) -> String {
         if self.database.url.trim().is_empty() {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("voxline.db").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("voxline.db").display()
+            )
         } else {
             self.database.url.clone()
         }
@@ -245,7 +250,11 @@ impl Settings {
         let url = self.database_url();
         let scheme = url.split("://").next().unwrap_or_default();
         if !url.contains("://") || !matches!(scheme, "sqlite" | "postgres" | "postgresql") {
-            let shown = if url.contains("://") { scheme } else { url.as_str() };
+            let shown = if url.contains("://") {
+                scheme
+            } else {
+                url.as_str()
+            };
             return Err(invalid(
                 "database.url",
                 format!("unsupported scheme \"{shown}\" (use sqlite:// or postgres://)"),
@@ -255,7 +264,10 @@ impl Settings {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
         let schema = &self.database.schema;
-        if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if !schema
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(invalid(
                 "database.schema",
                 "only ASCII letters, digits and '_' are allowed",
@@ -264,7 +276,10 @@ impl Settings {
         if self.http.addr.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid(
                 "http.addr",
-                format!("\"{}\" is not a socket address like 127.0.0.1:8080", self.http.addr),
+                format!(
+                    "\"{}\" is not a socket address like 127.0.0.1:8080",
+                    self.http.addr
+                ),
             ));
         }
         for (key, url, schemes) in [
@@ -319,7 +334,10 @@ impl Settings {
                 ));
             }
             if !valid_name(&entry.queue) {
-                return Err(invalid(format!("cron.{name}.queue"), "not a valid queue name"));
+                return Err(invalid(
+                    format!("cron.{name}.queue"),
+                    "not a valid queue name",
+                ));
             }
         }
         Ok(())
@@ -342,7 +360,10 @@ fn validate_queue(key: &str, q: &QueueSettings) -> Result<(), ConfigError> {
         return Err(invalid(format!("{key}.max_attempts"), "must be at least 1"));
     }
     if q.timeout_ms == 0 {
-        return Err(invalid(format!("{key}.timeout_ms"), "must be greater than 0"));
+        return Err(invalid(
+            format!("{key}.timeout_ms"),
+            "must be greater than 0",
+        ));
     }
     if q.backoff_base_ms == 0 || q.backoff_cap_ms < q.backoff_base_ms {
         return Err(invalid(
@@ -419,7 +440,10 @@ mod tests {
     fn a_wrongly_typed_value_names_the_key() {
         let err =
             Settings::from_toml_overrides("[engine]\npoll_interval_ms = \"soon\"").unwrap_err();
-        assert!(err.to_string().starts_with("engine.poll_interval_ms:"), "{err}");
+        assert!(
+            err.to_string().starts_with("engine.poll_interval_ms:"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -447,6 +471,9 @@ mod tests {
     fn jitter_outside_zero_to_one_is_rejected() {
         let err =
             Settings::from_toml_overrides("[queues.email]\nbackoff_jitter = 3.0").unwrap_err();
-        assert!(err.to_string().starts_with("queues.email.backoff_jitter"), "{err}");
+        assert!(
+            err.to_string().starts_with("queues.email.backoff_jitter"),
+            "{err}"
+        );
     }
 }

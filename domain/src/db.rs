@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{ConnectOptions, Connection, Postgres, Sqlite, Transaction};
 use tokio::sync::broadcast;
 
@@ -59,7 +61,7 @@ pub struct SqliteDb {
 
 #[derive(Debug, Clone)]
 pub enum Db {
-    Postgres(PgDb),
+    Postgres(Arc<PgDb>),
     Sqlite(SqliteDb),
 }
 
@@ -94,12 +96,12 @@ impl Db {
             } else {
                 format!("voxline_jobs_{schema}")
             };
-            Ok(Db::Postgres(PgDb {
+            Ok(Db::Postgres(Arc::new(PgDb {
                 pool,
                 options,
                 schema,
                 notify_channel,
-            }))
+            })))
         } else {
             let options = SqliteConnectOptions::from_str(&url)
                 .map_err(|e| DbError::Url(e.to_string()))?

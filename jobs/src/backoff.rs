@@ -85,9 +85,14 @@ mod tests {
     fn jitter_stays_within_its_fraction_and_actually_varies() {
         let p = policy(0.1);
         let mut rng = StdRng::seed_from_u64(7);
-        let delays: Vec<f64> = (0..200).map(|_| p.delay(4, &mut rng).as_secs_f64()).collect();
+        let delays: Vec<f64> = (0..200)
+            .map(|_| p.delay(4, &mut rng).as_secs_f64())
+            .collect();
         assert!(delays.iter().all(|d| (7.2..=8.8).contains(d)), "{delays:?}");
-        let distinct = delays.iter().map(|d| (d * 1000.0) as u64).collect::<std::collections::HashSet<_>>();
+        let distinct = delays
+            .iter()
+            .map(|d| (d * 1000.0) as u64)
+            .collect::<std::collections::HashSet<_>>();
         assert!(distinct.len() > 50, "jitter should spread delays");
     }
 
@@ -95,6 +100,9 @@ mod tests {
     fn a_requested_delay_is_bounded_by_the_cap() {
         let p = policy(0.0);
         assert_eq!(p.requested(Duration::from_secs(5)), Duration::from_secs(5));
-        assert_eq!(p.requested(Duration::from_secs(3600)), Duration::from_secs(60));
+        assert_eq!(
+            p.requested(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
     }
 }

@@ -15,7 +15,10 @@ use crate::model::NewJob;
 
 /// The job a cron entry enqueues for the tick at `tick` (Unix seconds).
 pub fn tick_job(name: &str, entry: &CronEntry, tick: u64) -> NewJob {
-    let mut payload = entry.payload.clone().unwrap_or_else(|| serde_json::json!({}));
+    let mut payload = entry
+        .payload
+        .clone()
+        .unwrap_or_else(|| serde_json::json!({}));
     if let Some(map) = payload.as_object_mut() {
         map.insert("cron".into(), name.into());
         map.insert("tick".into(), tick.into());

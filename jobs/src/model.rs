@@ -37,7 +37,11 @@ pub struct NewJob {
 }
 
 impl NewJob {
-    pub fn new(queue: impl Into<String>, kind: impl Into<String>, payload: serde_json::Value) -> Self {
+    pub fn new(
+        queue: impl Into<String>,
+        kind: impl Into<String>,
+        payload: serde_json::Value,
+    ) -> Self {
         NewJob {
             queue: queue.into(),
             kind: kind.into(),
@@ -132,9 +136,14 @@ pub struct ClaimedJob {
 pub enum Outcome {
     Done,
     /// Failed; run again after `delay` unless the attempts are used up (then `dead`).
-    Retry { error: String, delay: Duration },
+    Retry {
+        error: String,
+        delay: Duration,
+    },
     /// Failed for good: straight to `dead`.
-    Dead { error: String },
+    Dead {
+        error: String,
+    },
 }
 
 /// An attempt's outcome for a claimed job, waiting to be written.

@@ -77,7 +77,9 @@ impl fmt::Display for JobState {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("unknown job state \"{0}\" (one of scheduled, available, running, retrying, done, dead, cancelled)")]
+#[error(
+    "unknown job state \"{0}\" (one of scheduled, available, running, retrying, done, dead, cancelled)"
+)]
 pub struct UnknownState(pub String);
 
 impl FromStr for JobState {
@@ -99,7 +101,10 @@ mod tests {
     fn every_state_round_trips_through_its_name() {
         for state in JobState::ALL {
             assert_eq!(state.as_str().parse::<JobState>().unwrap(), state);
-            assert_eq!(serde_json::to_string(&state).unwrap(), format!("\"{state}\""));
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("\"{state}\"")
+            );
         }
         assert!("failed".parse::<JobState>().is_err());
     }
@@ -107,7 +112,10 @@ mod tests {
     #[test]
     fn only_done_dead_and_cancelled_are_final() {
         let finals: Vec<_> = JobState::ALL.into_iter().filter(|s| s.is_final()).collect();
-        assert_eq!(finals, [JobState::Done, JobState::Dead, JobState::Cancelled]);
+        assert_eq!(
+            finals,
+            [JobState::Done, JobState::Dead, JobState::Cancelled]
+        );
     }
 
     #[test]

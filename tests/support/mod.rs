@@ -22,7 +22,8 @@ pub enum Backend {
 }
 
 pub fn postgres_url() -> String {
-    std::env::var("VOXLINE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("VOXLINE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub fn redis_url() -> String {
@@ -56,10 +57,16 @@ impl TestDb {
     /// A fresh, migrated database; `layers` are TOML texts layered over the defaults in order.
     pub async fn new(backend: Backend, layers: &[&str]) -> Option<TestDb> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut env = vec![("VOXLINE_DATA_DIR".to_string(), dir.path().display().to_string())];
+        let mut env = vec![(
+            "VOXLINE_DATA_DIR".to_string(),
+            dir.path().display().to_string(),
+        )];
         let database = match backend {
             Backend::Sqlite => {
-                let url = format!("sqlite://{}?mode=rwc", dir.path().join("voxline.db").display());
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("voxline.db").display()
+                );
                 env.push(("VOXLINE_DATABASE_URL".into(), url.clone()));
                 format!("url = \"{url}\"")
             }
@@ -76,7 +83,10 @@ impl TestDb {
                 format!("url = \"{url}\"\nschema = \"{schema}\"\nmax_connections = 8")
             }
         };
-        let own = format!("data_dir = \"{}\"\n[database]\n{database}\n", dir.path().display());
+        let own = format!(
+            "data_dir = \"{}\"\n[database]\n{database}\n",
+            dir.path().display()
+        );
         let mut all: Vec<&str> = layers.to_vec();
         all.push(&own);
         let settings = Settings::from_toml_layers(&all).expect("test settings are valid");
@@ -92,7 +102,13 @@ impl TestDb {
             }
         };
         db.migrate().await.expect("migrations apply");
-        Some(TestDb { backend, settings: Arc::new(settings), db, dir, env })
+        Some(TestDb {
+            backend,
+            settings: Arc::new(settings),
+            db,
+            dir,
+            env,
+        })
     }
 
     pub fn client(&self) -> JobClient {
@@ -100,7 +116,10 @@ impl TestDb {
     }
 
     pub async fn job(&self, id: JobId) -> Job {
-        store::get(&self.db, id).await.expect("get job").expect("job exists")
+        store::get(&self.db, id)
+            .await
+            .expect("get job")
+            .expect("job exists")
     }
 
     /// Waits until `check` holds for the job, or panics after `limit` with the job's state.
@@ -139,13 +158,20 @@ impl TestDb {
                 sqlx::query(pg_sql).execute(&pg.pool).await.expect("pg sql");
             }
             Db::Sqlite(lite) => {
-                sqlx::query(sqlite_sql).execute(&lite.pool).await.expect("sqlite sql");
+                sqlx::query(sqlite_sql)
+                    .execute(&lite.pool)
+                    .await
+                    .expect("sqlite sql");
             }
         }
     }
 
     /// Starts the real `voxline` binary against this database.
-    pub fn spawn_voxline(&self, args: &[&str], extra_env: &[(&str, &str)]) -> tokio::process::Child {
+    pub fn spawn_voxline(
+        &self,
+        args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> tokio::process::Child {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxline"));
         cmd.args(args)
             .env_remove("VOXLINE_CONFIG")
@@ -164,7 +190,9 @@ impl TestDb {
     /// Runs `voxline ARGS` to completion and returns (exit code, stdout, stderr).
     pub async fn run_voxline(&self, args: &[&str]) -> (i32, String, String) {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxline"));
-        cmd.args(args).env_remove("VOXLINE_CONFIG").env("RUST_LOG", "warn");
+        cmd.args(args)
+            .env_remove("VOXLINE_CONFIG")
+            .env("RUST_LOG", "warn");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -195,7 +223,11 @@ where
 /// Sends SIGKILL or SIGTERM to a child by pid.
 pub async fn signal(child: &tokio::process::Child, sig: &str) {
     let pid = child.id().expect("child still running").to_string();
-    let status = tokio::process::Command::new("kill").args([sig, &pid]).status().await.expect("kill");
+    let status = tokio::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .await
+        .expect("kill");
     assert!(status.success(), "kill {sig} {pid} failed");
 }
 

@@ -45,7 +45,9 @@ pub async fn run(db: Db, worker: String, mut completions: mpsc::Receiver<Complet
                     tracing::trace!(job = %id, %state, "job attempt recorded");
                 }
             }
-            Err(e) => tracing::error!(error = %e, jobs = batch.len(), "could not record job outcomes; they will be rescued"),
+            Err(e) => {
+                tracing::error!(error = %e, jobs = batch.len(), "could not record job outcomes; they will be rescued")
+            }
         }
         batch.clear();
     }

@@ -28,7 +28,9 @@ impl Inflight {
     pub fn lock(&self) -> MutexGuard<'_, InflightState> {
         // A panic while holding this lock cannot leave the map half-updated (single inserts
         // and removes), so a poisoned lock is still safe to use.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Moves a job from waiting to running; false when shutdown already took it back.

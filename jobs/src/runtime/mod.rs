@@ -27,7 +27,11 @@ pub fn worker_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".to_string());
-    format!("{host}:{}:{:08x}", std::process::id(), rand::random::<u32>())
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 /// Builds and starts the worker pools of one process.
@@ -87,7 +91,9 @@ impl Runner {
         let mut fetchers = Vec::new();
         for name in &self.queues {
             let settings = self.settings.queue(name);
-            let Some(wake) = wakers.get(name) else { continue };
+            let Some(wake) = wakers.get(name) else {
+                continue;
+            };
             let ctx = Arc::new(QueueContext {
                 db: self.db.clone(),
                 queue: name.clone(),
@@ -162,7 +168,10 @@ impl RunnerHandle {
         }
         let interrupted = self.inflight.drain(Phase::Running);
         if !interrupted.is_empty() {
-            tracing::warn!(jobs = interrupted.len(), "grace period over; returning running jobs to the queue");
+            tracing::warn!(
+                jobs = interrupted.len(),
+                "grace period over; returning running jobs to the queue"
+            );
         }
         self.release(interrupted, true).await;
 

@@ -117,7 +117,9 @@ fn start_job(ctx: &Arc<QueueContext>, job: ClaimedJob) {
         let _held = held;
         run_claimed(task_ctx, job).await;
     });
-    inflight.jobs.insert(id, (Phase::Waiting, handle.abort_handle()));
+    inflight
+        .jobs
+        .insert(id, (Phase::Waiting, handle.abort_handle()));
 }
 
 async fn run_claimed(ctx: Arc<QueueContext>, job: ClaimedJob) {
@@ -147,7 +149,10 @@ async fn execute(ctx: &QueueContext, job: ClaimedJob) -> Outcome {
     let attempt = job.attempt;
     let Some(handler) = ctx.handlers.get(&job.kind) else {
         return Outcome::Dead {
-            error: format!("no handler for job kind \"{}\" on queue \"{}\"", job.kind, ctx.queue),
+            error: format!(
+                "no handler for job kind \"{}\" on queue \"{}\"",
+                job.kind, ctx.queue
+            ),
         };
     };
     let timeout = Duration::from_millis(job.timeout_ms.unwrap_or(ctx.settings.timeout_ms));
@@ -155,7 +160,9 @@ async fn execute(ctx: &QueueContext, job: ClaimedJob) -> Outcome {
     let failure = match tokio::time::timeout(timeout, run).await {
         Ok(Ok(Ok(()))) => return Outcome::Done,
         Ok(Ok(Err(e))) => e,
-        Ok(Err(panic)) => HandlerError::retry(format!("handler panicked: {}", panic_message(&panic))),
+        Ok(Err(panic)) => {
+            HandlerError::retry(format!("handler panicked: {}", panic_message(&panic)))
+        }
         Err(_) => HandlerError::retry(format!("timed out after {} ms", timeout.as_millis())),
     };
     match failure {
@@ -165,7 +172,10 @@ async fn execute(ctx: &QueueContext, job: ClaimedJob) -> Outcome {
                 Some(wanted) => ctx.policy.requested(wanted),
                 None => ctx.policy.delay(attempt, &mut rand::rng()),
             };
-            Outcome::Retry { error: message, delay }
+            Outcome::Retry {
+                error: message,
+                delay,
+            }
         }
     }
 }

@@ -27,7 +27,12 @@ pub struct JobFilter {
 }
 
 /// Inserts `job` inside the caller's transaction; `max_attempts` is already resolved.
-pub async fn insert(tx: &mut Tx<'_>, job: &NewJob, max_attempts: u32, pg_channel: &str) -> Result<Enqueued, JobError> {
+pub async fn insert(
+    tx: &mut Tx<'_>,
+    job: &NewJob,
+    max_attempts: u32,
+    pg_channel: &str,
+) -> Result<Enqueued, JobError> {
     match tx {
         Tx::Postgres(tx) => postgres::insert(tx, pg_channel, job, max_attempts).await,
         Tx::Sqlite { tx, woken, .. } => {
@@ -48,7 +53,12 @@ pub async fn insert_many(db: &Db, jobs: &[(NewJob, u32)]) -> Result<u64, JobErro
     }
 }
 
-pub async fn claim(db: &Db, queue: &str, worker: &str, limit: usize) -> Result<Vec<ClaimedJob>, JobError> {
+pub async fn claim(
+    db: &Db,
+    queue: &str,
+    worker: &str,
+    limit: usize,
+) -> Result<Vec<ClaimedJob>, JobError> {
     if limit == 0 {
         return Ok(Vec::new());
     }
@@ -60,7 +70,11 @@ pub async fn claim(db: &Db, queue: &str, worker: &str, limit: usize) -> Result<V
 
 /// Writes a batch of attempt outcomes; returns each job's new state (jobs this worker no
 /// longer holds are skipped).
-pub async fn complete(db: &Db, worker: &str, completions: &[Completion]) -> Result<Vec<(JobId, JobState)>, JobError> {
+pub async fn complete(
+    db: &Db,
+    worker: &str,
+    completions: &[Completion],
+) -> Result<Vec<(JobId, JobState)>, JobError> {
     if completions.is_empty() {
         return Ok(Vec::new());
     }
@@ -228,7 +242,8 @@ fn group_stats(rows: Vec<(String, JobState, i64, Option<i64>)>) -> Vec<QueueStat
         stats.counts.insert(state, count);
         if let Some(age) = oldest {
             let age = age.max(0);
-            stats.oldest_available_age_ms = Some(stats.oldest_available_age_ms.map_or(age, |a| a.max(age)));
+            stats.oldest_available_age_ms =
+                Some(stats.oldest_available_age_ms.map_or(age, |a| a.max(age)));
         }
     }
     by_queue.into_values().collect()

@@ -12,7 +12,9 @@ use voxline_domain::db::PgDb;
 
 use super::JobFilter;
 use crate::error::JobError;
-use crate::model::{AttemptError, ClaimedJob, Completion, Enqueued, Job, JobId, NewJob, Outcome, QueueStats};
+use crate::model::{
+    AttemptError, ClaimedJob, Completion, Enqueued, Job, JobId, NewJob, Outcome, QueueStats,
+};
 use crate::state::JobState;
 
 const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
@@ -67,10 +69,7 @@ pub(super) async fn insert(
     })
 }
 
-pub(super) async fn insert_many(
-    db: &PgDb,
-    jobs: &[(NewJob, u32)],
-) -> Result<u64, JobError> {
+pub(super) async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError> {
     let mut tx = db.pool.begin().await?;
     let mut inserted = 0;
     for chunk in jobs.chunks(5_000) {
@@ -156,7 +155,9 @@ pub(super) async fn claim(
                 payload: row.try_get("payload")?,
                 attempt: row.try_get::<i32, _>("attempt")? as u32,
                 max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
-                timeout_ms: row.try_get::<Option<i64>, _>("timeout_ms")?.map(|t| t as u64),
+                timeout_ms: row
+                    .try_get::<Option<i64>, _>("timeout_ms")?
+                    .map(|t| t as u64),
             },
         ));
     }
@@ -233,7 +234,10 @@ pub(super) async fn complete(
         .fetch_all(pool)
         .await?;
         for row in rows {
-            finished.push((JobId(row.try_get("id")?), parse_state(row.try_get("state")?)?));
+            finished.push((
+                JobId(row.try_get("id")?),
+                parse_state(row.try_get("state")?)?,
+            ));
         }
     }
     Ok(finished)
@@ -463,7 +467,10 @@ pub(super) async fn cancel(pool: &PgPool, id: JobId, from: &[JobState]) -> Resul
     Ok(result.rows_affected() == 1)
 }
 
-pub(super) async fn next_due(pool: &PgPool, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
+pub(super) async fn next_due(
+    pool: &PgPool,
+    queue: &str,
+) -> Result<Option<DateTime<Utc>>, JobError> {
     Ok(sqlx::query_scalar(
         "SELECT min(run_at) FROM jobs
          WHERE queue = $1 AND state IN ('scheduled', 'retrying')",
@@ -474,7 +481,8 @@ pub(super) async fn next_due(pool: &PgPool, queue: &str) -> Result<Option<DateTi
 }
 
 fn parse_state(s: String) -> Result<JobState, JobError> {
-    s.parse().map_err(|e: crate::state::UnknownState| JobError::Corrupt(e.to_string()))
+    s.parse()
+        .map_err(|e: crate::state::UnknownState| JobError::Corrupt(e.to_string()))
 }
 
 fn decode_job(row: &PgRow) -> Result<Job, JobError> {
@@ -490,7 +498,9 @@ fn decode_job(row: &PgRow) -> Result<Job, JobError> {
         priority: row.try_get("priority")?,
         attempt: row.try_get::<i32, _>("attempt")? as u32,
         max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
-        timeout_ms: row.try_get::<Option<i64>, _>("timeout_ms")?.map(|t| t as u64),
+        timeout_ms: row
+            .try_get::<Option<i64>, _>("timeout_ms")?
+            .map(|t| t as u64),
         unique_key: row.try_get("unique_key")?,
         run_at: row.try_get("run_at")?,
         created_at: row.try_get("created_at")?,

@@ -12,7 +12,9 @@ use voxline_domain::db::SqliteDb;
 
 use super::JobFilter;
 use crate::error::JobError;
-use crate::model::{AttemptError, ClaimedJob, Completion, Enqueued, Job, JobId, NewJob, Outcome, QueueStats};
+use crate::model::{
+    AttemptError, ClaimedJob, Completion, Enqueued, Job, JobId, NewJob, Outcome, QueueStats,
+};
 use crate::state::JobState;
 
 const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
@@ -45,7 +47,11 @@ pub(super) async fn insert(
 ) -> Result<(Enqueued, bool), JobError> {
     let now = now_us();
     let run_at = job.run_at.map(|t| t.timestamp_micros()).unwrap_or(now);
-    let state = if run_at <= now { "available" } else { "scheduled" };
+    let state = if run_at <= now {
+        "available"
+    } else {
+        "scheduled"
+    };
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
                            unique_key, run_at, created_at)
@@ -141,7 +147,9 @@ pub(super) async fn claim(
                 payload: serde_json::from_str(&payload)?,
                 attempt: row.try_get::<i64, _>("attempt")? as u32,
                 max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-                timeout_ms: row.try_get::<Option<i64>, _>("timeout_ms")?.map(|t| t as u64),
+                timeout_ms: row
+                    .try_get::<Option<i64>, _>("timeout_ms")?
+                    .map(|t| t as u64),
             },
         ));
     }
@@ -345,7 +353,10 @@ pub(super) async fn promote(db: &SqliteDb) -> Result<Vec<String>, JobError> {
     Ok(queues)
 }
 
-pub(super) async fn prune(pool: &SqlitePool, retention: &RetentionSettings) -> Result<u64, JobError> {
+pub(super) async fn prune(
+    pool: &SqlitePool,
+    retention: &RetentionSettings,
+) -> Result<u64, JobError> {
     let now = now_us();
     let mut deleted = 0;
     for (state, hours) in [
@@ -453,7 +464,11 @@ pub(super) async fn retry(
     Ok(ids)
 }
 
-pub(super) async fn cancel(pool: &SqlitePool, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
+pub(super) async fn cancel(
+    pool: &SqlitePool,
+    id: JobId,
+    from: &[JobState],
+) -> Result<bool, JobError> {
     let from = serde_json::to_string(&from.iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
     let result = sqlx::query(
         "UPDATE jobs SET state = 'cancelled', finished_at = ?1, locked_by = NULL
@@ -467,7 +482,10 @@ pub(super) async fn cancel(pool: &SqlitePool, id: JobId, from: &[JobState]) -> R
     Ok(result.rows_affected() == 1)
 }
 
-pub(super) async fn next_due(pool: &SqlitePool, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
+pub(super) async fn next_due(
+    pool: &SqlitePool,
+    queue: &str,
+) -> Result<Option<DateTime<Utc>>, JobError> {
     let us: Option<i64> = sqlx::query_scalar(
         "SELECT min(run_at) FROM jobs
          WHERE queue = ? AND state IN ('scheduled', 'retrying')",
@@ -479,7 +497,8 @@ pub(super) async fn next_due(pool: &SqlitePool, queue: &str) -> Result<Option<Da
 }
 
 fn parse_state(s: String) -> Result<JobState, JobError> {
-    s.parse().map_err(|e: crate::state::UnknownState| JobError::Corrupt(e.to_string()))
+    s.parse()
+        .map_err(|e: crate::state::UnknownState| JobError::Corrupt(e.to_string()))
 }
 
 fn decode_job(row: &SqliteRow) -> Result<Job, JobError> {
@@ -499,7 +518,9 @@ fn decode_job(row: &SqliteRow) -> Result<Job, JobError> {
         priority: row.try_get::<i64, _>("priority")? as i16,
         attempt: row.try_get::<i64, _>("attempt")? as u32,
         max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-        timeout_ms: row.try_get::<Option<i64>, _>("timeout_ms")?.map(|t| t as u64),
+        timeout_ms: row
+            .try_get::<Option<i64>, _>("timeout_ms")?
+            .map(|t| t as u64),
         unique_key: row.try_get("unique_key")?,
         run_at: to_time(row.try_get("run_at")?)?,
         created_at: to_time(row.try_get("created_at")?)?,
