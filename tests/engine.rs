@@ -74,12 +74,7 @@ async fn a_scheduled_job_waits_for_its_time(backend: Backend) {
         return;
     };
     let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
-    let id = t
-        .client()
-        .enqueue_now(&job(diag::NOOP, json!({})).run_at(at))
-        .await
-        .unwrap()
-        .id;
+    let id = t.enqueue(job(diag::NOOP, json!({})).run_at(at)).await;
     assert_eq!(t.job(id).await.state, JobState::Scheduled);
 
     let workers = runner(&t, diag_handlers()).start();
@@ -149,11 +144,8 @@ async fn a_stored_backoff_survives_a_restart(backend: Backend) {
         return;
     };
     let id = t
-        .client()
-        .enqueue_now(&job(diag::FAIL, json!({ "until_attempt": 2 })))
-        .await
-        .unwrap()
-        .id;
+        .enqueue(job(diag::FAIL, json!({ "until_attempt": 2 })))
+        .await;
 
     let first = runner(&t, diag_handlers()).start();
     let retrying = t.wait_state(id, JobState::Retrying, LONG).await;
@@ -177,11 +169,8 @@ async fn a_permanent_error_goes_straight_to_dead(backend: Backend) {
         return;
     };
     let id = t
-        .client()
-        .enqueue_now(&job(diag::FAIL, json!({ "permanent": true })))
-        .await
-        .unwrap()
-        .id;
+        .enqueue(job(diag::FAIL, json!({ "permanent": true })))
+        .await;
     let workers = runner(&t, diag_handlers()).start();
     let dead = t.wait_state(id, JobState::Dead, LONG).await;
     workers.shutdown().await;
@@ -195,18 +184,8 @@ async fn an_unknown_kind_and_a_bad_payload_are_dead_with_a_reason(backend: Backe
     let Some(t) = TestDb::new(backend, &[FAST]).await else {
         return;
     };
-    let unknown = t
-        .client()
-        .enqueue_now(&job("no.such.kind", json!({})))
-        .await
-        .unwrap()
-        .id;
-    let bad = t
-        .client()
-        .enqueue_now(&job(diag::SLEEP, json!({ "ms": "soon" })))
-        .await
-        .unwrap()
-        .id;
+    let unknown = t.enqueue(job("no.such.kind", json!({}))).await;
+    let bad = t.enqueue(job(diag::SLEEP, json!({ "ms": "soon" }))).await;
     let workers = runner(&t, diag_handlers()).start();
     let unknown = t.wait_state(unknown, JobState::Dead, LONG).await;
     let bad = t.wait_state(bad, JobState::Dead, LONG).await;
@@ -229,12 +208,7 @@ async fn exhausted_attempts_become_dead_letters_with_every_error(backend: Backen
     let Some(t) = TestDb::new(backend, &[FAST]).await else {
         return;
     };
-    let id = t
-        .client()
-        .enqueue_now(&job(diag::FAIL, json!({})).max_attempts(3))
-        .await
-        .unwrap()
-        .id;
+    let id = t.enqueue(job(diag::FAIL, json!({})).max_attempts(3)).await;
     let workers = runner(&t, diag_handlers()).start();
     let dead = t.wait_state(id, JobState::Dead, LONG).await;
     workers.shutdown().await;
@@ -416,12 +390,7 @@ async fn an_idle_worker_is_woken_without_polling(backend: Backend) {
     let workers = runner(&t, diag_handlers()).start();
     tokio::time::sleep(Duration::from_millis(500)).await; // idle, listening
     for _ in 0..3 {
-        let id = t
-            .client()
-            .enqueue_now(&job(diag::NOOP, json!({})))
-            .await
-            .unwrap()
-            .id;
+        let id = t.enqueue(job(diag::NOOP, json!({}))).await;
         t.wait_state(id, JobState::Done, Duration::from_secs(10))
             .await;
     }
@@ -463,12 +432,7 @@ async fn a_lost_listen_connection_does_not_strand_jobs_on_postgres() {
         .execute(&pg.pool)
         .await
         .unwrap();
-    let id = t
-        .client()
-        .enqueue_now(&job(diag::NOOP, json!({})))
-        .await
-        .unwrap()
-        .id;
+    let id = t.enqueue(job(diag::NOOP, json!({}))).await;
     // Reconnecting wakes every queue, so the job runs long before the 60 s poll.
     t.wait_state(id, JobState::Done, Duration::from_secs(15))
         .await;
@@ -601,14 +565,11 @@ async fn a_retry_after_hint_sets_the_delay(backend: Backend) {
         return;
     };
     let id = t
-        .client()
-        .enqueue_now(&job(
+        .enqueue(job(
             diag::FAIL,
             json!({ "until_attempt": 2, "retry_after_ms": 700 }),
         ))
-        .await
-        .unwrap()
-        .id;
+        .await;
     let workers = runner(&t, diag_handlers()).start();
     let retrying = t.wait_state(id, JobState::Retrying, LONG).await;
     let wait = (retrying.run_at - retrying.errors[0].at).num_milliseconds();
@@ -682,12 +643,7 @@ async fn shutdown_returns_jobs_that_outlive_the_grace_period(backend: Backend) {
     let Some(t) = TestDb::new(backend, &[FAST, "[engine]\nshutdown_grace_ms = 200\n"]).await else {
         return;
     };
-    let id = t
-        .client()
-        .enqueue_now(&job(diag::SLEEP, json!({ "ms": 30_000 })))
-        .await
-        .unwrap()
-        .id;
+    let id = t.enqueue(job(diag::SLEEP, json!({ "ms": 30_000 }))).await;
     let workers = runner(&t, diag_handlers()).start();
     t.wait_state(id, JobState::Running, LONG).await;
     workers.shutdown().await;
@@ -705,12 +661,7 @@ async fn a_stale_running_job_is_rescued_and_completes(backend: Backend) {
     let Some(t) = TestDb::new(backend, &[FAST]).await else {
         return;
     };
-    let id = t
-        .client()
-        .enqueue_now(&job(diag::NOOP, json!({})))
-        .await
-        .unwrap()
-        .id;
+    let id = t.enqueue(job(diag::NOOP, json!({}))).await;
     // A worker that claimed it and vanished without a heartbeat.
     let claimed = store::claim(&t.db, "test", "ghost-worker", 1)
         .await

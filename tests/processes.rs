@@ -144,11 +144,8 @@ async fn sigterm_lets_the_running_job_finish_then_exits_cleanly(backend: Backend
         return;
     };
     let id = t
-        .client()
-        .enqueue_now(&NewJob::new("work", diag::SLEEP, json!({ "ms": 1500 })))
-        .await
-        .unwrap()
-        .id;
+        .enqueue(NewJob::new("work", diag::SLEEP, json!({ "ms": 1500 })))
+        .await;
     let mut worker = t.spawn_voxline(&["worker", "--queues", "work"], FAST_ENV);
     t.wait_state(id, JobState::Running, LONG).await;
     signal(&worker, "-TERM").await;

@@ -69,11 +69,8 @@ async fn serve_answers_health_and_readiness_and_works_jobs(backend: Backend) {
     );
 
     let id = t
-        .client()
-        .enqueue_now(&NewJob::new("maintenance", diag::NOOP, json!({})))
-        .await
-        .unwrap()
-        .id;
+        .enqueue(NewJob::new("maintenance", diag::NOOP, json!({})))
+        .await;
     t.wait_state(id, JobState::Done, Duration::from_secs(20))
         .await;
 

@@ -86,8 +86,11 @@ impl Db {
                 admin.close().await?;
                 options = options.options([("search_path", schema.as_str())]);
             }
+            // No ping before each acquire: it doubles the round trips of every statement, and a
+            // dead connection fails the statement, which every caller already handles.
             let pool = PgPoolOptions::new()
                 .max_connections(max)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options.clone())
                 .await?;
@@ -120,6 +123,7 @@ impl Db {
             }
             let pool = SqlitePoolOptions::new()
                 .max_connections(max)
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await?;

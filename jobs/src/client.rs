@@ -46,12 +46,9 @@ impl JobClient {
         store::insert(tx, job, self.max_attempts(job), self.pg_channel()).await
     }
 
-    /// Enqueues `job` in a transaction of its own.
+    /// Enqueues `job` on its own: one autocommit statement, durable when this returns.
     pub async fn enqueue_now(&self, job: &NewJob) -> Result<Enqueued, JobError> {
-        let mut tx = self.db.begin().await?;
-        let enqueued = self.enqueue(&mut tx, job).await?;
-        tx.commit().await?;
-        Ok(enqueued)
+        store::insert_now(&self.db, job, self.max_attempts(job)).await
     }
 
     /// Enqueues many jobs in one transaction (bulk insert); returns how many were new.

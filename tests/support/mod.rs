@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use voxline_domain::{Db, Settings};
-use voxline_jobs::{Job, JobClient, JobId, JobState, store};
+use voxline_jobs::{Job, JobClient, JobId, JobState, NewJob, store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -113,6 +113,11 @@ impl TestDb {
 
     pub fn client(&self) -> JobClient {
         JobClient::new(self.db.clone(), self.settings.clone())
+    }
+
+    /// Enqueues one job on its own and returns its id.
+    pub async fn enqueue(&self, job: NewJob) -> JobId {
+        self.client().enqueue_now(&job).await.expect("enqueue").id
     }
 
     pub async fn job(&self, id: JobId) -> Job {

@@ -46,6 +46,24 @@ pub async fn insert(
     }
 }
 
+/// Inserts `job` on its own (autocommit): one round trip on Postgres.
+pub async fn insert_now(db: &Db, job: &NewJob, max_attempts: u32) -> Result<Enqueued, JobError> {
+    match db {
+        Db::Postgres(pg) => {
+            let mut conn = pg.pool.acquire().await?;
+            postgres::insert(&mut conn, &pg.notify_channel, job, max_attempts).await
+        }
+        Db::Sqlite(lite) => {
+            let mut conn = lite.pool.acquire().await?;
+            let (enqueued, available) = sqlite::insert(&mut conn, job, max_attempts).await?;
+            if available {
+                let _ = lite.commits.send(job.queue.as_str().into());
+            }
+            Ok(enqueued)
+        }
+    }
+}
+
 pub async fn insert_many(db: &Db, jobs: &[(NewJob, u32)]) -> Result<u64, JobError> {
     match db {
         Db::Postgres(pg) => postgres::insert_many(pg, jobs).await,
@@ -161,6 +179,14 @@ pub async fn unfinished(db: &Db, queue: &str) -> Result<i64, JobError> {
     match db {
         Db::Postgres(pg) => postgres::unfinished(&pg.pool, queue).await,
         Db::Sqlite(lite) => sqlite::unfinished(&lite.pool, queue).await,
+    }
+}
+
+/// Whether `queue` has any job not in a final state.
+pub async fn has_unfinished(db: &Db, queue: &str) -> Result<bool, JobError> {
+    match db {
+        Db::Postgres(pg) => postgres::has_unfinished(&pg.pool, queue).await,
+        Db::Sqlite(lite) => sqlite::has_unfinished(&lite.pool, queue).await,
     }
 }
 

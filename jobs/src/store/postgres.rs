@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 use voxline_domain::config::RetentionSettings;
 use voxline_domain::db::PgDb;
 
@@ -21,8 +21,9 @@ const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, m
     timeout_ms, unique_key, run_at, created_at, attempted_at, heartbeat_at, finished_at, \
     locked_by, last_error, errors";
 
+/// Inserts on `conn`: inside the caller's transaction, or alone (autocommit, one round trip).
 pub(super) async fn insert(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     channel: &str,
     job: &NewJob,
     max_attempts: u32,
@@ -50,7 +51,7 @@ pub(super) async fn insert(
     .bind(job.run_at)
     .bind(&job.unique_key)
     .bind(channel)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some(row) = row {
         return Ok(Enqueued {
@@ -61,7 +62,7 @@ pub(super) async fn insert(
     let key = job.unique_key.as_deref().unwrap_or_default();
     let id: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE unique_key = $1")
         .bind(key)
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *conn)
         .await?;
     Ok(Enqueued {
         id: JobId(id),
@@ -529,4 +530,15 @@ pub(super) async fn purge_queue(pool: &PgPool, queue: &str) -> Result<u64, JobEr
         .execute(pool)
         .await?;
     Ok(result.rows_affected())
+}
+
+pub(super) async fn has_unfinished(pool: &PgPool, queue: &str) -> Result<bool, JobError> {
+    // EXISTS stops at the first row the partial indexes find: cheap to poll.
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM jobs
+         WHERE queue = $1 AND state IN ('scheduled', 'available', 'running', 'retrying'))",
+    )
+    .bind(queue)
+    .fetch_one(pool)
+    .await?)
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use voxline_domain::config::RetentionSettings;
 use voxline_domain::db::SqliteDb;
 
@@ -40,8 +40,10 @@ fn error_entry(attempt: i64, at: i64, error: &str) -> Result<String, JobError> {
     Ok(serde_json::to_string(&entry)?)
 }
 
+/// Inserts on `conn` (a transaction or a lone connection); also says whether the job is due
+/// now, so the caller can wake this process's fetchers once it is committed.
 pub(super) async fn insert(
-    tx: &mut Transaction<'_, Sqlite>,
+    conn: &mut SqliteConnection,
     job: &NewJob,
     max_attempts: u32,
 ) -> Result<(Enqueued, bool), JobError> {
@@ -69,7 +71,7 @@ pub(super) async fn insert(
     .bind(&job.unique_key)
     .bind(run_at)
     .bind(now)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {
         return Ok((
@@ -82,7 +84,7 @@ pub(super) async fn insert(
     }
     let id: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE unique_key = ?")
         .bind(job.unique_key.as_deref().unwrap_or_default())
-        .fetch_one(&mut **tx)
+        .fetch_one(&mut *conn)
         .await?;
     Ok((
         Enqueued {
@@ -549,4 +551,15 @@ pub(super) async fn purge_queue(pool: &SqlitePool, queue: &str) -> Result<u64, J
         .execute(pool)
         .await?;
     Ok(result.rows_affected())
+}
+
+pub(super) async fn has_unfinished(pool: &SqlitePool, queue: &str) -> Result<bool, JobError> {
+    // EXISTS stops at the first row the partial indexes find: cheap to poll.
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM jobs
+         WHERE queue = ? AND state IN ('scheduled', 'available', 'running', 'retrying'))",
+    )
+    .bind(queue)
+    .fetch_one(pool)
+    .await?)
 }
