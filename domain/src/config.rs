@@ -115,6 +115,10 @@ pub struct EngineSettings {
     pub shutdown_grace_ms: u64,
     pub maintenance_interval_ms: u64,
     pub listen_notify: bool,
+    /// Postgres: claims, outcomes and heartbeats commit without waiting for the WAL flush.
+    pub async_commit: bool,
+    /// Postgres: connections the worker runtime of one process may open.
+    pub max_connections: u32,
 }
 
 /// Hours a job in a final state is kept; 0 keeps it forever.
@@ -306,6 +310,9 @@ impl Settings {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
+        }
+        if e.max_connections == 0 {
+            return Err(invalid("engine.max_connections", "must be at least 1"));
         }
         if e.rescue_after_ms <= e.heartbeat_interval_ms {
             return Err(invalid(

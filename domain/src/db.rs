@@ -45,6 +45,12 @@ pub enum DbKind {
 #[derive(Debug, Clone)]
 pub struct PgDb {
     pub pool: PgPool,
+    /// The worker runtime's own connections for claims, acknowledgements and heartbeats. With
+    /// `engine.async_commit` they commit without waiting for the WAL flush: a database crash
+    /// can then forget the last moments of claims and outcomes, which only makes those jobs
+    /// run again (the engine is at-least-once anyway). Enqueues and operator actions always
+    /// use `pool`, whose commits are durable before they return.
+    pub engine_pool: PgPool,
     pub options: PgConnectOptions,
     pub schema: String,
     pub notify_channel: String,
@@ -94,6 +100,15 @@ impl Db {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options.clone())
                 .await?;
+            let mut engine_options = options.clone();
+            if settings.engine.async_commit {
+                engine_options = engine_options.options([("synchronous_commit", "off")]);
+            }
+            let engine_pool = PgPoolOptions::new()
+                .max_connections(settings.engine.max_connections)
+                .test_before_acquire(false)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_lazy_with(engine_options);
             let notify_channel = if schema.is_empty() {
                 "voxline_jobs".to_string()
             } else {
@@ -101,6 +116,7 @@ impl Db {
             };
             Ok(Db::Postgres(Arc::new(PgDb {
                 pool,
+                engine_pool,
                 options,
                 schema,
                 notify_channel,
@@ -175,7 +191,10 @@ impl Db {
 
     pub async fn close(&self) {
         match self {
-            Db::Postgres(pg) => pg.pool.close().await,
+            Db::Postgres(pg) => {
+                pg.engine_pool.close().await;
+                pg.pool.close().await;
+            }
             Db::Sqlite(lite) => lite.pool.close().await,
         }
     }

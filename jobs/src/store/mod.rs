@@ -81,7 +81,7 @@ pub async fn claim(
         return Ok(Vec::new());
     }
     match db {
-        Db::Postgres(pg) => postgres::claim(&pg.pool, queue, worker, limit).await,
+        Db::Postgres(pg) => postgres::claim(&pg.engine_pool, queue, worker, limit).await,
         Db::Sqlite(lite) => sqlite::claim(&lite.pool, queue, worker, limit).await,
     }
 }
@@ -97,14 +97,14 @@ pub async fn complete(
         return Ok(Vec::new());
     }
     match db {
-        Db::Postgres(pg) => postgres::complete(&pg.pool, worker, completions).await,
+        Db::Postgres(pg) => postgres::complete(&pg.engine_pool, worker, completions).await,
         Db::Sqlite(lite) => sqlite::complete(&lite.pool, worker, completions).await,
     }
 }
 
 pub async fn heartbeat(db: &Db, worker: &str) -> Result<u64, JobError> {
     match db {
-        Db::Postgres(pg) => postgres::heartbeat(&pg.pool, worker).await,
+        Db::Postgres(pg) => postgres::heartbeat(&pg.engine_pool, worker).await,
         Db::Sqlite(lite) => sqlite::heartbeat(&lite.pool, worker).await,
     }
 }
@@ -116,7 +116,7 @@ pub async fn release(db: &Db, worker: &str, ids: &[JobId], started: bool) -> Res
         return Ok(0);
     }
     match db {
-        Db::Postgres(pg) => postgres::release(&pg.pool, worker, ids, started).await,
+        Db::Postgres(pg) => postgres::release(&pg.engine_pool, worker, ids, started).await,
         Db::Sqlite(lite) => sqlite::release(lite, worker, ids, started).await,
     }
 }
@@ -169,7 +169,7 @@ pub async fn get(db: &Db, id: JobId) -> Result<Option<Job>, JobError> {
 /// The earliest `run_at` of a waiting job in `queue`, so an idle fetcher can sleep until then.
 pub async fn next_due(db: &Db, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
     match db {
-        Db::Postgres(pg) => postgres::next_due(&pg.pool, queue).await,
+        Db::Postgres(pg) => postgres::next_due(&pg.engine_pool, queue).await,
         Db::Sqlite(lite) => sqlite::next_due(&lite.pool, queue).await,
     }
 }
