@@ -361,10 +361,11 @@ pub(super) async fn prune(pool: &PgPool, retention: &RetentionSettings) -> Resul
         if hours == 0 {
             continue;
         }
+        // Oldest ids first: done jobs have no index of their own (see the migration).
         let result = sqlx::query(
             "DELETE FROM jobs WHERE id IN (
                 SELECT id FROM jobs WHERE state = $1 AND finished_at < now() - $2 * interval '1 hour'
-                LIMIT 10000)",
+                ORDER BY id LIMIT 10000)",
         )
         .bind(state)
         .bind(hours as i64)

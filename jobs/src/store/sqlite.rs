@@ -372,7 +372,7 @@ pub(super) async fn prune(
         let cutoff = now - (hours as i64) * 3_600_000_000;
         let result = sqlx::query(
             "DELETE FROM jobs WHERE id IN (
-                SELECT id FROM jobs WHERE state = ? AND finished_at < ? LIMIT 10000)",
+                SELECT id FROM jobs WHERE state = ? AND finished_at < ? ORDER BY id LIMIT 10000)",
         )
         .bind(state)
         .bind(cutoff)
