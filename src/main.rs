@@ -52,6 +52,21 @@ enum Command {
         #[command(subcommand)]
         command: ops::JobsCommand,
     },
+    /// Print a signed JWT for local use (the embedded default's secret, or auth.jwt_secret).
+    Token {
+        #[arg(long)]
+        company: String,
+        #[arg(long)]
+        profile: String,
+        #[arg(long, default_value = "member")]
+        role: voxline_api::auth::Role,
+        /// The address mail to this profile goes to.
+        #[arg(long)]
+        email: Option<String>,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: i64,
+    },
     /// Benchmarks that print one `key=value` summary line.
     Bench {
         #[command(subcommand)]
@@ -99,6 +114,13 @@ fn main() -> ExitCode {
             Command::Queues { json, watch } => ops::queues(settings, json, watch).await,
             Command::Jobs { command } => ops::jobs(settings, command).await,
             Command::Bench { command } => bench::run(settings, command).await,
+            Command::Token {
+                company,
+                profile,
+                role,
+                email,
+                hours,
+            } => ops::token(&settings, company, profile, role, email, hours),
         }
     });
     match result {

@@ -210,6 +210,7 @@ async fn jobs_on(db: &Db, command: JobsCommand) -> anyhow::Result<()> {
             json,
         } => {
             let ids = store::retry_all(db, &queue, state).await?;
+            audit_cli(db, "queue.retry_dead", format!("queue:{queue}")).await?;
             if json {
                 println!("{}", serde_json::to_string(&json!({ "retried": ids }))?);
             } else {
@@ -219,9 +220,28 @@ async fn jobs_on(db: &Db, command: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::Retry { .. } => bail!("give a job id, or --queue Q --state dead"),
         JobsCommand::Discard { id, json } => {
             let job = store::discard(db, JobId(id)).await?;
+            audit_cli(db, "job.discard", format!("job:{id}")).await?;
             report(json, &job, "discarded (cancelled)")?;
         }
     }
+    Ok(())
+}
+
+/// CLI actions are recorded like HTTP ones, with the shell user as the actor.
+async fn audit_cli(db: &Db, action: &str, target: String) -> anyhow::Result<()> {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let actor = format!("cli:{user}");
+    let entry = voxline_domain::audit::AuditEntry {
+        actor: &actor,
+        actor_role: "operator",
+        company_id: None,
+        action,
+        target: &target,
+        details: json!({}),
+    };
+    voxline_domain::audit::append(db, &entry)
+        .await
+        .context("writing the audit log")?;
     Ok(())
 }
 
@@ -310,4 +330,33 @@ fn truncate(s: &str, max: usize) -> String {
     } else {
         format!("{}…", line.chars().take(max - 1).collect::<String>())
     }
+}
+
+/// `voxline token`: a signed JWT with the given claims.
+pub fn token(
+    settings: &Settings,
+    company: String,
+    profile: String,
+    role: voxline_api::auth::Role,
+    email: Option<String>,
+    hours: i64,
+) -> anyhow::Result<()> {
+    if hours <= 0 {
+        bail!("--hours must be positive");
+    }
+    let secret = voxline_domain::secrets::jwt_secret(settings)?;
+    let now = chrono::Utc::now().timestamp();
+    let claims = voxline_api::auth::Claims {
+        sub: profile,
+        company_id: company,
+        role,
+        email,
+        iat: now,
+        exp: now + hours * 3600,
+    };
+    let token = voxline_api::auth::Keys::hs256(&secret)
+        .mint(&claims)
+        .context("signing the token")?;
+    println!("{token}");
+    Ok(())
 }

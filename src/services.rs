@@ -59,6 +59,13 @@ pub async fn migrate(settings: Settings) -> anyhow::Result<()> {
 
 pub async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
+    let metrics =
+        voxline_api::metrics::install().map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
+    // Checked before anything starts: a production deployment without a JWT secret is refused.
+    let jwt_secret_check = voxline_domain::secrets::jwt_secret(&settings);
+    if roles.api {
+        jwt_secret_check?;
+    }
     let db = connect(&settings).await?;
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
@@ -92,10 +99,17 @@ pub async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
             stop.clone(),
         ));
     }
-    let api = listener.map(|listener| {
-        let state = AppState::new(db.clone(), settings.clone());
-        tokio::spawn(voxline_api::serve(listener, state, stop.clone()))
-    });
+    let api = match listener {
+        Some(listener) => {
+            let state = AppState::new(db.clone(), settings.clone(), Some(metrics))?;
+            Some(tokio::spawn(voxline_api::serve(
+                listener,
+                state,
+                stop.clone(),
+            )))
+        }
+        None => None,
+    };
 
     shutdown_signal().await;
     tracing::info!("shutting down");

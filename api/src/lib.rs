@@ -1,15 +1,22 @@
 //! voxline's HTTP surface (axum). It writes rows and enqueues jobs; it never runs them.
 
+pub mod admin;
+pub mod admin_page;
+pub mod auth;
 pub mod error;
 pub mod health;
+pub mod metrics;
+pub mod openapi;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
+use voxline_domain::secrets::SecretError;
 use voxline_domain::{Db, Settings};
 use voxline_jobs::JobClient;
 
@@ -19,18 +26,38 @@ pub struct AppState {
     pub db: Db,
     pub settings: Arc<Settings>,
     pub jobs: JobClient,
+    pub keys: Arc<auth::Keys>,
+    /// The process's metrics recorder, when one is installed.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 impl AppState {
-    pub fn new(db: Db, settings: Arc<Settings>) -> Self {
+    pub fn new(
+        db: Db,
+        settings: Arc<Settings>,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Self, SecretError> {
+        let secret = voxline_domain::secrets::jwt_secret(&settings)?;
         let jobs = JobClient::new(db.clone(), settings.clone());
-        AppState { db, settings, jobs }
+        Ok(AppState {
+            db,
+            settings,
+            jobs,
+            keys: Arc::new(auth::Keys::hs256(&secret)),
+            metrics,
+        })
     }
 }
 
+/// The full router: every `/api` route is registered through [`openapi::routes`], which puts it
+/// in the OpenAPI document as it adds it, so the two cannot drift apart.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(health::router())
+    let (api, spec) = openapi::routes().split_for_parts();
+    let spec = Arc::new(spec);
+    api.merge(openapi::docs_router(spec))
+        .merge(admin_page::router())
+        .route("/metrics", axum::routing::get(metrics::render))
+        .layer(axum::middleware::from_fn(metrics::track_http))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -1,9 +1,11 @@
 //! voxline's bottom layer: typed configuration and the database handle (Postgres or SQLite)
 //! that every other crate builds on. Nothing here knows about jobs, HTTP or workers.
 
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod redis;
+pub mod secrets;
 
 pub use config::{ConfigError, QueueSettings, Settings};
 pub use db::{Db, DbError, DbKind, Tx};

@@ -44,6 +44,9 @@ pub fn service_missing(what: &str, error: &dyn std::fmt::Display) {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// The HS256 secret every test deployment signs its tokens with.
+pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
 pub struct TestDb {
     pub backend: Backend,
     pub settings: Arc<Settings>,
@@ -61,6 +64,7 @@ impl TestDb {
             "VOXLINE_DATA_DIR".to_string(),
             dir.path().display().to_string(),
         )];
+        env.push(("VOXLINE_AUTH_JWT_SECRET".into(), TEST_JWT_SECRET.into()));
         let database = match backend {
             Backend::Sqlite => {
                 let url = format!(
@@ -84,7 +88,7 @@ impl TestDb {
             }
         };
         let own = format!(
-            "data_dir = \"{}\"\n[database]\n{database}\n",
+            "data_dir = \"{}\"\n[auth]\njwt_secret = \"{TEST_JWT_SECRET}\"\n[database]\n{database}\n",
             dir.path().display()
         );
         let mut all: Vec<&str> = layers.to_vec();
@@ -251,4 +255,48 @@ macro_rules! on_both_databases {
             }
         }
     };
+}
+
+/// The process-wide metrics recorder for in-process API servers (installable once per binary).
+pub fn metrics_handle() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| voxline_api::metrics::install().expect("install the metrics recorder"))
+        .clone()
+}
+
+/// Serves the real router for this database on a random loopback port; returns its base URL.
+pub async fn start_api(t: &TestDb) -> String {
+    let state =
+        voxline_api::AppState::new(t.db.clone(), t.settings.clone(), Some(metrics_handle()))
+            .expect("app state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(voxline_api::serve(listener, state, stop));
+    format!("http://{addr}")
+}
+
+/// A token signed with the test deployments' secret.
+pub fn token(
+    company: &str,
+    profile: &str,
+    role: voxline_api::auth::Role,
+    lifetime_secs: i64,
+) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = voxline_api::auth::Claims {
+        sub: profile.into(),
+        company_id: company.into(),
+        role,
+        email: None,
+        iat: now,
+        exp: now + lifetime_secs,
+    };
+    voxline_api::auth::Keys::hs256(TEST_JWT_SECRET)
+        .mint(&claims)
+        .expect("mint")
 }

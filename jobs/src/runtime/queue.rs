@@ -135,7 +135,16 @@ async fn run_claimed(ctx: Arc<QueueContext>, job: ClaimedJob) {
         return;
     }
     let id = job.id;
+    let started = std::time::Instant::now();
     let outcome = execute(&ctx, job).await;
+    let label = match &outcome {
+        Outcome::Done => "done",
+        Outcome::Retry { .. } => "retry",
+        Outcome::Dead { .. } => "dead",
+    };
+    metrics::histogram!("voxline_job_duration_seconds", "queue" => ctx.queue.clone(), "outcome" => label)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("voxline_job_attempts_total", "queue" => ctx.queue.clone(), "outcome" => label).increment(1);
     if ctx.inflight.finish(id) {
         // The acker lives until every queue has stopped, so this send only fails if it died.
         if ctx.acks.send(Completion { id, outcome }).await.is_err() {

@@ -182,6 +182,14 @@ pub async fn unfinished(db: &Db, queue: &str) -> Result<i64, JobError> {
     }
 }
 
+/// Per queue: jobs done, and jobs whose latest attempt failed, within the last `window`.
+pub async fn activity(db: &Db, window: Duration) -> Result<Vec<(String, i64, i64)>, JobError> {
+    match db {
+        Db::Postgres(pg) => postgres::activity(&pg.pool, window).await,
+        Db::Sqlite(lite) => sqlite::activity(&lite.pool, window).await,
+    }
+}
+
 /// Whether `queue` has any job not in a final state.
 pub async fn has_unfinished(db: &Db, queue: &str) -> Result<bool, JobError> {
     match db {

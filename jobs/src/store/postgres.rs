@@ -543,3 +543,28 @@ pub(super) async fn has_unfinished(pool: &PgPool, queue: &str) -> Result<bool, J
     .fetch_one(pool)
     .await?)
 }
+
+pub(super) async fn activity(
+    pool: &PgPool,
+    window: Duration,
+) -> Result<Vec<(String, i64, i64)>, JobError> {
+    let rows = sqlx::query(
+        "SELECT queue,
+                count(*) FILTER (WHERE state = 'done' AND finished_at > now() - $1 * interval '1 millisecond') AS done,
+                count(*) FILTER (WHERE jsonb_array_length(errors) > 0
+                    AND (errors -> -1 ->> 'at')::timestamptz > now() - $1 * interval '1 millisecond') AS failed
+         FROM jobs GROUP BY queue",
+    )
+    .bind(window.as_millis() as i64)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("queue")?,
+                r.try_get("done")?,
+                r.try_get("failed")?,
+            ))
+        })
+        .collect()
+}

@@ -1,0 +1,412 @@
+//! Operator routes (`/api/admin`, operator role): queue overview, job list and detail, and the
+//! actions retry, discard and bulk retry of dead jobs, each recorded in the audit log.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use voxline_domain::audit::{self, AuditEntry};
+use voxline_jobs::store::{self, JobFilter};
+use voxline_jobs::{Job, JobError, JobId, JobState};
+
+use crate::AppState;
+use crate::auth::Operator;
+use crate::error::ApiError;
+
+const ACTIVITY_WINDOW: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueOverview {
+    pub queue: String,
+    /// Jobs per state; every state of the closed set is present.
+    pub counts: BTreeMap<String, i64>,
+    /// Age of the oldest job that is due and not yet started.
+    pub oldest_available_age_ms: Option<i64>,
+    pub done_last_5m: i64,
+    pub failed_last_5m: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuesResponse {
+    pub queues: Vec<QueueOverview>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobSummary {
+    pub id: i64,
+    pub queue: String,
+    pub kind: String,
+    pub state: String,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub run_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    /// The tenant the job works for, when its payload names one.
+    pub company_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobsResponse {
+    pub jobs: Vec<JobSummary>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptErrorView {
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    pub error: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub summary: JobSummary,
+    pub priority: i16,
+    pub created_at: DateTime<Utc>,
+    pub attempted_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub locked_by: Option<String>,
+    /// The payload with personal data (emails, names, text, transcripts, secrets) redacted.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    pub errors: Vec<AttemptErrorView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetriedResponse {
+    pub retried: Vec<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct JobsQuery {
+    pub queue: Option<String>,
+    /// One of scheduled, available, running, retrying, done, dead, cancelled.
+    pub state: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<i64>,
+    /// 1 to 200, default 50.
+    pub limit: Option<u32>,
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "admin route failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the operation failed; see the server log",
+    )
+}
+
+fn job_error(e: JobError) -> ApiError {
+    match e {
+        JobError::NotFound(id) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("job {id} does not exist"),
+        ),
+        e @ JobError::WrongState { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "wrong_state", e.to_string())
+        }
+        other => internal(other),
+    }
+}
+
+fn summary(job: &Job) -> JobSummary {
+    JobSummary {
+        id: job.id.0,
+        queue: job.queue.clone(),
+        kind: job.kind.clone(),
+        state: job.state.to_string(),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        run_at: job.run_at,
+        last_error: job.last_error.clone(),
+        company_id: job
+            .payload
+            .get("company_id")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    }
+}
+
+/// Keys whose values are personal data or secrets; everything else (ids, kinds, counts) stays.
+const REDACTED_KEYS: &[&str] = &[
+    "email",
+    "to",
+    "name",
+    "text",
+    "transcript",
+    "segments",
+    "phone",
+    "address",
+    "body",
+    "content",
+    "audio",
+    "token",
+    "secret",
+    "password",
+    "summary",
+];
+
+pub fn redact(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let lower = k.to_ascii_lowercase();
+                    if REDACTED_KEYS
+                        .iter()
+                        .any(|r| lower == *r || lower.ends_with(&format!("_{r}")))
+                    {
+                        (k.clone(), Value::String("[redacted]".into()))
+                    } else {
+                        (k.clone(), redact(v))
+                    }
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+async fn record(
+    state: &AppState,
+    operator: &Operator,
+    action: &str,
+    target: String,
+    details: Value,
+) -> Result<(), ApiError> {
+    let claims = &operator.0;
+    audit::append(
+        &state.db,
+        &AuditEntry {
+            actor: &claims.sub,
+            actor_role: claims.role.as_str(),
+            company_id: None,
+            action,
+            target: &target,
+            details,
+        },
+    )
+    .await
+    .map(drop)
+    .map_err(internal)
+}
+
+/// Counts per state, oldest due job's age, and the last five minutes' activity per queue.
+#[utoipa::path(get, path = "/api/admin/queues", tag = "operators",
+    responses((status = 200, body = QueuesResponse), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn queues(
+    State(state): State<AppState>,
+    _operator: Operator,
+) -> Result<Json<QueuesResponse>, ApiError> {
+    let stats = store::stats(&state.db).await.map_err(internal)?;
+    let activity = store::activity(&state.db, ACTIVITY_WINDOW)
+        .await
+        .map_err(internal)?;
+    let mut names = state.settings.queue_names();
+    names.extend(stats.iter().map(|s| s.queue.clone()));
+    names.sort();
+    names.dedup();
+    let queues = names
+        .into_iter()
+        .map(|queue| {
+            let s = stats.iter().find(|s| s.queue == queue);
+            let (done, failed) = activity
+                .iter()
+                .find(|(q, _, _)| *q == queue)
+                .map(|(_, d, f)| (*d, *f))
+                .unwrap_or((0, 0));
+            QueueOverview {
+                counts: JobState::ALL
+                    .iter()
+                    .map(|st| {
+                        (
+                            st.to_string(),
+                            s.and_then(|s| s.counts.get(st)).copied().unwrap_or(0),
+                        )
+                    })
+                    .collect(),
+                oldest_available_age_ms: s.and_then(|s| s.oldest_available_age_ms),
+                done_last_5m: done,
+                failed_last_5m: failed,
+                queue,
+            }
+        })
+        .collect();
+    Ok(Json(QueuesResponse { queues }))
+}
+
+/// Jobs newest first, filtered by queue and state, with cursor pagination.
+#[utoipa::path(get, path = "/api/admin/jobs", tag = "operators", params(JobsQuery),
+    responses((status = 200, body = JobsResponse), (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn jobs(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Query(q): Query<JobsQuery>,
+) -> Result<Json<JobsResponse>, ApiError> {
+    let job_state = match q.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(s.parse::<JobState>().map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", e.to_string()).field("state")
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_limit",
+            "limit must be between 1 and 200",
+        )
+        .field("limit"));
+    }
+    let filter = JobFilter {
+        queue: q.queue.filter(|s| !s.is_empty()),
+        state: job_state,
+        before: q.cursor.map(JobId),
+        limit,
+    };
+    let jobs = store::list(&state.db, &filter).await.map_err(internal)?;
+    let next_cursor = (jobs.len() as u32 == limit)
+        .then(|| jobs.last().map(|j| j.id.0))
+        .flatten();
+    Ok(Json(JobsResponse {
+        jobs: jobs.iter().map(summary).collect(),
+        next_cursor,
+    }))
+}
+
+/// One job: redacted payload and every attempt's error.
+#[utoipa::path(get, path = "/api/admin/jobs/{id}", tag = "operators", params(("id" = i64, Path)),
+    responses((status = 200, body = JobDetail), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn job(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Path(id): Path<i64>,
+) -> Result<Json<JobDetail>, ApiError> {
+    let job = store::get(&state.db, JobId(id))
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| job_error(JobError::NotFound(JobId(id))))?;
+    Ok(Json(JobDetail {
+        summary: summary(&job),
+        priority: job.priority,
+        created_at: job.created_at,
+        attempted_at: job.attempted_at,
+        finished_at: job.finished_at,
+        locked_by: job.locked_by.clone(),
+        payload: redact(&job.payload),
+        errors: job
+            .errors
+            .iter()
+            .map(|e| AttemptErrorView {
+                attempt: e.attempt,
+                at: e.at,
+                error: e.error.clone(),
+            })
+            .collect(),
+    }))
+}
+
+/// Runs a dead or retrying job again now, attempts reset. 409 for any other state.
+#[utoipa::path(post, path = "/api/admin/jobs/{id}/retry", tag = "operators", params(("id" = i64, Path)),
+    responses((status = 200, body = JobSummary), (status = 401), (status = 403), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn retry(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<i64>,
+) -> Result<Json<JobSummary>, ApiError> {
+    let job = store::retry(&state.db, JobId(id))
+        .await
+        .map_err(job_error)?;
+    record(
+        &state,
+        &operator,
+        "job.retry",
+        format!("job:{id}"),
+        serde_json::json!({ "queue": job.queue, "kind": job.kind }),
+    )
+    .await?;
+    Ok(Json(summary(&job)))
+}
+
+/// Cancels a waiting or dead job for good. 409 for a running or finished one.
+#[utoipa::path(post, path = "/api/admin/jobs/{id}/discard", tag = "operators", params(("id" = i64, Path)),
+    responses((status = 200, body = JobSummary), (status = 401), (status = 403), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+pub async fn discard(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(id): Path<i64>,
+) -> Result<Json<JobSummary>, ApiError> {
+    let job = store::discard(&state.db, JobId(id))
+        .await
+        .map_err(job_error)?;
+    record(
+        &state,
+        &operator,
+        "job.discard",
+        format!("job:{id}"),
+        serde_json::json!({ "queue": job.queue, "kind": job.kind }),
+    )
+    .await?;
+    Ok(Json(summary(&job)))
+}
+
+/// Retries every dead job of a queue.
+#[utoipa::path(post, path = "/api/admin/queues/{queue}/retry-dead", tag = "operators", params(("queue" = String, Path)),
+    responses((status = 200, body = RetriedResponse), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn retry_dead(
+    State(state): State<AppState>,
+    operator: Operator,
+    Path(queue): Path<String>,
+) -> Result<Json<RetriedResponse>, ApiError> {
+    let ids = store::retry_all(&state.db, &queue, JobState::Dead)
+        .await
+        .map_err(job_error)?;
+    let retried: Vec<i64> = ids.iter().map(|id| id.0).collect();
+    record(
+        &state,
+        &operator,
+        "queue.retry_dead",
+        format!("queue:{queue}"),
+        serde_json::json!({ "jobs": retried }),
+    )
+    .await?;
+    Ok(Json(RetriedResponse { retried }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+    use serde_json::json;
+
+    #[test]
+    fn personal_data_is_redacted_and_ids_are_kept() {
+        let payload = json!({
+            "session_id": "s1", "company_id": "c1", "to_email": "a@b.c",
+            "transcript": [{"text": "hi"}], "nested": {"name": "Ann", "count": 3}
+        });
+        assert_eq!(
+            redact(&payload),
+            json!({
+                "session_id": "s1", "company_id": "c1", "to_email": "[redacted]",
+                "transcript": "[redacted]", "nested": {"name": "[redacted]", "count": 3}
+            })
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! Prometheus metrics at `/metrics`: what this process recorded (job durations and attempts,
+//! HTTP requests) plus queue gauges read from the database at scrape time, so any API process
+//! reports the whole deployment's queues.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use voxline_jobs::{JobState, store};
+
+use crate::AppState;
+
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Installs the process-wide recorder; call once at start.
+pub fn install() -> Result<PrometheusHandle, String> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())
+}
+
+pub async fn render(State(state): State<AppState>) -> Response {
+    let Some(handle) = &state.metrics else {
+        return (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled in this process",
+        )
+            .into_response();
+    };
+    match store::stats(&state.db).await {
+        Ok(stats) => {
+            for queue in state
+                .settings
+                .queue_names()
+                .into_iter()
+                .chain(stats.iter().map(|s| s.queue.clone()))
+            {
+                let s = stats.iter().find(|s| s.queue == queue);
+                for st in JobState::ALL {
+                    let n = s.and_then(|s| s.counts.get(&st)).copied().unwrap_or(0);
+                    metrics::gauge!("voxline_jobs", "queue" => queue.clone(), "state" => st.as_str()).set(n as f64);
+                }
+                let dead = s
+                    .and_then(|s| s.counts.get(&JobState::Dead))
+                    .copied()
+                    .unwrap_or(0);
+                metrics::gauge!("voxline_dead_letters", "queue" => queue.clone()).set(dead as f64);
+                let age = s.and_then(|s| s.oldest_available_age_ms).unwrap_or(0);
+                metrics::gauge!("voxline_oldest_available_age_seconds", "queue" => queue.clone())
+                    .set(age as f64 / 1000.0);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: reading queue counts failed"),
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}
+
+/// Records every request's duration by route template (never the raw path: ids would
+/// explode the label set), method and status.
+pub async fn track_http(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!(
+        "voxline_http_request_duration_seconds",
+        "route" => route,
+        "method" => method,
+        "status" => response.status().as_u16().to_string()
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,125 @@
+//! The audit log: append-only (the database refuses UPDATE and DELETE on it).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::{Db, DbError};
+
+/// One action to record. `details` must not carry transcript text or secrets.
+#[derive(Debug, Clone)]
+pub struct AuditEntry<'a> {
+    pub actor: &'a str,
+    pub actor_role: &'a str,
+    pub company_id: Option<&'a str>,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub actor_role: String,
+    pub company_id: Option<String>,
+    pub action: String,
+    pub target: String,
+    pub details: serde_json::Value,
+}
+
+pub async fn append(db: &Db, entry: &AuditEntry<'_>) -> Result<i64, DbError> {
+    let id =
+        match db {
+            Db::Postgres(pg) => {
+                sqlx::query_scalar(
+                    "INSERT INTO audit_log (actor, actor_role, company_id, action, target, details)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                )
+                .bind(entry.actor)
+                .bind(entry.actor_role)
+                .bind(entry.company_id)
+                .bind(entry.action)
+                .bind(entry.target)
+                .bind(&entry.details)
+                .fetch_one(&pg.pool)
+                .await?
+            }
+            Db::Sqlite(lite) => sqlx::query_scalar(
+                "INSERT INTO audit_log (at, actor, actor_role, company_id, action, target, details)
+                 VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(Utc::now().timestamp_micros())
+            .bind(entry.actor)
+            .bind(entry.actor_role)
+            .bind(entry.company_id)
+            .bind(entry.action)
+            .bind(entry.target)
+            .bind(entry.details.to_string())
+            .fetch_one(&lite.pool)
+            .await?,
+        };
+    Ok(id)
+}
+
+/// The newest entries first, optionally only one action.
+pub async fn recent(
+    db: &Db,
+    action: Option<&str>,
+    limit: i64,
+) -> Result<Vec<AuditRecord>, DbError> {
+    let records = match db {
+        Db::Postgres(pg) => {
+            let rows = sqlx::query(
+                "SELECT id, at, actor, actor_role, company_id, action, target, details FROM audit_log
+                 WHERE ($1::text IS NULL OR action = $1) ORDER BY id DESC LIMIT $2",
+            )
+            .bind(action)
+            .bind(limit)
+            .fetch_all(&pg.pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AuditRecord {
+                        id: r.try_get("id")?,
+                        at: r.try_get("at")?,
+                        actor: r.try_get("actor")?,
+                        actor_role: r.try_get("actor_role")?,
+                        company_id: r.try_get("company_id")?,
+                        action: r.try_get("action")?,
+                        target: r.try_get("target")?,
+                        details: r.try_get("details")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        }
+        Db::Sqlite(lite) => {
+            let rows = sqlx::query(
+                "SELECT id, at, actor, actor_role, company_id, action, target, details FROM audit_log
+                 WHERE (?1 IS NULL OR action = ?1) ORDER BY id DESC LIMIT ?2",
+            )
+            .bind(action)
+            .bind(limit)
+            .fetch_all(&lite.pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    let at: i64 = r.try_get("at")?;
+                    let details: String = r.try_get("details")?;
+                    Ok(AuditRecord {
+                        id: r.try_get("id")?,
+                        at: DateTime::from_timestamp_micros(at).unwrap_or_default(),
+                        actor: r.try_get("actor")?,
+                        actor_role: r.try_get("actor_role")?,
+                        company_id: r.try_get("company_id")?,
+                        action: r.try_get("action")?,
+                        target: r.try_get("target")?,
+                        details: serde_json::from_str(&details).unwrap_or_default(),
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        }
+    };
+    Ok(records)
+}

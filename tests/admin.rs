@@ -1,0 +1,503 @@
+//! Operators over HTTP: the `/api/admin` routes, their auth, audit records, `/metrics`,
+//! the OpenAPI document and the pages, against the real router on both databases.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Backend, TestDb, start_api, token};
+use voxline_api::auth::Role;
+use voxline_domain::audit;
+use voxline_jobs::{Completion, Handlers, JobId, NewJob, Outcome, Runner, store};
+use voxline_workers::diag;
+
+fn operator() -> String {
+    token("platform", "op-ann", Role::Operator, 600)
+}
+
+async fn call(method: &str, url: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let client = reqwest::Client::new();
+    let mut request = match method {
+        "GET" => client.get(url),
+        _ => client.post(url),
+    };
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A dead job (permanent failure) on `queue`, made without workers.
+async fn dead_job(t: &TestDb, queue: &str, payload: Value) -> JobId {
+    let id = t.enqueue(NewJob::new(queue, "mail.send", payload)).await;
+    let claimed = store::claim(&t.db, queue, "admin-test", 10).await.unwrap();
+    assert!(claimed.iter().any(|j| j.id == id));
+    let outcome = Outcome::Dead {
+        error: "550 <b>mailbox</b> unavailable".into(),
+    };
+    store::complete(&t.db, "admin-test", &[Completion { id, outcome }])
+        .await
+        .unwrap();
+    id
+}
+
+on_both_databases!(admin_routes_need_an_operator_token);
+async fn admin_routes_need_an_operator_token(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let url = format!("{base}/api/admin/queues");
+
+    let (status, body) = call("GET", &url, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_eq!(body["error"]["field"], "Authorization");
+
+    let forged = voxline_api::auth::Keys::hs256("another-secret-another-secret-another-1")
+        .mint(&voxline_api::auth::Claims {
+            sub: "x".into(),
+            company_id: "c".into(),
+            role: Role::Operator,
+            email: None,
+            iat: 0,
+            exp: chrono::Utc::now().timestamp() + 600,
+        })
+        .unwrap();
+    assert_eq!(
+        call("GET", &url, Some(&forged)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let (status, body) = call("GET", &url, Some(&token("c", "p", Role::Operator, -3600))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["message"], "token expired");
+
+    let (status, body) = call("GET", &url, Some(&token("c", "p", Role::Admin, 600))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"]["code"], "forbidden");
+
+    assert_eq!(call("GET", &url, Some(&operator())).await.0, StatusCode::OK);
+}
+
+on_both_databases!(an_operator_inspects_and_acts_on_dead_letters);
+async fn an_operator_inspects_and_acts_on_dead_letters(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let op = operator();
+    let first = dead_job(
+        &t,
+        "email",
+        json!({ "company_id": "acme", "to_email": "ann@example.com" }),
+    )
+    .await;
+    let second = dead_job(&t, "email", json!({ "company_id": "acme" })).await;
+    let waiting = t
+        .enqueue(NewJob::new("email", "mail.send", json!({})))
+        .await;
+
+    let (status, q) = call("GET", &format!("{base}/api/admin/queues"), Some(&op)).await;
+    assert_eq!(status, StatusCode::OK);
+    let email = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "email")
+        .unwrap()
+        .clone();
+    assert_eq!(email["counts"]["dead"], 2);
+    assert_eq!(email["counts"]["available"], 1);
+    assert_eq!(email["failed_last_5m"], 2);
+    assert_eq!(email["done_last_5m"], 0);
+    assert!(email["oldest_available_age_ms"].as_i64().is_some());
+
+    let (_, list) = call(
+        "GET",
+        &format!("{base}/api/admin/jobs?queue=email&state=dead&limit=1"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(list["jobs"][0]["id"], second.0);
+    assert_eq!(list["jobs"][0]["company_id"], "acme");
+    assert_eq!(
+        list["jobs"][0]["last_error"],
+        "550 <b>mailbox</b> unavailable"
+    );
+    let cursor = list["next_cursor"].as_i64().expect("a next page");
+    let (_, page2) = call(
+        "GET",
+        &format!("{base}/api/admin/jobs?queue=email&state=dead&limit=1&cursor={cursor}"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(page2["jobs"][0]["id"], first.0);
+
+    let (status, body) = call(
+        "GET",
+        &format!("{base}/api/admin/jobs?state=failed"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["field"], "state");
+
+    let (_, detail) = call("GET", &format!("{base}/api/admin/jobs/{first}"), Some(&op)).await;
+    assert_eq!(
+        detail["payload"],
+        json!({ "company_id": "acme", "to_email": "[redacted]" })
+    );
+    assert_eq!(detail["errors"][0]["attempt"], 1);
+    assert_eq!(
+        detail["errors"][0]["error"],
+        "550 <b>mailbox</b> unavailable"
+    );
+
+    let (status, retried) = call(
+        "POST",
+        &format!("{base}/api/admin/jobs/{first}/retry"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(retried["state"], "available");
+    assert_eq!(retried["attempt"], 0);
+    let (status, conflict) = call(
+        "POST",
+        &format!("{base}/api/admin/jobs/{first}/retry"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        conflict["error"]["message"],
+        format!("job {first} is available; only dead or retrying jobs can be retried")
+    );
+
+    let (status, discarded) = call(
+        "POST",
+        &format!("{base}/api/admin/jobs/{waiting}/discard"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(discarded["state"], "cancelled");
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{base}/api/admin/jobs/{waiting}/discard"),
+            Some(&op)
+        )
+        .await
+        .0,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        call(
+            "POST",
+            &format!("{base}/api/admin/jobs/999999/retry"),
+            Some(&op)
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+
+    let (status, bulk) = call(
+        "POST",
+        &format!("{base}/api/admin/queues/email/retry-dead"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(bulk["retried"], json!([second.0]));
+
+    let records = audit::recent(&t.db, None, 10).await.unwrap();
+    let actions: Vec<(String, String, String)> = records
+        .iter()
+        .map(|r| (r.action.clone(), r.target.clone(), r.actor.clone()))
+        .collect();
+    let expected = |a: &str, t: String| (a.to_string(), t, "op-ann".to_string());
+    assert_eq!(
+        actions,
+        vec![
+            expected("queue.retry_dead", "queue:email".into()),
+            expected("job.discard", format!("job:{waiting}")),
+            expected("job.retry", format!("job:{first}")),
+        ]
+    );
+}
+
+on_both_databases!(the_audit_log_refuses_updates_and_deletes);
+async fn the_audit_log_refuses_updates_and_deletes(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
+    let entry = audit::AuditEntry {
+        actor: "op",
+        actor_role: "operator",
+        company_id: None,
+        action: "job.retry",
+        target: "job:1",
+        details: json!({}),
+    };
+    audit::append(&t.db, &entry).await.unwrap();
+    for (pg, lite) in [
+        (
+            "UPDATE audit_log SET actor = 'someone else'",
+            "UPDATE audit_log SET actor = 'someone else'",
+        ),
+        ("DELETE FROM audit_log", "DELETE FROM audit_log"),
+    ] {
+        let refused = match &t.db {
+            voxline_domain::Db::Postgres(p) => sqlx::query(pg).execute(&p.pool).await.map(drop),
+            voxline_domain::Db::Sqlite(l) => sqlx::query(lite).execute(&l.pool).await.map(drop),
+        };
+        let error = refused
+            .expect_err("the audit log must be append-only")
+            .to_string();
+        assert!(error.contains("audit_log is append-only"), "{error}");
+    }
+    assert_eq!(audit::recent(&t.db, None, 10).await.unwrap()[0].actor, "op");
+}
+
+on_both_databases!(metrics_report_queues_jobs_and_requests);
+async fn metrics_report_queues_jobs_and_requests(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &["[engine]\npoll_interval_ms = 100\n"]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    // A queue name of this test's own: the recorder is shared by every test in this binary.
+    let queue = format!("m{}", rand::random::<u32>());
+    let client = t.client();
+    for _ in 0..3 {
+        client
+            .enqueue_now(&NewJob::new(&queue, diag::NOOP, json!({})))
+            .await
+            .unwrap();
+    }
+    client
+        .enqueue_now(&NewJob::new(
+            &queue,
+            diag::FAIL,
+            json!({ "permanent": true }),
+        ))
+        .await
+        .unwrap();
+    let workers = Runner::new(
+        t.db.clone(),
+        t.settings.clone(),
+        diag::register(Handlers::new()),
+    )
+    .queues(vec![queue.clone()])
+    .start();
+    support::eventually("jobs finished", Duration::from_secs(20), || async {
+        !store::has_unfinished(&t.db, &queue).await.unwrap()
+    })
+    .await;
+    workers.shutdown().await;
+    assert_eq!(
+        call(
+            "GET",
+            &format!("{base}/api/admin/queues"),
+            Some(&operator())
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let has = |line: &str| text.lines().any(|l| l == line);
+    assert!(
+        has(&format!(
+            "voxline_jobs{{queue=\"{queue}\",state=\"done\"}} 3"
+        )),
+        "{text}"
+    );
+    assert!(has(&format!(
+        "voxline_jobs{{queue=\"{queue}\",state=\"dead\"}} 1"
+    )));
+    assert!(has(&format!("voxline_dead_letters{{queue=\"{queue}\"}} 1")));
+    assert!(has(&format!(
+        "voxline_oldest_available_age_seconds{{queue=\"{queue}\"}} 0"
+    )));
+    assert!(has(&format!(
+        "voxline_job_attempts_total{{queue=\"{queue}\",outcome=\"done\"}} 3"
+    )));
+    assert!(has(&format!(
+        "voxline_job_attempts_total{{queue=\"{queue}\",outcome=\"dead\"}} 1"
+    )));
+    assert!(has(&format!(
+        "voxline_job_duration_seconds_count{{queue=\"{queue}\",outcome=\"done\"}} 3"
+    )));
+    assert!(text.contains(&format!(
+        "voxline_job_duration_seconds_bucket{{queue=\"{queue}\",outcome=\"done\",le=\"0.001\"}}"
+    )));
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("voxline_http_request_duration_seconds_count{")
+                && l.contains("route=\"/api/admin/queues\"")
+                && l.contains("status=\"200\"")
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_api_route_and_its_refs_resolve() {
+    let Some(t) = TestDb::new(Backend::Sqlite, &[]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let spec: Value = reqwest::get(format!("{base}/api/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+    let paths = spec["paths"].as_object().unwrap();
+    for expected in [
+        "/healthz",
+        "/readyz",
+        "/api/admin/queues",
+        "/api/admin/jobs",
+        "/api/admin/jobs/{id}",
+        "/api/admin/jobs/{id}/retry",
+        "/api/admin/jobs/{id}/discard",
+        "/api/admin/queues/{queue}/retry-dead",
+    ] {
+        assert!(
+            paths.contains_key(expected),
+            "{expected} missing from the spec"
+        );
+    }
+    // Every documented operation is served (not 404/405) and declares its responses.
+    let op = operator();
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            assert!(
+                operation["responses"]
+                    .as_object()
+                    .is_some_and(|r| !r.is_empty()),
+                "{method} {path}"
+            );
+            let url = format!(
+                "{base}{}",
+                path.replace("{id}", "1").replace("{queue}", "email")
+            );
+            let (status, body) = call(&method.to_uppercase(), &url, Some(&op)).await;
+            // The router's own 404 has no JSON body; a handler's "no such job" does.
+            let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
+                || (status == StatusCode::NOT_FOUND && body.is_null());
+            assert!(!unrouted, "{method} {path} is documented but not served: {status}");
+        }
+    }
+    // Every $ref points at a schema that exists.
+    let schemas = spec["components"]["schemas"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut refs = Vec::new();
+    collect_refs(&spec, &mut refs);
+    assert!(!refs.is_empty());
+    for r in refs {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("unexpected ref {r}"));
+        assert!(schemas.contains_key(name), "dangling $ref {r}");
+    }
+}
+
+fn collect_refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "$ref" {
+                    out.push(v.as_str().unwrap_or_default().to_string());
+                } else {
+                    collect_refs(v, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_docs_and_admin_pages_are_served() {
+    let Some(t) = TestDb::new(Backend::Sqlite, &[]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let docs = reqwest::get(format!("{base}/docs")).await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("/api/openapi.json"));
+    let admin = reqwest::get(format!("{base}/admin")).await.unwrap();
+    assert_eq!(admin.status(), 200);
+    assert!(
+        admin.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    let html = admin.text().await.unwrap();
+    assert!(
+        html.contains("Operator token") && !html.contains("innerHTML"),
+        "values must be written as text"
+    );
+}
+
+#[tokio::test]
+async fn a_cli_token_is_accepted_by_the_server() {
+    let Some(t) = TestDb::new(Backend::Sqlite, &[]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let (code, stdout, stderr) = t
+        .run_voxline(&[
+            "token",
+            "--company",
+            "acme",
+            "--profile",
+            "p1",
+            "--role",
+            "operator",
+        ])
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+    let (status, _) = call(
+        "GET",
+        &format!("{base}/api/admin/queues"),
+        Some(stdout.trim()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (code, _, stderr) = t
+        .run_voxline(&[
+            "token",
+            "--company",
+            "acme",
+            "--profile",
+            "p1",
+            "--role",
+            "king",
+        ])
+        .await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("unknown role \"king\""), "{stderr}");
+}
