@@ -403,7 +403,10 @@ async fn the_openapi_document_covers_every_api_route_and_its_refs_resolve() {
             // The router's own 404 has no JSON body; a handler's "no such job" does.
             let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
                 || (status == StatusCode::NOT_FOUND && body.is_null());
-            assert!(!unrouted, "{method} {path} is documented but not served: {status}");
+            assert!(
+                !unrouted,
+                "{method} {path} is documented but not served: {status}"
+            );
         }
     }
     // Every $ref points at a schema that exists.
