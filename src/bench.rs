@@ -231,7 +231,8 @@ impl Workers {
         prefetch: usize,
     ) -> anyhow::Result<Self> {
         if processes == 1 {
-            let handlers = voxline_workers::handlers(db, settings);
+            let handlers =
+                voxline_workers::handlers(db, settings).map_err(|e| anyhow::anyhow!(e))?;
             let runner =
                 Runner::new(db.clone(), settings.clone(), handlers).queues(vec![BENCH.to_string()]);
             return Ok(Workers::InProcess(runner.start()));

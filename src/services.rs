@@ -82,16 +82,20 @@ pub async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
         None
     };
 
-    let runner = roles.workers.map(|queues| {
-        let handlers = voxline_workers::handlers(&db, &settings);
-        let runner = Runner::new(db.clone(), settings.clone(), handlers);
-        let runner = if queues.is_empty() {
-            runner
-        } else {
-            runner.queues(queues)
-        };
-        runner.start()
-    });
+    let runner = match roles.workers {
+        Some(queues) => {
+            let handlers =
+                voxline_workers::handlers(&db, &settings).map_err(|e| anyhow::anyhow!(e))?;
+            let runner = Runner::new(db.clone(), settings.clone(), handlers);
+            let runner = if queues.is_empty() {
+                runner
+            } else {
+                runner.queues(queues)
+            };
+            Some(runner.start())
+        }
+        None => None,
+    };
     if roles.scheduler {
         tasks.push(maintenance::spawn(db.clone(), &settings, stop.clone()));
         tasks.extend(cron::spawn(

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 
 use std::net::SocketAddr;

@@ -12,13 +12,14 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{AppState, admin, health};
+use crate::{AppState, admin, health, notifications};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "voxline", description = "Intake, jobs and operators API of voxline."),
     modifiers(&BearerAuth),
-    tags((name = "health"), (name = "operators", description = "Queue inspection and job actions (operator role)"))
+    tags((name = "health"), (name = "operators", description = "Queue inspection and job actions (operator role)"),
+         (name = "notifications", description = "Email preferences of the caller"))
 )]
 struct ApiDoc;
 
@@ -50,6 +51,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::retry))
         .routes(routes!(admin::discard))
         .routes(routes!(admin::retry_dead))
+        .routes(routes!(
+            notifications::get_preferences,
+            notifications::put_preferences
+        ))
 }
 
 pub fn docs_router(spec: Arc<OpenApiDoc>) -> axum::Router<AppState> {

@@ -57,7 +57,8 @@ pub struct Settings {
     pub openai: OpenAiSettings,
     pub elevenlabs: ElevenLabsSettings,
     pub stripe: StripeSettings,
-    pub smtp: UrlSetting,
+    pub smtp: SmtpSettings,
+    pub email: EmailSettings,
     pub engine: EngineSettings,
     pub retention: RetentionSettings,
     pub queue_defaults: QueueSettings,
@@ -82,6 +83,18 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct UrlSetting {
     pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SmtpSettings {
+    pub url: String,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmailSettings {
+    pub from: String,
+    pub public_base_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -289,6 +302,11 @@ impl Settings {
         for (key, url, schemes) in [
             ("redis.url", &self.redis.url, &["redis", "rediss"][..]),
             ("smtp.url", &self.smtp.url, &["smtp", "smtps"][..]),
+            (
+                "email.public_base_url",
+                &self.email.public_base_url,
+                &["http", "https"][..],
+            ),
         ] {
             if !url.is_empty() {
                 let s = url.split("://").next().unwrap_or_default();
@@ -318,6 +336,12 @@ impl Settings {
             return Err(invalid(
                 "engine.rescue_after_ms",
                 "must be longer than engine.heartbeat_interval_ms, or live jobs would be rescued",
+            ));
+        }
+        if !self.email.from.contains('@') {
+            return Err(invalid(
+                "email.from",
+                "must be an address like \"voxline <no-reply@example.com>\"",
             ));
         }
         validate_queue("queue_defaults", &self.queue_defaults)?;

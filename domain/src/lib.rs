@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod config;
 pub mod db;
+pub mod notifications;
 pub mod redis;
 pub mod secrets;
 

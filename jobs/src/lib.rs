@@ -15,6 +15,7 @@ pub mod error;
 pub mod handler;
 pub mod maintenance;
 pub mod model;
+pub mod payloads;
 pub mod queues;
 pub mod runtime;
 pub mod state;

@@ -2,14 +2,17 @@
 //! time-outs, shutdown) lives in `voxline-jobs`; this crate only says what a job does.
 
 pub mod diag;
+pub mod email;
 pub mod maintenance;
 
 use voxline_domain::{Db, Settings};
 use voxline_jobs::Handlers;
 
-/// Every handler voxline runs, by job kind.
-pub fn handlers(db: &Db, settings: &Settings) -> Handlers {
+/// Every handler voxline runs, by job kind. Fails when a worker cannot be set up from the
+/// configuration (e.g. an unusable `smtp.url`).
+pub fn handlers(db: &Db, settings: &Settings) -> Result<Handlers, String> {
     let handlers = Handlers::new();
     let handlers = diag::register(handlers);
-    maintenance::register(handlers, db.clone(), settings.retention.clone())
+    let handlers = maintenance::register(handlers, db.clone(), settings.retention.clone());
+    Ok(email::EmailWorker::new(db.clone(), settings)?.register(handlers))
 }

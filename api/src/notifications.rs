@@ -1,0 +1,133 @@
+//! `GET/PUT /api/notifications/preferences`: which emails the caller receives. Mails about
+//! failed payments are transactional and cannot be turned off.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use serde::Serialize;
+use utoipa::ToSchema;
+use voxline_domain::audit::{self, AuditEntry};
+use voxline_domain::notifications::{self, EmailKind};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Preference {
+    /// feedback_ready, payment_failed, payment_action_required, trial_ending,
+    /// subscription_cancelled or data_export_ready.
+    pub kind: String,
+    pub enabled: bool,
+    /// Cannot be turned off.
+    pub mandatory: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PreferencesResponse {
+    pub preferences: Vec<Preference>,
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "preferences route failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the operation failed; see the server log",
+    )
+}
+
+async fn current(state: &AppState, caller: &Caller) -> Result<Json<PreferencesResponse>, ApiError> {
+    let prefs = notifications::preferences(&state.db, &caller.0.company_id, &caller.0.sub)
+        .await
+        .map_err(internal)?;
+    Ok(Json(PreferencesResponse {
+        preferences: prefs
+            .into_iter()
+            .map(|(kind, enabled)| Preference {
+                kind: kind.to_string(),
+                enabled,
+                mandatory: kind.is_mandatory(),
+            })
+            .collect(),
+    }))
+}
+
+/// The caller's email preferences, every kind listed.
+#[utoipa::path(get, path = "/api/notifications/preferences", tag = "notifications",
+    responses((status = 200, body = PreferencesResponse), (status = 401)), security(("bearer" = [])))]
+pub async fn get_preferences(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<PreferencesResponse>, ApiError> {
+    current(&state, &caller).await
+}
+
+/// Turns kinds on or off: a JSON object of kind → true/false; kinds left out keep their value.
+#[utoipa::path(put, path = "/api/notifications/preferences", tag = "notifications",
+    request_body(content = Object, description = "kind → enabled, e.g. {\"trial_ending\": false}"),
+    responses((status = 200, body = PreferencesResponse), (status = 400), (status = 401), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn put_preferences(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<Json<PreferencesResponse>, ApiError> {
+    let Json(body) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.body_text()))?;
+    let object = body.as_object().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_preferences",
+            "expected an object of kind → true/false",
+        )
+    })?;
+    let mut changes = BTreeMap::new();
+    for (key, value) in object {
+        let kind: EmailKind = key.parse().map_err(|e: String| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_kind", e).field(key.clone())
+        })?;
+        let enabled = value.as_bool().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_value",
+                format!("{key} must be true or false"),
+            )
+            .field(key.clone())
+        })?;
+        if kind.is_mandatory() && !enabled {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "mandatory_kind",
+                format!("{key} emails are about failed payments and cannot be turned off"),
+            )
+            .field(key.clone()));
+        }
+        changes.insert(kind, enabled);
+    }
+    let claims = &caller.0;
+    notifications::set_preferences(&state.db, &claims.company_id, &claims.sub, &changes)
+        .await
+        .map_err(internal)?;
+    let details: serde_json::Map<String, serde_json::Value> = changes
+        .iter()
+        .map(|(k, v)| (k.to_string(), (*v).into()))
+        .collect();
+    audit::append(
+        &state.db,
+        &AuditEntry {
+            actor: &claims.sub,
+            actor_role: claims.role.as_str(),
+            company_id: Some(&claims.company_id),
+            action: "preferences.update",
+            target: &format!("profile:{}", claims.sub),
+            details: details.into(),
+        },
+    )
+    .await
+    .map_err(internal)?;
+    current(&state, &caller).await
+}

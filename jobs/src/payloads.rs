@@ -1,0 +1,85 @@
+//! Job payloads that several crates produce: typed, so a producer cannot enqueue a job its
+//! worker cannot read.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::NewJob;
+use crate::queues;
+
+/// The kind of the email worker's job.
+pub const EMAIL_SEND: &str = "email.send";
+
+/// An email to send: who to, which template with its data, and what it is about (the
+/// `subject_id`, e.g. `session:42` or `invoice:in_123`, which with the recipient and template
+/// makes the dedupe key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmailJob {
+    pub company_id: Option<String>,
+    pub profile_id: Option<String>,
+    pub to: String,
+    pub subject_id: String,
+    #[serde(flatten)]
+    pub message: EmailMessage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "template", content = "data", rename_all = "snake_case")]
+pub enum EmailMessage {
+    FeedbackReady(FeedbackReady),
+    PaymentFailed(PaymentFailed),
+    PaymentActionRequired(PaymentActionRequired),
+    TrialEnding(TrialEnding),
+    SubscriptionCancelled(SubscriptionCancelled),
+    DataExportReady(DataExportReady),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackReady {
+    pub session_id: String,
+    pub session_title: String,
+    pub overall_score: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub invoice_id: String,
+    /// Formatted for people, e.g. "$49.00".
+    pub amount_due: String,
+    pub hosted_invoice_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentActionRequired {
+    pub invoice_id: String,
+    pub hosted_invoice_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialEnding {
+    pub plan: String,
+    /// A date for people, e.g. "2026-12-01".
+    pub trial_end: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionCancelled {
+    pub plan: String,
+    pub ends_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataExportReady {
+    pub export_id: String,
+    pub expires_at: String,
+}
+
+impl EmailJob {
+    /// The job on the `email` queue.
+    pub fn into_job(self) -> Result<NewJob, serde_json::Error> {
+        Ok(NewJob::new(
+            queues::EMAIL,
+            EMAIL_SEND,
+            serde_json::to_value(self)?,
+        ))
+    }
+}

@@ -1,0 +1,161 @@
+//! The `email` worker: renders a template and delivers it, at most once per recipient,
+//! template and subject, respecting preferences and the suppression list.
+
+pub mod mailer;
+pub mod templates;
+
+use std::sync::Arc;
+
+use lettre::Message;
+use lettre::message::{Mailbox, MultiPart};
+use sha2::{Digest, Sha256};
+use voxline_domain::notifications::{self, EmailRecord};
+use voxline_domain::{Db, Settings};
+use voxline_jobs::payloads::{EMAIL_SEND, EmailJob};
+use voxline_jobs::{ClaimedJob, HandlerError, Handlers};
+
+use mailer::{Mailer, SendError};
+use templates::{Templates, kind_of};
+
+pub struct EmailWorker {
+    db: Db,
+    mailer: Mailer,
+    templates: Templates,
+    from: Mailbox,
+}
+
+/// The dedupe key of an email: the same recipient, template and subject give the same key.
+pub fn dedupe_key(to: &str, template: &str, subject_id: &str) -> String {
+    let digest = Sha256::digest(format!(
+        "{}\n{template}\n{subject_id}",
+        to.trim().to_ascii_lowercase()
+    ));
+    hex::encode(digest)
+}
+
+impl EmailWorker {
+    pub fn new(db: Db, settings: &Settings) -> Result<Self, String> {
+        Ok(EmailWorker {
+            db,
+            mailer: Mailer::from_settings(settings)?,
+            templates: Templates::new(&settings.email.public_base_url)
+                .map_err(|e| format!("email templates: {e}"))?,
+            from: settings
+                .email
+                .from
+                .parse()
+                .map_err(|e| format!("email.from: {e}"))?,
+        })
+    }
+
+    pub fn register(self, handlers: Handlers) -> Handlers {
+        let worker = Arc::new(self);
+        handlers.register(EMAIL_SEND, move |job: ClaimedJob| {
+            let worker = worker.clone();
+            async move { worker.handle(job).await }
+        })
+    }
+
+    async fn handle(&self, job: ClaimedJob) -> Result<(), HandlerError> {
+        let email: EmailJob = serde_json::from_value(job.payload)
+            .map_err(|e| HandlerError::permanent(format!("bad email.send payload: {e}")))?;
+        let kind = kind_of(&email.message);
+        let to: Mailbox = email.to.parse().map_err(|e| {
+            HandlerError::permanent(format!("invalid recipient address \"{}\": {e}", email.to))
+        })?;
+        let key = dedupe_key(&email.to, kind.as_str(), &email.subject_id);
+        let message_id = format!("<{}@voxline>", &key[..32]);
+        let record = EmailRecord {
+            dedupe_key: &key,
+            company_id: email.company_id.as_deref(),
+            profile_id: email.profile_id.as_deref(),
+            recipient: &email.to,
+            template: kind,
+            subject_id: &email.subject_id,
+            message_id: &message_id,
+        };
+        let db_error = |e: voxline_domain::DbError| HandlerError::retry(e.to_string());
+
+        if let Err(existing) = notifications::claim_send(&self.db, &record)
+            .await
+            .map_err(db_error)?
+        {
+            return match existing.status.as_str() {
+                // Sent, suppressed, or dead for good: nothing more to do for this key.
+                "sending" => Err(HandlerError::retry("another attempt is sending this email")),
+                status => {
+                    tracing::info!(dedupe = %key, status, "email already handled; not sending again");
+                    Ok(())
+                }
+            };
+        }
+        if let Some(reason) = notifications::is_suppressed(&self.db, &email.to)
+            .await
+            .map_err(db_error)?
+        {
+            notifications::finish(&self.db, &key, "suppressed_address", Some(&reason))
+                .await
+                .map_err(db_error)?;
+            return Ok(());
+        }
+        if !kind.is_mandatory()
+            && let (Some(company), Some(profile)) = (&email.company_id, &email.profile_id)
+        {
+            let prefs = notifications::preferences(&self.db, company, profile)
+                .await
+                .map_err(db_error)?;
+            if prefs.get(&kind) == Some(&false) {
+                notifications::finish(&self.db, &key, "suppressed_preference", None)
+                    .await
+                    .map_err(db_error)?;
+                return Ok(());
+            }
+        }
+
+        let rendered = match self.templates.render(&email.message) {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = format!("rendering {kind}: {e}");
+                notifications::finish(&self.db, &key, "failed", Some(&reason))
+                    .await
+                    .map_err(db_error)?;
+                return Err(HandlerError::permanent(reason));
+            }
+        };
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(rendered.subject)
+            .message_id(Some(message_id.clone()))
+            .multipart(MultiPart::alternative_plain_html(
+                rendered.text,
+                rendered.html,
+            ))
+            .map_err(|e| HandlerError::permanent(format!("building the message: {e}")))?;
+
+        match self.mailer.send(message).await {
+            Ok(()) => {
+                notifications::finish(&self.db, &key, "sent", None)
+                    .await
+                    .map_err(db_error)?;
+                tracing::info!(dedupe = %key, %kind, "email sent");
+                Ok(())
+            }
+            Err(SendError::Transient(reason)) => {
+                notifications::finish(&self.db, &key, "failed", Some(&reason))
+                    .await
+                    .map_err(db_error)?;
+                Err(HandlerError::retry(reason))
+            }
+            Err(SendError::Permanent(reason)) => {
+                notifications::suppress(&self.db, &email.to, &reason)
+                    .await
+                    .map_err(db_error)?;
+                notifications::finish(&self.db, &key, "failed", Some(&reason))
+                    .await
+                    .map_err(db_error)?;
+                Err(HandlerError::permanent(reason))
+            }
+        }
+    }
+}
