@@ -19,10 +19,8 @@ fn operator() -> String {
 
 async fn call(method: &str, url: &str, token: Option<&str>) -> (StatusCode, Value) {
     let client = reqwest::Client::new();
-    let mut request = match method {
-        "GET" => client.get(url),
-        _ => client.post(url),
-    };
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let mut request = client.request(method, url);
     if let Some(t) = token {
         request = request.bearer_auth(t);
     }
