@@ -726,3 +726,38 @@ async fn each_cron_tick_is_enqueued_once_across_schedulers(backend: Backend) {
         "a tick was missed: {ticks:?}"
     );
 }
+
+on_both_databases!(a_snoozed_job_waits_without_spending_an_attempt);
+async fn a_snoozed_job_waits_without_spending_an_attempt(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+        return;
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let handlers = Handlers::new().register("provider.call", move |_job: ClaimedJob| {
+        let seen = seen.clone();
+        async move {
+            if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                return Err(HandlerError::snooze(
+                    "circuit open",
+                    Duration::from_millis(300),
+                ));
+            }
+            Ok(())
+        }
+    });
+    let id = t
+        .enqueue(job("provider.call", json!({})).max_attempts(1))
+        .await;
+    let workers = runner(&t, handlers).start();
+    let waiting = t.wait_state(id, JobState::Scheduled, LONG).await;
+    assert_eq!(waiting.attempt, 0, "a snooze gives the attempt back");
+    let done = t.wait_state(id, JobState::Done, LONG).await;
+    workers.shutdown().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        done.attempt, 1,
+        "two snoozes and one real attempt, within max_attempts = 1"
+    );
+    assert!(done.errors.is_empty(), "a snooze is not an error");
+}

@@ -89,6 +89,10 @@ pub struct UrlSetting {
 pub struct SmtpSettings {
     pub url: String,
     pub timeout_ms: u64,
+    /// Consecutive failed sends that open the SMTP circuit breaker.
+    pub circuit_threshold: u32,
+    /// How long an open circuit keeps emails waiting (snoozed, attempts kept).
+    pub circuit_cooldown_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

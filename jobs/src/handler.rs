@@ -22,6 +22,10 @@ pub enum HandlerError {
     /// Will never succeed (bad payload, a provider 4xx that will not change): dead at once.
     #[error("{0}")]
     Permanent(String),
+    /// Not tried at all, e.g. because the provider's circuit breaker is open: run again after
+    /// `after` without spending an attempt, so an outage does not exhaust every job.
+    #[error("snoozed for {after:?}: {reason}")]
+    Snooze { reason: String, after: Duration },
 }
 
 impl HandlerError {
@@ -36,6 +40,13 @@ impl HandlerError {
         HandlerError::Retryable {
             message: message.into(),
             after: Some(after),
+        }
+    }
+
+    pub fn snooze(reason: impl Into<String>, after: Duration) -> Self {
+        HandlerError::Snooze {
+            reason: reason.into(),
+            after,
         }
     }
 

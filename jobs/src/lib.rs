@@ -9,6 +9,7 @@
 //! exactly-once cron ticks ([`cron`], on apalis-cron's schedule stream).
 
 pub mod backoff;
+pub mod circuit;
 pub mod client;
 pub mod cron;
 pub mod error;

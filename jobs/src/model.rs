@@ -144,6 +144,11 @@ pub enum Outcome {
     Dead {
         error: String,
     },
+    /// Not attempted after all (e.g. its provider's circuit is open): back to `scheduled`
+    /// for `delay`, the attempt given back and no error recorded.
+    Snooze {
+        delay: Duration,
+    },
 }
 
 /// An attempt's outcome for a claimed job, waiting to be written.

@@ -141,6 +141,7 @@ async fn run_claimed(ctx: Arc<QueueContext>, job: ClaimedJob) {
         Outcome::Done => "done",
         Outcome::Retry { .. } => "retry",
         Outcome::Dead { .. } => "dead",
+        Outcome::Snooze { .. } => "snooze",
     };
     metrics::histogram!("voxline_job_duration_seconds", "queue" => ctx.queue.clone(), "outcome" => label)
         .record(started.elapsed().as_secs_f64());
@@ -176,6 +177,12 @@ async fn execute(ctx: &QueueContext, job: ClaimedJob) -> Outcome {
     };
     match failure {
         HandlerError::Permanent(error) => Outcome::Dead { error },
+        HandlerError::Snooze { reason, after } => {
+            tracing::debug!(queue = %ctx.queue, %reason, ?after, "job snoozed");
+            Outcome::Snooze {
+                delay: after.max(Duration::from_millis(1)),
+            }
+        }
         HandlerError::Retryable { message, after } => {
             let delay = match after {
                 Some(wanted) => ctx.policy.requested(wanted),

@@ -173,10 +173,15 @@ pub(super) async fn complete(
     completions: &[Completion],
 ) -> Result<Vec<(JobId, JobState)>, JobError> {
     let mut done = Vec::new();
+    let (mut snoozed, mut snooze_delays) = (Vec::new(), Vec::new());
     let (mut ids, mut errors, mut delays, mut permanent) = (vec![], vec![], vec![], vec![]);
     for c in completions {
         match &c.outcome {
             Outcome::Done => done.push(c.id.0),
+            Outcome::Snooze { delay } => {
+                snoozed.push(c.id.0);
+                snooze_delays.push(delay.as_millis() as i64);
+            }
             Outcome::Retry { error, delay } => {
                 ids.push(c.id.0);
                 errors.push(error.as_str());
@@ -207,6 +212,24 @@ pub(super) async fn complete(
         .await?;
         for row in rows {
             finished.push((JobId(row.try_get("id")?), JobState::Done));
+        }
+    }
+    if !snoozed.is_empty() {
+        let rows = sqlx::query(
+            "UPDATE jobs j SET state = 'scheduled', attempt = j.attempt - 1,
+                run_at = now() + f.delay_ms * interval '1 millisecond',
+                locked_by = NULL, heartbeat_at = NULL
+             FROM UNNEST($1::int8[], $2::int8[]) AS f(id, delay_ms)
+             WHERE j.id = f.id AND j.state = 'running' AND j.locked_by = $3
+             RETURNING j.id",
+        )
+        .bind(&snoozed)
+        .bind(&snooze_delays)
+        .bind(worker)
+        .fetch_all(pool)
+        .await?;
+        for row in rows {
+            finished.push((JobId(row.try_get("id")?), JobState::Scheduled));
         }
     }
     if !ids.is_empty() {

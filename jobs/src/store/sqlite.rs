@@ -182,6 +182,20 @@ pub(super) async fn complete(
                 .fetch_optional(&mut *tx)
                 .await?
             }
+            Outcome::Snooze { delay } => {
+                sqlx::query(
+                    "UPDATE jobs SET state = 'scheduled', attempt = attempt - 1, run_at = ?1 + ?2,
+                                     locked_by = NULL, heartbeat_at = NULL
+                     WHERE id = ?3 AND state = 'running' AND locked_by = ?4
+                     RETURNING state",
+                )
+                .bind(now)
+                .bind(delay.as_micros() as i64)
+                .bind(c.id.0)
+                .bind(worker)
+                .fetch_optional(&mut *tx)
+                .await?
+            }
             Outcome::Retry { error, .. } | Outcome::Dead { error } => {
                 let (delay, permanent) = match &c.outcome {
                     Outcome::Retry { delay, .. } => (delay.as_micros() as i64, false),

@@ -5,12 +5,14 @@ pub mod mailer;
 pub mod templates;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
 use sha2::{Digest, Sha256};
 use voxline_domain::notifications::{self, EmailRecord};
 use voxline_domain::{Db, Settings};
+use voxline_jobs::circuit::CircuitBreaker;
 use voxline_jobs::payloads::{EMAIL_SEND, EmailJob};
 use voxline_jobs::{ClaimedJob, HandlerError, Handlers};
 
@@ -20,6 +22,7 @@ use templates::{Templates, kind_of};
 pub struct EmailWorker {
     db: Db,
     mailer: Mailer,
+    circuit: CircuitBreaker,
     templates: Templates,
     from: Mailbox,
 }
@@ -38,6 +41,11 @@ impl EmailWorker {
         Ok(EmailWorker {
             db,
             mailer: Mailer::from_settings(settings)?,
+            circuit: CircuitBreaker::new(
+                "smtp",
+                settings.smtp.circuit_threshold,
+                Duration::from_millis(settings.smtp.circuit_cooldown_ms),
+            ),
             templates: Templates::new(&settings.email.public_base_url)
                 .map_err(|e| format!("email templates: {e}"))?,
             from: settings
@@ -133,7 +141,20 @@ impl EmailWorker {
             ))
             .map_err(|e| HandlerError::permanent(format!("building the message: {e}")))?;
 
-        match self.mailer.send(message).await {
+        if let Err(wait) = self.circuit.permit() {
+            // The provider is down: give the claim back and wait without spending an attempt.
+            notifications::finish(&self.db, &key, "failed", Some("SMTP circuit open"))
+                .await
+                .map_err(db_error)?;
+            return Err(HandlerError::snooze("SMTP circuit open", wait));
+        }
+        let sent = self.mailer.send(message).await;
+        match &sent {
+            Err(SendError::Transient(_)) => self.circuit.record_failure(),
+            // A permanent refusal is an answer: the server is up.
+            Ok(()) | Err(SendError::Permanent(_)) => self.circuit.record_success(),
+        }
+        match sent {
             Ok(()) => {
                 notifications::finish(&self.db, &key, "sent", None)
                     .await
