@@ -496,3 +496,25 @@ async fn preferences_are_read_and_changed_over_http(backend: Backend) {
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].details, json!({ "trial_ending": false }));
 }
+
+on_both_databases!(the_same_job_run_twice_sends_one_message);
+async fn the_same_job_run_twice_sends_one_message(backend: Backend) {
+    let Some(smtp) = SmtpServer::start().await else {
+        return;
+    };
+    let layer = engine_layer(&smtp.url());
+    let Some(t) = TestDb::new(backend, &[&layer]).await else {
+        return;
+    };
+    send(&t, feedback_email("ann@example.com", "s9")).await;
+    let job = voxline_jobs::store::claim(&t.db, "email", "twice", 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let handlers = voxline_workers::handlers(&t.db, &t.settings).unwrap();
+    let handler = handlers.get(voxline_jobs::payloads::EMAIL_SEND).unwrap();
+    handler.run(job.clone()).await.unwrap();
+    // As if the job were rescued after its worker died before recording the outcome.
+    handler.run(job).await.unwrap();
+    assert_eq!(smtp.messages().len(), 1);
+}
