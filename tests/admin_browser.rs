@@ -9,21 +9,13 @@ use std::time::Duration;
 
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
-use support::{Backend, TestDb, eventually, service_missing, signal, token};
+use support::{Backend, TestDb, eventually, free_port, service_missing, signal, token};
 use voxline_api::auth::Role;
 use voxline_jobs::{Completion, JobState, NewJob, Outcome, store};
 use voxline_workers::diag;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_retries_a_dead_job_from_the_admin_page() {

@@ -6,18 +6,14 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Backend, TestDb, eventually, metrics_handle};
+use support::{Backend, TestDb, eventually, free_port, metrics_handle};
 use voxline_jobs::payloads::{EmailJob, EmailMessage, TrialEnding};
 use voxline_jobs::{JobState, Runner, store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smtp_outage_opens_the_circuit_and_emails_wait_with_their_attempts() {
     let handle = metrics_handle();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = free_port();
     let layer = format!(
         "[smtp]\nurl = \"smtp://127.0.0.1:{closed}\"\ntimeout_ms = 2000\ncircuit_threshold = 2\ncircuit_cooldown_ms = 60000\n\
          [engine]\npoll_interval_ms = 100\n[queues.email]\nconcurrency = 1\nbackoff_base_ms = 100\nbackoff_cap_ms = 200\nmax_attempts = 3\n"

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Backend, TestDb, service_missing, start_api, token};
+use support::{Backend, TestDb, free_port, service_missing, start_api, token};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use voxline_api::auth::Role;
 use voxline_domain::notifications::{self, EmailKind};
@@ -29,11 +29,7 @@ struct SmtpServer {
 impl SmtpServer {
     async fn start() -> Option<SmtpServer> {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py");
         let mut child = match tokio::process::Command::new("python3")
             .arg(script)
@@ -119,6 +115,14 @@ fn engine_layer(smtp_url: &str) -> String {
     )
 }
 
+/// An SMTP server and a database whose settings send mail to it.
+async fn deployment(backend: Backend) -> Option<(SmtpServer, TestDb)> {
+    let smtp = SmtpServer::start().await?;
+    let layer = engine_layer(&smtp.url());
+    let t = TestDb::new(backend, &[&layer]).await?;
+    Some((smtp, t))
+}
+
 fn start_workers(t: &TestDb) -> RunnerHandle {
     let handlers = voxline_workers::handlers(&t.db, &t.settings).expect("handlers");
     Runner::new(t.db.clone(), t.settings.clone(), handlers)
@@ -153,11 +157,7 @@ async fn status_of(t: &TestDb, to: &str, kind: EmailKind, subject: &str) -> Opti
 
 on_both_databases!(a_feedback_email_arrives_with_headers_and_both_parts);
 async fn a_feedback_email_arrives_with_headers_and_both_parts(backend: Backend) {
-    let Some(smtp) = SmtpServer::start().await else {
-        return;
-    };
-    let layer = engine_layer(&smtp.url());
-    let Some(t) = TestDb::new(backend, &[&layer]).await else {
+    let Some((smtp, t)) = deployment(backend).await else {
         return;
     };
     let workers = start_workers(&t);
@@ -200,11 +200,7 @@ async fn a_feedback_email_arrives_with_headers_and_both_parts(backend: Backend) 
 
 on_both_databases!(a_451_is_retried_and_the_message_is_delivered_once);
 async fn a_451_is_retried_and_the_message_is_delivered_once(backend: Backend) {
-    let Some(smtp) = SmtpServer::start().await else {
-        return;
-    };
-    let layer = engine_layer(&smtp.url());
-    let Some(t) = TestDb::new(backend, &[&layer]).await else {
+    let Some((smtp, t)) = deployment(backend).await else {
         return;
     };
     let workers = start_workers(&t);
@@ -218,11 +214,7 @@ async fn a_451_is_retried_and_the_message_is_delivered_once(backend: Backend) {
 
 on_both_databases!(a_550_is_dead_and_the_address_is_suppressed_for_later_sends);
 async fn a_550_is_dead_and_the_address_is_suppressed_for_later_sends(backend: Backend) {
-    let Some(smtp) = SmtpServer::start().await else {
-        return;
-    };
-    let layer = engine_layer(&smtp.url());
-    let Some(t) = TestDb::new(backend, &[&layer]).await else {
+    let Some((smtp, t)) = deployment(backend).await else {
         return;
     };
     let workers = start_workers(&t);
@@ -260,11 +252,7 @@ async fn a_550_is_dead_and_the_address_is_suppressed_for_later_sends(backend: Ba
 
 on_both_databases!(the_same_email_enqueued_twice_is_sent_once);
 async fn the_same_email_enqueued_twice_is_sent_once(backend: Backend) {
-    let Some(smtp) = SmtpServer::start().await else {
-        return;
-    };
-    let layer = engine_layer(&smtp.url());
-    let Some(t) = TestDb::new(backend, &[&layer]).await else {
+    let Some((smtp, t)) = deployment(backend).await else {
         return;
     };
     let workers = start_workers(&t);
@@ -282,11 +270,7 @@ async fn the_same_email_enqueued_twice_is_sent_once(backend: Backend) {
 
 on_both_databases!(an_opted_out_kind_is_recorded_not_sent_but_payment_mail_always_goes);
 async fn an_opted_out_kind_is_recorded_not_sent_but_payment_mail_always_goes(backend: Backend) {
-    let Some(smtp) = SmtpServer::start().await else {
-        return;
-    };
-    let layer = engine_layer(&smtp.url());
-    let Some(t) = TestDb::new(backend, &[&layer]).await else {
+    let Some((smtp, t)) = deployment(backend).await else {
         return;
     };
     let changes = [
@@ -336,11 +320,7 @@ async fn an_opted_out_kind_is_recorded_not_sent_but_payment_mail_always_goes(bac
 
 #[tokio::test]
 async fn a_refused_connection_is_retried() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = free_port();
     let layer = engine_layer(&format!("smtp://127.0.0.1:{closed}"));
     let Some(t) = TestDb::new(Backend::Sqlite, &[&layer]).await else {
         return;
@@ -499,11 +479,7 @@ async fn preferences_are_read_and_changed_over_http(backend: Backend) {
 
 on_both_databases!(the_same_job_run_twice_sends_one_message);
 async fn the_same_job_run_twice_sends_one_message(backend: Backend) {
-    let Some(smtp) = SmtpServer::start().await else {
-        return;
-    };
-    let layer = engine_layer(&smtp.url());
-    let Some(t) = TestDb::new(backend, &[&layer]).await else {
+    let Some((smtp, t)) = deployment(backend).await else {
         return;
     };
     send(&t, feedback_email("ann@example.com", "s9")).await;

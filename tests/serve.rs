@@ -6,17 +6,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Backend, TestDb, eventually, service_missing, signal};
+use support::{Backend, TestDb, eventually, free_port, service_missing, signal};
 use voxline_jobs::{JobState, NewJob};
 use voxline_workers::diag;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn redis_reachable() -> bool {
     match voxline_domain::redis::ping(&support::redis_url(), Duration::from_secs(3)).await {

@@ -96,15 +96,6 @@ pub struct JobsQuery {
     pub limit: Option<u32>,
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "admin route failed");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "the operation failed; see the server log",
-    )
-}
-
 fn job_error(e: JobError) -> ApiError {
     match e {
         JobError::NotFound(id) => ApiError::new(
@@ -115,7 +106,7 @@ fn job_error(e: JobError) -> ApiError {
         e @ JobError::WrongState { .. } => {
             ApiError::new(StatusCode::CONFLICT, "wrong_state", e.to_string())
         }
-        other => internal(other),
+        other => ApiError::internal(other),
     }
 }
 
@@ -199,7 +190,7 @@ async fn record(
     )
     .await
     .map(drop)
-    .map_err(internal)
+    .map_err(ApiError::internal)
 }
 
 /// Counts per state, oldest due job's age, and the last five minutes' activity per queue.
@@ -210,10 +201,10 @@ pub async fn queues(
     State(state): State<AppState>,
     _operator: Operator,
 ) -> Result<Json<QueuesResponse>, ApiError> {
-    let stats = store::stats(&state.db).await.map_err(internal)?;
+    let stats = store::stats(&state.db).await.map_err(ApiError::internal)?;
     let activity = store::activity(&state.db, ACTIVITY_WINDOW)
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     let mut names = state.settings.queue_names();
     names.extend(stats.iter().map(|s| s.queue.clone()));
     names.sort();
@@ -277,7 +268,9 @@ pub async fn jobs(
         before: q.cursor.map(JobId),
         limit,
     };
-    let jobs = store::list(&state.db, &filter).await.map_err(internal)?;
+    let jobs = store::list(&state.db, &filter)
+        .await
+        .map_err(ApiError::internal)?;
     let next_cursor = (jobs.len() as u32 == limit)
         .then(|| jobs.last().map(|j| j.id.0))
         .flatten();
@@ -298,7 +291,7 @@ pub async fn job(
 ) -> Result<Json<JobDetail>, ApiError> {
     let job = store::get(&state.db, JobId(id))
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .ok_or_else(|| job_error(JobError::NotFound(JobId(id))))?;
     Ok(Json(JobDetail {
         summary: summary(&job),

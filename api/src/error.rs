@@ -31,6 +31,16 @@ impl ApiError {
         }
     }
 
+    /// A failure that is ours, not the caller's: logged with its cause, answered without it.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the operation failed; see the server log",
+        )
+    }
+
     pub fn field(mut self, field: impl Into<String>) -> Self {
         self.body.field = Some(field.into());
         self

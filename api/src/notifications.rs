@@ -31,19 +31,10 @@ pub struct PreferencesResponse {
     pub preferences: Vec<Preference>,
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    tracing::error!(error = %e, "preferences route failed");
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "the operation failed; see the server log",
-    )
-}
-
 async fn current(state: &AppState, caller: &Caller) -> Result<Json<PreferencesResponse>, ApiError> {
     let prefs = notifications::preferences(&state.db, &caller.0.company_id, &caller.0.sub)
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     Ok(Json(PreferencesResponse {
         preferences: prefs
             .into_iter()
@@ -111,7 +102,7 @@ pub async fn put_preferences(
     let claims = &caller.0;
     notifications::set_preferences(&state.db, &claims.company_id, &claims.sub, &changes)
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     let details: serde_json::Map<String, serde_json::Value> = changes
         .iter()
         .map(|(k, v)| (k.to_string(), (*v).into()))
@@ -128,6 +119,6 @@ pub async fn put_preferences(
         },
     )
     .await
-    .map_err(internal)?;
+    .map_err(ApiError::internal)?;
     current(&state, &caller).await
 }
