@@ -322,8 +322,15 @@ async fn enqueue_commits_and_rolls_back_with_the_callers_transaction(backend: Ba
         return;
     };
     let client = t.client();
+    t.execute(
+        "CREATE TABLE business_rows (name TEXT NOT NULL)",
+        "CREATE TABLE business_rows (name TEXT NOT NULL)",
+    )
+    .await;
 
+    // A business row and its job, in one transaction that rolls back: neither exists.
     let mut tx = t.db.begin().await.unwrap();
+    insert_business_row(&mut tx, "rolled back").await;
     let rolled_back = client
         .enqueue(&mut tx, &job(diag::NOOP, json!({})))
         .await
@@ -331,20 +338,55 @@ async fn enqueue_commits_and_rolls_back_with_the_callers_transaction(backend: Ba
         .id;
     tx.rollback().await.unwrap();
     assert!(store::get(&t.db, rolled_back).await.unwrap().is_none());
+    assert_eq!(business_rows(&t).await, Vec::<String>::new());
 
+    // The same that commits: both exist, and the job was invisible until the commit.
     let mut tx = t.db.begin().await.unwrap();
+    insert_business_row(&mut tx, "committed").await;
     let committed = client
         .enqueue(&mut tx, &job(diag::NOOP, json!({})))
         .await
         .unwrap()
         .id;
     if backend == Backend::Postgres {
-        // Not visible to workers before the commit.
         let claimed = store::claim(&t.db, "test", "someone", 10).await.unwrap();
         assert!(claimed.is_empty(), "an uncommitted job was claimed");
     }
     tx.commit().await.unwrap();
     assert_eq!(t.job(committed).await.state, JobState::Available);
+    assert_eq!(business_rows(&t).await, vec!["committed".to_string()]);
+}
+
+async fn insert_business_row(tx: &mut voxline_domain::Tx<'_>, name: &str) {
+    match tx {
+        voxline_domain::Tx::Postgres(tx) => {
+            sqlx::query("INSERT INTO business_rows (name) VALUES ($1)")
+                .bind(name)
+                .execute(&mut **tx)
+                .await
+                .unwrap();
+        }
+        voxline_domain::Tx::Sqlite { tx, .. } => {
+            sqlx::query("INSERT INTO business_rows (name) VALUES (?)")
+                .bind(name)
+                .execute(&mut **tx)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn business_rows(t: &TestDb) -> Vec<String> {
+    match &t.db {
+        voxline_domain::Db::Postgres(pg) => sqlx::query_scalar("SELECT name FROM business_rows")
+            .fetch_all(&pg.pool)
+            .await
+            .unwrap(),
+        voxline_domain::Db::Sqlite(lite) => sqlx::query_scalar("SELECT name FROM business_rows")
+            .fetch_all(&lite.pool)
+            .await
+            .unwrap(),
+    }
 }
 
 on_both_databases!(a_unique_key_makes_the_second_enqueue_a_no_op);
