@@ -359,6 +359,14 @@ async fn the_openapi_document_covers_every_api_route_and_its_refs_resolve() {
         return;
     };
     let base = start_api(&t).await;
+    let text = reqwest::get(format!("{base}/api/openapi.json"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let parsed = oas3::from_json(&text).expect("the document is valid OpenAPI 3.1");
+    assert_eq!(parsed.info.title, "voxline");
     let spec: Value = reqwest::get(format!("{base}/api/openapi.json"))
         .await
         .unwrap()
