@@ -121,11 +121,16 @@ async fn queues_lists_every_state_by_its_name(backend: Backend) {
         );
     }
     let email = queues.iter().find(|q| q["queue"] == "email").unwrap();
-    let states: Vec<&String> = email["counts"].as_object().unwrap().keys().collect();
-    let expected: Vec<String> = JobState::ALL.iter().map(|s| s.to_string()).collect();
-    let mut sorted = expected.clone();
-    sorted.sort();
-    assert_eq!(states, sorted.iter().collect::<Vec<_>>());
+    let mut states: Vec<String> = email["counts"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let mut expected: Vec<String> = JobState::ALL.iter().map(|s| s.to_string()).collect();
+    states.sort();
+    expected.sort();
+    assert_eq!(states, expected, "exactly the closed set of states");
     assert_eq!(email["counts"]["dead"], 2);
     assert_eq!(email["counts"]["available"], 1);
 
