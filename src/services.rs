@@ -103,6 +103,22 @@ pub async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
             stop.clone(),
         ));
     }
+    if !roles.api && !settings.metrics.worker_addr.is_empty() {
+        let addr = &settings.metrics.worker_addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics.worker_addr: cannot listen on {addr}"))?;
+        tasks.push(tokio::spawn({
+            let (handle, stop) = (metrics.clone(), stop.clone());
+            async move {
+                if let Err(e) =
+                    voxline_api::metrics::serve_process_metrics(listener, handle, stop).await
+                {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            }
+        }));
+    }
     let api = match listener {
         Some(listener) => {
             let state = AppState::new(db.clone(), settings.clone(), Some(metrics))?;

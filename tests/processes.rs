@@ -162,3 +162,34 @@ async fn sigterm_lets_the_running_job_finish_then_exits_cleanly(backend: Backend
     );
     assert_eq!(job.attempt, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_process_serves_its_own_job_metrics() {
+    let Some(t) = TestDb::new(Backend::Sqlite, &[]).await else {
+        return;
+    };
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let mut env = FAST_ENV.to_vec();
+    env.push(("VOXLINE_METRICS__WORKER_ADDR", &addr));
+    let mut worker = t.spawn_voxline(&["worker", "--queues", "work"], &env);
+    let ids = [
+        t.enqueue(NewJob::new("work", diag::NOOP, json!({}))).await,
+        t.enqueue(NewJob::new("work", diag::NOOP, json!({}))).await,
+    ];
+    for id in ids {
+        t.wait_state(id, JobState::Done, LONG).await;
+    }
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "voxline_job_attempts_total{queue=\"work\",outcome=\"done\"} 2"),
+        "{text}"
+    );
+    signal(&worker, "-TERM").await;
+    assert!(worker.wait().await.unwrap().success());
+}

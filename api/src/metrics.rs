@@ -89,3 +89,30 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     .record(started.elapsed().as_secs_f64());
     response
 }
+
+/// A bare `/metrics` listener for processes without the API (`voxline worker`): their job
+/// durations and attempts live in their own memory. Queue gauges come from the API's scrape.
+pub async fn serve_process_metrics(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    handle.render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}

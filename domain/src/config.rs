@@ -60,6 +60,7 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     pub email: EmailSettings,
     pub engine: EngineSettings,
+    pub metrics: MetricsSettings,
     pub retention: RetentionSettings,
     pub queue_defaults: QueueSettings,
     #[serde(default)]
@@ -136,6 +137,13 @@ pub struct EngineSettings {
     pub async_commit: bool,
     /// Postgres: connections the worker runtime of one process may open.
     pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricsSettings {
+    /// Where a process without the HTTP API (`voxline worker`) serves its own `/metrics`;
+    /// empty = not served.
+    pub worker_addr: String,
 }
 
 /// Hours a job in a final state is kept; 0 keeps it forever.
@@ -292,6 +300,21 @@ impl Settings {
             return Err(invalid(
                 "database.schema",
                 "only ASCII letters, digits and '_' are allowed",
+            ));
+        }
+        if !self.metrics.worker_addr.is_empty()
+            && self
+                .metrics
+                .worker_addr
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(invalid(
+                "metrics.worker_addr",
+                format!(
+                    "\"{}\" is not a socket address like 127.0.0.1:9091",
+                    self.metrics.worker_addr
+                ),
             ));
         }
         if self.http.addr.parse::<std::net::SocketAddr>().is_err() {
