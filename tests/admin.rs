@@ -216,6 +216,39 @@ async fn an_operator_inspects_and_acts_on_dead_letters(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(bulk["retried"], json!([second.0]));
 
+    let (status, page) = call(
+        "GET",
+        &format!("{base}/api/admin/audit?actor=op-ann&limit=2"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["entries"].as_array().unwrap().len(), 2);
+    assert_eq!(page["entries"][0]["action"], "queue.retry_dead");
+    let cursor = page["next_cursor"].as_i64().expect("a next page");
+    let (_, rest) = call(
+        "GET",
+        &format!("{base}/api/admin/audit?actor=op-ann&cursor={cursor}"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(rest["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["entries"][0]["action"], "job.retry");
+    let (_, only) = call(
+        "GET",
+        &format!("{base}/api/admin/audit?action=job.discard"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(only["entries"].as_array().unwrap().len(), 1);
+    let member = token("acme", "m", Role::Member, 600);
+    assert_eq!(
+        call("GET", &format!("{base}/api/admin/audit"), Some(&member))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+
     let records = audit::recent(&t.db, None, 10).await.unwrap();
     let actions: Vec<(String, String, String)> = records
         .iter()
@@ -385,6 +418,8 @@ async fn the_openapi_document_covers_every_api_route_and_its_refs_resolve() {
         "/api/admin/jobs/{id}/retry",
         "/api/admin/jobs/{id}/discard",
         "/api/admin/queues/{queue}/retry-dead",
+        "/api/admin/audit",
+        "/api/notifications/preferences",
     ] {
         assert!(
             paths.contains_key(expected),

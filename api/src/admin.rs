@@ -383,6 +383,88 @@ pub async fn retry_dead(
     Ok(Json(RetriedResponse { retried }))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditQuery {
+    /// e.g. job.retry, queue.retry_dead, preferences.update
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    pub company_id: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<i64>,
+    /// 1 to 200, default 50.
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntryView {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub actor_role: String,
+    pub company_id: Option<String>,
+    pub action: String,
+    pub target: String,
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditResponse {
+    pub entries: Vec<AuditEntryView>,
+    pub next_cursor: Option<i64>,
+}
+
+/// The audit log, newest first, with filters and cursor pagination.
+#[utoipa::path(get, path = "/api/admin/audit", tag = "operators", params(AuditQuery),
+    responses((status = 200, body = AuditResponse), (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn audit_log(
+    State(state): State<AppState>,
+    _operator: Operator,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<AuditResponse>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_limit",
+            "limit must be between 1 and 200",
+        )
+        .field("limit"));
+    }
+    let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let filter = audit::AuditFilter {
+        action: non_empty(q.action),
+        actor: non_empty(q.actor),
+        company_id: non_empty(q.company_id),
+        before: q.cursor,
+        limit: limit as i64,
+    };
+    let records = audit::list(&state.db, &filter)
+        .await
+        .map_err(ApiError::internal)?;
+    let next_cursor = (records.len() as u32 == limit)
+        .then(|| records.last().map(|r| r.id))
+        .flatten();
+    let entries = records
+        .into_iter()
+        .map(|r| AuditEntryView {
+            id: r.id,
+            at: r.at,
+            actor: r.actor,
+            actor_role: r.actor_role,
+            company_id: r.company_id,
+            action: r.action,
+            target: r.target,
+            details: r.details,
+        })
+        .collect();
+    Ok(Json(AuditResponse {
+        entries,
+        next_cursor,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact;

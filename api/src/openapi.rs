@@ -51,6 +51,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::retry))
         .routes(routes!(admin::discard))
         .routes(routes!(admin::retry_dead))
+        .routes(routes!(admin::audit_log))
         .routes(routes!(
             notifications::get_preferences,
             notifications::put_preferences

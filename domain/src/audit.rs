@@ -63,20 +63,44 @@ pub async fn append(db: &Db, entry: &AuditEntry<'_>) -> Result<i64, DbError> {
     Ok(id)
 }
 
+/// Which entries to list: newest first, each filter optional, `before` an id for the next page.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    pub company_id: Option<String>,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
 /// The newest entries first, optionally only one action.
 pub async fn recent(
     db: &Db,
     action: Option<&str>,
     limit: i64,
 ) -> Result<Vec<AuditRecord>, DbError> {
+    let filter = AuditFilter {
+        action: action.map(str::to_string),
+        limit,
+        ..Default::default()
+    };
+    list(db, &filter).await
+}
+
+pub async fn list(db: &Db, filter: &AuditFilter) -> Result<Vec<AuditRecord>, DbError> {
     let records = match db {
         Db::Postgres(pg) => {
             let rows = sqlx::query(
                 "SELECT id, at, actor, actor_role, company_id, action, target, details FROM audit_log
-                 WHERE ($1::text IS NULL OR action = $1) ORDER BY id DESC LIMIT $2",
+                 WHERE ($1::text IS NULL OR action = $1) AND ($2::text IS NULL OR actor = $2)
+                   AND ($3::text IS NULL OR company_id = $3) AND ($4::int8 IS NULL OR id < $4)
+                 ORDER BY id DESC LIMIT $5",
             )
-            .bind(action)
-            .bind(limit)
+            .bind(&filter.action)
+            .bind(&filter.actor)
+            .bind(&filter.company_id)
+            .bind(filter.before)
+            .bind(filter.limit)
             .fetch_all(&pg.pool)
             .await?;
             rows.iter()
@@ -97,10 +121,15 @@ pub async fn recent(
         Db::Sqlite(lite) => {
             let rows = sqlx::query(
                 "SELECT id, at, actor, actor_role, company_id, action, target, details FROM audit_log
-                 WHERE (?1 IS NULL OR action = ?1) ORDER BY id DESC LIMIT ?2",
+                 WHERE (?1 IS NULL OR action = ?1) AND (?2 IS NULL OR actor = ?2)
+                   AND (?3 IS NULL OR company_id = ?3) AND (?4 IS NULL OR id < ?4)
+                 ORDER BY id DESC LIMIT ?5",
             )
-            .bind(action)
-            .bind(limit)
+            .bind(&filter.action)
+            .bind(&filter.actor)
+            .bind(&filter.company_id)
+            .bind(filter.before)
+            .bind(filter.limit)
             .fetch_all(&lite.pool)
             .await?;
             rows.iter()
