@@ -56,3 +56,17 @@ impl IntoResponse for ApiError {
         (self.status, Json(Envelope { error: self.body })).into_response()
     }
 }
+
+/// A JSON body axum could not take: too large (413), not JSON (415), or not parseable (400).
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
+        let (status, code) = match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            _ => (StatusCode::BAD_REQUEST, "invalid_json"),
+        };
+        ApiError::new(status, code, rejection.body_text())
+    }
+}

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod admin_page;
 pub mod auth;
 pub mod error;
+pub mod hardening;
 pub mod health;
 pub mod metrics;
 pub mod notifications;
@@ -55,10 +56,17 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let (api, spec) = openapi::routes().split_for_parts();
     let spec = Arc::new(spec);
-    api.merge(openapi::docs_router(spec))
+    let http = &state.settings.http;
+    let body_limit = axum::extract::DefaultBodyLimit::max(http.body_limit_bytes);
+    let cors = hardening::cors(&http.cors_origins);
+    let app = api
+        .merge(openapi::docs_router(spec))
         .merge(admin_page::router())
         .route("/metrics", axum::routing::get(metrics::render))
+        .layer(body_limit)
         .layer(axum::middleware::from_fn(metrics::track_http))
+        .layer(cors);
+    hardening::with_security_headers(app)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -64,7 +64,18 @@ pub fn docs_router(spec: Arc<OpenApiDoc>) -> axum::Router<AppState> {
             "/api/openapi.json",
             get(move || async move { Json(spec.as_ref().clone()) }),
         )
-        .route("/docs", get(|| async { Html(DOCS_PAGE) }))
+        .route(
+            "/docs",
+            get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_SECURITY_POLICY,
+                        "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline'",
+                    )],
+                    Html(DOCS_PAGE),
+                )
+            }),
+        )
 }
 
 const DOCS_PAGE: &str = r#"<!doctype html>

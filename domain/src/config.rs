@@ -72,6 +72,10 @@ pub struct Settings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HttpSettings {
     pub addr: String,
+    /// Origins allowed to call the API from a browser (CORS); empty = none.
+    pub cors_origins: Vec<String>,
+    /// Largest request body accepted by routes that do not set their own.
+    pub body_limit_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -301,6 +305,16 @@ impl Settings {
                 "database.schema",
                 "only ASCII letters, digits and '_' are allowed",
             ));
+        }
+        for origin in &self.http.cors_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.ends_with('/')
+            {
+                return Err(invalid(
+                    "http.cors_origins",
+                    format!("\"{origin}\" is not an origin like https://app.example.com"),
+                ));
+            }
         }
         if !self.metrics.worker_addr.is_empty()
             && self

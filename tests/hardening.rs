@@ -1,0 +1,190 @@
+//! Hardening of the HTTP surface: security headers, CORS from configuration, body limits, and
+//! no configured secret ever written to the logs.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use support::{Backend, TestDb, eventually, free_port, signal, start_api, token};
+use voxline_api::auth::Role;
+
+#[tokio::test]
+async fn answers_carry_security_headers_and_pages_keep_their_own_policy() {
+    let Some(t) = TestDb::new(Backend::Sqlite, &[]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    let h = health.headers();
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert_eq!(
+        h["content-security-policy"],
+        "default-src 'none'; frame-ancestors 'none'"
+    );
+    let admin = reqwest::get(format!("{base}/admin")).await.unwrap();
+    assert!(
+        admin.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'unsafe-inline'")
+    );
+}
+
+#[tokio::test]
+async fn only_configured_origins_pass_cors() {
+    let layer = "[http]\ncors_origins = [\"https://app.example.com\"]\n";
+    let Some(t) = TestDb::new(Backend::Sqlite, &[layer]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(
+            reqwest::Method::OPTIONS,
+            format!("{base}/api/notifications/preferences"),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "PUT")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let other = preflight("https://evil.example.net").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_with_413() {
+    let Some(t) = TestDb::new(Backend::Sqlite, &["[http]\nbody_limit_bytes = 1024\n"]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let big: serde_json::Map<String, serde_json::Value> = (0..200)
+        .map(|i| (format!("kind_{i:04}"), json!(true)))
+        .collect();
+    let response = reqwest::Client::new()
+        .put(format!("{base}/api/notifications/preferences"))
+        .bearer_auth(token("acme", "ann", Role::Member, 600))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_secrets_never_reach_the_logs() {
+    let Some(t) = TestDb::new(Backend::Sqlite, &[]).await else {
+        return;
+    };
+    let secrets = [
+        (
+            "VOXLINE_STRIPE_SECRET_KEY",
+            "sk_test_4eC39HqLyjWDarjtT1zdp7dc",
+        ),
+        ("VOXLINE_STRIPE_WEBHOOK_SECRET", "whsec_Zm9vYmFyYmF6cXV4"),
+        (
+            "VOXLINE_OPENAI_API_KEY",
+            "sk-proj-abcdefghijklmnopqrstuvwxyz012345",
+        ),
+        (
+            "VOXLINE_ELEVENLABS_WEBHOOK_SECRET",
+            "el_wh_secret_0123456789abcdef",
+        ),
+        ("VOXLINE_SMTP_URL", "smtp://mailer:SmtpPa55word@127.0.0.1:1"),
+    ];
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxline"));
+    cmd.arg("serve")
+        .env_remove("VOXLINE_CONFIG")
+        .env("RUST_LOG", "debug")
+        .env("VOXLINE_HTTP_ADDR", &addr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in t
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(secrets)
+    {
+        cmd.env(k, v);
+    }
+    let serve = cmd.spawn().unwrap();
+    let http = reqwest::Client::new();
+    eventually("serve answers", Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), format!("http://{addr}/healthz"));
+        async move { http.get(url).send().await.is_ok() }
+    })
+    .await;
+    // Traffic that logs: good and bad tokens, an email that fails to send (SMTP refused).
+    let operator = token("acme", "op", Role::Operator, 600);
+    http.get(format!("http://{addr}/api/admin/queues"))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap();
+    http.get(format!("http://{addr}/api/admin/queues"))
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .unwrap();
+    let email = voxline_jobs::payloads::EmailJob {
+        company_id: None,
+        profile_id: None,
+        to: "ann@example.com".into(),
+        subject_id: "x:1".into(),
+        message: voxline_jobs::payloads::EmailMessage::TrialEnding(
+            voxline_jobs::payloads::TrialEnding {
+                plan: "pro".into(),
+                trial_end: "2026-12-01".into(),
+            },
+        ),
+    };
+    let id = t.enqueue(email.into_job().unwrap()).await;
+    t.wait_for(id, Duration::from_secs(20), |j| !j.errors.is_empty())
+        .await;
+    signal(&serve, "-TERM").await;
+    let output = serve.wait_with_output().await.unwrap();
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        logs.contains("HTTP listening"),
+        "the logs were captured: {logs}"
+    );
+    let job = t.job(id).await;
+    let stored = serde_json::to_string(&job.errors).unwrap();
+    for (name, value) in secrets
+        .iter()
+        .map(|(n, v)| (*n, *v))
+        .chain([("JWT", support::TEST_JWT_SECRET)])
+    {
+        let needle = value.rsplit_once(':').map(|(_, _)| value).unwrap_or(value);
+        assert!(!logs.contains(needle), "{name} appears in the logs");
+        assert!(
+            !stored.contains(needle),
+            "{name} appears in a stored job error"
+        );
+    }
+    assert!(
+        !logs.contains("SmtpPa55word") && !stored.contains("SmtpPa55word"),
+        "the SMTP password leaked"
+    );
+}
