@@ -1,6 +1,7 @@
 //! voxline's worker pools: the handlers each queue runs. The engine (claiming, retries,
 //! time-outs, shutdown) lives in `voxline-jobs`; this crate only says what a job does.
 
+pub mod analysis;
 pub mod diag;
 pub mod email;
 pub mod maintenance;
