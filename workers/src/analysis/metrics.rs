@@ -162,7 +162,7 @@ pub fn compute(segments: &[Segment]) -> Metrics {
             .iter()
             .filter_map(|s| s.end)
             .fold(f64::NEG_INFINITY, f64::max);
-        (end > start).then(|| end - start)
+        (end > start).then_some(end - start)
     });
     let longest_monologue_seconds = timed(&|| {
         let mut longest: Option<f64> = None;
