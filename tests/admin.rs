@@ -139,6 +139,22 @@ async fn an_operator_inspects_and_acts_on_dead_letters(backend: Backend) {
 
     let (status, body) = call(
         "GET",
+        &format!("{base}/api/admin/jobs?limit=many"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "invalid_query");
+    let (status, body) = call(
+        "POST",
+        &format!("{base}/api/admin/jobs/abc/retry"),
+        Some(&op),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["field"], "path");
+    let (status, body) = call(
+        "GET",
         &format!("{base}/api/admin/jobs?state=failed"),
         Some(&op),
     )
@@ -441,9 +457,9 @@ async fn the_openapi_document_covers_every_api_route_and_its_refs_resolve() {
                 path.replace("{id}", "1").replace("{queue}", "email")
             );
             let (status, body) = call(&method.to_uppercase(), &url, Some(&op)).await;
-            // The router's own 404 has no JSON body; a handler's "no such job" does.
+            // The router's fallback says "no_route"; a handler's "no such job" says "not_found".
             let unrouted = status == StatusCode::METHOD_NOT_ALLOWED
-                || (status == StatusCode::NOT_FOUND && body.is_null());
+                || (status == StatusCode::NOT_FOUND && body["error"]["code"] == "no_route");
             assert!(
                 !unrouted,
                 "{method} {path} is documented but not served: {status}"
@@ -488,6 +504,9 @@ async fn the_docs_and_admin_pages_are_served() {
         return;
     };
     let base = start_api(&t).await;
+    let (status, body) = call("GET", &format!("{base}/api/nothing-here"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "no_route");
     let docs = reqwest::get(format!("{base}/docs")).await.unwrap();
     assert_eq!(docs.status(), 200);
     assert!(docs.text().await.unwrap().contains("/api/openapi.json"));

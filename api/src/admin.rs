@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ use voxline_jobs::{Job, JobError, JobId, JobState};
 use crate::AppState;
 use crate::auth::Operator;
 use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
 
 const ACTIVITY_WINDOW: Duration = Duration::from_secs(300);
 
@@ -245,7 +246,7 @@ pub async fn queues(
 pub async fn jobs(
     State(state): State<AppState>,
     _operator: Operator,
-    Query(q): Query<JobsQuery>,
+    ApiQuery(q): ApiQuery<JobsQuery>,
 ) -> Result<Json<JobsResponse>, ApiError> {
     let job_state = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -287,7 +288,7 @@ pub async fn jobs(
 pub async fn job(
     State(state): State<AppState>,
     _operator: Operator,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<JobDetail>, ApiError> {
     let job = store::get(&state.db, JobId(id))
         .await
@@ -320,7 +321,7 @@ pub async fn job(
 pub async fn retry(
     State(state): State<AppState>,
     operator: Operator,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<JobSummary>, ApiError> {
     let job = store::retry(&state.db, JobId(id))
         .await
@@ -343,7 +344,7 @@ pub async fn retry(
 pub async fn discard(
     State(state): State<AppState>,
     operator: Operator,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<JobSummary>, ApiError> {
     let job = store::discard(&state.db, JobId(id))
         .await
@@ -366,7 +367,7 @@ pub async fn discard(
 pub async fn retry_dead(
     State(state): State<AppState>,
     operator: Operator,
-    Path(queue): Path<String>,
+    ApiPath(queue): ApiPath<String>,
 ) -> Result<Json<RetriedResponse>, ApiError> {
     let ids = store::retry_all(&state.db, &queue, JobState::Dead)
         .await
@@ -421,7 +422,7 @@ pub struct AuditResponse {
 pub async fn audit_log(
     State(state): State<AppState>,
     _operator: Operator,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditResponse>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {

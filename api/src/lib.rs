@@ -4,6 +4,7 @@ pub mod admin;
 pub mod admin_page;
 pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod hardening;
 pub mod health;
 pub mod metrics;
@@ -63,6 +64,13 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::docs_router(spec))
         .merge(admin_page::router())
         .route("/metrics", axum::routing::get(metrics::render))
+        .fallback(|| async {
+            error::ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "no_route",
+                "no such route",
+            )
+        })
         .layer(body_limit)
         .layer(axum::middleware::from_fn(metrics::track_http))
         .layer(cors);
