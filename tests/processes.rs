@@ -193,3 +193,47 @@ async fn a_worker_process_serves_its_own_job_metrics() {
     signal(&worker, "-TERM").await;
     assert!(worker.wait().await.unwrap().success());
 }
+
+on_both_databases!(two_scheduler_processes_enqueue_each_cron_tick_once);
+async fn two_scheduler_processes_enqueue_each_cron_tick_once(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
+    let mut env = FAST_ENV.to_vec();
+    env.extend([
+        ("VOXLINE_CRON__EVERY_SECOND__SCHEDULE", "* * * * * *"),
+        ("VOXLINE_CRON__EVERY_SECOND__QUEUE", "ticks"),
+        ("VOXLINE_CRON__EVERY_SECOND__KIND", "diag.noop"),
+    ]);
+    // Both run the scheduler; neither works the `ticks` queue, so every tick's job stays put.
+    let mut schedulers = vec![
+        t.spawn_voxline(&["worker", "--queues", "work"], &env),
+        t.spawn_voxline(&["worker", "--queues", "work"], &env),
+    ];
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    for s in &schedulers {
+        signal(s, "-TERM").await;
+    }
+    for s in &mut schedulers {
+        assert!(s.wait().await.unwrap().success());
+    }
+    let filter = store::JobFilter {
+        queue: Some("ticks".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    let jobs = store::list(&t.db, &filter).await.unwrap();
+    let mut ticks: Vec<i64> = jobs
+        .iter()
+        .map(|j| j.payload["tick"].as_i64().unwrap())
+        .collect();
+    assert!(ticks.len() >= 2, "expected a job per tick, got {ticks:?}");
+    let total = ticks.len();
+    ticks.sort_unstable();
+    ticks.dedup();
+    assert_eq!(ticks.len(), total, "a tick was enqueued by both processes");
+    assert!(
+        ticks.windows(2).all(|w| w[1] - w[0] == 1),
+        "a tick was missed: {ticks:?}"
+    );
+}
