@@ -326,15 +326,7 @@ pub async fn retry(
     let job = store::retry(&state.db, JobId(id))
         .await
         .map_err(job_error)?;
-    record(
-        &state,
-        &operator,
-        "job.retry",
-        format!("job:{id}"),
-        serde_json::json!({ "queue": job.queue, "kind": job.kind }),
-    )
-    .await?;
-    Ok(Json(summary(&job)))
+    recorded(&state, &operator, "job.retry", job).await
 }
 
 /// Cancels a waiting or dead job for good. 409 for a running or finished one.
@@ -349,14 +341,18 @@ pub async fn discard(
     let job = store::discard(&state.db, JobId(id))
         .await
         .map_err(job_error)?;
-    record(
-        &state,
-        &operator,
-        "job.discard",
-        format!("job:{id}"),
-        serde_json::json!({ "queue": job.queue, "kind": job.kind }),
-    )
-    .await?;
+    recorded(&state, &operator, "job.discard", job).await
+}
+
+/// Audit-logs an action that changed one job and answers with the job.
+async fn recorded(
+    state: &AppState,
+    operator: &Operator,
+    action: &str,
+    job: Job,
+) -> Result<Json<JobSummary>, ApiError> {
+    let details = serde_json::json!({ "queue": job.queue, "kind": job.kind });
+    record(state, operator, action, format!("job:{}", job.id), details).await?;
     Ok(Json(summary(&job)))
 }
 
