@@ -10,6 +10,7 @@ pub mod health;
 pub mod metrics;
 pub mod notifications;
 pub mod openapi;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

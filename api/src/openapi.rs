@@ -12,14 +12,15 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{AppState, admin, health, notifications};
+use crate::{AppState, admin, health, notifications, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "voxline", description = "Intake, jobs and operators API of voxline."),
     modifiers(&BearerAuth),
     tags((name = "health"), (name = "operators", description = "Queue inspection and job actions (operator role)"),
-         (name = "notifications", description = "Email preferences of the caller"))
+         (name = "notifications", description = "Email preferences of the caller"),
+         (name = "sessions", description = "Practice sessions and their feedback"))
 )]
 struct ApiDoc;
 
@@ -52,6 +53,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::discard))
         .routes(routes!(admin::retry_dead))
         .routes(routes!(admin::audit_log))
+        .routes(routes!(sessions::create))
+        .routes(routes!(sessions::get))
+        .routes(routes!(sessions::feedback))
         .routes(routes!(
             notifications::get_preferences,
             notifications::put_preferences

@@ -7,6 +7,7 @@ pub mod db;
 pub mod notifications;
 pub mod redis;
 pub mod secrets;
+pub mod sessions;
 
 pub use config::{ConfigError, QueueSettings, Settings};
 pub use db::{Db, DbError, DbKind, Tx};

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use crate::model::NewJob;
 use crate::queues;
 
+/// The analysis worker's job: `{"session_id", "company_id"}`.
+pub const ANALYSIS_RUN: &str = "analysis.run";
+
 /// The kind of the email worker's job.
 pub const EMAIL_SEND: &str = "email.send";
 

@@ -15,5 +15,6 @@ pub fn handlers(db: &Db, settings: &Settings) -> Result<Handlers, String> {
     let handlers = Handlers::new();
     let handlers = diag::register(handlers);
     let handlers = maintenance::register(handlers, db.clone(), settings.retention.clone());
+    let handlers = analysis::register(handlers, db.clone());
     Ok(email::EmailWorker::new(db.clone(), settings)?.register(handlers))
 }

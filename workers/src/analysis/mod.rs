@@ -1,4 +1,59 @@
-//! The `analysis` worker's building blocks. So far: the deterministic coaching metrics; the
-//! handler that stores feedback comes with the session pipeline (issue 3).
+//! The `analysis` worker: turns a session's transcript into coaching metrics and stores them
+//! as its feedback. (LLM feedback through OpenAI joins when it is configured; without it the
+//! feedback is metrics-only and says so.)
 
 pub mod metrics;
+
+use serde::Deserialize;
+use serde_json::Value;
+use voxline_domain::{Db, sessions};
+use voxline_jobs::payloads::ANALYSIS_RUN;
+use voxline_jobs::{ClaimedJob, HandlerError, Handlers};
+
+#[derive(Debug, Deserialize)]
+struct AnalysisJob {
+    session_id: String,
+    company_id: String,
+}
+
+pub fn register(handlers: Handlers, db: Db) -> Handlers {
+    handlers.register(ANALYSIS_RUN, move |job: ClaimedJob| {
+        let db = db.clone();
+        async move { analyse(&db, job).await }
+    })
+}
+
+async fn analyse(db: &Db, job: ClaimedJob) -> Result<(), HandlerError> {
+    let task: AnalysisJob = serde_json::from_value(job.payload)
+        .map_err(|e| HandlerError::permanent(format!("bad analysis.run payload: {e}")))?;
+    let retry = |e: voxline_domain::DbError| HandlerError::retry(e.to_string());
+    // Re-checked on every attempt: an erased session leaves nothing to analyse.
+    let Some(value) = sessions::segments(db, &task.company_id, &task.session_id)
+        .await
+        .map_err(retry)?
+    else {
+        tracing::info!(session = %task.session_id, "session no longer exists; nothing to analyse");
+        return Ok(());
+    };
+    sessions::set_status(db, &task.company_id, &task.session_id, "analyzing")
+        .await
+        .map_err(retry)?;
+    let segments: Vec<metrics::Segment> = serde_json::from_value(value)
+        .map_err(|e| HandlerError::permanent(format!("stored transcript is unreadable: {e}")))?;
+    let computed = metrics::compute(&segments);
+    let mut feedback = serde_json::to_value(&computed)
+        .map_err(|e| HandlerError::permanent(format!("metrics could not be serialised: {e}")))?;
+    if let Value::Object(map) = &mut feedback {
+        map.insert("kind".into(), "metrics_only".into());
+        map.insert(
+            "notes".into(),
+            serde_json::json!([
+                "No language model is configured: this feedback is the measured metrics only.",
+                "Filler words are counted as transcribed; speech-to-text often drops \"um\" and \"uh\"."
+            ]),
+        );
+    }
+    sessions::save_feedback(db, &task.company_id, &task.session_id, &feedback)
+        .await
+        .map_err(retry)
+}

@@ -1,0 +1,38 @@
+-- Practice sessions and what the pipeline makes of them. Every tenant table carries company_id.
+CREATE TABLE sessions (
+    id                TEXT        PRIMARY KEY,
+    company_id        TEXT        NOT NULL,
+    profile_id        TEXT        NOT NULL,
+    title             TEXT        NOT NULL,
+    kind              TEXT        NOT NULL CHECK (kind IN ('sales', 'interview', 'presentation', 'custom')),
+    status            TEXT        NOT NULL CHECK (status IN ('queued', 'transcribing', 'analyzing', 'ready', 'failed')),
+    source            TEXT        NOT NULL,
+    created_at        TIMESTAMPTZ NOT NULL DEFAULT now(),
+    updated_at        TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX sessions_company_newest ON sessions (company_id, created_at DESC, id DESC);
+
+CREATE TABLE transcripts (
+    session_id  TEXT  PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+    company_id  TEXT  NOT NULL,
+    segments    JSONB NOT NULL
+);
+
+CREATE TABLE feedback (
+    session_id  TEXT        PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+    company_id  TEXT        NOT NULL,
+    metrics     JSONB       NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+
+-- A retried submission with the same Idempotency-Key gets the first answer back.
+CREATE TABLE idempotency_keys (
+    company_id    TEXT        NOT NULL,
+    profile_id    TEXT        NOT NULL,
+    key           TEXT        NOT NULL,
+    request_hash  TEXT        NOT NULL,
+    status        INTEGER     NOT NULL,
+    response      JSONB       NOT NULL,
+    created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (company_id, profile_id, key)
+);

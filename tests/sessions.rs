@@ -1,0 +1,240 @@
+//! The session intake (JSON transcripts) to ready feedback, on both databases: validation,
+//! idempotency, tenant isolation, and the analysis worker's metrics.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Backend, TestDb, eventually, start_api, token};
+use voxline_api::auth::Role;
+use voxline_domain::Db;
+use voxline_jobs::{JobState, Runner, store};
+
+fn discovery_call() -> Value {
+    json!({
+        "title": "Discovery call with Globex",
+        "kind": "sales",
+        "transcript": [
+            { "speaker": "partner", "start": 0.0, "end": 4.0, "text": "Hi, thanks for taking the call." },
+            { "speaker": "user", "start": 5.0, "end": 11.0, "text": "Um, thanks. So I think we could maybe start with your goals?" },
+            { "speaker": "partner", "start": 11.5, "end": 20.0, "text": "Sure, we want to cut onboarding time in half." },
+            { "speaker": "user", "start": 19.0, "end": 25.0, "text": "Basically that means what, you know, for your team?" },
+            { "speaker": "user", "start": 25.0, "end": 31.0, "text": "And uh how do you measure it today?" },
+            { "speaker": "partner", "start": 31.0, "end": 40.0, "text": "Mostly by gut feeling, honestly." },
+            { "speaker": "user", "start": 42.0, "end": 46.0, "text": "Got it, that helps." }
+        ]
+    })
+}
+
+async fn post(
+    base: &str,
+    token: Option<&str>,
+    body: &Value,
+    key: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/api/sessions"))
+        .json(body);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    if let Some(k) = key {
+        request = request.header("Idempotency-Key", k);
+    }
+    let response = request.send().await.unwrap();
+    (
+        response.status(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn get(url: &str, token: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn count(t: &TestDb, sql: &'static str) -> i64 {
+    match &t.db {
+        Db::Postgres(pg) => sqlx::query_scalar(sql).fetch_one(&pg.pool).await.unwrap(),
+        Db::Sqlite(lite) => sqlx::query_scalar(sql).fetch_one(&lite.pool).await.unwrap(),
+    }
+}
+
+on_both_databases!(a_submitted_transcript_becomes_ready_feedback);
+async fn a_submitted_transcript_becomes_ready_feedback(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &["[engine]\npoll_interval_ms = 100\n"]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let ann = token("acme", "ann", Role::Member, 600);
+    let handlers = voxline_workers::handlers(&t.db, &t.settings).unwrap();
+    let workers = Runner::new(t.db.clone(), t.settings.clone(), handlers)
+        .queues(vec!["analysis".into()])
+        .start();
+
+    let (status, accepted) = post(&base, Some(&ann), &discovery_call(), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(accepted["status"], "queued");
+    let id = accepted["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        accepted["links"]["feedback"],
+        format!("/api/sessions/{id}/feedback")
+    );
+
+    let url = format!("{base}/api/sessions/{id}");
+    eventually("the session is ready", Duration::from_secs(20), || {
+        let (url, ann) = (url.clone(), ann.clone());
+        async move { get(&url, &ann).await.1["status"] == "ready" }
+    })
+    .await;
+    workers.shutdown().await;
+
+    let (status, feedback) = get(&format!("{url}/feedback"), &ann).await;
+    assert_eq!(status, StatusCode::OK);
+    let m = &feedback["metrics"];
+    assert_eq!(m["kind"], "metrics_only");
+    assert!((m["talk_ratio"].as_f64().unwrap() - 22.0 / 43.5).abs() < 1e-9);
+    assert_eq!(m["questions"], 3);
+    assert_eq!(m["fillers"]["count"], 4);
+    assert_eq!(m["interruptions"], 1);
+    assert_eq!(m["patience_seconds"], 1.5);
+}
+
+on_both_databases!(bad_submissions_are_refused_with_the_field_named_and_nothing_stored);
+async fn bad_submissions_are_refused_with_the_field_named_and_nothing_stored(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let ann = token("acme", "ann", Role::Member, 600);
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut body = discovery_call();
+        change(&mut body);
+        body
+    };
+    let cases = [
+        (with(&|b| b["transcript"] = json!([])), "transcript"),
+        (
+            with(&|b| b["transcript"][1]["end"] = json!(4.0)),
+            "transcript[1].end",
+        ),
+        (
+            with(&|b| b["transcript"][2]["start"] = json!(-1)),
+            "transcript[2].start",
+        ),
+        (
+            with(&|b| b["transcript"][0]["speaker"] = json!("coach")),
+            "transcript[0].speaker",
+        ),
+        (
+            with(&|b| b["transcript"][3]["text"] = json!("  ")),
+            "transcript[3].text",
+        ),
+        (with(&|b| b["kind"] = json!("karaoke")), "kind"),
+        (with(&|b| b["title"] = json!("")), "title"),
+    ];
+    for (body, field) in cases {
+        let (status, error) = post(&base, Some(&ann), &body, None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        assert_eq!(error["error"]["field"], field);
+    }
+    let text = reqwest::Client::new()
+        .post(format!("{base}/api/sessions"))
+        .bearer_auth(&ann)
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let broken = reqwest::Client::new()
+        .post(format!("{base}/api/sessions"))
+        .bearer_auth(&ann)
+        .header("content-type", "application/json")
+        .body("{\"title\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        post(&base, None, &discovery_call(), None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        count(&t, "SELECT count(*) FROM sessions").await,
+        0,
+        "no half-written session"
+    );
+    assert_eq!(count(&t, "SELECT count(*) FROM jobs").await, 0);
+}
+
+on_both_databases!(a_retried_submission_with_its_key_gets_the_first_answer);
+async fn a_retried_submission_with_its_key_gets_the_first_answer(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let ann = token("acme", "ann", Role::Member, 600);
+    let (s1, first) = post(&base, Some(&ann), &discovery_call(), Some("req-1")).await;
+    let (s2, second) = post(&base, Some(&ann), &discovery_call(), Some("req-1")).await;
+    assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
+    assert_eq!(first, second);
+    assert_eq!(count(&t, "SELECT count(*) FROM sessions").await, 1);
+    assert_eq!(count(&t, "SELECT count(*) FROM jobs").await, 1);
+
+    let mut other = discovery_call();
+    other["title"] = json!("Another call");
+    let (status, error) = post(&base, Some(&ann), &other, Some("req-1")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error["error"]["field"], "Idempotency-Key");
+}
+
+on_both_databases!(another_company_sees_nothing_and_feedback_waits_for_ready);
+async fn another_company_sees_nothing_and_feedback_waits_for_ready(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let ann = token("acme", "ann", Role::Member, 600);
+    let (_, accepted) = post(&base, Some(&ann), &discovery_call(), None).await;
+    let id = accepted["id"].as_str().unwrap();
+
+    let (status, body) = get(&format!("{base}/api/sessions/{id}/feedback"), &ann).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "not_ready");
+
+    let eve = token("globex", "eve", Role::Admin, 600);
+    for path in [
+        format!("/api/sessions/{id}"),
+        format!("/api/sessions/{id}/feedback"),
+    ] {
+        let (status, body) = get(&format!("{base}{path}"), &eve).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(
+            !body.to_string().contains("Globex"),
+            "no data of the other company"
+        );
+    }
+    let jobs = store::list(
+        &t.db,
+        &store::JobFilter {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].state, JobState::Available);
+    assert_eq!(jobs[0].payload["session_id"], id);
+}
