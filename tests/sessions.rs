@@ -76,10 +76,23 @@ async fn a_submitted_transcript_becomes_ready_feedback(backend: Backend) {
         return;
     };
     let base = start_api(&t).await;
-    let ann = token("acme", "ann", Role::Member, 600);
+    // A token that carries the address "feedback ready" goes to.
+    let now = chrono::Utc::now().timestamp();
+    let claims = voxline_api::auth::Claims {
+        sub: "ann".into(),
+        company_id: "acme".into(),
+        role: Role::Member,
+        email: Some("ann@example.com".into()),
+        iat: now,
+        exp: now + 600,
+    };
+    let ann = voxline_api::auth::Keys::hs256(support::TEST_JWT_SECRET)
+        .mint(&claims)
+        .unwrap();
     let handlers = voxline_workers::handlers(&t.db, &t.settings).unwrap();
+    let queues = vec!["analysis".to_string(), "email".to_string()];
     let workers = Runner::new(t.db.clone(), t.settings.clone(), handlers)
-        .queues(vec!["analysis".into()])
+        .queues(queues)
         .start();
 
     let (status, accepted) = post(&base, Some(&ann), &discovery_call(), None).await;
@@ -97,7 +110,34 @@ async fn a_submitted_transcript_becomes_ready_feedback(backend: Backend) {
         async move { get(&url, &ann).await.1["status"] == "ready" }
     })
     .await;
+    let outbox = t.dir.path().join("outbox");
+    eventually(
+        "the feedback-ready email is written",
+        Duration::from_secs(20),
+        || {
+            let outbox = outbox.clone();
+            async move {
+                std::fs::read_dir(&outbox)
+                    .map(|d| d.count() == 1)
+                    .unwrap_or(false)
+            }
+        },
+    )
+    .await;
     workers.shutdown().await;
+    let mail = std::fs::read_dir(&outbox)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mail = std::fs::read_to_string(mail).unwrap().replace("=\r\n", "");
+    assert!(mail.contains("To: ann@example.com"), "{mail}");
+    assert!(
+        mail.contains("Subject: Your feedback for \"Discovery call with Globex\" is ready"),
+        "{mail}"
+    );
+    assert!(mail.contains(&format!("/sessions/{id}")), "{mail}");
 
     let (status, feedback) = get(&format!("{url}/feedback"), &ann).await;
     assert_eq!(status, StatusCode::OK);

@@ -158,12 +158,12 @@ pub async fn create(
     sessions::insert(&mut tx, &session, &segments)
         .await
         .map_err(ApiError::internal)?;
-    let job = NewJob::new(
-        queues::ANALYSIS,
-        ANALYSIS_RUN,
-        json!({ "session_id": id, "company_id": claims.company_id }),
-    )
-    .unique_key(format!("analysis:{id}"));
+    // The token's email (when it has one) is where "feedback ready" goes.
+    let payload = json!({
+        "session_id": id, "company_id": claims.company_id, "profile_id": claims.sub, "notify_email": claims.email,
+    });
+    let job =
+        NewJob::new(queues::ANALYSIS, ANALYSIS_RUN, payload).unique_key(format!("analysis:{id}"));
     state
         .jobs
         .enqueue(&mut tx, &job)

@@ -15,6 +15,7 @@ pub fn handlers(db: &Db, settings: &Settings) -> Result<Handlers, String> {
     let handlers = Handlers::new();
     let handlers = diag::register(handlers);
     let handlers = maintenance::register(handlers, db.clone(), settings.retention.clone());
-    let handlers = analysis::register(handlers, db.clone());
+    let jobs = voxline_jobs::JobClient::new(db.clone(), std::sync::Arc::new(settings.clone()));
+    let handlers = analysis::register(handlers, jobs);
     Ok(email::EmailWorker::new(db.clone(), settings)?.register(handlers))
 }

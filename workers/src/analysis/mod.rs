@@ -6,24 +6,30 @@ pub mod metrics;
 
 use serde::Deserialize;
 use serde_json::Value;
-use voxline_domain::{Db, sessions};
-use voxline_jobs::payloads::ANALYSIS_RUN;
-use voxline_jobs::{ClaimedJob, HandlerError, Handlers};
+use voxline_domain::sessions;
+use voxline_jobs::payloads::{ANALYSIS_RUN, EmailJob, EmailMessage, FeedbackReady};
+use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobClient};
 
 #[derive(Debug, Deserialize)]
 struct AnalysisJob {
     session_id: String,
     company_id: String,
+    #[serde(default)]
+    profile_id: Option<String>,
+    /// Where the "feedback ready" email goes; none without an address.
+    #[serde(default)]
+    notify_email: Option<String>,
 }
 
-pub fn register(handlers: Handlers, db: Db) -> Handlers {
+pub fn register(handlers: Handlers, jobs: JobClient) -> Handlers {
     handlers.register(ANALYSIS_RUN, move |job: ClaimedJob| {
-        let db = db.clone();
-        async move { analyse(&db, job).await }
+        let jobs = jobs.clone();
+        async move { analyse(&jobs, job).await }
     })
 }
 
-async fn analyse(db: &Db, job: ClaimedJob) -> Result<(), HandlerError> {
+async fn analyse(jobs: &JobClient, job: ClaimedJob) -> Result<(), HandlerError> {
+    let db = jobs.db();
     let task: AnalysisJob = serde_json::from_value(job.payload)
         .map_err(|e| HandlerError::permanent(format!("bad analysis.run payload: {e}")))?;
     let retry = |e: voxline_domain::DbError| HandlerError::retry(e.to_string());
@@ -55,5 +61,37 @@ async fn analyse(db: &Db, job: ClaimedJob) -> Result<(), HandlerError> {
     }
     sessions::save_feedback(db, &task.company_id, &task.session_id, &feedback)
         .await
-        .map_err(retry)
+        .map_err(retry)?;
+    notify_ready(jobs, &task).await
+}
+
+/// Enqueues the "feedback ready" email. A retry of this job enqueues it again, and the email
+/// worker's dedupe key (recipient, template, session) sends it once.
+async fn notify_ready(jobs: &JobClient, task: &AnalysisJob) -> Result<(), HandlerError> {
+    let Some(to) = task.notify_email.clone() else {
+        return Ok(());
+    };
+    let title = sessions::get(jobs.db(), &task.company_id, &task.session_id)
+        .await
+        .map_err(|e| HandlerError::retry(e.to_string()))?
+        .map(|s| s.title)
+        .unwrap_or_default();
+    let email = EmailJob {
+        company_id: Some(task.company_id.clone()),
+        profile_id: task.profile_id.clone(),
+        to,
+        subject_id: format!("session:{}", task.session_id),
+        message: EmailMessage::FeedbackReady(FeedbackReady {
+            session_id: task.session_id.clone(),
+            session_title: title,
+            overall_score: None,
+        }),
+    };
+    let job = email
+        .into_job()
+        .map_err(|e| HandlerError::permanent(e.to_string()))?;
+    jobs.enqueue_now(&job)
+        .await
+        .map(drop)
+        .map_err(|e| HandlerError::retry(e.to_string()))
 }
