@@ -278,3 +278,58 @@ async fn another_company_sees_nothing_and_feedback_waits_for_ready(backend: Back
     assert_eq!(jobs[0].state, JobState::Available);
     assert_eq!(jobs[0].payload["session_id"], id);
 }
+
+on_both_databases!(sessions_are_listed_newest_first_page_by_page_per_company);
+async fn sessions_are_listed_newest_first_page_by_page_per_company(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let ann = token("acme", "ann", Role::Member, 600);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let mut body = discovery_call();
+        body["title"] = json!(format!("Call {n}"));
+        ids.push(
+            post(&base, Some(&ann), &body, None).await.1["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (status, first) = get(&format!("{base}/api/sessions?limit=2"), &ann).await;
+    assert_eq!(status, StatusCode::OK);
+    let titles: Vec<&str> = first["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["Call 2", "Call 1"]);
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    let (_, second) = get(
+        &format!("{base}/api/sessions?limit=2&cursor={cursor}"),
+        &ann,
+    )
+    .await;
+    assert_eq!(second["sessions"][0]["id"], ids[0].as_str());
+    assert_eq!(second["sessions"].as_array().unwrap().len(), 1);
+    assert!(second["next_cursor"].is_null());
+
+    let (_, other) = get(
+        &format!("{base}/api/sessions"),
+        &token("globex", "eve", Role::Admin, 600),
+    )
+    .await;
+    assert_eq!(
+        other["sessions"],
+        json!([]),
+        "another company lists nothing"
+    );
+    let (status, _) = get(&format!("{base}/api/sessions?limit=0"), &ann).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

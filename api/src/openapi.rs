@@ -53,7 +53,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::discard))
         .routes(routes!(admin::retry_dead))
         .routes(routes!(admin::audit_log))
-        .routes(routes!(sessions::create))
+        .routes(routes!(sessions::create, sessions::list))
         .routes(routes!(sessions::get))
         .routes(routes!(sessions::feedback))
         .routes(routes!(

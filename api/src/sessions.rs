@@ -203,6 +203,56 @@ fn replay(stored: StoredResponse, request_hash: &str) -> Result<Response, ApiErr
     Ok((status, Json(stored.response)).into_response())
 }
 
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1 to 100, default 20.
+    pub limit: Option<u32>,
+}
+
+fn view(session: &sessions::SessionRow) -> Value {
+    json!({
+        "id": session.id, "title": session.title, "kind": session.kind, "status": session.status,
+        "source": session.source, "created_at": session.created_at, "updated_at": session.updated_at,
+        "links": links(&session.id),
+    })
+}
+
+/// The caller's company's sessions, newest first, with cursor pagination.
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions", params(ListQuery),
+    responses((status = 200, description = "{sessions, next_cursor}"), (status = 400), (status = 401)),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_limit",
+            "limit must be between 1 and 100",
+        )
+        .field("limit"));
+    }
+    let rows = sessions::list(
+        &state.db,
+        &caller.0.company_id,
+        q.cursor.as_deref(),
+        limit as i64,
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    let next_cursor = (rows.len() as u32 == limit)
+        .then(|| rows.last().map(|r| r.id.clone()))
+        .flatten();
+    Ok(Json(
+        json!({ "sessions": rows.iter().map(view).collect::<Vec<_>>(), "next_cursor": next_cursor }),
+    ))
+}
+
 fn not_found(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -224,11 +274,7 @@ pub async fn get(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| not_found(&id))?;
-    Ok(Json(json!({
-        "id": session.id, "title": session.title, "kind": session.kind, "status": session.status,
-        "source": session.source, "created_at": session.created_at, "updated_at": session.updated_at,
-        "links": links(&session.id),
-    })))
+    Ok(Json(view(&session)))
 }
 
 /// The coaching metrics of a session once it is ready (409 before).

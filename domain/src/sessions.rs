@@ -364,3 +364,50 @@ pub async fn store_response(
     };
     Ok(inserted == 1)
 }
+
+/// The company's sessions, newest first; `before` is the id of the last one of the previous page.
+pub async fn list(
+    db: &Db,
+    company: &str,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<SessionRow>, DbError> {
+    let mut rows = Vec::new();
+    match db {
+        Db::Postgres(pg) => {
+            let found = sqlx::query(
+                "SELECT id FROM sessions s WHERE company_id = $1
+                   AND ($2::text IS NULL OR (created_at, id) < (
+                        SELECT created_at, id FROM sessions WHERE company_id = $1 AND id = $2))
+                 ORDER BY created_at DESC, id DESC LIMIT $3",
+            )
+            .bind(company)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&pg.pool)
+            .await?;
+            for r in found {
+                let id: String = r.try_get("id")?;
+                rows.extend(get(db, company, &id).await?);
+            }
+        }
+        Db::Sqlite(lite) => {
+            let found = sqlx::query(
+                "SELECT id FROM sessions WHERE company_id = ?1
+                   AND (?2 IS NULL OR (created_at, id) < (
+                        SELECT created_at, id FROM sessions WHERE company_id = ?1 AND id = ?2))
+                 ORDER BY created_at DESC, id DESC LIMIT ?3",
+            )
+            .bind(company)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&lite.pool)
+            .await?;
+            for r in found {
+                let id: String = r.try_get("id")?;
+                rows.extend(get(db, company, &id).await?);
+            }
+        }
+    }
+    Ok(rows)
+}
