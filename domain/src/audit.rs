@@ -144,7 +144,8 @@ pub async fn list(db: &Db, filter: &AuditFilter) -> Result<Vec<AuditRecord>, DbE
                         company_id: r.try_get("company_id")?,
                         action: r.try_get("action")?,
                         target: r.try_get("target")?,
-                        details: serde_json::from_str(&details).unwrap_or_default(),
+                        details: serde_json::from_str(&details)
+                            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?

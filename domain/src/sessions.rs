@@ -91,56 +91,58 @@ pub async fn insert(tx: &mut Tx<'_>, s: &NewSession<'_>, segments: &Value) -> Re
     Ok(())
 }
 
+const COLUMNS: &str =
+    "id, company_id, profile_id, title, kind, status, source, created_at, updated_at";
+
+fn pg_session(r: &sqlx::postgres::PgRow) -> Result<SessionRow, sqlx::Error> {
+    Ok(SessionRow {
+        id: r.try_get("id")?,
+        company_id: r.try_get("company_id")?,
+        profile_id: r.try_get("profile_id")?,
+        title: r.try_get("title")?,
+        kind: r.try_get("kind")?,
+        status: r.try_get("status")?,
+        source: r.try_get("source")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+fn lite_session(r: &sqlx::sqlite::SqliteRow) -> Result<SessionRow, sqlx::Error> {
+    Ok(SessionRow {
+        id: r.try_get("id")?,
+        company_id: r.try_get("company_id")?,
+        profile_id: r.try_get("profile_id")?,
+        title: r.try_get("title")?,
+        kind: r.try_get("kind")?,
+        status: r.try_get("status")?,
+        source: r.try_get("source")?,
+        created_at: time(r.try_get("created_at")?),
+        updated_at: time(r.try_get("updated_at")?),
+    })
+}
+
 pub async fn get(db: &Db, company: &str, id: &str) -> Result<Option<SessionRow>, DbError> {
-    const COLUMNS: &str =
-        "id, company_id, profile_id, title, kind, status, source, created_at, updated_at";
-    let row = match db {
+    Ok(match db {
         Db::Postgres(pg) => {
             let sql = format!("SELECT {COLUMNS} FROM sessions WHERE company_id = $1 AND id = $2");
-            let Some(r) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(company)
                 .bind(id)
                 .fetch_optional(&pg.pool)
-                .await?
-            else {
-                return Ok(None);
-            };
-            SessionRow {
-                id: r.try_get("id")?,
-                company_id: r.try_get("company_id")?,
-                profile_id: r.try_get("profile_id")?,
-                title: r.try_get("title")?,
-                kind: r.try_get("kind")?,
-                status: r.try_get("status")?,
-                source: r.try_get("source")?,
-                created_at: r.try_get("created_at")?,
-                updated_at: r.try_get("updated_at")?,
-            }
+                .await?;
+            row.as_ref().map(pg_session).transpose()?
         }
         Db::Sqlite(lite) => {
             let sql = format!("SELECT {COLUMNS} FROM sessions WHERE company_id = ? AND id = ?");
-            let Some(r) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(company)
                 .bind(id)
                 .fetch_optional(&lite.pool)
-                .await?
-            else {
-                return Ok(None);
-            };
-            SessionRow {
-                id: r.try_get("id")?,
-                company_id: r.try_get("company_id")?,
-                profile_id: r.try_get("profile_id")?,
-                title: r.try_get("title")?,
-                kind: r.try_get("kind")?,
-                status: r.try_get("status")?,
-                source: r.try_get("source")?,
-                created_at: time(r.try_get("created_at")?),
-                updated_at: time(r.try_get("updated_at")?),
-            }
+                .await?;
+            row.as_ref().map(lite_session).transpose()?
         }
-    };
-    Ok(Some(row))
+    })
 }
 
 pub async fn set_status(db: &Db, company: &str, id: &str, status: &str) -> Result<(), DbError> {
@@ -307,7 +309,7 @@ pub async fn stored_response(
             Ok((
                 r.try_get::<String, _>("request_hash")?,
                 r.try_get::<i32, _>("status")?,
-                serde_json::from_str(&text).unwrap_or_default(),
+                serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             ))
         }),
     };
@@ -372,42 +374,36 @@ pub async fn list(
     before: Option<&str>,
     limit: i64,
 ) -> Result<Vec<SessionRow>, DbError> {
-    let mut rows = Vec::new();
-    match db {
+    Ok(match db {
         Db::Postgres(pg) => {
-            let found = sqlx::query(
-                "SELECT id FROM sessions s WHERE company_id = $1
+            let sql = format!(
+                "SELECT {COLUMNS} FROM sessions WHERE company_id = $1
                    AND ($2::text IS NULL OR (created_at, id) < (
                         SELECT created_at, id FROM sessions WHERE company_id = $1 AND id = $2))
-                 ORDER BY created_at DESC, id DESC LIMIT $3",
-            )
-            .bind(company)
-            .bind(before)
-            .bind(limit)
-            .fetch_all(&pg.pool)
-            .await?;
-            for r in found {
-                let id: String = r.try_get("id")?;
-                rows.extend(get(db, company, &id).await?);
-            }
+                 ORDER BY created_at DESC, id DESC LIMIT $3"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(company)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&pg.pool)
+                .await?;
+            rows.iter().map(pg_session).collect::<Result<_, _>>()?
         }
         Db::Sqlite(lite) => {
-            let found = sqlx::query(
-                "SELECT id FROM sessions WHERE company_id = ?1
+            let sql = format!(
+                "SELECT {COLUMNS} FROM sessions WHERE company_id = ?1
                    AND (?2 IS NULL OR (created_at, id) < (
                         SELECT created_at, id FROM sessions WHERE company_id = ?1 AND id = ?2))
-                 ORDER BY created_at DESC, id DESC LIMIT ?3",
-            )
-            .bind(company)
-            .bind(before)
-            .bind(limit)
-            .fetch_all(&lite.pool)
-            .await?;
-            for r in found {
-                let id: String = r.try_get("id")?;
-                rows.extend(get(db, company, &id).await?);
-            }
+                 ORDER BY created_at DESC, id DESC LIMIT ?3"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(company)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&lite.pool)
+                .await?;
+            rows.iter().map(lite_session).collect::<Result<_, _>>()?
         }
-    }
-    Ok(rows)
+    })
 }
