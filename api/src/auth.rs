@@ -116,8 +116,57 @@ impl FromRequestParts<AppState> for Caller {
                 _ => unauthorized("invalid token"),
             }
         })?;
+        record_profile(state, &claims).await?;
         Ok(Caller(claims))
     }
+}
+
+/// Profiles (with the company, email and role their token named) this process has recorded,
+/// so only a profile's first request — or the first after its claims change — writes.
+#[derive(Debug, Default)]
+pub struct SeenProfiles(std::sync::Mutex<std::collections::HashSet<(String, String, String, String)>>);
+
+/// Bounds the memory of [`SeenProfiles`]; past it the set starts over (a few extra upserts).
+const SEEN_PROFILES_MAX: usize = 100_000;
+
+/// Creates the caller's profile on first sight of a valid token (and refreshes its email and
+/// role). A token that names a profile of another company is refused: a profile belongs to one
+/// company for good.
+async fn record_profile(state: &AppState, claims: &Claims) -> Result<(), ApiError> {
+    let key = (
+        claims.sub.clone(),
+        claims.company_id.clone(),
+        claims.email.clone().unwrap_or_default(),
+        claims.role.as_str().to_string(),
+    );
+    let seen = |set: &std::collections::HashSet<_>| set.contains(&key);
+    if state.seen_profiles.0.lock().is_ok_and(|set| seen(&set)) {
+        return Ok(());
+    }
+    let profile = voxline_domain::profiles::Profile {
+        id: claims.sub.clone(),
+        company_id: claims.company_id.clone(),
+        email: claims.email.clone(),
+        role: claims.role.as_str().to_string(),
+    };
+    let same_company = voxline_domain::profiles::upsert_seen(&state.db, &profile)
+        .await
+        .map_err(ApiError::internal)?;
+    if !same_company {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "profile_company_mismatch",
+            "this profile belongs to another company",
+        )
+        .field("Authorization"));
+    }
+    if let Ok(mut set) = state.seen_profiles.0.lock() {
+        if set.len() >= SEEN_PROFILES_MAX {
+            set.clear();
+        }
+        set.insert(key);
+    }
+    Ok(())
 }
 
 /// A caller with the platform `operator` role (the `/api/admin` routes).

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_page;
+pub mod audio;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -10,7 +11,9 @@ pub mod health;
 pub mod metrics;
 pub mod notifications;
 pub mod openapi;
+pub mod session_events;
 pub mod sessions;
+pub mod upload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +23,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
+use voxline_domain::blobs::{BlobStore, LocalBlobs};
+use voxline_domain::events::StatusFeed;
 use voxline_domain::secrets::SecretError;
 use voxline_domain::{Db, Settings};
 use voxline_jobs::JobClient;
@@ -33,6 +38,13 @@ pub struct AppState {
     pub keys: Arc<auth::Keys>,
     /// The process's metrics recorder, when one is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// Where uploaded audio is kept.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Session status changes for the SSE streams, started on first use (a process that
+    /// never streams keeps no LISTEN connection).
+    feed: Arc<std::sync::OnceLock<StatusFeed>>,
+    /// Profiles this process has already recorded (see [`auth::Caller`]).
+    pub seen_profiles: Arc<auth::SeenProfiles>,
 }
 
 impl AppState {
@@ -43,13 +55,22 @@ impl AppState {
     ) -> Result<Self, SecretError> {
         let secret = voxline_domain::secrets::jwt_secret(&settings)?;
         let jobs = JobClient::new(db.clone(), settings.clone());
+        let blobs = Arc::new(LocalBlobs::new(settings.blob_dir()));
         Ok(AppState {
             db,
             settings,
             jobs,
             keys: Arc::new(auth::Keys::hs256(&secret)),
             metrics,
+            blobs,
+            feed: Arc::default(),
+            seen_profiles: Arc::default(),
         })
+    }
+
+    /// The session status feed (on Postgres, this starts its LISTEN task on first use).
+    pub fn feed(&self) -> &StatusFeed {
+        self.feed.get_or_init(|| StatusFeed::start(&self.db))
     }
 }
 

@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{AppState, admin, health, notifications, sessions};
+use crate::{AppState, admin, health, notifications, session_events, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -56,6 +56,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::create, sessions::list))
         .routes(routes!(sessions::get))
         .routes(routes!(sessions::feedback))
+        .routes(routes!(session_events::events))
         .routes(routes!(
             notifications::get_preferences,
             notifications::put_preferences

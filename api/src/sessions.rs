@@ -1,22 +1,22 @@
-//! `POST /api/sessions` (a JSON transcript; audio uploads come with the transcription worker),
+//! `POST /api/sessions` (a JSON transcript or an audio recording),
 //! `GET /api/sessions/{id}` and `GET /api/sessions/{id}/feedback`. A session, its transcript and
 //! its analysis job are written in one transaction, and the 202 goes out only after the commit.
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use voxline_domain::sessions::{self, NewSession, StoredResponse};
-use voxline_jobs::payloads::ANALYSIS_RUN;
-use voxline_jobs::{NewJob, queues};
+use voxline_jobs::NewJob;
+use voxline_jobs::payloads::SessionJob;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
+use crate::upload::{self, Submission};
 
 const KINDS: [&str; 4] = ["sales", "interview", "presentation", "custom"];
 const MAX_SEGMENTS: usize = 10_000;
@@ -30,24 +30,13 @@ pub fn validate(body: &Value) -> Result<(String, String, Value), ApiError> {
     let object = body
         .as_object()
         .ok_or_else(|| invalid("body", "expected a JSON object"))?;
-    let title = object
-        .get("title")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .unwrap_or_default();
-    if title.is_empty() || title.chars().count() > 200 {
-        return Err(invalid("title", "title must be 1 to 200 characters"));
-    }
-    let kind = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if !KINDS.contains(&kind) {
-        return Err(invalid(
-            "kind",
-            "kind must be one of sales, interview, presentation, custom",
-        ));
-    }
+    let (title, kind) = validate_title_kind(
+        object
+            .get("title")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+        object.get("kind").and_then(Value::as_str).unwrap_or_default(),
+    )?;
     let transcript = object
         .get("transcript")
         .and_then(Value::as_array)
@@ -99,16 +88,48 @@ pub fn validate(body: &Value) -> Result<(String, String, Value), ApiError> {
         }
         segments.push(json!({ "speaker": speaker, "start": start, "end": end, "text": text }));
     }
-    Ok((title.to_string(), kind.to_string(), Value::Array(segments)))
+    Ok((title, kind, Value::Array(segments)))
 }
 
 fn links(id: &str) -> Value {
-    json!({ "self": format!("/api/sessions/{id}"), "feedback": format!("/api/sessions/{id}/feedback") })
+    json!({
+        "self": format!("/api/sessions/{id}"),
+        "feedback": format!("/api/sessions/{id}/feedback"),
+        "events": format!("/api/sessions/{id}/events"),
+    })
 }
 
-/// Submits a practice conversation as a JSON transcript; analysis is queued.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => match v.to_str().map(str::trim) {
+            Ok(k) if !k.is_empty() && k.len() <= 200 => Ok(Some(k.to_string())),
+            _ => Err(invalid(
+                "Idempotency-Key",
+                "the Idempotency-Key header must be 1 to 200 visible characters",
+            )),
+        },
+    }
+}
+
+fn validate_title_kind(title: &str, kind: &str) -> Result<(String, String), ApiError> {
+    let title = title.trim();
+    if title.is_empty() || title.chars().count() > 200 {
+        return Err(invalid("title", "title must be 1 to 200 characters"));
+    }
+    if !KINDS.contains(&kind) {
+        return Err(invalid(
+            "kind",
+            "kind must be one of sales, interview, presentation, custom",
+        ));
+    }
+    Ok((title.to_string(), kind.to_string()))
+}
+
+/// Submits a practice conversation: a JSON transcript (analysis is queued) or a multipart
+/// form with an `audio` part plus `title` and `kind` (transcription is queued).
 #[utoipa::path(post, path = "/api/sessions", tag = "sessions",
-    request_body(content = Object, description = "{title, kind: sales|interview|presentation|custom, transcript: [{speaker: user|partner, start, end, text}]}"),
+    request_body(content = Object, description = "application/json {title, kind: sales|interview|presentation|custom, transcript: [{speaker: user|partner, start, end, text}]}, or multipart/form-data with parts title, kind and audio (wav, mp3, m4a, ogg, webm, flac; up to uploads.max_audio_bytes)"),
     params(("Idempotency-Key" = Option<String>, Header, description = "a retried submission with the same key gets the first answer")),
     responses((status = 202, description = "accepted: {id, status, links}"), (status = 400), (status = 401),
               (status = 413), (status = 415), (status = 422)),
@@ -117,23 +138,18 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    body: Result<Json<Value>, JsonRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(ApiError::from)?;
     let claims = &caller.0;
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => match v.to_str().map(str::trim) {
-            Ok(k) if !k.is_empty() && k.len() <= 200 => Some(k.to_string()),
-            _ => {
-                return Err(invalid(
-                    "Idempotency-Key",
-                    "the Idempotency-Key header must be 1 to 200 visible characters",
-                ));
-            }
-        },
-    };
-    let request_hash = hex::encode(Sha256::digest(body.to_string()));
+    let key = idempotency_key(&headers)?;
+    let submission = upload::read(
+        &headers,
+        body,
+        state.settings.http.body_limit_bytes,
+        state.settings.uploads.max_audio_bytes,
+    )
+    .await?;
+    let request_hash = submission.request_hash();
     if let Some(key) = &key
         && let Some(stored) =
             sessions::stored_response(&state.db, &claims.company_id, &claims.sub, key)
@@ -142,54 +158,115 @@ pub async fn create(
     {
         return replay(stored, &request_hash);
     }
-    let (title, kind, segments) = validate(&body)?;
     let id = hex::encode(rand::random::<[u8; 16]>());
+    let task = SessionJob {
+        session_id: id.clone(),
+        company_id: claims.company_id.clone(),
+        profile_id: Some(claims.sub.clone()),
+        // The token's email (when it has one) is where "feedback ready" goes.
+        notify_email: claims.email.clone(),
+    };
+    let (title, kind, segments, audio, job) = match submission {
+        Submission::Json(body) => {
+            let (title, kind, segments) = validate(&body)?;
+            (title, kind, Some(segments), None, task.analysis())
+        }
+        Submission::Audio { title, kind, audio } => {
+            let (title, kind) = validate_title_kind(&title, &kind)?;
+            if state.settings.transcription_provider().is_none() {
+                return Err(invalid(
+                    "audio",
+                    "audio transcription is not enabled on this server: set openai.api_key \
+                     (VOXLINE_OPENAI_API_KEY) or install the local model with `voxline models install`; \
+                     or submit a JSON transcript",
+                ));
+            }
+            (title, kind, None, Some(audio), task.transcription())
+        }
+    };
+    let job = job.map_err(ApiError::internal)?;
+    // The recording is on disk (synced) before the row that points at it commits; if the
+    // transaction fails, the orphan blob is removed.
+    let audio_ref = audio
+        .as_ref()
+        .map(|a| format!("audio/{id}.{}", a.kind.extension()));
+    if let (Some(audio), Some(blob)) = (&audio, &audio_ref) {
+        state
+            .blobs
+            .put(blob, &audio.bytes)
+            .await
+            .map_err(ApiError::internal)?;
+    }
     let answer = json!({ "id": id, "status": "queued", "links": links(&id) });
-
-    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
     let session = NewSession {
         id: &id,
         company_id: &claims.company_id,
         profile_id: &claims.sub,
         title: &title,
         kind: &kind,
-        source: "transcript",
+        source: if audio.is_some() { "audio" } else { "transcript" },
+        audio_ref: audio_ref.as_deref(),
+        audio_type: audio.as_ref().map(|a| a.kind.extension()),
+        external_id: None,
     };
-    sessions::insert(&mut tx, &session, &segments)
-        .await
-        .map_err(ApiError::internal)?;
-    // The token's email (when it has one) is where "feedback ready" goes.
-    let payload = json!({
-        "session_id": id, "company_id": claims.company_id, "profile_id": claims.sub, "notify_email": claims.email,
+    let stored = key.as_ref().map(|key| {
+        (
+            key.as_str(),
+            StoredResponse {
+                request_hash: request_hash.clone(),
+                status: 202,
+                response: answer.clone(),
+            },
+        )
     });
-    let job =
-        NewJob::new(queues::ANALYSIS, ANALYSIS_RUN, payload).unique_key(format!("analysis:{id}"));
-    state
-        .jobs
-        .enqueue(&mut tx, &job)
-        .await
-        .map_err(ApiError::internal)?;
-    if let Some(key) = &key {
-        let stored = StoredResponse {
-            request_hash: request_hash.clone(),
-            status: 202,
-            response: answer.clone(),
-        };
-        if !sessions::store_response(&mut tx, &claims.company_id, &claims.sub, key, &stored)
-            .await
-            .map_err(ApiError::internal)?
-        {
+    match commit_session(&state, &session, segments.as_ref(), &job, stored).await {
+        Ok(true) => Ok((StatusCode::ACCEPTED, Json(answer)).into_response()),
+        outcome => {
+            if let Some(blob) = &audio_ref
+                && let Err(e) = state.blobs.delete(blob).await
+            {
+                tracing::warn!(blob, error = %e, "could not remove the audio of a session that was not created");
+            }
+            outcome?;
             // A concurrent retry with the same key committed first: answer as it did.
-            tx.rollback().await.map_err(ApiError::internal)?;
+            let key = key.as_deref().unwrap_or_default();
             let stored = sessions::stored_response(&state.db, &claims.company_id, &claims.sub, key)
                 .await
                 .map_err(ApiError::internal)?
                 .ok_or_else(|| ApiError::internal("idempotency key vanished"))?;
-            return replay(stored, &request_hash);
+            replay(stored, &request_hash)
         }
     }
+}
+
+/// Writes the session, its first job and the idempotent answer in one transaction. False when
+/// the idempotency key was taken meanwhile (nothing was written).
+async fn commit_session(
+    state: &AppState,
+    session: &NewSession<'_>,
+    segments: Option<&Value>,
+    job: &NewJob,
+    stored: Option<(&str, StoredResponse)>,
+) -> Result<bool, ApiError> {
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
+    sessions::insert(&mut tx, session, segments)
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .jobs
+        .enqueue(&mut tx, job)
+        .await
+        .map_err(ApiError::internal)?;
+    if let Some((key, stored)) = &stored
+        && !sessions::store_response(&mut tx, session.company_id, session.profile_id, key, stored)
+            .await
+            .map_err(ApiError::internal)?
+    {
+        tx.rollback().await.map_err(ApiError::internal)?;
+        return Ok(false);
+    }
     tx.commit().await.map_err(ApiError::internal)?;
-    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+    Ok(true)
 }
 
 fn replay(stored: StoredResponse, request_hash: &str) -> Result<Response, ApiError> {
@@ -253,7 +330,7 @@ pub async fn list(
     ))
 }
 
-fn not_found(id: &str) -> ApiError {
+pub(crate) fn not_found(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",

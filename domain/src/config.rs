@@ -55,6 +55,10 @@ pub struct Settings {
     pub redis: UrlSetting,
     pub auth: AuthSettings,
     pub openai: OpenAiSettings,
+    pub transcription: TranscriptionSettings,
+    pub uploads: UploadSettings,
+    #[serde(default)]
+    pub analysis: AnalysisSettings,
     pub elevenlabs: ElevenLabsSettings,
     pub stripe: StripeSettings,
     pub smtp: SmtpSettings,
@@ -114,12 +118,71 @@ pub struct AuthSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OpenAiSettings {
     pub api_key: String,
+    /// Empty = OpenAI's own API; set it to use a compatible server (or a test's).
     pub base_url: String,
+    /// Audio transcription model; segment timestamps are asked for (`verbose_json`).
+    pub transcription_model: String,
+    /// Chat model for LLM coaching feedback (JSON-schema response).
+    pub chat_model: String,
+    /// Time-out of one request to the provider.
+    pub timeout_ms: u64,
+    /// Consecutive failed calls (429, 5xx, time-outs) that open OpenAI's circuit breaker.
+    pub circuit_threshold: u32,
+    pub circuit_cooldown_ms: u64,
+}
+
+/// Where uploaded audio goes and how big it may be.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadSettings {
+    pub max_audio_bytes: usize,
+    /// Directory of the local blob store; empty = `<data_dir>/blobs`.
+    pub blob_dir: String,
+}
+
+/// Which speech-to-text provider turns uploaded audio into segments.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TranscriptionSettings {
+    /// `auto` (OpenAI when `openai.api_key` is set, else the local model when installed),
+    /// `openai`, `local`, or `none` (audio uploads are refused).
+    pub provider: String,
+}
+
+/// The provider [`Settings::transcription_provider`] resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TranscriptionProvider {
+    OpenAi,
+    Local,
+}
+
+/// Per-session-kind targets the analysis scores metrics against.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AnalysisSettings {
+    #[serde(default)]
+    pub targets: BTreeMap<String, KindTargets>,
+}
+
+/// Targets for one kind of session; a metric with no target is reported but not scored.
+/// Ranges are `[low, high]`, inclusive.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KindTargets {
+    pub talk_ratio: Option<[f64; 2]>,
+    pub words_per_minute: Option<[f64; 2]>,
+    pub fillers_per_minute_max: Option<f64>,
+    pub longest_monologue_seconds_max: Option<f64>,
+    pub questions_per_10_min_min: Option<f64>,
+    pub patience_seconds_min: Option<f64>,
+    pub interruptions_max: Option<f64>,
+    pub vocabulary_diversity_min: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ElevenLabsSettings {
     pub webhook_secret: String,
+    /// How old a signed webhook's timestamp may be (and how far in the future).
+    pub tolerance_secs: u64,
+    /// The conversation's dynamic variable that carries the voxline profile id.
+    pub profile_variable: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -279,7 +342,64 @@ impl Settings {
         self.queues.keys().cloned().collect()
     }
 
+    /// The local blob store's directory.
+    pub fn blob_dir(&self) -> PathBuf {
+        if self.uploads.blob_dir.is_empty() {
+            self.data_dir.join("blobs")
+        } else {
+            PathBuf::from(&self.uploads.blob_dir)
+        }
+    }
+
+    /// Where `voxline models install` puts the local Whisper model.
+    pub fn local_model_dir(&self) -> PathBuf {
+        self.data_dir.join("models").join("whisper-tiny.en")
+    }
+
+    /// The transcription provider audio uploads go to, or `None` when none is usable (uploads
+    /// are then refused at intake rather than queued to a job that is bound to die).
+    pub fn transcription_provider(&self) -> Option<TranscriptionProvider> {
+        let local_installed = self.local_model_dir().join("model.bin").is_file();
+        match self.transcription.provider.as_str() {
+            "openai" => Some(TranscriptionProvider::OpenAi),
+            "local" => local_installed.then_some(TranscriptionProvider::Local),
+            "none" => None,
+            _ if !self.openai.api_key.is_empty() => Some(TranscriptionProvider::OpenAi),
+            _ => local_installed.then_some(TranscriptionProvider::Local),
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(
+            self.transcription.provider.as_str(),
+            "auto" | "openai" | "local" | "none"
+        ) {
+            return Err(invalid(
+                "transcription.provider",
+                format!(
+                    "\"{}\" is not one of auto, openai, local, none",
+                    self.transcription.provider
+                ),
+            ));
+        }
+        if self.uploads.max_audio_bytes == 0 {
+            return Err(invalid("uploads.max_audio_bytes", "must be greater than 0"));
+        }
+        if self.openai.timeout_ms == 0 {
+            return Err(invalid("openai.timeout_ms", "must be greater than 0"));
+        }
+        for (kind, t) in &self.analysis.targets {
+            for (name, range) in [("talk_ratio", t.talk_ratio), ("words_per_minute", t.words_per_minute)] {
+                if let Some([low, high]) = range
+                    && !(low.is_finite() && high.is_finite() && low <= high)
+                {
+                    return Err(invalid(
+                        format!("analysis.targets.{kind}.{name}"),
+                        "must be [low, high] with low <= high",
+                    ));
+                }
+            }
+        }
         let url = self.database_url();
         let scheme = url.split("://").next().unwrap_or_default();
         if !url.contains("://") || !matches!(scheme, "sqlite" | "postgres" | "postgresql") {

@@ -54,6 +54,8 @@ pub struct PgDb {
     pub options: PgConnectOptions,
     pub schema: String,
     pub notify_channel: String,
+    /// The NOTIFY channel of session status changes (one per schema, like `notify_channel`).
+    pub events_channel: String,
 }
 
 /// SQLite pool plus an in-process wake-up channel: SQLite has no LISTEN/NOTIFY, and the
@@ -63,6 +65,8 @@ pub struct PgDb {
 pub struct SqliteDb {
     pub pool: SqlitePool,
     pub commits: broadcast::Sender<Arc<str>>,
+    /// Session status changes, for the SSE streams of the same process.
+    pub session_events: broadcast::Sender<crate::events::SessionEvent>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,12 +118,14 @@ impl Db {
             } else {
                 format!("voxline_jobs_{schema}")
             };
+            let events_channel = notify_channel.replacen("voxline_jobs", "voxline_sessions", 1);
             Ok(Db::Postgres(Arc::new(PgDb {
                 pool,
                 engine_pool,
                 options,
                 schema,
                 notify_channel,
+                events_channel,
             })))
         } else {
             let options = SqliteConnectOptions::from_str(&url)
@@ -144,7 +150,12 @@ impl Db {
                 .connect_with(options)
                 .await?;
             let (commits, _) = broadcast::channel(1024);
-            Ok(Db::Sqlite(SqliteDb { pool, commits }))
+            let (session_events, _) = broadcast::channel(1024);
+            Ok(Db::Sqlite(SqliteDb {
+                pool,
+                commits,
+                session_events,
+            }))
         }
     }
 

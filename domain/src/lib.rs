@@ -2,12 +2,16 @@
 //! that every other crate builds on. Nothing here knows about jobs, HTTP or workers.
 
 pub mod audit;
+pub mod blobs;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod notifications;
+pub mod profiles;
 pub mod redis;
 pub mod secrets;
 pub mod sessions;
+pub mod usage;
 
 pub use config::{ConfigError, QueueSettings, Settings};
 pub use db::{Db, DbError, DbKind, Tx};

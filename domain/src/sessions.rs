@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 
+use crate::events::SessionEvent;
 use crate::{Db, DbError, Tx};
 
 #[derive(Debug, Clone, Serialize)]
@@ -17,6 +18,16 @@ pub struct SessionRow {
     pub kind: String,
     pub status: String,
     pub source: String,
+    /// The blob-store key of the uploaded audio, for audio sessions.
+    pub audio_ref: Option<String>,
+    /// The audio's sniffed type (`wav`, `mp3`, …).
+    pub audio_type: Option<String>,
+    /// Seconds of conversation, once known (from the transcript's timings).
+    pub duration_seconds: Option<f64>,
+    /// The provider's id for webhook sessions (the ElevenLabs conversation id).
+    pub external_id: Option<String>,
+    /// Why the session failed, when it did.
+    pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -27,7 +38,11 @@ pub struct NewSession<'a> {
     pub profile_id: &'a str,
     pub title: &'a str,
     pub kind: &'a str,
+    /// `transcript`, `audio` or a provider (`elevenlabs`).
     pub source: &'a str,
+    pub audio_ref: Option<&'a str>,
+    pub audio_type: Option<&'a str>,
+    pub external_id: Option<&'a str>,
 }
 
 fn now_us() -> i64 {
@@ -38,13 +53,18 @@ fn time(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
-/// A new session (status `queued`) with its transcript, in the caller's transaction.
-pub async fn insert(tx: &mut Tx<'_>, s: &NewSession<'_>, segments: &Value) -> Result<(), DbError> {
+/// A new session (status `queued`) with its transcript when it came with one, in the caller's
+/// transaction.
+pub async fn insert(
+    tx: &mut Tx<'_>,
+    s: &NewSession<'_>,
+    segments: Option<&Value>,
+) -> Result<(), DbError> {
     match tx {
         Tx::Postgres(tx) => {
             sqlx::query(
-                "INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source)
-                 VALUES ($1, $2, $3, $4, $5, 'queued', $6)",
+                "INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, external_id)
+                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9)",
             )
             .bind(s.id)
             .bind(s.company_id)
@@ -52,37 +72,62 @@ pub async fn insert(tx: &mut Tx<'_>, s: &NewSession<'_>, segments: &Value) -> Re
             .bind(s.title)
             .bind(s.kind)
             .bind(s.source)
+            .bind(s.audio_ref)
+            .bind(s.audio_type)
+            .bind(s.external_id)
             .execute(&mut **tx)
             .await?;
+        }
+        Tx::Sqlite { tx, .. } => {
             sqlx::query(
-                "INSERT INTO transcripts (session_id, company_id, segments) VALUES ($1, $2, $3)",
+                "INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, external_id, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10, ?10)",
             )
             .bind(s.id)
             .bind(s.company_id)
+            .bind(s.profile_id)
+            .bind(s.title)
+            .bind(s.kind)
+            .bind(s.source)
+            .bind(s.audio_ref)
+            .bind(s.audio_type)
+            .bind(s.external_id)
+            .bind(now_us())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    if let Some(segments) = segments {
+        insert_transcript(tx, s.company_id, s.id, segments).await?;
+    }
+    Ok(())
+}
+
+async fn insert_transcript(
+    tx: &mut Tx<'_>,
+    company: &str,
+    id: &str,
+    segments: &Value,
+) -> Result<(), DbError> {
+    match tx {
+        Tx::Postgres(tx) => {
+            sqlx::query(
+                "INSERT INTO transcripts (session_id, company_id, segments) VALUES ($1, $2, $3)
+                 ON CONFLICT (session_id) DO UPDATE SET segments = EXCLUDED.segments",
+            )
+            .bind(id)
+            .bind(company)
             .bind(segments)
             .execute(&mut **tx)
             .await?;
         }
         Tx::Sqlite { tx, .. } => {
-            let now = now_us();
             sqlx::query(
-                "INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?7)",
+                "INSERT INTO transcripts (session_id, company_id, segments) VALUES (?, ?, ?)
+                 ON CONFLICT (session_id) DO UPDATE SET segments = excluded.segments",
             )
-            .bind(s.id)
-            .bind(s.company_id)
-            .bind(s.profile_id)
-            .bind(s.title)
-            .bind(s.kind)
-            .bind(s.source)
-            .bind(now)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO transcripts (session_id, company_id, segments) VALUES (?, ?, ?)",
-            )
-            .bind(s.id)
-            .bind(s.company_id)
+            .bind(id)
+            .bind(company)
             .bind(segments.to_string())
             .execute(&mut **tx)
             .await?;
@@ -91,8 +136,41 @@ pub async fn insert(tx: &mut Tx<'_>, s: &NewSession<'_>, segments: &Value) -> Re
     Ok(())
 }
 
-const COLUMNS: &str =
-    "id, company_id, profile_id, title, kind, status, source, created_at, updated_at";
+/// Stores the transcription worker's segments (replacing any from an earlier attempt) and the
+/// conversation's length, in the caller's transaction (with the analysis job it enqueues).
+pub async fn save_transcript(
+    tx: &mut Tx<'_>,
+    company: &str,
+    id: &str,
+    segments: &Value,
+    duration_seconds: Option<f64>,
+) -> Result<(), DbError> {
+    insert_transcript(tx, company, id, segments).await?;
+    match tx {
+        Tx::Postgres(tx) => {
+            sqlx::query(
+                "UPDATE sessions SET duration_seconds = $3 WHERE company_id = $1 AND id = $2",
+            )
+            .bind(company)
+            .bind(id)
+            .bind(duration_seconds)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Tx::Sqlite { tx, .. } => {
+            sqlx::query("UPDATE sessions SET duration_seconds = ?3 WHERE company_id = ?1 AND id = ?2")
+                .bind(company)
+                .bind(id)
+                .bind(duration_seconds)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+const COLUMNS: &str = "id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, \
+     duration_seconds, external_id, error, created_at, updated_at";
 
 fn pg_session(r: &sqlx::postgres::PgRow) -> Result<SessionRow, sqlx::Error> {
     Ok(SessionRow {
@@ -103,6 +181,11 @@ fn pg_session(r: &sqlx::postgres::PgRow) -> Result<SessionRow, sqlx::Error> {
         kind: r.try_get("kind")?,
         status: r.try_get("status")?,
         source: r.try_get("source")?,
+        audio_ref: r.try_get("audio_ref")?,
+        audio_type: r.try_get("audio_type")?,
+        duration_seconds: r.try_get("duration_seconds")?,
+        external_id: r.try_get("external_id")?,
+        error: r.try_get("error")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -117,8 +200,44 @@ fn lite_session(r: &sqlx::sqlite::SqliteRow) -> Result<SessionRow, sqlx::Error> 
         kind: r.try_get("kind")?,
         status: r.try_get("status")?,
         source: r.try_get("source")?,
+        audio_ref: r.try_get("audio_ref")?,
+        audio_type: r.try_get("audio_type")?,
+        duration_seconds: r.try_get("duration_seconds")?,
+        external_id: r.try_get("external_id")?,
+        error: r.try_get("error")?,
         created_at: time(r.try_get("created_at")?),
         updated_at: time(r.try_get("updated_at")?),
+    })
+}
+
+/// The session a provider's id made, in any company (webhooks are not tenant-scoped callers;
+/// the row's `company_id` says whose it is).
+pub async fn find_external(
+    db: &Db,
+    source: &str,
+    external_id: &str,
+) -> Result<Option<SessionRow>, DbError> {
+    Ok(match db {
+        Db::Postgres(pg) => {
+            let sql =
+                format!("SELECT {COLUMNS} FROM sessions WHERE source = $1 AND external_id = $2");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(source)
+                .bind(external_id)
+                .fetch_optional(&pg.pool)
+                .await?;
+            row.as_ref().map(pg_session).transpose()?
+        }
+        Db::Sqlite(lite) => {
+            let sql =
+                format!("SELECT {COLUMNS} FROM sessions WHERE source = ? AND external_id = ?");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(source)
+                .bind(external_id)
+                .fetch_optional(&lite.pool)
+                .await?;
+            row.as_ref().map(lite_session).transpose()?
+        }
     })
 }
 
@@ -145,27 +264,74 @@ pub async fn get(db: &Db, company: &str, id: &str) -> Result<Option<SessionRow>,
     })
 }
 
-pub async fn set_status(db: &Db, company: &str, id: &str, status: &str) -> Result<(), DbError> {
+/// Moves a session to `status` (with the reason when it is `failed`) and publishes the change.
+/// A `ready` session stays ready: a late or duplicate job cannot move it back.
+pub async fn set_status(
+    db: &Db,
+    company: &str,
+    id: &str,
+    status: &str,
+    error: Option<&str>,
+) -> Result<(), DbError> {
+    let event = SessionEvent {
+        company_id: company.to_string(),
+        session_id: id.to_string(),
+        status: status.to_string(),
+        error: error.map(str::to_string),
+    };
     match db {
         Db::Postgres(pg) => {
-            sqlx::query("UPDATE sessions SET status = $3, updated_at = now() WHERE company_id = $1 AND id = $2")
-                .bind(company)
-                .bind(id)
-                .bind(status)
-                .execute(&pg.pool)
-                .await?;
+            // The NOTIFY rides on the same statement, so it goes out exactly when the change
+            // commits, and only when a row changed.
+            sqlx::query(
+                "WITH changed AS (
+                    UPDATE sessions SET status = $3, error = $4, updated_at = now()
+                    WHERE company_id = $1 AND id = $2 AND status <> 'ready' RETURNING 1)
+                 SELECT pg_notify($5, $6) FROM changed",
+            )
+            .bind(company)
+            .bind(id)
+            .bind(status)
+            .bind(error)
+            .bind(&pg.events_channel)
+            .bind(event_payload(&event))
+            .execute(&pg.pool)
+            .await?;
         }
         Db::Sqlite(lite) => {
-            sqlx::query("UPDATE sessions SET status = ?3, updated_at = ?4 WHERE company_id = ?1 AND id = ?2")
-                .bind(company)
-                .bind(id)
-                .bind(status)
-                .bind(now_us())
-                .execute(&lite.pool)
-                .await?;
+            let changed = sqlx::query(
+                "UPDATE sessions SET status = ?3, error = ?4, updated_at = ?5
+                 WHERE company_id = ?1 AND id = ?2 AND status <> 'ready'",
+            )
+            .bind(company)
+            .bind(id)
+            .bind(status)
+            .bind(error)
+            .bind(now_us())
+            .execute(&lite.pool)
+            .await?
+            .rows_affected();
+            if changed > 0 {
+                let _ = lite.session_events.send(event);
+            }
         }
     }
     Ok(())
+}
+
+fn event_payload(event: &SessionEvent) -> String {
+    // NOTIFY payloads are limited to 8000 bytes; a failure reason is cut well below that.
+    let mut event = event.clone();
+    if let Some(error) = &mut event.error
+        && error.len() > 2000
+    {
+        let mut cut = 2000;
+        while !error.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        error.truncate(cut);
+    }
+    serde_json::to_string(&event).unwrap_or_default()
 }
 
 pub async fn segments(db: &Db, company: &str, id: &str) -> Result<Option<Value>, DbError> {
@@ -192,13 +358,15 @@ pub async fn segments(db: &Db, company: &str, id: &str) -> Result<Option<Value>,
     })
 }
 
-/// Stores the feedback and marks the session `ready`, together (a retried job overwrites).
+/// Stores the feedback, marks the session `ready` and records its usage (once per session, so a
+/// retried job does not count twice), together; then publishes the change.
 pub async fn save_feedback(
     db: &Db,
-    company: &str,
-    id: &str,
-    metrics: &Value,
+    session: &SessionRow,
+    feedback: &Value,
+    usage_seconds: f64,
 ) -> Result<(), DbError> {
+    let (company, id) = (session.company_id.as_str(), session.id.as_str());
     let mut tx = db.begin().await?;
     match &mut tx {
         Tx::Postgres(tx) => {
@@ -208,10 +376,10 @@ pub async fn save_feedback(
             )
             .bind(id)
             .bind(company)
-            .bind(metrics)
+            .bind(feedback)
             .execute(&mut **tx)
             .await?;
-            sqlx::query("UPDATE sessions SET status = 'ready', updated_at = now() WHERE company_id = $1 AND id = $2")
+            sqlx::query("UPDATE sessions SET status = 'ready', error = NULL, updated_at = now() WHERE company_id = $1 AND id = $2")
                 .bind(company)
                 .bind(id)
                 .execute(&mut **tx)
@@ -225,11 +393,11 @@ pub async fn save_feedback(
             )
             .bind(id)
             .bind(company)
-            .bind(metrics.to_string())
+            .bind(feedback.to_string())
             .bind(now)
             .execute(&mut **tx)
             .await?;
-            sqlx::query("UPDATE sessions SET status = 'ready', updated_at = ?3 WHERE company_id = ?1 AND id = ?2")
+            sqlx::query("UPDATE sessions SET status = 'ready', error = NULL, updated_at = ?3 WHERE company_id = ?1 AND id = ?2")
                 .bind(company)
                 .bind(id)
                 .bind(now)
@@ -237,7 +405,27 @@ pub async fn save_feedback(
                 .await?;
         }
     }
-    tx.commit().await
+    crate::usage::record(&mut tx, session, usage_seconds).await?;
+    let event = SessionEvent {
+        company_id: company.to_string(),
+        session_id: id.to_string(),
+        status: "ready".to_string(),
+        error: None,
+    };
+    if let Tx::Postgres(tx) = &mut tx
+        && let Db::Postgres(pg) = db
+    {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&pg.events_channel)
+            .bind(event_payload(&event))
+            .execute(&mut **tx)
+            .await?;
+    }
+    tx.commit().await?;
+    if let Db::Sqlite(lite) = db {
+        let _ = lite.session_events.send(event);
+    }
+    Ok(())
 }
 
 pub async fn feedback(db: &Db, company: &str, id: &str) -> Result<Option<Value>, DbError> {

@@ -6,8 +6,43 @@ use serde::{Deserialize, Serialize};
 use crate::model::NewJob;
 use crate::queues;
 
-/// The analysis worker's job: `{"session_id", "company_id"}`.
+/// The analysis worker's job; its payload is a [`SessionJob`].
 pub const ANALYSIS_RUN: &str = "analysis.run";
+
+/// The transcription worker's job; its payload is a [`SessionJob`].
+pub const TRANSCRIPTION_RUN: &str = "transcription.run";
+
+/// A pipeline step for one session: which session, whose, and where the "feedback ready"
+/// email goes (none without an address).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionJob {
+    pub session_id: String,
+    pub company_id: String,
+    #[serde(default)]
+    pub profile_id: Option<String>,
+    #[serde(default)]
+    pub notify_email: Option<String>,
+}
+
+impl SessionJob {
+    /// The session's transcription job (unique per session).
+    pub fn transcription(&self) -> Result<NewJob, serde_json::Error> {
+        Ok(NewJob::new(
+            queues::TRANSCRIPTION,
+            TRANSCRIPTION_RUN,
+            serde_json::to_value(self)?,
+        )
+        .unique_key(format!("transcription:{}", self.session_id)))
+    }
+
+    /// The session's analysis job (unique per session).
+    pub fn analysis(&self) -> Result<NewJob, serde_json::Error> {
+        Ok(
+            NewJob::new(queues::ANALYSIS, ANALYSIS_RUN, serde_json::to_value(self)?)
+                .unique_key(format!("analysis:{}", self.session_id)),
+        )
+    }
+}
 
 /// The kind of the email worker's job.
 pub const EMAIL_SEND: &str = "email.send";

@@ -6,6 +6,8 @@
 //! reachable, a test says so loudly and stops; with `CI` set, it fails instead.
 #![allow(dead_code)]
 
+pub mod openai_mock;
+
 use std::future::Future;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -307,4 +309,12 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// Runs every voxline handler in this process on the given queues (the real worker pools).
+pub fn start_workers(t: &TestDb, queues: &[&str]) -> voxline_jobs::RunnerHandle {
+    let handlers = voxline_workers::handlers(&t.db, &t.settings).expect("handlers");
+    voxline_jobs::Runner::new(t.db.clone(), t.settings.clone(), handlers)
+        .queues(queues.iter().map(|q| q.to_string()).collect())
+        .start()
 }

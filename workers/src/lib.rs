@@ -5,6 +5,7 @@ pub mod analysis;
 pub mod diag;
 pub mod email;
 pub mod maintenance;
+pub mod pipeline;
 
 use voxline_domain::{Db, Settings};
 use voxline_jobs::Handlers;

@@ -3,23 +3,13 @@
 //! feedback is metrics-only and says so.)
 
 pub mod metrics;
+pub mod scoring;
 
-use serde::Deserialize;
 use serde_json::Value;
 use voxline_domain::sessions;
-use voxline_jobs::payloads::{ANALYSIS_RUN, EmailJob, EmailMessage, FeedbackReady};
+use voxline_jobs::payloads::{ANALYSIS_RUN, EmailJob, EmailMessage, FeedbackReady, SessionJob};
 use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobClient};
 
-#[derive(Debug, Deserialize)]
-struct AnalysisJob {
-    session_id: String,
-    company_id: String,
-    #[serde(default)]
-    profile_id: Option<String>,
-    /// Where the "feedback ready" email goes; none without an address.
-    #[serde(default)]
-    notify_email: Option<String>,
-}
 
 pub fn register(handlers: Handlers, jobs: JobClient) -> Handlers {
     handlers.register(ANALYSIS_RUN, move |job: ClaimedJob| {
@@ -30,18 +20,22 @@ pub fn register(handlers: Handlers, jobs: JobClient) -> Handlers {
 
 async fn analyse(jobs: &JobClient, job: ClaimedJob) -> Result<(), HandlerError> {
     let db = jobs.db();
-    let task: AnalysisJob = serde_json::from_value(job.payload)
+    let task: SessionJob = serde_json::from_value(job.payload)
         .map_err(|e| HandlerError::permanent(format!("bad analysis.run payload: {e}")))?;
     let retry = |e: voxline_domain::DbError| HandlerError::retry(e.to_string());
     // Re-checked on every attempt: an erased session leaves nothing to analyse.
-    let Some(value) = sessions::segments(db, &task.company_id, &task.session_id)
-        .await
-        .map_err(retry)?
-    else {
+    let (Some(session), Some(value)) = (
+        sessions::get(db, &task.company_id, &task.session_id)
+            .await
+            .map_err(retry)?,
+        sessions::segments(db, &task.company_id, &task.session_id)
+            .await
+            .map_err(retry)?,
+    ) else {
         tracing::info!(session = %task.session_id, "session no longer exists; nothing to analyse");
         return Ok(());
     };
-    sessions::set_status(db, &task.company_id, &task.session_id, "analyzing")
+    sessions::set_status(db, &task.company_id, &task.session_id, "analyzing", None)
         .await
         .map_err(retry)?;
     let segments: Vec<metrics::Segment> = serde_json::from_value(value)
@@ -59,7 +53,8 @@ async fn analyse(jobs: &JobClient, job: ClaimedJob) -> Result<(), HandlerError> 
             ]),
         );
     }
-    sessions::save_feedback(db, &task.company_id, &task.session_id, &feedback)
+    let seconds = session.duration_seconds.unwrap_or_default();
+    sessions::save_feedback(db, &session, &feedback, seconds)
         .await
         .map_err(retry)?;
     notify_ready(jobs, &task).await
@@ -67,7 +62,7 @@ async fn analyse(jobs: &JobClient, job: ClaimedJob) -> Result<(), HandlerError> 
 
 /// Enqueues the "feedback ready" email. A retry of this job enqueues it again, and the email
 /// worker's dedupe key (recipient, template, session) sends it once.
-async fn notify_ready(jobs: &JobClient, task: &AnalysisJob) -> Result<(), HandlerError> {
+async fn notify_ready(jobs: &JobClient, task: &SessionJob) -> Result<(), HandlerError> {
     let Some(to) = task.notify_email.clone() else {
         return Ok(());
     };

@@ -1,0 +1,88 @@
+//! Profiles as voxline has seen them in valid tokens: the identity provider owns them, voxline
+//! keeps the mapping profile → company (which webhooks need) and the latest email and role.
+
+use chrono::Utc;
+use sqlx::Row;
+
+use crate::{Db, DbError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub id: String,
+    pub company_id: String,
+    pub email: Option<String>,
+    pub role: String,
+}
+
+/// Creates the profile on first sight and refreshes its email and role. A token naming a
+/// profile that already belongs to another company does not move it: false is returned and
+/// the stored company stays (the caller refuses such a token).
+pub async fn upsert_seen(db: &Db, p: &Profile) -> Result<bool, DbError> {
+    let company: String = match db {
+        Db::Postgres(pg) => {
+            sqlx::query_scalar(
+                "INSERT INTO profiles (id, company_id, email, role) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, role = EXCLUDED.role,
+                     updated_at = now()
+                   WHERE profiles.company_id = EXCLUDED.company_id
+                 RETURNING company_id",
+            )
+            .bind(&p.id)
+            .bind(&p.company_id)
+            .bind(&p.email)
+            .bind(&p.role)
+            .fetch_optional(&pg.pool)
+            .await?
+        }
+        Db::Sqlite(lite) => {
+            let now = Utc::now().timestamp_micros();
+            sqlx::query_scalar(
+                "INSERT INTO profiles (id, company_id, email, role, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                 ON CONFLICT (id) DO UPDATE SET email = excluded.email, role = excluded.role,
+                     updated_at = excluded.updated_at
+                   WHERE profiles.company_id = excluded.company_id
+                 RETURNING company_id",
+            )
+            .bind(&p.id)
+            .bind(&p.company_id)
+            .bind(&p.email)
+            .bind(&p.role)
+            .bind(now)
+            .fetch_optional(&lite.pool)
+            .await?
+        }
+    }
+    .unwrap_or_default();
+    Ok(company == p.company_id)
+}
+
+pub async fn get(db: &Db, id: &str) -> Result<Option<Profile>, DbError> {
+    let row = match db {
+        Db::Postgres(pg) => sqlx::query("SELECT id, company_id, email, role FROM profiles WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&pg.pool)
+            .await?
+            .map(|r| -> Result<Profile, sqlx::Error> {
+                Ok(Profile {
+                    id: r.try_get("id")?,
+                    company_id: r.try_get("company_id")?,
+                    email: r.try_get("email")?,
+                    role: r.try_get("role")?,
+                })
+            }),
+        Db::Sqlite(lite) => sqlx::query("SELECT id, company_id, email, role FROM profiles WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&lite.pool)
+            .await?
+            .map(|r| -> Result<Profile, sqlx::Error> {
+                Ok(Profile {
+                    id: r.try_get("id")?,
+                    company_id: r.try_get("company_id")?,
+                    email: r.try_get("email")?,
+                    role: r.try_get("role")?,
+                })
+            }),
+    };
+    Ok(row.transpose()?)
+}
