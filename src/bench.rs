@@ -1,4 +1,4 @@
-//! `voxline bench queue`: burn-down throughput, enqueue rates and enqueue→start latency of the
+//! `voxline bench queue` (and the dispatch to `bench intake`): burn-down throughput, enqueue rates and enqueue→start latency of the
 //! job engine on the configured database. Ends with one `key=value` summary line.
 
 use std::sync::Arc;
@@ -40,18 +40,54 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         interval_ms: u64,
     },
+    /// Session submissions through the real intake API (in this process): accepted per second
+    /// and time to the 202, with every session durably committed. No worker runs.
+    Intake {
+        /// Submissions measured (after a short warm-up).
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        /// Clients submitting at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Upload this recording (multipart) instead of a 30-turn JSON transcript.
+        #[arg(long)]
+        audio: Option<std::path::PathBuf>,
+    },
 }
 
 pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Queue {
-        jobs,
-        concurrency,
-        processes,
-        prefetch,
-        single,
-        latency_jobs,
-        interval_ms,
-    } = command;
+    let (jobs, concurrency, processes, prefetch, single, latency_jobs, interval_ms) = match command
+    {
+        BenchCommand::Queue {
+            jobs,
+            concurrency,
+            processes,
+            prefetch,
+            single,
+            latency_jobs,
+            interval_ms,
+        } => (
+            jobs,
+            concurrency,
+            processes,
+            prefetch,
+            single,
+            latency_jobs,
+            interval_ms,
+        ),
+        BenchCommand::Intake {
+            requests,
+            concurrency,
+            audio,
+        } => {
+            let bench = crate::bench_intake::IntakeBench {
+                requests,
+                concurrency,
+                audio,
+            };
+            return crate::bench_intake::run(settings, bench).await;
+        }
+    };
     if processes == 0 || concurrency == 0 {
         bail!("--processes and --concurrency must be at least 1");
     }
@@ -195,7 +231,7 @@ fn noop_jobs(n: usize) -> Vec<NewJob> {
 }
 
 /// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -2,6 +2,7 @@
 //! together. No behaviour of its own lives here.
 
 mod bench;
+mod bench_intake;
 mod ops;
 mod services;
 mod table;
