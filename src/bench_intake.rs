@@ -48,6 +48,9 @@ pub async fn run(settings: Settings, bench: IntakeBench) -> anyhow::Result<()> {
         None => None,
     };
     let mut settings = settings;
+    // One benchmark client is one profile on one address: the limits would measure themselves.
+    settings.rate_limits.intake_per_profile = 0;
+    settings.rate_limits.intake_per_ip = 0;
     if audio.is_some() {
         // No worker runs: the transcription jobs only queue, so any provider will do for intake.
         settings.transcription.provider = "openai".into();
@@ -73,7 +76,7 @@ pub async fn run(settings: Settings, bench: IntakeBench) -> anyhow::Result<()> {
     let server = tokio::spawn(voxline_api::serve(listener, state, stop.clone()));
 
     let load = Load {
-        client: reqwest::Client::builder()
+        client: http_client::Client::builder()
             .pool_max_idle_per_host(bench.concurrency)
             .build()?,
         url,
@@ -109,7 +112,7 @@ pub async fn run(settings: Settings, bench: IntakeBench) -> anyhow::Result<()> {
 }
 
 struct Load {
-    client: reqwest::Client,
+    client: http_client::Client,
     url: String,
     token: String,
     body: String,
@@ -121,8 +124,8 @@ impl Load {
         let request = self.client.post(&self.url).bearer_auth(&self.token);
         let request = match &self.audio {
             Some(bytes) => {
-                let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name("bench-audio");
-                let form = reqwest::multipart::Form::new()
+                let part = http_client::multipart::Part::bytes(bytes.clone()).file_name("bench-audio");
+                let form = http_client::multipart::Form::new()
                     .text("title", "Benchmark upload")
                     .text("kind", "sales")
                     .part("audio", part);
@@ -137,7 +140,7 @@ impl Load {
         let status = response.status();
         let body = response.bytes().await?;
         let took = started.elapsed();
-        if status != reqwest::StatusCode::ACCEPTED {
+        if status != http_client::StatusCode::ACCEPTED {
             bail!("intake answered {status}: {}", String::from_utf8_lossy(&body));
         }
         Ok(took)

@@ -141,8 +141,17 @@ async fn a_submitted_transcript_becomes_ready_feedback(backend: Backend) {
 
     let (status, feedback) = get(&format!("{url}/feedback"), &ann).await;
     assert_eq!(status, StatusCode::OK);
-    let m = &feedback["metrics"];
-    assert_eq!(m["kind"], "metrics_only");
+    // The stored feedback document: `{kind, metrics, scores, llm, notes}`.
+    let stored = &feedback["metrics"];
+    assert_eq!(stored["kind"], "metrics_only");
+    assert_eq!(stored["llm"], Value::Null);
+    assert!(
+        stored["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("No language model is configured")),
+        "{stored:#}"
+    );
+    let m = &stored["metrics"];
     assert!((m["talk_ratio"].as_f64().unwrap() - 22.0 / 43.5).abs() < 1e-9);
     assert_eq!(m["questions"], 3);
     assert_eq!(m["fillers"]["count"], 4);

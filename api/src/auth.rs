@@ -56,23 +56,58 @@ pub struct Claims {
     pub iat: i64,
 }
 
-/// Signing and checking tokens with the shared secret.
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token expired")]
+    Expired,
+    #[error("invalid token")]
+    Invalid,
+    /// The identity provider's keys could not be read (not the caller's fault).
+    #[error(transparent)]
+    Keys(#[from] crate::jwks::JwksError),
+}
+
+/// Checking tokens: HS256 with the shared secret, and RS256/ES256 with the identity
+/// provider's JWKS when configured. Minting (the `token` command, tests) is HS256 only.
 #[derive(Clone)]
 pub struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
-    validation: Validation,
+    jwks: Option<crate::jwks::Jwks>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway: u64,
 }
 
 impl Keys {
     pub fn hs256(secret: &str) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 30;
-        validation.set_required_spec_claims(&["exp", "sub"]);
         Keys {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
+            jwks: None,
+            issuer: None,
+            audience: None,
+            leeway: 30,
+        }
+    }
+
+    /// The shared secret plus what `[auth]` configures (JWKS, issuer, audience, leeway).
+    pub fn from_settings(secret: &str, auth: &voxline_domain::config::AuthSettings) -> Self {
+        let source = if !auth.jwks_url.is_empty() {
+            Some(crate::jwks::JwksSource::Url(auth.jwks_url.clone()))
+        } else if !auth.jwks_file.is_empty() {
+            Some(crate::jwks::JwksSource::File(auth.jwks_file.clone().into()))
+        } else {
+            None
+        };
+        let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Keys {
+            jwks: source.map(crate::jwks::Jwks::new),
+            issuer: some(&auth.issuer),
+            audience: some(&auth.audience),
+            leeway: auth.leeway_secs,
+            ..Keys::hs256(secret)
         }
     }
 
@@ -80,8 +115,49 @@ impl Keys {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
     }
 
-    pub fn verify(&self, token: &str) -> Result<Claims, jsonwebtoken::errors::Error> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|t| t.claims)
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        // A configured issuer or audience must be present, not merely right when present.
+        let mut required = vec!["exp", "sub"];
+        required.extend(self.issuer.as_ref().map(|_| "iss"));
+        required.extend(self.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
+        if let Some(issuer) = &self.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        match &self.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        validation
+    }
+
+    /// Checks the signature (the algorithm decides which key: HS256 → the secret, RS256 and
+    /// ES256 → the JWKS key named by `kid`), `exp`/`nbf` with the leeway, and `iss`/`aud` when
+    /// configured. Any other algorithm is refused.
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        let key = match header.alg {
+            Algorithm::HS256 => self.decoding.clone(),
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let Some(jwks) = &self.jwks else {
+                    return Err(TokenError::Invalid);
+                };
+                jwks.key(header.kid.as_deref())
+                    .await?
+                    .ok_or(TokenError::Invalid)?
+            }
+            _ => return Err(TokenError::Invalid),
+        };
+        jsonwebtoken::decode::<Claims>(token, &key, &self.validation(header.alg))
+            .map(|t| t.claims)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            })
     }
 }
 
@@ -109,12 +185,17 @@ impl FromRequestParts<AppState> for Caller {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| unauthorized("the Authorization header must be \"Bearer <token>\""))?;
-        let claims = state.keys.verify(token.trim()).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature => unauthorized("token expired"),
-                _ => unauthorized("invalid token"),
+        let claims = state.keys.verify(token.trim()).await.map_err(|e| match e {
+            TokenError::Keys(e) => {
+                tracing::error!(error = %e, "cannot check tokens: the identity provider's keys are unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "auth_unavailable",
+                    "tokens cannot be checked right now; try again shortly",
+                )
+                .retry_after(5)
             }
+            other => unauthorized(&other.to_string()),
         })?;
         record_profile(state, &claims).await?;
         Ok(Caller(claims))

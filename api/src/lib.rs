@@ -8,11 +8,14 @@ pub mod error;
 pub mod extract;
 pub mod hardening;
 pub mod health;
+pub mod jwks;
 pub mod metrics;
 pub mod notifications;
 pub mod openapi;
+pub mod ratelimit;
 pub mod session_events;
 pub mod sessions;
+pub mod webhooks;
 pub mod upload;
 
 use std::net::SocketAddr;
@@ -45,6 +48,8 @@ pub struct AppState {
     feed: Arc<std::sync::OnceLock<StatusFeed>>,
     /// Profiles this process has already recorded (see [`auth::Caller`]).
     pub seen_profiles: Arc<auth::SeenProfiles>,
+    /// Per-profile and per-IP limits on intake and webhooks.
+    pub limits: Arc<ratelimit::RateLimits>,
 }
 
 impl AppState {
@@ -56,15 +61,18 @@ impl AppState {
         let secret = voxline_domain::secrets::jwt_secret(&settings)?;
         let jobs = JobClient::new(db.clone(), settings.clone());
         let blobs = Arc::new(LocalBlobs::new(settings.blob_dir()));
+        let settings_for_limits = settings.clone();
+        let keys = Arc::new(auth::Keys::from_settings(&secret, &settings.auth));
         Ok(AppState {
             db,
             settings,
             jobs,
-            keys: Arc::new(auth::Keys::hs256(&secret)),
+            keys,
             metrics,
             blobs,
             feed: Arc::default(),
             seen_profiles: Arc::default(),
+            limits: Arc::new(ratelimit::RateLimits::new(settings_for_limits)),
         })
     }
 
@@ -109,7 +117,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "HTTP listening");
-    axum::serve(listener, router(state))
+    // The peer address feeds the per-IP rate limits.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
 }

@@ -56,6 +56,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::create, sessions::list))
         .routes(routes!(sessions::get))
         .routes(routes!(sessions::feedback))
+        // Signed by ElevenLabs, not JWT-authenticated; takes bodies up to 5 MB.
+        .routes(crate::webhooks::elevenlabs::route())
         .routes(routes!(session_events::events))
         .routes(routes!(
             notifications::get_preferences,

@@ -16,6 +16,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
+use crate::ratelimit::{ClientIp, Rule};
 use crate::upload::{self, Submission};
 
 const KINDS: [&str; 4] = ["sales", "interview", "presentation", "custom"];
@@ -132,15 +133,23 @@ fn validate_title_kind(title: &str, kind: &str) -> Result<(String, String), ApiE
     request_body(content = Object, description = "application/json {title, kind: sales|interview|presentation|custom, transcript: [{speaker: user|partner, start, end, text}]}, or multipart/form-data with parts title, kind and audio (wav, mp3, m4a, ogg, webm, flac; up to uploads.max_audio_bytes)"),
     params(("Idempotency-Key" = Option<String>, Header, description = "a retried submission with the same key gets the first answer")),
     responses((status = 202, description = "accepted: {id, status, links}"), (status = 400), (status = 401),
-              (status = 413), (status = 415), (status = 422)),
+              (status = 413), (status = 415), (status = 422), (status = 429, description = "over a rate limit; see Retry-After")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let claims = &caller.0;
+    // Limits first: a client over its budget costs no body read and no database work.
+    let profile_key = format!("{}/{}", claims.company_id, claims.sub);
+    state
+        .limits
+        .check(Rule::IntakePerProfile, &profile_key)
+        .await?;
+    state.limits.check(Rule::IntakePerIp, &ip).await?;
     let key = idempotency_key(&headers)?;
     let submission = upload::read(
         &headers,

@@ -60,6 +60,7 @@ pub struct Settings {
     #[serde(default)]
     pub analysis: AnalysisSettings,
     pub elevenlabs: ElevenLabsSettings,
+    pub rate_limits: RateLimitSettings,
     pub stripe: StripeSettings,
     pub smtp: SmtpSettings,
     pub email: EmailSettings,
@@ -80,6 +81,9 @@ pub struct HttpSettings {
     pub cors_origins: Vec<String>,
     /// Largest request body accepted by routes that do not set their own.
     pub body_limit_bytes: usize,
+    /// Take the client IP (for rate limits) from the first `X-Forwarded-For` entry: only
+    /// behind a proxy that sets it, or clients could choose their own.
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,7 +116,17 @@ pub struct EmailSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthSettings {
+    /// HS256 shared secret (as Supabase issues); see `secrets::jwt_secret`.
     pub jwt_secret: String,
+    /// RS256/ES256 tokens: the identity provider's JWKS document, from a URL or a file (at
+    /// most one). Keys are cached and the document re-read when a token names an unknown `kid`.
+    pub jwks_url: String,
+    pub jwks_file: String,
+    /// When set, tokens must carry this `iss` / `aud`.
+    pub issuer: String,
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -129,6 +143,18 @@ pub struct OpenAiSettings {
     /// Consecutive failed calls (429, 5xx, time-outs) that open OpenAI's circuit breaker.
     pub circuit_threshold: u32,
     pub circuit_cooldown_ms: u64,
+}
+
+/// Requests per minute per key (a burst of the same size is allowed); 0 = no limit. Shared
+/// across API processes through Redis when `redis.url` is set, per process otherwise.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RateLimitSettings {
+    /// `POST /api/sessions` per profile.
+    pub intake_per_profile: u32,
+    /// `POST /api/sessions` per client IP.
+    pub intake_per_ip: u32,
+    /// Provider webhooks per client IP.
+    pub webhooks_per_ip: u32,
 }
 
 /// Where uploaded audio goes and how big it may be.
@@ -381,6 +407,18 @@ impl Settings {
                     self.transcription.provider
                 ),
             ));
+        }
+        if !self.auth.jwks_url.is_empty() && !self.auth.jwks_file.is_empty() {
+            return Err(invalid(
+                "auth.jwks_url",
+                "set auth.jwks_url or auth.jwks_file, not both",
+            ));
+        }
+        if !self.auth.jwks_url.is_empty()
+            && !(self.auth.jwks_url.starts_with("https://")
+                || self.auth.jwks_url.starts_with("http://"))
+        {
+            return Err(invalid("auth.jwks_url", "must be an http(s) URL"));
         }
         if self.uploads.max_audio_bytes == 0 {
             return Err(invalid("uploads.max_audio_bytes", "must be greater than 0"));

@@ -5,7 +5,9 @@ pub mod analysis;
 pub mod diag;
 pub mod email;
 pub mod maintenance;
+pub mod openai;
 pub mod pipeline;
+pub mod transcription;
 
 use voxline_domain::{Db, Settings};
 use voxline_jobs::Handlers;
@@ -17,6 +19,10 @@ pub fn handlers(db: &Db, settings: &Settings) -> Result<Handlers, String> {
     let handlers = diag::register(handlers);
     let handlers = maintenance::register(handlers, db.clone(), settings.retention.clone());
     let jobs = voxline_jobs::JobClient::new(db.clone(), std::sync::Arc::new(settings.clone()));
-    let handlers = analysis::register(handlers, jobs);
+    // One OpenAI adapter (and so one circuit breaker) for transcription and chat alike.
+    let openai = openai::OpenAi::from_settings(&settings.openai).map_err(|e| e.to_string())?;
+    let handlers =
+        transcription::TranscriptionWorker::new(jobs.clone(), openai.clone()).register(handlers);
+    let handlers = analysis::register(handlers, jobs, openai);
     Ok(email::EmailWorker::new(db.clone(), settings)?.register(handlers))
 }

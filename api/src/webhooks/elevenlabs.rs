@@ -1,0 +1,735 @@
+//! `POST /api/webhooks/elevenlabs`: ElevenLabs' post-call webhook. A `post_call_transcription`
+//! (a role-play call with an ElevenLabs agent has ended) becomes a session with its transcript
+//! and its analysis job; other event types (`post_call_audio`, `call_initiation_failure`, …)
+//! are acknowledged and ignored.
+//!
+//! - Authentication: the `ElevenLabs-Signature` header, `t=<unix seconds>,v0=<hex>`, where the
+//!   hex is the HMAC-SHA256 of `"<t>.<raw body>"` with `elevenlabs.webhook_secret`, and `t`
+//!   must be within `elevenlabs.tolerance_secs` of now, either way (a captured delivery cannot
+//!   be replayed later). No secret configured: 503 `not_configured`, so a deployment that never
+//!   set one cannot be fed sessions by anyone.
+//! - Whose session: the conversation's dynamic variable named by
+//!   `elevenlabs.profile_variable` (default `voxline_profile_id`) names a profile voxline has
+//!   seen in a valid token; the profile gives the company and the "feedback ready" address.
+//!   Optional dynamic variables `voxline_session_kind` (sales | interview | presentation |
+//!   custom, default custom) and `voxline_session_title`.
+//! - Transcript: each turn becomes a segment, agent → `partner`, user → `user`, starting at
+//!   its `time_in_call_secs` and ending where the next turn starts (whether or not that turn is
+//!   kept: a turn without words, such as a tool call, still marks when the one before stopped);
+//!   the last turn ends at `metadata.call_duration_secs` when it is known. Turns without words
+//!   are skipped.
+//! - Idempotent on the conversation id: a redelivery answers with the session it made
+//!   (`duplicate: true`) and stores nothing. Two deliveries racing each other meet at the
+//!   unique index on (source, external id): the loser rolls back and answers as a redelivery.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use utoipa_axum::router::{UtoipaMethodRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
+use voxline_domain::profiles;
+use voxline_domain::sessions::{self, NewSession, SessionRow};
+use voxline_jobs::payloads::SessionJob;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The `source` of the sessions this webhook makes; with the conversation id, their key.
+pub const SOURCE: &str = "elevenlabs";
+/// Transcripts of long calls are large: this route takes bodies up to 5 MB.
+pub const BODY_LIMIT_BYTES: usize = 5 * 1024 * 1024;
+pub const SIGNATURE_HEADER: &str = "ElevenLabs-Signature";
+pub const KIND_VARIABLE: &str = "voxline_session_kind";
+pub const TITLE_VARIABLE: &str = "voxline_session_title";
+
+const TRANSCRIPTION: &str = "post_call_transcription";
+const KINDS: [&str; 4] = ["sales", "interview", "presentation", "custom"];
+const MAX_TITLE_CHARS: usize = 200;
+const MAX_CONVERSATION_ID_CHARS: usize = 200;
+const DYNAMIC_VARIABLES: &str = "data.conversation_initiation_client_data.dynamic_variables";
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a delivery's signature was refused (each answered 401).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the ElevenLabs-Signature header is missing")]
+    Missing,
+    #[error("the ElevenLabs-Signature header is not t=<unix seconds>,v0=<hex HMAC-SHA256>")]
+    Malformed,
+    #[error("the ElevenLabs-Signature does not match the body")]
+    Mismatch,
+    #[error(
+        "the ElevenLabs-Signature timestamp is {skew_secs} s from now, beyond the {tolerance_secs} s tolerance"
+    )]
+    OutsideTolerance { skew_secs: i64, tolerance_secs: u64 },
+}
+
+fn mac(secret: &str, timestamp: &str, body: &[u8]) -> HmacSha256 {
+    // HMAC takes a key of any length, so this cannot fail.
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret.as_bytes())
+        .expect("HMAC accepts keys of any length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
+}
+
+/// The header value ElevenLabs sends for `body` at `timestamp` (for tests and local tools).
+pub fn signature_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
+    let digest = mac(secret, &timestamp.to_string(), body)
+        .finalize()
+        .into_bytes();
+    format!("t={timestamp},v0={}", hex::encode(digest))
+}
+
+/// Checks the `ElevenLabs-Signature` header against the raw body: the HMAC in constant time,
+/// then the timestamp against `tolerance_secs` around `now` (unix seconds).
+pub fn verify_signature(
+    secret: &str,
+    header: Option<&str>,
+    body: &[u8],
+    now: i64,
+    tolerance_secs: u64,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let mut timestamp = None;
+    let mut candidates = Vec::new();
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) if timestamp.is_none() => timestamp = Some(t.trim()),
+            Some(("v0", hex)) => candidates.push(hex.trim()),
+            // Unknown schemes are ignored, so a future v1 does not break verification.
+            Some((_, _)) if !part.trim().starts_with("t=") => {}
+            _ => return Err(SignatureError::Malformed),
+        }
+    }
+    let text = timestamp.ok_or(SignatureError::Malformed)?;
+    let t: i64 = text.parse().map_err(|_| SignatureError::Malformed)?;
+    if candidates.is_empty() {
+        return Err(SignatureError::Malformed);
+    }
+    let expected = mac(secret, text, body);
+    let matches = candidates.iter().any(|candidate| {
+        hex::decode(candidate).is_ok_and(|bytes| expected.clone().verify_slice(&bytes).is_ok())
+    });
+    if !matches {
+        return Err(SignatureError::Mismatch);
+    }
+    let skew_secs = now.saturating_sub(t);
+    if skew_secs.unsigned_abs() > tolerance_secs {
+        return Err(SignatureError::OutsideTolerance {
+            skew_secs,
+            tolerance_secs,
+        });
+    }
+    Ok(())
+}
+
+fn unauthorized(error: SignatureError) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_signature",
+        error.to_string(),
+    )
+    .field(SIGNATURE_HEADER)
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).field(field)
+}
+
+/// A post-call transcription, checked and mapped to voxline's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conversation {
+    pub conversation_id: String,
+    pub agent_id: Option<String>,
+    pub profile_id: String,
+    pub kind: String,
+    pub title: String,
+    /// `{speaker, start, end, text}`, as the session intake stores them.
+    pub segments: Vec<Value>,
+    pub duration_seconds: Option<f64>,
+}
+
+/// A number of seconds (0 or more) or nothing; anything else is a 422 naming `field`.
+fn seconds(value: Option<&Value>, field: &str) -> Result<Option<f64>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(s) if s >= 0.0 && s.is_finite() => Ok(Some(s)),
+            _ => Err(invalid(
+                field,
+                format!("{field} must be a number of seconds, 0 or more"),
+            )),
+        },
+    }
+}
+
+/// Maps ElevenLabs transcript turns to segments (see the module doc for the rules).
+pub fn segments(transcript: &[Value], call_duration: Option<f64>) -> Result<Vec<Value>, ApiError> {
+    struct Turn {
+        speaker: &'static str,
+        text: Option<String>,
+        start: Option<f64>,
+    }
+    let mut turns = Vec::with_capacity(transcript.len());
+    let mut latest: Option<f64> = None;
+    for (i, turn) in transcript.iter().enumerate() {
+        let at = |name: &str| format!("data.transcript[{i}].{name}");
+        let speaker = match turn.get("role").and_then(Value::as_str) {
+            Some("agent") => "partner",
+            Some("user") => "user",
+            _ => return Err(invalid(at("role"), "role must be \"agent\" or \"user\"")),
+        };
+        let text = match turn.get("message") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(text)) => Some(text.trim().to_string()).filter(|t| !t.is_empty()),
+            Some(_) => return Err(invalid(at("message"), "message must be text")),
+        };
+        let start = seconds(turn.get("time_in_call_secs"), &at("time_in_call_secs"))?;
+        if let (Some(before), Some(now)) = (latest, start) {
+            if now < before {
+                return Err(invalid(
+                    at("time_in_call_secs"),
+                    "turns must be in the order they were spoken",
+                ));
+            }
+        }
+        latest = start.or(latest);
+        turns.push(Turn {
+            speaker,
+            text,
+            start,
+        });
+    }
+    let mut segments = Vec::with_capacity(turns.len());
+    for (i, turn) in turns.iter().enumerate() {
+        let Some(text) = &turn.text else { continue };
+        let end = match turns.get(i + 1) {
+            Some(next) => next.start,
+            // The call's length is in whole seconds and may round below the last turn's start.
+            None => call_duration.map(|d| turn.start.map_or(d, |s| d.max(s))),
+        };
+        segments.push(
+            json!({ "speaker": turn.speaker, "start": turn.start, "end": end, "text": text }),
+        );
+    }
+    Ok(segments)
+}
+
+/// A dynamic variable as text: a non-empty string, or a number (ElevenLabs passes both).
+fn variable(variables: Option<&Value>, name: &str) -> Option<String> {
+    match variables?.get(name)? {
+        Value::String(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Checks a `post_call_transcription` payload and maps it; `profile_variable` names the dynamic
+/// variable with the voxline profile id.
+pub fn parse_transcription(body: &Value, profile_variable: &str) -> Result<Conversation, ApiError> {
+    let data = body
+        .get("data")
+        .filter(|d| d.is_object())
+        .ok_or_else(|| invalid("data", "data must be an object"))?;
+    let conversation_id = data
+        .get("conversation_id")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|id| !id.is_empty() && id.chars().count() <= MAX_CONVERSATION_ID_CHARS)
+        .ok_or_else(|| {
+            invalid(
+                "data.conversation_id",
+                format!("conversation_id must be 1 to {MAX_CONVERSATION_ID_CHARS} characters"),
+            )
+        })?
+        .to_string();
+    let agent_id = data
+        .get("agent_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let transcript = data
+        .get("transcript")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("data.transcript", "transcript must be a list of turns"))?;
+    let metadata = data.get("metadata");
+    let duration_seconds = seconds(
+        metadata.and_then(|m| m.get("call_duration_secs")),
+        "data.metadata.call_duration_secs",
+    )?;
+    let segments = segments(transcript, duration_seconds)?;
+    if segments.is_empty() {
+        return Err(invalid(
+            "data.transcript",
+            "the transcript has no turn with words in it",
+        ));
+    }
+
+    let variables = data
+        .get("conversation_initiation_client_data")
+        .and_then(|c| c.get("dynamic_variables"));
+    let profile_id = variable(variables, profile_variable).ok_or_else(|| {
+        invalid(
+            format!("{DYNAMIC_VARIABLES}.{profile_variable}"),
+            format!(
+                "the conversation must carry the voxline profile id in its dynamic variable \
+                 {profile_variable}"
+            ),
+        )
+    })?;
+    let kind = match variable(variables, KIND_VARIABLE) {
+        None => "custom".to_string(),
+        Some(kind) => {
+            let kind = kind.to_lowercase();
+            if !KINDS.contains(&kind.as_str()) {
+                return Err(invalid(
+                    format!("{DYNAMIC_VARIABLES}.{KIND_VARIABLE}"),
+                    "the session kind must be one of sales, interview, presentation, custom",
+                ));
+            }
+            kind
+        }
+    };
+    let title = match variable(variables, TITLE_VARIABLE) {
+        Some(title) => title.chars().take(MAX_TITLE_CHARS).collect(),
+        None => default_title(metadata, body),
+    };
+    Ok(Conversation {
+        conversation_id,
+        agent_id,
+        profile_id,
+        kind,
+        title,
+        segments,
+        duration_seconds,
+    })
+}
+
+/// "ElevenLabs call, 2025-02-14 12:48 UTC": when the call started, else when the event was sent,
+/// else now.
+fn default_title(metadata: Option<&Value>, body: &Value) -> String {
+    let started = metadata
+        .and_then(|m| m.get("start_time_unix_secs"))
+        .and_then(Value::as_i64)
+        .or_else(|| body.get("event_timestamp").and_then(Value::as_i64))
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .unwrap_or_else(chrono::Utc::now);
+    format!("ElevenLabs call, {}", started.format("%Y-%m-%d %H:%M UTC"))
+}
+
+fn answer(session_id: &str, status: &str, duplicate: bool) -> Response {
+    (
+        StatusCode::OK,
+        Json(json!({ "id": session_id, "status": status, "duplicate": duplicate })),
+    )
+        .into_response()
+}
+
+fn redelivery(existing: &SessionRow) -> Response {
+    answer(&existing.id, &existing.status, true)
+}
+
+/// This route with its own body limit, for [`crate::openapi::routes`].
+pub fn route() -> UtoipaMethodRouter<AppState> {
+    routes!(receive).layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+}
+
+/// ElevenLabs' post-call webhook: a transcription becomes a session whose analysis is queued.
+#[utoipa::path(post, path = "/api/webhooks/elevenlabs", tag = "webhooks",
+    request_body(content = Object, description = "ElevenLabs' post-call webhook: {type, event_timestamp, data: {conversation_id, agent_id, transcript: [{role: agent|user, message, time_in_call_secs}], metadata: {call_duration_secs}, conversation_initiation_client_data: {dynamic_variables: {voxline_profile_id, voxline_session_kind, voxline_session_title}}}}"),
+    params(("ElevenLabs-Signature" = String, Header, description = "t=<unix seconds>,v0=<hex HMAC-SHA256 of \"<t>.<raw body>\" with elevenlabs.webhook_secret>")),
+    responses((status = 200, description = "{id, status, duplicate} for a transcription; {ignored: true} for other event types"),
+              (status = 400), (status = 401, description = "missing or bad signature"), (status = 413),
+              (status = 422, description = "a missing or bad field, or an unknown profile"),
+              (status = 503, description = "elevenlabs.webhook_secret is not configured")))]
+pub async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let config = &state.settings.elevenlabs;
+    if config.webhook_secret.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_configured",
+            "the ElevenLabs webhook is not configured (elevenlabs.webhook_secret)",
+        ));
+    }
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "payload_too_large"
+        } else {
+            "invalid_body"
+        };
+        ApiError::new(status, code, rejection.body_text())
+    })?;
+    let header = match headers.get(SIGNATURE_HEADER) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| unauthorized(SignatureError::Malformed))?,
+        ),
+    };
+    verify_signature(
+        &config.webhook_secret,
+        header,
+        &body,
+        chrono::Utc::now().timestamp(),
+        config.tolerance_secs,
+    )
+    .map_err(unauthorized)?;
+
+    let event: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?;
+    let kind = event
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("type", "type must be the event type"))?;
+    if kind != TRANSCRIPTION {
+        tracing::info!(event = kind, "ElevenLabs event ignored");
+        return Ok((StatusCode::OK, Json(json!({ "ignored": true }))).into_response());
+    }
+    let call = parse_transcription(&event, &config.profile_variable)?;
+    let existing = |state: AppState, conversation_id: String| async move {
+        sessions::find_external(&state.db, SOURCE, &conversation_id)
+            .await
+            .map_err(ApiError::internal)
+    };
+    if let Some(session) = existing(state.clone(), call.conversation_id.clone()).await? {
+        return Ok(redelivery(&session));
+    }
+    let Some(profile) = profiles::get(&state.db, &call.profile_id)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        tracing::warn!(
+            conversation = %call.conversation_id,
+            profile = %call.profile_id,
+            "ElevenLabs conversation names a profile voxline has not seen; nothing stored"
+        );
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_profile",
+            format!(
+                "profile {} is unknown: it must have signed in to voxline first",
+                call.profile_id
+            ),
+        )
+        .field(format!("{DYNAMIC_VARIABLES}.{}", config.profile_variable)));
+    };
+
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    let session = NewSession {
+        id: &id,
+        company_id: &profile.company_id,
+        profile_id: &profile.id,
+        title: &call.title,
+        kind: &call.kind,
+        source: SOURCE,
+        audio_ref: None,
+        audio_type: None,
+        external_id: Some(&call.conversation_id),
+    };
+    let job = SessionJob {
+        session_id: id.clone(),
+        company_id: profile.company_id.clone(),
+        profile_id: Some(profile.id.clone()),
+        notify_email: profile.email.clone(),
+    }
+    .analysis()
+    .map_err(ApiError::internal)?;
+    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
+    if let Err(error) = sessions::insert(&mut tx, &session, None).await {
+        // Most likely a concurrent delivery of the same conversation committed first (the
+        // unique index on source and external id); then answer as a redelivery.
+        tx.rollback().await.map_err(ApiError::internal)?;
+        return match existing(state.clone(), call.conversation_id.clone()).await? {
+            Some(session) => Ok(redelivery(&session)),
+            None => Err(ApiError::internal(error)),
+        };
+    }
+    sessions::save_transcript(
+        &mut tx,
+        &profile.company_id,
+        &id,
+        &Value::Array(call.segments),
+        call.duration_seconds,
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    state
+        .jobs
+        .enqueue(&mut tx, &job)
+        .await
+        .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    tracing::info!(
+        session = %id,
+        conversation = %call.conversation_id,
+        agent = ?call.agent_id,
+        company = %profile.company_id,
+        "ElevenLabs conversation stored; analysis queued"
+    );
+    Ok(answer(&id, "queued", false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "wsec_test_0123456789";
+    const NOW: i64 = 1_739_537_297;
+
+    #[test]
+    fn the_signature_is_the_documented_hmac() {
+        // Computed independently with Python:
+        // hmac.new(b"wsec_test_0123456789", b"1739537297." + body, hashlib.sha256).hexdigest()
+        let body = br#"{"type":"post_call_transcription","data":{}}"#;
+        assert_eq!(
+            signature_header(SECRET, NOW, body),
+            "t=1739537297,v0=c166c9978ae5e48fa20f40ae6c7e9620c63d3c86249b9edddcfbc81e710e7e23"
+        );
+    }
+
+    #[test]
+    fn a_signed_body_verifies_within_the_tolerance_either_way() {
+        let body = b"{}";
+        let header = signature_header(SECRET, NOW, body);
+        for now in [NOW, NOW + 1800, NOW - 1800] {
+            assert_eq!(
+                verify_signature(SECRET, Some(&header), body, now, 1800),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            verify_signature(SECRET, Some(&header), body, NOW + 1801, 1800),
+            Err(SignatureError::OutsideTolerance {
+                skew_secs: 1801,
+                tolerance_secs: 1800
+            })
+        );
+        assert_eq!(
+            verify_signature(SECRET, Some(&header), body, NOW - 1801, 1800),
+            Err(SignatureError::OutsideTolerance {
+                skew_secs: -1801,
+                tolerance_secs: 1800
+            })
+        );
+    }
+
+    #[test]
+    fn a_changed_body_secret_or_timestamp_does_not_verify() {
+        let header = signature_header(SECRET, NOW, b"{\"a\":1}");
+        let check = |secret: &str, header: &str, body: &[u8]| {
+            verify_signature(secret, Some(header), body, NOW, 1800)
+        };
+        assert_eq!(
+            check(SECRET, &header, b"{\"a\":2}"),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            check("another", &header, b"{\"a\":1}"),
+            Err(SignatureError::Mismatch)
+        );
+        let moved = header.replace("t=1739537297", "t=1739537298");
+        assert_eq!(
+            check(SECRET, &moved, b"{\"a\":1}"),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn a_missing_or_malformed_header_is_refused() {
+        let body = b"{}";
+        let v0 = signature_header(SECRET, NOW, body);
+        assert_eq!(
+            verify_signature(SECRET, None, body, NOW, 1800),
+            Err(SignatureError::Missing)
+        );
+        for header in [
+            "",
+            "garbage",
+            "t=,v0=00",
+            "t=soon,v0=00",
+            "t=1739537297",
+            "v0=00",
+        ] {
+            assert_eq!(
+                verify_signature(SECRET, Some(header), body, NOW, 1800),
+                Err(SignatureError::Malformed),
+                "{header:?}"
+            );
+        }
+        assert_eq!(
+            verify_signature(SECRET, Some("t=1739537297,v0=zz"), body, NOW, 1800),
+            Err(SignatureError::Mismatch),
+            "a v0 that is not hex matches nothing"
+        );
+        // Spaces after the commas are tolerated, as is an unknown scheme next to v0.
+        let spaced = v0.replace(',', ", ") + ", v1=abc";
+        assert_eq!(
+            verify_signature(SECRET, Some(&spaced), body, NOW, 1800),
+            Ok(())
+        );
+    }
+
+    fn turn(role: &str, message: Value, at: Value) -> Value {
+        json!({ "role": role, "message": message, "time_in_call_secs": at })
+    }
+
+    #[test]
+    fn turns_become_segments_that_end_where_the_next_turn_starts() {
+        let transcript = [
+            turn("agent", json!("Hi, I'm Sam from Globex."), json!(0)),
+            turn("user", json!(" Hi Sam, thanks for the time. "), json!(3)),
+            // A tool call: no words, but it marks when the user's turn stopped.
+            turn("agent", Value::Null, json!(9)),
+            turn("agent", json!("So, what brings you here?"), json!(10)),
+            turn("user", json!(""), json!(14)),
+            turn("user", json!("Our reporting takes too long."), json!(15)),
+        ];
+        assert_eq!(
+            segments(&transcript, Some(21.0)).unwrap(),
+            vec![
+                json!({"speaker": "partner", "start": 0.0, "end": 3.0, "text": "Hi, I'm Sam from Globex."}),
+                json!({"speaker": "user", "start": 3.0, "end": 9.0, "text": "Hi Sam, thanks for the time."}),
+                json!({"speaker": "partner", "start": 10.0, "end": 14.0, "text": "So, what brings you here?"}),
+                json!({"speaker": "user", "start": 15.0, "end": 21.0, "text": "Our reporting takes too long."}),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_last_turn_has_no_end_without_the_call_duration() {
+        let transcript = [
+            turn("agent", json!("Hello."), json!(0)),
+            turn("user", json!("Hi."), json!(2)),
+        ];
+        let mapped = segments(&transcript, None).unwrap();
+        assert_eq!(mapped[1]["end"], Value::Null);
+        // A duration rounded below the last turn's start ends it where it starts.
+        let mapped = segments(&transcript, Some(1.0)).unwrap();
+        assert_eq!(mapped[1]["end"], 2.0);
+    }
+
+    #[test]
+    fn bad_turns_are_refused_naming_the_field() {
+        let field = |transcript: &[Value]| {
+            segments(transcript, None)
+                .unwrap_err()
+                .body
+                .field
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            field(&[turn("coach", json!("Hi"), json!(0))]),
+            "data.transcript[0].role"
+        );
+        assert_eq!(
+            field(&[turn("user", json!(5), json!(0))]),
+            "data.transcript[0].message"
+        );
+        assert_eq!(
+            field(&[turn("user", json!("Hi"), json!(-1))]),
+            "data.transcript[0].time_in_call_secs"
+        );
+        assert_eq!(
+            field(&[
+                turn("user", json!("Hi"), json!(5)),
+                turn("agent", json!("Hello"), json!(4))
+            ]),
+            "data.transcript[1].time_in_call_secs"
+        );
+    }
+
+    fn payload(variables: Value) -> Value {
+        json!({
+            "type": "post_call_transcription",
+            "event_timestamp": NOW,
+            "data": {
+                "conversation_id": "conv_1",
+                "agent_id": "agent_1",
+                "transcript": [turn("agent", json!("Hello."), json!(0)), turn("user", json!("Hi."), json!(2))],
+                "metadata": { "start_time_unix_secs": NOW - 60, "call_duration_secs": 5 },
+                "conversation_initiation_client_data": { "dynamic_variables": variables }
+            }
+        })
+    }
+
+    #[test]
+    fn the_dynamic_variables_name_profile_kind_and_title() {
+        let call = parse_transcription(
+            &payload(json!({
+                "voxline_profile_id": "ann", "voxline_session_kind": "Interview",
+                "voxline_session_title": "Mock interview", "user_name": "Ann"
+            })),
+            "voxline_profile_id",
+        )
+        .unwrap();
+        assert_eq!(call.conversation_id, "conv_1");
+        assert_eq!(call.agent_id.as_deref(), Some("agent_1"));
+        assert_eq!(call.profile_id, "ann");
+        assert_eq!(call.kind, "interview");
+        assert_eq!(call.title, "Mock interview");
+        assert_eq!(call.duration_seconds, Some(5.0));
+        assert_eq!(call.segments.len(), 2);
+    }
+
+    #[test]
+    fn without_kind_or_title_the_session_is_custom_and_named_after_its_start() {
+        let call =
+            parse_transcription(&payload(json!({"uid": 42})), "uid").expect("a numeric id is text");
+        assert_eq!(call.profile_id, "42");
+        assert_eq!(call.kind, "custom");
+        // NOW − 60 = 2025-02-14 12:47:17 UTC
+        assert_eq!(call.title, "ElevenLabs call, 2025-02-14 12:47 UTC");
+    }
+
+    #[test]
+    fn missing_or_bad_fields_are_named() {
+        let field = |body: Value| {
+            parse_transcription(&body, "voxline_profile_id")
+                .unwrap_err()
+                .body
+                .field
+                .unwrap_or_default()
+        };
+        let good = payload(json!({"voxline_profile_id": "ann"}));
+        let without = |pointer: &str, key: &str| {
+            let mut body = good.clone();
+            if let Some(Value::Object(map)) = body.pointer_mut(pointer) {
+                map.remove(key);
+            }
+            body
+        };
+        assert_eq!(field(without("", "data")), "data");
+        assert_eq!(
+            field(without("/data", "conversation_id")),
+            "data.conversation_id"
+        );
+        assert_eq!(field(without("/data", "transcript")), "data.transcript");
+        assert_eq!(
+            field(payload(json!({}))),
+            "data.conversation_initiation_client_data.dynamic_variables.voxline_profile_id"
+        );
+        assert_eq!(
+            field(payload(
+                json!({"voxline_profile_id": "ann", "voxline_session_kind": "karaoke"})
+            )),
+            "data.conversation_initiation_client_data.dynamic_variables.voxline_session_kind"
+        );
+        let mut silent = good.clone();
+        silent["data"]["transcript"] = json!([turn("user", json!("  "), json!(0))]);
+        assert_eq!(field(silent), "data.transcript");
+    }
+}

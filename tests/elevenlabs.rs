@@ -1,0 +1,417 @@
+//! `POST /api/webhooks/elevenlabs` on both databases: a signed post-call transcription becomes a
+//! session whose analysis runs; redeliveries, bad signatures, unknown profiles, other event
+//! types and a missing secret store nothing.
+//!
+//! Deliveries are signed as ElevenLabs documents it (`t=<unix>,v0=<hex HMAC-SHA256 of
+//! "<t>.<body>">`) by `signature_header`, which the API crate's unit tests pin to a signature
+//! computed independently with Python's `hmac`.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{Backend, TestDb, eventually, start_api, start_workers};
+use voxline_api::webhooks::elevenlabs::signature_header;
+use voxline_domain::profiles::{self, Profile};
+use voxline_domain::{Db, sessions};
+use voxline_jobs::store;
+
+const SECRET: &str = "wsec_voxline_test_secret_0123456789";
+const CONFIGURED: &str = "[elevenlabs]\nwebhook_secret = \"wsec_voxline_test_secret_0123456789\"\n\
+                          [engine]\npoll_interval_ms = 100\n";
+const PROFILE_FIELD: &str =
+    "data.conversation_initiation_client_data.dynamic_variables.voxline_profile_id";
+
+/// A post-call transcription as ElevenLabs sends it (abridged: no analysis, no costs).
+fn transcription(conversation_id: &str, profile: &str) -> Value {
+    json!({
+        "type": "post_call_transcription",
+        "event_timestamp": 1_739_537_297,
+        "data": {
+            "agent_id": "agent_prospect_globex",
+            "conversation_id": conversation_id,
+            "status": "done",
+            "transcript": [
+                { "role": "agent", "message": "Hi, thanks for taking the call.", "time_in_call_secs": 0,
+                  "tool_calls": null, "tool_results": null, "feedback": null },
+                { "role": "user", "message": "Thanks. So I think we could start with your goals?", "time_in_call_secs": 4 },
+                // A tool call without words: skipped, but it ends the user's turn at 11 s.
+                { "role": "agent", "message": null, "time_in_call_secs": 11 },
+                { "role": "agent", "message": "We want to cut onboarding time in half.", "time_in_call_secs": 12 },
+                { "role": "user", "message": "How do you measure it today?", "time_in_call_secs": 20 }
+            ],
+            "metadata": { "start_time_unix_secs": 1_739_537_200, "call_duration_secs": 26 },
+            "conversation_initiation_client_data": {
+                "dynamic_variables": {
+                    "voxline_profile_id": profile,
+                    "voxline_session_kind": "sales",
+                    "voxline_session_title": "Discovery call with Globex",
+                    "user_name": "Ann"
+                }
+            }
+        }
+    })
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Posts `body` as is, with the `ElevenLabs-Signature` header when given.
+async fn deliver(base: &str, body: &[u8], signature: Option<&str>) -> (StatusCode, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/api/webhooks/elevenlabs"))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(signature) = signature {
+        request = request.header("ElevenLabs-Signature", signature);
+    }
+    let response = request.send().await.expect("the API answers");
+    (
+        response.status(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// Posts `event` signed with the configured secret, now.
+async fn deliver_signed(base: &str, event: &Value) -> (StatusCode, Value) {
+    let body = event.to_string();
+    let signature = signature_header(SECRET, now(), body.as_bytes());
+    deliver(base, body.as_bytes(), Some(&signature)).await
+}
+
+async fn count(t: &TestDb, sql: &'static str) -> i64 {
+    match &t.db {
+        Db::Postgres(pg) => sqlx::query_scalar(sql).fetch_one(&pg.pool).await.unwrap(),
+        Db::Sqlite(lite) => sqlx::query_scalar(sql).fetch_one(&lite.pool).await.unwrap(),
+    }
+}
+
+async fn assert_nothing_stored(t: &TestDb) {
+    assert_eq!(
+        count(t, "SELECT count(*) FROM sessions").await,
+        0,
+        "no session"
+    );
+    assert_eq!(
+        count(t, "SELECT count(*) FROM transcripts").await,
+        0,
+        "no transcript"
+    );
+    assert_eq!(count(t, "SELECT count(*) FROM jobs").await, 0, "no job");
+}
+
+/// Ann of acme, as voxline recorded her from a valid token.
+async fn ann_has_signed_in(t: &TestDb) {
+    let ann = Profile {
+        id: "ann".into(),
+        company_id: "acme".into(),
+        email: Some("ann@example.com".into()),
+        role: "member".into(),
+    };
+    assert!(profiles::upsert_seen(&t.db, &ann).await.unwrap());
+}
+
+on_both_databases!(a_signed_transcription_becomes_a_session_whose_analysis_runs);
+async fn a_signed_transcription_becomes_a_session_whose_analysis_runs(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+        return;
+    };
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+
+    let (status, answer) = deliver_signed(&base, &transcription("conv_01", "ann")).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["status"], "queued");
+    assert_eq!(answer["duplicate"], false);
+    let id = answer["id"].as_str().expect("a session id").to_string();
+
+    let session = sessions::get(&t.db, "acme", &id)
+        .await
+        .unwrap()
+        .expect("the session is ann's company's");
+    assert_eq!(session.profile_id, "ann");
+    assert_eq!(session.source, "elevenlabs");
+    assert_eq!(session.external_id.as_deref(), Some("conv_01"));
+    assert_eq!(session.kind, "sales");
+    assert_eq!(session.title, "Discovery call with Globex");
+    assert_eq!(session.duration_seconds, Some(26.0));
+    // agent → partner, user → user; each turn ends where the next begins (the tool call at
+    // 11 s included), the last at the call's 26 s; the wordless tool call is not a segment.
+    assert_eq!(
+        sessions::segments(&t.db, "acme", &id).await.unwrap(),
+        Some(json!([
+            { "speaker": "partner", "start": 0.0, "end": 4.0, "text": "Hi, thanks for taking the call." },
+            { "speaker": "user", "start": 4.0, "end": 11.0, "text": "Thanks. So I think we could start with your goals?" },
+            { "speaker": "partner", "start": 12.0, "end": 20.0, "text": "We want to cut onboarding time in half." },
+            { "speaker": "user", "start": 20.0, "end": 26.0, "text": "How do you measure it today?" }
+        ]))
+    );
+    let jobs = store::list(
+        &t.db,
+        &store::JobFilter {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(jobs.len(), 1, "one job: the analysis");
+    assert_eq!(jobs[0].queue, "analysis");
+    assert_eq!(jobs[0].payload["session_id"], id.as_str());
+    assert_eq!(jobs[0].payload["company_id"], "acme");
+    assert_eq!(jobs[0].payload["notify_email"], "ann@example.com");
+
+    let workers = start_workers(&t, &["analysis"]);
+    eventually("the session is ready", Duration::from_secs(20), || {
+        let (db, id) = (t.db.clone(), id.clone());
+        async move {
+            sessions::get(&db, "acme", &id)
+                .await
+                .unwrap()
+                .is_some_and(|s| s.status == "ready")
+        }
+    })
+    .await;
+    workers.shutdown().await;
+    assert!(
+        sessions::feedback(&t.db, "acme", &id)
+            .await
+            .unwrap()
+            .is_some(),
+        "the analysis stored its feedback"
+    );
+}
+
+on_both_databases!(a_redelivered_conversation_makes_one_session);
+async fn a_redelivered_conversation_makes_one_session(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+        return;
+    };
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+    let event = transcription("conv_02", "ann");
+
+    // Five deliveries at once race to the unique (source, external id) index.
+    let answers = futures::future::join_all((0..5).map(|_| deliver_signed(&base, &event))).await;
+    for (status, answer) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{answer}");
+    }
+    let id = &answers[0].1["id"];
+    assert!(answers.iter().all(|(_, a)| a["id"] == *id), "{answers:?}");
+    let first = answers
+        .iter()
+        .filter(|(_, a)| a["duplicate"] == false)
+        .count();
+    assert_eq!(
+        first, 1,
+        "exactly one delivery made the session: {answers:?}"
+    );
+
+    let (status, again) = deliver_signed(&base, &event).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["id"], *id);
+    assert_eq!(again["duplicate"], true);
+
+    assert_eq!(count(&t, "SELECT count(*) FROM sessions").await, 1);
+    assert_eq!(count(&t, "SELECT count(*) FROM transcripts").await, 1);
+    assert_eq!(count(&t, "SELECT count(*) FROM jobs").await, 1);
+}
+
+on_both_databases!(deliveries_without_a_valid_signature_are_refused_and_store_nothing);
+async fn deliveries_without_a_valid_signature_are_refused_and_store_nothing(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+        return;
+    };
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+    let body = transcription("conv_03", "ann").to_string();
+    let body = body.as_bytes();
+    let tampered = transcription("conv_03", "eve").to_string();
+    let cases = [
+        ("no header", body, None),
+        (
+            "another secret",
+            body,
+            Some(signature_header("not-the-secret", now(), body)),
+        ),
+        (
+            "a body other than the signed one",
+            tampered.as_bytes(),
+            Some(signature_header(SECRET, now(), body)),
+        ),
+        (
+            "signed 31 minutes ago",
+            body,
+            Some(signature_header(SECRET, now() - 31 * 60, body)),
+        ),
+        (
+            "signed 31 minutes ahead",
+            body,
+            Some(signature_header(SECRET, now() + 31 * 60, body)),
+        ),
+        ("not the documented format", body, Some("sha256=abc".into())),
+    ];
+    for (case, body, signature) in cases {
+        let (status, error) = deliver(&base, body, signature.as_deref()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{case}: {error}");
+        assert_eq!(error["error"]["code"], "invalid_signature", "{case}");
+        assert_eq!(error["error"]["field"], "ElevenLabs-Signature", "{case}");
+    }
+    assert_nothing_stored(&t).await;
+}
+
+on_both_databases!(an_unknown_profile_is_refused_and_nothing_is_stored);
+async fn an_unknown_profile_is_refused_and_nothing_is_stored(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+        return;
+    };
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+
+    let (status, error) = deliver_signed(&base, &transcription("conv_04", "mallory")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(error["error"]["code"], "unknown_profile");
+    assert_eq!(error["error"]["field"], PROFILE_FIELD);
+
+    let mut anonymous = transcription("conv_05", "ann");
+    anonymous["data"]["conversation_initiation_client_data"]["dynamic_variables"] =
+        json!({ "user_name": "Ann" });
+    let (status, error) = deliver_signed(&base, &anonymous).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(error["error"]["field"], PROFILE_FIELD);
+
+    assert_nothing_stored(&t).await;
+}
+
+on_both_databases!(without_a_secret_the_webhook_is_not_configured);
+async fn without_a_secret_the_webhook_is_not_configured(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+    let body = transcription("conv_06", "ann").to_string();
+    // Not even a request signed with an empty secret gets in.
+    for signature in [None, Some(signature_header("", now(), body.as_bytes()))] {
+        let (status, error) = deliver(&base, body.as_bytes(), signature.as_deref()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{error}");
+        assert_eq!(error["error"]["code"], "not_configured");
+    }
+    assert_nothing_stored(&t).await;
+}
+
+on_both_databases!(other_event_types_are_acknowledged_and_ignored);
+async fn other_event_types_are_acknowledged_and_ignored(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+        return;
+    };
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+    let audio = json!({
+        "type": "post_call_audio",
+        "event_timestamp": 1_739_537_297,
+        "data": { "agent_id": "agent_1", "conversation_id": "conv_07", "full_audio": "SUQzBAAAAAAA" }
+    });
+    let failure = json!({
+        "type": "call_initiation_failure",
+        "event_timestamp": 1_739_537_297,
+        "data": { "agent_id": "agent_1", "conversation_id": "conv_08", "failure_reason": "busy" }
+    });
+    for event in [audio, failure] {
+        let (status, answer) = deliver_signed(&base, &event).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer, json!({ "ignored": true }));
+    }
+    assert_nothing_stored(&t).await;
+}
+
+on_both_databases!(malformed_deliveries_are_refused_naming_the_field);
+async fn malformed_deliveries_are_refused_naming_the_field(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+        return;
+    };
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+
+    let broken = b"{\"type\": \"post_call_transcription\", ";
+    let (status, error) = deliver(
+        &base,
+        broken,
+        Some(&signature_header(SECRET, now(), broken)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["error"]["code"], "invalid_json");
+
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut event = transcription("conv_09", "ann");
+        change(&mut event);
+        event
+    };
+    let cases = [
+        (with(&|e| e["type"] = Value::Null), "type"),
+        (
+            with(&|e| e["data"]["conversation_id"] = Value::Null),
+            "data.conversation_id",
+        ),
+        (
+            with(&|e| e["data"]["transcript"] = json!("hello")),
+            "data.transcript",
+        ),
+        (
+            with(&|e| e["data"]["transcript"][1]["role"] = json!("coach")),
+            "data.transcript[1].role",
+        ),
+        (
+            with(&|e| e["data"]["transcript"][3]["time_in_call_secs"] = json!(2)),
+            "data.transcript[3].time_in_call_secs",
+        ),
+        (
+            with(&|e| e["data"]["metadata"]["call_duration_secs"] = json!("long")),
+            "data.metadata.call_duration_secs",
+        ),
+    ];
+    for (event, field) in cases {
+        let (status, error) = deliver_signed(&base, &event).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {error}");
+        assert_eq!(error["error"]["field"], field);
+    }
+    assert_nothing_stored(&t).await;
+}
+
+on_both_databases!(a_long_transcript_may_exceed_the_global_body_limit_up_to_5_mb);
+async fn a_long_transcript_may_exceed_the_global_body_limit_up_to_5_mb(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+        return;
+    };
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+    let with_turns = |conversation: &str, turns: usize| {
+        let mut event = transcription(conversation, "ann");
+        let line = "We looked at every option on the table and settled on the plan. ".repeat(3);
+        event["data"]["transcript"] = (0..turns)
+            .map(|i| {
+                let role = if i % 2 == 0 { "agent" } else { "user" };
+                json!({ "role": role, "message": line, "time_in_call_secs": i })
+            })
+            .collect();
+        event["data"]["metadata"]["call_duration_secs"] = json!(turns);
+        event
+    };
+    // About 2.5 MB: over http.body_limit_bytes (1 MiB), under this route's 5 MB.
+    let long = with_turns("conv_10", 10_000);
+    assert!(long.to_string().len() > 2 * 1024 * 1024);
+    let (status, answer) = deliver_signed(&base, &long).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["duplicate"], false);
+
+    let too_long = with_turns("conv_11", 25_000);
+    assert!(too_long.to_string().len() > 5 * 1024 * 1024);
+    let (status, error) = deliver_signed(&base, &too_long).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+    assert_eq!(error["error"]["code"], "payload_too_large");
+    assert_eq!(count(&t, "SELECT count(*) FROM sessions").await, 1);
+}

