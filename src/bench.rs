@@ -53,6 +53,11 @@ pub enum BenchCommand {
         #[arg(long)]
         audio: Option<std::path::PathBuf>,
     },
+    /// Local (offline Whisper) transcription of FILE: real-time factor and peak memory.
+    Transcribe {
+        /// An audio file (wav, mp3, m4a, ogg, webm, flac).
+        file: std::path::PathBuf,
+    },
 }
 
 pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
@@ -86,6 +91,9 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
                 audio,
             };
             return crate::bench_intake::run(settings, bench).await;
+        }
+        BenchCommand::Transcribe { file } => {
+            return crate::models::bench_transcribe(settings, file).await;
         }
     };
     if processes == 0 || concurrency == 0 {

@@ -201,13 +201,12 @@ async fn cleanup(db: &Db, settings: &Settings, company: &str) -> anyhow::Result<
     ];
     for (pg_sql, lite_sql) in statements {
         match db {
-            Db::Postgres(pg) => drop(sqlx::query(pg_sql).bind(company).execute(&pg.pool).await?),
-            Db::Sqlite(lite) => drop(
-                sqlx::query(lite_sql)
-                    .bind(company)
-                    .execute(&lite.pool)
-                    .await?,
-            ),
+            Db::Postgres(pg) => {
+                sqlx::query(pg_sql).bind(company).execute(&pg.pool).await?;
+            }
+            Db::Sqlite(lite) => {
+                sqlx::query(lite_sql).bind(company).execute(&lite.pool).await?;
+            }
         }
     }
     let blobs = voxline_domain::blobs::LocalBlobs::new(settings.blob_dir());

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_intake;
+mod models;
 mod ops;
 mod services;
 mod table;
@@ -73,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// The local transcription model (offline Whisper).
+    Models {
+        #[command(subcommand)]
+        command: models::ModelsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -115,6 +121,7 @@ fn main() -> ExitCode {
             Command::Queues { json, watch } => ops::queues(settings, json, watch).await,
             Command::Jobs { command } => ops::jobs(settings, command).await,
             Command::Bench { command } => bench::run(settings, command).await,
+            Command::Models { command } => models::run(settings, command).await,
             Command::Token {
                 company,
                 profile,

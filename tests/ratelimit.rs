@@ -121,3 +121,24 @@ async fn two_api_processes_share_one_budget_through_redis() {
     }
     drop(children);
 }
+
+#[tokio::test]
+async fn webhook_floods_from_one_address_get_429_before_any_signature_work() {
+    let layer = "[rate_limits]\nwebhooks_per_ip = 2\n[elevenlabs]\nwebhook_secret = \"wsec_test\"\n";
+    let Some(t) = TestDb::new(Backend::Sqlite, &[layer]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let deliver = || async {
+        reqwest::Client::new()
+            .post(format!("{base}/api/webhooks/elevenlabs"))
+            .header("ElevenLabs-Signature", "t=1,v0=00")
+            .body("{}")
+            .send()
+            .await
+            .expect("send")
+    };
+    assert_eq!(deliver().await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(deliver().await.status(), StatusCode::UNAUTHORIZED);
+    assert_limited(deliver().await, "webhooks_per_ip").await;
+}

@@ -19,7 +19,8 @@ use crate::extract::ApiPath;
 use crate::ratelimit::{ClientIp, Rule};
 use crate::upload::{self, Submission};
 
-const KINDS: [&str; 4] = ["sales", "interview", "presentation", "custom"];
+/// The kinds of practice session (each has its own targets in `[analysis.targets]`).
+pub const KINDS: [&str; 4] = ["sales", "interview", "presentation", "custom"];
 const MAX_SEGMENTS: usize = 10_000;
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {

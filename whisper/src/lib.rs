@@ -30,7 +30,7 @@ pub mod bench;
 pub mod models;
 pub mod transcribe;
 
-pub use audio::{AudioError, decode_file, decode_bytes};
+pub use audio::{AudioError, decode_bytes, decode_file};
 pub use bench::{BenchError, BenchReport, bench_file};
 pub use models::{InstalledModel, ModelError, ModelSource, install, list};
 pub use transcribe::{LocalWhisper, Segment, TranscribeError};

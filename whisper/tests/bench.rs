@@ -7,14 +7,18 @@ use voxline_whisper::bench_file;
 
 #[test]
 fn the_benchmark_reports_faster_than_real_time_and_a_bounded_peak_memory() {
-    let Some(model_dir) = support::model_dir() else { return };
+    let Some(model_dir) = support::model_dir() else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let wav = dir.path().join("bench.wav");
     let text = "We have about ten minutes left, so let us go through the pricing options once more. \
         The basic plan covers up to five people and includes weekly practice sessions. \
         The team plan adds detailed reports for managers and a shared library of role plays. \
         Which of these sounds closer to what your team needs at the moment?";
-    let Some(()) = support::speak(text, &wav) else { return };
+    let Some(()) = support::speak(text, &wav) else {
+        return;
+    };
 
     let report = bench_file(&model_dir, &wav).expect("bench");
     let peak_mib = report.peak_rss_bytes.map(|b| b / (1 << 20));
@@ -31,7 +35,11 @@ fn the_benchmark_reports_faster_than_real_time_and_a_bounded_peak_memory() {
     assert!(!report.segments.is_empty());
     // Measured ~0.15 on two cores; 1.0 leaves room for a busy CI machine and still means a
     // worker keeps up with uploads.
-    assert!(report.real_time_factor < 1.0, "real-time factor {}", report.real_time_factor);
+    assert!(
+        report.real_time_factor < 1.0,
+        "real-time factor {}",
+        report.real_time_factor
+    );
     // Measured ~230 MB; a gigabyte would mean something is held that should not be.
     let peak = report.peak_rss_bytes.expect("VmHWM on Linux");
     assert!(peak < 1 << 30, "peak RSS {peak} bytes");

@@ -18,7 +18,10 @@ struct Fixture {
 fn fixture() -> Option<Fixture> {
     let dir = tempfile::tempdir().expect("temp dir");
     let source = dir.path().join("source.wav");
-    speak("Let us talk about the price before we sign anything.", &source)?;
+    speak(
+        "Let us talk about the price before we sign anything.",
+        &source,
+    )?;
     let reference = decode_file(&source).expect("espeak-ng's WAV decodes");
     Some(Fixture {
         _dir: dir,
@@ -36,20 +39,30 @@ impl Fixture {
 }
 
 fn rms(samples: &[f32]) -> f64 {
-    (samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / samples.len() as f64)
+    (samples
+        .iter()
+        .map(|&s| f64::from(s) * f64::from(s))
+        .sum::<f64>()
+        / samples.len() as f64)
         .sqrt()
 }
 
 /// Same length (lossy codecs add a few ms of padding) and same loudness as the reference.
 fn assert_same_audio(name: &str, decoded: &[f32], reference: &[f32]) {
     let length_diff = (audio::duration_secs(decoded) - audio::duration_secs(reference)).abs();
-    assert!(length_diff < 0.1, "{name}: length differs by {length_diff:.3} s");
+    assert!(
+        length_diff < 0.1,
+        "{name}: length differs by {length_diff:.3} s"
+    );
     let (level, expected) = (rms(decoded), rms(reference));
     assert!(
         (level / expected - 1.0).abs() < 0.15,
         "{name}: RMS {level:.4}, expected about {expected:.4}"
     );
-    assert!(decoded.iter().all(|s| s.is_finite() && s.abs() <= 1.5), "{name}: samples out of range");
+    assert!(
+        decoded.iter().all(|s| s.is_finite() && s.abs() <= 1.5),
+        "{name}: samples out of range"
+    );
 }
 
 #[test]
@@ -61,11 +74,15 @@ fn speech_from_espeak_ng_is_decoded_at_16_khz_mono() {
     assert!(rms(&f.reference) > 0.01);
 }
 
+/// The voice copied to both channels at full level (ffmpeg's `-ac 2` would pan it 3 dB down),
+/// so the mono downmix must give back the source level.
+const BOTH_CHANNELS: &str = "pan=stereo|c0=c0|c1=c0";
+
 #[test]
 fn every_accepted_container_decodes_to_the_same_audio() {
     let Some(f) = fixture() else { return };
     let formats: [(&str, &[&str]); 10] = [
-        ("stereo-44k.wav", &["-ac", "2", "-ar", "44100"]),
+        ("stereo-44k.wav", &["-af", BOTH_CHANNELS, "-ar", "44100"]),
         ("float-48k.wav", &["-ar", "48000", "-c:a", "pcm_f32le"]),
         ("16k.wav", &["-ar", "16000"]),
         ("speech.mp3", &["-c:a", "libmp3lame", "-b:a", "64k"]),
@@ -74,10 +91,15 @@ fn every_accepted_container_decodes_to_the_same_audio() {
         ("speech.ogg", &["-c:a", "libvorbis", "-q:a", "4"]),
         ("speech.webm", &["-c:a", "libvorbis", "-q:a", "4"]),
         ("speech.flac", &["-c:a", "flac"]),
-        ("stereo.flac", &["-ac", "2", "-ar", "48000", "-c:a", "flac"]),
+        (
+            "stereo.flac",
+            &["-af", BOTH_CHANNELS, "-ar", "48000", "-c:a", "flac"],
+        ),
     ];
     for (name, args) in formats {
-        let Some(path) = f.encode(name, args) else { return };
+        let Some(path) = f.encode(name, args) else {
+            return;
+        };
         let decoded = decode_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_same_audio(name, &decoded, &f.reference);
     }
@@ -86,7 +108,9 @@ fn every_accepted_container_decodes_to_the_same_audio() {
 #[test]
 fn an_upload_in_memory_decodes_like_the_file() {
     let Some(f) = fixture() else { return };
-    let Some(path) = f.encode("speech.mp3", &["-c:a", "libmp3lame"]) else { return };
+    let Some(path) = f.encode("speech.mp3", &["-c:a", "libmp3lame"]) else {
+        return;
+    };
     let bytes = std::fs::read(&path).expect("read");
     // Without an extension hint the content alone decides.
     let from_memory = decode_bytes(bytes, None).expect("decode");
@@ -97,7 +121,9 @@ fn an_upload_in_memory_decodes_like_the_file() {
 fn opus_is_refused_with_a_reason_naming_the_codec() {
     let Some(f) = fixture() else { return };
     for name in ["speech.opus", "speech-opus.ogg", "speech-opus.webm"] {
-        let Some(path) = f.encode(name, &["-c:a", "libopus", "-b:a", "32k"]) else { return };
+        let Some(path) = f.encode(name, &["-c:a", "libopus", "-b:a", "32k"]) else {
+            return;
+        };
         match decode_file(&path) {
             Err(AudioError::UnsupportedCodec { codec, reason }) => {
                 assert_eq!(codec, "Opus", "{name}");
@@ -110,7 +136,9 @@ fn opus_is_refused_with_a_reason_naming_the_codec() {
 
 #[test]
 fn bytes_that_are_not_audio_are_refused_as_unrecognised() {
-    let junk: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let junk: Vec<u8> = (0..50_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     for extension in [Some("wav"), Some("mp3"), Some("m4a"), None] {
         let result = decode_bytes(junk.clone(), extension);
         assert!(
@@ -154,7 +182,9 @@ fn damaged_files_of_every_kind_give_a_result_or_an_error_but_never_panic() {
         ("d.flac", &["-c:a", "flac"]),
     ];
     for (name, args) in formats {
-        let Some(path) = f.encode(name, args) else { return };
+        let Some(path) = f.encode(name, args) else {
+            return;
+        };
         let bytes = std::fs::read(&path).expect("read");
         let extension = Path::new(name).extension().and_then(|e| e.to_str());
         let mut damaged = Vec::new();
@@ -164,7 +194,10 @@ fn damaged_files_of_every_kind_give_a_result_or_an_error_but_never_panic() {
             damaged.push(bytes[..at].to_vec());
             // Overwritten in the middle, as a bad disk or a buggy client does.
             let mut garbled = bytes.clone();
-            for (i, b) in garbled[at..(at + 2_000).min(bytes.len())].iter_mut().enumerate() {
+            for (i, b) in garbled[at..(at + 2_000).min(bytes.len())]
+                .iter_mut()
+                .enumerate()
+            {
                 *b = (i * 131 % 251) as u8;
             }
             damaged.push(garbled);
@@ -172,7 +205,10 @@ fn damaged_files_of_every_kind_give_a_result_or_an_error_but_never_panic() {
         for file in damaged {
             let len = file.len();
             let outcome = std::panic::catch_unwind(|| decode_bytes(file, extension));
-            assert!(outcome.is_ok(), "{name} damaged at {len} bytes made the decoder panic");
+            assert!(
+                outcome.is_ok(),
+                "{name} damaged at {len} bytes made the decoder panic"
+            );
         }
     }
 }

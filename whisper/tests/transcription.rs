@@ -31,9 +31,18 @@ fn assert_plausible_times(segments: &[Segment], audio_secs: f64) {
     assert!(!segments.is_empty(), "no segments at all");
     let mut previous_end = 0.0;
     for s in segments {
-        assert!(s.start >= 0.0 && s.end >= s.start, "backwards segment {s:?}");
-        assert!(s.start >= previous_end - 1e-9, "segment {s:?} starts before the previous one ended at {previous_end}");
-        assert!(s.end <= audio_secs + 1e-6, "segment {s:?} ends after the audio ({audio_secs} s)");
+        assert!(
+            s.start >= 0.0 && s.end >= s.start,
+            "backwards segment {s:?}"
+        );
+        assert!(
+            s.start >= previous_end - 1e-9,
+            "segment {s:?} starts before the previous one ended at {previous_end}"
+        );
+        assert!(
+            s.end <= audio_secs + 1e-6,
+            "segment {s:?} ends after the audio ({audio_secs} s)"
+        );
         assert!(!s.text.trim().is_empty(), "empty segment {s:?}");
         previous_end = s.end;
     }
@@ -49,7 +58,10 @@ fn transcribe_file(model: &LocalWhisper, path: &Path) -> (Vec<Segment>, f64) {
 fn word_error_rate_is_word_edit_distance_over_normalised_words() {
     assert_eq!(word_error_rate("Hello, world!", "hello world"), 0.0);
     // One substitution in four words.
-    assert_eq!(word_error_rate("the cat sat down", "the hat sat down"), 0.25);
+    assert_eq!(
+        word_error_rate("the cat sat down", "the hat sat down"),
+        0.25
+    );
     // One deletion and one insertion.
     assert_eq!(word_error_rate("a b c d", "a c d e"), 0.5);
     assert_eq!(word_error_rate("follow-up call", "follow up call"), 0.0);
@@ -64,7 +76,9 @@ fn spoken_sentences_are_transcribed_within_fifteen_percent_word_error_rate() {
     let mut words = 0.0;
     for (i, sentence) in SENTENCES.iter().enumerate() {
         let wav = dir.path().join(format!("sentence-{i}.wav"));
-        let Some(()) = speak(sentence, &wav) else { return };
+        let Some(()) = speak(sentence, &wav) else {
+            return;
+        };
         let (segments, audio_secs) = transcribe_file(model, &wav);
         assert_plausible_times(&segments, audio_secs);
         let transcript = joined(&segments);
@@ -84,7 +98,9 @@ fn a_recording_over_thirty_seconds_is_transcribed_across_windows_with_times_in_o
     let Some(model) = whisper() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let wav = dir.path().join("long.wav");
-    let Some(()) = speak(LONG_TEXT, &wav) else { return };
+    let Some(()) = speak(LONG_TEXT, &wav) else {
+        return;
+    };
     let (segments, audio_secs) = transcribe_file(model, &wav);
     assert!(audio_secs > 30.0, "the fixture is only {audio_secs} s long");
 
@@ -97,7 +113,10 @@ fn a_recording_over_thirty_seconds_is_transcribed_across_windows_with_times_in_o
         "no segment after 30 s of {audio_secs} s"
     );
     let last = segments.last().map_or(0.0, |s| s.end);
-    assert!(last > audio_secs - 5.0, "the transcript stops at {last} s of {audio_secs} s");
+    assert!(
+        last > audio_secs - 5.0,
+        "the transcript stops at {last} s of {audio_secs} s"
+    );
 
     let wer = word_error_rate(LONG_TEXT, &joined(&segments));
     eprintln!("WER on the {audio_secs:.1} s recording: {wer:.3}");
@@ -110,7 +129,9 @@ fn every_accepted_container_transcribes_to_the_spoken_sentence() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sentence = SENTENCES[1];
     let wav = dir.path().join("source.wav");
-    let Some(()) = speak(sentence, &wav) else { return };
+    let Some(()) = speak(sentence, &wav) else {
+        return;
+    };
     let formats: [(&str, &[&str]); 8] = [
         ("stereo-44k.wav", &["-ac", "2", "-ar", "44100"]),
         ("mp3", &["-c:a", "libmp3lame", "-b:a", "64k"]),
@@ -123,7 +144,9 @@ fn every_accepted_container_transcribes_to_the_spoken_sentence() {
     ];
     for (name, args) in formats {
         let file = dir.path().join(format!("speech.{name}"));
-        let Some(()) = convert(&wav, args, &file) else { return };
+        let Some(()) = convert(&wav, args, &file) else {
+            return;
+        };
         let (segments, audio_secs) = transcribe_file(model, &file);
         assert_plausible_times(&segments, audio_secs);
         let transcript = joined(&segments);
@@ -149,7 +172,9 @@ fn one_model_serves_several_threads_with_the_same_result() {
     let Some(model) = whisper() else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let wav = dir.path().join("shared.wav");
-    let Some(()) = speak(SENTENCES[0], &wav) else { return };
+    let Some(()) = speak(SENTENCES[0], &wav) else {
+        return;
+    };
     let samples = decode_file(&wav).expect("decode");
     let results: Vec<Vec<Segment>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..2)

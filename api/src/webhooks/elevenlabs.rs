@@ -39,6 +39,8 @@ use voxline_jobs::payloads::SessionJob;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::ratelimit::{ClientIp, Rule};
+use crate::sessions::KINDS;
 
 /// The `source` of the sessions this webhook makes; with the conversation id, their key.
 pub const SOURCE: &str = "elevenlabs";
@@ -49,7 +51,6 @@ pub const KIND_VARIABLE: &str = "voxline_session_kind";
 pub const TITLE_VARIABLE: &str = "voxline_session_title";
 
 const TRANSCRIPTION: &str = "post_call_transcription";
-const KINDS: [&str; 4] = ["sales", "interview", "presentation", "custom"];
 const MAX_TITLE_CHARS: usize = 200;
 const MAX_CONVERSATION_ID_CHARS: usize = 200;
 const DYNAMIC_VARIABLES: &str = "data.conversation_initiation_client_data.dynamic_variables";
@@ -194,13 +195,13 @@ pub fn segments(transcript: &[Value], call_duration: Option<f64>) -> Result<Vec<
             Some(_) => return Err(invalid(at("message"), "message must be text")),
         };
         let start = seconds(turn.get("time_in_call_secs"), &at("time_in_call_secs"))?;
-        if let (Some(before), Some(now)) = (latest, start) {
-            if now < before {
-                return Err(invalid(
-                    at("time_in_call_secs"),
-                    "turns must be in the order they were spoken",
-                ));
-            }
+        if let (Some(before), Some(now)) = (latest, start)
+            && now < before
+        {
+            return Err(invalid(
+                at("time_in_call_secs"),
+                "turns must be in the order they were spoken",
+            ));
         }
         latest = start.or(latest);
         turns.push(Turn {
@@ -352,9 +353,11 @@ pub fn route() -> UtoipaMethodRouter<AppState> {
               (status = 503, description = "elevenlabs.webhook_secret is not configured")))]
 pub async fn receive(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    state.limits.check(Rule::WebhooksPerIp, &ip).await?;
     let config = &state.settings.elevenlabs;
     if config.webhook_secret.is_empty() {
         return Err(ApiError::new(

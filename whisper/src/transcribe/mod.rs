@@ -111,7 +111,10 @@ impl LocalWhisper {
         Self::load_with(model_dir, &WhisperSettings::default())
     }
 
-    pub fn load_with(model_dir: &Path, settings: &WhisperSettings) -> Result<Self, TranscribeError> {
+    pub fn load_with(
+        model_dir: &Path,
+        settings: &WhisperSettings,
+    ) -> Result<Self, TranscribeError> {
         for file in MODEL_FILES {
             if !model_dir.join(file).is_file() {
                 return Err(TranscribeError::MissingFile {
@@ -133,7 +136,8 @@ impl LocalWhisper {
             num_threads_per_replica: settings.threads,
             ..Config::default()
         };
-        let model = sys::Whisper::new(model_dir, config).map_err(|e| load_error(format!("{e:#}")))?;
+        let model =
+            sys::Whisper::new(model_dir, config).map_err(|e| load_error(format!("{e:#}")))?;
         if model.n_mels() != N_MELS {
             return Err(TranscribeError::UnsupportedModel {
                 found: model.n_mels(),
@@ -209,7 +213,8 @@ impl LocalWhisper {
         else {
             return Ok(Vec::new());
         };
-        let avg_log_prob = average_log_prob(result.scores.first().copied(), ids.len(), &self.options);
+        let avg_log_prob =
+            average_log_prob(result.scores.first().copied(), ids.len(), &self.options);
         if result.no_speech_prob > NO_SPEECH_THRESHOLD && avg_log_prob < LOG_PROB_THRESHOLD {
             tracing::debug!(
                 no_speech_prob = result.no_speech_prob,
@@ -278,7 +283,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let err = LocalWhisper::load(dir.path()).expect_err("no model there");
         assert!(
-            matches!(err, TranscribeError::MissingFile { file: "model.bin", .. }),
+            matches!(
+                err,
+                TranscribeError::MissingFile {
+                    file: "model.bin",
+                    ..
+                }
+            ),
             "{err}"
         );
     }
@@ -294,7 +305,10 @@ mod tests {
         )
         .expect("write");
         let err = check_preprocessor_config(dir.path()).expect_err("128 mels");
-        assert!(matches!(err, TranscribeError::BadPreprocessorConfig { .. }), "{err}");
+        assert!(
+            matches!(err, TranscribeError::BadPreprocessorConfig { .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -30,7 +30,11 @@ pub fn plan_windows(samples: &[f32]) -> Vec<Range<usize>> {
     let mut windows = Vec::new();
     let mut start = 0;
     while samples.len() - start > N_SAMPLES {
-        let cut = quietest_cut(&energy, start + N_SAMPLES - SEARCH_SAMPLES, start + N_SAMPLES);
+        let cut = quietest_cut(
+            &energy,
+            start + N_SAMPLES - SEARCH_SAMPLES,
+            start + N_SAMPLES,
+        );
         windows.push(start..cut);
         start = cut;
     }
@@ -72,7 +76,9 @@ mod tests {
 
     fn noise(len: usize) -> Vec<f32> {
         // Deterministic "speech": a loud, busy signal without pauses.
-        (0..len).map(|i| (((i * 7919) % 1000) as f32 / 1000.0) - 0.5).collect()
+        (0..len)
+            .map(|i| (((i * 7919) % 1000) as f32 / 1000.0) - 0.5)
+            .collect()
     }
 
     #[test]

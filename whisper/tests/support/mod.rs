@@ -62,9 +62,10 @@ pub fn whisper() -> Option<&'static LocalWhisper> {
         .as_ref()
 }
 
-fn tool_available(tool: &str) -> bool {
+/// `version_flag` differs by tool: ffmpeg knows only `-version`.
+fn tool_available(tool: &str, version_flag: &str) -> bool {
     Command::new(tool)
-        .arg("--version")
+        .arg(version_flag)
         .output()
         .is_ok_and(|o| o.status.success())
 }
@@ -72,7 +73,7 @@ fn tool_available(tool: &str) -> bool {
 /// Speaks `text` into a WAV file (22.05 kHz mono) with a fixed voice and speed, so the audio
 /// is the same on every machine with the same espeak-ng.
 pub fn speak(text: &str, out: &Path) -> Option<()> {
-    if !tool_available("espeak-ng") {
+    if !tool_available("espeak-ng", "--version") {
         missing("espeak-ng (apt-get install espeak-ng)", &"not on PATH");
         return None;
     }
@@ -88,7 +89,7 @@ pub fn speak(text: &str, out: &Path) -> Option<()> {
 
 /// Re-encodes `input` with ffmpeg; `args` choose codec, rate and channels.
 pub fn convert(input: &Path, args: &[&str], out: &Path) -> Option<()> {
-    if !tool_available("ffmpeg") {
+    if !tool_available("ffmpeg", "-version") {
         missing("ffmpeg (apt-get install ffmpeg)", &"not on PATH");
         return None;
     }
@@ -113,7 +114,11 @@ pub fn normalise(text: &str) -> Vec<String> {
     text.to_lowercase()
         .replace(['-', '—', '–'], " ")
         .split_whitespace()
-        .map(|w| w.chars().filter(|c| c.is_alphanumeric()).collect::<String>())
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric())
+                .collect::<String>()
+        })
         .filter(|w| !w.is_empty())
         .collect()
 }

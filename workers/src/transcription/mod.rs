@@ -1,9 +1,11 @@
 //! The `transcription` worker: turns an uploaded recording into transcript segments, stores
 //! them and queues the session's analysis, in one transaction.
 //!
-//! The speech-to-text provider sits behind [`Transcriber`]; OpenAI is the one real adapter
-//! ([`openai`]), and the local Whisper model of a later issue plugs in beside it.
+//! The speech-to-text provider sits behind [`Transcriber`]: OpenAI ([`openai`]) or, in builds
+//! with the `local-whisper` feature, Whisper on this machine (`local`).
 
+#[cfg(feature = "local-whisper")]
+pub mod local;
 pub mod openai;
 
 use std::future::Future;
@@ -58,9 +60,11 @@ pub trait Transcriber: Send + Sync {
     ) -> BoxFuture<'a, Result<Transcript, HandlerError>>;
 }
 
-/// Stands in for the local Whisper provider until it exists.
+/// Stands in for the local Whisper provider in builds without it.
+#[cfg(not(feature = "local-whisper"))]
 struct LocalUnavailable;
 
+#[cfg(not(feature = "local-whisper"))]
 impl Transcriber for LocalUnavailable {
     fn transcribe<'a>(&'a self, _: &'a Audio) -> BoxFuture<'a, Result<Transcript, HandlerError>> {
         Box::pin(async {
@@ -71,19 +75,32 @@ impl Transcriber for LocalUnavailable {
     }
 }
 
+#[cfg(feature = "local-whisper")]
+fn local_transcriber(settings: &voxline_domain::Settings) -> Arc<dyn Transcriber> {
+    Arc::new(local::LocalTranscriber::new(settings.local_model_dir()))
+}
+
+#[cfg(not(feature = "local-whisper"))]
+fn local_transcriber(_: &voxline_domain::Settings) -> Arc<dyn Transcriber> {
+    Arc::new(LocalUnavailable)
+}
+
 pub struct TranscriptionWorker {
     jobs: JobClient,
     blobs: Arc<dyn BlobStore>,
     openai: Arc<OpenAi>,
+    local: Arc<dyn Transcriber>,
 }
 
 impl TranscriptionWorker {
     pub fn new(jobs: JobClient, openai: Arc<OpenAi>) -> Self {
         let blobs = Arc::new(LocalBlobs::new(jobs.settings().blob_dir()));
+        let local = local_transcriber(jobs.settings());
         TranscriptionWorker {
             jobs,
             blobs,
             openai,
+            local,
         }
     }
 
@@ -104,7 +121,7 @@ impl TranscriptionWorker {
     fn transcriber(&self) -> Result<&dyn Transcriber, HandlerError> {
         match self.jobs.settings().transcription_provider() {
             Some(TranscriptionProvider::OpenAi) => Ok(self.openai.as_ref()),
-            Some(TranscriptionProvider::Local) => Ok(&LocalUnavailable),
+            Some(TranscriptionProvider::Local) => Ok(self.local.as_ref()),
             // The API refuses uploads in this configuration; a job queued before it changed
             // can never be done.
             None => Err(HandlerError::permanent(
