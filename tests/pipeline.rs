@@ -205,6 +205,13 @@ impl Pipeline {
         assert_eq!(jobs.len(), 1, "one {queue} job for {session}: {jobs:#?}");
         jobs.remove(0)
     }
+
+    /// The step's job once its outcome is written (the session can be ready a moment before
+    /// the worker's acknowledgement lands).
+    async fn finished_job(&self, queue: &str, session: &str, state: JobState) -> Job {
+        let job = self.job(queue, session).await;
+        self.t.wait_state(job.id, state, WAIT).await
+    }
 }
 
 on_both_databases!(an_uploaded_recording_is_transcribed_analysed_and_ready);
@@ -269,6 +276,11 @@ async fn an_uploaded_recording_is_transcribed_analysed_and_ready(backend: Backen
     assert_eq!(format["json_schema"]["strict"], true);
 
     // The feedback-ready email carries the overall score the feedback has.
+    // (Queued just after the feedback is saved, so it may trail the status by a moment.)
+    eventually("the feedback-ready email is queued", WAIT, || async {
+        !p.jobs("email", &id).await.is_empty()
+    })
+    .await;
     let email = p.job("email", &id).await;
     assert_eq!(email.payload["template"], "feedback_ready");
     assert_eq!(
@@ -298,8 +310,7 @@ async fn provider_errors_are_retried_by_the_engine_until_the_transcription_succe
     // Three requests in all: the client does not retry behind the engine's back; each failed
     // attempt is the engine's, with its error recorded.
     assert_eq!(p.mock.requests(openai_mock::TRANSCRIPTIONS).len(), 3);
-    let job = p.job("transcription", &id).await;
-    assert_eq!(job.state, JobState::Done);
+    let job = p.finished_job("transcription", &id, JobState::Done).await;
     assert_eq!(job.attempt, 3);
     assert_eq!(job.errors.len(), 2, "{job:#?}");
     for e in &job.errors {
@@ -335,8 +346,8 @@ async fn a_refused_request_kills_the_job_and_fails_the_session_with_the_provider
     let id = p.upload("Bad key", &wav).await;
     let session = p.wait_status(&id, "failed").await;
 
-    let job = p.job("transcription", &id).await;
-    assert_eq!(job.state, JobState::Dead, "a 401 is not retried");
+    // Dead at once: a 401 is not retried.
+    let job = p.finished_job("transcription", &id, JobState::Dead).await;
     assert_eq!(job.attempt, 1);
     let last = job.last_error.unwrap_or_default();
     assert!(last.contains("401") && last.contains(message), "{last}");
@@ -425,8 +436,8 @@ async fn feedback_whose_evidence_is_not_in_the_transcript_falls_back_to_metrics_
 
     // Asked on every attempt; the last one stores the metrics and says why there is no LLM.
     assert_eq!(p.mock.requests(openai_mock::CHAT).len(), 3);
-    let job = p.job("analysis", &id).await;
-    assert_eq!((job.state, job.attempt), (JobState::Done, 3));
+    let job = p.finished_job("analysis", &id, JobState::Done).await;
+    assert_eq!(job.attempt, 3);
     let feedback = p.feedback(&id).await;
     assert_eq!(feedback["kind"], "metrics_only", "{feedback:#}");
     assert_eq!(feedback["llm"], Value::Null);

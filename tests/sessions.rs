@@ -141,8 +141,9 @@ async fn a_submitted_transcript_becomes_ready_feedback(backend: Backend) {
 
     let (status, feedback) = get(&format!("{url}/feedback"), &ann).await;
     assert_eq!(status, StatusCode::OK);
-    // The stored feedback document: `{kind, metrics, scores, llm, notes}`.
-    let stored = &feedback["metrics"];
+    // The feedback document: `{session_id, kind, metrics, scores, llm, notes}`.
+    let stored = &feedback;
+    assert_eq!(stored["session_id"], id.as_str());
     assert_eq!(stored["kind"], "metrics_only");
     assert_eq!(stored["llm"], Value::Null);
     assert!(

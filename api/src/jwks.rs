@@ -87,7 +87,7 @@ impl Jwks {
         }
         let mut cache = self.cache.write().await;
         // Another request may have refreshed while this one waited for the lock.
-        if !cache.read_at.is_some_and(|t| t.elapsed() < MIN_REFRESH) {
+        if cache.read_at.is_none_or(|t| t.elapsed() >= MIN_REFRESH) {
             match self.read().await {
                 Ok(keys) => {
                     cache.keys = keys;

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod admin_page;
 pub mod audio;
 pub mod auth;
+pub mod billing;
 pub mod error;
 pub mod extract;
 pub mod hardening;

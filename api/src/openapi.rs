@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{AppState, admin, health, notifications, session_events, sessions};
+use crate::{AppState, admin, billing, health, notifications, session_events, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -58,6 +58,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::feedback))
         // Signed by ElevenLabs, not JWT-authenticated; takes bodies up to 5 MB.
         .routes(crate::webhooks::elevenlabs::route())
+        // Signed by Stripe, not JWT-authenticated.
+        .routes(crate::webhooks::stripe::route())
+        .routes(routes!(billing::subscription))
+        .routes(routes!(billing::usage))
         .routes(routes!(session_events::events))
         .routes(routes!(
             notifications::get_preferences,

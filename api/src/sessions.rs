@@ -151,6 +151,7 @@ pub async fn create(
         .check(Rule::IntakePerProfile, &profile_key)
         .await?;
     state.limits.check(Rule::IntakePerIp, &ip).await?;
+    crate::billing::check_quota(&state, &claims.company_id).await?;
     let key = idempotency_key(&headers)?;
     let submission = upload::read(
         &headers,
@@ -364,7 +365,8 @@ pub async fn get(
     Ok(Json(view(&session)))
 }
 
-/// The coaching metrics of a session once it is ready (409 before).
+/// The coaching feedback of a session once it is ready (409 before): `{session_id, kind:
+/// llm|metrics_only, metrics, scores, llm, notes}`.
 #[utoipa::path(get, path = "/api/sessions/{id}/feedback", tag = "sessions", params(("id" = String, Path)),
     responses((status = 200, description = "the feedback"), (status = 401), (status = 404), (status = 409)),
     security(("bearer" = [])))]
@@ -382,7 +384,14 @@ pub async fn feedback(
         .await
         .map_err(ApiError::internal)?
     {
-        Some(metrics) => Ok(Json(json!({ "session_id": id, "metrics": metrics }))),
+        // The stored document is `{kind, metrics, scores, llm, notes}`; the answer adds the id.
+        Some(Value::Object(mut feedback)) => {
+            feedback.insert("session_id".into(), Value::String(id));
+            Ok(Json(Value::Object(feedback)))
+        }
+        Some(other) => Err(ApiError::internal(format!(
+            "session {id}: stored feedback is not an object: {other}"
+        ))),
         None => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_ready",

@@ -62,6 +62,10 @@ pub struct Settings {
     pub elevenlabs: ElevenLabsSettings,
     pub rate_limits: RateLimitSettings,
     pub stripe: StripeSettings,
+    pub billing: BillingSettings,
+    /// Plans by name: what a company may use, and which Stripe prices put it on the plan.
+    #[serde(default)]
+    pub plans: BTreeMap<String, Plan>,
     pub smtp: SmtpSettings,
     pub email: EmailSettings,
     pub engine: EngineSettings,
@@ -216,10 +220,80 @@ pub struct ElevenLabsSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StripeSettings {
+    /// The API key the billing worker and `voxline billing reconcile` call Stripe with; empty =
+    /// no calls (reconciliation and usage reports do nothing, webhooks still apply).
     pub secret_key: String,
+    /// The webhook endpoint's signing secret(s), comma-separated: while a secret is rolled,
+    /// Stripe signs with the old and the new one and either verifies. Empty = the webhook
+    /// answers 503. See [`StripeSettings::webhook_secrets`].
     pub webhook_secret: String,
+    /// Empty = Stripe's own API; set it to a server speaking the same API (a test's). The
+    /// origin only, without `/v1`.
     pub base_url: String,
+    /// Time-out of one HTTP request to Stripe.
+    pub timeout_ms: u64,
+    /// Retries of one call after a 429, a 5xx or a connection failure, with exponential backoff
+    /// from `retry_base_ms`.
+    pub max_retries: u32,
+    pub retry_base_ms: u64,
+    /// Consecutive failed calls that open Stripe's circuit breaker, and for how long.
+    pub circuit_threshold: u32,
+    pub circuit_cooldown_ms: u64,
 }
+
+impl StripeSettings {
+    /// The configured signing secrets (`webhook_secret` split at commas, blanks dropped).
+    pub fn webhook_secrets(&self) -> Vec<&str> {
+        self.webhook_secret
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+/// What quotas and Stripe sync need beyond the plans themselves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BillingSettings {
+    /// The plan of a company without a usable subscription (or whose subscription's prices
+    /// name no plan). When it requires a subscription, such a company's intake answers 402.
+    pub default_plan: String,
+    /// Subscription statuses that let a company use its plan (Stripe keeps `past_due` while it
+    /// retries the payment).
+    pub usable_statuses: Vec<String>,
+    /// The Stripe billing meter's event name for analysed seconds; empty = usage is not reported.
+    pub meter_event_name: String,
+    /// Length of one reported usage window (each window is one meter event per company).
+    pub usage_window_secs: u64,
+    /// Subscriptions asked for per page when reconciling (Stripe allows 1 to 100).
+    pub reconcile_page_size: u32,
+}
+
+/// One plan. Limits of 0 mean "no limit".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Without a usable subscription, a company on this plan cannot submit sessions (402).
+    pub requires_subscription: bool,
+    /// Analysed conversation per calendar month (UTC).
+    pub minutes_per_month: u64,
+    /// Sessions submitted per day (UTC).
+    pub sessions_per_day: u64,
+    /// Stripe price ids or lookup keys whose subscriptions are on this plan.
+    #[serde(default)]
+    pub stripe_prices: Vec<String>,
+}
+
+/// Stripe's subscription statuses.
+pub const SUBSCRIPTION_STATUSES: [&str; 8] = [
+    "active",
+    "canceled",
+    "incomplete",
+    "incomplete_expired",
+    "past_due",
+    "paused",
+    "trialing",
+    "unpaid",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EngineSettings {
@@ -430,6 +504,7 @@ impl Settings {
         if self.openai.timeout_ms == 0 {
             return Err(invalid("openai.timeout_ms", "must be greater than 0"));
         }
+        self.validate_billing()?;
         for (kind, t) in &self.analysis.targets {
             for (name, range) in [("talk_ratio", t.talk_ratio), ("words_per_minute", t.words_per_minute)] {
                 if let Some([low, high]) = range
@@ -504,6 +579,7 @@ impl Settings {
         }
         for (key, url, schemes) in [
             ("redis.url", &self.redis.url, &["redis", "rediss"][..]),
+            ("stripe.base_url", &self.stripe.base_url, &["http", "https"][..]),
             ("smtp.url", &self.smtp.url, &["smtp", "smtps"][..]),
             (
                 "email.public_base_url",
@@ -572,6 +648,70 @@ impl Settings {
                     format!("cron.{name}.queue"),
                     "not a valid queue name",
                 ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    fn validate_billing(&self) -> Result<(), ConfigError> {
+        if self.stripe.timeout_ms == 0 {
+            return Err(invalid("stripe.timeout_ms", "must be greater than 0"));
+        }
+        if self.stripe.retry_base_ms == 0 {
+            return Err(invalid("stripe.retry_base_ms", "must be greater than 0"));
+        }
+        let billing = &self.billing;
+        if !self.plans.contains_key(&billing.default_plan) {
+            return Err(invalid(
+                "billing.default_plan",
+                format!(
+                    "\"{}\" is not a plan (plans: {})",
+                    billing.default_plan,
+                    self.plans.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        for status in &billing.usable_statuses {
+            if !SUBSCRIPTION_STATUSES.contains(&status.as_str()) {
+                return Err(invalid(
+                    "billing.usable_statuses",
+                    format!(
+                        "\"{status}\" is not a Stripe subscription status ({})",
+                        SUBSCRIPTION_STATUSES.join(", ")
+                    ),
+                ));
+            }
+        }
+        if billing.usage_window_secs < 60 || billing.usage_window_secs > 86_400 {
+            return Err(invalid(
+                "billing.usage_window_secs",
+                "must be between 60 and 86400 seconds",
+            ));
+        }
+        if !(1..=100).contains(&billing.reconcile_page_size) {
+            return Err(invalid(
+                "billing.reconcile_page_size",
+                "must be between 1 and 100 (Stripe's page limits)",
+            ));
+        }
+        // A price on two plans would make a subscription's plan a matter of map order.
+        let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, plan) in &self.plans {
+            if !valid_name(name) {
+                return Err(invalid(
+                    format!("plans.{name}"),
+                    "plan names use lower-case letters, digits, '_', '-' and '.'",
+                ));
+            }
+            for price in &plan.stripe_prices {
+                if let Some(other) = owners.insert(price.as_str(), name.as_str()) {
+                    return Err(invalid(
+                        format!("plans.{name}.stripe_prices"),
+                        format!("price \"{price}\" is already on plan \"{other}\""),
+                    ));
+                }
             }
         }
         Ok(())
@@ -699,6 +839,43 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("cron.x.schedule:"), "{err}");
+    }
+
+    #[test]
+    fn the_embedded_default_plan_needs_no_subscription() {
+        let s = Settings::from_toml_overrides("").expect("defaults load");
+        let plan = &s.plans[&s.billing.default_plan];
+        assert!(!plan.requires_subscription);
+        assert!(s.cron.contains_key("billing_reconcile") && s.cron.contains_key("usage_report"));
+    }
+
+    #[test]
+    fn webhook_secrets_are_comma_separated() {
+        let s = Settings::from_toml_overrides(
+            "[stripe]\nwebhook_secret = \" whsec_old , whsec_new,\"",
+        )
+        .expect("valid");
+        assert_eq!(s.stripe.webhook_secrets(), ["whsec_old", "whsec_new"]);
+    }
+
+    #[test]
+    fn billing_settings_are_checked() {
+        let err = |toml: &str| Settings::from_toml_overrides(toml).unwrap_err().to_string();
+        assert!(
+            err("[billing]\ndefault_plan = \"gold\"").starts_with("billing.default_plan:"),
+        );
+        assert!(
+            err("[billing]\nusable_statuses = [\"happy\"]")
+                .starts_with("billing.usable_statuses:")
+        );
+        assert!(
+            err("[plans.pro]\nstripe_prices = [\"price_x\"]\n[plans.team]\nrequires_subscription = true\nminutes_per_month = 1\nsessions_per_day = 1\nstripe_prices = [\"price_x\"]")
+                .starts_with("plans.team.stripe_prices:")
+        );
+        assert!(err("[stripe]\nbase_url = \"ftp://x\"").starts_with("stripe.base_url:"));
+        assert!(
+            err("[billing]\nreconcile_page_size = 0").starts_with("billing.reconcile_page_size:")
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! that every other crate builds on. Nothing here knows about jobs, HTTP or workers.
 
 pub mod audit;
+pub mod billing;
 pub mod blobs;
 pub mod config;
 pub mod db;

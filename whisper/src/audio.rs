@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Indexing, Resampler};
-use symphonia::core::audio::SampleBuffer;
+use symphonia::core::audio::{SampleBuffer, SignalSpec};
 use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_OPUS, CodecType, DecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::FormatOptions;
@@ -136,7 +136,8 @@ fn decode_source(
         })?;
 
     let mut to_16k: Option<ToWhisperRate> = None;
-    let mut interleaved: Option<SampleBuffer<f32>> = None;
+    // Reused across packets; remade when a packet is larger or its layout differs.
+    let mut interleaved: Option<(SignalSpec, SampleBuffer<f32>)> = None;
     let mut mono = Vec::new();
     let mut good_packets = 0usize;
     let mut bad_packets = 0usize;
@@ -175,9 +176,16 @@ fn decode_source(
         if decoded.frames() == 0 || channels == 0 {
             continue;
         }
-        let buffer = match &mut interleaved {
-            Some(buffer) if buffer.capacity() >= decoded.capacity() * channels => buffer,
-            slot => slot.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
+        let reusable = matches!(
+            &interleaved,
+            Some((made_for, buffer))
+                if *made_for == spec && buffer.capacity() >= decoded.capacity() * channels
+        );
+        if !reusable {
+            interleaved = Some((spec, SampleBuffer::new(decoded.capacity() as u64, spec)));
+        }
+        let Some((_, buffer)) = &mut interleaved else {
+            continue;
         };
         buffer.copy_interleaved_ref(decoded);
         mono.clear();

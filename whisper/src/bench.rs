@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use crate::audio::{self, AudioError};
-use crate::transcribe::{LocalWhisper, Segment, TranscribeError};
+use crate::transcribe::{LocalWhisper, Segment, TranscribeError, WhisperSettings};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchReport {
@@ -33,8 +33,17 @@ pub enum BenchError {
 
 /// Loads the model in `model_dir`, transcribes `audio_file` and measures it. Blocking.
 pub fn bench_file(model_dir: &Path, audio_file: &Path) -> Result<BenchReport, BenchError> {
+    bench_file_with(model_dir, audio_file, &WhisperSettings::default())
+}
+
+/// [`bench_file`] with other settings, e.g. to compare beam sizes or thread counts.
+pub fn bench_file_with(
+    model_dir: &Path,
+    audio_file: &Path,
+    settings: &WhisperSettings,
+) -> Result<BenchReport, BenchError> {
     let started = Instant::now();
-    let whisper = LocalWhisper::load(model_dir)?;
+    let whisper = LocalWhisper::load_with(model_dir, settings)?;
     let load_secs = started.elapsed().as_secs_f64();
 
     let started = Instant::now();

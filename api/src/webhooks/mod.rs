@@ -2,3 +2,4 @@
 //! the raw body, and finds whose data it is from the payload itself.
 
 pub mod elevenlabs;
+pub mod stripe;

@@ -19,7 +19,6 @@ use ct2rs::tokenizers::hf;
 use serde::Deserialize;
 
 pub use mel::{LogMel, N_FRAMES, N_MELS, N_SAMPLES, SAMPLE_RATE};
-pub use windows::plan_windows;
 
 /// A stretch of speech and what was said in it. Times are seconds from the start of the audio.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,16 +160,26 @@ impl LocalWhisper {
 
     /// Transcribes 16 kHz mono samples in `[-1, 1]` into segments in time order.
     ///
-    /// Audio longer than 30 s is cut into windows at pauses ([`plan_windows`]); each window's
+    /// Audio longer than 30 s is heard in windows cut at pauses; a phrase left unfinished or
+    /// unheard at the end of a window is heard again at the start of the next. Each window's
     /// times are offset by where it starts. Blocking and CPU-bound.
     pub fn transcribe(&self, samples_16k_mono: &[f32]) -> Result<Vec<Segment>, TranscribeError> {
+        let samples = samples_16k_mono;
         let mut segments: Vec<Segment> = Vec::new();
-        for window in plan_windows(samples_16k_mono) {
-            let audio = &samples_16k_mono[window.clone()];
-            let offset = window.start as f64 / SAMPLE_RATE as f64;
-            for s in self.transcribe_window(audio)? {
-                // Each window's times are clamped to its own length, so adding the offset keeps
-                // the whole list in order; the max only guards against rounding.
+        let mut start = 0;
+        while start < samples.len() {
+            let end = windows::window_end(samples, start);
+            let heard = self.transcribe_window(&samples[start..end])?;
+            let (keep, resume) = if end == samples.len() {
+                (heard.len(), end - start)
+            } else {
+                windows::resume_after(&heard, end - start)
+            };
+            let offset = start as f64 / SAMPLE_RATE as f64;
+            for s in heard.into_iter().take(keep) {
+                // A window's times are clamped to its own length and the next window starts no
+                // earlier than the last kept segment ended, so the list stays in order; the max
+                // only guards against rounding.
                 let floor = segments.last().map_or(0.0, |last| last.end);
                 let start = (offset + s.start).max(floor);
                 segments.push(Segment {
@@ -179,6 +188,7 @@ impl LocalWhisper {
                     text: s.text,
                 });
             }
+            start += resume.max(1);
         }
         Ok(segments)
     }

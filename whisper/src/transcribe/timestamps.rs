@@ -3,7 +3,8 @@
 //! Prompted with `<|startoftranscript|>` alone, an English-only Whisper writes timestamp
 //! tokens around each phrase: `<|0.00|> Hello there. <|1.84|><|1.84|> How are you? <|3.10|>`.
 //! A timestamp after text closes a segment; a timestamp before text opens one. The last
-//! segment may be left open when the window ends mid-phrase; it then ends with the window.
+//! segment may be left open when the window ends mid-phrase; it then ends with the window and
+//! is marked open, so the caller can hear that phrase again in the next window.
 
 /// A segment of one window, times in seconds from the window's start.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,6 +12,8 @@ pub struct WindowSegment {
     pub start: f64,
     pub end: f64,
     pub text: String,
+    /// `false` when no timestamp closed the segment: the phrase may go on past the window.
+    pub closed: bool,
 }
 
 /// The time of a timestamp token such as `<|12.34|>`, or `None` for any other token.
@@ -39,7 +42,7 @@ pub fn segments<E>(
     let mut last_time = 0.0f64;
     let mut text: Vec<String> = Vec::new();
 
-    let mut close = |start: f64, end: f64, text: &mut Vec<String>| -> Result<(), E> {
+    let mut close = |start: f64, end: f64, closed: bool, text: &mut Vec<String>| -> Result<(), E> {
         let decoded = decode(text)?;
         text.clear();
         let decoded = decoded.trim();
@@ -49,6 +52,7 @@ pub fn segments<E>(
                 start,
                 end: end.clamp(start, window_secs),
                 text: decoded.to_string(),
+                closed,
             });
         }
         Ok(())
@@ -59,7 +63,7 @@ pub fn segments<E>(
             if text.is_empty() {
                 open_at = Some(time);
             } else {
-                close(open_at.unwrap_or(last_time), time, &mut text)?;
+                close(open_at.unwrap_or(last_time), time, true, &mut text)?;
                 open_at = None;
             }
             last_time = time;
@@ -68,7 +72,7 @@ pub fn segments<E>(
         }
     }
     if !text.is_empty() {
-        close(open_at.unwrap_or(last_time), window_secs, &mut text)?;
+        close(open_at.unwrap_or(last_time), window_secs, false, &mut text)?;
     }
     Ok(segments)
 }
@@ -91,6 +95,14 @@ mod tests {
             start,
             end,
             text: text.to_string(),
+            closed: true,
+        }
+    }
+
+    fn open(start: f64, end: f64, text: &str) -> WindowSegment {
+        WindowSegment {
+            closed: false,
+            ..seg(start, end, text)
         }
     }
 
@@ -122,7 +134,7 @@ mod tests {
     #[test]
     fn a_segment_left_open_at_the_end_of_the_window_ends_with_the_window() {
         let out = segments(&tokens("<|26.00|> ĠAnd Ġthen"), 28.5, join);
-        assert_eq!(out, Ok(vec![seg(26.0, 28.5, "And then")]));
+        assert_eq!(out, Ok(vec![open(26.0, 28.5, "And then")]));
     }
 
     #[test]
@@ -134,7 +146,7 @@ mod tests {
     #[test]
     fn text_without_timestamps_becomes_one_segment_spanning_the_window() {
         let out = segments(&tokens("ĠJust Ġwords"), 2.0, join);
-        assert_eq!(out, Ok(vec![seg(0.0, 2.0, "Just words")]));
+        assert_eq!(out, Ok(vec![open(0.0, 2.0, "Just words")]));
     }
 
     #[test]

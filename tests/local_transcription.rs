@@ -1,0 +1,187 @@
+//! The embedded default turns a recording into feedback with no API key and no network: a
+//! multipart upload is transcribed by the local Whisper model and analysed, on both databases;
+//! a recording that cannot be decoded ends as a dead job with a clear reason and a failed
+//! session. Speech is made with espeak-ng; the model is the one `voxline models install` puts in
+//! place (`VOXLINE_TEST_MODEL_DIR`, else installed once into /var/tmp/voxline-models).
+#![cfg(feature = "local-whisper")]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use support::{Backend, TestDb, eventually, start_api, start_workers, token};
+use voxline_api::auth::Role;
+use voxline_domain::sessions;
+
+const SPOKEN: &str = "Thanks for joining the call today. What is the biggest problem your team \
+                      has with onboarding? We can help you cut that time in half.";
+
+fn model_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("VOXLINE_TEST_MODEL_DIR") {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => voxline_whisper::install(
+            Path::new("/var/tmp/voxline-models"),
+            &voxline_whisper::ModelSource::default(),
+        )
+        .map(|m| m.dir)
+        .map_err(|e| e.to_string()),
+    };
+    match dir {
+        Ok(dir) if dir.join("model.bin").is_file() => Some(dir),
+        Ok(dir) => {
+            support::service_missing("the Whisper model", &format!("nothing at {}", dir.display()));
+            None
+        }
+        Err(e) => {
+            support::service_missing("the Whisper model (voxline models install)", &e);
+            None
+        }
+    }
+}
+
+fn speak(text: &str, out: &Path) -> Option<Vec<u8>> {
+    let status = std::process::Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "150", "-w"])
+        .arg(out)
+        .arg(text)
+        .status();
+    match status {
+        Ok(s) if s.success() => std::fs::read(out).ok(),
+        other => {
+            support::service_missing("espeak-ng", &format!("{other:?}"));
+            None
+        }
+    }
+}
+
+/// A test database whose data directory holds the installed model, as after
+/// `voxline models install`; no OpenAI key anywhere.
+async fn embedded_default_with_model(backend: Backend) -> Option<TestDb> {
+    let model = model_dir()?;
+    let t = TestDb::new(backend, &["[queues.transcription]\nbackoff_base_ms = 50\n"]).await?;
+    let models = t.settings.data_dir.join("models");
+    std::fs::create_dir_all(&models).expect("models dir");
+    std::os::unix::fs::symlink(&model, models.join("whisper-tiny.en")).expect("link the model");
+    assert_eq!(
+        t.settings.transcription_provider(),
+        Some(voxline_domain::config::TranscriptionProvider::Local)
+    );
+    Some(t)
+}
+
+async fn upload(base: &str, bytes: Vec<u8>, name: &str) -> (StatusCode, Value) {
+    let form = Form::new()
+        .text("title", "Discovery call rehearsal")
+        .text("kind", "sales")
+        .part(
+            "audio",
+            Part::bytes(bytes).file_name(name.to_string()).mime_str("audio/wav").expect("mime"),
+        );
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/sessions"))
+        .bearer_auth(token("acme", "ann", Role::Member, 600))
+        .multipart(form)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+async fn a_recording_becomes_feedback_with_no_api_key(backend: Backend) {
+    let Some(t) = embedded_default_with_model(backend).await else {
+        return;
+    };
+    let Some(wav) = speak(SPOKEN, &t.dir.path().join("call.wav")) else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let _workers = start_workers(&t, &["transcription", "analysis"]);
+    let (status, body) = upload(&base, wav, "call.wav").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().expect("id").to_string();
+
+    eventually("the session is ready", Duration::from_secs(120), || async {
+        let s = sessions::get(&t.db, "acme", &id).await.expect("get").expect("session");
+        assert_ne!(s.status, "failed", "the session failed: {:?}", s.error);
+        s.status == "ready"
+    })
+    .await;
+
+    let segments = sessions::segments(&t.db, "acme", &id).await.expect("segments").expect("a transcript");
+    let segments = segments.as_array().expect("segments array").clone();
+    assert!(!segments.is_empty());
+    let heard: String = segments
+        .iter()
+        .filter_map(|s| s["text"].as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let heard_words = words(&heard);
+    // Most of what was said is in the transcript (the model's accuracy itself is measured in
+    // whisper/tests with a word error rate bound).
+    let spoken = words(SPOKEN);
+    let found = spoken.iter().filter(|w| heard_words.contains(w)).count();
+    assert!(found * 10 >= spoken.len() * 8, "heard {heard:?}");
+    let mut previous_end = 0.0;
+    for s in &segments {
+        assert_eq!(s["speaker"], "user");
+        let (start, end) = (s["start"].as_f64().expect("start"), s["end"].as_f64().expect("end"));
+        assert!(start >= previous_end - 0.01 && end >= start, "segments in order: {segments:?}");
+        previous_end = end;
+    }
+
+    let session = sessions::get(&t.db, "acme", &id).await.expect("get").expect("session");
+    let duration = session.duration_seconds.expect("a duration");
+    assert!((3.0..30.0).contains(&duration), "{duration}");
+    let feedback = sessions::feedback(&t.db, "acme", &id).await.expect("feedback").expect("stored");
+    assert_eq!(feedback["kind"], "metrics_only", "no LLM without a key: {feedback}");
+    assert!(feedback["metrics"]["words_per_minute"].as_f64().is_some(), "{feedback}");
+    let notes = feedback["notes"].to_string();
+    assert!(notes.contains("as transcribed"), "filler counts are qualified: {notes}");
+}
+on_both_databases!(a_recording_becomes_feedback_with_no_api_key);
+
+async fn a_recording_that_cannot_be_decoded_fails_with_the_reason(backend: Backend) {
+    let Some(t) = embedded_default_with_model(backend).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let _workers = start_workers(&t, &["transcription", "analysis"]);
+    // A RIFF/WAVE header (so intake's sniffing accepts it) over bytes that are no audio.
+    let mut broken = b"RIFF\xff\xff\x00\x00WAVEfmt ".to_vec();
+    broken.extend(std::iter::repeat_n(0xAB, 4096));
+    let (status, body) = upload(&base, broken, "broken.wav").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().expect("id").to_string();
+
+    eventually("the session fails", Duration::from_secs(60), || async {
+        let s = sessions::get(&t.db, "acme", &id).await.expect("get").expect("session");
+        s.status == "failed"
+    })
+    .await;
+    let session = sessions::get(&t.db, "acme", &id).await.expect("get").expect("session");
+    let reason = session.error.unwrap_or_default();
+    assert!(reason.contains("cannot be decoded"), "{reason}");
+    let filter = voxline_jobs::store::JobFilter {
+        queue: Some("transcription".into()),
+        state: Some(voxline_jobs::JobState::Dead),
+        before: None,
+        limit: 10,
+    };
+    let dead = voxline_jobs::store::list(&t.db, &filter).await.expect("jobs");
+    assert_eq!(dead.len(), 1, "one dead transcription job");
+    assert_eq!(dead[0].attempt, 1, "a file that cannot be decoded is not retried");
+}
+on_both_databases!(a_recording_that_cannot_be_decoded_fails_with_the_reason);
