@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_intake;
+mod billing_cmd;
 mod models;
 mod ops;
 mod services;
@@ -74,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// Stripe billing: `reconcile [--dry-run]` repairs the local copy of the subscriptions.
+    Billing {
+        #[command(subcommand)]
+        command: billing_cmd::BillingCommand,
+    },
     /// The local transcription model (offline Whisper).
     Models {
         #[command(subcommand)]
@@ -122,6 +128,7 @@ fn main() -> ExitCode {
             Command::Jobs { command } => ops::jobs(settings, command).await,
             Command::Bench { command } => bench::run(settings, command).await,
             Command::Models { command } => models::run(settings, command).await,
+            Command::Billing { command } => billing_cmd::run(settings, command).await,
             Command::Token {
                 company,
                 profile,

@@ -10,6 +10,11 @@ use std::process::ExitCode;
 use voxline_whisper::{WhisperSettings, bench_file_with};
 
 fn main() -> ExitCode {
+    // RUST_LOG=voxline_whisper=debug shows each window.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(model_dir), Some(audio)) = (args.first(), args.get(1)) else {
         eprintln!("usage: bench MODEL_DIR AUDIO_FILE [BEAM_SIZE] [THREADS]");
@@ -37,6 +42,9 @@ fn main() -> ExitCode {
                 report.real_time_factor,
                 report.peak_rss_bytes.map_or(0, |b| b >> 20),
             );
+            if !report.optimised_build {
+                println!("warning: unoptimised build, timings are not meaningful");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

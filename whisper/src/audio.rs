@@ -70,7 +70,8 @@ pub fn duration_secs(samples_16k: &[f32]) -> f64 {
     samples_16k.len() as f64 / f64::from(SAMPLE_RATE)
 }
 
-/// Uploads are untrusted bytes fed to parsers; should one of them panic on a malformed file,
+/// Uploads are untrusted bytes fed to parsers, and they do panic on some damaged files
+/// (symphonia-format-mkv 0.5.5 indexes out of bounds on a garbled WebM, as our tests found):
 /// that is this file's error, not the end of the worker thread.
 fn decode_guarded(
     source: Box<dyn MediaSource>,

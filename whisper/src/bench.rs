@@ -6,6 +6,9 @@ use std::time::Instant;
 use crate::audio::{self, AudioError};
 use crate::transcribe::{LocalWhisper, Segment, TranscribeError, WhisperSettings};
 
+/// See [`BenchReport::optimised_build`].
+pub const OPTIMISED_BUILD: bool = cfg!(optimised_build);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchReport {
     /// Length of the audio.
@@ -20,6 +23,10 @@ pub struct BenchReport {
     pub real_time_factor: f64,
     /// The process's peak resident memory (`VmHWM`), if the platform reports it.
     pub peak_rss_bytes: Option<u64>,
+    /// Whether this crate was compiled with optimisations. CTranslate2 is compiled with the
+    /// same profile, so timings from an unoptimised build are several times too slow to mean
+    /// anything (`cargo run --release`, or `opt-level` overrides for `ct2rs` and this crate).
+    pub optimised_build: bool,
     pub segments: Vec<Segment>,
 }
 
@@ -62,6 +69,7 @@ pub fn bench_file_with(
         transcribe_secs,
         real_time_factor: (decode_secs + transcribe_secs) / audio_secs.max(f64::EPSILON),
         peak_rss_bytes: peak_rss_bytes(),
+        optimised_build: OPTIMISED_BUILD,
         segments,
     })
 }

@@ -5,7 +5,7 @@
 //! `<|en|><|transcribe|>`, tokens an English-only model was never trained with, and its
 //! feature extraction differs from Whisper's (it lost whole phrases, ~16% WER). Here the
 //! prompt is `<|startoftranscript|>` alone, as OpenAI's code does for `.en` models, and the
-//! features come from [`mel::LogMel`], a faithful port of Whisper's front end.
+//! features come from [`LogMel`], a faithful port of Whisper's front end.
 
 mod mel;
 mod timestamps;
@@ -130,7 +130,8 @@ impl LocalWhisper {
         };
         let config = Config {
             device: Device::CPU,
-            // Same transcript as float32 on our test speech, at a fraction of the time and memory.
+            // Measured for issue 8: the same text as float32 on our test speech, at ~0.15x real
+            // time and ~230 MB peak on two cores.
             compute_type: ComputeType::INT8,
             num_threads_per_replica: settings.threads,
             ..Config::default()
@@ -169,6 +170,7 @@ impl LocalWhisper {
         let mut start = 0;
         while start < samples.len() {
             let end = windows::window_end(samples, start);
+            let started = std::time::Instant::now();
             let heard = self.transcribe_window(&samples[start..end])?;
             let (keep, resume) = if end == samples.len() {
                 (heard.len(), end - start)
@@ -176,6 +178,14 @@ impl LocalWhisper {
                 windows::resume_after(&heard, end - start)
             };
             let offset = start as f64 / SAMPLE_RATE as f64;
+            tracing::debug!(
+                from_secs = offset,
+                to_secs = end as f64 / SAMPLE_RATE as f64,
+                segments = heard.len(),
+                kept = keep,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "transcribed a window"
+            );
             for s in heard.into_iter().take(keep) {
                 // A window's times are clamped to its own length and the next window starts no
                 // earlier than the last kept segment ended, so the list stays in order; the max
