@@ -185,3 +185,42 @@ async fn a_recording_that_cannot_be_decoded_fails_with_the_reason(backend: Backe
     assert_eq!(dead[0].attempt, 1, "a file that cannot be decoded is not retried");
 }
 on_both_databases!(a_recording_that_cannot_be_decoded_fails_with_the_reason);
+
+async fn opus_uploads_are_refused_up_front_when_the_local_model_transcribes(backend: Backend) {
+    let Some(t) = embedded_default_with_model(backend).await else {
+        return;
+    };
+    let Some(_) = speak("Hello there.", &t.dir.path().join("hello.wav")) else {
+        return;
+    };
+    let opus = t.dir.path().join("hello.webm");
+    let converted = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-i"])
+        .arg(t.dir.path().join("hello.wav"))
+        .args(["-c:a", "libopus"])
+        .arg(&opus)
+        .status();
+    if !converted.is_ok_and(|s| s.success()) {
+        support::service_missing("ffmpeg with libopus", &"conversion failed");
+        return;
+    }
+    let base = start_api(&t).await;
+    let bytes = std::fs::read(&opus).expect("read");
+    let form = Form::new().text("title", "Hello").text("kind", "custom").part(
+        "audio",
+        Part::bytes(bytes).file_name("hello.webm").mime_str("audio/webm").expect("mime"),
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/sessions"))
+        .bearer_auth(token("acme", "ann", Role::Member, 600))
+        .multipart(form)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unsupported_codec");
+    assert_eq!(body["error"]["field"], "audio");
+    assert!(sessions::list(&t.db, "acme", None, 10).await.expect("list").is_empty());
+}
+on_both_databases!(opus_uploads_are_refused_up_front_when_the_local_model_transcribes);

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use voxline_domain::config::TranscriptionProvider;
 use voxline_domain::sessions::{self, NewSession, StoredResponse};
 use voxline_jobs::NewJob;
 use voxline_jobs::payloads::SessionJob;
@@ -17,6 +18,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::ratelimit::{ClientIp, Rule};
+use crate::audio;
 use crate::upload::{self, Submission};
 
 /// The kinds of practice session (each has its own targets in `[analysis.targets]`).
@@ -184,13 +186,25 @@ pub async fn create(
         }
         Submission::Audio { title, kind, audio } => {
             let (title, kind) = validate_title_kind(&title, &kind)?;
-            if state.settings.transcription_provider().is_none() {
-                return Err(invalid(
-                    "audio",
-                    "audio transcription is not enabled on this server: set openai.api_key \
-                     (VOXLINE_OPENAI_API_KEY) or install the local model with `voxline models install`; \
-                     or submit a JSON transcript",
-                ));
+            match state.settings.transcription_provider() {
+                None => {
+                    return Err(invalid(
+                        "audio",
+                        "audio transcription is not enabled on this server: set openai.api_key \
+                         (VOXLINE_OPENAI_API_KEY) or install the local model with `voxline models install`; \
+                         or submit a JSON transcript",
+                    ));
+                }
+                Some(TranscriptionProvider::Local) if audio::is_opus(audio.kind, &audio.bytes) => {
+                    return Err(ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "unsupported_codec",
+                        "Opus audio cannot be transcribed by the local model (no pure-Rust Opus \
+                         decoder yet): upload wav, mp3, m4a, flac or Vorbis, or configure OpenAI",
+                    )
+                    .field("audio"));
+                }
+                Some(_) => {}
             }
             (title, kind, None, Some(audio), task.transcription())
         }

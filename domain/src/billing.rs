@@ -317,22 +317,18 @@ pub struct BillingCustomer {
 
 pub async fn customer(db: &Db, customer_id: &str) -> Result<Option<BillingCustomer>, DbError> {
     let row: Option<(String, String, Option<String>)> = match db {
-        Db::Postgres(pg) => {
-            sqlx::query_as(
-                "SELECT customer_id, company_id, email FROM billing_customers WHERE customer_id = $1",
-            )
-            .bind(customer_id)
-            .fetch_optional(&pg.pool)
-            .await?
-        }
-        Db::Sqlite(lite) => {
-            sqlx::query_as(
-                "SELECT customer_id, company_id, email FROM billing_customers WHERE customer_id = ?",
-            )
-            .bind(customer_id)
-            .fetch_optional(&lite.pool)
-            .await?
-        }
+        Db::Postgres(pg) => sqlx::query_as(
+            "SELECT customer_id, company_id, email FROM billing_customers WHERE customer_id = $1",
+        )
+        .bind(customer_id)
+        .fetch_optional(&pg.pool)
+        .await?,
+        Db::Sqlite(lite) => sqlx::query_as(
+            "SELECT customer_id, company_id, email FROM billing_customers WHERE customer_id = ?",
+        )
+        .bind(customer_id)
+        .fetch_optional(&lite.pool)
+        .await?,
     };
     Ok(row.map(|(customer_id, company_id, email)| BillingCustomer {
         customer_id,
@@ -431,26 +427,23 @@ pub async fn customer_for_company(
     db: &Db,
     company: &str,
 ) -> Result<Option<BillingCustomer>, DbError> {
-    let row: Option<(String, String, Option<String>)> = match db {
-        Db::Postgres(pg) => {
-            sqlx::query_as(
+    let row: Option<(String, String, Option<String>)> =
+        match db {
+            Db::Postgres(pg) => sqlx::query_as(
                 "SELECT customer_id, company_id, email FROM billing_customers WHERE company_id = $1
                  ORDER BY updated_at DESC, customer_id LIMIT 1",
             )
             .bind(company)
             .fetch_optional(&pg.pool)
-            .await?
-        }
-        Db::Sqlite(lite) => {
-            sqlx::query_as(
+            .await?,
+            Db::Sqlite(lite) => sqlx::query_as(
                 "SELECT customer_id, company_id, email FROM billing_customers WHERE company_id = ?
                  ORDER BY updated_at DESC, customer_id LIMIT 1",
             )
             .bind(company)
             .fetch_optional(&lite.pool)
-            .await?
-        }
-    };
+            .await?,
+        };
     Ok(row.map(|(customer_id, company_id, email)| BillingCustomer {
         customer_id,
         company_id,
@@ -1014,9 +1007,8 @@ impl Denial {
     pub fn resets_at(&self) -> Option<DateTime<Utc>> {
         match self {
             Denial::SubscriptionRequired { .. } => None,
-            Denial::MinutesPerMonth { resets_at, .. } | Denial::SessionsPerDay { resets_at, .. } => {
-                Some(*resets_at)
-            }
+            Denial::MinutesPerMonth { resets_at, .. }
+            | Denial::SessionsPerDay { resets_at, .. } => Some(*resets_at),
         }
     }
 }
@@ -1180,8 +1172,7 @@ fn lite_report(r: &sqlx::sqlite::SqliteRow) -> Result<UsageReport, sqlx::Error> 
     })
 }
 
-const REPORT_COLUMNS: &str =
-    "company_id, window_start, window_end, customer_id, value, identifier, status, attempts, last_error";
+const REPORT_COLUMNS: &str = "company_id, window_start, window_end, customer_id, value, identifier, status, attempts, last_error";
 
 /// Reports of windows starting at or after `from`, oldest first.
 pub async fn usage_reports(db: &Db, from: DateTime<Utc>) -> Result<Vec<UsageReport>, DbError> {
@@ -1335,8 +1326,14 @@ mod tests {
     fn a_newer_event_applies_and_an_older_one_is_stale() {
         let stored = stamp(100, Source::Updated);
         let s = Some((&stored, "active"));
-        assert_eq!(decide(s, at(101), Source::Created, "incomplete"), Decision::Apply);
-        assert_eq!(decide(s, at(99), Source::Updated, "past_due"), Decision::Stale);
+        assert_eq!(
+            decide(s, at(101), Source::Created, "incomplete"),
+            Decision::Apply
+        );
+        assert_eq!(
+            decide(s, at(99), Source::Updated, "past_due"),
+            Decision::Stale
+        );
     }
 
     #[test]
@@ -1346,24 +1343,49 @@ mod tests {
         let deleted = stamp(100, Source::Deleted);
         // A late `created` of the same second does not undo the `updated`.
         assert_eq!(
-            decide(Some((&updated, "active")), at(100), Source::Created, "incomplete"),
+            decide(
+                Some((&updated, "active")),
+                at(100),
+                Source::Created,
+                "incomplete"
+            ),
             Decision::Stale
         );
         assert_eq!(
-            decide(Some((&created, "incomplete")), at(100), Source::Updated, "active"),
+            decide(
+                Some((&created, "incomplete")),
+                at(100),
+                Source::Updated,
+                "active"
+            ),
             Decision::Apply
         );
         // Two `updated` of the same second: the later delivery wins.
         assert_eq!(
-            decide(Some((&updated, "active")), at(100), Source::Updated, "past_due"),
+            decide(
+                Some((&updated, "active")),
+                at(100),
+                Source::Updated,
+                "past_due"
+            ),
             Decision::Apply
         );
         assert_eq!(
-            decide(Some((&updated, "active")), at(100), Source::Deleted, "canceled"),
+            decide(
+                Some((&updated, "active")),
+                at(100),
+                Source::Deleted,
+                "canceled"
+            ),
             Decision::Apply
         );
         assert_eq!(
-            decide(Some((&deleted, "canceled")), at(100), Source::Snapshot, "canceled"),
+            decide(
+                Some((&deleted, "canceled")),
+                at(100),
+                Source::Snapshot,
+                "canceled"
+            ),
             Decision::Stale
         );
     }
@@ -1372,9 +1394,18 @@ mod tests {
     fn an_event_never_reopens_a_canceled_subscription_but_a_snapshot_may() {
         let deleted = stamp(100, Source::Deleted);
         let s = Some((&deleted, "canceled"));
-        assert_eq!(decide(s, at(500), Source::Updated, "active"), Decision::AfterCancel);
-        assert_eq!(decide(s, at(500), Source::Snapshot, "active"), Decision::Apply);
-        assert_eq!(decide(s, at(500), Source::Updated, "canceled"), Decision::Apply);
+        assert_eq!(
+            decide(s, at(500), Source::Updated, "active"),
+            Decision::AfterCancel
+        );
+        assert_eq!(
+            decide(s, at(500), Source::Snapshot, "active"),
+            Decision::Apply
+        );
+        assert_eq!(
+            decide(s, at(500), Source::Updated, "canceled"),
+            Decision::Apply
+        );
     }
 
     #[test]
@@ -1429,7 +1460,10 @@ mod tests {
         let none = choose_plan(&settings, &[]);
         assert_eq!((none.name, none.usable), ("free", false));
 
-        let subs = [row("canceled", Some("pro"), 10), row("active", Some("pro"), 5)];
+        let subs = [
+            row("canceled", Some("pro"), 10),
+            row("active", Some("pro"), 5),
+        ];
         let chosen = choose_plan(&settings, &subs);
         assert_eq!((chosen.name, chosen.usable), ("pro", true));
         assert_eq!(chosen.subscription.unwrap().state.id, "sub_5");

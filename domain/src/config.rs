@@ -579,7 +579,11 @@ impl Settings {
         }
         for (key, url, schemes) in [
             ("redis.url", &self.redis.url, &["redis", "rediss"][..]),
-            ("stripe.base_url", &self.stripe.base_url, &["http", "https"][..]),
+            (
+                "stripe.base_url",
+                &self.stripe.base_url,
+                &["http", "https"][..],
+            ),
             ("smtp.url", &self.smtp.url, &["smtp", "smtps"][..]),
             (
                 "email.public_base_url",
@@ -851,22 +855,18 @@ mod tests {
 
     #[test]
     fn webhook_secrets_are_comma_separated() {
-        let s = Settings::from_toml_overrides(
-            "[stripe]\nwebhook_secret = \" whsec_old , whsec_new,\"",
-        )
-        .expect("valid");
+        let s =
+            Settings::from_toml_overrides("[stripe]\nwebhook_secret = \" whsec_old , whsec_new,\"")
+                .expect("valid");
         assert_eq!(s.stripe.webhook_secrets(), ["whsec_old", "whsec_new"]);
     }
 
     #[test]
     fn billing_settings_are_checked() {
         let err = |toml: &str| Settings::from_toml_overrides(toml).unwrap_err().to_string();
+        assert!(err("[billing]\ndefault_plan = \"gold\"").starts_with("billing.default_plan:"));
         assert!(
-            err("[billing]\ndefault_plan = \"gold\"").starts_with("billing.default_plan:"),
-        );
-        assert!(
-            err("[billing]\nusable_statuses = [\"happy\"]")
-                .starts_with("billing.usable_statuses:")
+            err("[billing]\nusable_statuses = [\"happy\"]").starts_with("billing.usable_statuses:")
         );
         assert!(
             err("[plans.pro]\nstripe_prices = [\"price_x\"]\n[plans.team]\nrequires_subscription = true\nminutes_per_month = 1\nsessions_per_day = 1\nstripe_prices = [\"price_x\"]")

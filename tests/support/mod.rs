@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod openai_mock;
+pub mod stripe_mock;
 
 use std::future::Future;
 use std::process::Stdio;

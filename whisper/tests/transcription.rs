@@ -187,3 +187,29 @@ fn one_model_serves_several_threads_with_the_same_result() {
     });
     assert_eq!(results[0], results[1]);
 }
+
+/// Just under one window: the model sometimes stops after a phrase that ends well before the
+/// window does, so the last phrase must be heard again rather than dropped.
+const NEARLY_A_WINDOW: &str = "Thanks for taking the time to talk with me today. I would like to \
+    understand how your team handles onboarding right now, and what slows it down. When a new \
+    engineer joins, how long does it take before they ship their first change? What tools do they \
+    use in the first week? If we could cut that time in half, what would that mean for your \
+    roadmap this quarter? Let me tell you how two other teams did it, and then you can tell me \
+    whether it sounds like a fit.";
+
+#[test]
+fn the_last_phrase_of_a_nearly_full_window_is_not_dropped() {
+    let Some(model) = whisper() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wav = dir.path().join("nearly.wav");
+    let Some(()) = speak(NEARLY_A_WINDOW, &wav) else {
+        return;
+    };
+    let (segments, audio_secs) = transcribe_file(model, &wav);
+    assert!((25.0..30.0).contains(&audio_secs), "the fixture is {audio_secs} s long");
+    assert_plausible_times(&segments, audio_secs);
+    let heard = joined(&segments).to_lowercase();
+    assert!(heard.contains("sounds like a fit"), "the last phrase is missing: {heard}");
+    let wer = word_error_rate(NEARLY_A_WINDOW, &joined(&segments));
+    assert!(wer <= MAX_WER, "WER {wer:.3} is above {MAX_WER}");
+}

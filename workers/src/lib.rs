@@ -2,6 +2,7 @@
 //! time-outs, shutdown) lives in `voxline-jobs`; this crate only says what a job does.
 
 pub mod analysis;
+pub mod billing;
 pub mod diag;
 pub mod email;
 pub mod maintenance;
@@ -23,6 +24,12 @@ pub fn handlers(db: &Db, settings: &Settings) -> Result<Handlers, String> {
     let openai = openai::OpenAi::from_settings(&settings.openai).map_err(|e| e.to_string())?;
     let handlers =
         transcription::TranscriptionWorker::new(jobs.clone(), openai.clone()).register(handlers);
+    let handlers = billing::BillingWorker::new(
+        db.clone(),
+        std::sync::Arc::new(settings.clone()),
+        jobs.clone(),
+    )?
+    .register(handlers);
     let handlers = analysis::register(handlers, jobs, openai);
     Ok(email::EmailWorker::new(db.clone(), settings)?.register(handlers))
 }

@@ -172,11 +172,13 @@ impl LocalWhisper {
             let end = windows::window_end(samples, start);
             let started = std::time::Instant::now();
             let heard = self.transcribe_window(&samples[start..end])?;
-            let (keep, resume) = if end == samples.len() {
-                (heard.len(), end - start)
-            } else {
-                windows::resume_after(&heard, end - start)
-            };
+            let (mut keep, mut resume) = windows::resume_after(&heard, end - start);
+            if end == samples.len() && keep < heard.len() {
+                // In the last window an open phrase simply runs to the end of the audio: keep
+                // it. Speech left unheard after the last closed phrase is still heard again
+                // (the model sometimes stops early in a full window and drops the last phrase).
+                (keep, resume) = (heard.len(), end - start);
+            }
             let offset = start as f64 / SAMPLE_RATE as f64;
             tracing::debug!(
                 from_secs = offset,
