@@ -42,9 +42,9 @@ pub async fn run(settings: Settings, bench: IntakeBench) -> anyhow::Result<()> {
         bail!("--requests and --concurrency must be at least 1");
     }
     let audio = match &bench.audio {
-        Some(path) => Some(
-            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        ),
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
         None => None,
     };
     let mut settings = settings;
@@ -97,8 +97,16 @@ pub async fn run(settings: Settings, bench: IntakeBench) -> anyhow::Result<()> {
 
     let mut sorted = latencies;
     sorted.sort_by(f64::total_cmp);
-    let database = if settings.is_postgres() { "postgres" } else { "sqlite" };
-    let mode = if load.audio.is_some() { "audio" } else { "json" };
+    let database = if settings.is_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let mode = if load.audio.is_some() {
+        "audio"
+    } else {
+        "json"
+    };
     println!(
         "db={database} mode={mode} requests={} concurrency={} requests_per_s={:.0} p50_ms={:.2} p95_ms={:.2} p99_ms={:.2}",
         bench.requests,
@@ -124,7 +132,8 @@ impl Load {
         let request = self.client.post(&self.url).bearer_auth(&self.token);
         let request = match &self.audio {
             Some(bytes) => {
-                let part = http_client::multipart::Part::bytes(bytes.clone()).file_name("bench-audio");
+                let part =
+                    http_client::multipart::Part::bytes(bytes.clone()).file_name("bench-audio");
                 let form = http_client::multipart::Form::new()
                     .text("title", "Benchmark upload")
                     .text("kind", "sales")
@@ -141,7 +150,10 @@ impl Load {
         let body = response.bytes().await?;
         let took = started.elapsed();
         if status != http_client::StatusCode::ACCEPTED {
-            bail!("intake answered {status}: {}", String::from_utf8_lossy(&body));
+            bail!(
+                "intake answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
         Ok(took)
     }
@@ -205,7 +217,10 @@ async fn cleanup(db: &Db, settings: &Settings, company: &str) -> anyhow::Result<
                 sqlx::query(pg_sql).bind(company).execute(&pg.pool).await?;
             }
             Db::Sqlite(lite) => {
-                sqlx::query(lite_sql).bind(company).execute(&lite.pool).await?;
+                sqlx::query(lite_sql)
+                    .bind(company)
+                    .execute(&lite.pool)
+                    .await?;
             }
         }
     }

@@ -41,7 +41,11 @@ pub async fn run(settings: Settings, command: ModelsCommand) -> anyhow::Result<(
             let installed = tokio::task::spawn_blocking(move || models::install(&root, &source))
                 .await
                 .context("the install task failed")??;
-            println!("installed {} at {}", installed.name, installed.dir.display());
+            println!(
+                "installed {} at {}",
+                installed.name,
+                installed.dir.display()
+            );
         }
         ModelsCommand::List { json } => {
             let listed = tokio::task::spawn_blocking(move || models::list(&root))
@@ -98,9 +102,10 @@ pub async fn bench_transcribe(settings: Settings, file: PathBuf) -> anyhow::Resu
         report.decode_secs,
         report.transcribe_secs,
         report.real_time_factor,
-        report
-            .peak_rss_bytes
-            .map_or_else(|| "unknown".to_string(), |b| format!("{:.0}", b as f64 / 1_048_576.0)),
+        report.peak_rss_bytes.map_or_else(
+            || "unknown".to_string(),
+            |b| format!("{:.0}", b as f64 / 1_048_576.0)
+        ),
         report.segments.len(),
     );
     Ok(())

@@ -20,7 +20,11 @@ fn openssl(args: &[&str]) -> Vec<u8> {
         .args(args)
         .output()
         .expect("the openssl CLI");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -34,9 +38,17 @@ struct TestKey {
 fn rsa_key(dir: &Path, kid: &str) -> TestKey {
     let path = dir.join(format!("{kid}.pem"));
     let path = path.to_str().expect("utf-8 path");
-    openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path]);
-    let modulus = String::from_utf8(openssl(&["rsa", "-in", path, "-noout", "-modulus"]))
-        .expect("text");
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        path,
+    ]);
+    let modulus =
+        String::from_utf8(openssl(&["rsa", "-in", path, "-noout", "-modulus"])).expect("text");
     let hex_n = modulus.trim().trim_start_matches("Modulus=");
     let n = hex::decode(hex_n).expect("hex modulus");
     TestKey {
@@ -50,7 +62,15 @@ fn rsa_key(dir: &Path, kid: &str) -> TestKey {
 fn ec_key(dir: &Path, kid: &str) -> TestKey {
     let path = dir.join(format!("{kid}.pem"));
     let path = path.to_str().expect("utf-8 path");
-    openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path]);
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        path,
+    ]);
     let der = openssl(&["pkey", "-in", path, "-pubout", "-outform", "DER"]);
     // The public point closes the DER: 0x04 || x (32 bytes) || y (32 bytes).
     let point = &der[der.len() - 65..];
@@ -107,8 +127,14 @@ async fn rs256_and_es256_tokens_from_the_jwks_file_are_accepted_and_forgeries_ar
     let base = start_api(&t).await;
     let good = json!({ "iss": "https://id.example.com/", "aud": "voxline" });
 
-    assert_eq!(status(&base, &sign(&rsa, Some("rsa-1"), good.clone())).await, StatusCode::OK);
-    assert_eq!(status(&base, &sign(&ec, Some("ec-1"), good.clone())).await, StatusCode::OK);
+    assert_eq!(
+        status(&base, &sign(&rsa, Some("rsa-1"), good.clone())).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&base, &sign(&ec, Some("ec-1"), good.clone())).await,
+        StatusCode::OK
+    );
     // Signed by a key that is not in the JWKS, though it claims a known kid.
     assert_eq!(
         status(&base, &sign(&stranger, Some("rsa-1"), good.clone())).await,
@@ -116,15 +142,27 @@ async fn rs256_and_es256_tokens_from_the_jwks_file_are_accepted_and_forgeries_ar
     );
     // Wrong issuer, wrong audience, no audience.
     let wrong_iss = json!({ "iss": "https://evil.example.com/", "aud": "voxline" });
-    assert_eq!(status(&base, &sign(&rsa, Some("rsa-1"), wrong_iss)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(&base, &sign(&rsa, Some("rsa-1"), wrong_iss)).await,
+        StatusCode::UNAUTHORIZED
+    );
     let wrong_aud = json!({ "iss": "https://id.example.com/", "aud": "other-app" });
-    assert_eq!(status(&base, &sign(&rsa, Some("rsa-1"), wrong_aud)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(&base, &sign(&rsa, Some("rsa-1"), wrong_aud)).await,
+        StatusCode::UNAUTHORIZED
+    );
     let no_aud = json!({ "iss": "https://id.example.com/" });
-    assert_eq!(status(&base, &sign(&rsa, Some("rsa-1"), no_aud)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(&base, &sign(&rsa, Some("rsa-1"), no_aud)).await,
+        StatusCode::UNAUTHORIZED
+    );
     // Not yet valid (nbf a day ahead, beyond the leeway), and expired.
     let now = chrono::Utc::now().timestamp();
     let future = json!({ "iss": "https://id.example.com/", "aud": "voxline", "nbf": now + 86_400 });
-    assert_eq!(status(&base, &sign(&rsa, Some("rsa-1"), future)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(&base, &sign(&rsa, Some("rsa-1"), future)).await,
+        StatusCode::UNAUTHORIZED
+    );
     let expired = json!({ "iss": "https://id.example.com/", "aud": "voxline", "exp": now - 3_600 });
     let response = reqwest::Client::new()
         .get(format!("{base}/api/sessions"))
@@ -139,8 +177,11 @@ async fn rs256_and_es256_tokens_from_the_jwks_file_are_accepted_and_forgeries_ar
     let unsigned = format!(
         "{}.{}.",
         URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
-        URL_SAFE_NO_PAD.encode(json!({ "sub": "ann", "company_id": "acme", "role": "operator",
-            "exp": now + 600, "iss": "https://id.example.com/", "aud": "voxline" }).to_string())
+        URL_SAFE_NO_PAD.encode(
+            json!({ "sub": "ann", "company_id": "acme", "role": "operator",
+            "exp": now + 600, "iss": "https://id.example.com/", "aud": "voxline" })
+            .to_string()
+        )
     );
     assert_eq!(status(&base, &unsigned).await, StatusCode::UNAUTHORIZED);
 }
@@ -167,8 +208,13 @@ async fn a_rotated_key_is_fetched_from_the_jwks_url_when_a_token_names_it() {
             }),
         )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let jwks_url = format!("http://{}/.well-known/jwks.json", listener.local_addr().expect("addr"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let jwks_url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().expect("addr")
+    );
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let layer = format!("[auth]\njwks_url = \"{jwks_url}\"\n");
@@ -176,9 +222,19 @@ async fn a_rotated_key_is_fetched_from_the_jwks_url_when_a_token_names_it() {
         return;
     };
     let base = start_api(&t).await;
-    assert_eq!(status(&base, &sign(&old, Some("2026-old"), json!({}))).await, StatusCode::OK);
-    assert_eq!(status(&base, &sign(&old, Some("2026-old"), json!({}))).await, StatusCode::OK);
-    assert_eq!(fetches.load(Ordering::SeqCst), 1, "known keys come from the cache");
+    assert_eq!(
+        status(&base, &sign(&old, Some("2026-old"), json!({}))).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&base, &sign(&old, Some("2026-old"), json!({}))).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        1,
+        "known keys come from the cache"
+    );
 
     if let Ok(mut d) = document.lock() {
         *d = json!({ "keys": [old.jwk, new.jwk] });
@@ -186,11 +242,18 @@ async fn a_rotated_key_is_fetched_from_the_jwks_url_when_a_token_names_it() {
     // A kid the cache does not know: one refresh may be spent on it (after the minimum
     // interval); until then the token is refused, never accepted with a guess.
     let token = sign(&new, Some("2026-new"), json!({}));
-    support::eventually("the rotated key is picked up", std::time::Duration::from_secs(20), || {
-        let (base, token) = (base.clone(), token.clone());
-        async move { status(&base, &token).await == StatusCode::OK }
-    })
+    support::eventually(
+        "the rotated key is picked up",
+        std::time::Duration::from_secs(20),
+        || {
+            let (base, token) = (base.clone(), token.clone());
+            async move { status(&base, &token).await == StatusCode::OK }
+        },
+    )
     .await;
     let fetched = fetches.load(Ordering::SeqCst);
-    assert!(fetched <= 3, "refreshes are rate-limited, not one per request: {fetched}");
+    assert!(
+        fetched <= 3,
+        "refreshes are rate-limited, not one per request: {fetched}"
+    );
 }

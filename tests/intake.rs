@@ -135,7 +135,10 @@ async fn an_uploaded_recording_is_stored_with_its_session_and_transcription_job(
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["status"], "queued");
     let id = body["id"].as_str().expect("id");
-    assert_eq!(body["links"]["events"], format!("/api/sessions/{id}/events"));
+    assert_eq!(
+        body["links"]["events"],
+        format!("/api/sessions/{id}/events")
+    );
 
     let session = sessions::get(&t.db, "acme", id)
         .await
@@ -148,7 +151,10 @@ async fn an_uploaded_recording_is_stored_with_its_session_and_transcription_job(
         .get(&blob)
         .await
         .expect("the recording is in the blob store");
-    assert_eq!(stored, recording, "the stored recording is the uploaded one, byte for byte");
+    assert_eq!(
+        stored, recording,
+        "the stored recording is the uploaded one, byte for byte"
+    );
     assert!(
         sessions::segments(&t.db, "acme", id)
             .await
@@ -217,7 +223,11 @@ async fn bad_uploads_are_refused_naming_the_field_and_leave_nothing_behind(backe
     let answer = submit(&base, form("Call", "sales", Some(video)), None).await;
     assert_refused(&answer, StatusCode::UNSUPPORTED_MEDIA_TYPE, "audio");
 
-    let unknown = audio_part(b"\x00\x01\x02\x03 no magic".to_vec(), "blob", "application/octet-stream");
+    let unknown = audio_part(
+        b"\x00\x01\x02\x03 no magic".to_vec(),
+        "blob",
+        "application/octet-stream",
+    );
     let answer = submit(&base, form("Call", "sales", Some(unknown)), None).await;
     assert_refused(&answer, StatusCode::UNSUPPORTED_MEDIA_TYPE, "audio");
 
@@ -248,7 +258,10 @@ async fn bad_uploads_are_refused_naming_the_field_and_leave_nothing_behind(backe
         .send()
         .await
         .expect("send");
-    let answer = (response.status(), response.json().await.unwrap_or(Value::Null));
+    let answer = (
+        response.status(),
+        response.json().await.unwrap_or(Value::Null),
+    );
     assert_refused(&answer, StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type");
 
     let response = client
@@ -259,10 +272,17 @@ async fn bad_uploads_are_refused_naming_the_field_and_leave_nothing_behind(backe
         .send()
         .await
         .expect("send");
-    let answer = (response.status(), response.json().await.unwrap_or(Value::Null));
+    let answer = (
+        response.status(),
+        response.json().await.unwrap_or(Value::Null),
+    );
     assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{}", answer.1);
 
-    assert_eq!(session_count(&t).await, 0, "no refused upload created a session");
+    assert_eq!(
+        session_count(&t).await,
+        0,
+        "no refused upload created a session"
+    );
     assert_eq!(blob_files(&t), 0, "no refused upload left a file");
     let jobs = jobs(&t, None, None).await;
     assert!(jobs.is_empty(), "no refused upload queued a job: {jobs:?}");
@@ -363,7 +383,11 @@ async fn a_sessions_status_streams_as_server_sent_events_until_it_is_ready(backe
     let events = read_status_events(stream, Duration::from_secs(30)).await;
     let statuses: Vec<&str> = events.iter().filter_map(|e| e["status"].as_str()).collect();
     assert_eq!(statuses.first(), Some(&"queued"), "{events:?}");
-    assert_eq!(statuses.last(), Some(&"ready"), "the stream ends with ready: {events:?}");
+    assert_eq!(
+        statuses.last(),
+        Some(&"ready"),
+        "the stream ends with ready: {events:?}"
+    );
     assert!(statuses.contains(&"analyzing"), "{events:?}");
     assert!(events.iter().all(|e| e["session_id"] == id.as_str()));
 

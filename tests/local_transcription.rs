@@ -33,7 +33,10 @@ fn model_dir() -> Option<PathBuf> {
     match dir {
         Ok(dir) if dir.join("model.bin").is_file() => Some(dir),
         Ok(dir) => {
-            support::service_missing("the Whisper model", &format!("nothing at {}", dir.display()));
+            support::service_missing(
+                "the Whisper model",
+                &format!("nothing at {}", dir.display()),
+            );
             None
         }
         Err(e) => {
@@ -79,7 +82,10 @@ async fn upload(base: &str, bytes: Vec<u8>, name: &str) -> (StatusCode, Value) {
         .text("kind", "sales")
         .part(
             "audio",
-            Part::bytes(bytes).file_name(name.to_string()).mime_str("audio/wav").expect("mime"),
+            Part::bytes(bytes)
+                .file_name(name.to_string())
+                .mime_str("audio/wav")
+                .expect("mime"),
         );
     let response = reqwest::Client::new()
         .post(format!("{base}/api/sessions"))
@@ -114,13 +120,19 @@ async fn a_recording_becomes_feedback_with_no_api_key(backend: Backend) {
     let id = body["id"].as_str().expect("id").to_string();
 
     eventually("the session is ready", Duration::from_secs(120), || async {
-        let s = sessions::get(&t.db, "acme", &id).await.expect("get").expect("session");
+        let s = sessions::get(&t.db, "acme", &id)
+            .await
+            .expect("get")
+            .expect("session");
         assert_ne!(s.status, "failed", "the session failed: {:?}", s.error);
         s.status == "ready"
     })
     .await;
 
-    let segments = sessions::segments(&t.db, "acme", &id).await.expect("segments").expect("a transcript");
+    let segments = sessions::segments(&t.db, "acme", &id)
+        .await
+        .expect("segments")
+        .expect("a transcript");
     let segments = segments.as_array().expect("segments array").clone();
     assert!(!segments.is_empty());
     let heard: String = segments
@@ -137,19 +149,40 @@ async fn a_recording_becomes_feedback_with_no_api_key(backend: Backend) {
     let mut previous_end = 0.0;
     for s in &segments {
         assert_eq!(s["speaker"], "user");
-        let (start, end) = (s["start"].as_f64().expect("start"), s["end"].as_f64().expect("end"));
-        assert!(start >= previous_end - 0.01 && end >= start, "segments in order: {segments:?}");
+        let (start, end) = (
+            s["start"].as_f64().expect("start"),
+            s["end"].as_f64().expect("end"),
+        );
+        assert!(
+            start >= previous_end - 0.01 && end >= start,
+            "segments in order: {segments:?}"
+        );
         previous_end = end;
     }
 
-    let session = sessions::get(&t.db, "acme", &id).await.expect("get").expect("session");
+    let session = sessions::get(&t.db, "acme", &id)
+        .await
+        .expect("get")
+        .expect("session");
     let duration = session.duration_seconds.expect("a duration");
     assert!((3.0..30.0).contains(&duration), "{duration}");
-    let feedback = sessions::feedback(&t.db, "acme", &id).await.expect("feedback").expect("stored");
-    assert_eq!(feedback["kind"], "metrics_only", "no LLM without a key: {feedback}");
-    assert!(feedback["metrics"]["words_per_minute"].as_f64().is_some(), "{feedback}");
+    let feedback = sessions::feedback(&t.db, "acme", &id)
+        .await
+        .expect("feedback")
+        .expect("stored");
+    assert_eq!(
+        feedback["kind"], "metrics_only",
+        "no LLM without a key: {feedback}"
+    );
+    assert!(
+        feedback["metrics"]["words_per_minute"].as_f64().is_some(),
+        "{feedback}"
+    );
     let notes = feedback["notes"].to_string();
-    assert!(notes.contains("as transcribed"), "filler counts are qualified: {notes}");
+    assert!(
+        notes.contains("as transcribed"),
+        "filler counts are qualified: {notes}"
+    );
 }
 on_both_databases!(a_recording_becomes_feedback_with_no_api_key);
 
@@ -167,11 +200,17 @@ async fn a_recording_that_cannot_be_decoded_fails_with_the_reason(backend: Backe
     let id = body["id"].as_str().expect("id").to_string();
 
     eventually("the session fails", Duration::from_secs(60), || async {
-        let s = sessions::get(&t.db, "acme", &id).await.expect("get").expect("session");
+        let s = sessions::get(&t.db, "acme", &id)
+            .await
+            .expect("get")
+            .expect("session");
         s.status == "failed"
     })
     .await;
-    let session = sessions::get(&t.db, "acme", &id).await.expect("get").expect("session");
+    let session = sessions::get(&t.db, "acme", &id)
+        .await
+        .expect("get")
+        .expect("session");
     let reason = session.error.unwrap_or_default();
     assert!(reason.contains("cannot be decoded"), "{reason}");
     let filter = voxline_jobs::store::JobFilter {
@@ -180,9 +219,14 @@ async fn a_recording_that_cannot_be_decoded_fails_with_the_reason(backend: Backe
         before: None,
         limit: 10,
     };
-    let dead = voxline_jobs::store::list(&t.db, &filter).await.expect("jobs");
+    let dead = voxline_jobs::store::list(&t.db, &filter)
+        .await
+        .expect("jobs");
     assert_eq!(dead.len(), 1, "one dead transcription job");
-    assert_eq!(dead[0].attempt, 1, "a file that cannot be decoded is not retried");
+    assert_eq!(
+        dead[0].attempt, 1,
+        "a file that cannot be decoded is not retried"
+    );
 }
 on_both_databases!(a_recording_that_cannot_be_decoded_fails_with_the_reason);
 
@@ -206,10 +250,16 @@ async fn opus_uploads_are_refused_up_front_when_the_local_model_transcribes(back
     }
     let base = start_api(&t).await;
     let bytes = std::fs::read(&opus).expect("read");
-    let form = Form::new().text("title", "Hello").text("kind", "custom").part(
-        "audio",
-        Part::bytes(bytes).file_name("hello.webm").mime_str("audio/webm").expect("mime"),
-    );
+    let form = Form::new()
+        .text("title", "Hello")
+        .text("kind", "custom")
+        .part(
+            "audio",
+            Part::bytes(bytes)
+                .file_name("hello.webm")
+                .mime_str("audio/webm")
+                .expect("mime"),
+        );
     let response = reqwest::Client::new()
         .post(format!("{base}/api/sessions"))
         .bearer_auth(token("acme", "ann", Role::Member, 600))
@@ -221,6 +271,11 @@ async fn opus_uploads_are_refused_up_front_when_the_local_model_transcribes(back
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["error"]["code"], "unsupported_codec");
     assert_eq!(body["error"]["field"], "audio");
-    assert!(sessions::list(&t.db, "acme", None, 10).await.expect("list").is_empty());
+    assert!(
+        sessions::list(&t.db, "acme", None, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
 on_both_databases!(opus_uploads_are_refused_up_front_when_the_local_model_transcribes);

@@ -54,11 +54,17 @@ async fn a_profile_over_its_intake_budget_gets_429_and_others_are_unaffected() {
     };
     let base = start_api(&t).await;
     for _ in 0..3 {
-        assert_eq!(submit(&base, "acme", "ann").await.status(), StatusCode::ACCEPTED);
+        assert_eq!(
+            submit(&base, "acme", "ann").await.status(),
+            StatusCode::ACCEPTED
+        );
     }
     assert_limited(submit(&base, "acme", "ann").await, "intake_per_profile").await;
     // The same profile name in another company is another budget, and so is a colleague.
-    assert_eq!(submit(&base, "acme", "bob").await.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        submit(&base, "acme", "bob").await.status(),
+        StatusCode::ACCEPTED
+    );
     assert_eq!(
         voxline_domain::sessions::list(&t.db, "acme", None, 100)
             .await
@@ -76,8 +82,14 @@ async fn one_client_address_over_its_budget_gets_429_whichever_profile_it_uses()
         return;
     };
     let base = start_api(&t).await;
-    assert_eq!(submit(&base, "acme", "p1").await.status(), StatusCode::ACCEPTED);
-    assert_eq!(submit(&base, "acme", "p2").await.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        submit(&base, "acme", "p1").await.status(),
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        submit(&base, "acme", "p2").await.status(),
+        StatusCode::ACCEPTED
+    );
     assert_limited(submit(&base, "acme", "p3").await, "intake_per_ip").await;
 }
 
@@ -102,10 +114,18 @@ async fn two_api_processes_share_one_budget_through_redis() {
         vars.push(("VOXLINE_HTTP_ADDR", &addr));
         children.push(t.spawn_voxline(&["api"], &vars));
         let url = format!("http://{addr}");
-        eventually("the API process answers /healthz", Duration::from_secs(30), || {
-            let url = format!("{url}/healthz");
-            async move { reqwest::get(url).await.is_ok_and(|r| r.status().is_success()) }
-        })
+        eventually(
+            "the API process answers /healthz",
+            Duration::from_secs(30),
+            || {
+                let url = format!("{url}/healthz");
+                async move {
+                    reqwest::get(url)
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                }
+            },
+        )
         .await;
         bases.push(url);
     }
@@ -124,7 +144,8 @@ async fn two_api_processes_share_one_budget_through_redis() {
 
 #[tokio::test]
 async fn webhook_floods_from_one_address_get_429_before_any_signature_work() {
-    let layer = "[rate_limits]\nwebhooks_per_ip = 2\n[elevenlabs]\nwebhook_secret = \"wsec_test\"\n";
+    let layer =
+        "[rate_limits]\nwebhooks_per_ip = 2\n[elevenlabs]\nwebhook_secret = \"wsec_test\"\n";
     let Some(t) = TestDb::new(Backend::Sqlite, &[layer]).await else {
         return;
     };

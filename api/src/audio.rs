@@ -77,7 +77,8 @@ impl AudioType {
     /// What the first bytes say: the containers' magic numbers (RIFF/WAVE, ID3 or an MPEG
     /// audio frame sync, an `ftyp` box, `OggS`, EBML, `fLaC`).
     pub fn sniff(bytes: &[u8]) -> Option<Self> {
-        let at = |offset: usize, magic: &[u8]| bytes.get(offset..offset + magic.len()) == Some(magic);
+        let at =
+            |offset: usize, magic: &[u8]| bytes.get(offset..offset + magic.len()) == Some(magic);
         if at(0, b"RIFF") && at(8, b"WAVE") {
             Some(AudioType::Wav)
         } else if at(0, b"fLaC") {
@@ -125,7 +126,10 @@ fn is_mpeg_frame(bytes: &[u8]) -> bool {
 /// What an upload claims to be: its content type when that names audio, else its file name's
 /// extension. `Ok(None)` = it claims nothing (e.g. `application/octet-stream` without a known
 /// extension); `Err` = it claims a type voxline does not take.
-pub fn claimed(content_type: Option<&str>, file_name: Option<&str>) -> Result<Option<AudioType>, String> {
+pub fn claimed(
+    content_type: Option<&str>,
+    file_name: Option<&str>,
+) -> Result<Option<AudioType>, String> {
     let generic = |ct: &str| {
         let essence = ct.split(';').next().unwrap_or_default().trim();
         essence.is_empty() || essence.eq_ignore_ascii_case("application/octet-stream")
@@ -137,7 +141,10 @@ pub fn claimed(content_type: Option<&str>, file_name: Option<&str>) -> Result<Op
             .map(Some)
             .ok_or_else(|| format!("audio of type \"{ct}\" is not accepted"));
     }
-    match file_name.and_then(|n| n.rsplit_once('.')).map(|(_, ext)| ext) {
+    match file_name
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, ext)| ext)
+    {
         Some(ext) => AudioType::from_extension(ext)
             .map(Some)
             .ok_or_else(|| format!("audio files ending in .{ext} are not accepted")),
@@ -155,11 +162,23 @@ mod tests {
         wav.extend([0; 8]);
         assert_eq!(AudioType::sniff(&wav), Some(AudioType::Wav));
         assert_eq!(AudioType::sniff(b"ID3\x04\x00rest"), Some(AudioType::Mp3));
-        assert_eq!(AudioType::sniff(&[0xFF, 0xFB, 0x90, 0x64]), Some(AudioType::Mp3));
-        assert_eq!(AudioType::sniff(b"\x00\x00\x00\x20ftypM4A "), Some(AudioType::M4a));
+        assert_eq!(
+            AudioType::sniff(&[0xFF, 0xFB, 0x90, 0x64]),
+            Some(AudioType::Mp3)
+        );
+        assert_eq!(
+            AudioType::sniff(b"\x00\x00\x00\x20ftypM4A "),
+            Some(AudioType::M4a)
+        );
         assert_eq!(AudioType::sniff(b"OggS\x00\x02"), Some(AudioType::Ogg));
-        assert_eq!(AudioType::sniff(&[0x1A, 0x45, 0xDF, 0xA3, 0x9F]), Some(AudioType::Webm));
-        assert_eq!(AudioType::sniff(b"fLaC\x00\x00\x00\x22"), Some(AudioType::Flac));
+        assert_eq!(
+            AudioType::sniff(&[0x1A, 0x45, 0xDF, 0xA3, 0x9F]),
+            Some(AudioType::Webm)
+        );
+        assert_eq!(
+            AudioType::sniff(b"fLaC\x00\x00\x00\x22"),
+            Some(AudioType::Flac)
+        );
     }
 
     #[test]
@@ -189,7 +208,10 @@ mod tests {
 
     #[test]
     fn the_claim_comes_from_the_content_type_then_the_extension() {
-        assert_eq!(claimed(Some("audio/x-wav"), Some("a.mp3")), Ok(Some(AudioType::Wav)));
+        assert_eq!(
+            claimed(Some("audio/x-wav"), Some("a.mp3")),
+            Ok(Some(AudioType::Wav))
+        );
         assert_eq!(
             claimed(Some("application/octet-stream"), Some("talk.M4A")),
             Ok(Some(AudioType::M4a))

@@ -205,7 +205,9 @@ impl FromRequestParts<AppState> for Caller {
 /// Profiles (with the company, email and role their token named) this process has recorded,
 /// so only a profile's first request — or the first after its claims change — writes.
 #[derive(Debug, Default)]
-pub struct SeenProfiles(std::sync::Mutex<std::collections::HashSet<(String, String, String, String)>>);
+pub struct SeenProfiles(
+    std::sync::Mutex<std::collections::HashSet<(String, String, String, String)>>,
+);
 
 /// Bounds the memory of [`SeenProfiles`]; past it the set starts over (a few extra upserts).
 const SEEN_PROFILES_MAX: usize = 100_000;

@@ -18,7 +18,10 @@ const MAX_AGE: Duration = Duration::from_secs(600);
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
     #[error("JWKS {source_name}: {message}")]
-    Unavailable { source_name: String, message: String },
+    Unavailable {
+        source_name: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -16,8 +16,8 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod session_events;
 pub mod sessions;
-pub mod webhooks;
 pub mod upload;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -20,7 +20,9 @@ use crate::{AppState, admin, billing, health, notifications, session_events, ses
     modifiers(&BearerAuth),
     tags((name = "health"), (name = "operators", description = "Queue inspection and job actions (operator role)"),
          (name = "notifications", description = "Email preferences of the caller"),
-         (name = "sessions", description = "Practice sessions and their feedback"))
+         (name = "sessions", description = "Practice sessions and their feedback"),
+         (name = "billing", description = "The caller's company's plan, subscription and usage"),
+         (name = "webhooks", description = "Provider webhooks (ElevenLabs, Stripe), authenticated by their signatures"))
 )]
 struct ApiDoc;
 

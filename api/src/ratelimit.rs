@@ -79,13 +79,17 @@ pub struct RateLimits {
 
 impl RateLimits {
     pub fn new(settings: Arc<Settings>) -> Self {
-        let local = [Rule::IntakePerProfile, Rule::IntakePerIp, Rule::WebhooksPerIp]
-            .into_iter()
-            .filter_map(|rule| {
-                let limit = NonZeroU32::new(rule.limit(&settings))?;
-                Some((rule, governor::RateLimiter::keyed(Quota::per_minute(limit))))
-            })
-            .collect();
+        let local = [
+            Rule::IntakePerProfile,
+            Rule::IntakePerIp,
+            Rule::WebhooksPerIp,
+        ]
+        .into_iter()
+        .filter_map(|rule| {
+            let limit = NonZeroU32::new(rule.limit(&settings))?;
+            Some((rule, governor::RateLimiter::keyed(Quota::per_minute(limit))))
+        })
+        .collect();
         let prefix = format!("voxline:{}:rl", settings.database.schema);
         RateLimits {
             settings,
@@ -109,8 +113,7 @@ impl RateLimits {
         match wait {
             None => Ok(()),
             Some(wait) => {
-                metrics::counter!("voxline_rate_limited_total", "rule" => rule.name())
-                    .increment(1);
+                metrics::counter!("voxline_rate_limited_total", "rule" => rule.name()).increment(1);
                 let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
                 Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -189,7 +192,10 @@ pub struct ClientIp(pub String);
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if state.settings.http.trust_forwarded_for
             && let Some(first) = parts
                 .headers

@@ -57,8 +57,10 @@ pub async fn events(
         last: None,
         pending: Some(current),
     };
-    Ok(Sse::new(futures::stream::unfold(stream, StatusStream::next))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(
+        Sse::new(futures::stream::unfold(stream, StatusStream::next))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
 }
 
 struct StatusStream {

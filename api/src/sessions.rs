@@ -14,11 +14,11 @@ use voxline_jobs::NewJob;
 use voxline_jobs::payloads::SessionJob;
 
 use crate::AppState;
+use crate::audio;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::ratelimit::{ClientIp, Rule};
-use crate::audio;
 use crate::upload::{self, Submission};
 
 /// The kinds of practice session (each has its own targets in `[analysis.targets]`).
@@ -39,7 +39,10 @@ pub fn validate(body: &Value) -> Result<(String, String, Value), ApiError> {
             .get("title")
             .and_then(Value::as_str)
             .unwrap_or_default(),
-        object.get("kind").and_then(Value::as_str).unwrap_or_default(),
+        object
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
     )?;
     let transcript = object
         .get("transcript")
@@ -136,7 +139,8 @@ fn validate_title_kind(title: &str, kind: &str) -> Result<(String, String), ApiE
     request_body(content = Object, description = "application/json {title, kind: sales|interview|presentation|custom, transcript: [{speaker: user|partner, start, end, text}]}, or multipart/form-data with parts title, kind and audio (wav, mp3, m4a, ogg, webm, flac; up to uploads.max_audio_bytes)"),
     params(("Idempotency-Key" = Option<String>, Header, description = "a retried submission with the same key gets the first answer")),
     responses((status = 202, description = "accepted: {id, status, links}"), (status = 400), (status = 401),
-              (status = 413), (status = 415), (status = 422), (status = 429, description = "over a rate limit; see Retry-After")),
+              (status = 402, description = "the company's plan needs a subscription it does not have"),
+              (status = 413), (status = 415), (status = 422), (status = 429, description = "over a rate limit or a quota; see Retry-After")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -153,7 +157,6 @@ pub async fn create(
         .check(Rule::IntakePerProfile, &profile_key)
         .await?;
     state.limits.check(Rule::IntakePerIp, &ip).await?;
-    crate::billing::check_quota(&state, &claims.company_id).await?;
     let key = idempotency_key(&headers)?;
     let submission = upload::read(
         &headers,
@@ -171,6 +174,9 @@ pub async fn create(
     {
         return replay(stored, &request_hash);
     }
+    // Quotas after the replay: a retried submission gets its first answer even once the
+    // company has reached a limit since.
+    crate::billing::check_quota(&state, &claims.company_id).await?;
     let id = hex::encode(rand::random::<[u8; 16]>());
     let task = SessionJob {
         session_id: id.clone(),
@@ -229,7 +235,11 @@ pub async fn create(
         profile_id: &claims.sub,
         title: &title,
         kind: &kind,
-        source: if audio.is_some() { "audio" } else { "transcript" },
+        source: if audio.is_some() {
+            "audio"
+        } else {
+            "transcript"
+        },
         audio_ref: audio_ref.as_deref(),
         audio_type: audio.as_ref().map(|a| a.kind.extension()),
         external_id: None,

@@ -74,7 +74,8 @@ impl BlobStore for LocalBlobs {
             tokio::task::spawn_blocking(move || -> Result<(), BlobError> {
                 use std::io::Write;
                 std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-                let tmp = path.with_extension(format!("tmp-{}", hex::encode(rand::random::<[u8; 6]>())));
+                let tmp =
+                    path.with_extension(format!("tmp-{}", hex::encode(rand::random::<[u8; 6]>())));
                 let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
                 file.write_all(&bytes).map_err(io(&tmp))?;
                 file.sync_all().map_err(io(&tmp))?;
@@ -133,15 +134,24 @@ mod tests {
         store.put("audio/c1/s1.wav", b"RIFF").await.expect("put");
         assert_eq!(store.get("audio/c1/s1.wav").await.expect("get"), b"RIFF");
         store.delete("audio/c1/s1.wav").await.expect("delete");
-        assert!(matches!(store.get("audio/c1/s1.wav").await, Err(BlobError::NotFound(_))));
-        store.delete("audio/c1/s1.wav").await.expect("deleting twice is fine");
+        assert!(matches!(
+            store.get("audio/c1/s1.wav").await,
+            Err(BlobError::NotFound(_))
+        ));
+        store
+            .delete("audio/c1/s1.wav")
+            .await
+            .expect("deleting twice is fine");
     }
 
     #[tokio::test]
     async fn keys_cannot_leave_the_store_directory() {
         let store = LocalBlobs::new("/tmp/voxline-blobs-test");
         for key in ["../etc/passwd", "/abs", "a//b", "a/./b", "a b", ""] {
-            assert!(matches!(store.get(key).await, Err(BlobError::BadKey(_))), "{key}");
+            assert!(
+                matches!(store.get(key).await, Err(BlobError::BadKey(_))),
+                "{key}"
+            );
         }
     }
 }

@@ -506,7 +506,10 @@ impl Settings {
         }
         self.validate_billing()?;
         for (kind, t) in &self.analysis.targets {
-            for (name, range) in [("talk_ratio", t.talk_ratio), ("words_per_minute", t.words_per_minute)] {
+            for (name, range) in [
+                ("talk_ratio", t.talk_ratio),
+                ("words_per_minute", t.words_per_minute),
+            ] {
                 if let Some([low, high]) = range
                     && !(low.is_finite() && high.is_finite() && low <= high)
                 {

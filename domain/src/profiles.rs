@@ -59,30 +59,34 @@ pub async fn upsert_seen(db: &Db, p: &Profile) -> Result<bool, DbError> {
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<Profile>, DbError> {
     let row = match db {
-        Db::Postgres(pg) => sqlx::query("SELECT id, company_id, email, role FROM profiles WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&pg.pool)
-            .await?
-            .map(|r| -> Result<Profile, sqlx::Error> {
-                Ok(Profile {
-                    id: r.try_get("id")?,
-                    company_id: r.try_get("company_id")?,
-                    email: r.try_get("email")?,
-                    role: r.try_get("role")?,
+        Db::Postgres(pg) => {
+            sqlx::query("SELECT id, company_id, email, role FROM profiles WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&pg.pool)
+                .await?
+                .map(|r| -> Result<Profile, sqlx::Error> {
+                    Ok(Profile {
+                        id: r.try_get("id")?,
+                        company_id: r.try_get("company_id")?,
+                        email: r.try_get("email")?,
+                        role: r.try_get("role")?,
+                    })
                 })
-            }),
-        Db::Sqlite(lite) => sqlx::query("SELECT id, company_id, email, role FROM profiles WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&lite.pool)
-            .await?
-            .map(|r| -> Result<Profile, sqlx::Error> {
-                Ok(Profile {
-                    id: r.try_get("id")?,
-                    company_id: r.try_get("company_id")?,
-                    email: r.try_get("email")?,
-                    role: r.try_get("role")?,
+        }
+        Db::Sqlite(lite) => {
+            sqlx::query("SELECT id, company_id, email, role FROM profiles WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&lite.pool)
+                .await?
+                .map(|r| -> Result<Profile, sqlx::Error> {
+                    Ok(Profile {
+                        id: r.try_get("id")?,
+                        company_id: r.try_get("company_id")?,
+                        email: r.try_get("email")?,
+                        role: r.try_get("role")?,
+                    })
                 })
-            }),
+        }
     };
     Ok(row.transpose()?)
 }

@@ -158,12 +158,14 @@ pub async fn save_transcript(
             .await?;
         }
         Tx::Sqlite { tx, .. } => {
-            sqlx::query("UPDATE sessions SET duration_seconds = ?3 WHERE company_id = ?1 AND id = ?2")
-                .bind(company)
-                .bind(id)
-                .bind(duration_seconds)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "UPDATE sessions SET duration_seconds = ?3 WHERE company_id = ?1 AND id = ?2",
+            )
+            .bind(company)
+            .bind(id)
+            .bind(duration_seconds)
+            .execute(&mut **tx)
+            .await?;
         }
     }
     Ok(())

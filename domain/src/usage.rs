@@ -11,7 +11,11 @@ use crate::{Db, DbError, Tx};
 /// Records a ready session's seconds in the caller's transaction; a second call for the same
 /// session changes nothing.
 pub async fn record(tx: &mut Tx<'_>, session: &SessionRow, seconds: f64) -> Result<(), DbError> {
-    let seconds = if seconds.is_finite() { seconds.max(0.0) } else { 0.0 };
+    let seconds = if seconds.is_finite() {
+        seconds.max(0.0)
+    } else {
+        0.0
+    };
     match tx {
         Tx::Postgres(tx) => {
             sqlx::query(

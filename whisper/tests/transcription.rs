@@ -206,10 +206,16 @@ fn the_last_phrase_of_a_nearly_full_window_is_not_dropped() {
         return;
     };
     let (segments, audio_secs) = transcribe_file(model, &wav);
-    assert!((25.0..30.0).contains(&audio_secs), "the fixture is {audio_secs} s long");
+    assert!(
+        (25.0..30.0).contains(&audio_secs),
+        "the fixture is {audio_secs} s long"
+    );
     assert_plausible_times(&segments, audio_secs);
     let heard = joined(&segments).to_lowercase();
-    assert!(heard.contains("sounds like a fit"), "the last phrase is missing: {heard}");
+    assert!(
+        heard.contains("sounds like a fit"),
+        "the last phrase is missing: {heard}"
+    );
     let wer = word_error_rate(NEARLY_A_WINDOW, &joined(&segments));
     assert!(wer <= MAX_WER, "WER {wer:.3} is above {MAX_WER}");
 }

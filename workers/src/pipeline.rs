@@ -32,9 +32,14 @@ pub async fn finish_step(
             HandlerError::Permanent(m) | HandlerError::Retryable { message: m, .. } => m.clone(),
             HandlerError::Snooze { reason, .. } => reason.clone(),
         };
-        if let Err(e) =
-            sessions::set_status(db, &task.company_id, &task.session_id, "failed", Some(&reason))
-                .await
+        if let Err(e) = sessions::set_status(
+            db,
+            &task.company_id,
+            &task.session_id,
+            "failed",
+            Some(&reason),
+        )
+        .await
         {
             tracing::warn!(session = %task.session_id, error = %e, "could not mark the session failed");
         }

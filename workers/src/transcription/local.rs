@@ -63,7 +63,10 @@ fn transcribe_error(e: TranscribeError) -> HandlerError {
 }
 
 impl Transcriber for LocalTranscriber {
-    fn transcribe<'a>(&'a self, audio: &'a Audio) -> BoxFuture<'a, Result<Transcript, HandlerError>> {
+    fn transcribe<'a>(
+        &'a self,
+        audio: &'a Audio,
+    ) -> BoxFuture<'a, Result<Transcript, HandlerError>> {
         Box::pin(async move {
             let model = self.model().await?;
             let bytes = audio.bytes.clone();
@@ -72,8 +75,8 @@ impl Transcriber for LocalTranscriber {
                 .rsplit_once('.')
                 .map(|(_, ext)| ext.to_string());
             let heard = tokio::task::spawn_blocking(move || {
-                let samples =
-                    voxline_whisper::decode_bytes(bytes, extension.as_deref()).map_err(audio_error)?;
+                let samples = voxline_whisper::decode_bytes(bytes, extension.as_deref())
+                    .map_err(audio_error)?;
                 let seconds = voxline_whisper::audio::duration_secs(&samples);
                 let segments = model.transcribe(&samples).map_err(transcribe_error)?;
                 Ok::<_, HandlerError>((segments, seconds))
