@@ -58,35 +58,37 @@ pub async fn upsert_seen(db: &Db, p: &Profile) -> Result<bool, DbError> {
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<Profile>, DbError> {
-    let row = match db {
-        Db::Postgres(pg) => {
-            sqlx::query("SELECT id, company_id, email, role FROM profiles WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&pg.pool)
-                .await?
-                .map(|r| -> Result<Profile, sqlx::Error> {
-                    Ok(Profile {
-                        id: r.try_get("id")?,
-                        company_id: r.try_get("company_id")?,
-                        email: r.try_get("email")?,
-                        role: r.try_get("role")?,
-                    })
-                })
-        }
-        Db::Sqlite(lite) => {
-            sqlx::query("SELECT id, company_id, email, role FROM profiles WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&lite.pool)
-                .await?
-                .map(|r| -> Result<Profile, sqlx::Error> {
-                    Ok(Profile {
-                        id: r.try_get("id")?,
-                        company_id: r.try_get("company_id")?,
-                        email: r.try_get("email")?,
-                        role: r.try_get("role")?,
-                    })
-                })
-        }
-    };
-    Ok(row.transpose()?)
+    const SQL_PG: &str = "SELECT id, company_id, email, role FROM profiles WHERE id = $1";
+    const SQL_LITE: &str = "SELECT id, company_id, email, role FROM profiles WHERE id = ?";
+    Ok(match db {
+        Db::Postgres(pg) => sqlx::query(SQL_PG)
+            .bind(id)
+            .fetch_optional(&pg.pool)
+            .await?
+            .map(|r| profile(&r))
+            .transpose()?,
+        Db::Sqlite(lite) => sqlx::query(SQL_LITE)
+            .bind(id)
+            .fetch_optional(&lite.pool)
+            .await?
+            .map(|r| profile(&r))
+            .transpose()?,
+    })
+}
+
+/// One row of `profiles`, from either database.
+fn profile<'r, R>(r: &'r R) -> Result<Profile, sqlx::Error>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    &'r str: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Profile {
+        id: r.try_get("id")?,
+        company_id: r.try_get("company_id")?,
+        email: r.try_get("email")?,
+        role: r.try_get("role")?,
+    })
 }
