@@ -84,3 +84,16 @@ impl From<axum::extract::rejection::JsonRejection> for ApiError {
         ApiError::new(status, code, rejection.body_text())
     }
 }
+
+/// A raw body axum could not read: too large (413) or broken off (400).
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        let status = rejection.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "payload_too_large"
+        } else {
+            "invalid_body"
+        };
+        ApiError::new(status, code, rejection.body_text())
+    }
+}

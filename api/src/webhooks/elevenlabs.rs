@@ -360,21 +360,12 @@ pub async fn receive(
     state.limits.check(Rule::WebhooksPerIp, &ip).await?;
     let config = &state.settings.elevenlabs;
     if config.webhook_secret.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_configured",
-            "the ElevenLabs webhook is not configured (elevenlabs.webhook_secret)",
+        return Err(super::not_configured(
+            "ElevenLabs",
+            "elevenlabs.webhook_secret",
         ));
     }
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "payload_too_large"
-        } else {
-            "invalid_body"
-        };
-        ApiError::new(status, code, rejection.body_text())
-    })?;
+    let body = body?;
     let header = match headers.get(SIGNATURE_HEADER) {
         None => None,
         Some(value) => Some(
