@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use sqlx::ConnectOptions;
 use voxline_domain::config::QueueOverrides;
 use voxline_domain::{Db, Settings};
 use voxline_jobs::queues::BENCH;
@@ -207,10 +208,16 @@ async fn insert_baseline(db: &Db, n: usize) -> anyhow::Result<f64> {
         "CREATE TABLE IF NOT EXISTS voxline_bench_baseline (id INTEGER PRIMARY KEY, v INTEGER)";
     const INSERT: &str = "INSERT INTO voxline_bench_baseline (v) VALUES (1)";
     const DROP: &str = "DROP TABLE voxline_bench_baseline";
+    const GRANT: &str = "GRANT INSERT ON voxline_bench_baseline TO voxline_app;
+        GRANT USAGE ON SEQUENCE voxline_bench_baseline_id_seq TO voxline_app";
     let started;
     match db {
         Db::Postgres(pg) => {
-            sqlx::query(PG_TABLE).execute(&pg.pool).await?;
+            // The service's role may not create tables: the baseline table is the owner's,
+            // lent to the service's role for the inserts.
+            let mut owner = pg.owner_options.connect().await?;
+            sqlx::query(PG_TABLE).execute(&mut owner).await?;
+            sqlx::raw_sql(GRANT).execute(&mut owner).await?;
             started = Instant::now();
             for _ in 0..n {
                 sqlx::query(INSERT).execute(&pg.pool).await?;
@@ -226,7 +233,10 @@ async fn insert_baseline(db: &Db, n: usize) -> anyhow::Result<f64> {
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
     match db {
-        Db::Postgres(pg) => sqlx::query(DROP).execute(&pg.pool).await.map(drop)?,
+        Db::Postgres(pg) => {
+            let mut owner = pg.owner_options.connect().await?;
+            sqlx::query(DROP).execute(&mut owner).await.map(drop)?
+        }
         Db::Sqlite(lite) => sqlx::query(DROP).execute(&lite.pool).await.map(drop)?,
     }
     Ok(rate)

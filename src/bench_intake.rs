@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use voxline_api::auth::{Claims, Keys, Role};
+use voxline_domain::db::Scope;
 use voxline_domain::{Db, Settings};
 
 use crate::bench::percentile;
@@ -181,9 +182,10 @@ async fn drive(load: &Load, n: usize, concurrency: usize) -> anyhow::Result<Vec<
 async fn cleanup(db: &Db, settings: &Settings, company: &str) -> anyhow::Result<()> {
     let blob_refs: Vec<Option<String>> = match db {
         Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             sqlx::query_scalar("SELECT audio_ref FROM sessions WHERE company_id = $1")
                 .bind(company)
-                .fetch_all(&pg.pool)
+                .fetch_all(&mut *tx)
                 .await?
         }
         Db::Sqlite(lite) => {
@@ -214,7 +216,9 @@ async fn cleanup(db: &Db, settings: &Settings, company: &str) -> anyhow::Result<
     for (pg_sql, lite_sql) in statements {
         match db {
             Db::Postgres(pg) => {
-                sqlx::query(pg_sql).bind(company).execute(&pg.pool).await?;
+                let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
+                sqlx::query(pg_sql).bind(company).execute(&mut *tx).await?;
+                tx.commit().await?;
             }
             Db::Sqlite(lite) => {
                 sqlx::query(lite_sql)

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use support::{Backend, TestDb, start_api, token};
 use voxline_api::auth::Role;
 use voxline_domain::audit;
+use voxline_domain::db::Scope;
 use voxline_jobs::{Completion, Handlers, JobId, NewJob, Outcome, Runner, store};
 use voxline_workers::diag;
 
@@ -295,21 +296,39 @@ async fn the_audit_log_refuses_updates_and_deletes(backend: Backend) {
         details: json!({}),
     };
     audit::append(&t.db, &entry).await.unwrap();
-    for (pg, lite) in [
-        (
-            "UPDATE audit_log SET actor = 'someone else'",
-            "UPDATE audit_log SET actor = 'someone else'",
-        ),
-        ("DELETE FROM audit_log", "DELETE FROM audit_log"),
+    for sql in [
+        "UPDATE audit_log SET actor = 'someone else'",
+        "DELETE FROM audit_log",
     ] {
+        // Through the service's own connection. On Postgres in platform scope, so row-level
+        // security hides no row from the statement: it must be refused, not match nothing.
+        // The service's role has no UPDATE or DELETE grant on the log (migration 0007), which
+        // refuses it before the trigger could; either refusal is the protection required.
         let refused = match &t.db {
-            voxline_domain::Db::Postgres(p) => sqlx::query(pg).execute(&p.pool).await.map(drop),
-            voxline_domain::Db::Sqlite(l) => sqlx::query(lite).execute(&l.pool).await.map(drop),
+            voxline_domain::Db::Postgres(p) => {
+                let mut tx = p.begin_scoped(Scope::Platform).await.unwrap();
+                sqlx::query(sql).execute(&mut *tx).await.map(drop)
+            }
+            voxline_domain::Db::Sqlite(l) => sqlx::query(sql).execute(&l.pool).await.map(drop),
         };
         let error = refused
             .expect_err("the audit log must be append-only")
             .to_string();
-        assert!(error.contains("audit_log is append-only"), "{error}");
+        assert!(
+            error.contains("audit_log is append-only")
+                || error.contains("permission denied for table audit_log"),
+            "{error}"
+        );
+        if backend == Backend::Postgres {
+            // The owner (a superuser: every grant, no row-level security) is refused by the
+            // trigger alone.
+            let error = sqlx::query(sql)
+                .execute(t.owner())
+                .await
+                .expect_err("the audit log must be append-only for its owner too")
+                .to_string();
+            assert!(error.contains("audit_log is append-only"), "{error}");
+        }
     }
     assert_eq!(audit::recent(&t.db, None, 10).await.unwrap()[0].actor, "op");
 }

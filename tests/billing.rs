@@ -21,6 +21,7 @@ use voxline_api::auth::Role;
 use voxline_api::webhooks::stripe::signature_header;
 use voxline_domain::audit;
 use voxline_domain::billing::{self, Source, Stamp, SubscriptionState};
+use voxline_domain::db::Scope;
 use voxline_domain::{Db, profiles};
 use voxline_jobs::store::{self, JobFilter};
 use voxline_jobs::{Job, JobState, NewJob};
@@ -65,7 +66,7 @@ async fn deliver_signed(base: &str, event: &Value) -> (StatusCode, Value) {
 
 async fn count(t: &TestDb, sql: &'static str) -> i64 {
     match &t.db {
-        Db::Postgres(pg) => sqlx::query_scalar(sql).fetch_one(&pg.pool).await.unwrap(),
+        Db::Postgres(_) => sqlx::query_scalar(sql).fetch_one(t.owner()).await.unwrap(),
         Db::Sqlite(lite) => sqlx::query_scalar(sql).fetch_one(&lite.pool).await.unwrap(),
     }
 }
@@ -685,7 +686,7 @@ async fn store_subscription(
         cancel_at_period_end: false,
         canceled_at: None,
     };
-    let mut tx = t.db.begin().await.unwrap();
+    let mut tx = t.db.begin(Scope::Company(company)).await.unwrap();
     let stamp = Stamp {
         at: DateTime::from_timestamp(at, 0).unwrap(),
         rank: Source::Updated.rank(),
@@ -848,7 +849,7 @@ async fn reconciliation_pages_through_stripe_and_repairs_seeded_drift(backend: B
 /// A usage row for one analysed session at `at`.
 async fn seed_usage(t: &TestDb, session: &str, company: &str, seconds: f64, at: DateTime<Utc>) {
     match &t.db {
-        Db::Postgres(pg) => {
+        Db::Postgres(_) => {
             sqlx::query(
                 "INSERT INTO usage_records (session_id, company_id, profile_id, seconds, recorded_at)
                  VALUES ($1, $2, 'p', $3, $4)",
@@ -857,7 +858,7 @@ async fn seed_usage(t: &TestDb, session: &str, company: &str, seconds: f64, at: 
             .bind(company)
             .bind(seconds)
             .bind(at)
-            .execute(&pg.pool)
+            .execute(t.owner())
             .await
             .unwrap();
         }

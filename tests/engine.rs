@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::{Backend, TestDb, eventually};
+use voxline_domain::db::Scope;
 use voxline_jobs::store::{self, JobFilter};
 use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobError, JobState, NewJob, Runner};
 use voxline_workers::diag;
@@ -328,8 +329,9 @@ async fn enqueue_commits_and_rolls_back_with_the_callers_transaction(backend: Ba
     )
     .await;
 
-    // A business row and its job, in one transaction that rolls back: neither exists.
-    let mut tx = t.db.begin().await.unwrap();
+    // A business row and its job, in one transaction that rolls back: neither exists. (Platform
+    // scope: neither the test's table nor the jobs table belongs to a company.)
+    let mut tx = t.db.begin(Scope::Platform).await.unwrap();
     insert_business_row(&mut tx, "rolled back").await;
     let rolled_back = client
         .enqueue(&mut tx, &job(diag::NOOP, json!({})))
@@ -341,7 +343,7 @@ async fn enqueue_commits_and_rolls_back_with_the_callers_transaction(backend: Ba
     assert_eq!(business_rows(&t).await, Vec::<String>::new());
 
     // The same that commits: both exist, and the job was invisible until the commit.
-    let mut tx = t.db.begin().await.unwrap();
+    let mut tx = t.db.begin(Scope::Platform).await.unwrap();
     insert_business_row(&mut tx, "committed").await;
     let committed = client
         .enqueue(&mut tx, &job(diag::NOOP, json!({})))

@@ -65,7 +65,7 @@ async fn get(url: &str, token: &str) -> (StatusCode, Value) {
 
 async fn count(t: &TestDb, sql: &'static str) -> i64 {
     match &t.db {
-        Db::Postgres(pg) => sqlx::query_scalar(sql).fetch_one(&pg.pool).await.unwrap(),
+        Db::Postgres(_) => sqlx::query_scalar(sql).fetch_one(t.owner()).await.unwrap(),
         Db::Sqlite(lite) => sqlx::query_scalar(sql).fetch_one(&lite.pool).await.unwrap(),
     }
 }

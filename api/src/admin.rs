@@ -183,6 +183,7 @@ async fn record(
         &AuditEntry {
             actor: &claims.sub,
             actor_role: claims.role.as_str(),
+            // An operator's action on the engine belongs to no company: appended in platform scope.
             company_id: None,
             action,
             target: &target,
@@ -437,6 +438,8 @@ pub async fn audit_log(
         before: q.cursor,
         limit: limit as i64,
     };
+    // Operators read every company's entries: audit::list runs in platform scope on Postgres
+    // (or in the one company's scope when the filter names it).
     let records = audit::list(&state.db, &filter)
         .await
         .map_err(ApiError::internal)?;

@@ -69,23 +69,33 @@ async function refresh() {
       cell(tr, String(queue.done_last_5m)); cell(tr, String(queue.failed_last_5m)); qb.append(tr);
     }
     const d = await api('GET', '/api/admin/jobs?state=dead&limit=100');
-    const db = document.querySelector('#dead tbody'); db.replaceChildren();
+    // Rows are kept per job id and only their text is updated, so a button the operator is
+    // about to click is never swapped for a new one by the 2-second refresh.
+    const db = document.querySelector('#dead tbody');
+    const rows = new Map([...db.children].map((tr) => [tr.dataset.job, tr]));
     for (const job of d.jobs) {
-      const tr = document.createElement('tr'); tr.dataset.job = job.id;
-      const idCell = cell(tr, ''); const a = document.createElement('a'); a.href = '#'; a.textContent = String(job.id);
-      a.onclick = (e) => { e.preventDefault(); show(job.id); }; idCell.append(a);
-      cell(tr, job.queue); cell(tr, job.kind); cell(tr, job.attempt + '/' + job.max_attempts);
-      cell(tr, job.last_error || '').className = 'err';
-      const actions = cell(tr, '');
-      for (const [label, action] of [['Retry', 'retry'], ['Discard', 'discard']]) {
-        const b = document.createElement('button'); b.textContent = label; b.dataset.action = action;
-        b.onclick = () => act(job.id, action); actions.append(b);
-      }
+      let tr = rows.get(String(job.id)); rows.delete(String(job.id));
+      if (!tr) tr = deadRow(job);
+      tr.cells[3].textContent = job.attempt + '/' + job.max_attempts;
+      tr.cells[4].textContent = job.last_error || '';
       db.append(tr);
     }
+    for (const gone of rows.values()) gone.remove();
     document.getElementById('main').hidden = false;
     status.textContent = 'Updated ' + new Date().toLocaleTimeString();
   } catch (e) { status.textContent = 'Error: ' + e.message; }
+}
+function deadRow(job) {
+  const tr = document.createElement('tr'); tr.dataset.job = job.id;
+  const idCell = cell(tr, ''); const a = document.createElement('a'); a.href = '#'; a.textContent = String(job.id);
+  a.onclick = (e) => { e.preventDefault(); show(job.id); }; idCell.append(a);
+  cell(tr, job.queue); cell(tr, job.kind); cell(tr, ''); cell(tr, '').className = 'err';
+  const actions = cell(tr, '');
+  for (const [label, action] of [['Retry', 'retry'], ['Discard', 'discard']]) {
+    const b = document.createElement('button'); b.textContent = label; b.dataset.action = action;
+    b.onclick = () => act(job.id, action); actions.append(b);
+  }
+  return tr;
 }
 async function show(id) {
   try { document.getElementById('detail').textContent = JSON.stringify(await api('GET', '/api/admin/jobs/' + id), null, 2); }

@@ -209,6 +209,15 @@ pub struct SeenProfiles(
     std::sync::Mutex<std::collections::HashSet<(String, String, String, String)>>,
 );
 
+impl SeenProfiles {
+    /// Forgets an erased profile, so the next valid token records it again.
+    pub fn forget(&self, profile: &str) {
+        if let Ok(mut set) = self.0.lock() {
+            set.retain(|(id, ..)| id != profile);
+        }
+    }
+}
+
 /// Bounds the memory of [`SeenProfiles`]; past it the set starts over (a few extra upserts).
 const SEEN_PROFILES_MAX: usize = 100_000;
 

@@ -10,6 +10,7 @@ pub mod extract;
 pub mod hardening;
 pub mod health;
 pub mod jwks;
+pub mod me;
 pub mod metrics;
 pub mod notifications;
 pub mod openapi;

@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{AppState, admin, billing, health, notifications, session_events, sessions};
+use crate::{AppState, admin, billing, health, me, notifications, session_events, sessions};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,7 @@ use crate::{AppState, admin, billing, health, notifications, session_events, ses
     tags((name = "health"), (name = "operators", description = "Queue inspection and job actions (operator role)"),
          (name = "notifications", description = "Email preferences of the caller"),
          (name = "sessions", description = "Practice sessions and their feedback"),
+         (name = "me", description = "The caller's own data: export and erasure (GDPR)"),
          (name = "billing", description = "The caller's company's plan, subscription and usage"),
          (name = "webhooks", description = "Provider webhooks (ElevenLabs, Stripe), authenticated by their signatures"))
 )]
@@ -56,7 +57,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::retry_dead))
         .routes(routes!(admin::audit_log))
         .routes(routes!(sessions::create, sessions::list))
-        .routes(routes!(sessions::get))
+        .routes(routes!(sessions::get, sessions::delete))
         .routes(routes!(sessions::feedback))
         // Signed by ElevenLabs, not JWT-authenticated; takes bodies up to 5 MB.
         .routes(crate::webhooks::elevenlabs::route())
@@ -69,6 +70,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
             notifications::get_preferences,
             notifications::put_preferences
         ))
+        .routes(routes!(me::export))
+        .routes(routes!(me::erase))
 }
 
 pub fn docs_router(spec: Arc<OpenApiDoc>) -> axum::Router<AppState> {

@@ -8,14 +8,19 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use voxline_domain::audit::{self, AuditEntry};
 use voxline_domain::config::TranscriptionProvider;
+use voxline_domain::db::Scope;
+use voxline_domain::gdpr;
 use voxline_domain::sessions::{self, NewSession, StoredResponse};
 use voxline_jobs::NewJob;
+use voxline_jobs::payloads::BlobsDelete;
 use voxline_jobs::payloads::SessionJob;
+use voxline_jobs::store::{self, ErasedSubject};
 
 use crate::AppState;
 use crate::audio;
-use crate::auth::Caller;
+use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::ratelimit::{ClientIp, Rule};
@@ -254,7 +259,16 @@ pub async fn create(
             },
         )
     });
-    match commit_session(&state, &session, segments.as_ref(), &job, stored).await {
+    match commit_session(
+        &state,
+        &session,
+        claims.role.as_str(),
+        segments.as_ref(),
+        &job,
+        stored,
+    )
+    .await
+    {
         Ok(true) => Ok((StatusCode::ACCEPTED, Json(answer)).into_response()),
         outcome => {
             if let Some(blob) = &audio_ref
@@ -279,11 +293,16 @@ pub async fn create(
 async fn commit_session(
     state: &AppState,
     session: &NewSession<'_>,
+    actor_role: &str,
     segments: Option<&Value>,
     job: &NewJob,
     stored: Option<(&str, StoredResponse)>,
 ) -> Result<bool, ApiError> {
-    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
+    let mut tx = state
+        .db
+        .begin(Scope::Company(session.company_id))
+        .await
+        .map_err(ApiError::internal)?;
     sessions::insert(&mut tx, session, segments)
         .await
         .map_err(ApiError::internal)?;
@@ -300,6 +319,19 @@ async fn commit_session(
         tx.rollback().await.map_err(ApiError::internal)?;
         return Ok(false);
     }
+    audit::append_in(
+        &mut tx,
+        &AuditEntry {
+            actor: session.profile_id,
+            actor_role,
+            company_id: Some(session.company_id),
+            action: "session.create",
+            target: &format!("session:{}", session.id),
+            details: json!({ "source": session.source, "kind": session.kind }),
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
     Ok(true)
 }
@@ -387,6 +419,75 @@ pub async fn get(
         .map_err(ApiError::internal)?
         .ok_or_else(|| not_found(&id))?;
     Ok(Json(view(&session)))
+}
+
+/// Deletes a session with its transcript, feedback and audio; its waiting jobs are cancelled.
+/// Allowed to the profile that made it and to its company's admins (403 for other members).
+#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
+    responses((status = 204, description = "deleted"), (status = 401), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let claims = &caller.0;
+    let company = claims.company_id.as_str();
+    let mut tx = state
+        .db
+        .begin(Scope::Company(company))
+        .await
+        .map_err(ApiError::internal)?;
+    let session = gdpr::delete_session(&mut tx, company, &id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| not_found(&id))?;
+    if session.profile_id != claims.sub && !matches!(claims.role, Role::Admin) {
+        tx.rollback().await.map_err(ApiError::internal)?;
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the session's own profile or a company admin may delete it",
+        ));
+    }
+    let cancelled = store::cancel_for_erased(
+        &mut tx,
+        &ErasedSubject {
+            company_id: company,
+            profile_id: None,
+            session_ids: std::slice::from_ref(&session.id),
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    if let Some(audio) = &session.audio_ref {
+        let job = BlobsDelete {
+            company_id: company.to_string(),
+            refs: vec![audio.clone()],
+        }
+        .into_job()
+        .map_err(ApiError::internal)?;
+        state
+            .jobs
+            .enqueue(&mut tx, &job)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    audit::append_in(
+        &mut tx,
+        &AuditEntry {
+            actor: &claims.sub,
+            actor_role: claims.role.as_str(),
+            company_id: Some(company),
+            action: "session.delete",
+            target: &format!("session:{id}"),
+            details: json!({ "owner": session.profile_id, "jobs_cancelled": cancelled }),
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The coaching feedback of a session once it is ready (409 before): `{session_id, kind:

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
+use crate::db::Scope;
 use crate::{Db, DbError};
 
 /// One action to record. `details` must not carry transcript text or secrets.
@@ -29,38 +30,35 @@ pub struct AuditRecord {
     pub details: serde_json::Value,
 }
 
+/// Appends the entry on its own (see [`append_in`] to append within a caller's transaction).
 pub async fn append(db: &Db, entry: &AuditEntry<'_>) -> Result<i64, DbError> {
-    let id =
-        match db {
-            Db::Postgres(pg) => {
-                sqlx::query_scalar(
-                    "INSERT INTO audit_log (actor, actor_role, company_id, action, target, details)
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                )
-                .bind(entry.actor)
-                .bind(entry.actor_role)
-                .bind(entry.company_id)
-                .bind(entry.action)
-                .bind(entry.target)
-                .bind(&entry.details)
-                .fetch_one(&pg.pool)
-                .await?
-            }
-            Db::Sqlite(lite) => sqlx::query_scalar(
-                "INSERT INTO audit_log (at, actor, actor_role, company_id, action, target, details)
-                 VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(Utc::now().timestamp_micros())
-            .bind(entry.actor)
-            .bind(entry.actor_role)
-            .bind(entry.company_id)
-            .bind(entry.action)
-            .bind(entry.target)
-            .bind(entry.details.to_string())
-            .fetch_one(&lite.pool)
-            .await?,
-        };
-    Ok(id)
+    match db {
+        Db::Postgres(pg) => {
+            let scope = match entry.company_id {
+                Some(company) => Scope::Company(company),
+                // Platform: an entry that names no company (an operator's job action, a
+                // reconciliation run) belongs to no tenant, so no company scope may write it.
+                None => Scope::Platform,
+            };
+            let mut tx = crate::Tx::Postgres(pg.begin_scoped(scope).await?);
+            let id = append_in(&mut tx, entry).await?;
+            tx.commit().await?;
+            Ok(id)
+        }
+        Db::Sqlite(lite) => Ok(sqlx::query_scalar(
+            "INSERT INTO audit_log (at, actor, actor_role, company_id, action, target, details)
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(Utc::now().timestamp_micros())
+        .bind(entry.actor)
+        .bind(entry.actor_role)
+        .bind(entry.company_id)
+        .bind(entry.action)
+        .bind(entry.target)
+        .bind(entry.details.to_string())
+        .fetch_one(&lite.pool)
+        .await?),
+    }
 }
 
 /// Which entries to list: newest first, each filter optional, `before` an id for the next page.
@@ -90,6 +88,14 @@ pub async fn recent(
 pub async fn list(db: &Db, filter: &AuditFilter) -> Result<Vec<AuditRecord>, DbError> {
     let records = match db {
         Db::Postgres(pg) => {
+            // Listing the log is an operator's read across companies (GET /api/admin/audit),
+            // so Platform scope; a filter naming one company reads within that company's scope.
+            let scope = match filter.company_id.as_deref() {
+                Some(company) => Scope::Company(company),
+                None => Scope::Platform,
+            };
+            // A read: the transaction is dropped (rolled back) when done.
+            let mut tx = pg.begin_scoped(scope).await?;
             let rows = sqlx::query(
                 "SELECT id, at, actor, actor_role, company_id, action, target, details FROM audit_log
                  WHERE ($1::text IS NULL OR action = $1) AND ($2::text IS NULL OR actor = $2)
@@ -101,7 +107,7 @@ pub async fn list(db: &Db, filter: &AuditFilter) -> Result<Vec<AuditRecord>, DbE
             .bind(&filter.company_id)
             .bind(filter.before)
             .bind(filter.limit)
-            .fetch_all(&pg.pool)
+            .fetch_all(&mut *tx)
             .await?;
             rows.iter()
                 .map(|r| {
@@ -152,4 +158,40 @@ pub async fn list(db: &Db, filter: &AuditFilter) -> Result<Vec<AuditRecord>, DbE
         }
     };
     Ok(records)
+}
+
+/// Appends the entry in the caller's transaction, so the record commits (or not) with the
+/// change it describes (session create/delete, GDPR export and erasure).
+pub async fn append_in(tx: &mut crate::Tx<'_>, entry: &AuditEntry<'_>) -> Result<i64, DbError> {
+    Ok(match tx {
+        crate::Tx::Postgres(tx) => {
+            sqlx::query_scalar(
+                "INSERT INTO audit_log (actor, actor_role, company_id, action, target, details)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(entry.actor)
+            .bind(entry.actor_role)
+            .bind(entry.company_id)
+            .bind(entry.action)
+            .bind(entry.target)
+            .bind(&entry.details)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+        crate::Tx::Sqlite { tx, .. } => {
+            sqlx::query_scalar(
+                "INSERT INTO audit_log (at, actor, actor_role, company_id, action, target, details)
+                 VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            )
+            .bind(Utc::now().timestamp_micros())
+            .bind(entry.actor)
+            .bind(entry.actor_role)
+            .bind(entry.company_id)
+            .bind(entry.action)
+            .bind(entry.target)
+            .bind(entry.details.to_string())
+            .fetch_one(&mut **tx)
+            .await?
+        }
+    })
 }

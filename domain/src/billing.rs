@@ -16,6 +16,12 @@
 //!
 //! The same rule guards the upsert's `WHERE`, so two workers racing on one subscription cannot
 //! both win.
+//!
+//! **Tenancy.** On Postgres every query of a tenant table runs in a transaction scoped to the
+//! company it is for ([`Scope::Company`]); [`Scope::Platform`] is kept for mapping Stripe's ids
+//! to companies and for the work that spans every company (reconciliation, usage reports).
+//! `stripe_events` belongs to no company (an event arrives before voxline knows whose it is)
+//! and has no policy.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +32,7 @@ use sqlx::Row;
 
 use crate::audit::AuditEntry;
 use crate::config::Plan;
+use crate::db::Scope;
 use crate::{Db, DbError, Settings, Tx, usage};
 
 /// The billing worker's job for one stored Stripe event; its payload is a [`StripeEventJob`].
@@ -315,14 +322,28 @@ pub struct BillingCustomer {
     pub email: Option<String>,
 }
 
+/// The Stripe customer and the company it pays for, whichever company that is.
 pub async fn customer(db: &Db, customer_id: &str) -> Result<Option<BillingCustomer>, DbError> {
+    // Platform: this is how a Stripe customer is mapped to its company.
+    customer_in(db, Scope::Platform, customer_id).await
+}
+
+/// The customer if `scope` may see it.
+async fn customer_in(
+    db: &Db,
+    scope: Scope<'_>,
+    customer_id: &str,
+) -> Result<Option<BillingCustomer>, DbError> {
     let row: Option<(String, String, Option<String>)> = match db {
-        Db::Postgres(pg) => sqlx::query_as(
-            "SELECT customer_id, company_id, email FROM billing_customers WHERE customer_id = $1",
-        )
-        .bind(customer_id)
-        .fetch_optional(&pg.pool)
-        .await?,
+        Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(scope).await?;
+            sqlx::query_as(
+                "SELECT customer_id, company_id, email FROM billing_customers WHERE customer_id = $1",
+            )
+            .bind(customer_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        }
         Db::Sqlite(lite) => sqlx::query_as(
             "SELECT customer_id, company_id, email FROM billing_customers WHERE customer_id = ?",
         )
@@ -356,67 +377,100 @@ pub async fn link_customer(
     email: Option<&str>,
 ) -> Result<Linked, DbError> {
     let email = email.map(str::trim).filter(|e| !e.is_empty());
-    let inserted = match db {
-        Db::Postgres(pg) => sqlx::query(
-            "INSERT INTO billing_customers (customer_id, company_id, email) VALUES ($1, $2, $3)
-             ON CONFLICT (customer_id) DO NOTHING",
-        )
-        .bind(customer_id)
-        .bind(company_id)
-        .bind(email)
-        .execute(&pg.pool)
-        .await?
-        .rows_affected(),
-        Db::Sqlite(lite) => sqlx::query(
-            "INSERT INTO billing_customers (customer_id, company_id, email, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (customer_id) DO NOTHING",
-        )
-        .bind(customer_id)
-        .bind(company_id)
-        .bind(email)
-        .bind(now_us())
-        .execute(&lite.pool)
-        .await?
-        .rows_affected(),
+    let (inserted, stored) = match db {
+        Db::Postgres(pg) => {
+            // Platform: the customer may be linked to another company already, and that link
+            // (which is kept) must be seen to be returned.
+            let mut tx = pg.begin_scoped(Scope::Platform).await?;
+            let inserted = sqlx::query(
+                "INSERT INTO billing_customers (customer_id, company_id, email) VALUES ($1, $2, $3)
+                 ON CONFLICT (customer_id) DO NOTHING",
+            )
+            .bind(customer_id)
+            .bind(company_id)
+            .bind(email)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0
+                && let Some(email) = email
+            {
+                sqlx::query(SET_EMAIL_PG)
+                    .bind(customer_id)
+                    .bind(email)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let stored: Option<String> = sqlx::query_scalar(
+                "SELECT company_id FROM billing_customers WHERE customer_id = $1",
+            )
+            .bind(customer_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            (inserted, stored)
+        }
+        Db::Sqlite(lite) => {
+            let inserted = sqlx::query(
+                "INSERT INTO billing_customers (customer_id, company_id, email, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (customer_id) DO NOTHING",
+            )
+            .bind(customer_id)
+            .bind(company_id)
+            .bind(email)
+            .bind(now_us())
+            .execute(&lite.pool)
+            .await?
+            .rows_affected();
+            if inserted == 0
+                && let Some(email) = email
+            {
+                sqlx::query(SET_EMAIL_LITE)
+                    .bind(customer_id)
+                    .bind(email)
+                    .bind(now_us())
+                    .execute(&lite.pool)
+                    .await?;
+            }
+            let stored = customer(db, customer_id).await?.map(|c| c.company_id);
+            (inserted, stored)
+        }
     };
-    if inserted == 0
-        && let Some(email) = email
-    {
-        set_customer_email(db, customer_id, email).await?;
-    }
-    let stored = customer(db, customer_id)
-        .await?
-        .map(|c| c.company_id)
-        .unwrap_or_else(|| company_id.to_string());
     Ok(Linked {
-        company_id: stored,
+        company_id: stored.unwrap_or_else(|| company_id.to_string()),
         created: inserted == 1,
     })
 }
 
-/// Remembers the address Stripe has for a customer (where billing mail goes).
-pub async fn set_customer_email(db: &Db, customer_id: &str, email: &str) -> Result<(), DbError> {
+const SET_EMAIL_PG: &str = "UPDATE billing_customers SET email = $2, updated_at = now()
+     WHERE customer_id = $1 AND email IS DISTINCT FROM $2";
+const SET_EMAIL_LITE: &str = "UPDATE billing_customers SET email = ?2, updated_at = ?3
+     WHERE customer_id = ?1 AND email IS NOT ?2";
+
+/// Remembers the address Stripe has for a customer of `company` (where billing mail goes).
+pub async fn set_customer_email(
+    db: &Db,
+    company: &str,
+    customer_id: &str,
+    email: &str,
+) -> Result<(), DbError> {
     match db {
         Db::Postgres(pg) => {
-            sqlx::query(
-                "UPDATE billing_customers SET email = $2, updated_at = now()
-                 WHERE customer_id = $1 AND email IS DISTINCT FROM $2",
-            )
-            .bind(customer_id)
-            .bind(email)
-            .execute(&pg.pool)
-            .await?;
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
+            sqlx::query(SET_EMAIL_PG)
+                .bind(customer_id)
+                .bind(email)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
         }
         Db::Sqlite(lite) => {
-            sqlx::query(
-                "UPDATE billing_customers SET email = ?2, updated_at = ?3
-                 WHERE customer_id = ?1 AND email IS NOT ?2",
-            )
-            .bind(customer_id)
-            .bind(email)
-            .bind(now_us())
-            .execute(&lite.pool)
-            .await?;
+            sqlx::query(SET_EMAIL_LITE)
+                .bind(customer_id)
+                .bind(email)
+                .bind(now_us())
+                .execute(&lite.pool)
+                .await?;
         }
     }
     Ok(())
@@ -429,13 +483,16 @@ pub async fn customer_for_company(
 ) -> Result<Option<BillingCustomer>, DbError> {
     let row: Option<(String, String, Option<String>)> =
         match db {
-            Db::Postgres(pg) => sqlx::query_as(
+            Db::Postgres(pg) => {
+                let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
+                sqlx::query_as(
                 "SELECT customer_id, company_id, email FROM billing_customers WHERE company_id = $1
                  ORDER BY updated_at DESC, customer_id LIMIT 1",
             )
             .bind(company)
-            .fetch_optional(&pg.pool)
-            .await?,
+            .fetch_optional(&mut *tx)
+            .await?
+            }
             Db::Sqlite(lite) => sqlx::query_as(
                 "SELECT customer_id, company_id, email FROM billing_customers WHERE company_id = ?
                  ORDER BY updated_at DESC, customer_id LIMIT 1",
@@ -459,7 +516,8 @@ pub async fn billing_address(
     customer_id: Option<&str>,
 ) -> Result<Option<String>, DbError> {
     let linked = match customer_id {
-        Some(id) => customer(db, id).await?,
+        // The company's own customer: one linked to another company is not its address.
+        Some(id) => customer_in(db, Scope::Company(company), id).await?,
         None => customer_for_company(db, company).await?,
     };
     if let Some(email) = linked.and_then(|c| c.email) {
@@ -467,12 +525,13 @@ pub async fn billing_address(
     }
     let admin: Option<String> = match db {
         Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             sqlx::query_scalar(
                 "SELECT email FROM profiles WHERE company_id = $1 AND role = 'admin'
                    AND email IS NOT NULL AND email <> '' ORDER BY updated_at DESC LIMIT 1",
             )
             .bind(company)
-            .fetch_optional(&pg.pool)
+            .fetch_optional(&mut *tx)
             .await?
         }
         Db::Sqlite(lite) => {
@@ -581,13 +640,16 @@ fn lite_sub(r: &sqlx::sqlite::SqliteRow) -> Result<SubscriptionRow, sqlx::Error>
     })
 }
 
+/// A subscription by its Stripe id, whichever company it belongs to.
 pub async fn subscription(db: &Db, id: &str) -> Result<Option<SubscriptionRow>, DbError> {
     Ok(match db {
         Db::Postgres(pg) => {
+            // Platform: looked up by Stripe's id, before (or instead of) knowing its company.
+            let mut tx = pg.begin_scoped(Scope::Platform).await?;
             let sql = format!("SELECT {SUB_COLUMNS} FROM subscriptions WHERE id = $1");
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(id)
-                .fetch_optional(&pg.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
             row.as_ref().map(pg_sub).transpose()?
         }
@@ -635,12 +697,13 @@ pub async fn company_subscriptions(
 ) -> Result<Vec<SubscriptionRow>, DbError> {
     Ok(match db {
         Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             let sql = format!(
                 "SELECT {SUB_COLUMNS} FROM subscriptions WHERE company_id = $1 ORDER BY last_event_at DESC, id"
             );
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(company)
-                .fetch_all(&pg.pool)
+                .fetch_all(&mut *tx)
                 .await?;
             rows.iter().map(pg_sub).collect::<Result<_, _>>()?
         }
@@ -662,8 +725,10 @@ pub async fn all_subscriptions(db: &Db) -> Result<Vec<SubscriptionRow>, DbError>
     let sql = format!("SELECT {SUB_COLUMNS} FROM subscriptions ORDER BY id");
     Ok(match db {
         Db::Postgres(pg) => {
+            // Platform: a reconciliation compares every company's subscriptions with Stripe's.
+            let mut tx = pg.begin_scoped(Scope::Platform).await?;
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&pg.pool)
+                .fetch_all(&mut *tx)
                 .await?;
             rows.iter().map(pg_sub).collect::<Result<_, _>>()?
         }
@@ -946,13 +1011,14 @@ pub async fn sessions_created(
 ) -> Result<i64, DbError> {
     Ok(match db {
         Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             sqlx::query_scalar(
                 "SELECT count(*) FROM sessions WHERE company_id = $1 AND created_at >= $2 AND created_at < $3",
             )
             .bind(company)
             .bind(from)
             .bind(to)
-            .fetch_one(&pg.pool)
+            .fetch_one(&mut *tx)
             .await?
         }
         Db::Sqlite(lite) => {
@@ -1086,6 +1152,8 @@ pub async fn usage_windows(
     let width = i64::try_from(window_secs.max(1)).unwrap_or(3600);
     let rows: Vec<(String, i64, f64)> = match db {
         Db::Postgres(pg) => {
+            // Platform: the usage report sums every company's usage.
+            let mut tx = pg.begin_scoped(Scope::Platform).await?;
             sqlx::query_as(
                 "SELECT company_id, floor(extract(epoch FROM recorded_at)::float8 / $1::float8)::int8 AS w,
                         sum(seconds)::float8
@@ -1095,7 +1163,7 @@ pub async fn usage_windows(
             .bind(width as f64)
             .bind(from)
             .bind(to)
-            .fetch_all(&pg.pool)
+            .fetch_all(&mut *tx)
             .await?
         }
         Db::Sqlite(lite) => {
@@ -1178,12 +1246,14 @@ const REPORT_COLUMNS: &str = "company_id, window_start, window_end, customer_id,
 pub async fn usage_reports(db: &Db, from: DateTime<Utc>) -> Result<Vec<UsageReport>, DbError> {
     Ok(match db {
         Db::Postgres(pg) => {
+            // Platform: the usage report compares every company's windows with these.
+            let mut tx = pg.begin_scoped(Scope::Platform).await?;
             let sql = format!(
                 "SELECT {REPORT_COLUMNS} FROM usage_reports WHERE window_start >= $1 ORDER BY window_start, company_id"
             );
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(from)
-                .fetch_all(&pg.pool)
+                .fetch_all(&mut *tx)
                 .await?;
             rows.iter().map(pg_report).collect::<Result<_, _>>()?
         }
@@ -1206,6 +1276,7 @@ pub async fn claim_usage_report(db: &Db, report: &UsageReport) -> Result<UsageRe
     let (company, start) = (&report.company_id, report.window_start);
     Ok(match db {
         Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             sqlx::query(
                 "INSERT INTO usage_reports (company_id, window_start, window_end, customer_id, value, identifier, status)
                  VALUES ($1, $2, $3, $4, $5, $6, 'pending') ON CONFLICT (company_id, window_start) DO NOTHING",
@@ -1216,7 +1287,7 @@ pub async fn claim_usage_report(db: &Db, report: &UsageReport) -> Result<UsageRe
             .bind(&report.customer_id)
             .bind(report.value)
             .bind(&report.identifier)
-            .execute(&pg.pool)
+            .execute(&mut *tx)
             .await?;
             let sql = format!(
                 "SELECT {REPORT_COLUMNS} FROM usage_reports WHERE company_id = $1 AND window_start = $2"
@@ -1224,8 +1295,9 @@ pub async fn claim_usage_report(db: &Db, report: &UsageReport) -> Result<UsageRe
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(company)
                 .bind(start)
-                .fetch_one(&pg.pool)
+                .fetch_one(&mut *tx)
                 .await?;
+            tx.commit().await?;
             pg_report(&row)?
         }
         Db::Sqlite(lite) => {
@@ -1269,6 +1341,7 @@ pub async fn finish_usage_report(
     };
     match db {
         Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             sqlx::query(
                 "UPDATE usage_reports SET status = $3, last_error = $4, attempts = attempts + 1,
                      reported_at = CASE WHEN $3 = 'reported' THEN now() ELSE reported_at END
@@ -1278,8 +1351,9 @@ pub async fn finish_usage_report(
             .bind(window_start)
             .bind(status)
             .bind(error)
-            .execute(&pg.pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         }
         Db::Sqlite(lite) => {
             sqlx::query(

@@ -18,6 +18,7 @@ pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 pub const FIXED_ENV_KEYS: &[(&str, &str)] = &[
     ("http_addr", "http.addr"),
     ("database_url", "database.url"),
+    ("database_app_password", "database.app_password"),
     ("redis_url", "redis.url"),
     ("data_dir", "data_dir"),
     ("auth_jwt_secret", "auth.jwt_secret"),
@@ -95,6 +96,10 @@ pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
     pub schema: String,
+    /// Postgres: the password of the service's role `voxline_app` (empty = none, as with
+    /// trust or peer authentication). The URL's own role runs the migrations.
+    #[serde(default)]
+    pub app_password: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -322,6 +327,17 @@ pub struct RetentionSettings {
     pub done_hours: u64,
     pub cancelled_hours: u64,
     pub dead_hours: u64,
+    /// Days uploaded audio is kept before the daily `retention.prune` deletes it (the session,
+    /// transcript and feedback stay); 0 keeps it forever.
+    #[serde(default)]
+    pub audio_days: u64,
+    /// Hours a GDPR export bundle can be downloaded before it is deleted.
+    #[serde(default = "default_export_hours")]
+    pub export_hours: u64,
+}
+
+fn default_export_hours() -> u64 {
+    24
 }
 
 /// Everything the engine needs to run one queue.

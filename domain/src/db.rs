@@ -34,6 +34,54 @@ pub enum DbError {
     },
 }
 
+/// The Postgres role the service runs as (created by migration 0007): it owns nothing, is no
+/// superuser and has no BYPASSRLS, so every tenant table's policy applies to it.
+pub const APP_ROLE: &str = "voxline_app";
+
+/// Whose rows a transaction may see on Postgres. Row-level security compares each tenant row's
+/// `company_id` with the transaction's `app.company_id`; with no scope set it sees nothing.
+/// On SQLite the repositories filter by company themselves and the scope is not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// One company's rows: everything done for a tenant's request or a tenant's job.
+    Company(&'a str),
+    /// Every company's rows, for work that is the platform's own: mapping Stripe events to
+    /// companies, reconciliation, usage reports, retention, operator reads, identity lookups.
+    Platform,
+}
+
+impl PgDb {
+    /// Begins a transaction whose rows are limited to `scope`. The setting is transaction-local
+    /// (`set_config(…, true)`): it ends with the transaction, so the pooled connection carries
+    /// nothing into the next one. A read-only transaction may simply be dropped: it rolls
+    /// back, which is all a read needs.
+    pub async fn begin_scoped(
+        &self,
+        scope: Scope<'_>,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        set_scope(&mut tx, scope).await?;
+        Ok(tx)
+    }
+}
+
+async fn set_scope(conn: &mut sqlx::PgConnection, scope: Scope<'_>) -> Result<(), sqlx::Error> {
+    match scope {
+        Scope::Company(company) => {
+            sqlx::query("SELECT set_config('app.company_id', $1, true)")
+                .bind(company)
+                .execute(conn)
+                .await?
+        }
+        Scope::Platform => {
+            sqlx::query("SELECT set_config('app.scope', 'platform', true)")
+                .execute(conn)
+                .await?
+        }
+    };
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
     Postgres,
@@ -51,7 +99,10 @@ pub struct PgDb {
     /// run again (the engine is at-least-once anyway). Enqueues and operator actions always
     /// use `pool`, whose commits are durable before they return.
     pub engine_pool: PgPool,
+    /// How the service connects: as [`APP_ROLE`], which row-level security applies to.
     pub options: PgConnectOptions,
+    /// How migrations connect: as the role of `database.url`, which owns the tables.
+    pub owner_options: PgConnectOptions,
     pub schema: String,
     pub notify_channel: String,
     /// The NOTIFY channel of session status changes (one per schema, like `notify_channel`).
@@ -83,27 +134,31 @@ impl Db {
         let max = settings.database.max_connections;
         if settings.is_postgres() {
             let schema = settings.database.schema.clone();
-            let mut options = PgConnectOptions::from_str(&url)
+            let mut owner_options = PgConnectOptions::from_str(&url)
                 .map_err(|e| DbError::Url(e.to_string()))?
                 .application_name("voxline");
             if !schema.is_empty() {
-                let mut admin = options.connect().await?;
+                let mut admin = owner_options.connect().await?;
                 // The schema name is validated to [A-Za-z0-9_] in config, so quoting is enough.
                 let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
                 sqlx::query(sqlx::AssertSqlSafe(sql))
                     .execute(&mut admin)
                     .await?;
                 admin.close().await?;
-                options = options.options([("search_path", schema.as_str())]);
+                owner_options = owner_options.options([("search_path", schema.as_str())]);
             }
-            // No ping before each acquire: it doubles the round trips of every statement, and a
-            // dead connection fails the statement, which every caller already handles.
+            let mut options = owner_options.clone().username(APP_ROLE);
+            if !settings.database.app_password.is_empty() {
+                options = options.password(&settings.database.app_password);
+            }
+            // Lazy: on a new database the role exists only once `migrate` (run as the owner)
+            // made it. No ping before each acquire: it doubles the round trips of every
+            // statement, and a dead connection fails the statement, which every caller handles.
             let pool = PgPoolOptions::new()
                 .max_connections(max)
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options.clone())
-                .await?;
+                .connect_lazy_with(options.clone());
             let mut engine_options = options.clone();
             if settings.engine.async_commit {
                 engine_options = engine_options.options([("synchronous_commit", "off")]);
@@ -123,6 +178,7 @@ impl Db {
                 pool,
                 engine_pool,
                 options,
+                owner_options,
                 schema,
                 notify_channel,
                 events_channel,
@@ -161,7 +217,12 @@ impl Db {
 
     pub async fn migrate(&self) -> Result<(), DbError> {
         match self {
-            Db::Postgres(pg) => PG_MIGRATIONS.run(&pg.pool).await?,
+            Db::Postgres(pg) => {
+                // As the owner: the service's own role may not create or alter tables.
+                let mut owner = pg.owner_options.connect().await?;
+                PG_MIGRATIONS.run(&mut owner).await?;
+                owner.close().await?;
+            }
             Db::Sqlite(lite) => SQLITE_MIGRATIONS.run(&lite.pool).await?,
         }
         Ok(())
@@ -174,9 +235,10 @@ impl Db {
         }
     }
 
-    pub async fn begin(&self) -> Result<Tx<'static>, DbError> {
+    /// Begins a transaction limited to `scope`'s rows (see [`Scope`]).
+    pub async fn begin(&self, scope: Scope<'_>) -> Result<Tx<'static>, DbError> {
         Ok(match self {
-            Db::Postgres(pg) => Tx::Postgres(pg.pool.begin().await?),
+            Db::Postgres(pg) => Tx::Postgres(pg.begin_scoped(scope).await?),
             Db::Sqlite(lite) => Tx::Sqlite {
                 // IMMEDIATE takes the write lock up front: a deferred transaction that reads first
                 // and writes later can fail with SQLITE_BUSY instead of waiting its turn.

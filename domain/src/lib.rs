@@ -7,6 +7,7 @@ pub mod blobs;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod gdpr;
 pub mod notifications;
 pub mod profiles;
 pub mod redis;

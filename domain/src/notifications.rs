@@ -9,6 +9,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+use crate::db::Scope;
 use crate::{Db, DbError};
 
 /// Every email voxline sends. Payment problems are transactional: they cannot be turned off.
@@ -81,12 +82,14 @@ pub async fn preferences(
 ) -> Result<BTreeMap<EmailKind, bool>, DbError> {
     let rows: Vec<(String, bool)> = match db {
         Db::Postgres(pg) => {
+            // A read: the transaction is dropped (rolled back) when done.
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             sqlx::query_as(
                 "SELECT kind, enabled FROM notification_preferences WHERE company_id = $1 AND profile_id = $2",
             )
             .bind(company)
             .bind(profile)
-            .fetch_all(&pg.pool)
+            .fetch_all(&mut *tx)
             .await?
         }
         Db::Sqlite(lite) => {
@@ -117,7 +120,7 @@ pub async fn set_preferences(
 ) -> Result<(), DbError> {
     match db {
         Db::Postgres(pg) => {
-            let mut tx = pg.pool.begin().await?;
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             for (kind, enabled) in changes {
                 sqlx::query(
                     "INSERT INTO notification_preferences (company_id, profile_id, kind, enabled)
@@ -211,6 +214,18 @@ pub struct EmailRecord<'a> {
     pub message_id: &'a str,
 }
 
+impl EmailRecord<'_> {
+    /// Whose row the log entry is (Postgres row-level security): the email's company, or the
+    /// platform's for an email that names no company, since such a row (company_id NULL)
+    /// belongs to no tenant and only platform scope can write or read it.
+    pub fn scope(&self) -> Scope<'_> {
+        match self.company_id {
+            Some(company) => Scope::Company(company),
+            None => Scope::Platform,
+        }
+    }
+}
+
 /// The log's status for a dedupe key, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedEmail {
@@ -227,7 +242,8 @@ pub async fn claim_send(
 ) -> Result<Result<(), LoggedEmail>, DbError> {
     let claimed: Option<i64> = match db {
         Db::Postgres(pg) => {
-            sqlx::query_scalar(
+            let mut tx = pg.begin_scoped(email.scope()).await?;
+            let id = sqlx::query_scalar(
                 "INSERT INTO email_log (dedupe_key, company_id, profile_id, recipient, template,
                                         subject_id, message_id, status)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, 'sending')
@@ -243,8 +259,10 @@ pub async fn claim_send(
             .bind(email.template.as_str())
             .bind(email.subject_id)
             .bind(email.message_id)
-            .fetch_optional(&pg.pool)
-            .await?
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            id
         }
         Db::Sqlite(lite) => {
             let now = now_us();
@@ -272,20 +290,33 @@ pub async fn claim_send(
     if claimed.is_some() {
         return Ok(Ok(()));
     }
-    Ok(Err(logged(db, email.dedupe_key).await?.unwrap_or(
-        LoggedEmail {
+    Ok(Err(logged_in(db, email.scope(), email.dedupe_key)
+        .await?
+        .unwrap_or(LoggedEmail {
             status: "sending".into(),
             detail: None,
-        },
-    )))
+        })))
 }
 
+/// The log's entry for a dedupe key, whichever company it belongs to. Platform scope: the key
+/// alone names no company, and this lookup serves operators and checks, not a tenant's request
+/// (the worker reads its own email's entry within that email's scope).
 pub async fn logged(db: &Db, dedupe_key: &str) -> Result<Option<LoggedEmail>, DbError> {
+    logged_in(db, Scope::Platform, dedupe_key).await
+}
+
+async fn logged_in(
+    db: &Db,
+    scope: Scope<'_>,
+    dedupe_key: &str,
+) -> Result<Option<LoggedEmail>, DbError> {
     let row = match db {
         Db::Postgres(pg) => {
+            // A read: the transaction is dropped (rolled back) when done.
+            let mut tx = pg.begin_scoped(scope).await?;
             sqlx::query("SELECT status, detail FROM email_log WHERE dedupe_key = $1")
                 .bind(dedupe_key)
-                .fetch_optional(&pg.pool)
+                .fetch_optional(&mut *tx)
                 .await?
                 .map(|r| {
                     (
@@ -320,22 +351,24 @@ pub async fn logged(db: &Db, dedupe_key: &str) -> Result<Option<LoggedEmail>, Db
 /// `suppressed_*` status (no send was attempted).
 pub async fn finish(
     db: &Db,
-    dedupe_key: &str,
+    email: &EmailRecord<'_>,
     status: &str,
     detail: Option<&str>,
 ) -> Result<(), DbError> {
     match db {
         Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(email.scope()).await?;
             sqlx::query(
                 "UPDATE email_log SET status = $2, detail = $3, updated_at = now(),
                         sent_at = CASE WHEN $2 = 'sent' THEN now() END
                  WHERE dedupe_key = $1",
             )
-            .bind(dedupe_key)
+            .bind(email.dedupe_key)
             .bind(status)
             .bind(detail)
-            .execute(&pg.pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         }
         Db::Sqlite(lite) => {
             let now = now_us();
@@ -344,7 +377,7 @@ pub async fn finish(
                         sent_at = CASE WHEN ?2 = 'sent' THEN ?4 END
                  WHERE dedupe_key = ?1",
             )
-            .bind(dedupe_key)
+            .bind(email.dedupe_key)
             .bind(status)
             .bind(detail)
             .bind(now)

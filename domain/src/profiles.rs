@@ -4,6 +4,7 @@
 use chrono::Utc;
 use sqlx::Row;
 
+use crate::db::Scope;
 use crate::{Db, DbError};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -20,7 +21,10 @@ pub struct Profile {
 pub async fn upsert_seen(db: &Db, p: &Profile) -> Result<bool, DbError> {
     let company: String = match db {
         Db::Postgres(pg) => {
-            sqlx::query_scalar(
+            // Platform: the profile may already belong to another company, which this has to
+            // see to refuse the move (a tenant-scoped upsert would fail on the hidden row).
+            let mut tx = pg.begin_scoped(Scope::Platform).await?;
+            let company = sqlx::query_scalar(
                 "INSERT INTO profiles (id, company_id, email, role) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, role = EXCLUDED.role,
                      updated_at = now()
@@ -31,8 +35,10 @@ pub async fn upsert_seen(db: &Db, p: &Profile) -> Result<bool, DbError> {
             .bind(&p.company_id)
             .bind(&p.email)
             .bind(&p.role)
-            .fetch_optional(&pg.pool)
-            .await?
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            company
         }
         Db::Sqlite(lite) => {
             let now = Utc::now().timestamp_micros();
@@ -61,13 +67,43 @@ pub async fn get(db: &Db, id: &str) -> Result<Option<Profile>, DbError> {
     const SQL_PG: &str = "SELECT id, company_id, email, role FROM profiles WHERE id = $1";
     const SQL_LITE: &str = "SELECT id, company_id, email, role FROM profiles WHERE id = ?";
     Ok(match db {
-        Db::Postgres(pg) => sqlx::query(SQL_PG)
+        Db::Postgres(pg) => {
+            // Platform: webhooks learn a profile's company from this row.
+            let mut tx = pg.begin_scoped(Scope::Platform).await?;
+            sqlx::query(SQL_PG)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| profile(&r))
+                .transpose()?
+        }
+        Db::Sqlite(lite) => sqlx::query(SQL_LITE)
             .bind(id)
-            .fetch_optional(&pg.pool)
+            .fetch_optional(&lite.pool)
             .await?
             .map(|r| profile(&r))
             .transpose()?,
-        Db::Sqlite(lite) => sqlx::query(SQL_LITE)
+    })
+}
+
+/// The profile when it belongs to `company` (its own tenant's view).
+pub async fn get_in(db: &Db, company: &str, id: &str) -> Result<Option<Profile>, DbError> {
+    // `$n` parameters: SQLite reads them by position too.
+    const SQL: &str =
+        "SELECT id, company_id, email, role FROM profiles WHERE company_id = $1 AND id = $2";
+    Ok(match db {
+        Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
+            sqlx::query(SQL)
+                .bind(company)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| profile(&r))
+                .transpose()?
+        }
+        Db::Sqlite(lite) => sqlx::query(SQL)
+            .bind(company)
             .bind(id)
             .fetch_optional(&lite.pool)
             .await?

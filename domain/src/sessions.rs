@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 
+use crate::db::Scope;
 use crate::events::SessionEvent;
 use crate::{Db, DbError, Tx};
 
@@ -171,10 +172,10 @@ pub async fn save_transcript(
     Ok(())
 }
 
-const COLUMNS: &str = "id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, \
+pub(crate) const COLUMNS: &str = "id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, \
      duration_seconds, external_id, error, created_at, updated_at";
 
-fn pg_session(r: &sqlx::postgres::PgRow) -> Result<SessionRow, sqlx::Error> {
+pub(crate) fn pg_session(r: &sqlx::postgres::PgRow) -> Result<SessionRow, sqlx::Error> {
     Ok(SessionRow {
         id: r.try_get("id")?,
         company_id: r.try_get("company_id")?,
@@ -193,7 +194,7 @@ fn pg_session(r: &sqlx::postgres::PgRow) -> Result<SessionRow, sqlx::Error> {
     })
 }
 
-fn lite_session(r: &sqlx::sqlite::SqliteRow) -> Result<SessionRow, sqlx::Error> {
+pub(crate) fn lite_session(r: &sqlx::sqlite::SqliteRow) -> Result<SessionRow, sqlx::Error> {
     Ok(SessionRow {
         id: r.try_get("id")?,
         company_id: r.try_get("company_id")?,
@@ -221,12 +222,14 @@ pub async fn find_external(
 ) -> Result<Option<SessionRow>, DbError> {
     Ok(match db {
         Db::Postgres(pg) => {
+            // Platform: the webhook asks which company's session a conversation made.
+            let mut tx = pg.begin_scoped(Scope::Platform).await?;
             let sql =
                 format!("SELECT {COLUMNS} FROM sessions WHERE source = $1 AND external_id = $2");
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(source)
                 .bind(external_id)
-                .fetch_optional(&pg.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
             row.as_ref().map(pg_session).transpose()?
         }
@@ -246,11 +249,12 @@ pub async fn find_external(
 pub async fn get(db: &Db, company: &str, id: &str) -> Result<Option<SessionRow>, DbError> {
     Ok(match db {
         Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             let sql = format!("SELECT {COLUMNS} FROM sessions WHERE company_id = $1 AND id = $2");
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(company)
                 .bind(id)
-                .fetch_optional(&pg.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
             row.as_ref().map(pg_session).transpose()?
         }
@@ -283,6 +287,7 @@ pub async fn set_status(
     };
     match db {
         Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             // The NOTIFY rides on the same statement, so it goes out exactly when the change
             // commits, and only when a row changed.
             sqlx::query(
@@ -297,8 +302,9 @@ pub async fn set_status(
             .bind(error)
             .bind(&pg.events_channel)
             .bind(event_payload(&event))
-            .execute(&pg.pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         }
         Db::Sqlite(lite) => {
             let changed = sqlx::query(
@@ -339,12 +345,13 @@ fn event_payload(event: &SessionEvent) -> String {
 pub async fn segments(db: &Db, company: &str, id: &str) -> Result<Option<Value>, DbError> {
     Ok(match db {
         Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             sqlx::query_scalar(
                 "SELECT segments FROM transcripts WHERE company_id = $1 AND session_id = $2",
             )
             .bind(company)
             .bind(id)
-            .fetch_optional(&pg.pool)
+            .fetch_optional(&mut *tx)
             .await?
         }
         Db::Sqlite(lite) => {
@@ -369,7 +376,7 @@ pub async fn save_feedback(
     usage_seconds: f64,
 ) -> Result<(), DbError> {
     let (company, id) = (session.company_id.as_str(), session.id.as_str());
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin(Scope::Company(company)).await?;
     match &mut tx {
         Tx::Postgres(tx) => {
             sqlx::query(
@@ -433,12 +440,13 @@ pub async fn save_feedback(
 pub async fn feedback(db: &Db, company: &str, id: &str) -> Result<Option<Value>, DbError> {
     Ok(match db {
         Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             sqlx::query_scalar(
                 "SELECT metrics FROM feedback WHERE company_id = $1 AND session_id = $2",
             )
             .bind(company)
             .bind(id)
-            .fetch_optional(&pg.pool)
+            .fetch_optional(&mut *tx)
             .await?
         }
         Db::Sqlite(lite) => {
@@ -469,22 +477,25 @@ pub async fn stored_response(
     key: &str,
 ) -> Result<Option<StoredResponse>, DbError> {
     let row = match db {
-        Db::Postgres(pg) => sqlx::query(
-            "SELECT request_hash, status, response FROM idempotency_keys
-             WHERE company_id = $1 AND profile_id = $2 AND key = $3",
-        )
-        .bind(company)
-        .bind(profile)
-        .bind(key)
-        .fetch_optional(&pg.pool)
-        .await?
-        .map(|r| -> Result<_, sqlx::Error> {
-            Ok((
-                r.try_get::<String, _>("request_hash")?,
-                r.try_get::<i32, _>("status")?,
-                r.try_get::<Value, _>("response")?,
-            ))
-        }),
+        Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
+            sqlx::query(
+                "SELECT request_hash, status, response FROM idempotency_keys
+                 WHERE company_id = $1 AND profile_id = $2 AND key = $3",
+            )
+            .bind(company)
+            .bind(profile)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| -> Result<_, sqlx::Error> {
+                Ok((
+                    r.try_get::<String, _>("request_hash")?,
+                    r.try_get::<i32, _>("status")?,
+                    r.try_get::<Value, _>("response")?,
+                ))
+            })
+        }
         Db::Sqlite(lite) => sqlx::query(
             "SELECT request_hash, status, response FROM idempotency_keys
              WHERE company_id = ? AND profile_id = ? AND key = ?",
@@ -566,6 +577,7 @@ pub async fn list(
 ) -> Result<Vec<SessionRow>, DbError> {
     Ok(match db {
         Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             let sql = format!(
                 "SELECT {COLUMNS} FROM sessions WHERE company_id = $1
                    AND ($2::text IS NULL OR (created_at, id) < (
@@ -576,7 +588,7 @@ pub async fn list(
                 .bind(company)
                 .bind(before)
                 .bind(limit)
-                .fetch_all(&pg.pool)
+                .fetch_all(&mut *tx)
                 .await?;
             rows.iter().map(pg_session).collect::<Result<_, _>>()?
         }

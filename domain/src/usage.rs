@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::db::Scope;
 use crate::sessions::SessionRow;
 use crate::{Db, DbError, Tx};
 
@@ -61,6 +62,7 @@ pub async fn total(
 ) -> Result<UsageTotal, DbError> {
     let (sessions, seconds): (i64, Option<f64>) = match db {
         Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             sqlx::query_as(
                 "SELECT count(*), sum(seconds) FROM usage_records
                  WHERE company_id = $1 AND recorded_at >= $2 AND recorded_at < $3",
@@ -68,7 +70,7 @@ pub async fn total(
             .bind(company)
             .bind(from)
             .bind(to)
-            .fetch_one(&pg.pool)
+            .fetch_one(&mut *tx)
             .await?
         }
         Db::Sqlite(lite) => {

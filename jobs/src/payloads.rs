@@ -121,3 +121,48 @@ impl EmailJob {
         ))
     }
 }
+
+/// The GDPR export worker's job; its payload is an [`ExportJob`].
+pub const GDPR_EXPORT: &str = "gdpr.export";
+
+/// Builds one profile's export bundle (`GET /api/me/export` made the `data_exports` row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportJob {
+    pub export_id: String,
+    pub company_id: String,
+    pub profile_id: String,
+}
+
+impl ExportJob {
+    /// The job on the `maintenance` queue (unique per export).
+    pub fn into_job(self) -> Result<NewJob, serde_json::Error> {
+        let key = format!("gdpr.export:{}", self.export_id);
+        Ok(NewJob::new(
+            queues::MAINTENANCE,
+            GDPR_EXPORT,
+            serde_json::to_value(self)?,
+        )
+        .unique_key(key))
+    }
+}
+
+/// Deletes stored files whose rows are gone; its payload is a [`BlobsDelete`].
+pub const BLOBS_DELETE: &str = "blobs.delete";
+
+/// Files to delete after the rows that named them were erased: enqueued in the erasing
+/// transaction, so the deletion is as durable as the erasure and retried until it is done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlobsDelete {
+    pub company_id: String,
+    pub refs: Vec<String>,
+}
+
+impl BlobsDelete {
+    pub fn into_job(self) -> Result<NewJob, serde_json::Error> {
+        Ok(NewJob::new(
+            queues::MAINTENANCE,
+            BLOBS_DELETE,
+            serde_json::to_value(self)?,
+        ))
+    }
+}

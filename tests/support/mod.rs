@@ -54,6 +54,9 @@ pub struct TestDb {
     pub backend: Backend,
     pub settings: Arc<Settings>,
     pub db: Db,
+    /// Postgres: a pool of the owner role (the URL's superuser), which row-level security does
+    /// not limit; checks that must see every company's rows read through it, the service never.
+    pub owner: Option<sqlx::PgPool>,
     pub dir: tempfile::TempDir,
     /// `VOXLINE_*` variables that point a child process at this same database.
     pub env: Vec<(String, String)>,
@@ -109,10 +112,19 @@ impl TestDb {
             }
         };
         db.migrate().await.expect("migrations apply");
+        let owner = match &db {
+            Db::Postgres(pg) => Some(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect_lazy_with(pg.owner_options.clone()),
+            ),
+            Db::Sqlite(_) => None,
+        };
         Some(TestDb {
             backend,
             settings: Arc::new(settings),
             db,
+            owner,
             dir,
             env,
         })
@@ -163,11 +175,22 @@ impl TestDb {
             .sum()
     }
 
-    /// Runs raw SQL for checks that have no engine API (backend-specific text per call).
+    /// The owner's pool (Postgres only): sees every company's rows.
+    pub fn owner(&self) -> &sqlx::PgPool {
+        self.owner
+            .as_ref()
+            .expect("an owner pool exists on Postgres")
+    }
+
+    /// Runs raw SQL as the owner (every company's rows), for set-ups and checks that have no
+    /// API (backend-specific text per call).
     pub async fn execute(&self, pg_sql: &'static str, sqlite_sql: &'static str) {
         match &self.db {
-            Db::Postgres(pg) => {
-                sqlx::query(pg_sql).execute(&pg.pool).await.expect("pg sql");
+            Db::Postgres(_) => {
+                sqlx::query(pg_sql)
+                    .execute(self.owner())
+                    .await
+                    .expect("pg sql");
             }
             Db::Sqlite(lite) => {
                 sqlx::query(sqlite_sql)

@@ -18,8 +18,8 @@ use voxline_jobs::Handlers;
 pub fn handlers(db: &Db, settings: &Settings) -> Result<Handlers, String> {
     let handlers = Handlers::new();
     let handlers = diag::register(handlers);
-    let handlers = maintenance::register(handlers, db.clone(), settings.retention.clone());
     let jobs = voxline_jobs::JobClient::new(db.clone(), std::sync::Arc::new(settings.clone()));
+    let handlers = maintenance::register(handlers, jobs.clone());
     // One OpenAI adapter (and so one circuit breaker) for transcription and chat alike.
     let openai = openai::OpenAi::from_settings(&settings.openai).map_err(|e| e.to_string())?;
     let handlers =

@@ -33,6 +33,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use utoipa_axum::router::{UtoipaMethodRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
+use voxline_domain::db::Scope;
 use voxline_domain::profiles;
 use voxline_domain::sessions::{self, NewSession, SessionRow};
 use voxline_jobs::payloads::SessionJob;
@@ -442,7 +443,11 @@ pub async fn receive(
     }
     .analysis()
     .map_err(ApiError::internal)?;
-    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
+    let mut tx = state
+        .db
+        .begin(Scope::Company(&profile.company_id))
+        .await
+        .map_err(ApiError::internal)?;
     if let Err(error) = sessions::insert(&mut tx, &session, None).await {
         // Most likely a concurrent delivery of the same conversation committed first (the
         // unique index on source and external id); then answer as a redelivery.
@@ -466,6 +471,22 @@ pub async fn receive(
         .enqueue(&mut tx, &job)
         .await
         .map_err(ApiError::internal)?;
+    voxline_domain::audit::append_in(
+        &mut tx,
+        &voxline_domain::audit::AuditEntry {
+            actor: "elevenlabs",
+            actor_role: "webhook",
+            company_id: Some(&profile.company_id),
+            action: "session.create",
+            target: &format!("session:{id}"),
+            details: serde_json::json!({
+                "source": SOURCE, "kind": call.kind, "profile": profile.id,
+                "conversation_id": call.conversation_id,
+            }),
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
     tx.commit().await.map_err(ApiError::internal)?;
     tracing::info!(
         session = %id,

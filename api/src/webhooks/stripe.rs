@@ -34,6 +34,7 @@ use stripe_webhook::{Webhook, WebhookError};
 use utoipa_axum::router::UtoipaMethodRouter;
 use utoipa_axum::routes;
 use voxline_domain::billing::{self, NewEvent, StripeEventJob};
+use voxline_domain::db::Scope;
 use voxline_jobs::{NewJob, queues};
 
 use crate::AppState;
@@ -225,7 +226,13 @@ pub async fn receive(
             .unique_key(format!("stripe:{}", event.id))
     })
     .map_err(ApiError::internal)?;
-    let mut tx = state.db.begin().await.map_err(ApiError::internal)?;
+    // Platform: whose event it is is known only once the worker maps its customer; this
+    // transaction writes only the event row and its job, which belong to no company.
+    let mut tx = state
+        .db
+        .begin(Scope::Platform)
+        .await
+        .map_err(ApiError::internal)?;
     let inserted = billing::insert_event(&mut tx, &row)
         .await
         .map_err(ApiError::internal)?;

@@ -249,6 +249,28 @@ pub async fn retry_all(db: &Db, queue: &str, state: JobState) -> Result<Vec<JobI
 }
 
 /// Operator discard: a waiting or dead job → `cancelled` (kept for the cancelled retention).
+/// What erased data the waiting jobs may not act on any more: the sessions by id, and the
+/// profile (jobs whose payload names it, such as its emails).
+#[derive(Debug, Clone, Copy)]
+pub struct ErasedSubject<'a> {
+    pub company_id: &'a str,
+    pub profile_id: Option<&'a str>,
+    pub session_ids: &'a [String],
+}
+
+/// Cancels, in the caller's transaction, every waiting job (scheduled, available, retrying)
+/// whose payload names one of the erased sessions or the erased profile of that company. A job
+/// already running finishes on its own: the workers re-check that their rows exist.
+pub async fn cancel_for_erased(
+    tx: &mut Tx<'_>,
+    subject: &ErasedSubject<'_>,
+) -> Result<u64, JobError> {
+    match tx {
+        Tx::Postgres(tx) => postgres::cancel_for_erased(tx, subject).await,
+        Tx::Sqlite { tx, .. } => sqlite::cancel_for_erased(tx, subject).await,
+    }
+}
+
 pub async fn discard(db: &Db, id: JobId) -> Result<Job, JobError> {
     let cancelled = match db {
         Db::Postgres(pg) => postgres::cancel(&pg.pool, id, &DISCARDABLE).await?,

@@ -492,6 +492,26 @@ pub(super) async fn cancel(pool: &PgPool, id: JobId, from: &[JobState]) -> Resul
     Ok(result.rows_affected() == 1)
 }
 
+pub(super) async fn cancel_for_erased(
+    conn: &mut PgConnection,
+    subject: &super::ErasedSubject<'_>,
+) -> Result<u64, JobError> {
+    let result = sqlx::query(
+        "UPDATE jobs SET state = 'cancelled', finished_at = now(), locked_by = NULL,
+                last_error = 'cancelled: its data was erased'
+         WHERE state IN ('scheduled', 'available', 'retrying')
+           AND payload->>'company_id' = $1
+           AND (payload->>'session_id' = ANY($2)
+                OR ($3::text IS NOT NULL AND payload->>'profile_id' = $3))",
+    )
+    .bind(subject.company_id)
+    .bind(subject.session_ids)
+    .bind(subject.profile_id)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}
+
 pub(super) async fn next_due(
     pool: &PgPool,
     queue: &str,

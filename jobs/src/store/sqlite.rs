@@ -498,6 +498,27 @@ pub(super) async fn cancel(
     Ok(result.rows_affected() == 1)
 }
 
+pub(super) async fn cancel_for_erased(
+    conn: &mut SqliteConnection,
+    subject: &super::ErasedSubject<'_>,
+) -> Result<u64, JobError> {
+    let result = sqlx::query(
+        "UPDATE jobs SET state = 'cancelled', finished_at = ?1, locked_by = NULL,
+                last_error = 'cancelled: its data was erased'
+         WHERE state IN ('scheduled', 'available', 'retrying')
+           AND json_extract(payload, '$.company_id') = ?2
+           AND (json_extract(payload, '$.session_id') IN (SELECT value FROM json_each(?3))
+                OR (?4 IS NOT NULL AND json_extract(payload, '$.profile_id') = ?4))",
+    )
+    .bind(now_us())
+    .bind(subject.company_id)
+    .bind(serde_json::to_string(subject.session_ids)?)
+    .bind(subject.profile_id)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}
+
 pub(super) async fn next_due(
     pool: &SqlitePool,
     queue: &str,

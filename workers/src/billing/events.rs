@@ -18,7 +18,9 @@
 //! Whose: a customer already linked keeps its company; otherwise the event's own
 //! `metadata.company_id` (or the checkout's `client_reference_id`), otherwise the customer's
 //! `company_id` metadata read from Stripe. A customer with none is retried later (its checkout
-//! event may still be on its way) and dead-lettered when it never resolves.
+//! event may still be on its way) and dead-lettered when it never resolves. Finding the company
+//! is platform work (a Stripe id is mapped to a company); the change itself is then made in a
+//! transaction scoped to that company, so it can touch no other company's rows.
 
 use std::collections::HashMap;
 
@@ -30,6 +32,7 @@ use voxline_domain::billing::{
     self, Decision, EVENT_APPLIED, EVENT_PENDING, EVENT_SKIPPED, Source, Stamp, StoredEvent,
     StripeEventJob, SubscriptionRow, SubscriptionState,
 };
+use voxline_domain::db::Scope;
 use voxline_domain::{DbError, Tx};
 use voxline_jobs::payloads::{
     EmailJob, EmailMessage, PaymentActionRequired, PaymentFailed, SubscriptionCancelled,
@@ -139,10 +142,14 @@ impl BillingWorker {
         }
     }
 
-    /// Opens the event's transaction with its row locked; `None` when another job processed it
-    /// first (then nothing is to be done).
-    async fn begin(&self, event: &StoredEvent) -> Result<Option<Tx<'static>>, HandlerError> {
-        let mut tx = self.db.begin().await.map_err(db_error)?;
+    /// Opens the event's transaction, limited to `scope`, with its row locked; `None` when
+    /// another job processed it first (then nothing is to be done).
+    async fn begin(
+        &self,
+        event: &StoredEvent,
+        scope: Scope<'_>,
+    ) -> Result<Option<Tx<'static>>, HandlerError> {
+        let mut tx = self.db.begin(scope).await.map_err(db_error)?;
         let status = billing::lock_event_status(&mut tx, &event.id)
             .await
             .map_err(db_error)?;
@@ -181,7 +188,9 @@ impl BillingWorker {
 
     /// Marks the event skipped without changing anything else.
     async fn skip(&self, event: &StoredEvent, why: String) -> Result<(), HandlerError> {
-        match self.begin(event).await? {
+        // Platform: a skipped event is mapped to no company, and only its own row is written
+        // (`stripe_events`, which belongs to no company).
+        match self.begin(event, Scope::Platform).await? {
             Some(tx) => self.complete(tx, event, Outcome::skipped(why)).await,
             None => Ok(()),
         }
@@ -214,7 +223,7 @@ impl BillingWorker {
             if let Some(email) = email
                 && linked.email.as_deref() != Some(email)
             {
-                billing::set_customer_email(&self.db, customer, email)
+                billing::set_customer_email(&self.db, &linked.company_id, customer, email)
                     .await
                     .map_err(db_error)?;
             }
@@ -353,7 +362,7 @@ impl BillingWorker {
             "checkout_session": session.id,
             "subscription": session.subscription.as_ref().map(IdOrObject::id),
         });
-        let Some(mut tx) = self.begin(event).await? else {
+        let Some(mut tx) = self.begin(event, Scope::Company(&company)).await? else {
             return Ok(());
         };
         billing::audit(
@@ -406,7 +415,7 @@ impl BillingWorker {
         }
 
         // Decided inside the transaction, on the locked row.
-        let Some(mut tx) = self.begin(event).await? else {
+        let Some(mut tx) = self.begin(event, Scope::Company(&company)).await? else {
             return Ok(());
         };
         let before = billing::lock_subscription(&mut tx, &state.id)
@@ -655,7 +664,7 @@ impl BillingWorker {
             "currency": invoice.currency,
             "attempt_count": invoice.attempt_count,
         });
-        let Some(mut tx) = self.begin(event).await? else {
+        let Some(mut tx) = self.begin(event, Scope::Company(&company)).await? else {
             return Ok(());
         };
         if let Some(subscription) = &subscription {

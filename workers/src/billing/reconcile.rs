@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 use voxline_domain::audit::{self, AuditEntry};
 use voxline_domain::billing::{self, Source, Stamp, SubscriptionRow, SubscriptionState};
+use voxline_domain::db::Scope;
 use voxline_domain::{Db, DbError, Settings};
 use voxline_jobs::HandlerError;
 
@@ -231,7 +232,13 @@ async fn repair(
     started: DateTime<Utc>,
     changed: &[&str],
 ) -> Result<bool, ReconcileError> {
-    let mut tx = db.begin().await?;
+    let scope = match before {
+        // Platform: the stored row names another company (edited by hand), and moving it back
+        // to its customer's company touches two companies' rows.
+        Some(row) if row.company_id != company => Scope::Platform,
+        _ => Scope::Company(company),
+    };
+    let mut tx = db.begin(scope).await?;
     let stamp = Stamp {
         at: started,
         rank: Source::Snapshot.rank(),

@@ -101,7 +101,7 @@ impl EmailWorker {
             .await
             .map_err(db_error)?
         {
-            notifications::finish(&self.db, &key, "suppressed_address", Some(&reason))
+            notifications::finish(&self.db, &record, "suppressed_address", Some(&reason))
                 .await
                 .map_err(db_error)?;
             return Ok(());
@@ -113,7 +113,7 @@ impl EmailWorker {
                 .await
                 .map_err(db_error)?;
             if prefs.get(&kind) == Some(&false) {
-                notifications::finish(&self.db, &key, "suppressed_preference", None)
+                notifications::finish(&self.db, &record, "suppressed_preference", None)
                     .await
                     .map_err(db_error)?;
                 return Ok(());
@@ -124,7 +124,7 @@ impl EmailWorker {
             Ok(r) => r,
             Err(e) => {
                 let reason = format!("rendering {kind}: {e}");
-                notifications::finish(&self.db, &key, "failed", Some(&reason))
+                notifications::finish(&self.db, &record, "failed", Some(&reason))
                     .await
                     .map_err(db_error)?;
                 return Err(HandlerError::permanent(reason));
@@ -143,7 +143,7 @@ impl EmailWorker {
 
         if let Err(wait) = self.circuit.permit() {
             // The provider is down: give the claim back and wait without spending an attempt.
-            notifications::finish(&self.db, &key, "failed", Some("SMTP circuit open"))
+            notifications::finish(&self.db, &record, "failed", Some("SMTP circuit open"))
                 .await
                 .map_err(db_error)?;
             return Err(HandlerError::snooze("SMTP circuit open", wait));
@@ -156,14 +156,14 @@ impl EmailWorker {
         }
         match sent {
             Ok(()) => {
-                notifications::finish(&self.db, &key, "sent", None)
+                notifications::finish(&self.db, &record, "sent", None)
                     .await
                     .map_err(db_error)?;
                 tracing::info!(dedupe = %key, %kind, "email sent");
                 Ok(())
             }
             Err(SendError::Transient(reason)) => {
-                notifications::finish(&self.db, &key, "failed", Some(&reason))
+                notifications::finish(&self.db, &record, "failed", Some(&reason))
                     .await
                     .map_err(db_error)?;
                 Err(HandlerError::retry(reason))
@@ -172,7 +172,7 @@ impl EmailWorker {
                 notifications::suppress(&self.db, &email.to, &reason)
                     .await
                     .map_err(db_error)?;
-                notifications::finish(&self.db, &key, "failed", Some(&reason))
+                notifications::finish(&self.db, &record, "failed", Some(&reason))
                     .await
                     .map_err(db_error)?;
                 Err(HandlerError::permanent(reason))

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use voxline_domain::blobs::{BlobError, BlobStore, LocalBlobs};
 use voxline_domain::config::TranscriptionProvider;
+use voxline_domain::db::Scope;
 use voxline_domain::sessions::{self, SessionRow};
 use voxline_jobs::payloads::{SessionJob, TRANSCRIPTION_RUN};
 use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobClient};
@@ -164,7 +165,10 @@ impl TranscriptionWorker {
             .map_err(|e| HandlerError::permanent(format!("analysis job: {e}")))?;
         // The transcript and the next step commit together: a crash in between can neither
         // leave a transcript nobody analyses nor an analysis without a transcript.
-        let mut tx = db.begin().await.map_err(retry)?;
+        let mut tx = db
+            .begin(Scope::Company(&task.company_id))
+            .await
+            .map_err(retry)?;
         sessions::save_transcript(
             &mut tx,
             &task.company_id,

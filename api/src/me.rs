@@ -1,0 +1,178 @@
+//! The caller's own data (GDPR): `GET /api/me/export` and `DELETE /api/me`.
+//!
+//! An export is built by a `gdpr.export` job: the first request starts one (202), later ones
+//! answer 202 while it is pending and serve the JSON bundle (200) once it is ready, until it
+//! expires (`retention.export_hours`); then the next request starts a fresh one. Erasure runs
+//! in one transaction with the cancellation of the profile's waiting jobs, the job that deletes
+//! its files and the audit record; see `voxline_domain::gdpr` for what is kept and why.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::json;
+use voxline_domain::audit::{self, AuditEntry};
+use voxline_domain::blobs::BlobError;
+use voxline_domain::db::Scope;
+use voxline_domain::gdpr;
+use voxline_jobs::payloads::{BlobsDelete, ExportJob};
+use voxline_jobs::store::{self, ErasedSubject};
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// The caller's data as one JSON document (200), or the export being prepared (202
+/// `{export_id, status, links}`; ask again later, or wait for the "export ready" email).
+#[utoipa::path(get, path = "/api/me/export", tag = "me",
+    responses((status = 200, description = "the export bundle (JSON: profile, sessions with transcripts and feedback, usage, emails, preferences)"),
+              (status = 202, description = "{export_id, status: pending, links}"), (status = 401)),
+    security(("bearer" = [])))]
+pub async fn export(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    let claims = &caller.0;
+    let (company, profile) = (claims.company_id.as_str(), claims.sub.as_str());
+    let latest = gdpr::latest_export(&state.db, company, profile)
+        .await
+        .map_err(ApiError::internal)?;
+    if let Some(ready) = latest.as_ref().filter(|e| e.servable(Utc::now()))
+        && let Some(blob) = &ready.blob_ref
+    {
+        match state.blobs.get(blob).await {
+            Ok(bytes) => {
+                let disposition =
+                    format!("attachment; filename=\"voxline-export-{}.json\"", ready.id);
+                return Ok((
+                    [
+                        (header::CONTENT_TYPE, "application/json".to_string()),
+                        (header::CONTENT_DISPOSITION, disposition),
+                    ],
+                    bytes,
+                )
+                    .into_response());
+            }
+            // Swept by retention a moment ago: make a new one below.
+            Err(BlobError::NotFound(_)) => {}
+            Err(e) => return Err(ApiError::internal(e)),
+        }
+    }
+    if let Some(pending) = latest.as_ref().filter(|e| e.status == "pending") {
+        return Ok(accepted(&pending.id));
+    }
+    let export_id = hex::encode(rand::random::<[u8; 16]>());
+    let job = ExportJob {
+        export_id: export_id.clone(),
+        company_id: company.to_string(),
+        profile_id: profile.to_string(),
+    }
+    .into_job()
+    .map_err(ApiError::internal)?;
+    let mut tx = state
+        .db
+        .begin(Scope::Company(company))
+        .await
+        .map_err(ApiError::internal)?;
+    gdpr::create_export(&mut tx, &export_id, company, profile)
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .jobs
+        .enqueue(&mut tx, &job)
+        .await
+        .map_err(ApiError::internal)?;
+    audit::append_in(
+        &mut tx,
+        &AuditEntry {
+            actor: profile,
+            actor_role: claims.role.as_str(),
+            company_id: Some(company),
+            action: "gdpr.export",
+            target: &format!("profile:{profile}"),
+            details: json!({ "export_id": export_id }),
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    Ok(accepted(&export_id))
+}
+
+fn accepted(export_id: &str) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "export_id": export_id,
+            "status": "pending",
+            "links": { "export": "/api/me/export" },
+        })),
+    )
+        .into_response()
+}
+
+/// Erases the caller's profile: its sessions, transcripts, feedback, audio, exports, email
+/// log and preferences; waiting jobs about them are cancelled. Billing records (usage seconds,
+/// the Stripe copy) and the audit log are kept, as the law requires. Answers what was erased.
+#[utoipa::path(delete, path = "/api/me", tag = "me",
+    responses((status = 200, description = "{erased: {sessions, exports, preferences, emails, profile, jobs_cancelled, files}}"), (status = 401)),
+    security(("bearer" = [])))]
+pub async fn erase(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let claims = &caller.0;
+    let (company, profile) = (claims.company_id.as_str(), claims.sub.as_str());
+    let mut tx = state
+        .db
+        .begin(Scope::Company(company))
+        .await
+        .map_err(ApiError::internal)?;
+    let erased = gdpr::erase_profile(&mut tx, company, profile)
+        .await
+        .map_err(ApiError::internal)?;
+    let cancelled = store::cancel_for_erased(
+        &mut tx,
+        &ErasedSubject {
+            company_id: company,
+            profile_id: Some(profile),
+            session_ids: &erased.session_ids,
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    if !erased.blobs.is_empty() {
+        let job = BlobsDelete {
+            company_id: company.to_string(),
+            refs: erased.blobs.clone(),
+        }
+        .into_job()
+        .map_err(ApiError::internal)?;
+        state
+            .jobs
+            .enqueue(&mut tx, &job)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let summary = json!({
+        "sessions": erased.sessions, "exports": erased.exports,
+        "preferences": erased.preferences, "emails": erased.emails, "profile": erased.profile,
+        "jobs_cancelled": cancelled, "files": erased.blobs.len(),
+    });
+    audit::append_in(
+        &mut tx,
+        &AuditEntry {
+            actor: profile,
+            actor_role: claims.role.as_str(),
+            company_id: Some(company),
+            action: "gdpr.erase",
+            target: &format!("profile:{profile}"),
+            details: summary.clone(),
+        },
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    tx.commit().await.map_err(ApiError::internal)?;
+    // A later request with a valid token records the profile afresh (an empty one).
+    state.seen_profiles.forget(profile);
+    tracing::info!(company, profile, "profile erased");
+    Ok(Json(json!({ "erased": summary })))
+}
