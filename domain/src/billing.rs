@@ -872,38 +872,7 @@ pub async fn record_invoice(
 /// Appends to the audit log in the caller's transaction, so a billing change and its record
 /// commit together (the same row [`crate::audit::append`] writes).
 pub async fn audit(tx: &mut Tx<'_>, entry: &AuditEntry<'_>) -> Result<(), DbError> {
-    match tx {
-        Tx::Postgres(tx) => {
-            sqlx::query(
-                "INSERT INTO audit_log (actor, actor_role, company_id, action, target, details)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(entry.actor)
-            .bind(entry.actor_role)
-            .bind(entry.company_id)
-            .bind(entry.action)
-            .bind(entry.target)
-            .bind(&entry.details)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Tx::Sqlite { tx, .. } => {
-            sqlx::query(
-                "INSERT INTO audit_log (at, actor, actor_role, company_id, action, target, details)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(now_us())
-            .bind(entry.actor)
-            .bind(entry.actor_role)
-            .bind(entry.company_id)
-            .bind(entry.action)
-            .bind(entry.target)
-            .bind(entry.details.to_string())
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
-    Ok(())
+    crate::audit::append_in(tx, entry).await.map(drop)
 }
 
 // ---------------------------------------------------------------------------------------------
