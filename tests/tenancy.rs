@@ -441,3 +441,50 @@ async fn postgres_hides_other_tenants_rows_from_an_unfiltered_query() {
         .expect("count");
     assert_eq!(all, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_a_profiles_export_from_other_members_of_its_company() {
+    let Some(t) = TestDb::new(Backend::Postgres, &[]).await else {
+        return;
+    };
+    let Db::Postgres(pg) = &t.db else {
+        unreachable!()
+    };
+    for (id, profile) in [("e-alice", "alice"), ("e-bob", "bob")] {
+        let mut tx = t.db.begin(Scope::Company("acme")).await.expect("begin");
+        voxline_domain::gdpr::create_export(&mut tx, id, "acme", profile)
+            .await
+            .expect("export");
+        tx.commit().await.expect("commit");
+    }
+    let visible = |scope: Scope<'static>| async move {
+        let mut tx = pg.begin_scoped(scope).await.expect("begin");
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM data_exports ORDER BY id")
+            .fetch_all(&mut *tx)
+            .await
+            .expect("unfiltered");
+        tx.commit().await.expect("commit");
+        ids
+    };
+
+    // Acting for alice, a query without any filter finds alice's export and not bob's.
+    let alice = Scope::Profile {
+        company: "acme",
+        profile: "alice",
+    };
+    assert_eq!(visible(alice).await, ["e-alice"]);
+    // The company-wide view (the export worker, retention) still has both, and a pooled
+    // connection that served alice a moment ago carries nothing of her into it.
+    for _ in 0..3 {
+        assert_eq!(visible(Scope::Company("acme")).await, ["e-alice", "e-bob"]);
+    }
+    // Nor can alice's transaction write an export in bob's name.
+    let mut tx = pg.begin_scoped(alice).await.expect("begin");
+    let forged = sqlx::query(
+        "INSERT INTO data_exports (id, company_id, profile_id, status)
+         VALUES ('forged', 'acme', 'bob', 'pending')",
+    )
+    .execute(&mut *tx)
+    .await;
+    assert!(forged.is_err(), "an export was written for another profile");
+}

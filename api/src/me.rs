@@ -69,7 +69,7 @@ pub async fn export(State(state): State<AppState>, caller: Caller) -> Result<Res
     .map_err(ApiError::internal)?;
     let mut tx = state
         .db
-        .begin(Scope::Company(company))
+        .begin(Scope::Profile { company, profile })
         .await
         .map_err(ApiError::internal)?;
     gdpr::create_export(&mut tx, &export_id, company, profile)
@@ -123,7 +123,7 @@ pub async fn erase(
     let (company, profile) = (claims.company_id.as_str(), claims.sub.as_str());
     let mut tx = state
         .db
-        .begin(Scope::Company(company))
+        .begin(Scope::Profile { company, profile })
         .await
         .map_err(ApiError::internal)?;
     let erased = gdpr::erase_profile(&mut tx, company, profile)

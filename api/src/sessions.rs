@@ -300,7 +300,10 @@ async fn commit_session(
 ) -> Result<bool, ApiError> {
     let mut tx = state
         .db
-        .begin(Scope::Company(session.company_id))
+        .begin(Scope::Profile {
+            company: session.company_id,
+            profile: session.profile_id,
+        })
         .await
         .map_err(ApiError::internal)?;
     sessions::insert(&mut tx, session, segments)
@@ -435,7 +438,10 @@ pub async fn delete(
     let company = claims.company_id.as_str();
     let mut tx = state
         .db
-        .begin(Scope::Company(company))
+        .begin(Scope::Profile {
+            company,
+            profile: &claims.sub,
+        })
         .await
         .map_err(ApiError::internal)?;
     let session = gdpr::delete_session(&mut tx, company, &id)

@@ -45,6 +45,9 @@ pub const APP_ROLE: &str = "voxline_app";
 pub enum Scope<'a> {
     /// One company's rows: everything done for a tenant's request or a tenant's job.
     Company(&'a str),
+    /// One company's rows, acting for one of its profiles: `app.profile_id` is set as well, so
+    /// rows private to a profile (data exports, migration 0009) show only that profile's own.
+    Profile { company: &'a str, profile: &'a str },
     /// Every company's rows, for work that is the platform's own: mapping Stripe events to
     /// companies, reconciliation, usage reports, retention, operator reads, identity lookups.
     Platform,
@@ -73,6 +76,13 @@ async fn set_scope(conn: &mut sqlx::PgConnection, scope: Scope<'_>) -> Result<()
                 .execute(conn)
                 .await?
         }
+        Scope::Profile { company, profile } => sqlx::query(
+            "SELECT set_config('app.company_id', $1, true), set_config('app.profile_id', $2, true)",
+        )
+        .bind(company)
+        .bind(profile)
+        .execute(conn)
+        .await?,
         Scope::Platform => {
             sqlx::query("SELECT set_config('app.scope', 'platform', true)")
                 .execute(conn)

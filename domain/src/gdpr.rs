@@ -89,7 +89,7 @@ pub async fn latest_export(
 ) -> Result<Option<DataExport>, DbError> {
     Ok(match db {
         Db::Postgres(pg) => {
-            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
+            let mut tx = pg.begin_scoped(Scope::Profile { company, profile }).await?;
             let sql = format!(
                 "SELECT {EXPORT_COLUMNS} FROM data_exports WHERE company_id = $1 AND profile_id = $2
                  ORDER BY created_at DESC, id DESC LIMIT 1"
@@ -209,7 +209,7 @@ async fn profile_sessions(
 ) -> Result<Vec<SessionRow>, DbError> {
     Ok(match db {
         Db::Postgres(pg) => {
-            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
+            let mut tx = pg.begin_scoped(Scope::Profile { company, profile }).await?;
             let sql = format!(
                 "SELECT {COLUMNS} FROM sessions WHERE company_id = $1 AND profile_id = $2
                  ORDER BY created_at DESC, id DESC"
@@ -253,7 +253,7 @@ async fn profile_records(
     let email_row = |to: String, template: String, subject: String, status: String, at| json!({"recipient": to, "template": template, "subject_id": subject, "status": status, "sent_at": at});
     Ok(match db {
         Db::Postgres(pg) => {
-            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
+            let mut tx = pg.begin_scoped(Scope::Profile { company, profile }).await?;
             let usage: Vec<(String, f64, DateTime<Utc>)> = sqlx::query_as(USAGE)
                 .bind(company)
                 .bind(profile)

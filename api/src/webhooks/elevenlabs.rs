@@ -445,7 +445,10 @@ pub async fn receive(
     .map_err(ApiError::internal)?;
     let mut tx = state
         .db
-        .begin(Scope::Company(&profile.company_id))
+        .begin(Scope::Profile {
+            company: &profile.company_id,
+            profile: &profile.id,
+        })
         .await
         .map_err(ApiError::internal)?;
     if let Err(error) = sessions::insert(&mut tx, &session, None).await {
