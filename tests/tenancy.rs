@@ -1,4 +1,4 @@
-//! Tenancy: another company's data is invisible on every path — the HTTP routes (read, list,
+//! Tenancy: another company's data is invisible on every path — the HTTP routes (read, list, update,
 //! delete, SSE, feedback, export, erase), the workers, and on Postgres the database itself,
 //! which hides other tenants' rows from the service's role even when a query forgets its
 //! filter.
@@ -180,6 +180,23 @@ async fn another_company_gets_404_on_every_route_and_never_the_data(backend: Bac
     // Operator routes are not a company admin's.
     let (status, _) = send(Method::GET, &format!("{base}/api/admin/audit"), &ann, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // Update: a token of another company that claims Ann's profile id is refused, and her
+    // preferences stay as they were; Bob's own change stays his.
+    let prefs = format!("{base}/api/notifications/preferences");
+    let namesake = token("globex", "ann", Role::Member, Some("ann@globex.example"));
+    let off = json!({"feedback_ready": false});
+    let (status, body) = send(Method::PUT, &prefs, &namesake, Some(&off)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("profile_company_mismatch"), "{body}");
+    let (status, body) = send(Method::PUT, &prefs, &bob, Some(&off)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, mine) = send(Method::GET, &prefs, &ann, None).await;
+    let mine: Value = serde_json::from_str(&mine).expect("preferences json");
+    let feedback_ready = mine["preferences"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["kind"] == "feedback_ready"))
+        .map(|p| p["enabled"].clone());
+    assert_eq!(feedback_ready, Some(json!(true)), "{mine:#}");
 
     // Export: the caller's data, none of the other company's.
     let bundle = export(&base, &ann).await;
