@@ -2,10 +2,11 @@
 //! status first, then every change (queued → transcribing → analyzing → ready | failed), and
 //! the stream ends after a final status.
 //!
-//! Changes arrive through the process's [`voxline_domain::events::StatusFeed`] (Postgres
-//! LISTEN/NOTIFY, so workers in other processes reach this stream; in-process on SQLite). A
-//! notification can be lost (a dropped LISTEN connection, a slow reader lagging behind), so
-//! the stream also re-reads the status every few seconds: the database stays the truth.
+//! Changes arrive through the process's [`voxline_domain::events::StatusFeed`] (Redis pub/sub
+//! when `redis.url` is set, else Postgres LISTEN/NOTIFY, so workers in other processes reach
+//! this stream; in-process on SQLite). A notification can be lost (a dropped connection, a slow
+//! reader lagging behind), so the stream also re-reads the status every few seconds: the
+//! database stays the truth.
 
 use std::convert::Infallible;
 use std::time::Duration;

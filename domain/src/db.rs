@@ -27,6 +27,8 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database.url: {0}")]
     Url(String),
+    #[error("redis.url: {0}")]
+    RedisUrl(String),
     #[error("creating the data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -117,6 +119,8 @@ pub struct PgDb {
     pub notify_channel: String,
     /// The NOTIFY channel of session status changes (one per schema, like `notify_channel`).
     pub events_channel: String,
+    /// Session status changes through Redis as well, when `redis.url` is set.
+    pub fanout: Option<Arc<crate::events::RedisFanout>>,
 }
 
 /// SQLite pool plus an in-process wake-up channel: SQLite has no LISTEN/NOTIFY, and the
@@ -184,6 +188,13 @@ impl Db {
                 format!("voxline_jobs_{schema}")
             };
             let events_channel = notify_channel.replacen("voxline_jobs", "voxline_sessions", 1);
+            let fanout = match settings.redis.url.as_str() {
+                "" => None,
+                url => Some(Arc::new(
+                    crate::events::RedisFanout::new(url, events_channel.clone())
+                        .map_err(|e| DbError::RedisUrl(e.to_string()))?,
+                )),
+            };
             Ok(Db::Postgres(Arc::new(PgDb {
                 pool,
                 engine_pool,
@@ -192,6 +203,7 @@ impl Db {
                 schema,
                 notify_channel,
                 events_channel,
+                fanout,
             })))
         } else {
             let options = SqliteConnectOptions::from_str(&url)

@@ -2,16 +2,19 @@
 //!
 //! The writer of a status change publishes it with the change itself: on Postgres a
 //! `pg_notify` in the same statement (delivered on commit, to every process that LISTENs — the
-//! API and the workers can be different processes); on SQLite (one process) an in-process
+//! API and the workers can be different processes), and, when `redis.url` is set, a Redis
+//! PUBLISH right after the commit ([`RedisFanout`]); on SQLite (one process) an in-process
 //! broadcast after the commit. A reader subscribes through [`StatusFeed`], which on Postgres
-//! keeps one LISTEN connection per process and fans it out. Notifications can be lost (a
-//! dropped LISTEN connection), so readers also re-read the status now and then; the feed makes
-//! changes prompt, the database stays the truth.
+//! keeps one subscription per process — to Redis when it is configured, else a LISTEN
+//! connection — and fans it out. Notifications can be lost (a dropped connection, a Redis
+//! outage), so readers also re-read the status now and then; the feed makes changes prompt,
+//! the database stays the truth.
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{OnceCell, broadcast};
 use tokio_util_free::CancelOnDrop;
 
 use crate::Db;
@@ -32,6 +35,22 @@ impl SessionEvent {
     pub fn is_final(&self) -> bool {
         is_final(&self.status)
     }
+
+    /// The event as sent on the wire (NOTIFY payload or Redis message).
+    pub fn payload(&self) -> String {
+        // NOTIFY payloads are limited to 8000 bytes; a failure reason is cut well below that.
+        let mut event = self.clone();
+        if let Some(error) = &mut event.error
+            && error.len() > 2000
+        {
+            let mut cut = 2000;
+            while !error.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            error.truncate(cut);
+        }
+        serde_json::to_string(&event).unwrap_or_default()
+    }
 }
 
 pub fn is_final(status: &str) -> bool {
@@ -46,8 +65,9 @@ pub struct StatusFeed {
 }
 
 impl StatusFeed {
-    /// On SQLite, the database's own in-process channel; on Postgres, a LISTEN task on the
-    /// session events channel (reconnecting after a lost connection) feeding a broadcast.
+    /// On SQLite, the database's own in-process channel; on Postgres, a task feeding a
+    /// broadcast from the Redis channel when `redis.url` is set, else from a LISTEN on the
+    /// session events channel (either reconnecting after a lost connection).
     pub fn start(db: &Db) -> Self {
         match db {
             Db::Sqlite(lite) => StatusFeed {
@@ -56,7 +76,10 @@ impl StatusFeed {
             },
             Db::Postgres(pg) => {
                 let (sender, _) = broadcast::channel(1024);
-                let task = tokio::spawn(listen(pg.clone(), sender.clone()));
+                let task = match &pg.fanout {
+                    Some(fanout) => tokio::spawn(subscribe(fanout.clone(), sender.clone())),
+                    None => tokio::spawn(listen(pg.clone(), sender.clone())),
+                };
                 StatusFeed {
                     sender,
                     _listener: Some(std::sync::Arc::new(CancelOnDrop(task))),
@@ -79,17 +102,7 @@ async fn listen(pg: std::sync::Arc<crate::db::PgDb>, sender: broadcast::Sender<S
                 } else {
                     loop {
                         match listener.try_recv().await {
-                            Ok(Some(note)) => {
-                                match serde_json::from_str::<SessionEvent>(note.payload()) {
-                                    Ok(event) => {
-                                        // No receiver only means no stream is open right now.
-                                        let _ = sender.send(event);
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!(error = %e, "unreadable session event")
-                                    }
-                                }
-                            }
+                            Ok(Some(note)) => forward(note.payload().as_bytes(), &sender),
                             // The connection was lost (and will be re-established by the next
                             // call); readers fall back on re-reading the status meanwhile.
                             Ok(None) => tracing::info!("session events connection lost"),
@@ -102,6 +115,98 @@ async fn listen(pg: std::sync::Arc<crate::db::PgDb>, sender: broadcast::Sender<S
                 }
             }
             Err(e) => tracing::warn!(error = %e, "session events listener cannot connect"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Hands one received payload to the process's streams.
+fn forward(payload: &[u8], sender: &broadcast::Sender<SessionEvent>) {
+    match serde_json::from_slice::<SessionEvent>(payload) {
+        // No receiver only means no stream is open right now.
+        Ok(event) => {
+            let _ = sender.send(event);
+        }
+        Err(e) => tracing::warn!(error = %e, "unreadable session event"),
+    }
+}
+
+/// How long a writer waits for Redis before giving up on one publication (the readers'
+/// re-read covers it): a Redis outage must not hold up the pipeline.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Live-update fan-out through Redis (`redis.url` set): writers PUBLISH each status change on
+/// the deployment's channel after its commit, and each API process SUBSCRIBEs once instead of
+/// holding a Postgres LISTEN connection of its own (which a transaction-pooling proxy in front
+/// of Postgres would not carry either). The channel is the NOTIFY channel's name, one per
+/// schema, so deployments sharing a Redis do not hear each other.
+pub struct RedisFanout {
+    client: redis::Client,
+    channel: String,
+    publisher: OnceCell<redis::aio::ConnectionManager>,
+}
+
+impl std::fmt::Debug for RedisFanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client holds the URL, which may carry a password.
+        f.debug_struct("RedisFanout")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisFanout {
+    pub fn new(url: &str, channel: String) -> Result<Self, redis::RedisError> {
+        Ok(RedisFanout {
+            client: redis::Client::open(url)?,
+            channel,
+            publisher: OnceCell::new(),
+        })
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Publishes a committed change. Best effort: a failure is logged, and the streams learn
+    /// the status from their next re-read instead.
+    pub async fn publish(&self, event: &SessionEvent) {
+        let payload = event.payload();
+        let sent = tokio::time::timeout(PUBLISH_TIMEOUT, async {
+            let connection = self
+                .publisher
+                .get_or_try_init(|| redis::aio::ConnectionManager::new(self.client.clone()))
+                .await?;
+            redis::cmd("PUBLISH")
+                .arg(&self.channel)
+                .arg(&payload)
+                .query_async::<i64>(&mut connection.clone())
+                .await
+        })
+        .await;
+        match sent {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "publishing a session event to redis failed"),
+            Err(_) => tracing::warn!("publishing a session event to redis timed out"),
+        }
+    }
+}
+
+async fn subscribe(fanout: std::sync::Arc<RedisFanout>, sender: broadcast::Sender<SessionEvent>) {
+    loop {
+        match fanout.client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&fanout.channel).await {
+                Ok(()) => {
+                    let mut messages = pubsub.into_on_message();
+                    while let Some(message) = messages.next().await {
+                        forward(message.get_payload_bytes(), &sender);
+                    }
+                    // Readers fall back on re-reading the status until it is back.
+                    tracing::info!("session events subscription to redis lost");
+                }
+                Err(e) => tracing::warn!(error = %e, "SUBSCRIBE for session events failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "session events cannot connect to redis"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

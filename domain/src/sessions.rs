@@ -290,7 +290,7 @@ pub async fn set_status(
             let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             // The NOTIFY rides on the same statement, so it goes out exactly when the change
             // commits, and only when a row changed.
-            sqlx::query(
+            let changed = sqlx::query(
                 "WITH changed AS (
                     UPDATE sessions SET status = $3, error = $4, updated_at = now()
                     WHERE company_id = $1 AND id = $2 AND status <> 'ready' RETURNING 1)
@@ -301,10 +301,13 @@ pub async fn set_status(
             .bind(status)
             .bind(error)
             .bind(&pg.events_channel)
-            .bind(event_payload(&event))
-            .execute(&mut *tx)
+            .bind(event.payload())
+            .fetch_optional(&mut *tx)
             .await?;
             tx.commit().await?;
+            if let (Some(_), Some(fanout)) = (changed, &pg.fanout) {
+                fanout.publish(&event).await;
+            }
         }
         Db::Sqlite(lite) => {
             let changed = sqlx::query(
@@ -325,21 +328,6 @@ pub async fn set_status(
         }
     }
     Ok(())
-}
-
-fn event_payload(event: &SessionEvent) -> String {
-    // NOTIFY payloads are limited to 8000 bytes; a failure reason is cut well below that.
-    let mut event = event.clone();
-    if let Some(error) = &mut event.error
-        && error.len() > 2000
-    {
-        let mut cut = 2000;
-        while !error.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        error.truncate(cut);
-    }
-    serde_json::to_string(&event).unwrap_or_default()
 }
 
 pub async fn segments(db: &Db, company: &str, id: &str) -> Result<Option<Value>, DbError> {
@@ -426,13 +414,20 @@ pub async fn save_feedback(
     {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(&pg.events_channel)
-            .bind(event_payload(&event))
+            .bind(event.payload())
             .execute(&mut **tx)
             .await?;
     }
     tx.commit().await?;
-    if let Db::Sqlite(lite) = db {
-        let _ = lite.session_events.send(event);
+    match db {
+        Db::Sqlite(lite) => {
+            let _ = lite.session_events.send(event);
+        }
+        Db::Postgres(pg) => {
+            if let Some(fanout) = &pg.fanout {
+                fanout.publish(&event).await;
+            }
+        }
     }
     Ok(())
 }
