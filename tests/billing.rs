@@ -1066,6 +1066,34 @@ async fn over_a_plan_limit_intake_answers_429_naming_the_limit(backend: Backend)
     assert_eq!(usage["today"]["remaining"], 2);
 }
 
+on_both_databases!(submissions_racing_at_the_daily_limit_never_exceed_it);
+async fn submissions_racing_at_the_daily_limit_never_exceed_it(backend: Backend) {
+    let limits = "[plans.free]\nsessions_per_day = 3\n";
+    let Some(t) = TestDb::new(backend, &[&configured(), limits]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    // Twelve members submit at once, each seeing room under the limit before any commits.
+    let racing = (0..12).map(|n| {
+        let base = base.clone();
+        tokio::spawn(async move { submit(&base, "acme", &format!("member-{n}")).await.status() })
+    });
+    let mut statuses = Vec::new();
+    for outcome in futures::future::join_all(racing).await {
+        statuses.push(outcome.expect("submission task"));
+    }
+    let accepted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::ACCEPTED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((accepted, refused), (3, 9), "{statuses:?}");
+    assert_eq!(count(&t, "SELECT count(*) FROM sessions").await, 3);
+}
+
 on_both_databases!(a_plan_that_needs_a_subscription_answers_402_without_a_usable_one);
 async fn a_plan_that_needs_a_subscription_answers_402_without_a_usable_one(backend: Backend) {
     let paid_only = "[billing]\ndefault_plan = \"pro\"\n";

@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
-use voxline_domain::billing::{self, Denial, PlanChoice, QuotaError};
-use voxline_domain::usage;
+use voxline_domain::billing::{self, DailySessions, Denial, PlanChoice, QuotaError};
+use voxline_domain::{Tx, usage};
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -19,12 +19,33 @@ use crate::error::ApiError;
 /// `subscription_required` when the plan needs a subscription the company does not have, 429
 /// `quota_exceeded` with `Retry-After` (until the day or month resets) over a limit. The error's
 /// `field` names the limit (`subscription`, `sessions_per_day`, `minutes_per_month`).
-pub async fn check_quota(state: &AppState, company: &str) -> Result<(), ApiError> {
+/// Returns the daily session limit that the submission's transaction must hold
+/// ([`hold_daily_slot`]).
+pub async fn check_quota(
+    state: &AppState,
+    company: &str,
+) -> Result<Option<DailySessions>, ApiError> {
     let now = Utc::now();
-    match billing::check_quota(&state.db, &state.settings, company, now).await {
-        Ok(()) => Ok(()),
-        Err(QuotaError::Db(e)) => Err(ApiError::internal(e)),
-        Err(QuotaError::Denied(denial)) => Err(refusal(&denial, now)),
+    billing::check_quota(&state.db, &state.settings, company, now)
+        .await
+        .map_err(|e| quota_error(e, now))
+}
+
+/// The exact daily-limit check, inside the transaction that writes the session.
+pub async fn hold_daily_slot(
+    tx: &mut Tx<'_>,
+    company: &str,
+    daily: &DailySessions,
+) -> Result<(), ApiError> {
+    billing::hold_daily_slot(tx, company, daily)
+        .await
+        .map_err(|e| quota_error(e, Utc::now()))
+}
+
+fn quota_error(error: QuotaError, now: DateTime<Utc>) -> ApiError {
+    match error {
+        QuotaError::Db(e) => ApiError::internal(e),
+        QuotaError::Denied(denial) => refusal(&denial, now),
     }
 }
 

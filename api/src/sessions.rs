@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use voxline_domain::audit::{self, AuditEntry};
+use voxline_domain::billing::DailySessions;
 use voxline_domain::config::TranscriptionProvider;
 use voxline_domain::db::Scope;
 use voxline_domain::gdpr;
@@ -181,7 +182,7 @@ pub async fn create(
     }
     // Quotas after the replay: a retried submission gets its first answer even once the
     // company has reached a limit since.
-    crate::billing::check_quota(&state, &claims.company_id).await?;
+    let daily = crate::billing::check_quota(&state, &claims.company_id).await?;
     let id = hex::encode(rand::random::<[u8; 16]>());
     let task = SessionJob {
         session_id: id.clone(),
@@ -266,6 +267,7 @@ pub async fn create(
         segments.as_ref(),
         &job,
         stored,
+        daily.as_ref(),
     )
     .await
     {
@@ -288,8 +290,9 @@ pub async fn create(
     }
 }
 
-/// Writes the session, its first job and the idempotent answer in one transaction. False when
-/// the idempotency key was taken meanwhile (nothing was written).
+/// Writes the session, its first job and the idempotent answer in one transaction, within the
+/// plan's daily session limit when it has one (exact: racing submissions are serialised). False
+/// when the idempotency key was taken meanwhile (nothing was written).
 async fn commit_session(
     state: &AppState,
     session: &NewSession<'_>,
@@ -297,6 +300,7 @@ async fn commit_session(
     segments: Option<&Value>,
     job: &NewJob,
     stored: Option<(&str, StoredResponse)>,
+    daily: Option<&DailySessions>,
 ) -> Result<bool, ApiError> {
     let mut tx = state
         .db
@@ -306,6 +310,9 @@ async fn commit_session(
         })
         .await
         .map_err(ApiError::internal)?;
+    if let Some(daily) = daily {
+        crate::billing::hold_daily_slot(&mut tx, session.company_id, daily).await?;
+    }
     sessions::insert(&mut tx, session, segments)
         .await
         .map_err(ApiError::internal)?;

@@ -1056,14 +1056,26 @@ pub enum QuotaError {
     Db(#[from] DbError),
 }
 
+/// A plan's daily session limit, which a submission re-checks inside the transaction that
+/// writes it ([`hold_daily_slot`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DailySessions {
+    pub plan: String,
+    pub limit: u64,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
 /// May the company submit one more session now? Limits of 0 are not checked (nor queried).
-/// A soft limit: two submissions racing at the boundary may both pass.
+/// Returns the daily session limit to hold in the submission's transaction, if the plan has one:
+/// the check here is a cheap early answer, [`hold_daily_slot`] is the exact one. The monthly
+/// minutes stay a soft limit: a session's minutes are known only once it is analysed.
 pub async fn check_quota(
     db: &Db,
     settings: &Settings,
     company: &str,
     now: DateTime<Utc>,
-) -> Result<(), QuotaError> {
+) -> Result<Option<DailySessions>, QuotaError> {
     let subs = company_subscriptions(db, company).await?;
     let choice = choose_plan(settings, &subs);
     let plan = choice.plan;
@@ -1072,17 +1084,17 @@ pub async fn check_quota(
             plan: choice.name.to_string(),
         }));
     }
+    let mut daily = None;
     if plan.sessions_per_day > 0 {
         let (from, to) = day_bounds(now);
-        let used = sessions_created(db, company, from, to).await?;
-        if used >= i64::try_from(plan.sessions_per_day).unwrap_or(i64::MAX) {
-            return Err(QuotaError::Denied(Denial::SessionsPerDay {
-                plan: choice.name.to_string(),
-                limit: plan.sessions_per_day,
-                used,
-                resets_at: to,
-            }));
-        }
+        let limit = DailySessions {
+            plan: choice.name.to_string(),
+            limit: plan.sessions_per_day,
+            from,
+            to,
+        };
+        limit.admit(sessions_created(db, company, from, to).await?)?;
+        daily = Some(limit);
     }
     if plan.minutes_per_month > 0 {
         let (from, to) = month_bounds(now);
@@ -1096,7 +1108,63 @@ pub async fn check_quota(
             }));
         }
     }
-    Ok(())
+    Ok(daily)
+}
+
+impl DailySessions {
+    fn admit(&self, used: i64) -> Result<(), QuotaError> {
+        if used >= i64::try_from(self.limit).unwrap_or(i64::MAX) {
+            return Err(QuotaError::Denied(Denial::SessionsPerDay {
+                plan: self.plan.clone(),
+                limit: self.limit,
+                used,
+                resets_at: self.to,
+            }));
+        }
+        Ok(())
+    }
+}
+
+/// Makes the daily session limit exact: called in the transaction that writes a new session,
+/// before the write. It serialises the company's submissions until the commit — on Postgres
+/// with a transaction-scoped advisory lock per company, on SQLite by the write lock that
+/// `BEGIN IMMEDIATE` already holds — and counts again, so submissions racing at the limit
+/// cannot all pass. Only plans with a daily limit pay for the lock.
+pub async fn hold_daily_slot(
+    tx: &mut Tx<'_>,
+    company: &str,
+    daily: &DailySessions,
+) -> Result<(), QuotaError> {
+    let used: i64 = match tx {
+        Tx::Postgres(tx) => {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('voxline-daily-sessions:' || $1, 0))")
+                .bind(company)
+                .execute(&mut **tx)
+                .await
+                .map_err(DbError::from)?;
+            // A new statement, so a new snapshot: it sees what a racer committed before
+            // releasing the lock.
+            sqlx::query_scalar(
+                "SELECT count(*) FROM sessions WHERE company_id = $1 AND created_at >= $2 AND created_at < $3",
+            )
+            .bind(company)
+            .bind(daily.from)
+            .bind(daily.to)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(DbError::from)?
+        }
+        Tx::Sqlite { tx, .. } => sqlx::query_scalar(
+            "SELECT count(*) FROM sessions WHERE company_id = ? AND created_at >= ? AND created_at < ?",
+        )
+        .bind(company)
+        .bind(daily.from.timestamp_micros())
+        .bind(daily.to.timestamp_micros())
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(DbError::from)?,
+    };
+    daily.admit(used)
 }
 
 // ---------------------------------------------------------------------------------------------
