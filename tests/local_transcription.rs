@@ -230,18 +230,19 @@ async fn a_recording_that_cannot_be_decoded_fails_with_the_reason(backend: Backe
 }
 on_both_databases!(a_recording_that_cannot_be_decoded_fails_with_the_reason);
 
-async fn opus_uploads_are_refused_up_front_when_the_local_model_transcribes(backend: Backend) {
+/// A browser's MediaRecorder uploads WebM/Opus: it is transcribed like any other recording.
+async fn a_browser_recording_in_webm_opus_becomes_feedback_with_no_api_key(backend: Backend) {
     let Some(t) = embedded_default_with_model(backend).await else {
         return;
     };
-    let Some(_) = speak("Hello there.", &t.dir.path().join("hello.wav")) else {
+    let Some(_) = speak(SPOKEN, &t.dir.path().join("call.wav")) else {
         return;
     };
-    let opus = t.dir.path().join("hello.webm");
+    let opus = t.dir.path().join("call.webm");
     let converted = std::process::Command::new("ffmpeg")
         .args(["-loglevel", "error", "-y", "-i"])
-        .arg(t.dir.path().join("hello.wav"))
-        .args(["-c:a", "libopus"])
+        .arg(t.dir.path().join("call.wav"))
+        .args(["-c:a", "libopus", "-b:a", "32k"])
         .arg(&opus)
         .status();
     if !converted.is_ok_and(|s| s.success()) {
@@ -249,15 +250,15 @@ async fn opus_uploads_are_refused_up_front_when_the_local_model_transcribes(back
         return;
     }
     let base = start_api(&t).await;
-    let bytes = std::fs::read(&opus).expect("read");
+    let _workers = start_workers(&t, &["transcription", "analysis"]);
     let form = Form::new()
-        .text("title", "Hello")
-        .text("kind", "custom")
+        .text("title", "Browser recording")
+        .text("kind", "sales")
         .part(
             "audio",
-            Part::bytes(bytes)
-                .file_name("hello.webm")
-                .mime_str("audio/webm")
+            Part::bytes(std::fs::read(&opus).expect("read"))
+                .file_name("call.webm")
+                .mime_str("audio/webm;codecs=opus")
                 .expect("mime"),
         );
     let response = reqwest::Client::new()
@@ -267,15 +268,32 @@ async fn opus_uploads_are_refused_up_front_when_the_local_model_transcribes(back
         .send()
         .await
         .expect("send");
-    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
     let body: Value = response.json().await.expect("json");
-    assert_eq!(body["error"]["code"], "unsupported_codec");
-    assert_eq!(body["error"]["field"], "audio");
-    assert!(
-        sessions::list(&t.db, "acme", None, 10)
+    let id = body["id"].as_str().expect("id").to_string();
+    eventually("the session is ready", Duration::from_secs(120), || async {
+        let s = sessions::get(&t.db, "acme", &id)
             .await
-            .expect("list")
-            .is_empty()
-    );
+            .expect("get")
+            .expect("session");
+        assert_ne!(s.status, "failed", "the session failed: {:?}", s.error);
+        s.status == "ready"
+    })
+    .await;
+    let segments = sessions::segments(&t.db, "acme", &id)
+        .await
+        .expect("segments")
+        .expect("a transcript");
+    let heard: String = segments
+        .as_array()
+        .expect("segments array")
+        .iter()
+        .filter_map(|s| s["text"].as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let heard_words = words(&heard);
+    let spoken = words(SPOKEN);
+    let found = spoken.iter().filter(|w| heard_words.contains(w)).count();
+    assert!(found * 10 >= spoken.len() * 8, "heard {heard:?}");
 }
-on_both_databases!(opus_uploads_are_refused_up_front_when_the_local_model_transcribes);
+on_both_databases!(a_browser_recording_in_webm_opus_becomes_feedback_with_no_api_key);

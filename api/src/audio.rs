@@ -97,18 +97,6 @@ impl AudioType {
     }
 }
 
-/// Whether the recording is Opus (Ogg with an `OpusHead` page, or WebM whose track codec is
-/// `A_OPUS`). The local transcription provider cannot decode Opus, so intake refuses such files
-/// up front when that provider is the one in use.
-pub fn is_opus(kind: AudioType, bytes: &[u8]) -> bool {
-    let head = &bytes[..bytes.len().min(4096)];
-    match kind {
-        AudioType::Ogg => head.windows(8).any(|w| w == b"OpusHead"),
-        AudioType::Webm => head.windows(6).any(|w| w == b"A_OPUS"),
-        _ => false,
-    }
-}
-
 /// An MPEG-1/2 layer III frame header: 11 sync bits, a valid version, layer III, and a
 /// bitrate and sample rate that are not the reserved values.
 fn is_mpeg_frame(bytes: &[u8]) -> bool {
@@ -189,21 +177,6 @@ mod tests {
         assert_eq!(AudioType::sniff(&[]), None);
         // Frame sync with the reserved version bits is not MPEG audio.
         assert_eq!(AudioType::sniff(&[0xFF, 0xEB, 0x90, 0x64]), None);
-    }
-
-    #[test]
-    fn opus_is_told_apart_from_vorbis_in_ogg_and_webm() {
-        let mut ogg_opus = b"OggS\x00\x02".to_vec();
-        ogg_opus.resize(28, 0);
-        ogg_opus.extend_from_slice(b"OpusHead\x01\x01");
-        assert!(is_opus(AudioType::Ogg, &ogg_opus));
-        let mut ogg_vorbis = b"OggS\x00\x02".to_vec();
-        ogg_vorbis.resize(28, 0);
-        ogg_vorbis.extend_from_slice(b"\x01vorbis");
-        assert!(!is_opus(AudioType::Ogg, &ogg_vorbis));
-        let webm = [&[0x1A, 0x45, 0xDF, 0xA3][..], b"....\x86\x86A_OPUS"].concat();
-        assert!(is_opus(AudioType::Webm, &webm));
-        assert!(!is_opus(AudioType::Wav, b"RIFF....WAVEA_OPUS"));
     }
 
     #[test]

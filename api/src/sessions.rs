@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use voxline_domain::audit::{self, AuditEntry};
 use voxline_domain::billing::DailySessions;
-use voxline_domain::config::TranscriptionProvider;
 use voxline_domain::db::Scope;
 use voxline_domain::gdpr;
 use voxline_domain::sessions::{self, NewSession, StoredResponse};
@@ -20,7 +19,6 @@ use voxline_jobs::payloads::SessionJob;
 use voxline_jobs::store::{self, ErasedSubject};
 
 use crate::AppState;
-use crate::audio;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
@@ -198,25 +196,13 @@ pub async fn create(
         }
         Submission::Audio { title, kind, audio } => {
             let (title, kind) = validate_title_kind(&title, &kind)?;
-            match state.settings.transcription_provider() {
-                None => {
-                    return Err(invalid(
-                        "audio",
-                        "audio transcription is not enabled on this server: set openai.api_key \
-                         (VOXLINE_OPENAI_API_KEY) or install the local model with `voxline models install`; \
-                         or submit a JSON transcript",
-                    ));
-                }
-                Some(TranscriptionProvider::Local) if audio::is_opus(audio.kind, &audio.bytes) => {
-                    return Err(ApiError::new(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "unsupported_codec",
-                        "Opus audio cannot be transcribed by the local model (no pure-Rust Opus \
-                         decoder yet): upload wav, mp3, m4a, flac or Vorbis, or configure OpenAI",
-                    )
-                    .field("audio"));
-                }
-                Some(_) => {}
+            if state.settings.transcription_provider().is_none() {
+                return Err(invalid(
+                    "audio",
+                    "audio transcription is not enabled on this server: set openai.api_key \
+                     (VOXLINE_OPENAI_API_KEY) or install the local model with `voxline models install`; \
+                     or submit a JSON transcript",
+                ));
             }
             (title, kind, None, Some(audio), task.transcription())
         }

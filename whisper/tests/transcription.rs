@@ -132,7 +132,7 @@ fn every_accepted_container_transcribes_to_the_spoken_sentence() {
     let Some(()) = speak(sentence, &wav) else {
         return;
     };
-    let formats: [(&str, &[&str]); 8] = [
+    let formats: [(&str, &[&str]); 10] = [
         ("stereo-44k.wav", &["-ac", "2", "-ar", "44100"]),
         ("mp3", &["-c:a", "libmp3lame", "-b:a", "64k"]),
         ("m4a", &["-c:a", "aac", "-b:a", "64k"]),
@@ -141,6 +141,8 @@ fn every_accepted_container_transcribes_to_the_spoken_sentence() {
         ("webm", &["-c:a", "libvorbis", "-q:a", "4"]),
         ("flac", &["-c:a", "flac"]),
         ("48k.wav", &["-ar", "48000", "-c:a", "pcm_s24le"]),
+        ("opus", &["-c:a", "libopus", "-b:a", "24k"]),
+        ("opus.webm", &["-c:a", "libopus", "-b:a", "48k"]),
     ];
     for (name, args) in formats {
         let file = dir.path().join(format!("speech.{name}"));
