@@ -687,9 +687,24 @@ async fn shutdown_returns_jobs_that_outlive_the_grace_period(backend: Backend) {
     let Some(t) = TestDb::new(backend, &[FAST, "[engine]\nshutdown_grace_ms = 200\n"]).await else {
         return;
     };
-    let id = t.enqueue(job(diag::SLEEP, json!({ "ms": 30_000 }))).await;
-    let workers = runner(&t, diag_handlers()).start();
-    t.wait_state(id, JobState::Running, LONG).await;
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    let handlers = Handlers::new().register("slow", move |_job: ClaimedJob| {
+        let s = s.clone();
+        async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<(), HandlerError>(())
+        }
+    });
+    let id = t.enqueue(job("slow", json!({}))).await;
+    let workers = runner(&t, handlers).start();
+    // The handler itself has begun: a claimed job waiting in the prefetch buffer is also
+    // `running` in the database, but shutdown rightly gives its attempt back.
+    eventually("the handler runs", LONG, || async {
+        started.load(Ordering::SeqCst) == 1
+    })
+    .await;
     workers.shutdown().await;
     let job = t.job(id).await;
     assert_eq!(job.state, JobState::Available);
