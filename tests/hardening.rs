@@ -86,6 +86,62 @@ async fn an_oversized_body_is_refused_with_413() {
     assert_eq!(body["error"]["code"], "payload_too_large");
 }
 
+/// Sends a whole request — headers, then every byte of a `body_len`-byte body — before reading
+/// anything, the way many HTTP clients do, and returns the status and JSON body of the answer.
+/// Fails if the connection breaks while the body is being written.
+async fn send_all_then_read(base: &str, head: &str, body_len: usize) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{head}\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {body_len}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b' '; 64 * 1024];
+    let mut sent = 0;
+    while sent < body_len {
+        let n = chunk.len().min(body_len - sent);
+        if let Err(e) = stream.write_all(&chunk[..n]).await {
+            panic!("the connection broke after {sent} of {body_len} bytes, the answer lost: {e}");
+        }
+        sent += n;
+    }
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer[9..12].parse().unwrap();
+    let (_, json) = answer.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(json).unwrap())
+}
+
+/// Refusals that come before the body has been read — no token; past the body limit — reach a
+/// client that writes its whole body before reading, as JSON. (A server that simply closes
+/// with the body unread makes the kernel reset the connection, and such a client only sees
+/// "connection reset" or "broken pipe": the TCP reset problem of RFC 9112 §9.6.)
+#[tokio::test]
+async fn a_client_that_sends_its_whole_body_first_still_gets_the_refusal() {
+    let Some(t) = TestDb::new(Backend::Sqlite, &["[http]\nbody_limit_bytes = 1048576\n"]).await
+    else {
+        return;
+    };
+    let base = start_api(&t).await;
+    // Far more than the socket buffers on both sides hold, so most of it is still to be
+    // written when the server answers.
+    let body_len = 24 * 1024 * 1024;
+
+    let (status, error) = send_all_then_read(&base, "POST /api/sessions HTTP/1.1", body_len).await;
+    assert_eq!(status, 401, "{error}");
+    assert_eq!(error["error"]["field"], "Authorization");
+
+    let bearer = token("acme", "ann", Role::Member, 600);
+    let head =
+        format!("PUT /api/notifications/preferences HTTP/1.1\r\nAuthorization: Bearer {bearer}");
+    let (status, error) = send_all_then_read(&base, &head, body_len).await;
+    assert_eq!(status, 413, "{error}");
+    assert_eq!(error["error"]["code"], "payload_too_large");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_secrets_never_reach_the_logs() {
     let Some(t) = TestDb::new(Backend::Sqlite, &[]).await else {

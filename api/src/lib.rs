@@ -5,6 +5,7 @@ pub mod admin_page;
 pub mod audio;
 pub mod auth;
 pub mod billing;
+pub mod drain;
 pub mod error;
 pub mod extract;
 pub mod hardening;
@@ -108,6 +109,8 @@ pub fn router(state: AppState) -> Router {
         .layer(cors);
     hardening::with_security_headers(app)
         .layer(TraceLayer::new_for_http())
+        // Outermost, so every early refusal (auth, limits, content type) reaches the client.
+        .layer(axum::middleware::from_fn(drain::discard_unread_body))
         .with_state(state)
 }
 
