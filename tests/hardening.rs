@@ -110,8 +110,11 @@ async fn send_all_then_read(base: &str, head: &str, body_len: usize) -> (u16, se
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await.unwrap();
     let answer = String::from_utf8_lossy(&answer);
-    let status = answer[9..12].parse().unwrap();
-    let (_, json) = answer.split_once("\r\n\r\n").unwrap();
+    let status = answer.get(9..12).and_then(|s| s.parse().ok());
+    let split = answer.split_once("\r\n\r\n");
+    let (Some(status), Some((_, json))) = (status, split) else {
+        panic!("not an HTTP answer: {answer}");
+    };
     (status, serde_json::from_str(json).unwrap())
 }
 

@@ -29,6 +29,10 @@ pub const MAX_DISCARD_TIME: Duration = Duration::from_secs(10);
 
 /// The middleware: runs the request, then discards whatever the handler left of its body.
 pub async fn discard_unread_body(request: Request, next: Next) -> Response {
+    // Most requests (every GET) have no body: nothing to share or wait for.
+    if http_body::Body::is_end_stream(request.body()) {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let shared = SharedBody::new(body);
     let response = next
