@@ -1,7 +1,7 @@
 //! Transcribes one file and prints the segments, the real-time factor and the peak memory.
 //!
 //! ```sh
-//! cargo run --release -p voxline-whisper --example bench -- MODEL_DIR AUDIO_FILE [BEAM] [THREADS]
+//! cargo run --release -p voxline-whisper --example bench -- MODEL_DIR AUDIO_FILE [THREADS]
 //! ```
 
 use std::path::PathBuf;
@@ -17,14 +17,11 @@ fn main() -> ExitCode {
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(model_dir), Some(audio)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: bench MODEL_DIR AUDIO_FILE [BEAM_SIZE] [THREADS]");
+        eprintln!("usage: bench MODEL_DIR AUDIO_FILE [THREADS]");
         return ExitCode::from(2);
     };
     let mut settings = WhisperSettings::default();
-    if let Some(beam) = args.get(2).and_then(|s| s.parse().ok()) {
-        settings.beam_size = beam;
-    }
-    if let Some(threads) = args.get(3).and_then(|s| s.parse().ok()) {
+    if let Some(threads) = args.get(2).and_then(|s| s.parse().ok()) {
         settings.threads = threads;
     }
     match bench_file_with(&PathBuf::from(model_dir), &PathBuf::from(audio), &settings) {

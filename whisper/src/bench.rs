@@ -23,9 +23,9 @@ pub struct BenchReport {
     pub real_time_factor: f64,
     /// The process's peak resident memory (`VmHWM`), if the platform reports it.
     pub peak_rss_bytes: Option<u64>,
-    /// Whether this crate was compiled with optimisations. CTranslate2 is compiled with the
-    /// same profile, so timings from an unoptimised build are several times too slow to mean
-    /// anything (`cargo run --release`, or `opt-level` overrides for `ct2rs` and this crate).
+    /// Whether this crate was compiled with optimisations: timings from an unoptimised build are
+    /// tens of times too slow to mean anything (`cargo run --release`, or the `opt-level`
+    /// overrides the workspace sets for this crate and candle).
     pub optimised_build: bool,
     pub segments: Vec<Segment>,
 }

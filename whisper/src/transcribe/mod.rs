@@ -1,24 +1,39 @@
-//! Transcribing 16 kHz mono samples with Whisper tiny.en through CTranslate2.
+//! Transcribing 16 kHz mono samples with Whisper tiny.en, in pure Rust.
 //!
-//! We drive CTranslate2's low-level `Whisper` model ourselves instead of ct2rs' ready-made
-//! `Whisper::generate`, for two reasons measured on synthetic speech: that one prompts with
-//! `<|en|><|transcribe|>`, tokens an English-only model was never trained with, and its
-//! feature extraction differs from Whisper's (it lost whole phrases, ~16% WER). Here the
-//! prompt is `<|startoftranscript|>` alone, as OpenAI's code does for `.en` models, and the
-//! features come from [`LogMel`], a faithful port of Whisper's front end.
+//! The model is CTranslate2's conversion of OpenAI's weights, read directly from its
+//! `model.bin` ([`ct2`]) with no CTranslate2. The encoder runs on candle ([`encoder`]); the
+//! decoder is our own one-token-per-step loop with a key/value cache over 8-bit weights
+//! ([`decoder`], [`kernels`]); tokens are chosen by Whisper's own rules with faster-whisper's
+//! guards against hallucination ([`decoding`]), and text over silence is dropped ([`speech`]).
+//! The prompt is `<|startoftranscript|>` alone, as OpenAI's code does for `.en` models, so the
+//! model writes timestamp tokens and each phrase gets its times; the features come from
+//! [`LogMel`], a faithful port of Whisper's front end.
 
+mod ct2;
+mod decoder;
+mod decoding;
+mod encoder;
+mod kernels;
 mod mel;
+mod speech;
 mod timestamps;
+mod vocab;
 mod windows;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ct2rs::sys::{self, ComputeType, Config, Device, StorageView, WhisperOptions};
-use ct2rs::tokenizers::hf;
+use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
+pub use ct2::Ct2Error;
 pub use mel::{LogMel, N_FRAMES, N_MELS, N_SAMPLES, SAMPLE_RATE};
+
+use decoder::Decoder;
+use decoding::{Policy, SuppressLists};
+use encoder::Encoder;
+use speech::SpeechMap;
+use vocab::Vocabulary;
 
 /// A stretch of speech and what was said in it. Times are seconds from the start of the audio.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,52 +55,50 @@ pub enum TranscribeError {
     UnsupportedModel { found: usize },
     #[error("running the model: {reason}")]
     Inference { reason: String },
-    #[error("decoding the model's tokens: {reason}")]
-    Tokens { reason: String },
 }
 
 /// How to run the model. [`Default`] is what the crate was measured with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WhisperSettings {
-    /// CPU threads for one transcription; 0 lets CTranslate2 choose.
+    /// CPU threads for one transcription (the encoder's matrix products and the decoder's
+    /// output projection); 0 means one per core.
     pub threads: usize,
-    /// Beam width; 1 is greedy (faster, slightly less accurate).
-    pub beam_size: usize,
 }
 
 impl Default for WhisperSettings {
     fn default() -> Self {
         Self {
             threads: std::thread::available_parallelism().map_or(1, usize::from),
-            beam_size: 5,
         }
     }
 }
 
-/// Whisper tiny.en loaded for CPU inference with INT8 weights.
+/// Whisper tiny.en loaded for CPU inference.
 ///
-/// `Send + Sync`: share one behind an `Arc`. CTranslate2 queues concurrent calls onto its
-/// replica, so parallel calls do not run faster than one after the other. Every call is
-/// CPU-bound for a good fraction of the audio's length: async callers must use
+/// `Send + Sync`: share one behind an `Arc`. Every call is CPU-bound for a few percent of the
+/// audio's length and runs on this model's own thread pool (`threads` wide), so concurrent
+/// calls share those cores rather than multiplying the load; async callers must use
 /// `tokio::task::spawn_blocking`.
 pub struct LocalWhisper {
-    model: sys::Whisper,
-    tokenizer: hf::Tokenizer,
+    encoder: Encoder,
+    decoder: Decoder,
+    vocab: Vocabulary,
+    suppress: SuppressLists,
     front_end: LogMel,
-    options: WhisperOptions,
+    pool: rayon::ThreadPool,
 }
 
 impl std::fmt::Debug for LocalWhisper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalWhisper")
-            .field("model", &self.model)
-            .field("beam_size", &self.options.beam_size)
+            .field("vocabulary", &self.vocab.len())
+            .field("threads", &self.pool.current_num_threads())
             .finish_non_exhaustive()
     }
 }
 
-/// Files CTranslate2 and the tokenizer read from the model directory.
-const MODEL_FILES: [&str; 3] = ["model.bin", "vocabulary.txt", "tokenizer.json"];
+/// Files read from the model directory: the weights, the tokens, and the suppression lists.
+const MODEL_FILES: [&str; 3] = ["model.bin", "vocabulary.txt", "config.json"];
 
 /// The parts of `preprocessor_config.json` our front end hard-codes; a model that asks for
 /// anything else is refused rather than fed the wrong features.
@@ -97,11 +110,6 @@ struct PreprocessorConfig {
     hop_length: usize,
     chunk_length: usize,
 }
-
-/// Whisper's rule for a window with nothing to say: the no-speech token is likely *and* the
-/// text that was decoded is improbable. Either alone drops real speech.
-const NO_SPEECH_THRESHOLD: f32 = 0.6;
-const LOG_PROB_THRESHOLD: f32 = -1.0;
 
 impl LocalWhisper {
     /// Loads the model in `model_dir` (as [`crate::models::install`] lays it out) with the
@@ -123,39 +131,71 @@ impl LocalWhisper {
             }
         }
         check_preprocessor_config(model_dir)?;
-
         let load_error = |reason: String| TranscribeError::Load {
             dir: model_dir.to_path_buf(),
             reason,
         };
-        let config = Config {
-            device: Device::CPU,
-            // Measured for issue 8: the same text as float32 on our test speech, at ~0.15x real
-            // time and ~230 MB peak on two cores.
-            compute_type: ComputeType::INT8,
-            num_threads_per_replica: settings.threads,
-            ..Config::default()
+        let read = |file: &str| {
+            fs::read(model_dir.join(file)).map_err(|e| load_error(format!("reading {file}: {e}")))
         };
-        let model =
-            sys::Whisper::new(model_dir, config).map_err(|e| load_error(format!("{e:#}")))?;
-        if model.n_mels() != N_MELS {
-            return Err(TranscribeError::UnsupportedModel {
-                found: model.n_mels(),
-            });
-        }
-        let tokenizer = hf::Tokenizer::new(model_dir).map_err(|e| load_error(format!("{e:#}")))?;
 
-        let options = WhisperOptions {
-            beam_size: settings.beam_size.max(1),
-            return_scores: true,
-            return_no_speech_prob: true,
-            ..WhisperOptions::default()
+        let (encoder, decoder) = {
+            // The file's bytes are dropped once the layers hold their own copies.
+            let model = ct2::Ct2Model::parse(&read("model.bin")?)
+                .map_err(|e| load_error(format!("model.bin: {e}")))?;
+            model
+                .expect_spec("WhisperSpec")
+                .map_err(|e| load_error(format!("model.bin: {e}")))?;
+            let n_mels = model
+                .get("encoder/conv1/weight")
+                .map_err(|e| load_error(e.to_string()))?
+                .dims
+                .get(1)
+                .copied()
+                .unwrap_or(0);
+            if n_mels != N_MELS {
+                return Err(TranscribeError::UnsupportedModel { found: n_mels });
+            }
+            let encoder =
+                Encoder::load(&model, &Device::Cpu).map_err(|e| load_error(e.to_string()))?;
+            let decoder = Decoder::load(&model).map_err(|e| load_error(e.to_string()))?;
+            (encoder, decoder)
         };
+        if encoder.width == 0 {
+            return Err(load_error("the encoder has no width".to_string()));
+        }
+
+        let vocab_text = String::from_utf8(read("vocabulary.txt")?)
+            .map_err(|e| load_error(format!("vocabulary.txt: {e}")))?;
+        let vocab =
+            Vocabulary::parse(&vocab_text).map_err(|e| load_error(format!("vocabulary.txt: {e}")))?;
+        if vocab.len() != decoder.vocab_size() {
+            return Err(load_error(format!(
+                "vocabulary.txt has {} tokens; the model's embedding has {}",
+                vocab.len(),
+                decoder.vocab_size()
+            )));
+        }
+        let suppress: SuppressLists = serde_json::from_slice(&read("config.json")?)
+            .map_err(|e| load_error(format!("config.json: {e}")))?;
+
+        let threads = if settings.threads == 0 {
+            WhisperSettings::default().threads
+        } else {
+            settings.threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("whisper-{i}"))
+            .build()
+            .map_err(|e| load_error(format!("starting {threads} inference threads: {e}")))?;
         Ok(Self {
-            model,
-            tokenizer,
+            encoder,
+            decoder,
+            vocab,
+            suppress,
             front_end: LogMel::new(),
-            options,
+            pool,
         })
     }
 
@@ -165,13 +205,23 @@ impl LocalWhisper {
     /// unheard at the end of a window is heard again at the start of the next. Each window's
     /// times are offset by where it starts. Blocking and CPU-bound.
     pub fn transcribe(&self, samples_16k_mono: &[f32]) -> Result<Vec<Segment>, TranscribeError> {
-        let samples = samples_16k_mono;
+        self.pool.install(|| self.transcribe_on_pool(samples_16k_mono))
+    }
+
+    fn transcribe_on_pool(&self, samples: &[f32]) -> Result<Vec<Segment>, TranscribeError> {
+        let speech = SpeechMap::new(samples);
         let mut segments: Vec<Segment> = Vec::new();
         let mut start = 0;
         while start < samples.len() {
             let end = windows::window_end(samples, start);
             let started = std::time::Instant::now();
-            let heard = self.transcribe_window(&samples[start..end])?;
+            let offset = start as f64 / SAMPLE_RATE as f64;
+            let window_secs = (end - start) as f64 / SAMPLE_RATE as f64;
+            let heard = if speech.has_speech(offset, offset + window_secs) {
+                self.transcribe_window(&samples[start..end], start as u64)?
+            } else {
+                Vec::new()
+            };
             let (mut keep, mut resume) = windows::resume_after(&heard, end - start);
             if end == samples.len() && keep < heard.len() {
                 // In the last window an open phrase simply runs to the end of the audio: keep
@@ -179,7 +229,6 @@ impl LocalWhisper {
                 // (the model sometimes stops early in a full window and drops the last phrase).
                 (keep, resume) = (heard.len(), end - start);
             }
-            let offset = start as f64 / SAMPLE_RATE as f64;
             tracing::debug!(
                 from_secs = offset,
                 to_secs = end as f64 / SAMPLE_RATE as f64,
@@ -189,6 +238,10 @@ impl LocalWhisper {
                 "transcribed a window"
             );
             for s in heard.into_iter().take(keep) {
+                if !speech.has_speech(offset + s.start, offset + s.end) {
+                    tracing::debug!(text = %s.text, "dropped text written over silence");
+                    continue;
+                }
                 // A window's times are clamped to its own length and the next window starts no
                 // earlier than the last kept segment ended, so the list stays in order; the max
                 // only guards against rounding.
@@ -208,62 +261,42 @@ impl LocalWhisper {
     fn transcribe_window(
         &self,
         audio: &[f32],
+        seed: u64,
     ) -> Result<Vec<timestamps::WindowSegment>, TranscribeError> {
-        // Digital silence: nothing to hear, and Whisper tends to invent text for it.
-        if audio.iter().all(|s| s.abs() < 1e-4) {
-            return Ok(Vec::new());
-        }
         let window_secs = audio.len() as f64 / SAMPLE_RATE as f64;
-        let inference = |e: anyhow::Error| TranscribeError::Inference {
-            reason: format!("{e:#}"),
+        let inference = |e: candle_core::Error| TranscribeError::Inference {
+            reason: e.to_string(),
         };
-
-        let mut features = self.front_end.compute(audio);
-        let features = StorageView::new(&[1, N_MELS, N_FRAMES], &mut features, Device::CPU)
+        let features = self.front_end.compute(audio);
+        let features = Tensor::from_vec(features, (1, N_MELS, N_FRAMES), &Device::Cpu)
             .map_err(inference)?;
-        let result = self
-            .model
-            .generate(&features, &[vec!["<|startoftranscript|>"]], &self.options)
-            .map_err(inference)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| TranscribeError::Inference {
-                reason: "the model returned no result".to_string(),
-            })?;
+        let encoded = self.encoder.forward(&features).map_err(inference)?;
+        let cross = self.decoder.cross_cache(&encoded).map_err(inference)?;
+        drop(encoded);
 
-        let (Some(tokens), Some(ids)) = (result.sequences.first(), result.sequences_ids.first())
-        else {
-            return Ok(Vec::new());
+        let policy = Policy {
+            decoder: &self.decoder,
+            vocab: &self.vocab,
+            suppress: &self.suppress,
         };
-        let avg_log_prob =
-            average_log_prob(result.scores.first().copied(), ids.len(), &self.options);
-        if result.no_speech_prob > NO_SPEECH_THRESHOLD && avg_log_prob < LOG_PROB_THRESHOLD {
+        let decoded = policy.decode_with_fallback(&cross, seed);
+        if decoded.is_silence() {
             tracing::debug!(
-                no_speech_prob = result.no_speech_prob,
-                avg_log_prob,
+                no_speech_prob = decoded.no_speech_prob,
+                avg_log_prob = decoded.avg_log_prob,
                 "window judged silent"
             );
             return Ok(Vec::new());
         }
-
-        timestamps::segments(tokens, window_secs, |text| {
-            ct2rs::Tokenizer::decode(&self.tokenizer, text.to_vec()).map_err(|e| {
-                TranscribeError::Tokens {
-                    reason: format!("{e:#}"),
-                }
-            })
+        let tokens: Vec<String> = decoded
+            .tokens
+            .iter()
+            .map(|&t| self.vocab.token(t).to_string())
+            .collect();
+        timestamps::segments(&tokens, window_secs, |text| {
+            Ok::<_, TranscribeError>(Vocabulary::decode(text))
         })
     }
-}
-
-/// Whisper's average log-probability per token, from CTranslate2's length-normalised score
-/// (as faster-whisper computes it): the end-of-text token counts too, hence `+ 1`.
-fn average_log_prob(score: Option<f32>, len: usize, options: &WhisperOptions) -> f32 {
-    let Some(score) = score else {
-        return 0.0;
-    };
-    let cumulative = score * (len as f32).powf(options.length_penalty);
-    cumulative / (len as f32 + 1.0)
 }
 
 fn check_preprocessor_config(model_dir: &Path) -> Result<(), TranscribeError> {
@@ -342,13 +375,5 @@ mod tests {
         )
         .expect("write");
         assert!(check_preprocessor_config(dir.path()).is_ok());
-    }
-
-    #[test]
-    fn the_average_log_prob_undoes_ctranslate2_s_length_normalisation() {
-        let options = WhisperOptions::default();
-        // 9 tokens with a normalised score of -0.5: cumulative -4.5 over 10 (with end-of-text).
-        assert!((average_log_prob(Some(-0.5), 9, &options) - (-0.45)).abs() < 1e-6);
-        assert_eq!(average_log_prob(None, 9, &options), 0.0);
     }
 }

@@ -1,0 +1,151 @@
+//! Whisper's audio encoder on candle: two convolutions, sinusoidal positions and pre-norm
+//! transformer layers over the 1,500 frames of a 30 s window.
+//!
+//! The encoder is one pass of large matrix products per window, which candle's CPU backend
+//! (the `gemm` crate, multithreaded) does well, so it stays in tensors; the decoder is a
+//! different problem (see `decoder`).
+//!
+//! CTranslate2 names, mapped onto the layers:
+//!
+//! | CTranslate2 | Whisper |
+//! | --- | --- |
+//! | `encoder/conv1`, `encoder/conv2` | `conv1`, `conv2` (kernel 3, stride 1 and 2) |
+//! | `encoder/position_encodings/encodings` | `positional_embedding` |
+//! | `encoder/layer_N/self_attention/layer_norm` | `blocks.N.attn_ln` |
+//! | `encoder/layer_N/self_attention/linear_0` | `attn.query`, `attn.key`, `attn.value` fused (rows q, k, v) |
+//! | `encoder/layer_N/self_attention/linear_1` | `attn.out` |
+//! | `encoder/layer_N/ffn/layer_norm`, `ffn/linear_0`, `ffn/linear_1` | `mlp_ln`, `mlp.0`, `mlp.2` |
+//! | `encoder/layer_norm` | `ln_post` |
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::{LayerNorm, Linear};
+
+use super::ct2::{Ct2Error, Ct2Model};
+
+pub(crate) fn linear(model: &Ct2Model, prefix: &str, device: &Device) -> Result<Linear, Ct2Error> {
+    let weight = model.tensor(&format!("{prefix}/weight"), device)?;
+    let bias = model.tensor(&format!("{prefix}/bias"), device).ok();
+    Ok(Linear::new(weight, bias))
+}
+
+pub(crate) fn layer_norm(
+    model: &Ct2Model,
+    prefix: &str,
+    device: &Device,
+) -> Result<LayerNorm, Ct2Error> {
+    Ok(LayerNorm::new(
+        model.tensor(&format!("{prefix}/gamma"), device)?,
+        model.tensor(&format!("{prefix}/beta"), device)?,
+        1e-5,
+    ))
+}
+
+struct Layer {
+    attn_ln: LayerNorm,
+    qkv: Linear,
+    out: Linear,
+    mlp_ln: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+pub struct Encoder {
+    conv1: (Tensor, Tensor),
+    conv2: (Tensor, Tensor),
+    positions: Tensor,
+    layers: Vec<Layer>,
+    ln_post: LayerNorm,
+    heads: usize,
+    pub width: usize,
+}
+
+fn tensor_error(e: candle_core::Error) -> Ct2Error {
+    Ct2Error::Tensor {
+        name: "encoder".to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl Encoder {
+    pub fn load(model: &Ct2Model, device: &Device) -> Result<Self, Ct2Error> {
+        let heads = model.scalar("encoder/num_heads")? as usize;
+        let conv = |name: &str| -> Result<(Tensor, Tensor), Ct2Error> {
+            Ok((
+                model.tensor(&format!("encoder/{name}/weight"), device)?,
+                model
+                    .tensor(&format!("encoder/{name}/bias"), device)?
+                    .reshape(((), 1))
+                    .map_err(tensor_error)?,
+            ))
+        };
+        let mut layers = Vec::new();
+        while model.get(&format!("encoder/layer_{}/ffn/linear_0/weight", layers.len())).is_ok() {
+            let p = format!("encoder/layer_{}", layers.len());
+            layers.push(Layer {
+                attn_ln: layer_norm(model, &format!("{p}/self_attention/layer_norm"), device)?,
+                qkv: linear(model, &format!("{p}/self_attention/linear_0"), device)?,
+                out: linear(model, &format!("{p}/self_attention/linear_1"), device)?,
+                mlp_ln: layer_norm(model, &format!("{p}/ffn/layer_norm"), device)?,
+                fc1: linear(model, &format!("{p}/ffn/linear_0"), device)?,
+                fc2: linear(model, &format!("{p}/ffn/linear_1"), device)?,
+            });
+        }
+        let positions = model.tensor("encoder/position_encodings/encodings", device)?;
+        let width = positions.dim(1).map_err(tensor_error)?;
+        Ok(Self {
+            conv1: conv("conv1")?,
+            conv2: conv("conv2")?,
+            positions,
+            layers,
+            ln_post: layer_norm(model, "encoder/layer_norm", device)?,
+            heads,
+            width,
+        })
+    }
+
+    /// `mel` is `[1, n_mels, 3000]`; the result is `[1500, width]`.
+    pub fn forward(&self, mel: &Tensor) -> candle_core::Result<Tensor> {
+        let x = mel
+            .conv1d(&self.conv1.0, 1, 1, 1, 1)?
+            .broadcast_add(&self.conv1.1)?
+            .gelu_erf()?;
+        let x = x
+            .conv1d(&self.conv2.0, 1, 2, 1, 1)?
+            .broadcast_add(&self.conv2.1)?
+            .gelu_erf()?;
+        // [1, width, frames] → [frames, width]
+        let x = x.squeeze(0)?.t()?.contiguous()?;
+        let frames = x.dim(0)?;
+        let mut x = (x + self.positions.narrow(0, 0, frames)?)?;
+        for layer in &self.layers {
+            let h = layer.attn_ln.forward(&x)?;
+            let attended = self.attention(&layer.qkv.forward(&h)?)?;
+            x = (x + layer.out.forward(&attended)?)?;
+            let h = layer.fc1.forward(&layer.mlp_ln.forward(&x)?)?.gelu_erf()?;
+            x = (x + layer.fc2.forward(&h)?)?;
+        }
+        self.ln_post.forward(&x)
+    }
+
+    /// Multi-head self-attention from the fused `[frames, 3·width]` projections.
+    fn attention(&self, qkv: &Tensor) -> candle_core::Result<Tensor> {
+        let (frames, _) = qkv.dims2()?;
+        let head_dim = self.width / self.heads;
+        let split = |i: usize| -> candle_core::Result<Tensor> {
+            qkv.narrow(1, i * self.width, self.width)?
+                .reshape((frames, self.heads, head_dim))?
+                .transpose(0, 1)?
+                .contiguous()
+        };
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let q = (split(0)? * scale)?;
+        let k = split(1)?;
+        let v = split(2)?;
+        let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        weights
+            .matmul(&v)?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((frames, self.width))
+    }
+}

@@ -1,0 +1,344 @@
+//! The decoder's inner loops, fused by hand.
+//!
+//! One decoder step multiplies a single token's activations by every decoder weight and by the
+//! 51,864 × 384 output projection: matrix-vector products, bound by memory bandwidth rather
+//! than arithmetic. A general tensor library pays an allocation and a dispatch per small op and
+//! streams float weights; here the weights are 8-bit (blocks of 32 with one `f32` scale each,
+//! the layout llama.cpp calls `q8_0`), the activation vector is quantized the same way once per
+//! product, and the block dot products run on AVX2 when the CPU has it (detected at run time, so
+//! the binary still runs on any x86-64), with a portable fallback elsewhere.
+
+use rayon::prelude::*;
+
+/// Values per quantization block.
+pub const BLOCK: usize = 32;
+
+/// A row-major matrix of 8-bit weights, one scale per [`BLOCK`] of each row.
+#[derive(Debug, Clone)]
+pub struct Q8Matrix {
+    rows: usize,
+    cols: usize,
+    quants: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+/// An activation vector quantized like a row of [`Q8Matrix`].
+#[derive(Debug, Clone, Default)]
+pub struct Q8Vector {
+    quants: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+/// Quantizes `values` (a multiple of [`BLOCK`] long) into `quants`/`scales`, symmetric per
+/// block, to `-127..=127` (never -128, so the AVX2 sign trick cannot overflow).
+fn quantize_into(values: &[f32], quants: &mut Vec<i8>, scales: &mut Vec<f32>) {
+    quants.clear();
+    scales.clear();
+    for block in values.chunks_exact(BLOCK) {
+        let max = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = max / 127.0;
+        let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        scales.push(scale);
+        quants.extend(
+            block
+                .iter()
+                .map(|v| (v * inverse).round().clamp(-127.0, 127.0) as i8),
+        );
+    }
+}
+
+impl Q8Vector {
+    /// Quantizes `values`, reusing this vector's buffers.
+    pub fn quantize(&mut self, values: &[f32]) {
+        debug_assert_eq!(values.len() % BLOCK, 0);
+        quantize_into(values, &mut self.quants, &mut self.scales);
+    }
+}
+
+impl Q8Matrix {
+    /// Quantizes a row-major `rows × cols` matrix; `cols` must be a multiple of [`BLOCK`].
+    pub fn quantize(rows: usize, cols: usize, values: &[f32]) -> Self {
+        assert_eq!(values.len(), rows * cols, "matrix data and shape disagree");
+        assert_eq!(cols % BLOCK, 0, "columns must be a multiple of {BLOCK}");
+        let mut quants = Vec::with_capacity(rows * cols);
+        let mut scales = Vec::with_capacity(rows * cols / BLOCK);
+        let (mut q, mut s) = (Vec::new(), Vec::new());
+        for row in values.chunks_exact(cols) {
+            quantize_into(row, &mut q, &mut s);
+            quants.extend_from_slice(&q);
+            scales.extend_from_slice(&s);
+        }
+        Self {
+            rows,
+            cols,
+            quants,
+            scales,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `r`, dequantized into `out` (e.g. a token's embedding).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let q = &self.quants[r * self.cols..(r + 1) * self.cols];
+        let s = &self.scales[r * self.cols / BLOCK..(r + 1) * self.cols / BLOCK];
+        for ((o, q), s) in out
+            .chunks_exact_mut(BLOCK)
+            .zip(q.chunks_exact(BLOCK))
+            .zip(s)
+        {
+            for (o, q) in o.iter_mut().zip(q) {
+                *o = f32::from(*q) * s;
+            }
+        }
+    }
+
+    fn row_dot(&self, r: usize, x: &Q8Vector) -> f32 {
+        let blocks = self.cols / BLOCK;
+        dot_q8(
+            &self.quants[r * self.cols..(r + 1) * self.cols],
+            &self.scales[r * blocks..(r + 1) * blocks],
+            &x.quants,
+            &x.scales,
+        )
+    }
+
+    /// `out = W·x (+ bias)` on this thread.
+    pub fn matvec(&self, x: &Q8Vector, bias: Option<&[f32]>, out: &mut [f32]) {
+        debug_assert_eq!(x.quants.len(), self.cols);
+        for (r, o) in out.iter_mut().enumerate().take(self.rows) {
+            *o = self.row_dot(r, x) + bias.map_or(0.0, |b| b[r]);
+        }
+    }
+
+    /// `out = W·x` with the rows shared out over rayon's threads: worth it only for a tall
+    /// matrix such as the output projection.
+    pub fn matvec_parallel(&self, x: &Q8Vector, out: &mut [f32]) {
+        const ROWS_PER_TASK: usize = 4096;
+        out[..self.rows]
+            .par_chunks_mut(ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(chunk, o)| {
+                let first = chunk * ROWS_PER_TASK;
+                for (i, o) in o.iter_mut().enumerate() {
+                    *o = self.row_dot(first + i, x);
+                }
+            });
+    }
+}
+
+/// Σ over blocks of `w_scale · x_scale · Σ w·x`.
+fn dot_q8(wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { avx2::dot_q8(wq, ws, xq, xs) };
+        }
+    }
+    dot_q8_portable(wq, ws, xq, xs)
+}
+
+fn dot_q8_portable(wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) -> f32 {
+    let mut total = 0.0f32;
+    for (((w, x), sw), sx) in wq
+        .chunks_exact(BLOCK)
+        .zip(xq.chunks_exact(BLOCK))
+        .zip(ws)
+        .zip(xs)
+    {
+        let sum: i32 = w
+            .iter()
+            .zip(x)
+            .map(|(a, b)| i32::from(*a) * i32::from(*b))
+            .sum();
+        total += sum as f32 * sw * sx;
+    }
+    total
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::BLOCK;
+
+    /// The llama.cpp trick for signed × signed bytes with `maddubs` (unsigned × signed):
+    /// multiply |x| by w carrying x's sign, then widen pairs to i32.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_q8(wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) -> f32 {
+        let blocks = wq.len() / BLOCK;
+        debug_assert!(xq.len() >= wq.len() && ws.len() >= blocks && xs.len() >= blocks);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..blocks {
+            // SAFETY: b * BLOCK + 32 <= len for both slices (asserted above); unaligned loads.
+            let (w, x) = unsafe {
+                (
+                    _mm256_loadu_si256(wq.as_ptr().add(b * BLOCK).cast()),
+                    _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK).cast()),
+                )
+            };
+            let abs_x = _mm256_sign_epi8(x, x);
+            let signed_w = _mm256_sign_epi8(w, x);
+            let pairs = _mm256_maddubs_epi16(abs_x, signed_w);
+            let sums = _mm256_madd_epi16(pairs, ones);
+            let scale = _mm256_set1_ps(ws[b] * xs[b]);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
+        }
+        let hi = _mm256_extractf128_ps(acc, 1);
+        let lo = _mm256_castps256_ps128(acc);
+        let quad = _mm_add_ps(hi, lo);
+        let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+        let one = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1));
+        _mm_cvtss_f32(one)
+    }
+}
+
+/// `a · b` in `f32`, with eight independent accumulators so the compiler can vectorise it.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks_a = a.chunks_exact(8);
+    let chunks_b = b.chunks_exact(8);
+    let tail: f32 = chunks_a
+        .remainder()
+        .iter()
+        .zip(chunks_b.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in chunks_a.zip(chunks_b) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `out += scale · v`.
+pub fn axpy(scale: f32, v: &[f32], out: &mut [f32]) {
+    for (o, v) in out.iter_mut().zip(v) {
+        *o += scale * v;
+    }
+}
+
+/// Layer normalisation with Whisper's epsilon (1e-5).
+pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32]) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + 1e-5).sqrt();
+    for (((o, v), g), b) in out.iter_mut().zip(x).zip(gamma).zip(beta) {
+        *o = (v - mean) * inv * g + b;
+    }
+}
+
+/// The exact GELU, `x·Φ(x)` with the error function: the activation Whisper was trained with
+/// (not the tanh approximation).
+pub fn gelu_in_place(x: &mut [f32]) {
+    for v in x {
+        *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// Softmax in place, stable (the maximum is subtracted first).
+pub fn softmax_in_place(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x {
+        *v *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed;
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_8_bit_matvec_is_within_a_percent_of_the_float_one() {
+        let (rows, cols) = (70, 384);
+        let w = pseudo_random(rows * cols, 7);
+        let x = pseudo_random(cols, 11);
+        let exact: Vec<f32> = w.chunks_exact(cols).map(|row| dot(row, &x)).collect();
+
+        let m = Q8Matrix::quantize(rows, cols, &w);
+        let mut qx = Q8Vector::default();
+        qx.quantize(&x);
+        let mut out = vec![0.0; rows];
+        m.matvec(&qx, None, &mut out);
+        let mut parallel = vec![0.0; rows];
+        m.matvec_parallel(&qx, &mut parallel);
+
+        let norm = exact.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let err = exact
+            .iter()
+            .zip(&out)
+            .map(|(a, b)| (a - b) * (a - b))
+            .sum::<f32>()
+            .sqrt();
+        assert!(err / norm < 0.01, "relative error {}", err / norm);
+        assert_eq!(out, parallel);
+    }
+
+    #[test]
+    fn the_simd_and_portable_block_dots_agree() {
+        let w = pseudo_random(384, 3);
+        let x = pseudo_random(384, 5);
+        let (mut wq, mut ws, mut xq, mut xs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        quantize_into(&w, &mut wq, &mut ws);
+        quantize_into(&x, &mut xq, &mut xs);
+        let portable = dot_q8_portable(&wq, &ws, &xq, &xs);
+        let dispatched = dot_q8(&wq, &ws, &xq, &xs);
+        assert!((portable - dispatched).abs() <= 1e-4 * portable.abs().max(1.0));
+    }
+
+    #[test]
+    fn a_dequantized_row_is_close_to_the_original() {
+        let w = pseudo_random(2 * 64, 9);
+        let m = Q8Matrix::quantize(2, 64, &w);
+        let mut row = vec![0.0; 64];
+        m.dequantize_row(1, &mut row);
+        for (a, b) in row.iter().zip(&w[64..]) {
+            assert!((a - b).abs() <= 1.0 / 127.0 + 1e-6);
+        }
+    }
+
+    #[test]
+    fn gelu_is_the_exact_one() {
+        let mut x = [-1.0f32, 0.0, 1.0, 3.0];
+        gelu_in_place(&mut x);
+        // x·Φ(x): Φ(1) = 0.841345, Φ(3) = 0.998650.
+        let expected = [-0.158655, 0.0, 0.841345, 2.995950];
+        for (a, b) in x.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_survives_large_logits() {
+        let mut x = [1000.0f32, 1000.0, f32::NEG_INFINITY];
+        softmax_in_place(&mut x);
+        assert_eq!(x, [0.5, 0.5, 0.0]);
+    }
+}
