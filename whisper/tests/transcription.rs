@@ -221,3 +221,45 @@ fn the_last_phrase_of_a_nearly_full_window_is_not_dropped() {
     let wer = word_error_rate(NEARLY_A_WINDOW, &joined(&segments));
     assert!(wer <= MAX_WER, "WER {wer:.3} is above {MAX_WER}");
 }
+
+/// Faint noise: what a quiet room sounds like to a microphone, reproducible.
+fn faint_noise(secs: f64, amplitude: f32, seed: u32) -> Vec<f32> {
+    let mut state = seed;
+    (0..(secs * 16_000.0) as usize)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((state >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * amplitude
+        })
+        .collect()
+}
+
+#[test]
+fn a_long_silence_transcribes_to_no_words() {
+    let Some(model) = whisper() else { return };
+    // Longer than one window, so every window of it is judged.
+    let silence = faint_noise(45.0, 0.0005, 3);
+    assert_eq!(model.transcribe(&silence).expect("transcription"), vec![]);
+}
+
+#[test]
+fn nothing_is_written_over_the_silence_after_speech() {
+    let Some(model) = whisper() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wav = dir.path().join("then-silence.wav");
+    let Some(()) = speak(SENTENCES[0], &wav) else {
+        return;
+    };
+    let mut samples = decode_file(&wav).expect("decode");
+    let speech_secs = audio::duration_secs(&samples);
+    samples.extend(faint_noise(20.0, 0.0005, 5));
+    let segments = model.transcribe(&samples).expect("transcription");
+    assert_plausible_times(&segments, audio::duration_secs(&samples));
+    for s in &segments {
+        assert!(
+            s.start < speech_secs,
+            "{s:?} was written over the silence after {speech_secs:.2} s"
+        );
+    }
+    let wer = word_error_rate(SENTENCES[0], &joined(&segments));
+    assert!(wer <= MAX_WER, "WER {wer:.3} for {:?}", joined(&segments));
+}

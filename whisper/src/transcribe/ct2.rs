@@ -83,15 +83,43 @@ impl Ct2Dtype {
     }
 }
 
-/// One variable as stored: its shape, type and raw little-endian bytes.
+/// One variable as stored: its shape, type and raw little-endian bytes (borrowed from the
+/// file, so loading never holds two copies of the weights).
 #[derive(Debug, Clone)]
-pub struct Variable {
+pub struct Variable<'a> {
     pub dims: Vec<usize>,
     pub dtype: Ct2Dtype,
-    pub bytes: Vec<u8>,
+    pub bytes: &'a [u8],
 }
 
-impl Variable {
+impl Variable<'_> {
+    /// Row `r` of a floating-point matrix (`dims` = `[rows, cols]`), as `f32`, into `out`.
+    /// `false` when the variable is not such a matrix or `r` is out of range.
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) -> bool {
+        let [rows, cols] = self.dims[..] else {
+            return false;
+        };
+        if r >= rows || out.len() != cols {
+            return false;
+        }
+        let size = self.dtype.size();
+        let bytes = &self.bytes[r * cols * size..(r + 1) * cols * size];
+        let chunks = bytes.chunks_exact(size);
+        match self.dtype {
+            Ct2Dtype::F16 => chunks
+                .zip(out)
+                .for_each(|(b, o)| *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+            Ct2Dtype::Bf16 => chunks
+                .zip(out)
+                .for_each(|(b, o)| *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+            Ct2Dtype::F32 => chunks
+                .zip(out)
+                .for_each(|(b, o)| *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            _ => return false,
+        }
+        true
+    }
+
     /// A rank-0 integer (CTranslate2 stores spec options such as `num_heads` this way).
     pub fn scalar_int(&self) -> Option<i64> {
         if !self.dims.is_empty() {
@@ -110,15 +138,15 @@ impl Variable {
 /// The variables of a model file, aliases resolved (e.g. Whisper's output projection is an
 /// alias of the token embedding: the weights are tied).
 #[derive(Debug)]
-pub struct Ct2Model {
+pub struct Ct2Model<'a> {
     pub spec: String,
-    variables: HashMap<String, Variable>,
+    variables: HashMap<String, Variable<'a>>,
     aliases: HashMap<String, String>,
 }
 
-impl Ct2Model {
-    /// Parses a whole `model.bin` held in memory.
-    pub fn parse(bytes: &[u8]) -> Result<Self, Ct2Error> {
+impl<'a> Ct2Model<'a> {
+    /// Parses a whole `model.bin` held in memory; the variables borrow from `bytes`.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Ct2Error> {
         let mut r = Reader { bytes, at: 0 };
         let version = r.u32("the binary version")?;
         if !SUPPORTED_VERSIONS.contains(&version) {
@@ -155,7 +183,7 @@ impl Ct2Model {
                 Variable {
                     dims,
                     dtype,
-                    bytes: data.to_vec(),
+                    bytes: data,
                 },
             );
         }
@@ -195,7 +223,7 @@ impl Ct2Model {
     }
 
     /// The variable called `name`, directly or through an alias.
-    pub fn get(&self, name: &str) -> Result<&Variable, Ct2Error> {
+    pub fn get(&self, name: &str) -> Result<&Variable<'a>, Ct2Error> {
         let name = self.aliases.get(name).map_or(name, String::as_str);
         self.variables
             .get(name)
@@ -228,7 +256,7 @@ impl Ct2Model {
             name: name.to_string(),
             reason: e.to_string(),
         };
-        Tensor::from_raw_buffer(&var.bytes, dtype, &var.dims, device)
+        Tensor::from_raw_buffer(var.bytes, dtype, &var.dims, device)
             .and_then(|t| t.to_dtype(DType::F32))
             .map_err(tensor_error)
     }
@@ -383,7 +411,8 @@ pub(crate) mod tests {
             Ct2Model::parse(&bytes),
             Err(Ct2Error::Quantized { .. })
         ));
-        let other = Ct2Model::parse(&Writer::new().finish("TransformerSpec")).expect("parses");
+        let bytes = Writer::new().finish("TransformerSpec");
+        let other = Ct2Model::parse(&bytes).expect("parses");
         assert!(matches!(
             other.expect_spec("WhisperSpec"),
             Err(Ct2Error::WrongSpec { .. })

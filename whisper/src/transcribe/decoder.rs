@@ -33,10 +33,9 @@ struct Q8Linear {
 
 impl Q8Linear {
     fn load(model: &Ct2Model, prefix: &str) -> Result<Self, Ct2Error> {
-        let weight = model.tensor(&format!("{prefix}/weight"), &Device::Cpu)?;
         let bias = model.tensor(&format!("{prefix}/bias"), &Device::Cpu)?;
         Ok(Self {
-            weight: quantize(&weight, prefix)?,
+            weight: quantize(model, &format!("{prefix}/weight"))?,
             bias: to_vec(&bias, prefix)?,
         })
     }
@@ -77,15 +76,28 @@ fn to_vec(t: &Tensor, name: &str) -> Result<Vec<f32>, Ct2Error> {
         .map_err(tensor_error(name))
 }
 
-fn quantize(t: &Tensor, name: &str) -> Result<Q8Matrix, Ct2Error> {
-    let (rows, cols) = t.dims2().map_err(tensor_error(name))?;
+/// The matrix `name`, quantized straight from the file's bytes.
+fn quantize(model: &Ct2Model, name: &str) -> Result<Q8Matrix, Ct2Error> {
+    let var = model.get(name)?;
+    let bad = |reason: String| Ct2Error::Tensor {
+        name: name.to_string(),
+        reason,
+    };
+    let [rows, cols] = var.dims[..] else {
+        return Err(bad(format!("expected a matrix, found dims {:?}", var.dims)));
+    };
     if cols % kernels::BLOCK != 0 {
-        return Err(Ct2Error::Tensor {
-            name: name.to_string(),
-            reason: format!("{cols} columns are not a multiple of {}", kernels::BLOCK),
-        });
+        return Err(bad(format!("{cols} columns are not a multiple of {}", kernels::BLOCK)));
     }
-    Ok(Q8Matrix::quantize(rows, cols, &to_vec(t, name)?))
+    let mut readable = true;
+    let matrix = Q8Matrix::quantize_rows(rows, cols, |r, out| {
+        readable &= var.row_f32(r, out);
+    });
+    if readable {
+        Ok(matrix)
+    } else {
+        Err(bad(format!("{:?} is not a floating-point type", var.dtype)))
+    }
 }
 
 struct Layer {
@@ -165,8 +177,7 @@ impl Decoder {
                 fc2: Q8Linear::load(model, &format!("{p}/ffn/linear_1"))?,
             });
         }
-        let name = "decoder/projection/weight";
-        let embedding = quantize(&model.tensor(name, &Device::Cpu)?, name)?;
+        let embedding = quantize(model, "decoder/projection/weight")?;
         let name = "decoder/position_encodings/encodings";
         let positions = model.tensor(name, &Device::Cpu)?;
         let (max_positions, width) = positions.dims2().map_err(tensor_error(name))?;

@@ -57,14 +57,24 @@ impl Q8Vector {
 
 impl Q8Matrix {
     /// Quantizes a row-major `rows × cols` matrix; `cols` must be a multiple of [`BLOCK`].
+    #[cfg(test)]
     pub fn quantize(rows: usize, cols: usize, values: &[f32]) -> Self {
         assert_eq!(values.len(), rows * cols, "matrix data and shape disagree");
+        Self::quantize_rows(rows, cols, |r, out| {
+            out.copy_from_slice(&values[r * cols..(r + 1) * cols]);
+        })
+    }
+
+    /// Quantizes a `rows × cols` matrix handed over one row at a time by `row(r, out)`, so the
+    /// whole matrix never exists in `f32` (the output projection would be 80 MB).
+    pub fn quantize_rows(rows: usize, cols: usize, mut row: impl FnMut(usize, &mut [f32])) -> Self {
         assert_eq!(cols % BLOCK, 0, "columns must be a multiple of {BLOCK}");
         let mut quants = Vec::with_capacity(rows * cols);
         let mut scales = Vec::with_capacity(rows * cols / BLOCK);
-        let (mut q, mut s) = (Vec::new(), Vec::new());
-        for row in values.chunks_exact(cols) {
-            quantize_into(row, &mut q, &mut s);
+        let (mut values, mut q, mut s) = (vec![0.0; cols], Vec::new(), Vec::new());
+        for r in 0..rows {
+            row(r, &mut values);
+            quantize_into(&values, &mut q, &mut s);
             quants.extend_from_slice(&q);
             scales.extend_from_slice(&s);
         }
@@ -239,26 +249,120 @@ pub fn layer_norm(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32]) {
     }
 }
 
-/// The exact GELU, `x·Φ(x)` with the error function: the activation Whisper was trained with
-/// (not the tanh approximation).
-pub fn gelu_in_place(x: &mut [f32]) {
+/// `eˣ` to within a few ulp, in arithmetic the compiler can vectorise (no call into libm):
+/// Cephes' `expf` — `x = n·ln 2 + r`, a degree-6 polynomial for `eʳ`, `2ⁿ` from the exponent
+/// bits. Large inputs are clamped where `f32` would overflow; below −87 (where it would go
+/// subnormal) the result is 0, so a masked (−∞) logit gets exactly no weight.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and removing 1.5·2²³ rounds to the nearest integer without a libm call.
+    const ROUND: f32 = 12_582_912.0;
+    let underflows = x < -87.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_2e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    let e = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if underflows { 0.0 } else { e }
+}
+
+/// The error function to 1.5·10⁻⁷ in exact arithmetic (Abramowitz & Stegun 7.1.26), under
+/// 5·10⁻⁷ in `f32`; vectorisable like [`exp`].
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t
+        + 0.254_829_6)
+        * t;
+    let y = 1.0 - poly * exp(-a * a);
+    if x < 0.0 { -y } else { y }
+}
+
+#[inline(always)]
+fn gelu_generic(x: &mut [f32]) {
     for v in x {
-        *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2));
+        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
     }
 }
 
-/// Softmax in place, stable (the maximum is subtracted first).
-pub fn softmax_in_place(x: &mut [f32]) {
+#[inline(always)]
+fn softmax_generic(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
     let mut sum = 0.0;
     for v in x.iter_mut() {
-        *v = (*v - max).exp();
+        *v = exp(*v - max);
         sum += *v;
     }
     let inv = 1.0 / sum;
     for v in x {
         *v *= inv;
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2_elementwise {
+    // The same loops compiled for AVX2 + FMA, chosen at run time.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn gelu(x: &mut [f32]) {
+        super::gelu_generic(x);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn softmax(x: &mut [f32]) {
+        super::softmax_generic(x);
+    }
+}
+
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The exact GELU, `x·Φ(x)` with the error function: the activation Whisper was trained with
+/// (not the tanh approximation).
+pub fn gelu_in_place(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { avx2_elementwise::gelu(x) };
+    }
+    gelu_generic(x);
+}
+
+/// Softmax in place, stable (the maximum is subtracted first).
+pub fn softmax_in_place(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { avx2_elementwise::softmax(x) };
+    }
+    softmax_generic(x);
+}
+
+/// [`gelu_in_place`] over a large buffer, shared out over rayon's threads.
+pub fn gelu_parallel(x: &mut [f32]) {
+    x.par_chunks_mut(16 * 1024).for_each(gelu_in_place);
+}
+
+/// [`softmax_in_place`] over each `cols`-long row, rows shared out over rayon's threads.
+pub fn softmax_rows_parallel(x: &mut [f32], cols: usize) {
+    x.par_chunks_mut(cols.max(1)).for_each(softmax_in_place);
 }
 
 #[cfg(test)]
@@ -330,8 +434,27 @@ mod tests {
         gelu_in_place(&mut x);
         // x·Φ(x): Φ(1) = 0.841345, Φ(3) = 0.998650.
         let expected = [-0.158655, 0.0, 0.841345, 2.995950];
+        let mut parallel = [-1.0f32, 0.0, 1.0, 3.0].repeat(10_000);
+        gelu_parallel(&mut parallel);
+        assert!(parallel.chunks(4).all(|c| c == x));
         for (a, b) in x.iter().zip(expected) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn the_vectorisable_exp_and_erf_match_libm() {
+        let mut x = -80.0f32;
+        while x < 80.0 {
+            let (ours, std) = (exp(x), x.exp());
+            assert!((ours - std).abs() <= 4e-7 * std, "exp({x}) = {ours}, not {std}");
+            x += 0.173;
+        }
+        let mut x = -6.0f32;
+        while x < 6.0 {
+            let (ours, reference) = (erf(x), libm::erff(x));
+            assert!((ours - reference).abs() < 5e-7, "erf({x}) = {ours}, not {reference}");
+            x += 0.0131;
         }
     }
 

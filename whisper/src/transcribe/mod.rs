@@ -141,7 +141,8 @@ impl LocalWhisper {
 
         let (encoder, decoder) = {
             // The file's bytes are dropped once the layers hold their own copies.
-            let model = ct2::Ct2Model::parse(&read("model.bin")?)
+            let bytes = read("model.bin")?;
+            let model = ct2::Ct2Model::parse(&bytes)
                 .map_err(|e| load_error(format!("model.bin: {e}")))?;
             model
                 .expect_spec("WhisperSpec")
@@ -270,16 +271,26 @@ impl LocalWhisper {
         let features = self.front_end.compute(audio);
         let features = Tensor::from_vec(features, (1, N_MELS, N_FRAMES), &Device::Cpu)
             .map_err(inference)?;
+        let started = std::time::Instant::now();
         let encoded = self.encoder.forward(&features).map_err(inference)?;
         let cross = self.decoder.cross_cache(&encoded).map_err(inference)?;
         drop(encoded);
+        let encoded_ms = started.elapsed().as_secs_f64() * 1e3;
 
         let policy = Policy {
             decoder: &self.decoder,
             vocab: &self.vocab,
             suppress: &self.suppress,
         };
+        let started = std::time::Instant::now();
         let decoded = policy.decode_with_fallback(&cross, seed);
+        tracing::debug!(
+            encoded_ms,
+            decoded_ms = started.elapsed().as_secs_f64() * 1e3,
+            tokens = decoded.tokens.len(),
+            temperature = decoded.temperature,
+            "decoded a window"
+        );
         if decoded.is_silence() {
             tracing::debug!(
                 no_speech_prob = decoded.no_speech_prob,
