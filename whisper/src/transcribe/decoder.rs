@@ -41,7 +41,7 @@ impl Q8Linear {
     }
 
     fn forward(&self, x: &Q8Vector, out: &mut [f32]) {
-        self.weight.matvec(x, Some(&self.bias), out);
+        self.weight.matvec_parallel(x, Some(&self.bias), out);
     }
 }
 
@@ -329,7 +329,7 @@ impl Decoder {
 
         self.ln.forward(&state.x, &mut state.h);
         state.quantized.quantize(&state.h);
-        self.embedding.matvec_parallel(&state.quantized, logits);
+        self.embedding.matvec_parallel(&state.quantized, None, logits);
         state.len += 1;
     }
 }

@@ -120,6 +120,7 @@ impl Q8Matrix {
     }
 
     /// `out = W·x (+ bias)` on this thread.
+    #[cfg(test)]
     pub fn matvec(&self, x: &Q8Vector, bias: Option<&[f32]>, out: &mut [f32]) {
         debug_assert_eq!(x.quants.len(), self.cols);
         for (r, o) in out.iter_mut().enumerate().take(self.rows) {
@@ -127,17 +128,20 @@ impl Q8Matrix {
         }
     }
 
-    /// `out = W·x` with the rows shared out over rayon's threads: worth it only for a tall
-    /// matrix such as the output projection.
-    pub fn matvec_parallel(&self, x: &Q8Vector, out: &mut [f32]) {
-        const ROWS_PER_TASK: usize = 4096;
+    /// `out = W·x (+ bias)` with the rows shared out over rayon's threads, one even share per
+    /// thread: a decoder step's products are small (tens of microseconds each), so more tasks
+    /// would cost more in hand-offs than they save.
+    pub fn matvec_parallel(&self, x: &Q8Vector, bias: Option<&[f32]>, out: &mut [f32]) {
+        let threads = rayon::current_num_threads().max(1);
+        let share = self.rows.div_ceil(threads).max(64);
         out[..self.rows]
-            .par_chunks_mut(ROWS_PER_TASK)
+            .par_chunks_mut(share)
             .enumerate()
             .for_each(|(chunk, o)| {
-                let first = chunk * ROWS_PER_TASK;
+                let first = chunk * share;
                 for (i, o) in o.iter_mut().enumerate() {
-                    *o = self.row_dot(first + i, x);
+                    let r = first + i;
+                    *o = self.row_dot(r, x) + bias.map_or(0.0, |b| b[r]);
                 }
             });
     }
@@ -392,7 +396,7 @@ mod tests {
         let mut out = vec![0.0; rows];
         m.matvec(&qx, None, &mut out);
         let mut parallel = vec![0.0; rows];
-        m.matvec_parallel(&qx, &mut parallel);
+        m.matvec_parallel(&qx, None, &mut parallel);
 
         let norm = exact.iter().map(|v| v * v).sum::<f32>().sqrt();
         let err = exact
@@ -433,7 +437,7 @@ mod tests {
         let mut x = [-1.0f32, 0.0, 1.0, 3.0];
         gelu_in_place(&mut x);
         // x·Φ(x): Φ(1) = 0.841345, Φ(3) = 0.998650.
-        let expected = [-0.158655, 0.0, 0.841345, 2.995950];
+        let expected = [-0.158655, 0.0, 0.841345, 2.99595];
         let mut parallel = [-1.0f32, 0.0, 1.0, 3.0].repeat(10_000);
         gelu_parallel(&mut parallel);
         assert!(parallel.chunks(4).all(|c| c == x));
