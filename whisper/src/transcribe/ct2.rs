@@ -232,10 +232,12 @@ impl<'a> Ct2Model<'a> {
 
     /// A spec option stored as a rank-0 integer.
     pub fn scalar(&self, name: &str) -> Result<i64, Ct2Error> {
-        self.get(name)?.scalar_int().ok_or_else(|| Ct2Error::Tensor {
-            name: name.to_string(),
-            reason: "not an integer scalar".to_string(),
-        })
+        self.get(name)?
+            .scalar_int()
+            .ok_or_else(|| Ct2Error::Tensor {
+                name: name.to_string(),
+                reason: "not an integer scalar".to_string(),
+            })
     }
 
     /// The floating-point variable `name` as an `f32` tensor on `device`.
@@ -308,7 +310,11 @@ pub(crate) mod tests {
     use super::*;
 
     /// Writes a model file the way `ModelSpec._serialize` does.
-    pub(crate) struct Writer(Vec<u8>, Vec<(String, Vec<usize>, u8, Vec<u8>)>, Vec<(String, String)>);
+    pub(crate) struct Writer(
+        Vec<u8>,
+        Vec<(String, Vec<usize>, u8, Vec<u8>)>,
+        Vec<(String, String)>,
+    );
 
     impl Writer {
         pub(crate) fn new() -> Self {
@@ -367,7 +373,11 @@ pub(crate) mod tests {
     #[test]
     fn float16_tensors_scalars_and_aliases_are_read_as_written() {
         let bytes = Writer::new()
-            .f16("decoder/embeddings/weight", &[2, 3], &[1.0, -2.0, 0.5, 0.25, 3.0, -0.125])
+            .f16(
+                "decoder/embeddings/weight",
+                &[2, 3],
+                &[1.0, -2.0, 0.5, 0.25, 3.0, -0.125],
+            )
             .var("decoder/num_heads", &[], 2, 6i16.to_le_bytes().to_vec())
             .alias("decoder/projection/weight", "decoder/embeddings/weight")
             .finish("WhisperSpec");

@@ -53,8 +53,14 @@ struct Norm {
 impl Norm {
     fn load(model: &Ct2Model, prefix: &str) -> Result<Self, Ct2Error> {
         Ok(Self {
-            gamma: to_vec(&model.tensor(&format!("{prefix}/gamma"), &Device::Cpu)?, prefix)?,
-            beta: to_vec(&model.tensor(&format!("{prefix}/beta"), &Device::Cpu)?, prefix)?,
+            gamma: to_vec(
+                &model.tensor(&format!("{prefix}/gamma"), &Device::Cpu)?,
+                prefix,
+            )?,
+            beta: to_vec(
+                &model.tensor(&format!("{prefix}/beta"), &Device::Cpu)?,
+                prefix,
+            )?,
         })
     }
 
@@ -87,7 +93,10 @@ fn quantize(model: &Ct2Model, name: &str) -> Result<Q8Matrix, Ct2Error> {
         return Err(bad(format!("expected a matrix, found dims {:?}", var.dims)));
     };
     if cols % kernels::BLOCK != 0 {
-        return Err(bad(format!("{cols} columns are not a multiple of {}", kernels::BLOCK)));
+        return Err(bad(format!(
+            "{cols} columns are not a multiple of {}",
+            kernels::BLOCK
+        )));
     }
     let mut readable = true;
     let matrix = Q8Matrix::quantize_rows(rows, cols, |r, out| {
@@ -160,7 +169,10 @@ impl Decoder {
         let heads = model.scalar("decoder/num_heads")? as usize;
         let mut layers = Vec::new();
         while model
-            .get(&format!("decoder/layer_{}/ffn/linear_0/weight", layers.len()))
+            .get(&format!(
+                "decoder/layer_{}/ffn/linear_0/weight",
+                layers.len()
+            ))
             .is_ok()
         {
             let p = format!("decoder/layer_{}", layers.len());
@@ -261,7 +273,11 @@ impl Decoder {
         let token = (token as usize).min(self.embedding.rows() - 1);
 
         self.embedding.dequantize_row(token, &mut state.x);
-        for (x, p) in state.x.iter_mut().zip(&self.positions[pos * w..(pos + 1) * w]) {
+        for (x, p) in state
+            .x
+            .iter_mut()
+            .zip(&self.positions[pos * w..(pos + 1) * w])
+        {
             *x += p;
         }
 
@@ -329,7 +345,8 @@ impl Decoder {
 
         self.ln.forward(&state.x, &mut state.h);
         state.quantized.quantize(&state.h);
-        self.embedding.matvec_parallel(&state.quantized, None, logits);
+        self.embedding
+            .matvec_parallel(&state.quantized, None, logits);
         state.len += 1;
     }
 }
@@ -367,7 +384,11 @@ fn attend(
         let o = &mut out[head * head_dim..(head + 1) * head_dim];
         o.fill(0.0);
         for (j, p) in scores.iter().enumerate() {
-            kernels::axpy(*p, &values[base + j * head_dim..base + (j + 1) * head_dim], o);
+            kernels::axpy(
+                *p,
+                &values[base + j * head_dim..base + (j + 1) * head_dim],
+                o,
+            );
         }
     }
 }

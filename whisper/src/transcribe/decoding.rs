@@ -297,8 +297,14 @@ mod tests {
     #[test]
     fn silence_needs_both_signs_and_fallback_follows_faster_whisper() {
         assert!(decoded(0.9, -1.5, 1.0).is_silence());
-        assert!(!decoded(0.9, -0.3, 1.0).is_silence(), "confident text is kept");
-        assert!(!decoded(0.2, -1.5, 1.0).is_silence(), "improbable speech is kept");
+        assert!(
+            !decoded(0.9, -0.3, 1.0).is_silence(),
+            "confident text is kept"
+        );
+        assert!(
+            !decoded(0.2, -1.5, 1.0).is_silence(),
+            "improbable speech is kept"
+        );
         assert!(decoded(0.2, -0.2, 3.0).needs_fallback(), "a loop");
         assert!(decoded(0.2, -1.5, 1.0).needs_fallback(), "improbable");
         assert!(!decoded(0.9, -1.5, 3.0).needs_fallback(), "likely silence");

@@ -123,7 +123,13 @@ impl Encoder {
             ))
         };
         let mut layers = Vec::new();
-        while model.get(&format!("encoder/layer_{}/ffn/linear_0/weight", layers.len())).is_ok() {
+        while model
+            .get(&format!(
+                "encoder/layer_{}/ffn/linear_0/weight",
+                layers.len()
+            ))
+            .is_ok()
+        {
             let p = format!("encoder/layer_{}", layers.len());
             layers.push(Layer {
                 attn_ln: layer_norm(model, &format!("{p}/self_attention/layer_norm"), device)?,

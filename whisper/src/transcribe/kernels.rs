@@ -451,13 +451,19 @@ mod tests {
         let mut x = -80.0f32;
         while x < 80.0 {
             let (ours, std) = (exp(x), x.exp());
-            assert!((ours - std).abs() <= 4e-7 * std, "exp({x}) = {ours}, not {std}");
+            assert!(
+                (ours - std).abs() <= 4e-7 * std,
+                "exp({x}) = {ours}, not {std}"
+            );
             x += 0.173;
         }
         let mut x = -6.0f32;
         while x < 6.0 {
             let (ours, reference) = (erf(x), libm::erff(x));
-            assert!((ours - reference).abs() < 5e-7, "erf({x}) = {ours}, not {reference}");
+            assert!(
+                (ours - reference).abs() < 5e-7,
+                "erf({x}) = {ours}, not {reference}"
+            );
             x += 0.0131;
         }
     }

@@ -142,8 +142,8 @@ impl LocalWhisper {
         let (encoder, decoder) = {
             // The file's bytes are dropped once the layers hold their own copies.
             let bytes = read("model.bin")?;
-            let model = ct2::Ct2Model::parse(&bytes)
-                .map_err(|e| load_error(format!("model.bin: {e}")))?;
+            let model =
+                ct2::Ct2Model::parse(&bytes).map_err(|e| load_error(format!("model.bin: {e}")))?;
             model
                 .expect_spec("WhisperSpec")
                 .map_err(|e| load_error(format!("model.bin: {e}")))?;
@@ -168,8 +168,8 @@ impl LocalWhisper {
 
         let vocab_text = String::from_utf8(read("vocabulary.txt")?)
             .map_err(|e| load_error(format!("vocabulary.txt: {e}")))?;
-        let vocab =
-            Vocabulary::parse(&vocab_text).map_err(|e| load_error(format!("vocabulary.txt: {e}")))?;
+        let vocab = Vocabulary::parse(&vocab_text)
+            .map_err(|e| load_error(format!("vocabulary.txt: {e}")))?;
         if vocab.len() != decoder.vocab_size() {
             return Err(load_error(format!(
                 "vocabulary.txt has {} tokens; the model's embedding has {}",
@@ -206,7 +206,8 @@ impl LocalWhisper {
     /// unheard at the end of a window is heard again at the start of the next. Each window's
     /// times are offset by where it starts. Blocking and CPU-bound.
     pub fn transcribe(&self, samples_16k_mono: &[f32]) -> Result<Vec<Segment>, TranscribeError> {
-        self.pool.install(|| self.transcribe_on_pool(samples_16k_mono))
+        self.pool
+            .install(|| self.transcribe_on_pool(samples_16k_mono))
     }
 
     fn transcribe_on_pool(&self, samples: &[f32]) -> Result<Vec<Segment>, TranscribeError> {
@@ -269,8 +270,8 @@ impl LocalWhisper {
             reason: e.to_string(),
         };
         let features = self.front_end.compute(audio);
-        let features = Tensor::from_vec(features, (1, N_MELS, N_FRAMES), &Device::Cpu)
-            .map_err(inference)?;
+        let features =
+            Tensor::from_vec(features, (1, N_MELS, N_FRAMES), &Device::Cpu).map_err(inference)?;
         let started = std::time::Instant::now();
         let encoded = self.encoder.forward(&features).map_err(inference)?;
         let cross = self.decoder.cross_cache(&encoded).map_err(inference)?;

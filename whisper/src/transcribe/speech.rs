@@ -39,7 +39,8 @@ impl SpeechMap {
             .or(sorted.last())
             .copied()
             .unwrap_or(0.0);
-        let threshold = (loud * db_to_amplitude(RELATIVE_DB)).max(db_to_amplitude(ABSOLUTE_FLOOR_DBFS));
+        let threshold =
+            (loud * db_to_amplitude(RELATIVE_DB)).max(db_to_amplitude(ABSOLUTE_FLOOR_DBFS));
         Self {
             voiced: levels.iter().map(|l| *l > threshold).collect(),
         }

