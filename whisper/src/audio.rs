@@ -214,7 +214,8 @@ enum TrackDecoder {
         interleaved: Option<(SignalSpec, SampleBuffer<f32>)>,
     },
     Opus {
-        decoder: OpusDecoder,
+        // Boxed: the decoder's state is kilobytes, the other variant a few pointers.
+        decoder: Box<OpusDecoder>,
         pcm: Vec<f32>,
     },
 }
@@ -317,8 +318,8 @@ impl TrackDecoder {
 }
 
 /// A mono decoder at [`OPUS_RATE`]; it mixes a stereo stream down itself.
-fn new_opus_decoder() -> Result<OpusDecoder, AudioError> {
-    OpusDecoder::new(OPUS_RATE, 1).map_err(|e| AudioError::UnsupportedCodec {
+fn new_opus_decoder() -> Result<Box<OpusDecoder>, AudioError> {
+    OpusDecoder::new(OPUS_RATE, 1).map(Box::new).map_err(|e| AudioError::UnsupportedCodec {
         codec: codec_name(CODEC_TYPE_OPUS),
         reason: e.to_string(),
     })
