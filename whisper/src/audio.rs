@@ -319,10 +319,12 @@ impl TrackDecoder {
 
 /// A mono decoder at [`OPUS_RATE`]; it mixes a stereo stream down itself.
 fn new_opus_decoder() -> Result<Box<OpusDecoder>, AudioError> {
-    OpusDecoder::new(OPUS_RATE, 1).map(Box::new).map_err(|e| AudioError::UnsupportedCodec {
-        codec: codec_name(CODEC_TYPE_OPUS),
-        reason: e.to_string(),
-    })
+    OpusDecoder::new(OPUS_RATE, 1)
+        .map(Box::new)
+        .map_err(|e| AudioError::UnsupportedCodec {
+            codec: codec_name(CODEC_TYPE_OPUS),
+            reason: e.to_string(),
+        })
 }
 
 fn codec_name(codec: CodecType) -> String {
