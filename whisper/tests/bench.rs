@@ -49,8 +49,8 @@ fn the_benchmark_reports_its_real_time_factor_and_a_bounded_peak_memory() {
         );
     } else {
         eprintln!(
-            "NOTE: unoptimised build (CTranslate2 compiled as Debug): the real-time factor \
-             is not checked; build with opt-level overrides for ct2rs and voxline-whisper"
+            "NOTE: unoptimised build: the real-time factor is not checked; build with the \
+             workspace's opt-level overrides for voxline-whisper and candle"
         );
     }
 }

@@ -20,24 +20,18 @@
 use candle_core::{CpuStorage, Device, InplaceOp1, Layout, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
+use super::attention;
 use super::ct2::{Ct2Error, Ct2Model};
 use super::kernels;
 
-/// The element-wise steps candle runs on one thread with a libm call per value (GELU over
-/// 1,500 × 1,536 values per layer, softmax over 1,500 × 1,500 per head), done in place with
-/// [`kernels`]' vectorised `exp`/`erf`, rows shared out over the cores. Measured on this
-/// project's 2-core machine they were more than half of the encoder's time.
-enum Fused {
-    Gelu,
-    SoftmaxLastDim,
-}
+/// GELU in place with [`kernels`]' vectorised `erf`, shared out over the cores: candle's own
+/// runs on one thread with a libm call per value, and over the 1,500 × 1,536 values of every
+/// layer that was a fifth of the encoder's time on this project's 2-core machine.
+struct Gelu;
 
-impl InplaceOp1 for Fused {
+impl InplaceOp1 for Gelu {
     fn name(&self) -> &'static str {
-        match self {
-            Fused::Gelu => "voxline-gelu-erf",
-            Fused::SoftmaxLastDim => "voxline-softmax-last-dim",
-        }
+        "voxline-gelu-erf"
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
@@ -47,22 +41,15 @@ impl InplaceOp1 for Fused {
         let Some((from, to)) = layout.contiguous_offsets() else {
             candle_core::bail!("{} needs a contiguous tensor", self.name());
         };
-        let data = &mut data[from..to];
-        match self {
-            Fused::Gelu => kernels::gelu_parallel(data),
-            Fused::SoftmaxLastDim => {
-                let cols = layout.dims().last().copied().unwrap_or(1);
-                kernels::softmax_rows_parallel(data, cols);
-            }
-        }
+        kernels::gelu_parallel(&mut data[from..to]);
         Ok(())
     }
 }
 
-/// `op` applied to `t` in place; `t` must be a fresh result no one else holds.
-fn fused(t: Tensor, op: Fused) -> candle_core::Result<Tensor> {
+/// GELU applied to `t` in place; `t` must be a fresh result no one else holds.
+fn gelu(t: Tensor) -> candle_core::Result<Tensor> {
     let t = t.contiguous()?;
-    t.inplace_op1(&op)?;
+    t.inplace_op1(&Gelu)?;
     Ok(t)
 }
 
@@ -158,11 +145,11 @@ impl Encoder {
         let x = mel
             .conv1d(&self.conv1.0, 1, 1, 1, 1)?
             .broadcast_add(&self.conv1.1)?;
-        let x = fused(x, Fused::Gelu)?;
+        let x = gelu(x)?;
         let x = x
             .conv1d(&self.conv2.0, 1, 2, 1, 1)?
             .broadcast_add(&self.conv2.1)?;
-        let x = fused(x, Fused::Gelu)?;
+        let x = gelu(x)?;
         // [1, width, frames] → [frames, width]
         let x = x.squeeze(0)?.t()?.contiguous()?;
         let frames = x.dim(0)?;
@@ -171,34 +158,18 @@ impl Encoder {
             let h = layer.attn_ln.forward(&x)?;
             let attended = self.attention(&layer.qkv.forward(&h)?)?;
             x = (x + layer.out.forward(&attended)?)?;
-            let h = fused(layer.fc1.forward(&layer.mlp_ln.forward(&x)?)?, Fused::Gelu)?;
+            let h = gelu(layer.fc1.forward(&layer.mlp_ln.forward(&x)?)?)?;
             x = (x + layer.fc2.forward(&h)?)?;
         }
         self.ln_post.forward(&x)
     }
 
-    /// Multi-head self-attention from the fused `[frames, 3·width]` projections.
+    /// Multi-head self-attention from the fused `[frames, 3·width]` projections (see
+    /// [`attention`]).
     fn attention(&self, qkv: &Tensor) -> candle_core::Result<Tensor> {
         let (frames, _) = qkv.dims2()?;
-        let head_dim = self.width / self.heads;
-        let split = |i: usize| -> candle_core::Result<Tensor> {
-            qkv.narrow(1, i * self.width, self.width)?
-                .reshape((frames, self.heads, head_dim))?
-                .transpose(0, 1)?
-                .contiguous()
-        };
-        let scale = 1.0 / (head_dim as f64).sqrt();
-        let q = (split(0)? * scale)?;
-        let k = split(1)?;
-        let v = split(2)?;
-        // One head at a time: the 1,500 × 1,500 weights of all six heads at once would be
-        // 54 MB of the process's peak memory for no gain in speed.
-        let heads = (0..self.heads)
-            .map(|h| {
-                let weights = fused(q.get(h)?.matmul(&k.get(h)?.t()?)?, Fused::SoftmaxLastDim)?;
-                weights.matmul(&v.get(h)?)
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Tensor::cat(&heads, 1)
+        let values = qkv.flatten_all()?.to_vec1::<f32>()?;
+        let out = attention::self_attention(&values, frames, self.width, self.heads);
+        Tensor::from_vec(out, (frames, self.width), qkv.device())
     }
 }

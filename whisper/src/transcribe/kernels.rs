@@ -364,11 +364,6 @@ pub fn gelu_parallel(x: &mut [f32]) {
     x.par_chunks_mut(16 * 1024).for_each(gelu_in_place);
 }
 
-/// [`softmax_in_place`] over each `cols`-long row, rows shared out over rayon's threads.
-pub fn softmax_rows_parallel(x: &mut [f32], cols: usize) {
-    x.par_chunks_mut(cols.max(1)).for_each(softmax_in_place);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

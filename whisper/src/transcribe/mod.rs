@@ -9,6 +9,7 @@
 //! model writes timestamp tokens and each phrase gets its times; the features come from
 //! [`LogMel`], a faithful port of Whisper's front end.
 
+mod attention;
 mod ct2;
 mod decoder;
 mod decoding;
