@@ -32,12 +32,32 @@ struct Q8Linear {
 }
 
 impl Q8Linear {
-    fn load(model: &Ct2Model, prefix: &str) -> Result<Self, Ct2Error> {
-        let bias = model.tensor(&format!("{prefix}/bias"), &Device::Cpu)?;
-        Ok(Self {
-            weight: quantize(model, &format!("{prefix}/weight"))?,
-            bias: to_vec(&bias, prefix)?,
-        })
+    /// The layer `prefix`, which must map `inputs` values to `outputs`: the decoder step writes
+    /// into buffers sized from the model's width, so a mismatched file is refused here, not
+    /// found out by an out-of-bounds write.
+    fn load(
+        model: &Ct2Model,
+        prefix: &str,
+        outputs: usize,
+        inputs: usize,
+    ) -> Result<Self, Ct2Error> {
+        let weight = quantize(model, &format!("{prefix}/weight"))?;
+        let bias = to_vec(
+            &model.tensor(&format!("{prefix}/bias"), &Device::Cpu)?,
+            prefix,
+        )?;
+        if (weight.rows(), weight.cols(), bias.len()) != (outputs, inputs, outputs) {
+            return Err(Ct2Error::Tensor {
+                name: prefix.to_string(),
+                reason: format!(
+                    "{} × {} weights with {} biases; the decoder expects {outputs} × {inputs}",
+                    weight.rows(),
+                    weight.cols(),
+                    bias.len()
+                ),
+            });
+        }
+        Ok(Self { weight, bias })
     }
 
     fn forward(&self, x: &Q8Vector, out: &mut [f32]) {
@@ -167,6 +187,26 @@ impl DecoderState<'_> {
 impl Decoder {
     pub fn load(model: &Ct2Model) -> Result<Self, Ct2Error> {
         let heads = model.scalar("decoder/num_heads")? as usize;
+        let embedding = quantize(model, "decoder/projection/weight")?;
+        let name = "decoder/position_encodings/encodings";
+        let positions = model.tensor(name, &Device::Cpu)?;
+        let (max_positions, width) = positions.dims2().map_err(tensor_error(name))?;
+        let ffn_width = model
+            .get("decoder/layer_0/ffn/linear_0/weight")?
+            .dims
+            .first()
+            .copied()
+            .unwrap_or(0);
+        if heads == 0 || width % heads != 0 || embedding.cols() != width || max_positions == 0 {
+            return Err(Ct2Error::Tensor {
+                name: "decoder".to_string(),
+                reason: format!(
+                    "inconsistent shapes: width {width}, {heads} heads, embedding width {}, \
+                     {max_positions} positions",
+                    embedding.cols(),
+                ),
+            });
+        }
         let mut layers = Vec::new();
         while model
             .get(&format!(
@@ -176,34 +216,31 @@ impl Decoder {
             .is_ok()
         {
             let p = format!("decoder/layer_{}", layers.len());
+            let cross_kv = linear(model, &format!("{p}/attention/linear_1"), &Device::Cpu)?;
+            if cross_kv.weight().dims() != [2 * width, width] {
+                return Err(Ct2Error::Tensor {
+                    name: format!("{p}/attention/linear_1"),
+                    reason: format!("expected {} × {width} weights", 2 * width),
+                });
+            }
+            let q8 = |name: &str, outputs, inputs| {
+                Q8Linear::load(model, &format!("{p}/{name}"), outputs, inputs)
+            };
             layers.push(Layer {
                 self_ln: Norm::load(model, &format!("{p}/self_attention/layer_norm"))?,
-                self_qkv: Q8Linear::load(model, &format!("{p}/self_attention/linear_0"))?,
-                self_out: Q8Linear::load(model, &format!("{p}/self_attention/linear_1"))?,
+                self_qkv: q8("self_attention/linear_0", 3 * width, width)?,
+                self_out: q8("self_attention/linear_1", width, width)?,
                 cross_ln: Norm::load(model, &format!("{p}/attention/layer_norm"))?,
-                cross_q: Q8Linear::load(model, &format!("{p}/attention/linear_0"))?,
-                cross_kv: linear(model, &format!("{p}/attention/linear_1"), &Device::Cpu)?,
-                cross_out: Q8Linear::load(model, &format!("{p}/attention/linear_2"))?,
+                cross_q: q8("attention/linear_0", width, width)?,
+                cross_kv,
+                cross_out: q8("attention/linear_2", width, width)?,
                 ffn_ln: Norm::load(model, &format!("{p}/ffn/layer_norm"))?,
-                fc1: Q8Linear::load(model, &format!("{p}/ffn/linear_0"))?,
-                fc2: Q8Linear::load(model, &format!("{p}/ffn/linear_1"))?,
+                fc1: q8("ffn/linear_0", ffn_width, width)?,
+                fc2: q8("ffn/linear_1", width, ffn_width)?,
             });
         }
-        let embedding = quantize(model, "decoder/projection/weight")?;
-        let name = "decoder/position_encodings/encodings";
-        let positions = model.tensor(name, &Device::Cpu)?;
-        let (max_positions, width) = positions.dims2().map_err(tensor_error(name))?;
-        let ffn_width = layers.first().map_or(0, |l| l.fc1.bias.len());
-        if embedding.cols() != width || width % heads != 0 || layers.is_empty() {
-            return Err(Ct2Error::Tensor {
-                name: "decoder".to_string(),
-                reason: format!(
-                    "inconsistent shapes: width {width}, {heads} heads, embedding width {}, \
-                     {} layers",
-                    embedding.cols(),
-                    layers.len()
-                ),
-            });
+        if layers.is_empty() {
+            return Err(Ct2Error::Missing("decoder/layer_0".to_string()));
         }
         Ok(Self {
             embedding,

@@ -129,6 +129,12 @@ impl Encoder {
         }
         let positions = model.tensor("encoder/position_encodings/encodings", device)?;
         let width = positions.dim(1).map_err(tensor_error)?;
+        if heads == 0 || width == 0 || width % heads != 0 {
+            return Err(Ct2Error::Tensor {
+                name: "encoder".to_string(),
+                reason: format!("width {width} does not split into {heads} heads"),
+            });
+        }
         Ok(Self {
             conv1: conv("conv1")?,
             conv2: conv("conv2")?,
@@ -167,7 +173,13 @@ impl Encoder {
     /// Multi-head self-attention from the fused `[frames, 3·width]` projections (see
     /// [`attention`]).
     fn attention(&self, qkv: &Tensor) -> candle_core::Result<Tensor> {
-        let (frames, _) = qkv.dims2()?;
+        let (frames, fused) = qkv.dims2()?;
+        if fused != 3 * self.width {
+            candle_core::bail!(
+                "the fused attention projection gives {fused} values a frame, not 3 × {}",
+                self.width
+            );
+        }
         let values = qkv.flatten_all()?.to_vec1::<f32>()?;
         let out = attention::self_attention(&values, frames, self.width, self.heads);
         Tensor::from_vec(out, (frames, self.width), qkv.device())

@@ -163,9 +163,6 @@ impl LocalWhisper {
             let decoder = Decoder::load(&model).map_err(|e| load_error(e.to_string()))?;
             (encoder, decoder)
         };
-        if encoder.width == 0 {
-            return Err(load_error("the encoder has no width".to_string()));
-        }
 
         let vocab_text = String::from_utf8(read("vocabulary.txt")?)
             .map_err(|e| load_error(format!("vocabulary.txt: {e}")))?;
