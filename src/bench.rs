@@ -10,7 +10,7 @@ use sqlx::ConnectOptions;
 use voxline_domain::config::QueueOverrides;
 use voxline_domain::{Db, Settings};
 use voxline_jobs::queues::BENCH;
-use voxline_jobs::{JobClient, NewJob, Runner, RunnerHandle, store};
+use voxline_jobs::{DbJobs, JobClient, NewJob, Runner, RunnerHandle};
 use voxline_workers::diag;
 
 use crate::services::connect;
@@ -115,7 +115,7 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
     let settings = Arc::new(settings);
     let db = connect(&settings).await?;
     let client = JobClient::new(db.clone(), settings.clone());
-    store::purge_queue(&db, BENCH).await?;
+    db.jobs().purge_queue(BENCH).await?;
 
     // One-by-one enqueue from one client, each an autocommit statement, before any worker runs
     // (as `pgbench -c 1` measures a one-row INSERT); the warm-up below works these jobs off.
@@ -164,7 +164,7 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
         .context("latency")?;
     let mut latencies = Vec::with_capacity(ids.len());
     for id in ids {
-        let job = store::get(&db, id).await?.context("latency job vanished")?;
+        let job = db.jobs().get(id).await?.context("latency job vanished")?;
         let started = job.attempted_at.context("latency job never started")?;
         latencies.push(
             (started - job.created_at)
@@ -176,7 +176,7 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
     latencies.sort_by(f64::total_cmp);
 
     workers.stop().await;
-    store::purge_queue(&db, BENCH).await?;
+    db.jobs().purge_queue(BENCH).await?;
     db.close().await;
 
     let database = if settings.is_postgres() {
@@ -260,7 +260,7 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn wait_drained(db: &Db, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
-        if !store::has_unfinished(db, BENCH).await? {
+        if !db.jobs().has_unfinished(BENCH).await? {
             return Ok(());
         }
         if Instant::now() > deadline {

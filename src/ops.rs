@@ -4,6 +4,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::json;
 use voxline_domain::{Db, Settings};
+use voxline_jobs::DbJobs;
 use voxline_jobs::store::{self, JobFilter};
 use voxline_jobs::{Job, JobId, JobState, QueueStats};
 
@@ -53,7 +54,7 @@ pub enum JobsCommand {
 pub async fn queues(settings: Settings, as_json: bool, watch: Option<u64>) -> anyhow::Result<()> {
     let db = connect(&settings).await?;
     loop {
-        let stats = store::stats(&db).await.context("reading queue counts")?;
+        let stats = db.jobs().stats().await.context("reading queue counts")?;
         if as_json {
             println!(
                 "{}",
@@ -173,7 +174,7 @@ async fn jobs_on(db: &Db, command: JobsCommand) -> anyhow::Result<()> {
                 before: before.map(JobId),
                 limit: limit.clamp(1, 1000),
             };
-            let jobs = store::list(db, &filter).await.context("listing jobs")?;
+            let jobs = db.jobs().list(&filter).await.context("listing jobs")?;
             if json {
                 let next = jobs
                     .last()
@@ -188,7 +189,9 @@ async fn jobs_on(db: &Db, command: JobsCommand) -> anyhow::Result<()> {
             }
         }
         JobsCommand::Show { id, json } => {
-            let job = store::get(db, JobId(id))
+            let job = db
+                .jobs()
+                .get(JobId(id))
                 .await?
                 .with_context(|| format!("job {id} does not exist"))?;
             if json {
@@ -200,7 +203,7 @@ async fn jobs_on(db: &Db, command: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::Retry {
             id: Some(id), json, ..
         } => {
-            let job = store::retry(db, JobId(id)).await?;
+            let job = store::retry(db.jobs().as_ref(), JobId(id)).await?;
             report(json, &job, "retried: available now, attempts reset")?;
         }
         JobsCommand::Retry {
@@ -209,7 +212,7 @@ async fn jobs_on(db: &Db, command: JobsCommand) -> anyhow::Result<()> {
             state: Some(state),
             json,
         } => {
-            let ids = store::retry_all(db, &queue, state).await?;
+            let ids = store::retry_all(db.jobs().as_ref(), &queue, state).await?;
             audit_cli(db, "queue.retry_dead", format!("queue:{queue}")).await?;
             if json {
                 println!("{}", serde_json::to_string(&json!({ "retried": ids }))?);
@@ -219,7 +222,7 @@ async fn jobs_on(db: &Db, command: JobsCommand) -> anyhow::Result<()> {
         }
         JobsCommand::Retry { .. } => bail!("give a job id, or --queue Q --state dead"),
         JobsCommand::Discard { id, json } => {
-            let job = store::discard(db, JobId(id)).await?;
+            let job = store::discard(db.jobs().as_ref(), JobId(id)).await?;
             audit_cli(db, "job.discard", format!("job:{id}")).await?;
             report(json, &job, "discarded (cancelled)")?;
         }

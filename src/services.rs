@@ -97,7 +97,12 @@ pub async fn run(settings: Settings, roles: Roles) -> anyhow::Result<()> {
         None => None,
     };
     if roles.scheduler {
-        tasks.push(maintenance::spawn(db.clone(), &settings, stop.clone()));
+        tasks.push(maintenance::spawn(
+            db.clone(),
+            &settings,
+            voxline_workers::dead_hooks(&db),
+            stop.clone(),
+        ));
         tasks.extend(cron::spawn(
             JobClient::new(db.clone(), settings.clone()),
             stop.clone(),

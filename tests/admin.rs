@@ -11,7 +11,8 @@ use support::{Backend, TestDb, start_api, token};
 use voxline_api::auth::Role;
 use voxline_domain::audit;
 use voxline_domain::db::Scope;
-use voxline_jobs::{Completion, Handlers, JobId, NewJob, Outcome, Runner, store};
+use voxline_jobs::{Completion, Handlers, JobId, NewJob, Outcome, Runner};
+use voxline_jobs::{DbJobs, DeadHooks};
 use voxline_workers::diag;
 
 fn operator() -> String {
@@ -33,12 +34,17 @@ async fn call(method: &str, url: &str, token: Option<&str>) -> (StatusCode, Valu
 /// A dead job (permanent failure) on `queue`, made without workers.
 async fn dead_job(t: &TestDb, queue: &str, payload: Value) -> JobId {
     let id = t.enqueue(NewJob::new(queue, "mail.send", payload)).await;
-    let claimed = store::claim(&t.db, queue, "admin-test", 10).await.unwrap();
-    assert!(claimed.iter().any(|j| j.id == id));
+    let claimed = t.db.jobs().claim(queue, "admin-test", 10).await.unwrap();
+    let lease = claimed
+        .iter()
+        .find(|j| j.id == id)
+        .map(|j| j.lease())
+        .expect("the job was claimed");
     let outcome = Outcome::Dead {
         error: "550 <b>mailbox</b> unavailable".into(),
     };
-    store::complete(&t.db, "admin-test", &[Completion { id, outcome }])
+    t.db.jobs()
+        .complete(&[Completion { lease, outcome }], &DeadHooks::new())
         .await
         .unwrap();
     id
@@ -364,7 +370,7 @@ async fn metrics_report_queues_jobs_and_requests(backend: Backend) {
     .queues(vec![queue.clone()])
     .start();
     support::eventually("jobs finished", Duration::from_secs(20), || async {
-        !store::has_unfinished(&t.db, &queue).await.unwrap()
+        !t.db.jobs().has_unfinished(&queue).await.unwrap()
     })
     .await;
     workers.shutdown().await;

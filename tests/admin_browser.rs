@@ -11,7 +11,8 @@ use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
 use support::{Backend, TestDb, eventually, free_port, service_missing, signal, token};
 use voxline_api::auth::Role;
-use voxline_jobs::{Completion, JobState, NewJob, Outcome, store};
+use voxline_jobs::{Completion, JobState, NewJob, Outcome};
+use voxline_jobs::{DbJobs, DeadHooks};
 use voxline_workers::diag;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -40,13 +41,20 @@ async fn an_operator_retries_a_dead_job_from_the_admin_page() {
             json!({ "to_email": "ann@example.com" }),
         ))
         .await;
-    store::claim(&t.db, "email", "earlier-worker", 1)
-        .await
-        .unwrap();
+    let lease =
+        t.db.jobs()
+            .claim("email", "earlier-worker", 1)
+            .await
+            .unwrap()
+            .first()
+            .map(|j| j.lease())
+            .expect("the job was claimed");
+    assert_eq!(lease.job, id);
     let outcome = Outcome::Dead {
         error: "550 <b>mailbox</b> unavailable".into(),
     };
-    store::complete(&t.db, "earlier-worker", &[Completion { id, outcome }])
+    t.db.jobs()
+        .complete(&[Completion { lease, outcome }], &DeadHooks::new())
         .await
         .unwrap();
 

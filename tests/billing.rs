@@ -23,6 +23,7 @@ use voxline_domain::audit;
 use voxline_domain::billing::{self, Source, Stamp, SubscriptionState};
 use voxline_domain::db::Scope;
 use voxline_domain::{Db, profiles};
+use voxline_jobs::DbJobs;
 use voxline_jobs::store::{self, JobFilter};
 use voxline_jobs::{Job, JobState, NewJob};
 
@@ -72,16 +73,14 @@ async fn count(t: &TestDb, sql: &'static str) -> i64 {
 }
 
 async fn jobs(t: &TestDb, queue: &str) -> Vec<Job> {
-    store::list(
-        &t.db,
-        &JobFilter {
+    t.db.jobs()
+        .list(&JobFilter {
             queue: Some(queue.into()),
             limit: 100,
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
+        })
+        .await
+        .unwrap()
 }
 
 /// Waits until the billing worker has processed every stored event.
@@ -636,7 +635,7 @@ async fn a_checkout_links_the_customer_that_later_events_name(backend: Backend) 
     .await;
     // The subscription's job retries with backoff; run it now rather than wait (it may have
     // run again by itself already, which is just as good).
-    let _ = store::retry(&t.db, job.id).await;
+    let _ = store::retry(t.db.jobs().as_ref(), job.id).await;
     t.wait_state(job.id, JobState::Done, Duration::from_secs(10))
         .await;
     workers.shutdown().await;

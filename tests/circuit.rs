@@ -7,8 +7,9 @@ mod support;
 use std::time::Duration;
 
 use support::{Backend, TestDb, eventually, free_port, metrics_handle};
+use voxline_jobs::DbJobs;
 use voxline_jobs::payloads::{EmailJob, EmailMessage, TrialEnding};
-use voxline_jobs::{JobState, Runner, store};
+use voxline_jobs::{JobState, Runner};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smtp_outage_opens_the_circuit_and_emails_wait_with_their_attempts() {
@@ -45,7 +46,7 @@ async fn an_smtp_outage_opens_the_circuit_and_emails_wait_with_their_attempts() 
         || async {
             let mut all = true;
             for id in &ids {
-                let job = store::get(&t.db, *id).await.unwrap().unwrap();
+                let job = t.db.jobs().get(*id).await.unwrap().unwrap();
                 all &= job.state == JobState::Scheduled;
             }
             all
@@ -56,7 +57,7 @@ async fn an_smtp_outage_opens_the_circuit_and_emails_wait_with_their_attempts() 
 
     let mut attempts_spent = 0;
     for id in &ids {
-        let job = store::get(&t.db, *id).await.unwrap().unwrap();
+        let job = t.db.jobs().get(*id).await.unwrap().unwrap();
         assert!(
             job.attempt < job.max_attempts,
             "no email may exhaust its attempts during the outage: {job:?}"

@@ -5,7 +5,8 @@ mod support;
 
 use serde_json::{Value, json};
 use support::{Backend, TestDb};
-use voxline_jobs::{Completion, JobId, JobState, NewJob, Outcome, store};
+use voxline_jobs::{Completion, JobId, JobState, NewJob, Outcome};
+use voxline_jobs::{DbJobs, DeadHooks};
 
 async fn voxline_with_env(env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxline"));
@@ -75,15 +76,23 @@ async fn seed(t: &TestDb) -> (JobId, JobId, JobId) {
         .await
         .unwrap()
         .id;
-    let claimed = store::claim(&t.db, "email", "cli-test", 2).await.unwrap();
+    let claimed = t.db.jobs().claim("email", "cli-test", 2).await.unwrap();
     assert_eq!(claimed.len(), 2);
+    let lease_of = |id| {
+        claimed
+            .iter()
+            .find(|j| j.id == id)
+            .map(|j| j.lease())
+            .unwrap()
+    };
     let dead = |id| Completion {
-        id,
+        lease: lease_of(id),
         outcome: Outcome::Dead {
             error: "550 mailbox unavailable".into(),
         },
     };
-    store::complete(&t.db, "cli-test", &[dead(a), dead(b)])
+    t.db.jobs()
+        .complete(&[dead(a), dead(b)], &DeadHooks::new())
         .await
         .unwrap();
     let c = client

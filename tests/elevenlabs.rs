@@ -16,6 +16,7 @@ use support::{Backend, TestDb, eventually, start_api, start_workers};
 use voxline_api::webhooks::elevenlabs::signature_header;
 use voxline_domain::profiles::{self, Profile};
 use voxline_domain::{Db, sessions};
+use voxline_jobs::DbJobs;
 use voxline_jobs::store;
 
 const SECRET: &str = "wsec_voxline_test_secret_0123456789";
@@ -149,15 +150,14 @@ async fn a_signed_transcription_becomes_a_session_whose_analysis_runs(backend: B
             { "speaker": "user", "start": 20.0, "end": 26.0, "text": "How do you measure it today?" }
         ]))
     );
-    let jobs = store::list(
-        &t.db,
-        &store::JobFilter {
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let jobs =
+        t.db.jobs()
+            .list(&store::JobFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
     assert_eq!(jobs.len(), 1, "one job: the analysis");
     assert_eq!(jobs[0].queue, "analysis");
     assert_eq!(jobs[0].payload["session_id"], id.as_str());

@@ -13,6 +13,7 @@ use support::{Backend, TestDb, free_port, service_missing, start_api, token};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use voxline_api::auth::Role;
 use voxline_domain::notifications::{self, EmailKind};
+use voxline_jobs::DbJobs;
 use voxline_jobs::payloads::{EmailJob, EmailMessage, FeedbackReady, PaymentFailed};
 use voxline_jobs::{JobId, JobState, Runner, RunnerHandle};
 use voxline_workers::email::dedupe_key;
@@ -483,10 +484,12 @@ async fn the_same_job_run_twice_sends_one_message(backend: Backend) {
         return;
     };
     send(&t, feedback_email("ann@example.com", "s9")).await;
-    let job = voxline_jobs::store::claim(&t.db, "email", "twice", 1)
-        .await
-        .unwrap()
-        .remove(0);
+    let job =
+        t.db.jobs()
+            .claim("email", "twice", 1)
+            .await
+            .unwrap()
+            .remove(0);
     let handlers = voxline_workers::handlers(&t.db, &t.settings).unwrap();
     let handler = handlers.get(voxline_jobs::payloads::EMAIL_SEND).unwrap();
     handler.run(job.clone()).await.unwrap();

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::{Backend, TestDb, eventually};
 use voxline_domain::db::Scope;
+use voxline_jobs::DbJobs;
 use voxline_jobs::store::{self, JobFilter};
 use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobError, JobState, NewJob, Runner};
 use voxline_workers::diag;
@@ -229,7 +230,13 @@ async fn exhausted_attempts_become_dead_letters_with_every_error(backend: Backen
         "UPDATE jobs SET finished_at = finished_at - 3600000000000",
     )
     .await;
-    assert_eq!(store::prune(&t.db, &t.settings.retention).await.unwrap(), 0);
+    assert_eq!(
+        t.db.jobs()
+            .prune(&t.settings.retention, 10_000)
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(t.job(id).await.state, JobState::Dead);
 }
 
@@ -255,28 +262,28 @@ async fn an_operator_retries_and_discards_dead_jobs(backend: Backend) {
     }
     workers.shutdown().await;
 
-    let retried = store::retry(&t.db, ids[0]).await.unwrap();
+    let retried = store::retry(t.db.jobs().as_ref(), ids[0]).await.unwrap();
     assert_eq!(retried.state, JobState::Available);
     assert_eq!(retried.attempt, 0, "an operator retry resets the attempts");
     assert!(retried.errors.len() == 1, "the history of errors is kept");
 
-    let discarded = store::discard(&t.db, ids[1]).await.unwrap();
+    let discarded = store::discard(t.db.jobs().as_ref(), ids[1]).await.unwrap();
     assert_eq!(discarded.state, JobState::Cancelled);
 
-    match store::retry(&t.db, ids[1]).await {
+    match store::retry(t.db.jobs().as_ref(), ids[1]).await {
         Err(JobError::WrongState {
             state: JobState::Cancelled,
             ..
         }) => {}
         other => panic!("retrying a cancelled job must be refused, got {other:?}"),
     }
-    match store::retry(&t.db, voxline_jobs::JobId(987_654)).await {
+    match store::retry(t.db.jobs().as_ref(), voxline_jobs::JobId(987_654)).await {
         Err(JobError::NotFound(_)) => {}
         other => panic!("retrying a missing job must say so, got {other:?}"),
     }
 
     // Bulk: every dead job of the queue.
-    let bulk = store::retry_all(&t.db, "test", JobState::Dead)
+    let bulk = store::retry_all(t.db.jobs().as_ref(), "test", JobState::Dead)
         .await
         .unwrap();
     assert_eq!(bulk, vec![ids[2]]);
@@ -312,9 +319,15 @@ async fn retention_deletes_old_done_jobs_only(backend: Backend) {
     t.wait_state(fresh, JobState::Done, LONG).await;
     workers.shutdown().await;
 
-    assert_eq!(store::prune(&t.db, &t.settings.retention).await.unwrap(), 1);
-    assert!(store::get(&t.db, old).await.unwrap().is_none());
-    assert!(store::get(&t.db, fresh).await.unwrap().is_some());
+    assert_eq!(
+        t.db.jobs()
+            .prune(&t.settings.retention, 10_000)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(t.db.jobs().get(old).await.unwrap().is_none());
+    assert!(t.db.jobs().get(fresh).await.unwrap().is_some());
 }
 
 on_both_databases!(enqueue_commits_and_rolls_back_with_the_callers_transaction);
@@ -339,7 +352,7 @@ async fn enqueue_commits_and_rolls_back_with_the_callers_transaction(backend: Ba
         .unwrap()
         .id;
     tx.rollback().await.unwrap();
-    assert!(store::get(&t.db, rolled_back).await.unwrap().is_none());
+    assert!(t.db.jobs().get(rolled_back).await.unwrap().is_none());
     assert_eq!(business_rows(&t).await, Vec::<String>::new());
 
     // The same that commits: both exist, and the job was invisible until the commit.
@@ -351,7 +364,7 @@ async fn enqueue_commits_and_rolls_back_with_the_callers_transaction(backend: Ba
         .unwrap()
         .id;
     if backend == Backend::Postgres {
-        let claimed = store::claim(&t.db, "test", "someone", 10).await.unwrap();
+        let claimed = t.db.jobs().claim("test", "someone", 10).await.unwrap();
         assert!(claimed.is_empty(), "an uncommitted job was claimed");
     }
     tx.commit().await.unwrap();
@@ -663,16 +676,15 @@ async fn shutdown_finishes_running_jobs_and_returns_prefetched_ones(backend: Bac
         2,
         "running jobs finish within the grace period"
     );
-    let available = store::list(
-        &t.db,
-        &JobFilter {
-            state: Some(JobState::Available),
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let available =
+        t.db.jobs()
+            .list(&JobFilter {
+                state: Some(JobState::Available),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
     assert_eq!(available.len(), 4);
     assert!(
         available
@@ -722,13 +734,16 @@ async fn a_stale_running_job_is_rescued_and_completes(backend: Backend) {
     };
     let id = t.enqueue(job(diag::NOOP, json!({}))).await;
     // A worker that claimed it and vanished without a heartbeat.
-    let claimed = store::claim(&t.db, "test", "ghost-worker", 1)
-        .await
-        .unwrap();
+    let claimed = t.db.jobs().claim("test", "ghost-worker", 1).await.unwrap();
     assert_eq!(claimed.len(), 1);
 
     let stop = tokio_util::sync::CancellationToken::new();
-    let maintenance = voxline_jobs::maintenance::spawn(t.db.clone(), &t.settings, stop.clone());
+    let maintenance = voxline_jobs::maintenance::spawn(
+        t.db.clone(),
+        &t.settings,
+        voxline_workers::dead_hooks(&t.db),
+        stop.clone(),
+    );
     let workers = runner(&t, diag_handlers()).start();
     let done = t.wait_state(id, JobState::Done, LONG).await;
     workers.shutdown().await;
@@ -761,16 +776,15 @@ async fn each_cron_tick_is_enqueued_once_across_schedulers(backend: Backend) {
     for task in tasks {
         task.await.unwrap();
     }
-    let jobs = store::list(
-        &t.db,
-        &JobFilter {
-            queue: Some("test".into()),
-            limit: 100,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let jobs =
+        t.db.jobs()
+            .list(&JobFilter {
+                queue: Some("test".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
     let mut ticks: Vec<i64> = jobs
         .iter()
         .map(|j| j.payload["tick"].as_i64().unwrap())

@@ -14,6 +14,7 @@ use voxline_domain::Db;
 use voxline_domain::blobs::{BlobStore, LocalBlobs};
 use voxline_domain::db::Scope;
 use voxline_domain::sessions::{self, NewSession};
+use voxline_jobs::DbJobs;
 use voxline_jobs::{JobState, NewJob, store};
 
 const WORDS: &str = "I think our budget is around fifty thousand";
@@ -309,15 +310,14 @@ async fn erasing_a_profile_removes_its_data_keeps_billing_records_and_cancels_it
     assert_eq!(response.status(), StatusCode::OK);
 
     // The waiting jobs about Ann are cancelled; the colleague's is not.
-    let jobs = store::list(
-        &t.db,
-        &store::JobFilter {
-            limit: 20,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("jobs");
+    let jobs =
+        t.db.jobs()
+            .list(&store::JobFilter {
+                limit: 20,
+                ..Default::default()
+            })
+            .await
+            .expect("jobs");
     for job in &jobs {
         let about_ann =
             job.payload["session_id"] == waiting.as_str() || job.payload["profile_id"] == "ann";

@@ -14,6 +14,7 @@ use support::{Backend, TestDb, start_api, start_workers, token};
 use voxline_api::auth::Role;
 use voxline_domain::blobs::BlobStore;
 use voxline_domain::sessions;
+use voxline_jobs::DbJobs;
 use voxline_jobs::{JobState, store};
 
 /// OpenAI "configured" (the key is never used here: no transcription worker runs), so audio
@@ -84,7 +85,7 @@ async fn jobs(t: &TestDb, queue: Option<&str>, state: Option<JobState>) -> Vec<v
         before: None,
         limit: 100,
     };
-    store::list(&t.db, &filter).await.expect("list jobs")
+    t.db.jobs().list(&filter).await.expect("list jobs")
 }
 
 fn blob_files(t: &TestDb) -> usize {

@@ -11,6 +11,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
+use voxline_jobs::DbJobs;
 
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
@@ -254,9 +255,7 @@ async fn a_recording_that_cannot_be_decoded_fails_with_the_reason(backend: Backe
         before: None,
         limit: 10,
     };
-    let dead = voxline_jobs::store::list(&t.db, &filter)
-        .await
-        .expect("jobs");
+    let dead = t.db.jobs().list(&filter).await.expect("jobs");
     assert_eq!(dead.len(), 1, "one dead transcription job");
     assert_eq!(
         dead[0].attempt, 1,

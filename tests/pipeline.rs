@@ -14,7 +14,8 @@ use support::openai_mock::{self, Failure, OpenAiMock, Transcription};
 use support::{Backend, TestDb, eventually, start_api, start_workers};
 use voxline_api::auth::Role;
 use voxline_domain::sessions::{self, SessionRow};
-use voxline_jobs::store::{self, JobFilter};
+use voxline_jobs::DbJobs;
+use voxline_jobs::store::JobFilter;
 use voxline_jobs::{Job, JobState};
 
 const COMPANY: &str = "acme";
@@ -190,7 +191,7 @@ impl Pipeline {
             limit: 100,
         };
         let mut found = Vec::new();
-        for job in store::list(&self.t.db, &filter).await.expect("list jobs") {
+        for job in self.t.db.jobs().list(&filter).await.expect("list jobs") {
             let about = job.payload["session_id"].as_str() == Some(session)
                 || job.payload["data"]["session_id"].as_str() == Some(session);
             if about {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::{Backend, TestDb, signal};
 use voxline_domain::Db;
+use voxline_jobs::DbJobs;
 use voxline_jobs::{JobState, NewJob, store};
 use voxline_workers::diag;
 
@@ -26,16 +27,15 @@ const FAST_ENV: &[(&str, &str)] = &[
 ];
 
 async fn running_holders(db: &Db) -> HashSet<String> {
-    let jobs = store::list(
-        db,
-        &store::JobFilter {
+    let jobs = db
+        .jobs()
+        .list(&store::JobFilter {
             state: Some(JobState::Running),
             limit: 1000,
             ..Default::default()
-        },
-    )
-    .await
-    .expect("list running");
+        })
+        .await
+        .expect("list running");
     jobs.into_iter().filter_map(|j| j.locked_by).collect()
 }
 
@@ -96,7 +96,7 @@ async fn two_worker_processes_neither_double_run_nor_lose_jobs(backend: Backend)
 
     let mut holders = HashSet::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while store::unfinished(&t.db, "work").await.unwrap() > 0 {
+    while t.db.jobs().unfinished("work").await.unwrap() > 0 {
         holders.extend(running_holders(&t.db).await);
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -117,15 +117,14 @@ async fn two_worker_processes_neither_double_run_nor_lose_jobs(backend: Backend)
         "both processes should have worked: {holders:?}"
     );
     assert_eq!(t.count(JobState::Done).await, JOBS as i64, "no job lost");
-    let all = store::list(
-        &t.db,
-        &store::JobFilter {
-            limit: 5000,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let all =
+        t.db.jobs()
+            .list(&store::JobFilter {
+                limit: 5000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
     assert_eq!(all.len(), JOBS);
     let claimed_twice: Vec<_> = all
         .iter()
@@ -222,7 +221,7 @@ async fn two_scheduler_processes_enqueue_each_cron_tick_once(backend: Backend) {
         limit: 100,
         ..Default::default()
     };
-    let jobs = store::list(&t.db, &filter).await.unwrap();
+    let jobs = t.db.jobs().list(&filter).await.unwrap();
     let mut ticks: Vec<i64> = jobs
         .iter()
         .map(|j| j.payload["tick"].as_i64().unwrap())

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use support::{Backend, TestDb, eventually, start_api, token};
 use voxline_api::auth::Role;
 use voxline_domain::Db;
+use voxline_jobs::DbJobs;
 use voxline_jobs::{JobState, Runner, store};
 
 fn discovery_call() -> Value {
@@ -275,15 +276,14 @@ async fn another_company_sees_nothing_and_feedback_waits_for_ready(backend: Back
             "no data of the other company"
         );
     }
-    let jobs = store::list(
-        &t.db,
-        &store::JobFilter {
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let jobs =
+        t.db.jobs()
+            .list(&store::JobFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].state, JobState::Available);
     assert_eq!(jobs[0].payload["session_id"], id);

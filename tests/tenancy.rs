@@ -15,6 +15,7 @@ use voxline_api::auth::{Claims, Keys, Role};
 use voxline_domain::Db;
 use voxline_domain::db::{APP_ROLE, Scope};
 use voxline_domain::sessions::{self, NewSession};
+use voxline_jobs::DbJobs;
 use voxline_jobs::payloads::SessionJob;
 use voxline_jobs::{JobState, store};
 
@@ -253,15 +254,14 @@ async fn a_session_is_deleted_by_its_profile_or_an_admin_only(backend: Backend) 
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
     // Their analysis jobs (no worker ran) were cancelled with them.
-    let jobs = store::list(
-        &t.db,
-        &store::JobFilter {
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("jobs");
+    let jobs =
+        t.db.jobs()
+            .list(&store::JobFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("jobs");
     assert_eq!(jobs.len(), 2);
     assert!(
         jobs.iter().all(|j| j.state == JobState::Cancelled),
@@ -336,16 +336,15 @@ async fn a_worker_given_another_companys_session_reads_nothing_of_it(backend: Ba
             .expect("feedback")
             .is_none()
     );
-    let mails = store::list(
-        &t.db,
-        &store::JobFilter {
-            queue: Some("email".into()),
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("jobs");
+    let mails =
+        t.db.jobs()
+            .list(&store::JobFilter {
+                queue: Some("email".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("jobs");
     assert!(mails.is_empty(), "nothing about it was mailed: {mails:#?}");
 }
 

@@ -203,8 +203,16 @@ pub async fn queues(
     State(state): State<AppState>,
     _operator: Operator,
 ) -> Result<Json<QueuesResponse>, ApiError> {
-    let stats = store::stats(&state.db).await.map_err(ApiError::internal)?;
-    let activity = store::activity(&state.db, ACTIVITY_WINDOW)
+    let stats = state
+        .jobs
+        .store()
+        .stats()
+        .await
+        .map_err(ApiError::internal)?;
+    let activity = state
+        .jobs
+        .store()
+        .activity(ACTIVITY_WINDOW)
         .await
         .map_err(ApiError::internal)?;
     let mut names = state.settings.queue_names();
@@ -270,7 +278,10 @@ pub async fn jobs(
         before: q.cursor.map(JobId),
         limit,
     };
-    let jobs = store::list(&state.db, &filter)
+    let jobs = state
+        .jobs
+        .store()
+        .list(&filter)
         .await
         .map_err(ApiError::internal)?;
     let next_cursor = (jobs.len() as u32 == limit)
@@ -291,7 +302,10 @@ pub async fn job(
     _operator: Operator,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<JobDetail>, ApiError> {
-    let job = store::get(&state.db, JobId(id))
+    let job = state
+        .jobs
+        .store()
+        .get(JobId(id))
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| job_error(JobError::NotFound(JobId(id))))?;
@@ -324,7 +338,7 @@ pub async fn retry(
     operator: Operator,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<JobSummary>, ApiError> {
-    let job = store::retry(&state.db, JobId(id))
+    let job = store::retry(state.jobs.store().as_ref(), JobId(id))
         .await
         .map_err(job_error)?;
     recorded(&state, &operator, "job.retry", job).await
@@ -339,7 +353,7 @@ pub async fn discard(
     operator: Operator,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<JobSummary>, ApiError> {
-    let job = store::discard(&state.db, JobId(id))
+    let job = store::discard(state.jobs.store().as_ref(), JobId(id))
         .await
         .map_err(job_error)?;
     recorded(&state, &operator, "job.discard", job).await
@@ -366,7 +380,7 @@ pub async fn retry_dead(
     operator: Operator,
     ApiPath(queue): ApiPath<String>,
 ) -> Result<Json<RetriedResponse>, ApiError> {
-    let ids = store::retry_all(&state.db, &queue, JobState::Dead)
+    let ids = store::retry_all(state.jobs.store().as_ref(), &queue, JobState::Dead)
         .await
         .map_err(job_error)?;
     let retried: Vec<i64> = ids.iter().map(|id| id.0).collect();

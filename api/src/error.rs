@@ -1,9 +1,22 @@
 //! The one place errors become HTTP answers: `{"error": {"code", "message", "field"}}`.
+//!
+//! A database that cannot be reached (down, restarting, its pooled connections broken) is
+//! answered 503 `database_unavailable` with a `Retry-After`, never 500: see
+//! [`ApiError::internal`] and [`is_unavailable`].
+
+mod unavailable;
+
+pub use unavailable::is_unavailable;
+
+use std::fmt::Display;
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+/// What a 503 `database_unavailable` tells the client to wait before retrying.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
 
 #[derive(Debug, Serialize)]
 pub struct ErrorBody {
@@ -40,13 +53,31 @@ impl ApiError {
     }
 
     /// A failure that is ours, not the caller's: logged with its cause, answered without it.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
+    /// When the cause is the database being unreachable ([`is_unavailable`], looked for
+    /// through `DbError`, `JobError` and `QuotaError`), the answer is
+    /// [`ApiError::database_unavailable`] instead of 500.
+    pub fn internal<E: Display + 'static>(cause: E) -> Self {
+        if unavailable::cause_is_unavailable(&cause) {
+            return ApiError::database_unavailable(&cause);
+        }
         tracing::error!(error = %cause, "request failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the operation failed; see the server log",
         )
+    }
+
+    /// 503 `database_unavailable` with `Retry-After`: the request may well succeed a moment
+    /// later, once the database answers again (or the pool has replaced its broken connections).
+    pub fn database_unavailable(cause: &dyn Display) -> Self {
+        tracing::warn!(error = %cause, "request failed: the database is unreachable");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database cannot be reached right now; retry shortly",
+        )
+        .retry_after(DATABASE_RETRY_AFTER_SECS)
     }
 
     pub fn field(mut self, field: impl Into<String>) -> Self {
@@ -68,6 +99,25 @@ impl IntoResponse for ApiError {
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
+    }
+}
+
+/// Database errors for `?`: 503 when the database is unreachable, otherwise 500.
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+impl From<voxline_domain::DbError> for ApiError {
+    fn from(error: voxline_domain::DbError) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+impl From<voxline_jobs::JobError> for ApiError {
+    fn from(error: voxline_jobs::JobError) -> Self {
+        ApiError::internal(error)
     }
 }
 

@@ -17,7 +17,7 @@ use voxline_domain::blobs::BlobError;
 use voxline_domain::db::Scope;
 use voxline_domain::gdpr;
 use voxline_jobs::payloads::{BlobsDelete, ExportJob};
-use voxline_jobs::store::{self, ErasedSubject};
+use voxline_jobs::store::ErasedSubject;
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -129,16 +129,19 @@ pub async fn erase(
     let erased = gdpr::erase_profile(&mut tx, company, profile)
         .await
         .map_err(ApiError::internal)?;
-    let cancelled = store::cancel_for_erased(
-        &mut tx,
-        &ErasedSubject {
-            company_id: company,
-            profile_id: Some(profile),
-            session_ids: &erased.session_ids,
-        },
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    let cancelled = state
+        .jobs
+        .store()
+        .cancel_for_erased(
+            &mut tx,
+            &ErasedSubject {
+                company_id: company,
+                profile_id: Some(profile),
+                session_ids: &erased.session_ids,
+            },
+        )
+        .await
+        .map_err(ApiError::internal)?;
     if !erased.blobs.is_empty() {
         let job = BlobsDelete {
             company_id: company.to_string(),

@@ -1,17 +1,24 @@
 //! Prometheus metrics at `/metrics`: what this process recorded (job durations and attempts,
-//! HTTP requests) plus queue gauges read from the database at scrape time, so any API process
-//! reports the whole deployment's queues.
+//! HTTP requests) plus queue gauges read from the database, so any API process reports the
+//! whole deployment's queues. The counts are cached ([`cached`]): however often and however
+//! many scrapers ask, the database is read at most once per [`QUEUE_GAUGES_MAX_AGE`].
 
-use std::time::Instant;
+mod cached;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use voxline_jobs::{JobState, store};
+use voxline_domain::Db;
+use voxline_jobs::{DbJobs, JobError, JobState, QueueStats};
 
 use crate::AppState;
+use cached::Cached;
 
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -34,30 +41,13 @@ pub async fn render(State(state): State<AppState>) -> Response {
         )
             .into_response();
     };
-    match store::stats(&state.db).await {
-        Ok(stats) => {
-            for queue in state
-                .settings
-                .queue_names()
-                .into_iter()
-                .chain(stats.iter().map(|s| s.queue.clone()))
-            {
-                let s = stats.iter().find(|s| s.queue == queue);
-                for st in JobState::ALL {
-                    let n = s.and_then(|s| s.counts.get(&st)).copied().unwrap_or(0);
-                    metrics::gauge!("voxline_jobs", "queue" => queue.clone(), "state" => st.as_str()).set(n as f64);
-                }
-                let dead = s
-                    .and_then(|s| s.counts.get(&JobState::Dead))
-                    .copied()
-                    .unwrap_or(0);
-                metrics::gauge!("voxline_dead_letters", "queue" => queue.clone()).set(dead as f64);
-                let age = s.and_then(|s| s.oldest_available_age_ms).unwrap_or(0);
-                metrics::gauge!("voxline_oldest_available_age_seconds", "queue" => queue.clone())
-                    .set(age as f64 / 1000.0);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "metrics: reading queue counts failed"),
+    let stats = queue_stats_cache(&state)
+        .get(Instant::now(), "queue counts for metrics", || {
+            read_queue_stats(&state.db)
+        })
+        .await;
+    if let Some(stats) = stats {
+        set_queue_gauges(&state, &stats);
     }
     (
         [(
@@ -67,6 +57,58 @@ pub async fn render(State(state): State<AppState>) -> Response {
         handle.render(),
     )
         .into_response()
+}
+
+/// How stale the queue gauges may be: one read of the counts per second serves every scrape.
+pub const QUEUE_GAUGES_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The one call that reads the queue counts (a `GROUP BY` over the jobs table).
+async fn read_queue_stats(db: &Db) -> Result<Vec<QueueStats>, JobError> {
+    db.jobs().stats().await
+}
+
+/// The queue counts' cache of the database `state` serves. One per database, not per process:
+/// the gauges describe a deployment's queues, and one process may serve several databases
+/// (the test binaries do), each of which must report its own.
+fn queue_stats_cache(state: &AppState) -> Arc<Cached<Vec<QueueStats>>> {
+    type Caches = Mutex<HashMap<(String, String), Arc<Cached<Vec<QueueStats>>>>>;
+    static CACHES: OnceLock<Caches> = OnceLock::new();
+    let database = &state.settings.database;
+    let key = (state.settings.database_url(), database.schema.clone());
+    let mut caches = CACHES
+        .get_or_init(Caches::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    caches
+        .entry(key)
+        .or_insert_with(|| Arc::new(Cached::new(QUEUE_GAUGES_MAX_AGE)))
+        .clone()
+}
+
+/// Sets the queue gauges from `stats` on every scrape (cheap), so that each scrape shows the
+/// counts of its own database even where several share the process-wide recorder.
+fn set_queue_gauges(state: &AppState, stats: &[QueueStats]) {
+    for queue in state
+        .settings
+        .queue_names()
+        .into_iter()
+        .chain(stats.iter().map(|s| s.queue.clone()))
+    {
+        let s = stats.iter().find(|s| s.queue == queue);
+        for st in JobState::ALL {
+            let n = s.and_then(|s| s.counts.get(&st)).copied().unwrap_or(0);
+            metrics::gauge!("voxline_jobs", "queue" => queue.clone(), "state" => st.as_str())
+                .set(n as f64);
+        }
+        let dead = s
+            .and_then(|s| s.counts.get(&JobState::Dead))
+            .copied()
+            .unwrap_or(0);
+        metrics::gauge!("voxline_dead_letters", "queue" => queue.clone()).set(dead as f64);
+        let age = s.and_then(|s| s.oldest_available_age_ms).unwrap_or(0);
+        metrics::gauge!("voxline_oldest_available_age_seconds", "queue" => queue.clone())
+            .set(age as f64 / 1000.0);
+    }
 }
 
 /// Records every request's duration by route template (never the raw path: ids would

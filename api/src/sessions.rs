@@ -16,7 +16,7 @@ use voxline_domain::sessions::{self, NewSession, StoredResponse};
 use voxline_jobs::NewJob;
 use voxline_jobs::payloads::BlobsDelete;
 use voxline_jobs::payloads::SessionJob;
-use voxline_jobs::store::{self, ErasedSubject};
+use voxline_jobs::store::ErasedSubject;
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
@@ -449,16 +449,19 @@ pub async fn delete(
             "only the session's own profile or a company admin may delete it",
         ));
     }
-    let cancelled = store::cancel_for_erased(
-        &mut tx,
-        &ErasedSubject {
-            company_id: company,
-            profile_id: None,
-            session_ids: std::slice::from_ref(&session.id),
-        },
-    )
-    .await
-    .map_err(ApiError::internal)?;
+    let cancelled = state
+        .jobs
+        .store()
+        .cancel_for_erased(
+            &mut tx,
+            &ErasedSubject {
+                company_id: company,
+                profile_id: None,
+                session_ids: std::slice::from_ref(&session.id),
+            },
+        )
+        .await
+        .map_err(ApiError::internal)?;
     if let Some(audio) = &session.audio_ref {
         let job = BlobsDelete {
             company_id: company.to_string(),

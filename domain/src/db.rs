@@ -68,6 +68,17 @@ impl PgDb {
         set_scope(&mut tx, scope).await?;
         Ok(tx)
     }
+
+    /// Like [`PgDb::begin_scoped`], on the worker runtime's own connections (`engine_pool`):
+    /// for the job engine's writes that change other rows too (a dead job's on-dead hook).
+    pub async fn begin_engine_scoped(
+        &self,
+        scope: Scope<'_>,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let mut tx = self.engine_pool.begin().await?;
+        set_scope(&mut tx, scope).await?;
+        Ok(tx)
+    }
 }
 
 async fn set_scope(conn: &mut sqlx::PgConnection, scope: Scope<'_>) -> Result<(), sqlx::Error> {

@@ -233,23 +233,40 @@ pub struct LoggedEmail {
     pub detail: Option<String>,
 }
 
-/// Claims the right to send: inserts a `sending` row, or takes over a `failed` one or a
-/// `sending` one left behind more than ten minutes ago (a worker that died mid-send). `None`
-/// means someone else holds or finished it; `Some(status)` of the row shows which.
+/// The job attempt that claims an email: its job id and lease (fencing token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendHolder {
+    pub job: i64,
+    pub lease: i64,
+}
+
+/// Claims the right to send for `holder`: inserts a `sending` row, or takes over a `failed`
+/// one, or a `sending` one whose holder's lease is gone (its job is no longer running under
+/// that lease: the attempt crashed, timed out or was rescued), or one left behind more than ten
+/// minutes ago by a holder that recorded no lease. `Err(row)` means another live attempt holds
+/// it, or it is finished; the row's status shows which.
 pub async fn claim_send(
     db: &Db,
     email: &EmailRecord<'_>,
+    holder: SendHolder,
 ) -> Result<Result<(), LoggedEmail>, DbError> {
     let claimed: Option<i64> = match db {
         Db::Postgres(pg) => {
             let mut tx = pg.begin_scoped(email.scope()).await?;
             let id = sqlx::query_scalar(
                 "INSERT INTO email_log (dedupe_key, company_id, profile_id, recipient, template,
-                                        subject_id, message_id, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'sending')
-                 ON CONFLICT (dedupe_key) DO UPDATE SET status = 'sending', updated_at = now()
+                                        subject_id, message_id, status,
+                                        claim_job, claim_lease)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'sending', $8, $9)
+                 ON CONFLICT (dedupe_key) DO UPDATE SET status = 'sending', updated_at = now(),
+                     claim_job = EXCLUDED.claim_job, claim_lease = EXCLUDED.claim_lease
                  WHERE email_log.status = 'failed'
-                    OR (email_log.status = 'sending' AND email_log.updated_at < now() - interval '10 minutes')
+                    OR (email_log.status = 'sending' AND (
+                        (email_log.claim_job IS NULL
+                         AND email_log.updated_at < now() - interval '10 minutes')
+                        OR (email_log.claim_job IS NOT NULL AND NOT EXISTS (
+                            SELECT 1 FROM jobs WHERE jobs.id = email_log.claim_job
+                              AND jobs.lease = email_log.claim_lease AND jobs.state = 'running'))))
                  RETURNING id",
             )
             .bind(email.dedupe_key)
@@ -259,6 +276,8 @@ pub async fn claim_send(
             .bind(email.template.as_str())
             .bind(email.subject_id)
             .bind(email.message_id)
+            .bind(holder.job)
+            .bind(holder.lease)
             .fetch_optional(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -268,11 +287,17 @@ pub async fn claim_send(
             let now = now_us();
             sqlx::query_scalar(
                 "INSERT INTO email_log (dedupe_key, company_id, profile_id, recipient, template,
-                                        subject_id, message_id, status, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'sending', ?8)
-                 ON CONFLICT (dedupe_key) DO UPDATE SET status = 'sending', updated_at = ?8
+                                        subject_id, message_id, status, updated_at,
+                                        claim_job, claim_lease)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'sending', ?8, ?9, ?10)
+                 ON CONFLICT (dedupe_key) DO UPDATE SET status = 'sending', updated_at = ?8,
+                     claim_job = excluded.claim_job, claim_lease = excluded.claim_lease
                  WHERE email_log.status = 'failed'
-                    OR (email_log.status = 'sending' AND email_log.updated_at < ?8 - 600000000)
+                    OR (email_log.status = 'sending' AND (
+                        (email_log.claim_job IS NULL AND email_log.updated_at < ?8 - 600000000)
+                        OR (email_log.claim_job IS NOT NULL AND NOT EXISTS (
+                            SELECT 1 FROM jobs WHERE jobs.id = email_log.claim_job
+                              AND jobs.lease = email_log.claim_lease AND jobs.state = 'running'))))
                  RETURNING id",
             )
             .bind(email.dedupe_key)
@@ -283,6 +308,8 @@ pub async fn claim_send(
             .bind(email.subject_id)
             .bind(email.message_id)
             .bind(now)
+            .bind(holder.job)
+            .bind(holder.lease)
             .fetch_optional(&lite.pool)
             .await?
         }

@@ -330,6 +330,63 @@ pub async fn set_status(
     Ok(())
 }
 
+/// Marks a session `failed` with `reason` inside the caller's transaction (the job engine's,
+/// when a pipeline job dies), so the session fails exactly when its job does. A `ready`
+/// session stays ready. On Postgres the change is announced by NOTIFY at commit; on SQLite
+/// the in-process event goes out now (the engine commits right after its hooks).
+pub async fn fail_in(
+    db: &Db,
+    tx: &mut Tx<'_>,
+    company: &str,
+    id: &str,
+    reason: &str,
+) -> Result<bool, DbError> {
+    let event = SessionEvent {
+        company_id: company.to_string(),
+        session_id: id.to_string(),
+        status: "failed".to_string(),
+        error: Some(reason.to_string()),
+    };
+    match (db, tx) {
+        (Db::Postgres(pg), Tx::Postgres(tx)) => {
+            let changed = sqlx::query(
+                "WITH changed AS (
+                    UPDATE sessions SET status = 'failed', error = $3, updated_at = now()
+                    WHERE company_id = $1 AND id = $2 AND status <> 'ready' RETURNING 1)
+                 SELECT pg_notify($4, $5) FROM changed",
+            )
+            .bind(company)
+            .bind(id)
+            .bind(reason)
+            .bind(&pg.events_channel)
+            .bind(event.payload())
+            .fetch_optional(&mut **tx)
+            .await?;
+            Ok(changed.is_some())
+        }
+        (Db::Sqlite(lite), Tx::Sqlite { tx, .. }) => {
+            let changed = sqlx::query(
+                "UPDATE sessions SET status = 'failed', error = ?3, updated_at = ?4
+                 WHERE company_id = ?1 AND id = ?2 AND status <> 'ready'",
+            )
+            .bind(company)
+            .bind(id)
+            .bind(reason)
+            .bind(now_us())
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+            if changed > 0 {
+                let _ = lite.session_events.send(event);
+            }
+            Ok(changed > 0)
+        }
+        _ => Err(DbError::Url(
+            "a transaction of the other database was passed to sessions::fail_in".into(),
+        )),
+    }
+}
+
 pub async fn segments(db: &Db, company: &str, id: &str) -> Result<Option<Value>, DbError> {
     Ok(match db {
         Db::Postgres(pg) => {

@@ -6,22 +6,32 @@ use voxline_domain::{Db, Settings, Tx};
 
 use crate::error::JobError;
 use crate::model::{Enqueued, NewJob};
-use crate::store;
+use crate::store::{self, JobStore};
 
 /// Enqueues jobs with the queue defaults from configuration. Cheap to clone.
 #[derive(Clone)]
 pub struct JobClient {
     db: Db,
+    store: Arc<dyn JobStore>,
     settings: Arc<Settings>,
 }
 
 impl JobClient {
     pub fn new(db: Db, settings: Arc<Settings>) -> Self {
-        JobClient { db, settings }
+        JobClient {
+            store: store::for_db(&db),
+            db,
+            settings,
+        }
     }
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The job store behind this client (operator reads and actions).
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.store
     }
 
     pub fn settings(&self) -> &Settings {
@@ -33,22 +43,15 @@ impl JobClient {
             .unwrap_or_else(|| self.settings.queue(&job.queue).max_attempts)
     }
 
-    fn pg_channel(&self) -> &str {
-        match &self.db {
-            Db::Postgres(pg) => &pg.notify_channel,
-            Db::Sqlite(_) => "",
-        }
-    }
-
     /// Enqueues `job` in the caller's transaction: it becomes visible to workers only if and
     /// when that transaction commits, together with the caller's own rows.
     pub async fn enqueue(&self, tx: &mut Tx<'_>, job: &NewJob) -> Result<Enqueued, JobError> {
-        store::insert(tx, job, self.max_attempts(job), self.pg_channel()).await
+        self.store.insert_in(tx, job, self.max_attempts(job)).await
     }
 
     /// Enqueues `job` on its own: one autocommit statement, durable when this returns.
     pub async fn enqueue_now(&self, job: &NewJob) -> Result<Enqueued, JobError> {
-        store::insert_now(&self.db, job, self.max_attempts(job)).await
+        self.store.insert(job, self.max_attempts(job)).await
     }
 
     /// Enqueues many jobs in one transaction (bulk insert); returns how many were new.
@@ -60,6 +63,6 @@ impl JobClient {
                 (job, attempts)
             })
             .collect();
-        store::insert_many(&self.db, &resolved).await
+        self.store.insert_many(&resolved).await
     }
 }

@@ -19,6 +19,12 @@ pub enum JobError {
     Payload(#[from] serde_json::Error),
     #[error("stored job is corrupt: {0}")]
     Corrupt(String),
+    /// A transaction of the other database was handed to this store (a wiring bug).
+    #[error("a {given} transaction was passed to the {store} job store")]
+    WrongDatabase {
+        given: &'static str,
+        store: &'static str,
+    },
 }
 
 impl From<sqlx::Error> for JobError {

@@ -7,7 +7,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::ClaimedJob;
+use futures::future::BoxFuture;
+use voxline_domain::Tx;
+
+use crate::model::{ClaimedJob, DeadJob};
 
 /// Why an attempt failed, which decides what happens next.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -72,11 +75,58 @@ where
     }
 }
 
+/// What a job kind does when one of its jobs ends `dead` (attempts exhausted, a permanent
+/// error, a time-out on the last attempt, a rescue after the last attempt): it runs inside
+/// the transaction that moves the job to `dead`, so the owner's state (a session `failed` with
+/// the reason) changes exactly when the job dies, never before and never not at all.
+pub trait OnDead: Send + Sync + 'static {
+    fn on_dead<'a, 't>(
+        &'a self,
+        tx: &'a mut Tx<'t>,
+        job: &'a DeadJob,
+    ) -> BoxFuture<'a, Result<(), String>>
+    where
+        't: 'a;
+}
+
+/// On-dead hooks by job kind. Every process that can move a job to `dead` holds them: the
+/// worker pools (their attempts' outcomes) and the maintenance leader (rescue).
+#[derive(Clone, Default)]
+pub struct DeadHooks {
+    by_kind: HashMap<String, Arc<dyn OnDead>>,
+}
+
+impl DeadHooks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(mut self, kind: impl Into<String>, hook: impl OnDead) -> Self {
+        self.by_kind.insert(kind.into(), Arc::new(hook));
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn OnDead>> {
+        self.by_kind.get(kind)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_kind.is_empty()
+    }
+}
+
+impl std::fmt::Debug for DeadHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.by_kind.keys()).finish()
+    }
+}
+
 /// Handlers by job kind. A claimed job whose kind has no handler goes to `dead`: no later
 /// attempt would find one either (until a deploy adds it, and then an operator retries it).
 #[derive(Clone, Default)]
 pub struct Handlers {
     by_kind: HashMap<String, Arc<dyn Handler>>,
+    dead_hooks: DeadHooks,
 }
 
 impl Handlers {
@@ -91,6 +141,18 @@ impl Handlers {
 
     pub fn get(&self, kind: &str) -> Option<Arc<dyn Handler>> {
         self.by_kind.get(kind).cloned()
+    }
+
+    /// Adds on-dead hooks (see [`OnDead`]); a kind registered twice keeps the later hook.
+    pub fn with_dead_hooks(mut self, hooks: DeadHooks) -> Self {
+        for (kind, hook) in hooks.by_kind {
+            self.dead_hooks.by_kind.insert(kind, hook);
+        }
+        self
+    }
+
+    pub fn dead_hooks(&self) -> &DeadHooks {
+        &self.dead_hooks
     }
 
     pub fn kinds(&self) -> impl Iterator<Item = &str> {

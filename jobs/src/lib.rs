@@ -24,7 +24,10 @@ pub mod store;
 
 pub use client::JobClient;
 pub use error::JobError;
-pub use handler::{Handler, HandlerError, Handlers};
-pub use model::{ClaimedJob, Completion, Enqueued, Job, JobId, NewJob, Outcome, QueueStats};
+pub use handler::{DeadHooks, Handler, HandlerError, Handlers, OnDead};
+pub use model::{
+    ClaimedJob, Completion, DeadJob, Enqueued, Job, JobId, Lease, NewJob, Outcome, QueueStats,
+};
 pub use runtime::{Runner, RunnerHandle};
 pub use state::JobState;
+pub use store::{DbJobs, JobStore};

@@ -119,16 +119,43 @@ pub struct Job {
     pub errors: Vec<AttemptError>,
 }
 
+/// One claim of one job: the fencing token an attempt carries. Every claim increments the
+/// job's `lease`, and the store refuses an acknowledgement, heartbeat, release or side-effect
+/// claim whose token is not the job's current one, so an attempt whose job was rescued and
+/// claimed again (by any process, the same one included) can change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Lease {
+    pub job: JobId,
+    pub token: i64,
+}
+
+impl std::fmt::Display for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.job, self.token)
+    }
+}
+
 /// A job a worker process has claimed (state `running`, `attempt` already counted).
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub id: JobId,
+    /// This claim's fencing token (see [`Lease`]).
+    pub lease: i64,
     pub queue: String,
     pub kind: String,
     pub payload: serde_json::Value,
     pub attempt: u32,
     pub max_attempts: u32,
     pub timeout_ms: Option<u64>,
+}
+
+impl ClaimedJob {
+    pub fn lease(&self) -> Lease {
+        Lease {
+            job: self.id,
+            token: self.lease,
+        }
+    }
 }
 
 /// How one attempt ended, as the store records it.
@@ -154,8 +181,19 @@ pub enum Outcome {
 /// An attempt's outcome for a claimed job, waiting to be written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
-    pub id: JobId,
+    pub lease: Lease,
     pub outcome: Outcome,
+}
+
+/// A job that has just ended `dead`, as its kind's on-dead hook sees it.
+#[derive(Debug, Clone)]
+pub struct DeadJob {
+    pub id: JobId,
+    pub queue: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    /// Why it died (the last attempt's error).
+    pub error: String,
 }
 
 /// Counts per state for one queue.

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod openai_mock;
+pub mod pg_cluster;
 pub mod stripe_mock;
 
 use std::future::Future;
@@ -16,7 +17,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use voxline_domain::{Db, Settings};
-use voxline_jobs::{Job, JobClient, JobId, JobState, NewJob, store};
+use voxline_jobs::DbJobs;
+use voxline_jobs::{Job, JobClient, JobId, JobState, NewJob};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -140,7 +142,9 @@ impl TestDb {
     }
 
     pub async fn job(&self, id: JobId) -> Job {
-        store::get(&self.db, id)
+        self.db
+            .jobs()
+            .get(id)
             .await
             .expect("get job")
             .expect("job exists")
@@ -167,7 +171,9 @@ impl TestDb {
 
     /// Counts of jobs per state over the whole table.
     pub async fn count(&self, state: JobState) -> i64 {
-        store::stats(&self.db)
+        self.db
+            .jobs()
+            .stats()
             .await
             .expect("stats")
             .iter()

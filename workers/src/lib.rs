@@ -11,12 +11,18 @@ pub mod pipeline;
 pub mod transcription;
 
 use voxline_domain::{Db, Settings};
-use voxline_jobs::Handlers;
+use voxline_jobs::{DeadHooks, Handlers};
+
+/// What voxline does when one of its jobs dies, by job kind: for every process that can see a
+/// job die (the worker pools, and the maintenance leader's rescue).
+pub fn dead_hooks(db: &Db) -> DeadHooks {
+    pipeline::dead_hooks(db)
+}
 
 /// Every handler voxline runs, by job kind. Fails when a worker cannot be set up from the
 /// configuration (e.g. an unusable `smtp.url`).
 pub fn handlers(db: &Db, settings: &Settings) -> Result<Handlers, String> {
-    let handlers = Handlers::new();
+    let handlers = Handlers::new().with_dead_hooks(dead_hooks(db));
     let handlers = diag::register(handlers);
     let jobs = voxline_jobs::JobClient::new(db.clone(), std::sync::Arc::new(settings.clone()));
     let handlers = maintenance::register(handlers, jobs.clone());

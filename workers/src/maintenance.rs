@@ -7,15 +7,19 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use voxline_domain::Db;
 use voxline_domain::blobs::{BlobStore, LocalBlobs};
 use voxline_domain::gdpr;
+use voxline_jobs::maintenance::pruner;
 use voxline_jobs::payloads::{
     BLOBS_DELETE, BlobsDelete, DataExportReady, EmailJob, EmailMessage, ExportJob, GDPR_EXPORT,
 };
-use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobClient, store};
+use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobClient};
 
 /// `retention.prune` (daily cron): deletes finished jobs past their configured retention,
 /// uploaded audio older than `retention.audio_days`, and expired export bundles. The elected
 /// leader also prunes jobs every minute; this job makes the daily pass visible to operators.
 pub const RETENTION_PRUNE: &str = "retention.prune";
+
+/// The daily job prunes until it has caught up, however long that takes.
+const PRUNE_BUDGET: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Rows fetched per round of a sweep; a sweep goes on until a round comes back short.
 const SWEEP_BATCH: i64 = 500;
@@ -65,7 +69,11 @@ fn retry(e: impl std::fmt::Display) -> HandlerError {
 async fn prune(jobs: &JobClient, blobs: &dyn BlobStore) -> Result<(), HandlerError> {
     let db = jobs.db();
     let retention = &jobs.settings().retention;
-    let deleted_jobs = store::prune(db, retention).await.map_err(retry)?;
+    let deleted_jobs =
+        pruner::prune_until_caught_up(jobs.store().as_ref(), retention, PRUNE_BUDGET)
+            .await
+            .map_err(retry)?
+            .deleted;
     let mut audio = 0usize;
     if retention.audio_days > 0 {
         let before = Utc::now() - ChronoDuration::days(retention.audio_days as i64);

@@ -1,50 +1,46 @@
-//! What every session pipeline step (transcription, analysis) shares: when a step fails for
-//! the last time, the session is marked `failed` with the reason, so `GET /api/sessions/{id}`
-//! and its event stream say why instead of waiting forever.
+//! What every session pipeline step (transcription, analysis) shares: when a step's job dies
+//! (attempts exhausted, a permanent error, a time-out on the last attempt, a rescue after the
+//! last attempt), its on-dead hook marks the session `failed` with the reason, in the engine's
+//! transaction, so `GET /api/sessions/{id}` and its event stream say why instead of waiting
+//! forever.
 
-use voxline_domain::{Db, sessions};
-use voxline_jobs::payloads::SessionJob;
-use voxline_jobs::{ClaimedJob, HandlerError};
+use futures::future::BoxFuture;
+use voxline_domain::{Db, Tx, sessions};
+use voxline_jobs::payloads::{ANALYSIS_RUN, SessionJob, TRANSCRIPTION_RUN};
+use voxline_jobs::{ClaimedJob, DeadHooks, DeadJob, HandlerError, OnDead};
 
-/// Whether this failure ends the job: a permanent error, or a retryable one on the last
-/// attempt. A snooze spends no attempt, so it never ends the job.
-pub fn is_final_failure(job: &ClaimedJob, error: &HandlerError) -> bool {
-    match error {
-        HandlerError::Permanent(_) => true,
-        HandlerError::Retryable { .. } => job.attempt >= job.max_attempts,
-        HandlerError::Snooze { .. } => false,
+/// Marks the session of a dead pipeline job `failed`.
+struct FailSession {
+    db: Db,
+}
+
+impl OnDead for FailSession {
+    fn on_dead<'a, 't>(
+        &'a self,
+        tx: &'a mut Tx<'t>,
+        job: &'a DeadJob,
+    ) -> BoxFuture<'a, Result<(), String>>
+    where
+        't: 'a,
+    {
+        Box::pin(async move {
+            // A payload that never named a session has no session to fail.
+            let Ok(task) = serde_json::from_value::<SessionJob>(job.payload.clone()) else {
+                return Ok(());
+            };
+            sessions::fail_in(&self.db, tx, &task.company_id, &task.session_id, &job.error)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
-/// Passes a step's result through, marking the session `failed` first when the result ends
-/// the job. (A job the engine kills for running past its time-out does not come back here; its
-/// session stays at its last status — the dead job in the operators' queue says why.)
-pub async fn finish_step(
-    db: &Db,
-    job: &ClaimedJob,
-    task: &SessionJob,
-    result: Result<(), HandlerError>,
-) -> Result<(), HandlerError> {
-    if let Err(error) = &result
-        && is_final_failure(job, error)
-    {
-        let reason = match error {
-            HandlerError::Permanent(m) | HandlerError::Retryable { message: m, .. } => m.clone(),
-            HandlerError::Snooze { reason, .. } => reason.clone(),
-        };
-        if let Err(e) = sessions::set_status(
-            db,
-            &task.company_id,
-            &task.session_id,
-            "failed",
-            Some(&reason),
-        )
-        .await
-        {
-            tracing::warn!(session = %task.session_id, error = %e, "could not mark the session failed");
-        }
-    }
-    result
+/// The on-dead hooks of the session pipeline, for every process that can see a job die.
+pub fn dead_hooks(db: &Db) -> DeadHooks {
+    DeadHooks::new()
+        .register(TRANSCRIPTION_RUN, FailSession { db: db.clone() })
+        .register(ANALYSIS_RUN, FailSession { db: db.clone() })
 }
 
 /// Reads a pipeline job's payload; an unreadable one can never succeed.

@@ -2,8 +2,6 @@
 //! lock (on a connection of its own) is the leader; when that connection dies the server drops
 //! the lock and another process takes over. SQLite runs in one process, which always leads.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
-
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 use voxline_domain::Db;
@@ -15,20 +13,30 @@ pub struct Leadership {
     leading: bool,
 }
 
+/// The advisory-lock key of a deployment's maintenance leader: one per schema, so parallel
+/// test deployments each elect their own leader. It must be the same in every process and
+/// every build (std's `DefaultHasher` is not promised to be), so it is FNV-1a (64-bit) of a
+/// fixed prefix and the schema name.
+pub fn lock_key(schema: &str) -> i64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    for byte in "voxline-maintenance:".bytes().chain(schema.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    hash as i64
+}
+
 impl Leadership {
     pub fn new(db: &Db) -> Self {
         match db {
-            Db::Postgres(pg) => {
-                // One lock per schema, so parallel test deployments each elect their own leader.
-                let mut hasher = DefaultHasher::new();
-                ("voxline-maintenance", &pg.schema).hash(&mut hasher);
-                Leadership {
-                    options: Some(pg.options.clone()),
-                    key: hasher.finish() as i64,
-                    conn: None,
-                    leading: false,
-                }
-            }
+            Db::Postgres(pg) => Leadership {
+                options: Some(pg.options.clone()),
+                key: lock_key(&pg.schema),
+                conn: None,
+                leading: false,
+            },
             Db::Sqlite(_) => Leadership {
                 options: None,
                 key: 0,
@@ -82,5 +90,19 @@ impl Leadership {
             }
         }
         self.leading
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_key;
+
+    #[test]
+    fn the_lock_key_is_fixed_for_a_schema_and_differs_between_schemas() {
+        // Pinned: a build that computed another key would elect a second leader beside the
+        // processes of an older build during a rolling deploy.
+        assert_eq!(lock_key(""), 0xdf56_c2ed_0ace_4848_u64 as i64);
+        assert_ne!(lock_key("t_1"), lock_key("t_2"));
+        assert_eq!(lock_key("t_1"), lock_key("t_1"));
     }
 }

@@ -16,8 +16,8 @@ use voxline_domain::{Db, Settings};
 
 use crate::backoff::BackoffPolicy;
 use crate::handler::Handlers;
-use crate::model::JobId;
-use crate::store;
+use crate::model::Lease;
+use crate::store::{self, JobStore};
 use inflight::{Inflight, Phase};
 use queue::QueueContext;
 use wakeup::Wakers;
@@ -73,8 +73,14 @@ impl Runner {
         let inflight = Inflight::default();
         let wakers = Wakers::new(self.queues.iter().map(String::as_str));
         let (acks, ack_rx) = acker::channel();
+        let store = store::for_db(&self.db);
 
-        let acker = tokio::spawn(acker::run(self.db.clone(), self.worker.clone(), ack_rx));
+        let acker = tokio::spawn(acker::run(
+            store.clone(),
+            self.handlers.dead_hooks().clone(),
+            inflight.clone(),
+            ack_rx,
+        ));
         let wakeup = tokio::spawn(wakeup::run(
             self.db.clone(),
             engine.listen_notify,
@@ -82,8 +88,8 @@ impl Runner {
             stop_background.clone(),
         ));
         let heartbeat = tokio::spawn(heartbeat_loop(
-            self.db.clone(),
-            self.worker.clone(),
+            store.clone(),
+            inflight.clone(),
             Duration::from_millis(engine.heartbeat_interval_ms),
             stop_background.clone(),
         ));
@@ -95,7 +101,7 @@ impl Runner {
                 continue;
             };
             let ctx = Arc::new(QueueContext {
-                db: self.db.clone(),
+                store: store.clone(),
                 queue: name.clone(),
                 worker: self.worker.clone(),
                 policy: BackoffPolicy::from_queue(&settings),
@@ -115,7 +121,7 @@ impl Runner {
         tracing::info!(worker = %self.worker, queues = ?self.queues, "worker pools started");
 
         RunnerHandle {
-            db: self.db,
+            store,
             worker: self.worker,
             grace: Duration::from_millis(engine.shutdown_grace_ms),
             stop_fetching,
@@ -130,7 +136,7 @@ impl Runner {
 
 /// A running set of worker pools. [`RunnerHandle::shutdown`] stops it gracefully.
 pub struct RunnerHandle {
-    db: Db,
+    store: Arc<dyn JobStore>,
     worker: String,
     grace: Duration,
     stop_fetching: CancellationToken,
@@ -163,7 +169,7 @@ impl RunnerHandle {
         self.release(waiting, false).await;
 
         let deadline = tokio::time::Instant::now() + self.grace;
-        while self.inflight.count() > 0 && tokio::time::Instant::now() < deadline {
+        while self.inflight.working() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let interrupted = self.inflight.drain(Phase::Running);
@@ -176,8 +182,20 @@ impl RunnerHandle {
         self.release(interrupted, true).await;
 
         // Every job task has ended or been aborted, so the acknowledger's senders are gone
-        // once their tasks drop; it writes what it has and stops.
-        let _ = (&mut self.acker).await;
+        // once their tasks drop; it writes what it has and stops. While the database is
+        // unreachable it keeps retrying; after the grace period the outcomes are given up
+        // (their jobs are rescued and run again) so that shutdown ends.
+        let acker_grace = self.grace.max(Duration::from_secs(5));
+        if tokio::time::timeout(acker_grace, &mut self.acker)
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                jobs = self.inflight.count(),
+                "could not write the last job outcomes before shutdown; those jobs will be rescued"
+            );
+            self.acker.abort();
+        }
         self.stop_background.cancel();
         for task in std::mem::take(&mut self.background) {
             let _ = task.await;
@@ -185,33 +203,57 @@ impl RunnerHandle {
         tracing::info!(worker = %self.worker, "worker pools stopped");
     }
 
-    async fn release(&self, jobs: Vec<(JobId, tokio::task::AbortHandle)>, started: bool) {
+    async fn release(&self, jobs: Vec<(Lease, tokio::task::AbortHandle)>, started: bool) {
         if jobs.is_empty() {
             return;
         }
-        let ids: Vec<JobId> = jobs
+        let leases: Vec<Lease> = jobs
             .into_iter()
-            .map(|(id, handle)| {
+            .map(|(lease, handle)| {
                 handle.abort();
-                id
+                lease
             })
             .collect();
-        if let Err(e) = store::release(&self.db, &self.worker, &ids, started).await {
-            tracing::error!(error = %e, jobs = ids.len(), "could not return jobs to the queue; they will be rescued");
+        if let Err(e) = self.store.release(&leases, started).await {
+            tracing::error!(error = %e, jobs = leases.len(), "could not return jobs to the queue; they will be rescued");
         }
     }
 }
 
-async fn heartbeat_loop(db: Db, worker: String, every: Duration, stop: CancellationToken) {
+/// Refreshes the heartbeat of exactly the attempts this process holds. A lease the database
+/// no longer has (the job was rescued, and perhaps claimed again) aborts its handler: its
+/// work belongs to another attempt now.
+async fn heartbeat_loop(
+    store: Arc<dyn JobStore>,
+    inflight: Inflight,
+    every: Duration,
+    stop: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = ticker.tick() => {
-                if let Err(e) = store::heartbeat(&db, &worker).await {
-                    tracing::warn!(error = %e, "heartbeat failed");
-                }
+            _ = ticker.tick() => {}
+        }
+        let leases = inflight.leases();
+        if leases.is_empty() {
+            continue;
+        }
+        let held = match store.heartbeat(&leases).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed");
+                continue;
+            }
+        };
+        let held: std::collections::HashSet<Lease> = held.into_iter().collect();
+        for lease in leases.into_iter().filter(|l| !held.contains(l)) {
+            // An attempt that finished meanwhile is simply forgotten; one still running is
+            // aborted.
+            if inflight.lose(lease) {
+                tracing::warn!(job = %lease.job, lease = lease.token, "lease lost (the job was rescued); aborting its handler");
+                metrics::counter!("voxline_leases_lost_total").increment(1);
             }
         }
     }

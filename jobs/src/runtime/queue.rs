@@ -8,17 +8,17 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
-use voxline_domain::{Db, QueueSettings};
+use voxline_domain::QueueSettings;
 
 use super::inflight::{Inflight, Phase};
 use crate::backoff::BackoffPolicy;
 use crate::handler::{HandlerError, Handlers};
 use crate::model::{ClaimedJob, Completion, Outcome};
-use crate::store;
+use crate::store::JobStore;
 
 /// Everything a queue's fetcher and its jobs share.
 pub struct QueueContext {
-    pub db: Db,
+    pub store: Arc<dyn JobStore>,
     pub queue: String,
     pub worker: String,
     pub settings: QueueSettings,
@@ -65,7 +65,7 @@ pub async fn fetch_loop(ctx: Arc<QueueContext>) {
                 continue;
             }
         }
-        let claimed = match store::claim(&ctx.db, &ctx.queue, &ctx.worker, free).await {
+        let claimed = match ctx.store.claim(&ctx.queue, &ctx.worker, free).await {
             Ok(claimed) => {
                 error_wait = Duration::from_millis(50);
                 claimed
@@ -87,7 +87,7 @@ pub async fn fetch_loop(ctx: Arc<QueueContext>) {
         if full {
             continue;
         }
-        let wait = match store::next_due(&ctx.db, &ctx.queue).await {
+        let wait = match ctx.store.next_due(&ctx.queue).await {
             Ok(Some(at)) => (at - chrono::Utc::now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
@@ -109,7 +109,7 @@ fn start_job(ctx: &Arc<QueueContext>, job: ClaimedJob) {
         tracing::error!(job = %job.id, "claimed more jobs than free slots");
         return;
     };
-    let id = job.id;
+    let lease = job.lease();
     let task_ctx = ctx.clone();
     // Register before the task can run, so it always finds itself in the map.
     let mut inflight = ctx.inflight.lock();
@@ -119,7 +119,7 @@ fn start_job(ctx: &Arc<QueueContext>, job: ClaimedJob) {
     });
     inflight
         .jobs
-        .insert(id, (Phase::Waiting, handle.abort_handle()));
+        .insert(lease, (Phase::Waiting, handle.abort_handle()));
 }
 
 async fn run_claimed(ctx: Arc<QueueContext>, job: ClaimedJob) {
@@ -131,10 +131,10 @@ async fn run_claimed(ctx: Arc<QueueContext>, job: ClaimedJob) {
             Err(_) => return,
         },
     };
-    if !ctx.inflight.start(job.id) {
+    let lease = job.lease();
+    if !ctx.inflight.start(lease) {
         return;
     }
-    let id = job.id;
     let started = std::time::Instant::now();
     let outcome = execute(&ctx, job).await;
     let label = match &outcome {
@@ -146,10 +146,10 @@ async fn run_claimed(ctx: Arc<QueueContext>, job: ClaimedJob) {
     metrics::histogram!("voxline_job_duration_seconds", "queue" => ctx.queue.clone(), "outcome" => label)
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("voxline_job_attempts_total", "queue" => ctx.queue.clone(), "outcome" => label).increment(1);
-    if ctx.inflight.finish(id) {
+    if ctx.inflight.finish(lease) {
         // The acker lives until every queue has stopped, so this send only fails if it died.
-        if ctx.acks.send(Completion { id, outcome }).await.is_err() {
-            tracing::error!(job = %id, "job outcome lost: acknowledger stopped; it will be rescued");
+        if ctx.acks.send(Completion { lease, outcome }).await.is_err() {
+            tracing::error!(job = %lease.job, "job outcome lost: acknowledger stopped; it will be rescued");
         }
     }
 }

@@ -1,20 +1,26 @@
-//! One storage interface for the job engine, implemented for Postgres and SQLite.
-//!
-//! Each function dispatches on the [`Db`] to the driver module with the same function name;
-//! no SQL leaks above this module.
+//! One storage interface for the job engine, [`JobStore`], implemented for Postgres
+//! ([`postgres::PostgresStore`]) and SQLite ([`sqlite::SqliteStore`]), each owning its SQL, as
+//! River's drivers and Oban's engines do. The runtime, maintenance, cron and operator code hold
+//! an `Arc<dyn JobStore>` and never see which database is behind it; the one place that looks
+//! at the [`Db`] variant is [`for_db`].
 
 mod postgres;
 mod sqlite;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use voxline_domain::config::RetentionSettings;
 use voxline_domain::{Db, Tx};
 
 use crate::error::JobError;
-use crate::model::{ClaimedJob, Completion, Enqueued, Job, JobId, NewJob, QueueStats};
+use crate::handler::DeadHooks;
+use crate::model::{
+    ClaimedJob, Completion, DeadJob, Enqueued, Job, JobId, Lease, NewJob, QueueStats,
+};
 use crate::state::JobState;
 
 /// Which jobs to list: newest first, `before` an id for cursor pagination.
@@ -26,183 +32,130 @@ pub struct JobFilter {
     pub limit: u32,
 }
 
-/// Inserts `job` inside the caller's transaction; `max_attempts` is already resolved.
-pub async fn insert(
-    tx: &mut Tx<'_>,
-    job: &NewJob,
-    max_attempts: u32,
-    pg_channel: &str,
-) -> Result<Enqueued, JobError> {
-    match tx {
-        Tx::Postgres(tx) => postgres::insert(tx, pg_channel, job, max_attempts).await,
-        Tx::Sqlite { tx, woken, .. } => {
-            let (enqueued, available) = sqlite::insert(tx, job, max_attempts).await?;
-            // Announced to this process's fetchers once the caller commits.
-            if available && !woken.iter().any(|q| **q == *job.queue) {
-                woken.push(job.queue.as_str().into());
-            }
-            Ok(enqueued)
-        }
+/// What erased data the waiting jobs may not act on any more: the sessions by id, and the
+/// profile (jobs whose payload names it, such as its emails).
+#[derive(Debug, Clone, Copy)]
+pub struct ErasedSubject<'a> {
+    pub company_id: &'a str,
+    pub profile_id: Option<&'a str>,
+    pub session_ids: &'a [String],
+}
+
+/// The job table of one deployment. Every method that changes a claimed job takes its
+/// [`Lease`] and changes nothing when the lease is not the job's current one.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Inserts `job` inside the caller's transaction; `max_attempts` is already resolved.
+    async fn insert_in(
+        &self,
+        tx: &mut Tx<'_>,
+        job: &NewJob,
+        max_attempts: u32,
+    ) -> Result<Enqueued, JobError>;
+
+    /// Inserts `job` on its own (autocommit): one round trip on Postgres.
+    async fn insert(&self, job: &NewJob, max_attempts: u32) -> Result<Enqueued, JobError>;
+
+    /// Inserts many jobs in one transaction; returns how many were new.
+    async fn insert_many(&self, jobs: &[(NewJob, u32)]) -> Result<u64, JobError>;
+
+    /// Claims up to `limit` due jobs of `queue` for `worker`, each under a new lease. A claimed
+    /// row that cannot be decoded is moved to `dead` with the reason, never left `running`.
+    async fn claim(
+        &self,
+        queue: &str,
+        worker: &str,
+        limit: usize,
+    ) -> Result<Vec<ClaimedJob>, JobError>;
+
+    /// Writes a batch of attempt outcomes; returns each job's new state. Outcomes whose lease
+    /// is stale are skipped. A job that ends `dead` runs its kind's hook from `hooks` in the
+    /// same transaction.
+    async fn complete(
+        &self,
+        completions: &[Completion],
+        hooks: &DeadHooks,
+    ) -> Result<Vec<(JobId, JobState)>, JobError>;
+
+    /// Refreshes the heartbeat of these leases; returns those still held (a lease missing
+    /// from the answer is gone: its job was rescued, finished or taken back).
+    async fn heartbeat(&self, leases: &[Lease]) -> Result<Vec<Lease>, JobError>;
+
+    /// Returns held jobs to `available` (graceful shutdown). `started` says whether they began
+    /// running: a job that never started gives its attempt back.
+    async fn release(&self, leases: &[Lease], started: bool) -> Result<u64, JobError>;
+
+    /// Running jobs whose heartbeat is older than `stale_after` go back to `available`, or to
+    /// `dead` (with their kind's hook from `hooks`, in the same transaction) when that was
+    /// their last attempt.
+    async fn rescue(
+        &self,
+        stale_after: Duration,
+        hooks: &DeadHooks,
+    ) -> Result<Vec<(JobId, JobState)>, JobError>;
+
+    /// Deletes at most `batch` jobs of each final state past its retention; returns how many.
+    async fn prune(&self, retention: &RetentionSettings, batch: u32) -> Result<u64, JobError>;
+
+    async fn stats(&self) -> Result<Vec<QueueStats>, JobError>;
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobError>;
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, JobError>;
+
+    /// The earliest `run_at` of a waiting job in `queue`, so an idle fetcher can sleep until then.
+    async fn next_due(&self, queue: &str) -> Result<Option<DateTime<Utc>>, JobError>;
+
+    /// Jobs of `queue` that have not reached a final state.
+    async fn unfinished(&self, queue: &str) -> Result<i64, JobError>;
+
+    /// Whether `queue` has any job not in a final state.
+    async fn has_unfinished(&self, queue: &str) -> Result<bool, JobError>;
+
+    /// Per queue: jobs done, and jobs whose latest attempt failed, within the last `window`.
+    async fn activity(&self, window: Duration) -> Result<Vec<(String, i64, i64)>, JobError>;
+
+    /// Deletes every job of `queue` (the benchmark's own queue; never an operator action).
+    async fn purge_queue(&self, queue: &str) -> Result<u64, JobError>;
+
+    /// Moves the matching jobs in one of the states `from` to `available` now, attempts reset.
+    async fn make_available(
+        &self,
+        id: Option<JobId>,
+        queue: Option<&str>,
+        from: &[JobState],
+    ) -> Result<Vec<JobId>, JobError>;
+
+    /// Moves job `id` to `cancelled` when it is in one of the states `from`.
+    async fn cancel(&self, id: JobId, from: &[JobState]) -> Result<bool, JobError>;
+
+    /// Cancels, in the caller's transaction, every waiting job (scheduled, available,
+    /// retrying) whose payload names one of the erased sessions or the erased profile of that
+    /// company. A job already running finishes on its own: the workers re-check that their
+    /// rows exist.
+    async fn cancel_for_erased(
+        &self,
+        tx: &mut Tx<'_>,
+        subject: &ErasedSubject<'_>,
+    ) -> Result<u64, JobError>;
+}
+
+/// The store for `db`: the one place that looks at which database it is.
+pub fn for_db(db: &Db) -> Arc<dyn JobStore> {
+    match db {
+        Db::Postgres(pg) => Arc::new(postgres::PostgresStore::new(pg.clone())),
+        Db::Sqlite(lite) => Arc::new(sqlite::SqliteStore::new(lite.clone())),
     }
 }
 
-/// Inserts `job` on its own (autocommit): one round trip on Postgres.
-pub async fn insert_now(db: &Db, job: &NewJob, max_attempts: u32) -> Result<Enqueued, JobError> {
-    match db {
-        Db::Postgres(pg) => {
-            let mut conn = pg.pool.acquire().await?;
-            postgres::insert(&mut conn, &pg.notify_channel, job, max_attempts).await
-        }
-        Db::Sqlite(lite) => {
-            let mut conn = lite.pool.acquire().await?;
-            let (enqueued, available) = sqlite::insert(&mut conn, job, max_attempts).await?;
-            if available {
-                let _ = lite.commits.send(job.queue.as_str().into());
-            }
-            Ok(enqueued)
-        }
-    }
+/// `db.jobs()`: the job store of a database handle.
+pub trait DbJobs {
+    fn jobs(&self) -> Arc<dyn JobStore>;
 }
 
-pub async fn insert_many(db: &Db, jobs: &[(NewJob, u32)]) -> Result<u64, JobError> {
-    match db {
-        Db::Postgres(pg) => postgres::insert_many(pg, jobs).await,
-        Db::Sqlite(lite) => sqlite::insert_many(lite, jobs).await,
-    }
-}
-
-pub async fn claim(
-    db: &Db,
-    queue: &str,
-    worker: &str,
-    limit: usize,
-) -> Result<Vec<ClaimedJob>, JobError> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    match db {
-        Db::Postgres(pg) => postgres::claim(&pg.engine_pool, queue, worker, limit).await,
-        Db::Sqlite(lite) => sqlite::claim(&lite.pool, queue, worker, limit).await,
-    }
-}
-
-/// Writes a batch of attempt outcomes; returns each job's new state (jobs this worker no
-/// longer holds are skipped).
-pub async fn complete(
-    db: &Db,
-    worker: &str,
-    completions: &[Completion],
-) -> Result<Vec<(JobId, JobState)>, JobError> {
-    if completions.is_empty() {
-        return Ok(Vec::new());
-    }
-    match db {
-        Db::Postgres(pg) => postgres::complete(&pg.engine_pool, worker, completions).await,
-        Db::Sqlite(lite) => sqlite::complete(&lite.pool, worker, completions).await,
-    }
-}
-
-pub async fn heartbeat(db: &Db, worker: &str) -> Result<u64, JobError> {
-    match db {
-        Db::Postgres(pg) => postgres::heartbeat(&pg.engine_pool, worker).await,
-        Db::Sqlite(lite) => sqlite::heartbeat(&lite.pool, worker).await,
-    }
-}
-
-/// Returns jobs this worker holds to `available` (graceful shutdown). `started` says whether
-/// they began running: a job that never started gives its attempt back.
-pub async fn release(db: &Db, worker: &str, ids: &[JobId], started: bool) -> Result<u64, JobError> {
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    match db {
-        Db::Postgres(pg) => postgres::release(&pg.engine_pool, worker, ids, started).await,
-        Db::Sqlite(lite) => sqlite::release(lite, worker, ids, started).await,
-    }
-}
-
-/// Running jobs whose heartbeat is older than `stale_after` go back to `available` (or `dead`
-/// when that was their last attempt).
-pub async fn rescue(db: &Db, stale_after: Duration) -> Result<Vec<(JobId, JobState)>, JobError> {
-    match db {
-        Db::Postgres(pg) => postgres::rescue(pg, stale_after).await,
-        Db::Sqlite(lite) => sqlite::rescue(lite, stale_after).await,
-    }
-}
-
-/// Scheduled and retrying jobs whose time has come become `available`; returns their queues.
-pub async fn promote(db: &Db) -> Result<Vec<String>, JobError> {
-    match db {
-        Db::Postgres(pg) => postgres::promote(pg).await,
-        Db::Sqlite(lite) => sqlite::promote(lite).await,
-    }
-}
-
-pub async fn prune(db: &Db, retention: &RetentionSettings) -> Result<u64, JobError> {
-    match db {
-        Db::Postgres(pg) => postgres::prune(&pg.pool, retention).await,
-        Db::Sqlite(lite) => sqlite::prune(&lite.pool, retention).await,
-    }
-}
-
-pub async fn stats(db: &Db) -> Result<Vec<QueueStats>, JobError> {
-    match db {
-        Db::Postgres(pg) => postgres::stats(&pg.pool).await,
-        Db::Sqlite(lite) => sqlite::stats(&lite.pool).await,
-    }
-}
-
-pub async fn list(db: &Db, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
-    match db {
-        Db::Postgres(pg) => postgres::list(&pg.pool, filter).await,
-        Db::Sqlite(lite) => sqlite::list(&lite.pool, filter).await,
-    }
-}
-
-pub async fn get(db: &Db, id: JobId) -> Result<Option<Job>, JobError> {
-    match db {
-        Db::Postgres(pg) => postgres::get(&pg.pool, id).await,
-        Db::Sqlite(lite) => sqlite::get(&lite.pool, id).await,
-    }
-}
-
-/// The earliest `run_at` of a waiting job in `queue`, so an idle fetcher can sleep until then.
-pub async fn next_due(db: &Db, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
-    match db {
-        Db::Postgres(pg) => postgres::next_due(&pg.engine_pool, queue).await,
-        Db::Sqlite(lite) => sqlite::next_due(&lite.pool, queue).await,
-    }
-}
-
-/// Jobs of `queue` that have not reached a final state.
-pub async fn unfinished(db: &Db, queue: &str) -> Result<i64, JobError> {
-    match db {
-        Db::Postgres(pg) => postgres::unfinished(&pg.pool, queue).await,
-        Db::Sqlite(lite) => sqlite::unfinished(&lite.pool, queue).await,
-    }
-}
-
-/// Per queue: jobs done, and jobs whose latest attempt failed, within the last `window`.
-pub async fn activity(db: &Db, window: Duration) -> Result<Vec<(String, i64, i64)>, JobError> {
-    match db {
-        Db::Postgres(pg) => postgres::activity(&pg.pool, window).await,
-        Db::Sqlite(lite) => sqlite::activity(&lite.pool, window).await,
-    }
-}
-
-/// Whether `queue` has any job not in a final state.
-pub async fn has_unfinished(db: &Db, queue: &str) -> Result<bool, JobError> {
-    match db {
-        Db::Postgres(pg) => postgres::has_unfinished(&pg.pool, queue).await,
-        Db::Sqlite(lite) => sqlite::has_unfinished(&lite.pool, queue).await,
-    }
-}
-
-/// Deletes every job of `queue` (the benchmark's own queue; never an operator action).
-pub async fn purge_queue(db: &Db, queue: &str) -> Result<u64, JobError> {
-    match db {
-        Db::Postgres(pg) => postgres::purge_queue(&pg.pool, queue).await,
-        Db::Sqlite(lite) => sqlite::purge_queue(&lite.pool, queue).await,
+impl DbJobs for Db {
+    fn jobs(&self) -> Arc<dyn JobStore> {
+        for_db(self)
     }
 }
 
@@ -215,12 +168,9 @@ const DISCARDABLE: [JobState; 4] = [
 ];
 
 /// Operator retry of one job: `dead` or `retrying` → `available` now, attempts reset.
-pub async fn retry(db: &Db, id: JobId) -> Result<Job, JobError> {
-    let moved = match db {
-        Db::Postgres(pg) => postgres::retry(pg, Some(id), None, &RETRYABLE).await?,
-        Db::Sqlite(lite) => sqlite::retry(lite, Some(id), None, &RETRYABLE).await?,
-    };
-    let job = get(db, id).await?.ok_or(JobError::NotFound(id))?;
+pub async fn retry(store: &dyn JobStore, id: JobId) -> Result<Job, JobError> {
+    let moved = store.make_available(Some(id), None, &RETRYABLE).await?;
+    let job = store.get(id).await?.ok_or(JobError::NotFound(id))?;
     if moved.is_empty() {
         return Err(JobError::WrongState {
             id,
@@ -233,7 +183,11 @@ pub async fn retry(db: &Db, id: JobId) -> Result<Job, JobError> {
 }
 
 /// Operator bulk retry: every job of `queue` in `state` (dead or retrying) → `available`.
-pub async fn retry_all(db: &Db, queue: &str, state: JobState) -> Result<Vec<JobId>, JobError> {
+pub async fn retry_all(
+    store: &dyn JobStore,
+    queue: &str,
+    state: JobState,
+) -> Result<Vec<JobId>, JobError> {
     if !state.is_retryable_by_operator() {
         return Err(JobError::WrongState {
             id: JobId(0),
@@ -242,41 +196,13 @@ pub async fn retry_all(db: &Db, queue: &str, state: JobState) -> Result<Vec<JobI
             action: "retried",
         });
     }
-    match db {
-        Db::Postgres(pg) => postgres::retry(pg, None, Some(queue), &[state]).await,
-        Db::Sqlite(lite) => sqlite::retry(lite, None, Some(queue), &[state]).await,
-    }
+    store.make_available(None, Some(queue), &[state]).await
 }
 
 /// Operator discard: a waiting or dead job → `cancelled` (kept for the cancelled retention).
-/// What erased data the waiting jobs may not act on any more: the sessions by id, and the
-/// profile (jobs whose payload names it, such as its emails).
-#[derive(Debug, Clone, Copy)]
-pub struct ErasedSubject<'a> {
-    pub company_id: &'a str,
-    pub profile_id: Option<&'a str>,
-    pub session_ids: &'a [String],
-}
-
-/// Cancels, in the caller's transaction, every waiting job (scheduled, available, retrying)
-/// whose payload names one of the erased sessions or the erased profile of that company. A job
-/// already running finishes on its own: the workers re-check that their rows exist.
-pub async fn cancel_for_erased(
-    tx: &mut Tx<'_>,
-    subject: &ErasedSubject<'_>,
-) -> Result<u64, JobError> {
-    match tx {
-        Tx::Postgres(tx) => postgres::cancel_for_erased(tx, subject).await,
-        Tx::Sqlite { tx, .. } => sqlite::cancel_for_erased(tx, subject).await,
-    }
-}
-
-pub async fn discard(db: &Db, id: JobId) -> Result<Job, JobError> {
-    let cancelled = match db {
-        Db::Postgres(pg) => postgres::cancel(&pg.pool, id, &DISCARDABLE).await?,
-        Db::Sqlite(lite) => sqlite::cancel(&lite.pool, id, &DISCARDABLE).await?,
-    };
-    let job = get(db, id).await?.ok_or(JobError::NotFound(id))?;
+pub async fn discard(store: &dyn JobStore, id: JobId) -> Result<Job, JobError> {
+    let cancelled = store.cancel(id, &DISCARDABLE).await?;
+    let job = store.get(id).await?.ok_or(JobError::NotFound(id))?;
     if !cancelled {
         return Err(JobError::WrongState {
             id,
@@ -286,6 +212,28 @@ pub async fn discard(db: &Db, id: JobId) -> Result<Job, JobError> {
         });
     }
     Ok(job)
+}
+
+/// Runs `job`'s on-dead hook in `savepoint` (a savepoint of the transaction that moves the job
+/// to `dead`): released when the hook succeeds; rolled back, logged and counted when it fails,
+/// so one broken hook cannot keep its job, or the others in the batch, from dying.
+async fn run_dead_hook(
+    mut savepoint: Tx<'_>,
+    hooks: &DeadHooks,
+    job: &DeadJob,
+) -> Result<(), JobError> {
+    let Some(hook) = hooks.get(&job.kind) else {
+        return Ok(());
+    };
+    match hook.on_dead(&mut savepoint, job).await {
+        Ok(()) => Ok(savepoint.commit().await?),
+        Err(e) => {
+            tracing::error!(job = %job.id, kind = %job.kind, error = %e, "on-dead hook failed; its changes were rolled back");
+            metrics::counter!("voxline_dead_hook_failures_total", "kind" => job.kind.clone())
+                .increment(1);
+            Ok(savepoint.rollback().await?)
+        }
+    }
 }
 
 fn group_stats(rows: Vec<(String, JobState, i64, Option<i64>)>) -> Vec<QueueStats> {

@@ -10,19 +10,171 @@ use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
 use voxline_domain::config::RetentionSettings;
 use voxline_domain::db::PgDb;
 
-use super::JobFilter;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use voxline_domain::Tx;
+use voxline_domain::db::Scope;
+
+use super::{ErasedSubject, JobFilter, JobStore};
 use crate::error::JobError;
+use crate::handler::DeadHooks;
 use crate::model::{
-    AttemptError, ClaimedJob, Completion, Enqueued, Job, JobId, NewJob, Outcome, QueueStats,
+    AttemptError, ClaimedJob, Completion, DeadJob, Enqueued, Job, JobId, Lease, NewJob, Outcome,
+    QueueStats,
 };
 use crate::state::JobState;
+
+/// The job store of a Postgres deployment (one schema).
+pub struct PostgresStore {
+    db: Arc<PgDb>,
+}
+
+impl PostgresStore {
+    pub fn new(db: Arc<PgDb>) -> Self {
+        PostgresStore { db }
+    }
+}
+
+fn postgres_tx<'a, 'c>(tx: &'a mut Tx<'c>) -> Result<&'a mut PgConnection, JobError> {
+    match tx {
+        Tx::Postgres(tx) => Ok(&mut **tx),
+        Tx::Sqlite { .. } => Err(JobError::WrongDatabase {
+            given: "SQLite",
+            store: "Postgres",
+        }),
+    }
+}
+
+#[async_trait]
+impl JobStore for PostgresStore {
+    async fn insert_in(
+        &self,
+        tx: &mut Tx<'_>,
+        job: &NewJob,
+        max_attempts: u32,
+    ) -> Result<Enqueued, JobError> {
+        insert(postgres_tx(tx)?, &self.db.notify_channel, job, max_attempts).await
+    }
+
+    async fn insert(&self, job: &NewJob, max_attempts: u32) -> Result<Enqueued, JobError> {
+        let mut conn = self.db.pool.acquire().await?;
+        insert(&mut conn, &self.db.notify_channel, job, max_attempts).await
+    }
+
+    async fn insert_many(&self, jobs: &[(NewJob, u32)]) -> Result<u64, JobError> {
+        insert_many(&self.db, jobs).await
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        worker: &str,
+        limit: usize,
+    ) -> Result<Vec<ClaimedJob>, JobError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        claim(&self.db.engine_pool, queue, worker, limit).await
+    }
+
+    async fn complete(
+        &self,
+        completions: &[Completion],
+        hooks: &DeadHooks,
+    ) -> Result<Vec<(JobId, JobState)>, JobError> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        complete(&self.db, completions, hooks).await
+    }
+
+    async fn heartbeat(&self, leases: &[Lease]) -> Result<Vec<Lease>, JobError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        heartbeat(&self.db.engine_pool, leases).await
+    }
+
+    async fn release(&self, leases: &[Lease], started: bool) -> Result<u64, JobError> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        release(&self.db.engine_pool, leases, started).await
+    }
+
+    async fn rescue(
+        &self,
+        stale_after: Duration,
+        hooks: &DeadHooks,
+    ) -> Result<Vec<(JobId, JobState)>, JobError> {
+        rescue(&self.db, stale_after, hooks).await
+    }
+
+    async fn prune(&self, retention: &RetentionSettings, batch: u32) -> Result<u64, JobError> {
+        prune(&self.db.pool, retention, batch).await
+    }
+
+    async fn stats(&self) -> Result<Vec<QueueStats>, JobError> {
+        stats(&self.db.pool).await
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
+        list(&self.db.pool, filter).await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, JobError> {
+        get(&self.db.pool, id).await
+    }
+
+    async fn next_due(&self, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
+        next_due(&self.db.engine_pool, queue).await
+    }
+
+    async fn unfinished(&self, queue: &str) -> Result<i64, JobError> {
+        unfinished(&self.db.pool, queue).await
+    }
+
+    async fn has_unfinished(&self, queue: &str) -> Result<bool, JobError> {
+        has_unfinished(&self.db.pool, queue).await
+    }
+
+    async fn activity(&self, window: Duration) -> Result<Vec<(String, i64, i64)>, JobError> {
+        activity(&self.db.pool, window).await
+    }
+
+    async fn purge_queue(&self, queue: &str) -> Result<u64, JobError> {
+        purge_queue(&self.db.pool, queue).await
+    }
+
+    async fn make_available(
+        &self,
+        id: Option<JobId>,
+        queue: Option<&str>,
+        from: &[JobState],
+    ) -> Result<Vec<JobId>, JobError> {
+        retry(&self.db, id, queue, from).await
+    }
+
+    async fn cancel(&self, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
+        cancel(&self.db.pool, id, from).await
+    }
+
+    async fn cancel_for_erased(
+        &self,
+        tx: &mut Tx<'_>,
+        subject: &ErasedSubject<'_>,
+    ) -> Result<u64, JobError> {
+        cancel_for_erased(postgres_tx(tx)?, subject).await
+    }
+}
 
 const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
     timeout_ms, unique_key, run_at, created_at, attempted_at, heartbeat_at, finished_at, \
     locked_by, last_error, errors";
 
 /// Inserts on `conn`: inside the caller's transaction, or alone (autocommit, one round trip).
-pub(super) async fn insert(
+async fn insert(
     conn: &mut PgConnection,
     channel: &str,
     job: &NewJob,
@@ -70,7 +222,7 @@ pub(super) async fn insert(
     })
 }
 
-pub(super) async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError> {
+async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError> {
     let mut tx = db.pool.begin().await?;
     let mut inserted = 0;
     for chunk in jobs.chunks(5_000) {
@@ -121,7 +273,7 @@ pub(super) async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64
     Ok(inserted)
 }
 
-pub(super) async fn claim(
+async fn claim(
     pool: &PgPool,
     queue: &str,
     worker: &str,
@@ -135,10 +287,11 @@ pub(super) async fn claim(
             LIMIT $2
             FOR UPDATE SKIP LOCKED)
          UPDATE jobs j
-         SET state = 'running', attempt = j.attempt + 1, attempted_at = clock_timestamp(),
-             heartbeat_at = clock_timestamp(), locked_by = $3
+         SET state = 'running', attempt = j.attempt + 1, lease = j.lease + 1,
+             attempted_at = clock_timestamp(), heartbeat_at = clock_timestamp(), locked_by = $3
          FROM picked WHERE j.id = picked.id
-         RETURNING j.id, j.kind, j.payload, j.attempt, j.max_attempts, j.timeout_ms, j.priority",
+         RETURNING j.id, j.lease, j.kind, j.payload, j.attempt, j.max_attempts, j.timeout_ms,
+                   j.priority",
     )
     .bind(queue)
     .bind(limit as i64)
@@ -146,68 +299,114 @@ pub(super) async fn claim(
     .fetch_all(pool)
     .await?;
     let mut claimed = Vec::with_capacity(rows.len());
+    let mut undecodable = Vec::new();
     for row in rows {
-        claimed.push((
-            row.try_get::<i16, _>("priority")?,
-            ClaimedJob {
-                id: JobId(row.try_get("id")?),
-                queue: queue.to_string(),
-                kind: row.try_get("kind")?,
-                payload: row.try_get("payload")?,
-                attempt: row.try_get::<i32, _>("attempt")? as u32,
-                max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
-                timeout_ms: row
-                    .try_get::<Option<i64>, _>("timeout_ms")?
-                    .map(|t| t as u64),
-            },
-        ));
+        match decode_claimed(&row, queue) {
+            Ok(job) => claimed.push(job),
+            Err(e) => {
+                let lease = (row.try_get("id"), row.try_get("lease"));
+                match lease {
+                    (Ok(job), Ok(token)) => undecodable.push((
+                        Lease {
+                            job: JobId(job),
+                            token,
+                        },
+                        e.to_string(),
+                    )),
+                    // Without its id and lease the row cannot be named; it stays `running`
+                    // without a heartbeat and is rescued.
+                    _ => tracing::error!(queue, error = %e, "claimed a job row without an id"),
+                }
+            }
+        }
     }
+    bury_undecodable(pool, &undecodable).await?;
     // RETURNING has no order; run the batch in claim order.
     claimed.sort_by_key(|(priority, job)| (-priority, job.id));
     Ok(claimed.into_iter().map(|(_, job)| job).collect())
 }
 
-pub(super) async fn complete(
-    pool: &PgPool,
-    worker: &str,
+fn decode_claimed(row: &PgRow, queue: &str) -> Result<(i16, ClaimedJob), JobError> {
+    Ok((
+        row.try_get::<i16, _>("priority")?,
+        ClaimedJob {
+            id: JobId(row.try_get("id")?),
+            lease: row.try_get("lease")?,
+            queue: queue.to_string(),
+            kind: row.try_get("kind")?,
+            payload: row.try_get("payload")?,
+            attempt: row.try_get::<i32, _>("attempt")? as u32,
+            max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
+            timeout_ms: row
+                .try_get::<Option<i64>, _>("timeout_ms")?
+                .map(|t| t as u64),
+        },
+    ))
+}
+
+/// Claimed rows that could not be read go to `dead` with the reason: no attempt would read
+/// them better, and an operator can inspect them there.
+async fn bury_undecodable(pool: &PgPool, rows: &[(Lease, String)]) -> Result<(), JobError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (ids, leases) = lease_columns(rows.iter().map(|(l, _)| l));
+    let errors: Vec<String> = rows
+        .iter()
+        .map(|(_, e)| format!("claimed row could not be decoded: {e}"))
+        .collect();
+    tracing::error!(jobs = ?rows, "claimed job rows could not be decoded; moved to dead");
+    sqlx::query(
+        "UPDATE jobs j SET state = 'dead', finished_at = now(), locked_by = NULL,
+            heartbeat_at = NULL, last_error = f.error,
+            errors = j.errors || jsonb_build_array(jsonb_build_object(
+                'attempt', j.attempt, 'at', now(), 'error', f.error))
+         FROM UNNEST($1::int8[], $2::int8[], $3::text[]) AS f(id, lease, error)
+         WHERE j.id = f.id AND j.lease = f.lease AND j.state = 'running'",
+    )
+    .bind(&ids)
+    .bind(&leases)
+    .bind(&errors)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+fn lease_columns<'a>(leases: impl Iterator<Item = &'a Lease>) -> (Vec<i64>, Vec<i64>) {
+    leases.map(|l| (l.job.0, l.token)).unzip()
+}
+
+async fn complete(
+    db: &PgDb,
     completions: &[Completion],
+    hooks: &DeadHooks,
 ) -> Result<Vec<(JobId, JobState)>, JobError> {
-    let mut done = Vec::new();
-    let (mut snoozed, mut snooze_delays) = (Vec::new(), Vec::new());
-    let (mut ids, mut errors, mut delays, mut permanent) = (vec![], vec![], vec![], vec![]);
+    let (mut done, mut snoozed, mut failed) = (vec![], vec![], vec![]);
     for c in completions {
         match &c.outcome {
-            Outcome::Done => done.push(c.id.0),
-            Outcome::Snooze { delay } => {
-                snoozed.push(c.id.0);
-                snooze_delays.push(delay.as_millis() as i64);
-            }
+            Outcome::Done => done.push(c.lease),
+            Outcome::Snooze { delay } => snoozed.push((c.lease, delay.as_millis() as i64)),
             Outcome::Retry { error, delay } => {
-                ids.push(c.id.0);
-                errors.push(error.as_str());
-                delays.push(delay.as_millis() as i64);
-                permanent.push(false);
+                failed.push((c.lease, error.as_str(), delay.as_millis() as i64, false))
             }
-            Outcome::Dead { error } => {
-                ids.push(c.id.0);
-                errors.push(error.as_str());
-                delays.push(0);
-                permanent.push(true);
-            }
+            Outcome::Dead { error } => failed.push((c.lease, error.as_str(), 0, true)),
         }
     }
+    let pool = &db.engine_pool;
     let mut finished = Vec::with_capacity(completions.len());
     if !done.is_empty() {
-        // Only the process that holds a job may finish it: a job rescued from a stalled
-        // process and claimed again elsewhere belongs to its new holder.
+        // Only the attempt that holds the current lease may finish a job: one rescued and
+        // claimed again belongs to its new attempt, in whichever process it runs.
+        let (ids, leases) = lease_columns(done.iter());
         let rows = sqlx::query(
-            "UPDATE jobs SET state = 'done', finished_at = now(), locked_by = NULL,
-                             heartbeat_at = NULL
-             WHERE id = ANY($1) AND state = 'running' AND locked_by = $2
-             RETURNING id",
+            "UPDATE jobs j SET state = 'done', finished_at = now(), locked_by = NULL,
+                               heartbeat_at = NULL
+             FROM UNNEST($1::int8[], $2::int8[]) AS f(id, lease)
+             WHERE j.id = f.id AND j.lease = f.lease AND j.state = 'running'
+             RETURNING j.id",
         )
-        .bind(&done)
-        .bind(worker)
+        .bind(&ids)
+        .bind(&leases)
         .fetch_all(pool)
         .await?;
         for row in rows {
@@ -215,99 +414,155 @@ pub(super) async fn complete(
         }
     }
     if !snoozed.is_empty() {
+        let (ids, leases) = lease_columns(snoozed.iter().map(|(l, _)| l));
+        let delays: Vec<i64> = snoozed.iter().map(|(_, d)| *d).collect();
         let rows = sqlx::query(
             "UPDATE jobs j SET state = 'scheduled', attempt = j.attempt - 1,
                 run_at = now() + f.delay_ms * interval '1 millisecond',
                 locked_by = NULL, heartbeat_at = NULL
-             FROM UNNEST($1::int8[], $2::int8[]) AS f(id, delay_ms)
-             WHERE j.id = f.id AND j.state = 'running' AND j.locked_by = $3
+             FROM UNNEST($1::int8[], $2::int8[], $3::int8[]) AS f(id, lease, delay_ms)
+             WHERE j.id = f.id AND j.lease = f.lease AND j.state = 'running'
              RETURNING j.id",
         )
-        .bind(&snoozed)
-        .bind(&snooze_delays)
-        .bind(worker)
+        .bind(&ids)
+        .bind(&leases)
+        .bind(&delays)
         .fetch_all(pool)
         .await?;
         for row in rows {
             finished.push((JobId(row.try_get("id")?), JobState::Scheduled));
         }
     }
-    if !ids.is_empty() {
-        let rows = sqlx::query(
-            "UPDATE jobs j SET
-                state = CASE WHEN f.permanent OR j.attempt >= j.max_attempts
-                             THEN 'dead' ELSE 'retrying' END,
-                run_at = CASE WHEN f.permanent OR j.attempt >= j.max_attempts
-                              THEN j.run_at ELSE now() + f.delay_ms * interval '1 millisecond' END,
-                finished_at = CASE WHEN f.permanent OR j.attempt >= j.max_attempts
-                                   THEN now() END,
-                last_error = f.error,
-                errors = j.errors || jsonb_build_array(jsonb_build_object(
-                    'attempt', j.attempt, 'at', now(), 'error', f.error)),
-                locked_by = NULL, heartbeat_at = NULL
-             FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::bool[])
-                  AS f(id, error, delay_ms, permanent)
-             WHERE j.id = f.id AND j.state = 'running' AND j.locked_by = $5
-             RETURNING j.id, j.state",
-        )
-        .bind(&ids)
-        .bind(&errors)
-        .bind(&delays)
-        .bind(&permanent)
-        .bind(worker)
-        .fetch_all(pool)
-        .await?;
-        for row in rows {
-            finished.push((
-                JobId(row.try_get("id")?),
-                parse_state(row.try_get("state")?)?,
-            ));
-        }
+    if !failed.is_empty() {
+        finished.extend(record_failures(db, &failed, hooks).await?);
     }
     Ok(finished)
 }
 
-pub(super) async fn heartbeat(pool: &PgPool, worker: &str) -> Result<u64, JobError> {
-    let result = sqlx::query(
-        "UPDATE jobs SET heartbeat_at = now() WHERE state = 'running' AND locked_by = $1",
+/// Failed attempts: `retrying`, or `dead` when permanent or the last attempt, with the dead
+/// jobs' hooks run in the same transaction (each in a savepoint, so one failing hook is
+/// logged and rolled back alone).
+async fn record_failures(
+    db: &PgDb,
+    failed: &[(Lease, &str, i64, bool)],
+    hooks: &DeadHooks,
+) -> Result<Vec<(JobId, JobState)>, JobError> {
+    let (ids, leases) = lease_columns(failed.iter().map(|(l, ..)| l));
+    let errors: Vec<&str> = failed.iter().map(|(_, e, ..)| *e).collect();
+    let delays: Vec<i64> = failed.iter().map(|(_, _, d, _)| *d).collect();
+    let permanent: Vec<bool> = failed.iter().map(|(.., p)| *p).collect();
+    let mut tx = db.begin_engine_scoped(Scope::Platform).await?;
+    let rows = sqlx::query(
+        "UPDATE jobs j SET
+            state = CASE WHEN f.permanent OR j.attempt >= j.max_attempts
+                         THEN 'dead' ELSE 'retrying' END,
+            run_at = CASE WHEN f.permanent OR j.attempt >= j.max_attempts
+                          THEN j.run_at ELSE now() + f.delay_ms * interval '1 millisecond' END,
+            finished_at = CASE WHEN f.permanent OR j.attempt >= j.max_attempts
+                               THEN now() END,
+            last_error = f.error,
+            errors = j.errors || jsonb_build_array(jsonb_build_object(
+                'attempt', j.attempt, 'at', now(), 'error', f.error)),
+            locked_by = NULL, heartbeat_at = NULL
+         FROM UNNEST($1::int8[], $2::int8[], $3::text[], $4::int8[], $5::bool[])
+              AS f(id, lease, error, delay_ms, permanent)
+         WHERE j.id = f.id AND j.lease = f.lease AND j.state = 'running'
+         RETURNING j.id, j.state, j.queue, j.kind, j.payload, j.last_error",
     )
-    .bind(worker)
-    .execute(pool)
+    .bind(&ids)
+    .bind(&leases)
+    .bind(&errors)
+    .bind(&delays)
+    .bind(&permanent)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(result.rows_affected())
+    let mut states = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let state = parse_state(row.try_get("state")?)?;
+        if state == JobState::Dead {
+            run_dead_hook(&mut tx, hooks, &dead_job(row)?).await?;
+        }
+        states.push((JobId(row.try_get("id")?), state));
+    }
+    tx.commit().await?;
+    Ok(states)
 }
 
-pub(super) async fn release(
-    pool: &PgPool,
-    worker: &str,
-    ids: &[JobId],
-    started: bool,
-) -> Result<u64, JobError> {
-    let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+fn dead_job(row: &PgRow) -> Result<DeadJob, JobError> {
+    Ok(DeadJob {
+        id: JobId(row.try_get("id")?),
+        queue: row.try_get("queue")?,
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        error: row
+            .try_get::<Option<String>, _>("last_error")?
+            .unwrap_or_default(),
+    })
+}
+
+/// Runs `job`'s on-dead hook in a savepoint of `tx`.
+async fn run_dead_hook(
+    tx: &mut Transaction<'static, Postgres>,
+    hooks: &DeadHooks,
+    job: &DeadJob,
+) -> Result<(), JobError> {
+    if hooks.get(&job.kind).is_none() {
+        return Ok(());
+    }
+    let savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+    super::run_dead_hook(Tx::Postgres(savepoint), hooks, job).await
+}
+
+async fn heartbeat(pool: &PgPool, leases: &[Lease]) -> Result<Vec<Lease>, JobError> {
+    let (ids, tokens) = lease_columns(leases.iter());
+    let rows = sqlx::query(
+        "UPDATE jobs j SET heartbeat_at = now()
+         FROM UNNEST($1::int8[], $2::int8[]) AS f(id, lease)
+         WHERE j.id = f.id AND j.lease = f.lease AND j.state = 'running'
+         RETURNING j.id, j.lease",
+    )
+    .bind(&ids)
+    .bind(&tokens)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Lease {
+                job: JobId(r.try_get("id")?),
+                token: r.try_get("lease")?,
+            })
+        })
+        .collect()
+}
+
+async fn release(pool: &PgPool, leases: &[Lease], started: bool) -> Result<u64, JobError> {
+    let (ids, tokens) = lease_columns(leases.iter());
     // A job that never started gives its attempt back; one interrupted mid-run keeps it and
     // says why, like a rescued job.
     let result = sqlx::query(
-        "UPDATE jobs SET state = 'available', locked_by = NULL, heartbeat_at = NULL,
-            attempt = CASE WHEN $3 THEN attempt ELSE attempt - 1 END,
-            last_error = CASE WHEN $3 THEN 'worker shut down before the job finished' ELSE last_error END,
-            errors = CASE WHEN $3 THEN errors || jsonb_build_array(jsonb_build_object(
-                'attempt', attempt, 'at', now(), 'error', 'worker shut down before the job finished'))
-                ELSE errors END
-         WHERE id = ANY($1) AND state = 'running' AND locked_by = $2",
+        "UPDATE jobs j SET state = 'available', locked_by = NULL, heartbeat_at = NULL,
+            attempt = CASE WHEN $3 THEN j.attempt ELSE j.attempt - 1 END,
+            last_error = CASE WHEN $3 THEN 'worker shut down before the job finished' ELSE j.last_error END,
+            errors = CASE WHEN $3 THEN j.errors || jsonb_build_array(jsonb_build_object(
+                'attempt', j.attempt, 'at', now(), 'error', 'worker shut down before the job finished'))
+                ELSE j.errors END
+         FROM UNNEST($1::int8[], $2::int8[]) AS f(id, lease)
+         WHERE j.id = f.id AND j.lease = f.lease AND j.state = 'running'",
     )
     .bind(&ids)
-    .bind(worker)
+    .bind(&tokens)
     .bind(started)
     .execute(pool)
     .await?;
     Ok(result.rows_affected())
 }
 
-pub(super) async fn rescue(
+async fn rescue(
     db: &PgDb,
     stale_after: Duration,
+    hooks: &DeadHooks,
 ) -> Result<Vec<(JobId, JobState)>, JobError> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin_scoped(Scope::Platform).await?;
     let rows = sqlx::query(
         "WITH stale AS (
             SELECT id FROM jobs
@@ -322,39 +577,25 @@ pub(super) async fn rescue(
                 'at', now(), 'error', 'worker stopped heart-beating (' || COALESCE(j.locked_by, '?') || ')')),
             locked_by = NULL, heartbeat_at = NULL
          FROM stale WHERE j.id = stale.id
-         RETURNING j.id, j.state, j.queue",
+         RETURNING j.id, j.state, j.queue, j.kind, j.payload, j.last_error",
     )
     .bind(stale_after.as_millis() as i64)
     .fetch_all(&mut *tx)
     .await?;
     let mut rescued = Vec::with_capacity(rows.len());
     let mut queues = Vec::new();
-    for row in rows {
+    for row in &rows {
         let state = parse_state(row.try_get("state")?)?;
-        if state == JobState::Available {
-            queues.push(row.try_get::<String, _>("queue")?);
+        match state {
+            JobState::Available => queues.push(row.try_get::<String, _>("queue")?),
+            JobState::Dead => run_dead_hook(&mut tx, hooks, &dead_job(row)?).await?,
+            _ => {}
         }
         rescued.push((JobId(row.try_get("id")?), state));
     }
     notify_queues(&mut tx, &db.notify_channel, queues).await?;
     tx.commit().await?;
     Ok(rescued)
-}
-
-pub(super) async fn promote(db: &PgDb) -> Result<Vec<String>, JobError> {
-    let mut tx = db.pool.begin().await?;
-    let queues: Vec<String> = sqlx::query_scalar(
-        "WITH due AS (
-            UPDATE jobs SET state = 'available'
-            WHERE state IN ('scheduled', 'retrying') AND run_at <= now()
-            RETURNING queue)
-         SELECT DISTINCT queue FROM due",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    notify_queues(&mut tx, &db.notify_channel, queues.clone()).await?;
-    tx.commit().await?;
-    Ok(queues)
 }
 
 async fn notify_queues(
@@ -374,7 +615,7 @@ async fn notify_queues(
     Ok(())
 }
 
-pub(super) async fn prune(pool: &PgPool, retention: &RetentionSettings) -> Result<u64, JobError> {
+async fn prune(pool: &PgPool, retention: &RetentionSettings, batch: u32) -> Result<u64, JobError> {
     let mut deleted = 0;
     for (state, hours) in [
         ("done", retention.done_hours),
@@ -388,10 +629,11 @@ pub(super) async fn prune(pool: &PgPool, retention: &RetentionSettings) -> Resul
         let result = sqlx::query(
             "DELETE FROM jobs WHERE id IN (
                 SELECT id FROM jobs WHERE state = $1 AND finished_at < now() - $2 * interval '1 hour'
-                ORDER BY id LIMIT 10000)",
+                ORDER BY id LIMIT $3)",
         )
         .bind(state)
         .bind(hours as i64)
+        .bind(batch as i64)
         .execute(pool)
         .await?;
         deleted += result.rows_affected();
@@ -399,7 +641,7 @@ pub(super) async fn prune(pool: &PgPool, retention: &RetentionSettings) -> Resul
     Ok(deleted)
 }
 
-pub(super) async fn stats(pool: &PgPool) -> Result<Vec<QueueStats>, JobError> {
+async fn stats(pool: &PgPool) -> Result<Vec<QueueStats>, JobError> {
     let rows = sqlx::query(
         "SELECT queue, state, count(*) AS n,
                 (EXTRACT(EPOCH FROM now() - min(run_at) FILTER (
@@ -421,7 +663,7 @@ pub(super) async fn stats(pool: &PgPool) -> Result<Vec<QueueStats>, JobError> {
     Ok(super::group_stats(decoded))
 }
 
-pub(super) async fn list(pool: &PgPool, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
+async fn list(pool: &PgPool, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs
          WHERE ($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR state = $2)
@@ -438,7 +680,7 @@ pub(super) async fn list(pool: &PgPool, filter: &JobFilter) -> Result<Vec<Job>, 
     rows.iter().map(decode_job).collect()
 }
 
-pub(super) async fn get(pool: &PgPool, id: JobId) -> Result<Option<Job>, JobError> {
+async fn get(pool: &PgPool, id: JobId) -> Result<Option<Job>, JobError> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.0)
@@ -448,7 +690,7 @@ pub(super) async fn get(pool: &PgPool, id: JobId) -> Result<Option<Job>, JobErro
 }
 
 /// Moves matching jobs to `available` now with attempts reset (operator retry).
-pub(super) async fn retry(
+async fn retry(
     db: &PgDb,
     id: Option<JobId>,
     queue: Option<&str>,
@@ -479,7 +721,7 @@ pub(super) async fn retry(
     Ok(ids)
 }
 
-pub(super) async fn cancel(pool: &PgPool, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
+async fn cancel(pool: &PgPool, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let result = sqlx::query(
         "UPDATE jobs SET state = 'cancelled', finished_at = now(), locked_by = NULL
@@ -492,9 +734,9 @@ pub(super) async fn cancel(pool: &PgPool, id: JobId, from: &[JobState]) -> Resul
     Ok(result.rows_affected() == 1)
 }
 
-pub(super) async fn cancel_for_erased(
+async fn cancel_for_erased(
     conn: &mut PgConnection,
-    subject: &super::ErasedSubject<'_>,
+    subject: &ErasedSubject<'_>,
 ) -> Result<u64, JobError> {
     let result = sqlx::query(
         "UPDATE jobs SET state = 'cancelled', finished_at = now(), locked_by = NULL,
@@ -512,10 +754,7 @@ pub(super) async fn cancel_for_erased(
     Ok(result.rows_affected())
 }
 
-pub(super) async fn next_due(
-    pool: &PgPool,
-    queue: &str,
-) -> Result<Option<DateTime<Utc>>, JobError> {
+async fn next_due(pool: &PgPool, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
     Ok(sqlx::query_scalar(
         "SELECT min(run_at) FROM jobs
          WHERE queue = $1 AND state IN ('scheduled', 'retrying')",
@@ -558,7 +797,7 @@ fn decode_job(row: &PgRow) -> Result<Job, JobError> {
     })
 }
 
-pub(super) async fn unfinished(pool: &PgPool, queue: &str) -> Result<i64, JobError> {
+async fn unfinished(pool: &PgPool, queue: &str) -> Result<i64, JobError> {
     Ok(sqlx::query_scalar(
         "SELECT count(*) FROM jobs
          WHERE queue = $1 AND state IN ('scheduled', 'available', 'running', 'retrying')",
@@ -568,7 +807,7 @@ pub(super) async fn unfinished(pool: &PgPool, queue: &str) -> Result<i64, JobErr
     .await?)
 }
 
-pub(super) async fn purge_queue(pool: &PgPool, queue: &str) -> Result<u64, JobError> {
+async fn purge_queue(pool: &PgPool, queue: &str) -> Result<u64, JobError> {
     let result = sqlx::query("DELETE FROM jobs WHERE queue = $1")
         .bind(queue)
         .execute(pool)
@@ -576,7 +815,7 @@ pub(super) async fn purge_queue(pool: &PgPool, queue: &str) -> Result<u64, JobEr
     Ok(result.rows_affected())
 }
 
-pub(super) async fn has_unfinished(pool: &PgPool, queue: &str) -> Result<bool, JobError> {
+async fn has_unfinished(pool: &PgPool, queue: &str) -> Result<bool, JobError> {
     // EXISTS stops at the first row the partial indexes find: cheap to poll.
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM jobs
@@ -587,10 +826,7 @@ pub(super) async fn has_unfinished(pool: &PgPool, queue: &str) -> Result<bool, J
     .await?)
 }
 
-pub(super) async fn activity(
-    pool: &PgPool,
-    window: Duration,
-) -> Result<Vec<(String, i64, i64)>, JobError> {
+async fn activity(pool: &PgPool, window: Duration) -> Result<Vec<(String, i64, i64)>, JobError> {
     let rows = sqlx::query(
         "SELECT queue,
                 count(*) FILTER (WHERE state = 'done' AND finished_at > now() - $1 * interval '1 millisecond') AS done,

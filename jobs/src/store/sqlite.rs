@@ -4,16 +4,20 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use voxline_domain::Tx;
 use voxline_domain::config::RetentionSettings;
 use voxline_domain::db::SqliteDb;
 
-use super::JobFilter;
+use super::{ErasedSubject, JobFilter, JobStore};
 use crate::error::JobError;
+use crate::handler::DeadHooks;
 use crate::model::{
-    AttemptError, ClaimedJob, Completion, Enqueued, Job, JobId, NewJob, Outcome, QueueStats,
+    AttemptError, ClaimedJob, Completion, DeadJob, Enqueued, Job, JobId, Lease, NewJob, Outcome,
+    QueueStats,
 };
 use crate::state::JobState;
 
@@ -22,6 +26,161 @@ const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, m
     locked_by, last_error, errors";
 
 const SHUTDOWN_ERROR: &str = "worker shut down before the job finished";
+
+/// The job store of the embedded default (one SQLite file, one process).
+pub struct SqliteStore {
+    db: SqliteDb,
+}
+
+impl SqliteStore {
+    pub fn new(db: SqliteDb) -> Self {
+        SqliteStore { db }
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn insert_in(
+        &self,
+        tx: &mut Tx<'_>,
+        job: &NewJob,
+        max_attempts: u32,
+    ) -> Result<Enqueued, JobError> {
+        let Tx::Sqlite { tx, woken, .. } = tx else {
+            return Err(JobError::WrongDatabase {
+                given: "Postgres",
+                store: "SQLite",
+            });
+        };
+        let (enqueued, available) = insert(tx, job, max_attempts).await?;
+        // Announced to this process's fetchers once the caller commits.
+        if available && !woken.iter().any(|q| **q == *job.queue) {
+            woken.push(job.queue.as_str().into());
+        }
+        Ok(enqueued)
+    }
+
+    async fn insert(&self, job: &NewJob, max_attempts: u32) -> Result<Enqueued, JobError> {
+        let mut conn = self.db.pool.acquire().await?;
+        let (enqueued, available) = insert(&mut conn, job, max_attempts).await?;
+        if available {
+            let _ = self.db.commits.send(job.queue.as_str().into());
+        }
+        Ok(enqueued)
+    }
+
+    async fn insert_many(&self, jobs: &[(NewJob, u32)]) -> Result<u64, JobError> {
+        insert_many(&self.db, jobs).await
+    }
+
+    async fn claim(
+        &self,
+        queue: &str,
+        worker: &str,
+        limit: usize,
+    ) -> Result<Vec<ClaimedJob>, JobError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        claim(&self.db.pool, queue, worker, limit).await
+    }
+
+    async fn complete(
+        &self,
+        completions: &[Completion],
+        hooks: &DeadHooks,
+    ) -> Result<Vec<(JobId, JobState)>, JobError> {
+        if completions.is_empty() {
+            return Ok(Vec::new());
+        }
+        complete(&self.db, completions, hooks).await
+    }
+
+    async fn heartbeat(&self, leases: &[Lease]) -> Result<Vec<Lease>, JobError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        heartbeat(&self.db.pool, leases).await
+    }
+
+    async fn release(&self, leases: &[Lease], started: bool) -> Result<u64, JobError> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        release(&self.db, leases, started).await
+    }
+
+    async fn rescue(
+        &self,
+        stale_after: Duration,
+        hooks: &DeadHooks,
+    ) -> Result<Vec<(JobId, JobState)>, JobError> {
+        rescue(&self.db, stale_after, hooks).await
+    }
+
+    async fn prune(&self, retention: &RetentionSettings, batch: u32) -> Result<u64, JobError> {
+        prune(&self.db.pool, retention, batch).await
+    }
+
+    async fn stats(&self) -> Result<Vec<QueueStats>, JobError> {
+        stats(&self.db.pool).await
+    }
+
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
+        list(&self.db.pool, filter).await
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, JobError> {
+        get(&self.db.pool, id).await
+    }
+
+    async fn next_due(&self, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
+        next_due(&self.db.pool, queue).await
+    }
+
+    async fn unfinished(&self, queue: &str) -> Result<i64, JobError> {
+        unfinished(&self.db.pool, queue).await
+    }
+
+    async fn has_unfinished(&self, queue: &str) -> Result<bool, JobError> {
+        has_unfinished(&self.db.pool, queue).await
+    }
+
+    async fn activity(&self, window: Duration) -> Result<Vec<(String, i64, i64)>, JobError> {
+        activity(&self.db.pool, window).await
+    }
+
+    async fn purge_queue(&self, queue: &str) -> Result<u64, JobError> {
+        purge_queue(&self.db.pool, queue).await
+    }
+
+    async fn make_available(
+        &self,
+        id: Option<JobId>,
+        queue: Option<&str>,
+        from: &[JobState],
+    ) -> Result<Vec<JobId>, JobError> {
+        retry(&self.db, id, queue, from).await
+    }
+
+    async fn cancel(&self, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
+        cancel(&self.db.pool, id, from).await
+    }
+
+    async fn cancel_for_erased(
+        &self,
+        tx: &mut Tx<'_>,
+        subject: &ErasedSubject<'_>,
+    ) -> Result<u64, JobError> {
+        let Tx::Sqlite { tx, .. } = tx else {
+            return Err(JobError::WrongDatabase {
+                given: "Postgres",
+                store: "SQLite",
+            });
+        };
+        cancel_for_erased(tx, subject).await
+    }
+}
 
 fn now_us() -> i64 {
     Utc::now().timestamp_micros()
@@ -42,7 +201,7 @@ fn error_entry(attempt: i64, at: i64, error: &str) -> Result<String, JobError> {
 
 /// Inserts on `conn` (a transaction or a lone connection); also says whether the job is due
 /// now, so the caller can wake this process's fetchers once it is committed.
-pub(super) async fn insert(
+async fn insert(
     conn: &mut SqliteConnection,
     job: &NewJob,
     max_attempts: u32,
@@ -95,7 +254,7 @@ pub(super) async fn insert(
     ))
 }
 
-pub(super) async fn insert_many(db: &SqliteDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError> {
+async fn insert_many(db: &SqliteDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError> {
     let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut inserted = 0;
     let mut woken: Vec<&str> = Vec::new();
@@ -115,7 +274,7 @@ pub(super) async fn insert_many(db: &SqliteDb, jobs: &[(NewJob, u32)]) -> Result
     Ok(inserted)
 }
 
-pub(super) async fn claim(
+async fn claim(
     pool: &SqlitePool,
     queue: &str,
     worker: &str,
@@ -123,13 +282,13 @@ pub(super) async fn claim(
 ) -> Result<Vec<ClaimedJob>, JobError> {
     let now = now_us();
     let rows = sqlx::query(
-        "UPDATE jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?1,
-                         heartbeat_at = ?1, locked_by = ?2
+        "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease = lease + 1,
+                         attempted_at = ?1, heartbeat_at = ?1, locked_by = ?2
          WHERE id IN (
             SELECT id FROM jobs
             WHERE queue = ?3 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
             ORDER BY priority DESC, run_at, id LIMIT ?4)
-         RETURNING id, kind, payload, attempt, max_attempts, timeout_ms, priority",
+         RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority",
     )
     .bind(now)
     .bind(worker)
@@ -138,47 +297,100 @@ pub(super) async fn claim(
     .fetch_all(pool)
     .await?;
     let mut claimed = Vec::with_capacity(rows.len());
+    let mut undecodable = Vec::new();
     for row in rows {
-        let payload: String = row.try_get("payload")?;
-        claimed.push((
-            row.try_get::<i64, _>("priority")?,
-            ClaimedJob {
-                id: JobId(row.try_get("id")?),
-                queue: queue.to_string(),
-                kind: row.try_get("kind")?,
-                payload: serde_json::from_str(&payload)?,
-                attempt: row.try_get::<i64, _>("attempt")? as u32,
-                max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-                timeout_ms: row
-                    .try_get::<Option<i64>, _>("timeout_ms")?
-                    .map(|t| t as u64),
+        match decode_claimed(&row, queue) {
+            Ok(job) => claimed.push(job),
+            Err(e) => match (row.try_get("id"), row.try_get("lease")) {
+                (Ok(job), Ok(token)) => undecodable.push((
+                    Lease {
+                        job: JobId(job),
+                        token,
+                    },
+                    e.to_string(),
+                )),
+                // Without its id and lease the row cannot be named; it stays `running`
+                // without a heartbeat and is rescued.
+                _ => tracing::error!(queue, error = %e, "claimed a job row without an id"),
             },
-        ));
+        }
     }
+    bury_undecodable(pool, &undecodable).await?;
     claimed.sort_by_key(|(priority, job)| (-priority, job.id));
     Ok(claimed.into_iter().map(|(_, job)| job).collect())
 }
 
-pub(super) async fn complete(
-    pool: &SqlitePool,
-    worker: &str,
-    completions: &[Completion],
-) -> Result<Vec<(JobId, JobState)>, JobError> {
+fn decode_claimed(row: &SqliteRow, queue: &str) -> Result<(i64, ClaimedJob), JobError> {
+    let payload: String = row.try_get("payload")?;
+    Ok((
+        row.try_get::<i64, _>("priority")?,
+        ClaimedJob {
+            id: JobId(row.try_get("id")?),
+            lease: row.try_get("lease")?,
+            queue: queue.to_string(),
+            kind: row.try_get("kind")?,
+            payload: serde_json::from_str(&payload)?,
+            attempt: row.try_get::<i64, _>("attempt")? as u32,
+            max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+            timeout_ms: row
+                .try_get::<Option<i64>, _>("timeout_ms")?
+                .map(|t| t as u64),
+        },
+    ))
+}
+
+/// Claimed rows that could not be read go to `dead` with the reason: no attempt would read
+/// them better, and an operator can inspect them there.
+async fn bury_undecodable(pool: &SqlitePool, rows: &[(Lease, String)]) -> Result<(), JobError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    tracing::error!(jobs = ?rows, "claimed job rows could not be decoded; moved to dead");
     let now = now_us();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    for (lease, reason) in rows {
+        let error = format!("claimed row could not be decoded: {reason}");
+        sqlx::query(
+            "UPDATE jobs SET state = 'dead', finished_at = ?1, locked_by = NULL,
+                heartbeat_at = NULL, last_error = ?2,
+                errors = json_insert(errors, '$[#]', json_object('attempt', attempt,
+                    'at', strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000000.0, 'unixepoch'), 'error', ?2))
+             WHERE id = ?3 AND lease = ?4 AND state = 'running'",
+        )
+        .bind(now)
+        .bind(&error)
+        .bind(lease.job.0)
+        .bind(lease.token)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn complete(
+    db: &SqliteDb,
+    completions: &[Completion],
+    hooks: &DeadHooks,
+) -> Result<Vec<(JobId, JobState)>, JobError> {
+    let now = now_us();
+    let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut finished = Vec::with_capacity(completions.len());
     for c in completions {
+        // Only the attempt that holds the current lease may finish a job: one rescued and
+        // claimed again belongs to its new attempt.
+        let (id, lease) = (c.lease.job.0, c.lease.token);
         let row = match &c.outcome {
             Outcome::Done => {
                 sqlx::query(
                     "UPDATE jobs SET state = 'done', finished_at = ?1, locked_by = NULL,
                                      heartbeat_at = NULL
-                     WHERE id = ?2 AND state = 'running' AND locked_by = ?3
+                     WHERE id = ?2 AND lease = ?3 AND state = 'running'
                      RETURNING state",
                 )
                 .bind(now)
-                .bind(c.id.0)
-                .bind(worker)
+                .bind(id)
+                .bind(lease)
                 .fetch_optional(&mut *tx)
                 .await?
             }
@@ -186,13 +398,13 @@ pub(super) async fn complete(
                 sqlx::query(
                     "UPDATE jobs SET state = 'scheduled', attempt = attempt - 1, run_at = ?1 + ?2,
                                      locked_by = NULL, heartbeat_at = NULL
-                     WHERE id = ?3 AND state = 'running' AND locked_by = ?4
+                     WHERE id = ?3 AND lease = ?4 AND state = 'running'
                      RETURNING state",
                 )
                 .bind(now)
                 .bind(delay.as_micros() as i64)
-                .bind(c.id.0)
-                .bind(worker)
+                .bind(id)
+                .bind(lease)
                 .fetch_optional(&mut *tx)
                 .await?
             }
@@ -202,15 +414,15 @@ pub(super) async fn complete(
                     _ => (0, true),
                 };
                 let attempt: Option<i64> = sqlx::query_scalar(
-                    "SELECT attempt FROM jobs WHERE id = ? AND state = 'running' AND locked_by = ?",
+                    "SELECT attempt FROM jobs WHERE id = ? AND lease = ? AND state = 'running'",
                 )
-                .bind(c.id.0)
-                .bind(worker)
+                .bind(id)
+                .bind(lease)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(attempt) = attempt else { continue };
                 let entry = error_entry(attempt, now, error)?;
-                sqlx::query(
+                let row = sqlx::query(
                     "UPDATE jobs SET
                         state = CASE WHEN ?1 OR attempt >= max_attempts THEN 'dead' ELSE 'retrying' END,
                         run_at = CASE WHEN ?1 OR attempt >= max_attempts THEN run_at ELSE ?2 + ?3 END,
@@ -219,52 +431,94 @@ pub(super) async fn complete(
                         errors = json_insert(errors, '$[#]', json(?5)),
                         locked_by = NULL, heartbeat_at = NULL
                      WHERE id = ?6
-                     RETURNING state",
+                     RETURNING id, state, queue, kind, payload, last_error",
                 )
                 .bind(permanent)
                 .bind(now)
                 .bind(delay)
                 .bind(error)
                 .bind(entry)
-                .bind(c.id.0)
-                .fetch_optional(&mut *tx)
-                .await?
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if row.try_get::<String, _>("state")? == "dead" {
+                    run_dead_hook(db, &mut tx, hooks, &dead_job(&row)?).await?;
+                }
+                Some(row)
             }
         };
         if let Some(row) = row {
-            finished.push((c.id, parse_state(row.try_get("state")?)?));
+            finished.push((c.lease.job, parse_state(row.try_get("state")?)?));
         }
     }
     tx.commit().await?;
     Ok(finished)
 }
 
-pub(super) async fn heartbeat(pool: &SqlitePool, worker: &str) -> Result<u64, JobError> {
-    let result =
-        sqlx::query("UPDATE jobs SET heartbeat_at = ? WHERE state = 'running' AND locked_by = ?")
-            .bind(now_us())
-            .bind(worker)
-            .execute(pool)
-            .await?;
-    Ok(result.rows_affected())
+fn dead_job(row: &SqliteRow) -> Result<DeadJob, JobError> {
+    let payload: String = row.try_get("payload")?;
+    Ok(DeadJob {
+        id: JobId(row.try_get("id")?),
+        queue: row.try_get("queue")?,
+        kind: row.try_get("kind")?,
+        payload: serde_json::from_str(&payload)?,
+        error: row
+            .try_get::<Option<String>, _>("last_error")?
+            .unwrap_or_default(),
+    })
 }
 
-pub(super) async fn release(
+/// Runs `job`'s on-dead hook in a savepoint of `tx`.
+async fn run_dead_hook(
     db: &SqliteDb,
-    worker: &str,
-    ids: &[JobId],
-    started: bool,
-) -> Result<u64, JobError> {
+    tx: &mut Transaction<'static, Sqlite>,
+    hooks: &DeadHooks,
+    job: &DeadJob,
+) -> Result<(), JobError> {
+    if hooks.get(&job.kind).is_none() {
+        return Ok(());
+    }
+    let savepoint = Tx::Sqlite {
+        tx: sqlx::Acquire::begin(&mut *tx).await?,
+        commits: db.commits.clone(),
+        woken: Vec::new(),
+    };
+    super::run_dead_hook(savepoint, hooks, job).await
+}
+
+async fn heartbeat(pool: &SqlitePool, leases: &[Lease]) -> Result<Vec<Lease>, JobError> {
+    let pairs: Vec<[i64; 2]> = leases.iter().map(|l| [l.job.0, l.token]).collect();
+    let rows = sqlx::query(
+        "UPDATE jobs SET heartbeat_at = ?1
+         WHERE state = 'running' AND (id, lease) IN (
+            SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?2))
+         RETURNING id, lease",
+    )
+    .bind(now_us())
+    .bind(serde_json::to_string(&pairs)?)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Lease {
+                job: JobId(r.try_get("id")?),
+                token: r.try_get("lease")?,
+            })
+        })
+        .collect()
+}
+
+async fn release(db: &SqliteDb, leases: &[Lease], started: bool) -> Result<u64, JobError> {
     let now = now_us();
     let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut released = 0;
     let mut woken: Vec<String> = Vec::new();
-    for id in ids {
+    for lease in leases {
         let row = sqlx::query(
-            "SELECT attempt, queue FROM jobs WHERE id = ? AND state = 'running' AND locked_by = ?",
+            "SELECT attempt, queue FROM jobs WHERE id = ? AND lease = ? AND state = 'running'",
         )
-        .bind(id.0)
-        .bind(worker)
+        .bind(lease.job.0)
+        .bind(lease.token)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { continue };
@@ -278,7 +532,7 @@ pub(super) async fn release(
             )
             .bind(SHUTDOWN_ERROR)
             .bind(error_entry(attempt, now, SHUTDOWN_ERROR)?)
-            .bind(id.0)
+            .bind(lease.job.0)
             .execute(&mut *tx)
             .await?;
         } else {
@@ -287,7 +541,7 @@ pub(super) async fn release(
                     attempt = attempt - 1
                  WHERE id = ?",
             )
-            .bind(id.0)
+            .bind(lease.job.0)
             .execute(&mut *tx)
             .await?;
         }
@@ -303,9 +557,10 @@ pub(super) async fn release(
     Ok(released)
 }
 
-pub(super) async fn rescue(
+async fn rescue(
     db: &SqliteDb,
     stale_after: Duration,
+    hooks: &DeadHooks,
 ) -> Result<Vec<(JobId, JobState)>, JobError> {
     let now = now_us();
     let cutoff = now - stale_after.as_micros() as i64;
@@ -326,13 +581,13 @@ pub(super) async fn rescue(
             "worker stopped heart-beating ({})",
             holder.as_deref().unwrap_or("?")
         );
-        let state: String = sqlx::query_scalar(
+        let updated = sqlx::query(
             "UPDATE jobs SET
                 state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'available' END,
                 finished_at = CASE WHEN attempt >= max_attempts THEN ?1 END,
                 run_at = ?1, last_error = ?2, errors = json_insert(errors, '$[#]', json(?3)),
                 locked_by = NULL, heartbeat_at = NULL
-             WHERE id = ?4 RETURNING state",
+             WHERE id = ?4 RETURNING id, state, queue, kind, payload, last_error",
         )
         .bind(now)
         .bind(&error)
@@ -340,9 +595,11 @@ pub(super) async fn rescue(
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
-        let state = parse_state(state)?;
-        if state == JobState::Available {
-            woken.push(row.try_get("queue")?);
+        let state = parse_state(updated.try_get("state")?)?;
+        match state {
+            JobState::Available => woken.push(row.try_get("queue")?),
+            JobState::Dead => run_dead_hook(db, &mut tx, hooks, &dead_job(&updated)?).await?,
+            _ => {}
         }
         rescued.push((JobId(id), state));
     }
@@ -353,25 +610,10 @@ pub(super) async fn rescue(
     Ok(rescued)
 }
 
-pub(super) async fn promote(db: &SqliteDb) -> Result<Vec<String>, JobError> {
-    let mut queues: Vec<String> = sqlx::query_scalar(
-        "UPDATE jobs SET state = 'available'
-         WHERE state IN ('scheduled', 'retrying') AND run_at <= ? RETURNING queue",
-    )
-    .bind(now_us())
-    .fetch_all(&db.pool)
-    .await?;
-    queues.sort_unstable();
-    queues.dedup();
-    for queue in &queues {
-        let _ = db.commits.send(queue.as_str().into());
-    }
-    Ok(queues)
-}
-
-pub(super) async fn prune(
+async fn prune(
     pool: &SqlitePool,
     retention: &RetentionSettings,
+    batch: u32,
 ) -> Result<u64, JobError> {
     let now = now_us();
     let mut deleted = 0;
@@ -386,10 +628,11 @@ pub(super) async fn prune(
         let cutoff = now - (hours as i64) * 3_600_000_000;
         let result = sqlx::query(
             "DELETE FROM jobs WHERE id IN (
-                SELECT id FROM jobs WHERE state = ? AND finished_at < ? ORDER BY id LIMIT 10000)",
+                SELECT id FROM jobs WHERE state = ? AND finished_at < ? ORDER BY id LIMIT ?)",
         )
         .bind(state)
         .bind(cutoff)
+        .bind(batch as i64)
         .execute(pool)
         .await?;
         deleted += result.rows_affected();
@@ -397,7 +640,7 @@ pub(super) async fn prune(
     Ok(deleted)
 }
 
-pub(super) async fn stats(pool: &SqlitePool) -> Result<Vec<QueueStats>, JobError> {
+async fn stats(pool: &SqlitePool) -> Result<Vec<QueueStats>, JobError> {
     let rows = sqlx::query(
         "SELECT queue, state, count(*) AS n,
                 (?1 - min(CASE WHEN state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
@@ -419,7 +662,7 @@ pub(super) async fn stats(pool: &SqlitePool) -> Result<Vec<QueueStats>, JobError
     Ok(super::group_stats(decoded))
 }
 
-pub(super) async fn list(pool: &SqlitePool, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
+async fn list(pool: &SqlitePool, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs
          WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR state = ?2)
@@ -436,7 +679,7 @@ pub(super) async fn list(pool: &SqlitePool, filter: &JobFilter) -> Result<Vec<Jo
     rows.iter().map(decode_job).collect()
 }
 
-pub(super) async fn get(pool: &SqlitePool, id: JobId) -> Result<Option<Job>, JobError> {
+async fn get(pool: &SqlitePool, id: JobId) -> Result<Option<Job>, JobError> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.0)
@@ -445,7 +688,7 @@ pub(super) async fn get(pool: &SqlitePool, id: JobId) -> Result<Option<Job>, Job
     row.as_ref().map(decode_job).transpose()
 }
 
-pub(super) async fn retry(
+async fn retry(
     db: &SqliteDb,
     id: Option<JobId>,
     queue: Option<&str>,
@@ -480,11 +723,7 @@ pub(super) async fn retry(
     Ok(ids)
 }
 
-pub(super) async fn cancel(
-    pool: &SqlitePool,
-    id: JobId,
-    from: &[JobState],
-) -> Result<bool, JobError> {
+async fn cancel(pool: &SqlitePool, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
     let from = serde_json::to_string(&from.iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
     let result = sqlx::query(
         "UPDATE jobs SET state = 'cancelled', finished_at = ?1, locked_by = NULL
@@ -498,9 +737,9 @@ pub(super) async fn cancel(
     Ok(result.rows_affected() == 1)
 }
 
-pub(super) async fn cancel_for_erased(
+async fn cancel_for_erased(
     conn: &mut SqliteConnection,
-    subject: &super::ErasedSubject<'_>,
+    subject: &ErasedSubject<'_>,
 ) -> Result<u64, JobError> {
     let result = sqlx::query(
         "UPDATE jobs SET state = 'cancelled', finished_at = ?1, locked_by = NULL,
@@ -519,10 +758,7 @@ pub(super) async fn cancel_for_erased(
     Ok(result.rows_affected())
 }
 
-pub(super) async fn next_due(
-    pool: &SqlitePool,
-    queue: &str,
-) -> Result<Option<DateTime<Utc>>, JobError> {
+async fn next_due(pool: &SqlitePool, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
     let us: Option<i64> = sqlx::query_scalar(
         "SELECT min(run_at) FROM jobs
          WHERE queue = ? AND state IN ('scheduled', 'retrying')",
@@ -570,7 +806,7 @@ fn decode_job(row: &SqliteRow) -> Result<Job, JobError> {
     })
 }
 
-pub(super) async fn unfinished(pool: &SqlitePool, queue: &str) -> Result<i64, JobError> {
+async fn unfinished(pool: &SqlitePool, queue: &str) -> Result<i64, JobError> {
     Ok(sqlx::query_scalar(
         "SELECT count(*) FROM jobs
          WHERE queue = ? AND state IN ('scheduled', 'available', 'running', 'retrying')",
@@ -580,7 +816,7 @@ pub(super) async fn unfinished(pool: &SqlitePool, queue: &str) -> Result<i64, Jo
     .await?)
 }
 
-pub(super) async fn purge_queue(pool: &SqlitePool, queue: &str) -> Result<u64, JobError> {
+async fn purge_queue(pool: &SqlitePool, queue: &str) -> Result<u64, JobError> {
     let result = sqlx::query("DELETE FROM jobs WHERE queue = ?")
         .bind(queue)
         .execute(pool)
@@ -588,7 +824,7 @@ pub(super) async fn purge_queue(pool: &SqlitePool, queue: &str) -> Result<u64, J
     Ok(result.rows_affected())
 }
 
-pub(super) async fn has_unfinished(pool: &SqlitePool, queue: &str) -> Result<bool, JobError> {
+async fn has_unfinished(pool: &SqlitePool, queue: &str) -> Result<bool, JobError> {
     // EXISTS stops at the first row the partial indexes find: cheap to poll.
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM jobs
@@ -599,7 +835,7 @@ pub(super) async fn has_unfinished(pool: &SqlitePool, queue: &str) -> Result<boo
     .await?)
 }
 
-pub(super) async fn activity(
+async fn activity(
     pool: &SqlitePool,
     window: Duration,
 ) -> Result<Vec<(String, i64, i64)>, JobError> {

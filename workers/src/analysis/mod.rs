@@ -25,7 +25,7 @@ use voxline_jobs::payloads::{ANALYSIS_RUN, EmailJob, EmailMessage, FeedbackReady
 use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobClient};
 
 use crate::openai::OpenAi;
-use crate::pipeline::{finish_step, session_job};
+use crate::pipeline::session_job;
 use llm::{Grounding, LlmError, LlmFeedback};
 
 const FILLERS_NOTE: &str =
@@ -39,8 +39,7 @@ pub fn register(handlers: Handlers, jobs: JobClient, openai: Arc<OpenAi>) -> Han
         let (jobs, openai) = (jobs.clone(), openai.clone());
         async move {
             let task = session_job(&job)?;
-            let result = analyse(&jobs, &openai, &job, &task).await;
-            finish_step(jobs.db(), &job, &task, result).await
+            analyse(&jobs, &openai, &job, &task).await
         }
     })
 }
@@ -199,6 +198,7 @@ mod tests {
     fn job(attempt: u32, max_attempts: u32) -> ClaimedJob {
         ClaimedJob {
             id: JobId(1),
+            lease: 1,
             queue: "analysis".into(),
             kind: ANALYSIS_RUN.into(),
             payload: Value::Null,

@@ -65,6 +65,12 @@ impl EmailWorker {
     }
 
     async fn handle(&self, job: ClaimedJob) -> Result<(), HandlerError> {
+        // This attempt's lease fences the `sending` row: once it is gone (a crash, a time-out,
+        // a rescue) the next attempt takes the row over instead of waiting for it.
+        let holder = notifications::SendHolder {
+            job: job.id.0,
+            lease: job.lease,
+        };
         let email: EmailJob = serde_json::from_value(job.payload)
             .map_err(|e| HandlerError::permanent(format!("bad email.send payload: {e}")))?;
         let kind = kind_of(&email.message);
@@ -84,7 +90,7 @@ impl EmailWorker {
         };
         let db_error = |e: voxline_domain::DbError| HandlerError::retry(e.to_string());
 
-        if let Err(existing) = notifications::claim_send(&self.db, &record)
+        if let Err(existing) = notifications::claim_send(&self.db, &record, holder)
             .await
             .map_err(db_error)?
         {

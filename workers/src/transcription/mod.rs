@@ -21,7 +21,7 @@ use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobClient};
 
 use crate::analysis::metrics::Segment;
 use crate::openai::OpenAi;
-use crate::pipeline::{finish_step, session_job};
+use crate::pipeline::session_job;
 
 /// A recording to transcribe. The file name carries the extension providers use to tell the
 /// format (`<session>.wav`).
@@ -111,8 +111,7 @@ impl TranscriptionWorker {
             let worker = worker.clone();
             async move {
                 let task = session_job(&job)?;
-                let result = worker.transcribe(&task).await;
-                finish_step(worker.jobs.db(), &job, &task, result).await
+                worker.transcribe(&task).await
             }
         })
     }
