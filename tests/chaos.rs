@@ -18,16 +18,40 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::pg_cluster::PgCluster;
-use support::{TestDb, eventually, free_port, signal};
+use support::{TestDb, free_port, signal};
 use tokio::process::Child;
 use tokio::sync::Semaphore;
 use voxline_api::auth::{Claims, Keys, Role};
 
-const SESSIONS: usize = 40;
+const SESSIONS: usize = 120;
 const PROFILES: usize = 5;
-/// One batch of submissions per fault.
-const FAULTS: usize = 6;
-const BATCH: usize = SESSIONS / (FAULTS + 1) + 1;
+
+/// What happens while one batch of submissions is under way.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// `kill -9` of one worker process (taking turns), replaced at once.
+    Worker,
+    /// `kill -9` of the API process, replaced on the same address.
+    Api,
+    /// A PostgreSQL restart: every process's connections break at once.
+    Database,
+    /// Nothing: the last batch runs on a quiet system.
+    None,
+}
+
+const SCHEDULE: [Fault; 10] = [
+    Fault::Worker,
+    Fault::Worker,
+    Fault::Api,
+    Fault::Worker,
+    Fault::Database,
+    Fault::Worker,
+    Fault::Worker,
+    Fault::Worker,
+    Fault::Worker,
+    Fault::None,
+];
+const BATCH: usize = SESSIONS.div_ceil(SCHEDULE.len());
 const SETTLE: Duration = Duration::from_secs(60);
 
 /// Engine settings for every process: quick rescue of a killed worker's jobs.
@@ -79,16 +103,12 @@ impl Api {
     async fn start(t: &TestDb, addr: &str) -> Api {
         let mut env = FAST_ENV.to_vec();
         env.push(("VOXLINE_HTTP_ADDR", addr));
-        let child = t.spawn_voxline(&["api"], &env);
-        let health = format!("http://{addr}/healthz");
-        eventually("the API process answers", Duration::from_secs(30), || {
-            let health = health.clone();
-            async move {
-                reqwest::get(health)
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        })
+        let mut child = t.spawn_voxline(&["api"], &env);
+        until_up(
+            &mut child,
+            "the API process",
+            &format!("http://{addr}/healthz"),
+        )
         .await;
         Api {
             addr: addr.to_string(),
@@ -101,8 +121,41 @@ impl Api {
     }
 }
 
-fn start_worker(t: &TestDb) -> Child {
-    t.spawn_voxline(&["worker"], FAST_ENV)
+/// A `voxline worker` process (every queue, and the scheduler), started and running: its
+/// metrics listener, which it opens once its pools run, answers.
+async fn start_worker(t: &TestDb) -> Child {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut env = FAST_ENV.to_vec();
+    env.push(("VOXLINE_METRICS__WORKER_ADDR", &addr));
+    let mut child = t.spawn_voxline(&["worker"], &env);
+    until_up(
+        &mut child,
+        "a worker process",
+        &format!("http://{addr}/metrics"),
+    )
+    .await;
+    child
+}
+
+/// Waits until `url` answers 200; fails at once if the process exits instead.
+async fn until_up(child: &mut Child, what: &str, url: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the child process") {
+            panic!("{what} exited during its start: {status}");
+        }
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not come up within 30 s ({url})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `kill -9`s a child and reaps it.
@@ -175,7 +228,7 @@ async fn accepted_sessions_survive_killed_workers_a_killed_api_and_a_database_re
     let addr = format!("127.0.0.1:{}", free_port());
     let mut api = Api::start(&t, &addr).await;
     let base = api.base();
-    let mut workers = vec![start_worker(&t), start_worker(&t)];
+    let mut workers = vec![start_worker(&t).await, start_worker(&t).await];
 
     // The clients: each waits for a permit, which the fault loop below hands out per batch.
     let permits = Arc::new(Semaphore::new(0));
@@ -193,26 +246,23 @@ async fn accepted_sessions_survive_killed_workers_a_killed_api_and_a_database_re
         .collect();
 
     let mut released = 0;
-    for fault in 0..=FAULTS {
+    let mut victim = 0;
+    for fault in SCHEDULE {
         let batch = BATCH.min(SESSIONS - released);
         permits.add_permits(batch);
         released += batch;
         match fault {
-            // Worker processes, one at a time, each replaced at once.
-            0 | 2 | 4 | 5 => {
-                let victim = fault % workers.len();
+            Fault::Worker => {
+                victim = (victim + 1) % workers.len();
                 kill(&mut workers[victim]).await;
-                workers[victim] = start_worker(&t);
+                workers[victim] = start_worker(&t).await;
             }
-            // The API process, in the middle of its batch.
-            1 => {
+            Fault::Api => {
                 kill(&mut api.child).await;
                 api = Api::start(&t, &addr).await;
             }
-            // PostgreSQL: every process's connections break at once.
-            3 => cluster.restart().await,
-            // The last batch runs on a quiet system.
-            _ => {}
+            Fault::Database => cluster.restart().await,
+            Fault::None => {}
         }
         // The batch is answered (retried through the fault) before the next one is released.
         let done = answered

@@ -441,6 +441,28 @@ pub struct CronEntry {
     pub kind: String,
     #[serde(default)]
     pub payload: Option<serde_json::Value>,
+    /// Ticks missed while no process ran: none, the last one, or all of them.
+    #[serde(default)]
+    pub catch_up: CatchUp,
+}
+
+/// Which ticks of a cron entry that fell while no voxline process ran are enqueued at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUp {
+    /// Missed ticks are skipped.
+    None,
+    /// The latest missed tick runs once (a reconciliation or report covers the gap anyway).
+    #[default]
+    Last,
+    /// Every missed tick runs, oldest first (at most [`CatchUp::MAX_TICKS`]).
+    All,
+}
+
+impl CatchUp {
+    /// The most missed ticks `all` enqueues: a schedule of every second down for a day must
+    /// not flood the queue.
+    pub const MAX_TICKS: usize = 1_000;
 }
 
 impl Settings {

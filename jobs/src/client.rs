@@ -54,6 +54,19 @@ impl JobClient {
         self.store.insert(job, self.max_attempts(job)).await
     }
 
+    /// Enqueues a cron tick's job and records the tick as its entry's latest (see
+    /// [`crate::cron`]).
+    pub async fn enqueue_tick(
+        &self,
+        entry: &str,
+        tick: i64,
+        job: &NewJob,
+    ) -> Result<Enqueued, JobError> {
+        self.store
+            .enqueue_tick(entry, tick, job, self.max_attempts(job))
+            .await
+    }
+
     /// Enqueues many jobs in one transaction (bulk insert); returns how many were new.
     pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<u64, JobError> {
         let resolved: Vec<(NewJob, u32)> = jobs

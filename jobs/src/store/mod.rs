@@ -59,6 +59,19 @@ pub trait JobStore: Send + Sync + 'static {
     /// Inserts many jobs in one transaction; returns how many were new.
     async fn insert_many(&self, jobs: &[(NewJob, u32)]) -> Result<u64, JobError>;
 
+    /// Enqueues the job of cron entry `entry`'s tick at `tick` (Unix seconds) and records the
+    /// tick as the entry's latest, in one transaction.
+    async fn enqueue_tick(
+        &self,
+        entry: &str,
+        tick: i64,
+        job: &NewJob,
+        max_attempts: u32,
+    ) -> Result<Enqueued, JobError>;
+
+    /// The latest tick enqueued for cron entry `entry`, if any ever was.
+    async fn last_tick(&self, entry: &str) -> Result<Option<i64>, JobError>;
+
     /// Claims up to `limit` due jobs of `queue` for `worker`, each under a new lease. A claimed
     /// row that cannot be decoded is moved to `dead` with the reason, never left `running`.
     async fn claim(

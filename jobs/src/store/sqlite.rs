@@ -73,6 +73,39 @@ impl JobStore for SqliteStore {
         insert_many(&self.db, jobs).await
     }
 
+    async fn enqueue_tick(
+        &self,
+        entry: &str,
+        tick: i64,
+        job: &NewJob,
+        max_attempts: u32,
+    ) -> Result<Enqueued, JobError> {
+        let mut tx = self.db.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (enqueued, available) = insert(&mut tx, job, max_attempts).await?;
+        sqlx::query(
+            "INSERT INTO cron_ticks (name, last_tick) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET last_tick = max(cron_ticks.last_tick, ?2)",
+        )
+        .bind(entry)
+        .bind(tick)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if available {
+            let _ = self.db.commits.send(job.queue.as_str().into());
+        }
+        Ok(enqueued)
+    }
+
+    async fn last_tick(&self, entry: &str) -> Result<Option<i64>, JobError> {
+        Ok(
+            sqlx::query_scalar("SELECT last_tick FROM cron_ticks WHERE name = ?")
+                .bind(entry)
+                .fetch_optional(&self.db.pool)
+                .await?,
+        )
+    }
+
     async fn claim(
         &self,
         queue: &str,

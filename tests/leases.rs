@@ -1,0 +1,2 @@
+//! Leases (placeholder while the suite is written).
+mod support;
