@@ -1,6 +1,7 @@
 //! Starting and stopping the long-running roles: API, worker pools, scheduler.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -42,11 +43,52 @@ impl Roles {
     }
 }
 
+/// How long a starting process waits for a database that cannot be reached yet (starting,
+/// restarting, shutting down) before it gives up.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Connects and migrates. A database that is unreachable right now is waited for, with
+/// backoff, up to [`CONNECT_PATIENCE`]: a process restarted beside a restarting PostgreSQL
+/// comes up with it instead of exiting. Any other error (a wrong URL, a failed migration)
+/// stops the start at once.
 pub async fn connect(settings: &Settings) -> anyhow::Result<Db> {
-    let db = Db::connect(settings)
-        .await
-        .with_context(|| format!("connecting to {}", redact(&settings.database_url())))?;
-    db.migrate().await.context("applying migrations")?;
+    let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
+    let mut waits = backon::BackoffBuilder::build(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(5))
+            .without_max_times(),
+    );
+    loop {
+        match connect_once(settings).await {
+            Ok(db) => return Ok(db),
+            Err((e, unavailable)) => {
+                let wait = waits.next().unwrap_or(Duration::from_secs(5));
+                if !unavailable || tokio::time::Instant::now() + wait > deadline {
+                    return Err(e);
+                }
+                tracing::warn!(error = %format!("{e:#}"), ?wait, "the database cannot be reached yet; waiting");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// One try; the flag says whether the failure was the database being unreachable.
+async fn connect_once(settings: &Settings) -> Result<Db, (anyhow::Error, bool)> {
+    let db = Db::connect(settings).await.map_err(|e| {
+        let unavailable = e.is_unavailable();
+        let context = format!("connecting to {}", redact(&settings.database_url()));
+        (anyhow::Error::new(e).context(context), unavailable)
+    })?;
+    if let Err(e) = db.migrate().await {
+        let unavailable = e.is_unavailable();
+        db.close().await;
+        return Err((
+            anyhow::Error::new(e).context("applying migrations"),
+            unavailable,
+        ));
+    }
     Ok(db)
 }
 

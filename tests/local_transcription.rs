@@ -331,3 +331,27 @@ async fn a_browser_recording_in_webm_opus_becomes_feedback_with_no_api_key(backe
     assert!(found * 10 >= spoken.len() * 8, "heard {heard:?}");
 }
 on_both_databases!(a_browser_recording_in_webm_opus_becomes_feedback_with_no_api_key);
+
+/// A transcription whose caller has given up (its attempt timed out) stops before its next
+/// window instead of running to the end of the recording beside the next attempt.
+#[tokio::test]
+async fn a_cancelled_transcription_stops_before_its_next_window() {
+    let Some(dir) = model_dir().await else {
+        return;
+    };
+    let heard = tokio::task::spawn_blocking(move || {
+        let model = voxline_whisper::LocalWhisper::load(&dir).expect("load the model");
+        // A minute of audio: two windows or more.
+        let samples = vec![0.0f32; 16_000 * 60];
+        let cancelled = std::sync::atomic::AtomicBool::new(true);
+        model.transcribe_until(&samples, &cancelled)
+    })
+    .await
+    .expect("the transcription task");
+    match heard {
+        Err(voxline_whisper::TranscribeError::Cancelled { heard_secs }) => {
+            assert_eq!(heard_secs, 0.0)
+        }
+        other => panic!("expected a cancelled transcription, got {other:?}"),
+    }
+}

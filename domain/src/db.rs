@@ -3,11 +3,12 @@
 //! Callers that need a transaction take a [`Tx`], which wraps either driver's transaction so a
 //! business row and the jobs it enqueues commit or roll back together on both databases.
 
+use std::error::Error as StdError;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -34,6 +35,52 @@ pub enum DbError {
         path: String,
         source: std::io::Error,
     },
+}
+
+impl DbError {
+    /// Whether this says the database cannot be reached right now (see [`is_unavailable`]),
+    /// rather than that the statement or the migration is wrong.
+    pub fn is_unavailable(&self) -> bool {
+        error_chain(self)
+            .find_map(|e| e.downcast_ref::<sqlx::Error>())
+            .is_some_and(is_unavailable)
+    }
+}
+
+/// Whether `error` says the database is unreachable rather than that the statement is wrong:
+/// the connection broke or could not be made (I/O, TLS, a garbled stream), no pooled
+/// connection came free in time, the pool is closed, or Postgres said so itself (SQLSTATE
+/// class 08 connection exceptions; 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot
+/// connect now; 53300 too many connections). Anything else whose cause is an I/O error counts
+/// as well.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<PgDatabaseError>()
+            .is_some_and(|pg| sqlstate_is_unavailable(pg.code())),
+        other => caused_by_io(other),
+    }
+}
+
+/// Postgres SQLSTATEs that mean the server cannot serve this connection now.
+fn sqlstate_is_unavailable(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+}
+
+fn caused_by_io(error: &(dyn StdError + 'static)) -> bool {
+    error_chain(error).any(|e| e.is::<std::io::Error>())
+}
+
+/// `error` and every source below it.
+pub fn error_chain<'a>(
+    error: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(error), |&e| e.source())
 }
 
 /// The Postgres role the service runs as (created by migration 0007): it owns nothing, is no
@@ -103,6 +150,24 @@ async fn set_scope(conn: &mut sqlx::PgConnection, scope: Scope<'_>) -> Result<()
         }
     };
     Ok(())
+}
+
+/// Connections idle longer than this are pinged before they are handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Pings a pooled connection that sat idle for a while and drops it when the ping fails, so
+/// after a PostgreSQL restart the pool replaces its dead connections instead of failing one
+/// request per connection. A busy pool's connections are never idle that long and pay nothing.
+fn ping_if_idle(
+    conn: &mut sqlx::PgConnection,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        if meta.idle_for < PING_AFTER_IDLE {
+            return Ok(true);
+        }
+        Ok(conn.ping().await.is_ok())
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,11 +242,12 @@ impl Db {
                 options = options.password(&settings.database.app_password);
             }
             // Lazy: on a new database the role exists only once `migrate` (run as the owner)
-            // made it. No ping before each acquire: it doubles the round trips of every
-            // statement, and a dead connection fails the statement, which every caller handles.
+            // made it. A connection is pinged before use only after it sat idle (see
+            // `ping_if_idle`): a ping per acquire would double the round trips of a busy pool.
             let pool = PgPoolOptions::new()
                 .max_connections(max)
                 .test_before_acquire(false)
+                .before_acquire(ping_if_idle)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_lazy_with(options.clone());
             let mut engine_options = options.clone();
@@ -191,6 +257,7 @@ impl Db {
             let engine_pool = PgPoolOptions::new()
                 .max_connections(settings.engine.max_connections)
                 .test_before_acquire(false)
+                .before_acquire(ping_if_idle)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_lazy_with(engine_options);
             let notify_channel = if schema.is_empty() {
@@ -338,5 +405,22 @@ impl Tx<'_> {
             Tx::Sqlite { tx, .. } => tx.rollback().await?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlstate_is_unavailable;
+
+    #[test]
+    fn sqlstates() {
+        for code in [
+            "08000", "08006", "08001", "57P01", "57P02", "57P03", "53300",
+        ] {
+            assert!(sqlstate_is_unavailable(code), "{code}");
+        }
+        for code in ["23505", "40001", "42P01", "57014", "53100", "25006"] {
+            assert!(!sqlstate_is_unavailable(code), "{code}");
+        }
     }
 }

@@ -4,46 +4,11 @@
 use std::any::Any;
 use std::error::Error as StdError;
 
-use sqlx::postgres::PgDatabaseError;
 use voxline_domain::DbError;
 use voxline_domain::billing::QuotaError;
+use voxline_domain::db::error_chain as chain;
+pub use voxline_domain::db::is_unavailable;
 use voxline_jobs::JobError;
-
-/// Whether `error` says the database is unreachable rather than that the statement is wrong:
-/// the connection broke or could not be made (I/O, TLS, a garbled stream), no pooled
-/// connection came free in time, the pool is closed, or Postgres said so itself (SQLSTATE
-/// class 08 connection exceptions; 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot
-/// connect now; 53300 too many connections). Anything else whose cause is an I/O error counts
-/// as well.
-pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed => true,
-        sqlx::Error::Database(db) => db
-            .try_downcast_ref::<PgDatabaseError>()
-            .is_some_and(|pg| sqlstate_is_unavailable(pg.code())),
-        other => caused_by_io(other),
-    }
-}
-
-/// Postgres SQLSTATEs that mean the server cannot serve this connection now.
-fn sqlstate_is_unavailable(code: &str) -> bool {
-    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
-}
-
-fn caused_by_io(error: &(dyn StdError + 'static)) -> bool {
-    chain(error).any(|e| e.is::<std::io::Error>())
-}
-
-/// `error` and every source below it.
-fn chain<'a>(
-    error: &'a (dyn StdError + 'static),
-) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
-    std::iter::successors(Some(error), |&e| e.source())
-}
 
 /// Whether a cause handed to [`super::ApiError::internal`] is the database being unreachable.
 /// The error types handlers pass (`sqlx::Error`, [`DbError`], [`JobError`], [`QuotaError`])
@@ -100,18 +65,6 @@ mod tests {
             sqlx::Error::Configuration("bad url".into()),
         ] {
             assert!(!is_unavailable(&e), "{e}");
-        }
-    }
-
-    #[test]
-    fn sqlstates() {
-        for code in [
-            "08000", "08006", "08001", "57P01", "57P02", "57P03", "53300",
-        ] {
-            assert!(sqlstate_is_unavailable(code), "{code}");
-        }
-        for code in ["23505", "40001", "42P01", "57014", "53100", "25006"] {
-            assert!(!sqlstate_is_unavailable(code), "{code}");
         }
     }
 

@@ -23,6 +23,7 @@ mod windows;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
@@ -56,6 +57,9 @@ pub enum TranscribeError {
     UnsupportedModel { found: usize },
     #[error("running the model: {reason}")]
     Inference { reason: String },
+    /// The caller gave up (its job attempt timed out or was aborted) and asked to stop.
+    #[error("transcription cancelled after {heard_secs:.1} s of audio")]
+    Cancelled { heard_secs: f64 },
 }
 
 /// How to run the model. [`Default`] is what the crate was measured with.
@@ -204,15 +208,35 @@ impl LocalWhisper {
     /// unheard at the end of a window is heard again at the start of the next. Each window's
     /// times are offset by where it starts. Blocking and CPU-bound.
     pub fn transcribe(&self, samples_16k_mono: &[f32]) -> Result<Vec<Segment>, TranscribeError> {
-        self.pool
-            .install(|| self.transcribe_on_pool(samples_16k_mono))
+        self.transcribe_until(samples_16k_mono, &AtomicBool::new(false))
     }
 
-    fn transcribe_on_pool(&self, samples: &[f32]) -> Result<Vec<Segment>, TranscribeError> {
+    /// As [`LocalWhisper::transcribe`], stopping with [`TranscribeError::Cancelled`] before
+    /// the next window once `cancelled` is set: a caller that has given up (a job attempt past
+    /// its time-out) frees the CPU within one window instead of at the end of the recording.
+    pub fn transcribe_until(
+        &self,
+        samples_16k_mono: &[f32],
+        cancelled: &AtomicBool,
+    ) -> Result<Vec<Segment>, TranscribeError> {
+        self.pool
+            .install(|| self.transcribe_on_pool(samples_16k_mono, cancelled))
+    }
+
+    fn transcribe_on_pool(
+        &self,
+        samples: &[f32],
+        cancelled: &AtomicBool,
+    ) -> Result<Vec<Segment>, TranscribeError> {
         let speech = SpeechMap::new(samples);
         let mut segments: Vec<Segment> = Vec::new();
         let mut start = 0;
         while start < samples.len() {
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(TranscribeError::Cancelled {
+                    heard_secs: start as f64 / SAMPLE_RATE as f64,
+                });
+            }
             let end = windows::window_end(samples, start);
             let started = std::time::Instant::now();
             let offset = start as f64 / SAMPLE_RATE as f64;

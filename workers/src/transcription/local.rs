@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::OnceCell;
 use voxline_jobs::HandlerError;
@@ -58,6 +59,16 @@ fn audio_error(e: AudioError) -> HandlerError {
     }
 }
 
+/// Sets its flag when dropped: how an async caller tells blocking work it has given up.
+#[derive(Default)]
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn transcribe_error(e: TranscribeError) -> HandlerError {
     HandlerError::permanent(format!("local transcription failed: {e}"))
 }
@@ -74,11 +85,18 @@ impl Transcriber for LocalTranscriber {
                 .file_name
                 .rsplit_once('.')
                 .map(|(_, ext)| ext.to_string());
+            // Dropped with this future (the attempt timed out or its lease was lost): the
+            // blocking work then stops before its next window instead of running on beside the
+            // next attempt's.
+            let cancel = CancelOnDrop::default();
+            let cancelled = cancel.0.clone();
             let heard = tokio::task::spawn_blocking(move || {
                 let samples = voxline_whisper::decode_bytes(bytes, extension.as_deref())
                     .map_err(audio_error)?;
                 let seconds = voxline_whisper::audio::duration_secs(&samples);
-                let segments = model.transcribe(&samples).map_err(transcribe_error)?;
+                let segments = model
+                    .transcribe_until(&samples, &cancelled)
+                    .map_err(transcribe_error)?;
                 Ok::<_, HandlerError>((segments, seconds))
             })
             .await
