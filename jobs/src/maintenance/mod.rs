@@ -3,7 +3,6 @@
 //! retention. Scheduled and retrying jobs need no promotion: a claim takes any waiting job
 //! whose `run_at` has passed, and idle fetchers sleep only until the next one is due.
 
-mod leader;
 pub mod pruner;
 
 use std::time::Duration;
@@ -14,7 +13,6 @@ use voxline_domain::{Db, Settings};
 
 use crate::handler::DeadHooks;
 use crate::store;
-pub use leader::Leadership;
 
 /// Pruning deletes in bulk; once a minute is plenty once it has caught up.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -32,7 +30,7 @@ pub fn spawn(
     let retention = settings.retention.clone();
     let store = store::for_db(&db);
     tokio::spawn(async move {
-        let mut leadership = Leadership::new(&db);
+        let mut leadership = store.leader_election();
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_prune = tokio::time::Instant::now();

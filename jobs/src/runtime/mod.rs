@@ -82,7 +82,7 @@ impl Runner {
             ack_rx,
         ));
         let wakeup = tokio::spawn(wakeup::run(
-            self.db.clone(),
+            store.clone(),
             engine.listen_notify,
             wakers.clone(),
             stop_background.clone(),

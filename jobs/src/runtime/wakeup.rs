@@ -4,12 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
-use voxline_domain::Db;
+
+use crate::store::JobStore;
 
 /// One [`Notify`] per queue this process works.
 #[derive(Clone, Default)]
@@ -47,59 +46,18 @@ impl Wakers {
     }
 }
 
-/// Forwards database wake-ups to `wakers` until `stop` is cancelled.
-pub async fn run(db: Db, listen_notify: bool, wakers: Wakers, stop: CancellationToken) {
-    match db {
-        Db::Postgres(pg) if listen_notify => {
-            let mut backoff = Duration::from_millis(100);
-            while !stop.is_cancelled() {
-                match listen_pg(&pg.options, &pg.notify_channel, &wakers, &stop).await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "LISTEN connection failed; polling until it is back");
-                        wakers.wake_all();
-                        tokio::select! {
-                            _ = stop.cancelled() => return,
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
-        }
-        Db::Postgres(_) => stop.cancelled().await,
-        Db::Sqlite(lite) => forward_commits(lite.commits.subscribe(), &wakers, &stop).await,
-    }
+/// Forwards the store's wake-ups to `wakers` until `stop` is cancelled.
+pub async fn run(
+    store: Arc<dyn JobStore>,
+    listen_notify: bool,
+    wakers: Wakers,
+    stop: CancellationToken,
+) {
+    store.forward_wakeups(listen_notify, wakers, stop).await
 }
 
-async fn listen_pg(
-    options: &sqlx::postgres::PgConnectOptions,
-    channel: &str,
-    wakers: &Wakers,
-    stop: &CancellationToken,
-) -> Result<(), sqlx::Error> {
-    let pool = sqlx::pool::PoolOptions::<sqlx::Postgres>::new()
-        .max_connections(1)
-        .connect_with(options.clone())
-        .await?;
-    let mut listener = PgListener::connect_with(&pool).await?;
-    listener.listen(channel).await?;
-    // Anything enqueued before LISTEN took effect has no notification coming.
-    wakers.wake_all();
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            message = listener.try_recv() => match message? {
-                Some(n) => wakers.wake(n.payload()),
-                // The connection dropped and was re-established: notifications in between
-                // are gone, so every queue looks again.
-                None => wakers.wake_all(),
-            },
-        }
-    }
-}
-
-async fn forward_commits(
+/// Wakes the queues named on an in-process channel (SQLite's commits) until `stop`.
+pub async fn forward_commits(
     mut commits: broadcast::Receiver<Arc<str>>,
     wakers: &Wakers,
     stop: &CancellationToken,

@@ -5,6 +5,8 @@
 //! at the [`Db`] variant is [`for_db`].
 
 mod postgres;
+mod postgres_leader;
+mod postgres_listen;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -13,6 +15,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
 use voxline_domain::config::RetentionSettings;
 use voxline_domain::{Db, Tx};
 
@@ -21,6 +25,7 @@ use crate::handler::DeadHooks;
 use crate::model::{
     ClaimedJob, Completion, DeadJob, Enqueued, Job, JobId, Lease, NewJob, QueueStats,
 };
+use crate::runtime::wakeup::Wakers;
 use crate::state::JobState;
 
 /// Which jobs to list: newest first, `before` an id for cursor pagination.
@@ -41,6 +46,12 @@ pub struct ErasedSubject<'a> {
     pub session_ids: &'a [String],
 }
 
+/// Who runs this deployment's maintenance (rescue, pruning): one process at a time.
+pub trait LeaderElection: Send {
+    /// Whether this process leads now; tries to become leader when it does not.
+    fn check(&mut self) -> BoxFuture<'_, bool>;
+}
+
 /// The job table of one deployment. Every method that changes a claimed job takes its
 /// [`Lease`] and changes nothing when the lease is not the job's current one.
 #[async_trait]
@@ -58,6 +69,14 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Inserts many jobs in one transaction; returns how many were new.
     async fn insert_many(&self, jobs: &[(NewJob, u32)]) -> Result<u64, JobError>;
+
+    /// This deployment's leader election (a process-local one on SQLite: one process).
+    fn leader_election(&self) -> Box<dyn LeaderElection>;
+
+    /// Wakes the fetchers in `wakers` when jobs of their queue become available (enqueued,
+    /// rescued, released), until `stop` is cancelled. Without `listen_notify` (Postgres) it
+    /// only waits: the fetchers poll.
+    async fn forward_wakeups(&self, listen_notify: bool, wakers: Wakers, stop: CancellationToken);
 
     /// Enqueues the job of cron entry `entry`'s tick at `tick` (Unix seconds) and records the
     /// tick as the entry's latest, in one transaction.

@@ -66,6 +66,32 @@ impl JobStore for PostgresStore {
         insert_many(&self.db, jobs).await
     }
 
+    fn leader_election(&self) -> Box<dyn super::LeaderElection> {
+        Box::new(super::postgres_leader::PgLeadership::new(
+            self.db.options.clone(),
+            &self.db.schema,
+        ))
+    }
+
+    async fn forward_wakeups(
+        &self,
+        listen_notify: bool,
+        wakers: crate::runtime::wakeup::Wakers,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        if listen_notify {
+            super::postgres_listen::listen(
+                &self.db.options,
+                &self.db.notify_channel,
+                &wakers,
+                &stop,
+            )
+            .await
+        } else {
+            stop.cancelled().await
+        }
+    }
+
     async fn enqueue_tick(
         &self,
         entry: &str,

@@ -73,6 +73,20 @@ impl JobStore for SqliteStore {
         insert_many(&self.db, jobs).await
     }
 
+    fn leader_election(&self) -> Box<dyn super::LeaderElection> {
+        Box::new(SoleProcess)
+    }
+
+    async fn forward_wakeups(
+        &self,
+        _listen_notify: bool,
+        wakers: crate::runtime::wakeup::Wakers,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        // Commits of this process are the only ones: the in-process channel is complete.
+        crate::runtime::wakeup::forward_commits(self.db.commits.subscribe(), &wakers, &stop).await
+    }
+
     async fn enqueue_tick(
         &self,
         entry: &str,
@@ -212,6 +226,15 @@ impl JobStore for SqliteStore {
             });
         };
         cancel_for_erased(tx, subject).await
+    }
+}
+
+/// SQLite's deployment is one process, which always leads its maintenance.
+struct SoleProcess;
+
+impl super::LeaderElection for SoleProcess {
+    fn check(&mut self) -> futures::future::BoxFuture<'_, bool> {
+        Box::pin(async { true })
     }
 }
 
@@ -373,7 +396,8 @@ fn decode_claimed(row: &SqliteRow, queue: &str) -> Result<(i64, ClaimedJob), Job
 }
 
 /// Claimed rows that could not be read go to `dead` with the reason: no attempt would read
-/// them better, and an operator can inspect them there.
+/// them better, and an operator can inspect them there. No on-dead hook runs for them: a hook
+/// needs the payload it could not read.
 async fn bury_undecodable(pool: &SqlitePool, rows: &[(Lease, String)]) -> Result<(), JobError> {
     if rows.is_empty() {
         return Ok(());
@@ -384,8 +408,11 @@ async fn bury_undecodable(pool: &SqlitePool, rows: &[(Lease, String)]) -> Result
     for (lease, reason) in rows {
         let error = format!("claimed row could not be decoded: {reason}");
         sqlx::query(
+            // The unreadable payload is kept as a JSON string, so the dead row itself can be
+            // listed and inspected.
             "UPDATE jobs SET state = 'dead', finished_at = ?1, locked_by = NULL,
                 heartbeat_at = NULL, last_error = ?2,
+                payload = CASE WHEN json_valid(payload) THEN payload ELSE json_quote(payload) END,
                 errors = json_insert(errors, '$[#]', json_object('attempt', attempt,
                     'at', strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000000.0, 'unixepoch'), 'error', ?2))
              WHERE id = ?3 AND lease = ?4 AND state = 'running'",

@@ -1,13 +1,15 @@
-//! Leader election for maintenance: on Postgres, the process holding a session-level advisory
+//! Leader election for maintenance on Postgres: the process holding a session-level advisory
 //! lock (on a connection of its own) is the leader; when that connection dies the server drops
-//! the lock and another process takes over. SQLite runs in one process, which always leads.
+//! the lock and another process takes over.
 
+use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
-use voxline_domain::Db;
 
-pub struct Leadership {
-    options: Option<PgConnectOptions>,
+use super::LeaderElection;
+
+pub struct PgLeadership {
+    options: PgConnectOptions,
     key: i64,
     conn: Option<PgConnection>,
     leading: bool,
@@ -28,29 +30,19 @@ pub fn lock_key(schema: &str) -> i64 {
     hash as i64
 }
 
-impl Leadership {
-    pub fn new(db: &Db) -> Self {
-        match db {
-            Db::Postgres(pg) => Leadership {
-                options: Some(pg.options.clone()),
-                key: lock_key(&pg.schema),
-                conn: None,
-                leading: false,
-            },
-            Db::Sqlite(_) => Leadership {
-                options: None,
-                key: 0,
-                conn: None,
-                leading: true,
-            },
+impl PgLeadership {
+    pub fn new(options: PgConnectOptions, schema: &str) -> Self {
+        PgLeadership {
+            options,
+            key: lock_key(schema),
+            conn: None,
+            leading: false,
         }
     }
 
     /// Whether this process leads now; tries to become leader when it does not.
-    pub async fn check(&mut self) -> bool {
-        let Some(options) = &self.options else {
-            return true;
-        };
+    async fn check_now(&mut self) -> bool {
+        let options = &self.options;
         if self.leading {
             // Still ours as long as the connection that holds the lock is alive.
             if let Some(conn) = self.conn.as_mut()
@@ -90,6 +82,12 @@ impl Leadership {
             }
         }
         self.leading
+    }
+}
+
+impl LeaderElection for PgLeadership {
+    fn check(&mut self) -> BoxFuture<'_, bool> {
+        Box::pin(self.check_now())
     }
 }
 
