@@ -1,10 +1,9 @@
 //! voxline's durable job engine.
 //!
-//! apalis 1.0's own Postgres/SQLite storages re-fetch failed jobs at once, keep exhausted jobs
-//! as `Failed` and vacuum them, and apalis-cron fires on every replica; this crate replaces that
-//! storage with its own (one interface over Postgres and SQLite, [`store`]) and adds what
-//! voxline needs: stored backoff ([`backoff`]), a dead-letter state, heartbeats and rescue,
-//! transactional and unique enqueue ([`client`]), LISTEN/NOTIFY wake-ups, per-queue
+//! voxline runs its own runtime rather than apalis's (see docs/adr/0001-own-job-runtime.md):
+//! one storage interface over Postgres and SQLite ([`store`]), stored backoff ([`backoff`]), a
+//! dead-letter state with on-dead hooks, leases that fence every attempt, heartbeats and
+//! rescue, transactional and unique enqueue ([`client`]), LISTEN/NOTIFY wake-ups, per-queue
 //! concurrency and time-outs ([`runtime`]), leader-run maintenance ([`maintenance`]) and
 //! exactly-once cron ticks ([`cron`], on apalis-cron's schedule stream).
 
