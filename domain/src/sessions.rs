@@ -332,8 +332,9 @@ pub async fn set_status(
 
 /// Marks a session `failed` with `reason` inside the caller's transaction (the job engine's,
 /// when a pipeline job dies), so the session fails exactly when its job does. A `ready`
-/// session stays ready. On Postgres the change is announced by NOTIFY at commit; on SQLite
-/// the in-process event goes out now (the engine commits right after its hooks).
+/// session stays ready. On Postgres the change is announced by NOTIFY at commit (and on Redis
+/// when configured); on SQLite the in-process event goes out now (the engine commits right
+/// after its hooks).
 pub async fn fail_in(
     db: &Db,
     tx: &mut Tx<'_>,
@@ -362,6 +363,12 @@ pub async fn fail_in(
             .bind(event.payload())
             .fetch_optional(&mut **tx)
             .await?;
+            // Processes that follow session events through Redis hear it from there. It goes
+            // out just before the engine commits; should that commit fail, the job stays
+            // running, is rescued, and fails the session again.
+            if let (Some(_), Some(fanout)) = (&changed, &pg.fanout) {
+                fanout.publish(&event).await;
+            }
             Ok(changed.is_some())
         }
         (Db::Sqlite(lite), Tx::Sqlite { tx, .. }) => {
