@@ -163,3 +163,48 @@ async fn webhook_floods_from_one_address_get_429_before_any_signature_work() {
     assert_eq!(deliver().await.status(), StatusCode::UNAUTHORIZED);
     assert_limited(deliver().await, "webhooks_per_ip").await;
 }
+
+/// Behind one trusted proxy, the client is the address that proxy appended: whatever a client
+/// writes into `X-Forwarded-For` itself, it stays one address with one budget.
+#[tokio::test]
+async fn a_spoofed_forwarded_for_does_not_escape_the_per_ip_limit() {
+    let limits = "[rate_limits]\nintake_per_profile = 1000\nintake_per_ip = 2\n\
+                  [http]\ntrusted_proxies = 1\n";
+    let Some(t) = TestDb::new(Backend::Sqlite, &[limits]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    // The test plays the load balancer: it appends the real client's address.
+    let through_proxy = |spoofed: String, real: &'static str| {
+        let base = base.clone();
+        async move {
+            reqwest::Client::new()
+                .post(format!("{base}/api/sessions"))
+                .bearer_auth(token("acme", &unique("p"), Role::Member, 600))
+                .header("x-forwarded-for", format!("{spoofed}, {real}"))
+                .json(&transcript())
+                .send()
+                .await
+                .expect("send")
+        }
+    };
+    for n in 0..2 {
+        let spoofed = format!("198.51.100.{n}");
+        assert_eq!(
+            through_proxy(spoofed, "203.0.113.7").await.status(),
+            StatusCode::ACCEPTED
+        );
+    }
+    assert_limited(
+        through_proxy("198.51.100.99".into(), "203.0.113.7").await,
+        "intake_per_ip",
+    )
+    .await;
+    // Another real client behind the same proxy has its own budget.
+    assert_eq!(
+        through_proxy("198.51.100.99".into(), "203.0.113.8")
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+}

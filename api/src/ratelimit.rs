@@ -184,8 +184,9 @@ impl RateLimits {
     }
 }
 
-/// The client's address for per-IP limits: the first `X-Forwarded-For` entry when
-/// `http.trust_forwarded_for` is on, else the peer address of the connection.
+/// The client's address for per-IP limits: the connection's peer, or with
+/// `http.trusted_proxies` the nearest address no trusted proxy added to `X-Forwarded-For`
+/// (see [`voxline_domain::config::TrustedProxies::client`]).
 #[derive(Debug, Clone)]
 pub struct ClientIp(pub String);
 
@@ -196,22 +197,27 @@ impl FromRequestParts<AppState> for ClientIp {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if state.settings.http.trust_forwarded_for
-            && let Some(first) = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        {
-            return Ok(ClientIp(first.to_string()));
-        }
-        let peer = parts
+        let Some(peer) = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string())
-            .unwrap_or_else(|| "unknown".into());
-        Ok(ClientIp(peer))
+            .map(|ConnectInfo(addr)| addr.ip())
+        else {
+            return Ok(ClientIp("unknown".into()));
+        };
+        // Several X-Forwarded-For headers are one list, in order.
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
+        Ok(ClientIp(
+            state
+                .settings
+                .http
+                .trusted_proxies
+                .client(peer, forwarded.as_deref()),
+        ))
     }
 }
