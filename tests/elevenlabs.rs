@@ -1,6 +1,8 @@
-//! `POST /api/webhooks/elevenlabs` on both databases: a signed post-call transcription becomes a
-//! session whose analysis runs; redeliveries, bad signatures, unknown profiles, other event
-//! types and a missing secret store nothing.
+//! `POST /api/roleplays` and `POST /api/webhooks/elevenlabs` on both databases: a role-play's
+//! ticket, carried through the conversation, makes the signed post-call transcription a session
+//! of the ticket's profile whose analysis runs; redeliveries, bad signatures, missing, forged,
+//! expired, reused and foreign tickets, other event types and a missing secret store nothing;
+//! the role-play checks quotas like a submitted session.
 //!
 //! Deliveries are signed as ElevenLabs documents it (`t=<unix>,v0=<hex HMAC-SHA256 of
 //! "<t>.<body>">`) by `signature_header`, which the API crate's unit tests pin to a signature
@@ -12,7 +14,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Backend, TestDb, eventually, start_api, start_workers};
+use support::{Backend, TEST_JWT_SECRET, TestDb, eventually, start_api, start_workers, token};
+use voxline_api::auth::Role;
+use voxline_api::roleplays::ticket::{TicketClaims, TicketKeys};
 use voxline_api::webhooks::elevenlabs::signature_header;
 use voxline_domain::profiles::{self, Profile};
 use voxline_domain::{Db, sessions};
@@ -22,11 +26,11 @@ use voxline_jobs::store;
 const SECRET: &str = "wsec_voxline_test_secret_0123456789";
 const CONFIGURED: &str = "[elevenlabs]\nwebhook_secret = \"wsec_voxline_test_secret_0123456789\"\n\
                           [engine]\npoll_interval_ms = 100\n";
-const PROFILE_FIELD: &str =
-    "data.conversation_initiation_client_data.dynamic_variables.voxline_profile_id";
+const TICKET_FIELD: &str =
+    "data.conversation_initiation_client_data.dynamic_variables.voxline_ticket";
 
 /// A post-call transcription as ElevenLabs sends it (abridged: no analysis, no costs).
-fn transcription(conversation_id: &str, profile: &str) -> Value {
+fn transcription(conversation_id: &str, ticket: &str) -> Value {
     json!({
         "type": "post_call_transcription",
         "event_timestamp": 1_739_537_297,
@@ -46,14 +50,64 @@ fn transcription(conversation_id: &str, profile: &str) -> Value {
             "metadata": { "start_time_unix_secs": 1_739_537_200, "call_duration_secs": 26 },
             "conversation_initiation_client_data": {
                 "dynamic_variables": {
-                    "voxline_profile_id": profile,
-                    "voxline_session_kind": "sales",
-                    "voxline_session_title": "Discovery call with Globex",
+                    "voxline_ticket": ticket,
+                    // Set by the client: never trusted for whose session it is.
+                    "voxline_profile_id": "mallory",
                     "user_name": "Ann"
                 }
             }
         }
     })
+}
+
+/// Starts a role-play as `profile` of `company`; answers the ticket.
+async fn start_roleplay(base: &str, company: &str, profile: &str) -> String {
+    let (status, answer) = roleplay_request(
+        base,
+        company,
+        profile,
+        &json!({ "kind": "sales", "title": "Discovery call with Globex" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    answer["dynamic_variables"]["voxline_ticket"]
+        .as_str()
+        .expect("a ticket among the dynamic variables")
+        .to_string()
+}
+
+/// The token a client app holds for `profile`, with the address "feedback ready" goes to.
+fn token_with_email(company: &str, profile: &str) -> String {
+    let now = now();
+    voxline_api::auth::Keys::hs256(TEST_JWT_SECRET)
+        .mint(&voxline_api::auth::Claims {
+            sub: profile.into(),
+            company_id: company.into(),
+            role: Role::Member,
+            email: Some(format!("{profile}@example.com")),
+            iat: now,
+            exp: now + 600,
+        })
+        .expect("mint")
+}
+
+async fn roleplay_request(
+    base: &str,
+    company: &str,
+    profile: &str,
+    body: &Value,
+) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/roleplays"))
+        .bearer_auth(token_with_email(company, profile))
+        .json(body)
+        .send()
+        .await
+        .expect("the API answers");
+    (
+        response.status(),
+        response.json().await.unwrap_or(Value::Null),
+    )
 }
 
 fn now() -> i64 {
@@ -122,8 +176,9 @@ async fn a_signed_transcription_becomes_a_session_whose_analysis_runs(backend: B
     };
     ann_has_signed_in(&t).await;
     let base = start_api(&t).await;
+    let ticket = start_roleplay(&base, "acme", "ann").await;
 
-    let (status, answer) = deliver_signed(&base, &transcription("conv_01", "ann")).await;
+    let (status, answer) = deliver_signed(&base, &transcription("conv_01", &ticket)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["status"], "queued");
     assert_eq!(answer["duplicate"], false);
@@ -192,7 +247,8 @@ async fn a_redelivered_conversation_makes_one_session(backend: Backend) {
     };
     ann_has_signed_in(&t).await;
     let base = start_api(&t).await;
-    let event = transcription("conv_02", "ann");
+    let ticket = start_roleplay(&base, "acme", "ann").await;
+    let event = transcription("conv_02", &ticket);
 
     // Five deliveries at once race to the unique (source, external id) index.
     let answers = futures::future::join_all((0..5).map(|_| deliver_signed(&base, &event))).await;
@@ -227,9 +283,10 @@ async fn deliveries_without_a_valid_signature_are_refused_and_store_nothing(back
     };
     ann_has_signed_in(&t).await;
     let base = start_api(&t).await;
-    let body = transcription("conv_03", "ann").to_string();
+    let ticket = start_roleplay(&base, "acme", "ann").await;
+    let body = transcription("conv_03", &ticket).to_string();
     let body = body.as_bytes();
-    let tampered = transcription("conv_03", "eve").to_string();
+    let tampered = transcription("conv_03b", &ticket).to_string();
     let cases = [
         ("no header", body, None),
         (
@@ -263,27 +320,132 @@ async fn deliveries_without_a_valid_signature_are_refused_and_store_nothing(back
     assert_nothing_stored(&t).await;
 }
 
-on_both_databases!(an_unknown_profile_is_refused_and_nothing_is_stored);
-async fn an_unknown_profile_is_refused_and_nothing_is_stored(backend: Backend) {
+on_both_databases!(only_a_valid_unused_ticket_of_a_known_profile_makes_a_session);
+async fn only_a_valid_unused_ticket_of_a_known_profile_makes_a_session(backend: Backend) {
     let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
         return;
     };
     ann_has_signed_in(&t).await;
     let base = start_api(&t).await;
+    let refused = |event: Value, status: StatusCode, code: &'static str| {
+        let base = base.clone();
+        async move {
+            let (got, error) = deliver_signed(&base, &event).await;
+            assert_eq!(got, status, "{code}: {error}");
+            assert_eq!(error["error"]["code"], code, "{error}");
+            assert_eq!(error["error"]["field"], TICKET_FIELD, "{code}");
+        }
+    };
 
-    let (status, error) = deliver_signed(&base, &transcription("conv_04", "mallory")).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
-    assert_eq!(error["error"]["code"], "unknown_profile");
-    assert_eq!(error["error"]["field"], PROFILE_FIELD);
-
-    let mut anonymous = transcription("conv_05", "ann");
+    // No ticket: the profile variable alone names nobody.
+    let mut anonymous = transcription("conv_04", "");
     anonymous["data"]["conversation_initiation_client_data"]["dynamic_variables"] =
-        json!({ "user_name": "Ann" });
-    let (status, error) = deliver_signed(&base, &anonymous).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
-    assert_eq!(error["error"]["field"], PROFILE_FIELD);
+        json!({ "voxline_profile_id": "ann", "user_name": "Ann" });
+    refused(
+        anonymous,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "ticket_missing",
+    )
+    .await;
 
+    // Forged: signed with another key, or altered.
+    let later = now() + 3_600;
+    let claims = |exp| TicketClaims::new("rp_forged", "ann", "acme", "sales", "Forged", exp);
+    let foreign = TicketKeys::from_secret("not-the-service-secret")
+        .sign(&claims(later))
+        .unwrap();
+    refused(
+        transcription("conv_05", &foreign),
+        StatusCode::UNAUTHORIZED,
+        "ticket_invalid",
+    )
+    .await;
+    // An API token is no ticket, though signed with the service's own JWT secret.
+    let api_token = token("acme", "ann", Role::Member, 600);
+    refused(
+        transcription("conv_06", &api_token),
+        StatusCode::UNAUTHORIZED,
+        "ticket_invalid",
+    )
+    .await;
+
+    // Expired.
+    let keys = TicketKeys::from_secret(TEST_JWT_SECRET);
+    let expired = keys.sign(&claims(now() - 1)).unwrap();
+    refused(
+        transcription("conv_07", &expired),
+        StatusCode::UNAUTHORIZED,
+        "ticket_expired",
+    )
+    .await;
+
+    // Well signed but for no role-play voxline issued.
+    let unissued = keys.sign(&claims(later)).unwrap();
+    refused(
+        transcription("conv_08", &unissued),
+        StatusCode::UNAUTHORIZED,
+        "ticket_invalid",
+    )
+    .await;
+
+    // A profile of another company than the ticket names.
+    let elsewhere = keys
+        .sign(&TicketClaims::new(
+            "rp_x",
+            "ann",
+            "globex",
+            "sales",
+            "Elsewhere",
+            later,
+        ))
+        .unwrap();
+    refused(
+        transcription("conv_09", &elsewhere),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_profile",
+    )
+    .await;
     assert_nothing_stored(&t).await;
+
+    // A real ticket works once; a second conversation with it is refused.
+    let ticket = start_roleplay(&base, "acme", "ann").await;
+    let (status, first) = deliver_signed(&base, &transcription("conv_10", &ticket)).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    refused(
+        transcription("conv_11", &ticket),
+        StatusCode::CONFLICT,
+        "ticket_used",
+    )
+    .await;
+    let session = sessions::get(&t.db, "acme", first["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .expect("the session");
+    assert_eq!(
+        session.profile_id, "ann",
+        "the ticket's profile, not the variable's"
+    );
+    assert_eq!(session.kind, "sales");
+    assert_eq!(session.title, "Discovery call with Globex");
+    assert_eq!(count(&t, "SELECT count(*) FROM sessions").await, 1);
+}
+
+on_both_databases!(a_roleplay_is_refused_with_the_reason_when_its_request_is_bad);
+async fn a_roleplay_is_refused_with_the_reason_when_its_request_is_bad(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    for (body, field) in [
+        (json!({ "kind": "karaoke", "title": "Sing" }), "kind"),
+        (json!({ "kind": "sales", "title": "" }), "title"),
+        (json!({ "kind": "sales" }), "title"),
+    ] {
+        let (status, error) = roleplay_request(&base, "acme", "ann", &body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+        assert_eq!(error["error"]["field"], field, "{error}");
+    }
+    assert_eq!(count(&t, "SELECT count(*) FROM roleplays").await, 0);
 }
 
 on_both_databases!(without_a_secret_the_webhook_is_not_configured);
@@ -293,7 +455,7 @@ async fn without_a_secret_the_webhook_is_not_configured(backend: Backend) {
     };
     ann_has_signed_in(&t).await;
     let base = start_api(&t).await;
-    let body = transcription("conv_06", "ann").to_string();
+    let body = transcription("conv_06", "any-ticket").to_string();
     // Not even a request signed with an empty secret gets in.
     for signature in [None, Some(signature_header("", now(), body.as_bytes()))] {
         let (status, error) = deliver(&base, body.as_bytes(), signature.as_deref()).await;
@@ -347,7 +509,7 @@ async fn malformed_deliveries_are_refused_naming_the_field(backend: Backend) {
     assert_eq!(error["error"]["code"], "invalid_json");
 
     let with = |change: &dyn Fn(&mut Value)| {
-        let mut event = transcription("conv_09", "ann");
+        let mut event = transcription("conv_09", "unchecked: fields are read first");
         change(&mut event);
         event
     };
@@ -389,8 +551,9 @@ async fn a_long_transcript_may_exceed_the_global_body_limit_up_to_5_mb(backend: 
     };
     ann_has_signed_in(&t).await;
     let base = start_api(&t).await;
+    let ticket = start_roleplay(&base, "acme", "ann").await;
     let with_turns = |conversation: &str, turns: usize| {
-        let mut event = transcription(conversation, "ann");
+        let mut event = transcription(conversation, &ticket);
         let line = "We looked at every option on the table and settled on the plan. ".repeat(3);
         event["data"]["transcript"] = (0..turns)
             .map(|i| {
@@ -414,4 +577,96 @@ async fn a_long_transcript_may_exceed_the_global_body_limit_up_to_5_mb(backend: 
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");
     assert_eq!(error["error"]["code"], "payload_too_large");
     assert_eq!(count(&t, "SELECT count(*) FROM sessions").await, 1);
+}
+
+on_both_databases!(a_roleplay_checks_the_plan_and_quotas_as_a_submitted_session_does);
+async fn a_roleplay_checks_the_plan_and_quotas_as_a_submitted_session_does(backend: Backend) {
+    let paid_only = "[billing]\ndefault_plan = \"pro\"\n";
+    let Some(t) = TestDb::new(backend, &[CONFIGURED, paid_only]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let body = json!({ "kind": "sales", "title": "Discovery call" });
+    let (status, error) = roleplay_request(&base, "acme", "ann", &body).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{error}");
+    assert_eq!(error["error"]["code"], "subscription_required");
+
+    let one_a_day = "[plans.free]\nsessions_per_day = 1\n";
+    let Some(t) = TestDb::new(backend, &[CONFIGURED, one_a_day]).await else {
+        return;
+    };
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+    let ticket = start_roleplay(&base, "acme", "ann").await;
+    let (status, answer) = deliver_signed(&base, &transcription("conv_q1", &ticket)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, error) = roleplay_request(&base, "acme", "ann", &body).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{error}");
+    assert_eq!(error["error"]["field"], "sessions_per_day");
+    assert_eq!(count(&t, "SELECT count(*) FROM roleplays").await, 1);
+}
+
+/// A local server speaking ElevenLabs' signed-URL endpoint: it checks the API key and the
+/// agent, and answers a URL naming the agent.
+async fn elevenlabs_api() -> String {
+    use axum::extract::Query;
+    use axum::http::HeaderMap;
+    let app = axum::Router::new().route(
+        "/v1/convai/conversation/get-signed-url",
+        axum::routing::get(
+            |headers: HeaderMap, Query(query): Query<std::collections::HashMap<String, String>>| async move {
+                if headers.get("xi-api-key").and_then(|v| v.to_str().ok()) != Some("xi_test_key") {
+                    return (StatusCode::UNAUTHORIZED, axum::Json(json!({"detail": "bad key"})));
+                }
+                let agent = query.get("agent_id").cloned().unwrap_or_default();
+                (
+                    StatusCode::OK,
+                    axum::Json(json!({
+                        "signed_url": format!("wss://convai.test/v1/convai/conversation?agent_id={agent}&conversation_signature=sig")
+                    })),
+                )
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+on_both_databases!(with_an_api_key_and_agent_a_roleplay_also_gets_a_signed_conversation_url);
+async fn with_an_api_key_and_agent_a_roleplay_also_gets_a_signed_conversation_url(
+    backend: Backend,
+) {
+    let api = elevenlabs_api().await;
+    let keyed = format!(
+        "[elevenlabs]\napi_key = \"xi_test_key\"\nagent_id = \"agent_prospect\"\nbase_url = \"{api}\"\n"
+    );
+    let Some(t) = TestDb::new(backend, &[CONFIGURED, &keyed]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let body = json!({ "kind": "interview", "title": "Mock interview" });
+    let (status, answer) = roleplay_request(&base, "acme", "ann", &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(
+        answer["signed_url"],
+        "wss://convai.test/v1/convai/conversation?agent_id=agent_prospect&conversation_signature=sig"
+    );
+    assert!(answer["dynamic_variables"]["voxline_ticket"].is_string());
+
+    // A wrong key: ElevenLabs refuses, and so does voxline, storing nothing.
+    let wrong = format!(
+        "[elevenlabs]\napi_key = \"xi_wrong\"\nagent_id = \"agent_prospect\"\nbase_url = \"{api}\"\n"
+    );
+    let Some(t) = TestDb::new(backend, &[CONFIGURED, &wrong]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let (status, error) = roleplay_request(&base, "acme", "ann", &body).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{error}");
+    assert_eq!(error["error"]["code"], "elevenlabs_unavailable");
+    assert_eq!(count(&t, "SELECT count(*) FROM roleplays").await, 0);
 }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod notifications;
 pub mod openapi;
 pub mod ratelimit;
+pub mod roleplays;
 pub mod session_events;
 pub mod sessions;
 pub mod upload;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub jobs: JobClient,
     pub keys: Arc<auth::Keys>,
+    /// Signs and checks role-play tickets (`POST /api/roleplays`, the ElevenLabs webhook).
+    pub tickets: Arc<roleplays::ticket::TicketKeys>,
     /// The process's metrics recorder, when one is installed.
     pub metrics: Option<PrometheusHandle>,
     /// Where uploaded audio is kept.
@@ -66,11 +69,13 @@ impl AppState {
         let blobs = Arc::new(LocalBlobs::new(settings.blob_dir()));
         let settings_for_limits = settings.clone();
         let keys = Arc::new(auth::Keys::from_settings(&secret, &settings.auth));
+        let tickets = Arc::new(roleplays::ticket::TicketKeys::from_secret(&secret));
         Ok(AppState {
             db,
             settings,
             jobs,
             keys,
+            tickets,
             metrics,
             blobs,
             feed: Arc::default(),

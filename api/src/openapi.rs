@@ -58,6 +58,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::audit_log))
         .routes(routes!(sessions::create, sessions::list))
         .routes(routes!(sessions::get, sessions::delete))
+        .routes(routes!(crate::roleplays::create))
         .routes(routes!(sessions::feedback))
         // Signed by ElevenLabs, not JWT-authenticated; takes bodies up to 5 MB.
         .routes(crate::webhooks::elevenlabs::route())

@@ -123,7 +123,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn validate_title_kind(title: &str, kind: &str) -> Result<(String, String), ApiError> {
+pub(crate) fn validate_title_kind(title: &str, kind: &str) -> Result<(String, String), ApiError> {
     let title = title.trim();
     if title.is_empty() || title.chars().count() > 200 {
         return Err(invalid("title", "title must be 1 to 200 characters"));

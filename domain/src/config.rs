@@ -347,8 +347,19 @@ pub struct ElevenLabsSettings {
     pub webhook_secret: String,
     /// How old a signed webhook's timestamp may be (and how far in the future).
     pub tolerance_secs: u64,
-    /// The conversation's dynamic variable that carries the voxline profile id.
-    pub profile_variable: String,
+    /// The conversation's dynamic variable that carries the ticket of `POST /api/roleplays`.
+    pub ticket_variable: String,
+    /// How long an issued role-play ticket may start a conversation.
+    pub ticket_ttl_secs: u64,
+    /// ElevenLabs API key; with `agent_id`, `POST /api/roleplays` also returns a signed
+    /// conversation URL from ElevenLabs. Empty: no calls to ElevenLabs.
+    pub api_key: String,
+    pub agent_id: String,
+    /// Empty = ElevenLabs' own API; any server speaking the same endpoints (a test's).
+    pub base_url: String,
+    /// The key `ticket_variable` replaced; only read to refuse it with directions.
+    #[serde(default, rename = "profile_variable", skip_serializing)]
+    retired_profile_variable: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -639,6 +650,20 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.elevenlabs.retired_profile_variable.is_some() {
+            return Err(invalid(
+                "elevenlabs.profile_variable",
+                "no longer read: a conversation's profile comes only from the ticket of POST \
+                 /api/roleplays (dynamic variables are set by the client and can name anyone); \
+                 see elevenlabs.ticket_variable",
+            ));
+        }
+        if self.elevenlabs.ticket_ttl_secs == 0 {
+            return Err(invalid(
+                "elevenlabs.ticket_ttl_secs",
+                "must be at least 1 second",
+            ));
+        }
         if self.http.retired_trust_forwarded_for.is_some() {
             return Err(invalid(
                 "http.trust_forwarded_for",

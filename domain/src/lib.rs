@@ -11,6 +11,7 @@ pub mod gdpr;
 pub mod notifications;
 pub mod profiles;
 pub mod redis;
+pub mod roleplays;
 pub mod secrets;
 pub mod sessions;
 pub mod usage;

@@ -8,11 +8,14 @@
 //!   must be within `elevenlabs.tolerance_secs` of now, either way (a captured delivery cannot
 //!   be replayed later). No secret configured: 503 `not_configured`, so a deployment that never
 //!   set one cannot be fed sessions by anyone.
-//! - Whose session: the conversation's dynamic variable named by
-//!   `elevenlabs.profile_variable` (default `voxline_profile_id`) names a profile voxline has
-//!   seen in a valid token; the profile gives the company and the "feedback ready" address.
-//!   Optional dynamic variables `voxline_session_kind` (sales | interview | presentation |
-//!   custom, default custom) and `voxline_session_title`.
+//! - Whose session: only the ticket `POST /api/roleplays` issued, carried in the dynamic
+//!   variable named by `elevenlabs.ticket_variable` (default `voxline_ticket`), says: it is
+//!   signed by voxline and names the profile, company, kind and title. The other dynamic
+//!   variables are set by the client that starts the conversation, so none of them is trusted.
+//!   A missing, forged or expired ticket is refused (422 `ticket_missing`, 401
+//!   `ticket_invalid` / `ticket_expired`), and one already used by another conversation is
+//!   refused (409 `ticket_used`); nothing is stored. The profile (seen in a valid token) gives
+//!   the "feedback ready" address.
 //! - Transcript: each turn becomes a segment, agent → `partner`, user → `user`, starting at
 //!   its `time_in_call_secs` and ending where the next turn starts (whether or not that turn is
 //!   kept: a turn without words, such as a tool call, still marks when the one before stopped);
@@ -35,24 +38,21 @@ use utoipa_axum::router::{UtoipaMethodRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use voxline_domain::db::Scope;
 use voxline_domain::profiles;
+use voxline_domain::roleplays::{self, TicketUse};
 use voxline_domain::sessions::{self, NewSession, SessionRow};
 use voxline_jobs::payloads::SessionJob;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::ratelimit::{ClientIp, Rule};
-use crate::sessions::KINDS;
 
 /// The `source` of the sessions this webhook makes; with the conversation id, their key.
 pub const SOURCE: &str = "elevenlabs";
 /// Transcripts of long calls are large: this route takes bodies up to 5 MB.
 pub const BODY_LIMIT_BYTES: usize = 5 * 1024 * 1024;
 pub const SIGNATURE_HEADER: &str = "ElevenLabs-Signature";
-pub const KIND_VARIABLE: &str = "voxline_session_kind";
-pub const TITLE_VARIABLE: &str = "voxline_session_title";
 
 const TRANSCRIPTION: &str = "post_call_transcription";
-const MAX_TITLE_CHARS: usize = 200;
 const MAX_CONVERSATION_ID_CHARS: usize = 200;
 const DYNAMIC_VARIABLES: &str = "data.conversation_initiation_client_data.dynamic_variables";
 
@@ -152,9 +152,8 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
 pub struct Conversation {
     pub conversation_id: String,
     pub agent_id: Option<String>,
-    pub profile_id: String,
-    pub kind: String,
-    pub title: String,
+    /// The role-play ticket, as the conversation carried it (not yet checked).
+    pub ticket: String,
     /// `{speaker, start, end, text}`, as the session intake stores them.
     pub segments: Vec<Value>,
     pub duration_seconds: Option<f64>,
@@ -235,9 +234,9 @@ fn variable(variables: Option<&Value>, name: &str) -> Option<String> {
     }
 }
 
-/// Checks a `post_call_transcription` payload and maps it; `profile_variable` names the dynamic
-/// variable with the voxline profile id.
-pub fn parse_transcription(body: &Value, profile_variable: &str) -> Result<Conversation, ApiError> {
+/// Checks a `post_call_transcription` payload and maps it; `ticket_variable` names the dynamic
+/// variable with the role-play ticket (checked by the caller).
+pub fn parse_transcription(body: &Value, ticket_variable: &str) -> Result<Conversation, ApiError> {
     let data = body
         .get("data")
         .filter(|d| d.is_object())
@@ -278,53 +277,24 @@ pub fn parse_transcription(body: &Value, profile_variable: &str) -> Result<Conve
     let variables = data
         .get("conversation_initiation_client_data")
         .and_then(|c| c.get("dynamic_variables"));
-    let profile_id = variable(variables, profile_variable).ok_or_else(|| {
-        invalid(
-            format!("{DYNAMIC_VARIABLES}.{profile_variable}"),
+    let ticket = variable(variables, ticket_variable).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ticket_missing",
             format!(
-                "the conversation must carry the voxline profile id in its dynamic variable \
-                 {profile_variable}"
+                "the conversation must carry the ticket of POST /api/roleplays in its dynamic \
+                 variable {ticket_variable}"
             ),
         )
+        .field(format!("{DYNAMIC_VARIABLES}.{ticket_variable}"))
     })?;
-    let kind = match variable(variables, KIND_VARIABLE) {
-        None => "custom".to_string(),
-        Some(kind) => {
-            let kind = kind.to_lowercase();
-            if !KINDS.contains(&kind.as_str()) {
-                return Err(invalid(
-                    format!("{DYNAMIC_VARIABLES}.{KIND_VARIABLE}"),
-                    "the session kind must be one of sales, interview, presentation, custom",
-                ));
-            }
-            kind
-        }
-    };
-    let title = match variable(variables, TITLE_VARIABLE) {
-        Some(title) => title.chars().take(MAX_TITLE_CHARS).collect(),
-        None => default_title(metadata, body),
-    };
     Ok(Conversation {
         conversation_id,
         agent_id,
-        profile_id,
-        kind,
-        title,
+        ticket,
         segments,
         duration_seconds,
     })
-}
-
-/// "ElevenLabs call, 2025-02-14 12:48 UTC": when the call started, else when the event was sent,
-/// else now.
-fn default_title(metadata: Option<&Value>, body: &Value) -> String {
-    let started = metadata
-        .and_then(|m| m.get("start_time_unix_secs"))
-        .and_then(Value::as_i64)
-        .or_else(|| body.get("event_timestamp").and_then(Value::as_i64))
-        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
-        .unwrap_or_else(chrono::Utc::now);
-    format!("ElevenLabs call, {}", started.format("%Y-%m-%d %H:%M UTC"))
 }
 
 fn answer(session_id: &str, status: &str, duplicate: bool) -> Response {
@@ -346,11 +316,12 @@ pub fn route() -> UtoipaMethodRouter<AppState> {
 
 /// ElevenLabs' post-call webhook: a transcription becomes a session whose analysis is queued.
 #[utoipa::path(post, path = "/api/webhooks/elevenlabs", tag = "webhooks",
-    request_body(content = Object, description = "ElevenLabs' post-call webhook: {type, event_timestamp, data: {conversation_id, agent_id, transcript: [{role: agent|user, message, time_in_call_secs}], metadata: {call_duration_secs}, conversation_initiation_client_data: {dynamic_variables: {voxline_profile_id, voxline_session_kind, voxline_session_title}}}}"),
+    request_body(content = Object, description = "ElevenLabs' post-call webhook: {type, event_timestamp, data: {conversation_id, agent_id, transcript: [{role: agent|user, message, time_in_call_secs}], metadata: {call_duration_secs}, conversation_initiation_client_data: {dynamic_variables: {voxline_ticket}}}}"),
     params(("ElevenLabs-Signature" = String, Header, description = "t=<unix seconds>,v0=<hex HMAC-SHA256 of \"<t>.<raw body>\" with elevenlabs.webhook_secret>")),
     responses((status = 200, description = "{id, status, duplicate} for a transcription; {ignored: true} for other event types"),
-              (status = 400), (status = 401, description = "missing or bad signature"), (status = 413),
-              (status = 422, description = "a missing or bad field, or an unknown profile"),
+              (status = 400), (status = 401, description = "missing or bad signature, or a forged or expired ticket (ticket_invalid, ticket_expired)"),
+              (status = 409, description = "the ticket was used by another conversation (ticket_used)"), (status = 413),
+              (status = 422, description = "a missing or bad field, a missing ticket (ticket_missing), or a ticket whose profile is unknown"),
               (status = 503, description = "elevenlabs.webhook_secret is not configured")))]
 pub async fn receive(
     State(state): State<AppState>,
@@ -394,7 +365,7 @@ pub async fn receive(
         tracing::info!(event = kind, "ElevenLabs event ignored");
         return Ok((StatusCode::OK, Json(json!({ "ignored": true }))).into_response());
     }
-    let call = parse_transcription(&event, &config.profile_variable)?;
+    let call = parse_transcription(&event, &config.ticket_variable)?;
     let existing = |state: AppState, conversation_id: String| async move {
         sessions::find_external(&state.db, SOURCE, &conversation_id)
             .await
@@ -403,33 +374,41 @@ pub async fn receive(
     if let Some(session) = existing(state.clone(), call.conversation_id.clone()).await? {
         return Ok(redelivery(&session));
     }
-    let Some(profile) = profiles::get(&state.db, &call.profile_id)
+    let ticket = state.tickets.verify(&call.ticket).map_err(|e| {
+        tracing::warn!(conversation = %call.conversation_id, error = %e, "ElevenLabs conversation refused: bad ticket; nothing stored");
+        ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+            .field(format!("{DYNAMIC_VARIABLES}.{}", config.ticket_variable))
+    })?;
+    let Some(profile) = profiles::get(&state.db, &ticket.sub)
         .await
         .map_err(ApiError::internal)?
+        .filter(|p| p.company_id == ticket.company)
     else {
         tracing::warn!(
             conversation = %call.conversation_id,
-            profile = %call.profile_id,
-            "ElevenLabs conversation names a profile voxline has not seen; nothing stored"
+            profile = %ticket.sub,
+            company = %ticket.company,
+            "ElevenLabs conversation's ticket names a profile voxline does not know in that company; nothing stored"
         );
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "unknown_profile",
             format!(
-                "profile {} is unknown: it must have signed in to voxline first",
-                call.profile_id
+                "the ticket's profile {} is not known in company {}",
+                ticket.sub, ticket.company
             ),
         )
-        .field(format!("{DYNAMIC_VARIABLES}.{}", config.profile_variable)));
+        .field(format!("{DYNAMIC_VARIABLES}.{}", config.ticket_variable)));
     };
+    let (kind, title) = (ticket.kind.as_str(), ticket.title.as_str());
 
     let id = hex::encode(rand::random::<[u8; 16]>());
     let session = NewSession {
         id: &id,
         company_id: &profile.company_id,
         profile_id: &profile.id,
-        title: &call.title,
-        kind: &call.kind,
+        title,
+        kind,
         source: SOURCE,
         audio_ref: None,
         audio_type: None,
@@ -451,6 +430,36 @@ pub async fn receive(
         })
         .await
         .map_err(ApiError::internal)?;
+    match roleplays::use_ticket(
+        &mut tx,
+        &profile.company_id,
+        &ticket.rid,
+        &call.conversation_id,
+    )
+    .await
+    .map_err(ApiError::internal)?
+    {
+        TicketUse::Bound | TicketUse::SameConversation => {}
+        TicketUse::UsedBy(other) => {
+            tx.rollback().await.map_err(ApiError::internal)?;
+            tracing::warn!(conversation = %call.conversation_id, roleplay = %ticket.rid, used_by = %other, "ElevenLabs conversation refused: its ticket was used by another conversation; nothing stored");
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "ticket_used",
+                "this role-play ticket was already used by another conversation",
+            )
+            .field(format!("{DYNAMIC_VARIABLES}.{}", config.ticket_variable)));
+        }
+        TicketUse::Unknown => {
+            tx.rollback().await.map_err(ApiError::internal)?;
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "ticket_invalid",
+                "the role-play ticket names no role-play voxline issued",
+            )
+            .field(format!("{DYNAMIC_VARIABLES}.{}", config.ticket_variable)));
+        }
+    }
     if let Err(error) = sessions::insert(&mut tx, &session, None).await {
         // Most likely a concurrent delivery of the same conversation committed first (the
         // unique index on source and external id); then answer as a redelivery.
@@ -483,8 +492,8 @@ pub async fn receive(
             action: "session.create",
             target: &format!("session:{id}"),
             details: serde_json::json!({
-                "source": SOURCE, "kind": call.kind, "profile": profile.id,
-                "conversation_id": call.conversation_id,
+                "source": SOURCE, "kind": kind, "profile": profile.id,
+                "conversation_id": call.conversation_id, "roleplay": ticket.rid,
             }),
         },
     )
@@ -685,44 +694,30 @@ mod tests {
     }
 
     #[test]
-    fn the_dynamic_variables_name_profile_kind_and_title() {
+    fn the_conversation_carries_its_ticket_and_nothing_else_names_the_profile() {
         let call = parse_transcription(
             &payload(json!({
-                "voxline_profile_id": "ann", "voxline_session_kind": "Interview",
-                "voxline_session_title": "Mock interview", "user_name": "Ann"
+                "voxline_ticket": "t.i.cket", "voxline_profile_id": "someone-else",
+                "user_name": "Ann"
             })),
-            "voxline_profile_id",
+            "voxline_ticket",
         )
         .unwrap();
         assert_eq!(call.conversation_id, "conv_1");
         assert_eq!(call.agent_id.as_deref(), Some("agent_1"));
-        assert_eq!(call.profile_id, "ann");
-        assert_eq!(call.kind, "interview");
-        assert_eq!(call.title, "Mock interview");
+        assert_eq!(call.ticket, "t.i.cket");
         assert_eq!(call.duration_seconds, Some(5.0));
         assert_eq!(call.segments.len(), 2);
     }
 
     #[test]
-    fn without_kind_or_title_the_session_is_custom_and_named_after_its_start() {
-        let call =
-            parse_transcription(&payload(json!({"uid": 42})), "uid").expect("a numeric id is text");
-        assert_eq!(call.profile_id, "42");
-        assert_eq!(call.kind, "custom");
-        // NOW − 60 = 2025-02-14 12:47:17 UTC
-        assert_eq!(call.title, "ElevenLabs call, 2025-02-14 12:47 UTC");
-    }
-
-    #[test]
     fn missing_or_bad_fields_are_named() {
-        let field = |body: Value| {
-            parse_transcription(&body, "voxline_profile_id")
-                .unwrap_err()
-                .body
-                .field
-                .unwrap_or_default()
+        let refusal = |body: Value| {
+            let e = parse_transcription(&body, "voxline_ticket").unwrap_err();
+            (e.body.code, e.body.field.unwrap_or_default())
         };
-        let good = payload(json!({"voxline_profile_id": "ann"}));
+        let field = |body: Value| refusal(body).1;
+        let good = payload(json!({"voxline_ticket": "t.i.cket"}));
         let without = |pointer: &str, key: &str| {
             let mut body = good.clone();
             if let Some(Value::Object(map)) = body.pointer_mut(pointer) {
@@ -736,15 +731,13 @@ mod tests {
             "data.conversation_id"
         );
         assert_eq!(field(without("/data", "transcript")), "data.transcript");
+        // A profile variable alone is no ticket.
         assert_eq!(
-            field(payload(json!({}))),
-            "data.conversation_initiation_client_data.dynamic_variables.voxline_profile_id"
-        );
-        assert_eq!(
-            field(payload(
-                json!({"voxline_profile_id": "ann", "voxline_session_kind": "karaoke"})
-            )),
-            "data.conversation_initiation_client_data.dynamic_variables.voxline_session_kind"
+            refusal(payload(json!({"voxline_profile_id": "ann"}))),
+            (
+                "ticket_missing",
+                "data.conversation_initiation_client_data.dynamic_variables.voxline_ticket".into()
+            )
         );
         let mut silent = good.clone();
         silent["data"]["transcript"] = json!([turn("user", json!("  "), json!(0))]);
