@@ -265,6 +265,15 @@ async fn erasing_a_profile_removes_its_data_keeps_billing_records_and_cancels_it
     .await;
     assert_eq!(put.status(), StatusCode::OK);
     let colleague = submit(&base, &carl, "Carl's call").await;
+    // A role-play Ann started (its title is hers).
+    let roleplay = send(
+        Method::POST,
+        &format!("{base}/api/roleplays"),
+        &ann,
+        Some(&json!({"kind": "sales", "title": "Ann's pitch"})),
+    )
+    .await;
+    assert_eq!(roleplay.status(), StatusCode::CREATED);
 
     let response = send(Method::DELETE, &format!("{base}/api/me"), &ann, None).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -287,6 +296,7 @@ async fn erasing_a_profile_removes_its_data_keeps_billing_records_and_cancels_it
         "SELECT count(*) FROM notification_preferences WHERE profile_id = 'ann'",
         "SELECT count(*) FROM email_log WHERE profile_id = 'ann'",
         "SELECT count(*) FROM idempotency_keys WHERE profile_id = 'ann'",
+        "SELECT count(*) FROM roleplays WHERE profile_id = 'ann'",
         "SELECT count(*) FROM profiles WHERE id = 'ann'",
     ] {
         assert_eq!(count(&t, sql).await, 0, "{sql}");

@@ -344,6 +344,8 @@ pub struct Erasure {
     pub exports: u64,
     pub preferences: u64,
     pub emails: u64,
+    /// Role-plays issued to the profile (their titles are the profile's words).
+    pub roleplays: u64,
     pub profile: bool,
     #[serde(skip)]
     pub blobs: Vec<String>,
@@ -383,6 +385,7 @@ pub async fn erase_profile(
     erased.exports = delete_where(tx, "data_exports", company, profile).await?;
     erased.preferences = delete_where(tx, "notification_preferences", company, profile).await?;
     erased.emails = delete_where(tx, "email_log", company, profile).await?;
+    erased.roleplays = delete_where(tx, "roleplays", company, profile).await?;
     delete_where(tx, "idempotency_keys", company, profile).await?;
     erased.profile = match tx {
         Tx::Postgres(tx) => sqlx::query("DELETE FROM profiles WHERE company_id = $1 AND id = $2")
