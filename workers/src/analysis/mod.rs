@@ -16,6 +16,7 @@
 pub mod llm;
 pub mod metrics;
 pub mod scoring;
+pub mod voice;
 
 use std::sync::Arc;
 
