@@ -2,7 +2,8 @@
 //! async-stripe client is exercised: `GET /v1/subscriptions` (cursor pages with `limit`,
 //! `starting_after`, `status`), `GET /v1/customers/{id}` and `POST /v1/billing/meter_events`
 //! (form-encoded, with `Idempotency-Key` replays and one count per `identifier`). Failures can
-//! be scripted per endpoint; every request is recorded for assertions.
+//! be scripted per endpoint, and meter-event answers held back (the event counted) for as long
+//! as a test needs a report in flight; every request is recorded for assertions.
 //!
 //! The fixtures ([`subscription`], [`customer`], [`event`], …) are complete enough for
 //! async-stripe's typed parsing (its required fields at `=1.0.0-rc.10`), so a wrong shape fails
@@ -64,6 +65,12 @@ struct Script {
     /// Idempotency-Key → the answer given.
     replays: HashMap<String, Value>,
     requests: Vec<Recorded>,
+    /// While set, meter-event requests are handled (counted) but not answered.
+    holding: bool,
+    /// Meter-event requests waiting for their answer now.
+    held: usize,
+    /// Wakes the held requests when `holding` is lifted.
+    release: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone)]
@@ -146,6 +153,25 @@ impl StripeMock {
             .entry(endpoint)
             .or_default()
             .extend(failures.iter().copied());
+    }
+
+    /// From now on, meter events are handled (counted, remembered for replays) as usual but
+    /// their answers wait until [`StripeMock::release_meter_events`]: the reporting caller is
+    /// in flight, with Stripe already holding its event, for as long as the test needs.
+    pub fn hold_meter_events(&self) {
+        self.lock().holding = true;
+    }
+
+    /// Meter-event requests handled and waiting for their answer now.
+    pub fn held_meter_events(&self) -> usize {
+        self.lock().held
+    }
+
+    /// Answers the held meter-event requests and stops holding new ones.
+    pub fn release_meter_events(&self) {
+        let mut script = self.lock();
+        script.holding = false;
+        script.release.notify_waiters();
     }
 
     /// Meter events Stripe counted (one per identifier).
@@ -332,18 +358,65 @@ async fn retrieve_customer(
     }
 }
 
+/// One held meter-event request, counted in `held` until it is answered or its caller is gone.
+struct Held(Shared);
+
+impl Held {
+    fn new(script: &Shared) -> Held {
+        script.lock().unwrap_or_else(|p| p.into_inner()).held += 1;
+        Held(script.clone())
+    }
+
+    fn holding(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).holding
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).held -= 1;
+    }
+}
+
 async fn create_meter_event(
     State(script): State<Shared>,
     headers: HeaderMap,
+    form: Form<HashMap<String, String>>,
+) -> Response {
+    let answer = meter_event(&script, &headers, form);
+    let (holding, release) = {
+        let s = script.lock().unwrap_or_else(|p| p.into_inner());
+        (s.holding, s.release.clone())
+    };
+    if holding {
+        let held = Held::new(&script);
+        loop {
+            let released = release.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !held.holding() {
+                break;
+            }
+            released.await;
+        }
+    }
+    answer
+}
+
+/// Handles a meter event at once (counted, remembered under its Idempotency-Key) and returns
+/// the answer to give.
+fn meter_event(
+    script: &Shared,
+    headers: &HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let failure = match record(
-        &script,
+        script,
         "POST",
         "/v1/billing/meter_events".into(),
         HashMap::new(),
         form.clone(),
-        &headers,
+        headers,
     ) {
         Err(refused) => return refused.into_response(),
         Ok(Some(Failure::Status(status))) => return scripted(Failure::Status(status)),

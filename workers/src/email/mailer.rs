@@ -1,15 +1,25 @@
 //! Where emails go: an SMTP server (lettre's pooled async transport) or, on the embedded
 //! default, one `.eml` file per message under `<data_dir>/outbox`.
+//!
+//! The outbox file is named after the message's Message-ID (derived from its dedupe key) and
+//! written whole, then renamed into place: a process killed mid-write leaves at most a hidden
+//! temporary file, never a truncated `.eml`, and a resend after a crash replaces the same file
+//! instead of adding a second copy. (lettre's file transport writes `<uuid>.eml` in place, so a
+//! crash could leave an empty message and a resend a duplicate.)
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lettre::transport::smtp::Error as SmtpError;
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use sha2::{Digest, Sha256};
 use voxline_domain::Settings;
 
 pub enum Mailer {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    Outbox(AsyncFileTransport<Tokio1Executor>),
+    /// The outbox directory.
+    Outbox(PathBuf),
 }
 
 /// Why a send failed, as the engine needs to know it.
@@ -34,7 +44,7 @@ impl Mailer {
                     dir.display()
                 )
             })?;
-            return Ok(Mailer::Outbox(AsyncFileTransport::new(dir)));
+            return Ok(Mailer::Outbox(dir));
         }
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
             .map_err(|e| format!("smtp.url: {e}"))?
@@ -46,13 +56,32 @@ impl Mailer {
     pub async fn send(&self, message: Message) -> Result<(), SendError> {
         match self {
             Mailer::Smtp(smtp) => smtp.send(message).await.map(drop).map_err(classify),
-            Mailer::Outbox(outbox) => outbox
-                .send(message)
-                .await
-                .map(drop)
-                .map_err(|e| SendError::Transient(format!("writing to the outbox: {e}"))),
+            Mailer::Outbox(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || write_to_outbox(&dir, &message))
+                    .await
+                    .map_err(|e| SendError::Transient(format!("writing to the outbox: {e}")))?
+                    .map_err(|e| SendError::Transient(format!("writing to the outbox: {e}")))
+            }
         }
     }
+}
+
+/// Writes `message` to `<dir>/<name>.eml` atomically: a temporary file, synced, then renamed.
+/// The name is a digest of the Message-ID, so a resend of the same message replaces it.
+fn write_to_outbox(dir: &Path, message: &Message) -> std::io::Result<()> {
+    let name = match message.headers().get_raw("Message-ID") {
+        Some(id) => hex::encode(&Sha256::digest(id.as_bytes())[..16]),
+        None => hex::encode(rand::random::<[u8; 16]>()),
+    };
+    let temporary = dir.join(format!(".{name}.eml.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(&message.formatted())?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temporary, dir.join(format!("{name}.eml")))?;
+    // The rename itself survives a crash once the directory is synced.
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn classify(error: SmtpError) -> SendError {
