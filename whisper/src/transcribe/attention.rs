@@ -1,15 +1,31 @@
-//! The encoder's self-attention, one head per task.
+//! The encoder's self-attention, in blocks of queries.
 //!
 //! Through candle each head is two matrix products and a softmax, each split over the cores and
-//! joined again: 72 hand-offs per window for products whose inner dimension is only 64, and the
-//! threads spent a good share of the attention waiting on one another. Here rayon hands out
-//! whole heads (6 per layer) and each runs on one core with `gemm` (the crate candle's own CPU
-//! products use) reading the fused Q/K/V rows in place through strides: no copies, no joins
-//! inside a head.
+//! joined again: 72 hand-offs per window for products whose inner dimension is only 64. A whole
+//! head at a time is no better for the caches: its 1,500 × 1,500 scores are 9 MB, more than a
+//! core's L2, so they went out to memory and back three times (product, softmax, product).
+//! Here rayon hands out (head, block of [`QUERY_BLOCK`] queries) tasks — 6 × 24 per layer, even
+//! work for every core — and each runs on one core with `gemm` (the crate candle's own CPU
+//! products use) reading the fused Q/K/V rows in place through strides, its scores (a few
+//! hundred kB) staying in cache, and writing its slice of the result in place: no copies, no
+//! joins inside a task.
 
 use rayon::prelude::*;
 
 use super::kernels;
+
+/// Queries per task: 64 × 1,500 scores are 384 kB, which stay in a core's L2 between the two
+/// products and the softmax.
+const QUERY_BLOCK: usize = 256;
+
+/// The output buffer shared by the tasks, each of which writes a disjoint block of it.
+#[derive(Clone, Copy)]
+struct Output(*mut f32);
+
+// SAFETY: the tasks write disjoint (rows, head columns) blocks of the buffer (see
+// `self_attention`), which outlives them.
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
 
 /// Multi-head attention over `qkv` (`frames × 3·width`, row-major: every frame's query, key and
 /// value side by side, heads in order inside each) into a `frames × width` result.
@@ -25,35 +41,68 @@ pub fn self_attention(qkv: &[f32], frames: usize, width: usize, heads: usize) ->
         "width {width} is not a multiple of {heads} heads"
     );
     let head_dim = width / heads;
-    let per_head: Vec<Vec<f32>> = (0..heads)
-        .into_par_iter()
-        .map(|h| one_head(qkv, frames, width, head_dim, h))
-        .collect();
     let mut out = vec![0.0f32; frames * width];
-    for (h, head) in per_head.iter().enumerate() {
-        for (row, values) in out.chunks_exact_mut(width).zip(head.chunks_exact(head_dim)) {
-            row[h * head_dim..(h + 1) * head_dim].copy_from_slice(values);
-        }
-    }
+    let blocks = frames.div_ceil(QUERY_BLOCK);
+    let target = Output(out.as_mut_ptr());
+    (0..heads * blocks).into_par_iter().for_each_init(
+        || vec![0.0f32; QUERY_BLOCK * frames],
+        |scores, task| {
+            let (h, block) = (task / blocks, task % blocks);
+            let first = block * QUERY_BLOCK;
+            let rows = QUERY_BLOCK.min(frames - first);
+            // SAFETY: this task alone writes rows first..first + rows, columns
+            // h·head_dim..(h + 1)·head_dim of `out`, which holds frames × width values.
+            unsafe {
+                one_block(
+                    qkv,
+                    frames,
+                    width,
+                    head_dim,
+                    h,
+                    first,
+                    rows,
+                    &mut scores[..rows * frames],
+                    target,
+                )
+            };
+        },
+    );
     out
 }
 
-fn one_head(qkv: &[f32], frames: usize, width: usize, head_dim: usize, h: usize) -> Vec<f32> {
+/// Attention of queries `first..first + rows` of head `h` over every frame, into `out`'s rows
+/// `first..` and the head's columns.
+///
+/// # Safety
+///
+/// `out` must point at `frames × width` values no other thread reads or writes in that block,
+/// and `qkv` must hold `frames × 3·width` values.
+#[allow(clippy::too_many_arguments)]
+unsafe fn one_block(
+    qkv: &[f32],
+    frames: usize,
+    width: usize,
+    head_dim: usize,
+    h: usize,
+    first: usize,
+    rows: usize,
+    scores: &mut [f32],
+    out: Output,
+) {
     let row = (3 * width) as isize;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let q = h * head_dim;
+    let q = first * 3 * width + h * head_dim;
     let k = width + h * head_dim;
     let v = 2 * width + h * head_dim;
 
-    // scores = scale · Q_h · K_hᵀ  (frames × frames)
-    let mut scores = vec![0.0f32; frames * frames];
+    // scores = scale · Q_h[first..first + rows] · K_hᵀ  (rows × frames)
     // SAFETY: every index gemm forms stays inside its buffer: Q_h element (i, d) is
-    // qkv[i·row + q + d] and K_hᵀ element (d, j) is qkv[j·row + k + d] with i, j < frames and
-    // d < head_dim ≤ width, and qkv holds frames·row values (asserted by the caller); scores
-    // is frames × frames, row-major.
+    // qkv[(first + i)·row + h·head_dim + d] and K_hᵀ element (d, j) is qkv[j·row + k + d] with
+    // first + i, j < frames and d < head_dim, and qkv holds frames·row values (asserted by the
+    // caller); scores is rows × frames, row-major.
     unsafe {
         gemm::gemm(
-            frames,
+            rows,
             frames,
             head_dim,
             scores.as_mut_ptr(),
@@ -78,17 +127,17 @@ fn one_head(qkv: &[f32], frames: usize, width: usize, head_dim: usize, h: usize)
         kernels::softmax_in_place(r);
     }
 
-    // out_h = scores · V_h  (frames × head_dim)
-    let mut out = vec![0.0f32; frames * head_dim];
-    // SAFETY: as above; V_h element (j, d) is qkv[j·row + v + d], out is frames × head_dim.
+    // out[first.., h·head_dim..] = scores · V_h  (rows × head_dim, row stride width)
+    // SAFETY: V_h element (j, d) is qkv[j·row + v + d]; the destination block lies inside `out`
+    // and belongs to this task alone (the caller's contract).
     unsafe {
         gemm::gemm(
-            frames,
+            rows,
             head_dim,
             frames,
-            out.as_mut_ptr(),
+            out.0.add(first * width + h * head_dim),
             1,
-            head_dim as isize,
+            width as isize,
             false,
             scores.as_ptr(),
             1,
@@ -104,7 +153,6 @@ fn one_head(qkv: &[f32], frames: usize, width: usize, head_dim: usize, h: usize)
             gemm::Parallelism::None,
         );
     }
-    out
 }
 
 #[cfg(test)]

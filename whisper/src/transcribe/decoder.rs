@@ -20,6 +20,7 @@
 
 use candle_core::{Device, Module, Tensor};
 use candle_nn::Linear;
+use rayon::prelude::*;
 
 use super::ct2::{Ct2Error, Ct2Model};
 use super::encoder::linear;
@@ -155,7 +156,8 @@ pub struct Decoder {
     pub max_positions: usize,
 }
 
-/// The encoder's keys and values for one window, per layer, laid out `[head][frame][dim]`.
+/// The encoder's keys and values for one window, per layer, laid out `[head][dim][frame]`
+/// (transposed, so one query's scores and outputs run over long contiguous rows).
 pub struct CrossCache {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
@@ -174,6 +176,8 @@ pub struct DecoderState<'a> {
     wide: Vec<f32>,
     attended: Vec<f32>,
     scores: Vec<f32>,
+    /// One row of scores per head, for the heads' cross-attention running side by side.
+    cross_scores: Vec<f32>,
     quantized: Q8Vector,
 }
 
@@ -268,7 +272,7 @@ impl Decoder {
             let per_head = |i: usize| -> candle_core::Result<Vec<f32>> {
                 kv.narrow(1, i * self.width, self.width)?
                     .reshape((frames, self.heads, head_dim))?
-                    .transpose(0, 1)?
+                    .permute((1, 2, 0))?
                     .contiguous()?
                     .flatten_all()?
                     .to_vec1::<f32>()
@@ -295,7 +299,8 @@ impl Decoder {
             h: vec![0.0; self.width],
             wide: vec![0.0; (3 * self.width).max(self.ffn_width)],
             attended: vec![0.0; self.width],
-            scores: vec![0.0; cross.frames.max(self.max_positions)],
+            scores: vec![0.0; self.max_positions],
+            cross_scores: vec![0.0; self.heads * cross.frames],
             quantized: Q8Vector::default(),
         }
     }
@@ -354,17 +359,25 @@ impl Decoder {
             let query = &mut state.wide[..w];
             layer.cross_q.forward(&state.quantized, query);
             let cross = state.cross;
-            attend(
-                &state.wide[..w],
-                &cross.keys[l],
-                &cross.values[l],
-                self.heads,
-                cross.frames,
-                cross.frames,
-                scale,
-                &mut state.scores,
-                &mut state.attended,
-            );
+            let (query, frames) = (&state.wide[..w], cross.frames);
+            let (keys, values) = (&cross.keys[l], &cross.values[l]);
+            // One head per task: six of ~12 µs each (1,500 frames), shared over the cores.
+            state
+                .attended
+                .par_chunks_mut(head_dim)
+                .zip(state.cross_scores.par_chunks_mut(frames.max(1)))
+                .enumerate()
+                .for_each(|(head, (out, scores))| {
+                    let at = head * head_dim * frames..(head + 1) * head_dim * frames;
+                    kernels::attend_transposed(
+                        &query[head * head_dim..(head + 1) * head_dim],
+                        &keys[at.clone()],
+                        &values[at],
+                        scale,
+                        scores,
+                        out,
+                    );
+                });
             state.quantized.quantize(&state.attended);
             layer.cross_out.forward(&state.quantized, &mut state.h);
             add(&mut state.x, &state.h);

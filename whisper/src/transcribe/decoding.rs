@@ -16,6 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::decoder::{CrossCache, Decoder};
+use super::kernels;
 use super::vocab::Vocabulary;
 
 /// Temperatures tried in turn until a decoding passes the guards.
@@ -200,14 +201,11 @@ impl Policy<'_> {
         }
 
         // When the timestamps together are likelier than any single text token, take one.
-        let max = logits.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+        let max = kernels::max(logits);
         if max.is_finite() {
             let log_sum = log_sum_exp(logits, max);
             let ts_log_prob = log_sum_exp(&logits[ts_begin..], max) - log_sum;
-            let max_text = logits[..ts_begin]
-                .iter()
-                .fold(f32::NEG_INFINITY, |m, v| m.max(*v))
-                - log_sum;
+            let max_text = kernels::max(&logits[..ts_begin]) - log_sum;
             if ts_log_prob > max_text {
                 forbid(logits, 0..ts_begin);
             }
@@ -217,13 +215,11 @@ impl Policy<'_> {
 
 /// `ln Σ exp(x)`, with the maximum `max` of the whole vector factored out for stability.
 fn log_sum_exp(x: &[f32], max: f32) -> f32 {
-    let sum: f32 = x.iter().map(|v| (v - max).exp()).sum();
-    max + sum.ln()
+    max + kernels::sum_exp(x, max).ln()
 }
 
 fn log_softmax_at(logits: &[f32], i: usize) -> f32 {
-    let max = logits.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    logits[i] - log_sum_exp(logits, max)
+    logits[i] - log_sum_exp(logits, kernels::max(logits))
 }
 
 fn probability_of(logits: &[f32], i: usize) -> f32 {

@@ -5,8 +5,14 @@
 //! than arithmetic. A general tensor library pays an allocation and a dispatch per small op and
 //! streams float weights; here the weights are 8-bit (blocks of 32 with one `f32` scale each,
 //! the layout llama.cpp calls `q8_0`), the activation vector is quantized the same way once per
-//! product, and the block dot products run on AVX2 when the CPU has it (detected at run time, so
-//! the binary still runs on any x86-64), with a portable fallback elsewhere.
+//! product, and the block dot products run on AVX-512 VNNI or AVX2 when the CPU has them
+//! (detected at run time, so the binary still runs on any x86-64), with a portable fallback
+//! elsewhere. The output projection reads 22 MB a step and is bound by memory bandwidth
+//! (~450 µs on this project's machine whichever kernel runs); VNNI helps the smaller matrices.
+//!
+//! The element-wise loops (`exp`, GELU, softmax, the logits' max and log-sum-exp, one query's
+//! attention) are written so the compiler vectorises them — independent accumulators, no
+//! saturating float-to-int conversion — and compiled for AVX-512 and AVX2, chosen at run time.
 
 use rayon::prelude::*;
 
@@ -151,6 +157,11 @@ impl Q8Matrix {
 fn dot_q8(wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
+        if wq.len().is_multiple_of(2 * BLOCK) && has_avx512_vnni() {
+            // SAFETY: the CPU has AVX-512 F, BW and VNNI (checked just above), and the blocks
+            // come in pairs.
+            return unsafe { avx512::dot_q8(wq, ws, xq, xs) };
+        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
@@ -176,6 +187,69 @@ fn dot_q8_portable(wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) -> f32 {
         total += sum as f32 * sw * sx;
     }
     total
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512_vnni() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::BLOCK;
+
+    /// Two blocks per 512-bit register: |x| (unsigned) times w carrying x's sign, summed four
+    /// bytes at a time into `i32` by one VNNI `dpbusd`; each half is then scaled by its block's
+    /// `w_scale · x_scale`, up to sixteen of which are multiplied in one register and picked
+    /// out with a permute.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn dot_q8(wq: &[i8], ws: &[f32], xq: &[i8], xs: &[f32]) -> f32 {
+        let blocks = wq.len() / BLOCK;
+        debug_assert!(blocks.is_multiple_of(2));
+        debug_assert!(xq.len() >= wq.len() && ws.len() >= blocks && xs.len() >= blocks);
+        let zero = _mm512_setzero_si512();
+        // Lanes 0-7 take the first block's scale, lanes 8-15 the second's.
+        let pair = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        let mut acc = _mm512_setzero_ps();
+        let mut b = 0;
+        while b < blocks {
+            let n = (blocks - b).min(16);
+            let mask = (((1u32 << n) - 1) & 0xFFFF) as u16;
+            // SAFETY: lanes past `n` are masked off, so only ws[b..b + n] and xs[b..b + n]
+            // are read, inside the slices (asserted above).
+            let scales = unsafe {
+                _mm512_mul_ps(
+                    _mm512_maskz_loadu_ps(mask, ws.as_ptr().add(b)),
+                    _mm512_maskz_loadu_ps(mask, xs.as_ptr().add(b)),
+                )
+            };
+            let mut c = 0;
+            while c < n {
+                // SAFETY: (b + c + 2) · BLOCK ≤ blocks · BLOCK ≤ len of both slices.
+                let (w, x) = unsafe {
+                    (
+                        _mm512_loadu_si512(wq.as_ptr().add((b + c) * BLOCK).cast()),
+                        _mm512_loadu_si512(xq.as_ptr().add((b + c) * BLOCK).cast()),
+                    )
+                };
+                let negative = _mm512_movepi8_mask(x);
+                let signed_w = _mm512_mask_sub_epi8(w, negative, zero, w);
+                let sums = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(x), signed_w);
+                let scale = _mm512_permutexvar_ps(
+                    _mm512_add_epi32(pair, _mm512_set1_epi32(c as i32)),
+                    scales,
+                );
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), scale, acc);
+                c += 2;
+            }
+            b += n;
+        }
+        _mm512_reduce_add_ps(acc)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -266,7 +340,11 @@ pub fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let underflows = x < -87.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    // n as an integer, read from the rounded value's low mantissa bits: an `as i32` conversion
+    // would saturate, which the compiler does not vectorise.
+    let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_2e-3;
@@ -275,7 +353,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let e = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let e = y * f32::from_bits(((n_int + 127) as u32) << 23);
     if underflows { 0.0 } else { e }
 }
 
@@ -299,15 +377,104 @@ fn gelu_generic(x: &mut [f32]) {
     }
 }
 
+/// Lanes of the softmax's reductions: independent accumulators, so the compiler can keep them
+/// in vector registers (an `f32` sum in one accumulator has to be added in order, which keeps
+/// the whole loop, `exp` included, scalar).
+const LANES: usize = 16;
+
+#[inline(always)]
+fn max_generic(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let max = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    for c in chunks {
+        for i in 0..LANES {
+            lanes[i] = lanes[i].max(c[i]);
+        }
+    }
+    lanes.iter().fold(max, |m, v| m.max(*v))
+}
+
+#[inline(always)]
+fn sum_generic(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for i in 0..LANES {
+            lanes[i] += c[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn sum_exp_generic(x: &[f32], shift: f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|v| exp(v - shift)).sum();
+    for c in chunks {
+        for i in 0..LANES {
+            lanes[i] += exp(c[i] - shift);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let (chunks_a, chunks_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = chunks_a
+        .remainder()
+        .iter()
+        .zip(chunks_b.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in chunks_a.zip(chunks_b) {
+        for i in 0..LANES {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// One head of one query attending over `n = scores.len()` frames whose keys and values are
+/// stored transposed (`dim × n`, row-major): the scores are `dim` sweeps of `s += q_d · K_d`
+/// and each output value one long dot product, both running the whole vector width.
+#[inline(always)]
+fn attend_transposed_generic(
+    query: &[f32],
+    keys_t: &[f32],
+    values_t: &[f32],
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let n = scores.len();
+    scores.fill(0.0);
+    for (q, k) in query.iter().zip(keys_t.chunks_exact(n)) {
+        let q = q * scale;
+        for (s, k) in scores.iter_mut().zip(k) {
+            *s += q * k;
+        }
+    }
+    softmax_generic(scores);
+    for (o, v) in out.iter_mut().zip(values_t.chunks_exact(n)) {
+        *o = dot_generic(scores, v);
+    }
+}
+
 #[inline(always)]
 fn softmax_generic(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    let mut sum = 0.0;
+    let max = max_generic(x);
     for v in x.iter_mut() {
         *v = exp(*v - max);
-        sum += *v;
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / sum_generic(x);
     for v in x {
         *v *= inv;
     }
@@ -324,6 +491,77 @@ mod avx2_elementwise {
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn softmax(x: &mut [f32]) {
         super::softmax_generic(x);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn attend_transposed(
+        query: &[f32],
+        keys_t: &[f32],
+        values_t: &[f32],
+        scale: f32,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        super::attend_transposed_generic(query, keys_t, values_t, scale, scores, out);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn max(x: &[f32]) -> f32 {
+        super::max_generic(x)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn sum_exp(x: &[f32], shift: f32) -> f32 {
+        super::sum_exp_generic(x, shift)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512_elementwise {
+    // The same loops compiled for AVX-512, sixteen values to a register.
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn gelu(x: &mut [f32]) {
+        super::gelu_generic(x);
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn softmax(x: &mut [f32]) {
+        super::softmax_generic(x);
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn attend_transposed(
+        query: &[f32],
+        keys_t: &[f32],
+        values_t: &[f32],
+        scale: f32,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        super::attend_transposed_generic(query, keys_t, values_t, scale, scores, out);
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn max(x: &[f32]) -> f32 {
+        super::max_generic(x)
+    }
+
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) fn sum_exp(x: &[f32], shift: f32) -> f32 {
+        super::sum_exp_generic(x, shift)
+    }
+}
+
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+            && has_avx2()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -342,6 +580,11 @@ fn has_avx2() -> bool {
 /// (not the tanh approximation).
 pub fn gelu_in_place(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512 F and DQ, AVX2 and FMA (checked just above).
+        return unsafe { avx512_elementwise::gelu(x) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
         return unsafe { avx2_elementwise::gelu(x) };
@@ -352,11 +595,77 @@ pub fn gelu_in_place(x: &mut [f32]) {
 /// Softmax in place, stable (the maximum is subtracted first).
 pub fn softmax_in_place(x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512 F and DQ, AVX2 and FMA (checked just above).
+        return unsafe { avx512_elementwise::softmax(x) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if has_avx2() {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
         return unsafe { avx2_elementwise::softmax(x) };
     }
     softmax_generic(x);
+}
+
+/// Softmax-weighted attention of one head's `query` over `scores.len()` frames with keys and
+/// values stored transposed (`query.len() × frames` each), into `out` (`query.len()` values);
+/// the scores are scaled by `scale` first. `scores` is scratch.
+pub fn attend_transposed(
+    query: &[f32],
+    keys_t: &[f32],
+    values_t: &[f32],
+    scale: f32,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    debug_assert!(keys_t.len() >= query.len() * scores.len());
+    debug_assert!(values_t.len() >= out.len() * scores.len());
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512 F and DQ, AVX2 and FMA (checked just above).
+        return unsafe {
+            avx512_elementwise::attend_transposed(query, keys_t, values_t, scale, scores, out)
+        };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe {
+            avx2_elementwise::attend_transposed(query, keys_t, values_t, scale, scores, out)
+        };
+    }
+    attend_transposed_generic(query, keys_t, values_t, scale, scores, out);
+}
+
+/// The largest value of `x` (−∞ when empty).
+pub fn max(x: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512 F and DQ, AVX2 and FMA (checked just above).
+        return unsafe { avx512_elementwise::max(x) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { avx2_elementwise::max(x) };
+    }
+    max_generic(x)
+}
+
+/// `Σ exp(v − shift)` over `x`, with [`exp`]: the log-sum-exp of 51,864 logits a decoder step
+/// needs, without a libm call per value.
+pub fn sum_exp(x: &[f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU has AVX-512 F and DQ, AVX2 and FMA (checked just above).
+        return unsafe { avx512_elementwise::sum_exp(x, shift) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        return unsafe { avx2_elementwise::sum_exp(x, shift) };
+    }
+    sum_exp_generic(x, shift)
 }
 
 /// [`gelu_in_place`] over a large buffer, shared out over rayon's threads.
@@ -414,6 +723,21 @@ mod tests {
         let portable = dot_q8_portable(&wq, &ws, &xq, &xs);
         let dispatched = dot_q8(&wq, &ws, &xq, &xs);
         assert!((portable - dispatched).abs() <= 1e-4 * portable.abs().max(1.0));
+        // More than sixteen blocks (the 1,536-wide feed-forward input), and AVX2 on its own.
+        let w = pseudo_random(1536, 4);
+        let x = pseudo_random(1536, 6);
+        quantize_into(&w, &mut wq, &mut ws);
+        quantize_into(&x, &mut xq, &mut xs);
+        let portable = dot_q8_portable(&wq, &ws, &xq, &xs);
+        let dispatched = dot_q8(&wq, &ws, &xq, &xs);
+        assert!((portable - dispatched).abs() <= 1e-4 * portable.abs().max(1.0));
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            let avx2 = unsafe { avx2::dot_q8(&wq, &ws, &xq, &xs) };
+            assert!((portable - avx2).abs() <= 1e-4 * portable.abs().max(1.0));
+        }
     }
 
     #[test]
@@ -460,6 +784,55 @@ mod tests {
                 "erf({x}) = {ours}, not {reference}"
             );
             x += 0.0131;
+        }
+    }
+
+    #[test]
+    fn the_vectorised_reductions_match_the_plain_ones() {
+        let mut x = pseudo_random(51_867, 13);
+        x[40_000] = f32::NEG_INFINITY;
+        x[123] = 3.5;
+        let plain_max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+        assert_eq!(max(&x), plain_max);
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
+        let plain: f64 = x.iter().map(|v| f64::from(v - plain_max).exp()).sum();
+        let ours = f64::from(sum_exp(&x, plain_max));
+        assert!((ours - plain).abs() <= 1e-5 * plain, "{ours} vs {plain}");
+    }
+
+    #[test]
+    fn transposed_attention_matches_the_textbook_one() {
+        let (dim, n) = (8, 37);
+        let q = pseudo_random(dim, 21);
+        let k = pseudo_random(n * dim, 22); // frame-major: k[j·dim + d]
+        let v = pseudo_random(n * dim, 23);
+        let transpose =
+            |m: &[f32]| -> Vec<f32> { (0..dim * n).map(|i| m[(i % n) * dim + i / n]).collect() };
+        let mut scores = vec![0.0; n];
+        let mut out = vec![0.0; dim];
+        attend_transposed(
+            &q,
+            &transpose(&k),
+            &transpose(&v),
+            0.5,
+            &mut scores,
+            &mut out,
+        );
+
+        let mut p: Vec<f32> = (0..n)
+            .map(|j| 0.5 * dot(&q, &k[j * dim..(j + 1) * dim]))
+            .collect();
+        let max = p.iter().fold(f32::MIN, |m, v| m.max(*v));
+        let sum: f32 = p
+            .iter_mut()
+            .map(|s| {
+                *s = (*s - max).exp();
+                *s
+            })
+            .sum();
+        for d in 0..dim {
+            let expected: f32 = (0..n).map(|j| p[j] / sum * v[j * dim + d]).sum();
+            assert!((out[d] - expected).abs() < 1e-5, "{} vs {expected}", out[d]);
         }
     }
 
