@@ -86,15 +86,37 @@ pub struct RetriedResponse {
     pub retried: Vec<i64>,
 }
 
+/// A job state, as the API, the CLI and the metrics name it (`voxline_jobs::JobState`).
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum JobStateName {
+    Scheduled,
+    Available,
+    Running,
+    Retrying,
+    Done,
+    Dead,
+    Cancelled,
+}
+
+/// The largest page of jobs or audit entries.
+pub const MAX_LIMIT: u32 = 200;
+const DEFAULT_LIMIT: u32 = 50;
+
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobsQuery {
+    /// Only this queue's jobs (empty: every queue).
     pub queue: Option<String>,
-    /// One of scheduled, available, running, retrying, done, dead, cancelled.
+    /// Only jobs in this state (empty: every state); another value is a 400 `invalid_state`.
+    #[param(value_type = Option<JobStateName>, inline)]
     pub state: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<i64>,
-    /// 1 to 200, default 50.
-    pub limit: Option<u32>,
+    /// Page size, 1 to 200 (default 50); outside that range a 422 `invalid_limit` (not
+    /// clamped).
+    #[param(minimum = 1, maximum = 200, default = 50)]
+    pub limit: Option<i64>,
 }
 
 fn job_error(e: JobError) -> ApiError {
@@ -196,8 +218,8 @@ async fn record(
 }
 
 /// Counts per state, oldest due job's age, and the last five minutes' activity per queue.
-#[utoipa::path(get, path = "/api/admin/queues", tag = "operators",
-    responses((status = 200, body = QueuesResponse), (status = 401), (status = 403)),
+#[utoipa::path(get, path = "/api/admin/queues", tag = "operators", operation_id = "admin_queues",
+    responses((status = 200, body = QueuesResponse, description = "Every configured queue and every queue with jobs."), (status = 403, description = "Needs the operator role (`forbidden`), or the token's profile belongs to another company (`profile_company_mismatch`).")),
     security(("bearer" = [])))]
 pub async fn queues(
     State(state): State<AppState>,
@@ -249,8 +271,10 @@ pub async fn queues(
 }
 
 /// Jobs newest first, filtered by queue and state, with cursor pagination.
-#[utoipa::path(get, path = "/api/admin/jobs", tag = "operators", params(JobsQuery),
-    responses((status = 200, body = JobsResponse), (status = 400), (status = 401), (status = 403)),
+#[utoipa::path(get, path = "/api/admin/jobs", tag = "operators", operation_id = "admin_jobs", params(JobsQuery),
+    responses((status = 200, body = JobsResponse, description = "A page of jobs, newest first."), (status = 403, description = "Needs the operator role (`forbidden`), or the token's profile belongs to another company (`profile_company_mismatch`)."),
+              (status = 400, description = "A query parameter that is not of its type, is repeated or holds a NUL character (`invalid_query`), or an unknown `state` (`invalid_state`)."),
+              (status = 422, description = "`limit` outside 1 to 200 (`invalid_limit`).")),
     security(("bearer" = [])))]
 pub async fn jobs(
     State(state): State<AppState>,
@@ -259,19 +283,12 @@ pub async fn jobs(
 ) -> Result<Json<JobsResponse>, ApiError> {
     let job_state = match q.state.as_deref().filter(|s| !s.is_empty()) {
         None => None,
+        // 400 as tests/admin.rs pins it (the `limit` below is a 422).
         Some(s) => Some(s.parse::<JobState>().map_err(|e| {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", e.to_string()).field("state")
         })?),
     };
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_limit",
-            "limit must be between 1 and 200",
-        )
-        .field("limit"));
-    }
+    let limit = crate::extract::limit(q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let filter = JobFilter {
         queue: q.queue.filter(|s| !s.is_empty()),
         state: job_state,
@@ -294,8 +311,8 @@ pub async fn jobs(
 }
 
 /// One job: redacted payload and every attempt's error.
-#[utoipa::path(get, path = "/api/admin/jobs/{id}", tag = "operators", params(("id" = i64, Path)),
-    responses((status = 200, body = JobDetail), (status = 401), (status = 403), (status = 404)),
+#[utoipa::path(get, path = "/api/admin/jobs/{id}", tag = "operators", operation_id = "admin_job", params(("id" = i64, Path, description = "The job's id.")),
+    responses((status = 200, body = JobDetail, description = "The job."), (status = 403, description = "Needs the operator role (`forbidden`), or the token's profile belongs to another company (`profile_company_mismatch`)."), (status = 404, description = "No such job (`not_found`).")),
     security(("bearer" = [])))]
 pub async fn job(
     State(state): State<AppState>,
@@ -330,8 +347,9 @@ pub async fn job(
 }
 
 /// Runs a dead or retrying job again now, attempts reset. 409 for any other state.
-#[utoipa::path(post, path = "/api/admin/jobs/{id}/retry", tag = "operators", params(("id" = i64, Path)),
-    responses((status = 200, body = JobSummary), (status = 401), (status = 403), (status = 404), (status = 409)),
+#[utoipa::path(post, path = "/api/admin/jobs/{id}/retry", tag = "operators", operation_id = "admin_retry_job", params(("id" = i64, Path, description = "The job's id.")),
+    responses((status = 200, body = JobSummary, description = "The job, available again."), (status = 403, description = "Needs the operator role (`forbidden`), or the token's profile belongs to another company (`profile_company_mismatch`)."), (status = 404, description = "No such job (`not_found`)."),
+              (status = 409, description = "The job is neither dead nor retrying (`wrong_state`).")),
     security(("bearer" = [])))]
 pub async fn retry(
     State(state): State<AppState>,
@@ -345,8 +363,9 @@ pub async fn retry(
 }
 
 /// Cancels a waiting or dead job for good. 409 for a running or finished one.
-#[utoipa::path(post, path = "/api/admin/jobs/{id}/discard", tag = "operators", params(("id" = i64, Path)),
-    responses((status = 200, body = JobSummary), (status = 401), (status = 403), (status = 404), (status = 409)),
+#[utoipa::path(post, path = "/api/admin/jobs/{id}/discard", tag = "operators", operation_id = "admin_discard_job", params(("id" = i64, Path, description = "The job's id.")),
+    responses((status = 200, body = JobSummary, description = "The job, cancelled."), (status = 403, description = "Needs the operator role (`forbidden`), or the token's profile belongs to another company (`profile_company_mismatch`)."), (status = 404, description = "No such job (`not_found`)."),
+              (status = 409, description = "The job is running or finished (`wrong_state`).")),
     security(("bearer" = [])))]
 pub async fn discard(
     State(state): State<AppState>,
@@ -372,8 +391,9 @@ async fn recorded(
 }
 
 /// Retries every dead job of a queue.
-#[utoipa::path(post, path = "/api/admin/queues/{queue}/retry-dead", tag = "operators", params(("queue" = String, Path)),
-    responses((status = 200, body = RetriedResponse), (status = 401), (status = 403)),
+#[utoipa::path(post, path = "/api/admin/queues/{queue}/retry-dead", tag = "operators", operation_id = "admin_retry_dead",
+    params(("queue" = String, Path, description = "The queue's name; a queue without dead jobs retries none.")),
+    responses((status = 200, body = RetriedResponse, description = "The ids of the jobs retried."), (status = 403, description = "Needs the operator role (`forbidden`), or the token's profile belongs to another company (`profile_company_mismatch`).")),
     security(("bearer" = [])))]
 pub async fn retry_dead(
     State(state): State<AppState>,
@@ -396,15 +416,20 @@ pub async fn retry_dead(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    /// e.g. job.retry, queue.retry_dead, preferences.update
+    /// Only this action, e.g. job.retry, queue.retry_dead, preferences.update (empty: all).
     pub action: Option<String>,
+    /// Only this actor's entries (a profile id, or `cli:<user>`; empty: all).
     pub actor: Option<String>,
+    /// Only this company's entries (empty: all, the platform's included).
     pub company_id: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<i64>,
-    /// 1 to 200, default 50.
-    pub limit: Option<u32>,
+    /// Page size, 1 to 200 (default 50); outside that range a 422 `invalid_limit` (not
+    /// clamped).
+    #[param(minimum = 1, maximum = 200, default = 50)]
+    pub limit: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -427,23 +452,16 @@ pub struct AuditResponse {
 }
 
 /// The audit log, newest first, with filters and cursor pagination.
-#[utoipa::path(get, path = "/api/admin/audit", tag = "operators", params(AuditQuery),
-    responses((status = 200, body = AuditResponse), (status = 400), (status = 401), (status = 403)),
+#[utoipa::path(get, path = "/api/admin/audit", tag = "operators", operation_id = "admin_audit", params(AuditQuery),
+    responses((status = 200, body = AuditResponse, description = "A page of entries, newest first."), (status = 403, description = "Needs the operator role (`forbidden`), or the token's profile belongs to another company (`profile_company_mismatch`)."),
+              (status = 422, description = "`limit` outside 1 to 200 (`invalid_limit`).")),
     security(("bearer" = [])))]
 pub async fn audit_log(
     State(state): State<AppState>,
     _operator: Operator,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditResponse>, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_limit",
-            "limit must be between 1 and 200",
-        )
-        .field("limit"));
-    }
+    let limit = crate::extract::limit(q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let filter = audit::AuditFilter {
         action: non_empty(q.action),
@@ -483,6 +501,17 @@ pub async fn audit_log(
 mod tests {
     use super::redact;
     use serde_json::json;
+
+    #[test]
+    fn the_documented_states_are_the_engines() {
+        let schema =
+            serde_json::to_value(<super::JobStateName as utoipa::PartialSchema>::schema()).unwrap();
+        let names: Vec<String> = super::JobState::ALL
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(schema["enum"], json!(names));
+    }
 
     #[test]
     fn personal_data_is_redacted_and_ids_are_kept() {

@@ -121,8 +121,8 @@ pub struct SubscriptionResponse {
 }
 
 /// The company's plan and subscription, as voxline last heard from Stripe.
-#[utoipa::path(get, path = "/api/billing/subscription", tag = "billing",
-    responses((status = 200, body = SubscriptionResponse), (status = 401)),
+#[utoipa::path(get, path = "/api/billing/subscription", tag = "billing", operation_id = "billing_subscription",
+    responses((status = 200, body = SubscriptionResponse, description = "The plan in force and its subscription.")),
     security(("bearer" = [])))]
 pub async fn subscription(
     State(state): State<AppState>,
@@ -186,8 +186,8 @@ pub struct UsageResponse {
 }
 
 /// What the company used this month and today, against its plan's limits.
-#[utoipa::path(get, path = "/api/billing/usage", tag = "billing",
-    responses((status = 200, body = UsageResponse), (status = 401)),
+#[utoipa::path(get, path = "/api/billing/usage", tag = "billing", operation_id = "billing_usage",
+    responses((status = 200, body = UsageResponse, description = "This month's and today's use against the plan.")),
     security(("bearer" = [])))]
 pub async fn usage(
     State(state): State<AppState>,

@@ -1,8 +1,11 @@
-//! The one place errors become HTTP answers: `{"error": {"code", "message", "field"}}`.
+//! The one place errors become HTTP answers: `{"error": {"code", "message", "field"}}`
+//! ([`ErrorResponse`] in the OpenAPI document, which every 4xx and 5xx response references).
 //!
 //! A database that cannot be reached (down, restarting, its pooled connections broken) is
 //! answered 503 `database_unavailable` with a `Retry-After`, never 500: see
-//! [`ApiError::internal`] and [`is_unavailable`].
+//! [`ApiError::internal`] and [`is_unavailable`]. Text the database refuses to store (Postgres
+//! takes no NUL character in text or JSON) is the caller's: 422 `invalid_text`, never 500. The
+//! edges refuse such text first with the field named; this is the net under them.
 
 mod unavailable;
 
@@ -14,16 +17,30 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// What a 503 `database_unavailable` tells the client to wait before retrying.
 pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
 
-#[derive(Debug, Serialize)]
+/// Why a request was refused or failed.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
+    /// Machine-readable, stable: e.g. `invalid_field`, `unauthorized`, `not_found`,
+    /// `rate_limited`, `database_unavailable`.
+    #[schema(value_type = String, min_length = 1, example = "invalid_field")]
     pub code: &'static str,
+    /// For people; may change between versions.
     pub message: String,
+    /// The input at fault when there is one: a body field (`transcript[2].speaker`), a query
+    /// or path parameter (`limit`, `path`), a header (`Idempotency-Key`) or a limit's name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
 }
 
 #[derive(Debug)]
@@ -60,6 +77,14 @@ impl ApiError {
         if unavailable::cause_is_unavailable(&cause) {
             return ApiError::database_unavailable(&cause);
         }
+        if unavailable::cause_is_unstorable_text(&cause) {
+            tracing::info!(error = %cause, "request refused: the database cannot store its text");
+            return ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_text",
+                "the request carries text the database cannot store (a NUL character, U+0000)",
+            );
+        }
         tracing::error!(error = %cause, "request failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -88,11 +113,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        #[derive(Serialize)]
-        struct Envelope {
-            error: ErrorBody,
-        }
-        let mut response = (self.status, Json(Envelope { error: self.body })).into_response();
+        let mut response = (self.status, Json(ErrorResponse { error: self.body })).into_response();
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()

@@ -11,14 +11,14 @@ use crate::AppState;
 use crate::error::ApiError;
 
 /// The process answers.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "health", operation_id = "healthz", responses((status = 200, description = "alive")))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// The process and its database (and Redis, when configured) answer.
-#[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, description = "ready"), (status = 503, description = "a dependency is down")))]
+#[utoipa::path(get, path = "/readyz", tag = "health", operation_id = "readyz",
+    responses((status = 200, description = "ready"), (status = 503, description = "the database or Redis is not reachable (`not_ready`)")))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     state.db.ping().await.map_err(|e| {
         tracing::warn!(error = %e, "readiness: database check failed");

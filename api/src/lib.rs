@@ -94,7 +94,7 @@ impl AppState {
 /// in the OpenAPI document as it adds it, so the two cannot drift apart.
 pub fn router(state: AppState) -> Router {
     let (api, spec) = openapi::routes().split_for_parts();
-    let spec = Arc::new(spec);
+    let spec = Arc::new(openapi::complete(spec));
     let http = &state.settings.http;
     let body_limit = axum::extract::DefaultBodyLimit::max(http.body_limit_bytes);
     let cors = hardening::cors(&http.cors_origins);

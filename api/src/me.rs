@@ -25,9 +25,9 @@ use crate::error::ApiError;
 
 /// The caller's data as one JSON document (200), or the export being prepared (202
 /// `{export_id, status, links}`; ask again later, or wait for the "export ready" email).
-#[utoipa::path(get, path = "/api/me/export", tag = "me",
+#[utoipa::path(get, path = "/api/me/export", tag = "me", operation_id = "export_me",
     responses((status = 200, description = "the export bundle (JSON: profile, sessions with transcripts and feedback, usage, emails, preferences)"),
-              (status = 202, description = "{export_id, status: pending, links}"), (status = 401)),
+              (status = 202, description = "{export_id, status: pending, links}")),
     security(("bearer" = [])))]
 pub async fn export(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let claims = &caller.0;
@@ -112,8 +112,8 @@ fn accepted(export_id: &str) -> Response {
 /// Erases the caller's profile: its sessions, transcripts, feedback, audio, exports, email
 /// log and preferences; waiting jobs about them are cancelled. Billing records (usage seconds,
 /// the Stripe copy) and the audit log are kept, as the law requires. Answers what was erased.
-#[utoipa::path(delete, path = "/api/me", tag = "me",
-    responses((status = 200, description = "{erased: {sessions, exports, preferences, emails, profile, jobs_cancelled, files}}"), (status = 401)),
+#[utoipa::path(delete, path = "/api/me", tag = "me", operation_id = "erase_me",
+    responses((status = 200, description = "{erased: {sessions, exports, preferences, emails, profile, jobs_cancelled, files}}")),
     security(("bearer" = [])))]
 pub async fn erase(
     State(state): State<AppState>,

@@ -9,6 +9,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
 use voxline_domain::audit::{self, AuditEntry};
 use voxline_domain::notifications::{self, EmailKind};
 
@@ -31,6 +33,35 @@ pub struct PreferencesResponse {
     pub preferences: Vec<Preference>,
 }
 
+/// The body of `PUT /api/notifications/preferences`: kind → enabled, for any of the kinds
+/// (built from [`EmailKind::ALL`], so a new kind is documented as it is added). Mandatory kinds
+/// take only `true`; another key is a 422 `unknown_kind`.
+pub struct PreferenceChanges;
+
+impl utoipa::PartialSchema for PreferenceChanges {
+    fn schema() -> RefOr<Schema> {
+        let mut object = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "Kind → enabled; kinds left out keep their value. Mandatory kinds (about failed \
+                 payments) cannot be turned off.",
+            ))
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+        for kind in EmailKind::ALL {
+            let mut property = ObjectBuilder::new().schema_type(Type::Boolean);
+            if kind.is_mandatory() {
+                property = property
+                    .enum_values(Some([true]))
+                    .description(Some("Mandatory: only `true`."));
+            }
+            object = object.property(kind.as_str(), property);
+        }
+        RefOr::T(Schema::Object(object.build()))
+    }
+}
+
+impl ToSchema for PreferenceChanges {}
+
 async fn current(state: &AppState, caller: &Caller) -> Result<Json<PreferencesResponse>, ApiError> {
     let prefs = notifications::preferences(&state.db, &caller.0.company_id, &caller.0.sub)
         .await
@@ -48,8 +79,8 @@ async fn current(state: &AppState, caller: &Caller) -> Result<Json<PreferencesRe
 }
 
 /// The caller's email preferences, every kind listed.
-#[utoipa::path(get, path = "/api/notifications/preferences", tag = "notifications",
-    responses((status = 200, body = PreferencesResponse), (status = 401)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/notifications/preferences", tag = "notifications", operation_id = "get_preferences",
+    responses((status = 200, body = PreferencesResponse, description = "Every kind with its setting.")), security(("bearer" = [])))]
 pub async fn get_preferences(
     State(state): State<AppState>,
     caller: Caller,
@@ -58,9 +89,12 @@ pub async fn get_preferences(
 }
 
 /// Turns kinds on or off: a JSON object of kind → true/false; kinds left out keep their value.
-#[utoipa::path(put, path = "/api/notifications/preferences", tag = "notifications",
-    request_body(content = Object, description = "kind → enabled, e.g. {\"trial_ending\": false}"),
-    responses((status = 200, body = PreferencesResponse), (status = 400), (status = 401), (status = 422)),
+#[utoipa::path(put, path = "/api/notifications/preferences", tag = "notifications", operation_id = "put_preferences",
+    request_body(content = PreferenceChanges, content_type = "application/json", description = "kind → enabled, e.g. {\"trial_ending\": false}"),
+    responses((status = 200, body = PreferencesResponse, description = "Every kind with its setting, after the change."),
+              (status = 400, description = "Malformed: a body that is not valid JSON (`invalid_json`)."),
+              (status = 415, description = "The body is not application/json (`unsupported_media_type`)."),
+              (status = 422, description = "Not an object (`invalid_preferences`), an unknown kind (`unknown_kind`), a value that is not true or false (`invalid_value`), or a mandatory kind turned off (`mandatory_kind`); `field` names the kind.")),
     security(("bearer" = [])))]
 pub async fn put_preferences(
     State(state): State<AppState>,

@@ -1,5 +1,11 @@
 //! The OpenAPI document (utoipa), served at `/api/openapi.json`, and a small docs page at
 //! `/docs` that renders it with no outside scripts (it works offline).
+//!
+//! The document is a contract (`tests/contract.rs` walks every operation with broken inputs):
+//! request schemas state their required fields and constraints, and every status a route can
+//! answer is listed — its own in its annotation, the shared ones added by [`responses`].
+
+mod responses;
 
 use std::sync::Arc;
 
@@ -42,6 +48,12 @@ impl Modify for BearerAuth {
             ),
         );
     }
+}
+
+/// The routes' document completed with the answers they share (see [`responses`]).
+pub fn complete(mut doc: OpenApiDoc) -> OpenApiDoc {
+    responses::complete(&mut doc);
+    doc
 }
 
 /// Every documented route. Add new `/api` routes here, never with a bare `Router::route`.

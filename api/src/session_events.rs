@@ -28,9 +28,10 @@ use crate::extract::ApiPath;
 const RECHECK: Duration = Duration::from_secs(3);
 
 /// Server-Sent Events of the session's status (`event: status`, data `{session_id, status, error}`).
-#[utoipa::path(get, path = "/api/sessions/{id}/events", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 200, description = "text/event-stream of status events; ends after ready or failed"),
-              (status = 401), (status = 404)),
+#[utoipa::path(get, path = "/api/sessions/{id}/events", tag = "sessions", operation_id = "session_events",
+    params(("id" = String, Path, description = "The session's id.")),
+    responses((status = 200, description = "text/event-stream of status events; ends after ready or failed", content_type = "text/event-stream"),
+              (status = 404, description = "No such session in the caller's company (`not_found`).")),
     security(("bearer" = [])))]
 pub async fn events(
     State(state): State<AppState>,

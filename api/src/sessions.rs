@@ -28,6 +28,72 @@ use crate::upload::{self, Submission};
 /// The kinds of practice session (each has its own targets in `[analysis.targets]`).
 pub const KINDS: [&str; 4] = ["sales", "interview", "presentation", "custom"];
 const MAX_SEGMENTS: usize = 10_000;
+/// A title's length in characters, after trimming.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// The largest page of sessions.
+pub const MAX_LIMIT: u32 = 100;
+const DEFAULT_LIMIT: u32 = 20;
+
+// The request bodies as the OpenAPI document states them. The handlers check the same rules
+// field by field (so each refusal names its field, `transcript[3].text`); the tests at the end
+// of this file keep the two in step.
+
+/// The kind of practice session (each has its own targets in `[analysis.targets]`).
+#[derive(Debug, Clone, Copy, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum SessionKind {
+    Sales,
+    Interview,
+    Presentation,
+    Custom,
+}
+
+/// Who speaks in a segment.
+#[derive(Debug, Clone, Copy, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum Speaker {
+    User,
+    Partner,
+}
+
+/// One turn of the conversation. Times are seconds from the start; `end` is not before
+/// `start`.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct Segment {
+    pub speaker: Speaker,
+    /// What was said (not blank).
+    #[schema(min_length = 1, pattern = r"\S")]
+    pub text: String,
+    #[schema(minimum = 0)]
+    pub start: Option<f64>,
+    #[schema(minimum = 0)]
+    pub end: Option<f64>,
+}
+
+/// `POST /api/sessions` as JSON: a transcript to analyse.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct TranscriptSubmission {
+    /// 1 to 200 characters, not blank (trimmed).
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    pub title: String,
+    pub kind: SessionKind,
+    /// 1 to 10 000 segments.
+    #[schema(min_items = 1, max_items = 10000)]
+    pub transcript: Vec<Segment>,
+}
+
+/// `POST /api/sessions` as `multipart/form-data`: a recording to transcribe, then analyse.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct AudioSubmission {
+    /// 1 to 200 characters, not blank (trimmed).
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    pub title: String,
+    pub kind: SessionKind,
+    /// wav, mp3, m4a/aac, ogg, webm or flac, up to `uploads.max_audio_bytes` (25 MB by
+    /// default); its first bytes must be the type its part's Content-Type or file name claims.
+    #[schema(value_type = String, format = Binary, content_media_type = "audio/*")]
+    pub audio: Vec<u8>,
+}
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).field(field)
@@ -79,6 +145,9 @@ pub fn validate(body: &Value) -> Result<(String, String, Value), ApiError> {
         if text.is_empty() {
             return Err(invalid(at("text"), "text must not be empty"));
         }
+        if text.contains('\0') {
+            return Err(invalid(at("text"), "text must not contain a NUL character"));
+        }
         let time = |name: &str| -> Result<Option<f64>, ApiError> {
             match segment.get(name) {
                 None | Some(Value::Null) => Ok(None),
@@ -125,8 +194,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 pub(crate) fn validate_title_kind(title: &str, kind: &str) -> Result<(String, String), ApiError> {
     let title = title.trim();
-    if title.is_empty() || title.chars().count() > 200 {
-        return Err(invalid("title", "title must be 1 to 200 characters"));
+    if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
+        return Err(invalid(
+            "title",
+            format!("title must be 1 to {MAX_TITLE_CHARS} characters"),
+        ));
+    }
+    if title.contains('\0') {
+        return Err(invalid("title", "title must not contain a NUL character"));
     }
     if !KINDS.contains(&kind) {
         return Err(invalid(
@@ -139,12 +214,18 @@ pub(crate) fn validate_title_kind(title: &str, kind: &str) -> Result<(String, St
 
 /// Submits a practice conversation: a JSON transcript (analysis is queued) or a multipart
 /// form with an `audio` part plus `title` and `kind` (transcription is queued).
-#[utoipa::path(post, path = "/api/sessions", tag = "sessions",
-    request_body(content = Object, description = "application/json {title, kind: sales|interview|presentation|custom, transcript: [{speaker: user|partner, start, end, text}]}, or multipart/form-data with parts title, kind and audio (wav, mp3, m4a, ogg, webm, flac; up to uploads.max_audio_bytes)"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "a retried submission with the same key gets the first answer")),
-    responses((status = 202, description = "accepted: {id, status, links}"), (status = 400), (status = 401),
-              (status = 402, description = "the company's plan needs a subscription it does not have"),
-              (status = 413), (status = 415), (status = 422), (status = 429, description = "over a rate limit or a quota; see Retry-After")),
+#[utoipa::path(post, path = "/api/sessions", tag = "sessions", operation_id = "create_session",
+    request_body(description = "A transcript as JSON, or a recording as multipart/form-data (parts title, kind and audio).",
+        content((TranscriptSubmission = "application/json"), (AudioSubmission = "multipart/form-data"))),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200,
+            description = "1 to 200 visible ASCII characters (trimmed), otherwise a 422 naming Idempotency-Key. A retried submission with the same key gets the first answer and creates nothing; the same key with a different body is a 422.")),
+    responses((status = 202, description = "Accepted: {id, status: queued, links}."),
+              (status = 400, description = "Malformed: a body that is not valid JSON (`invalid_json`), or a multipart body that cannot be read or has no boundary (`invalid_multipart`)."),
+              (status = 402, description = "The company's plan needs a subscription it does not have (`subscription_required`)."),
+              (status = 413, description = "The body is over http.body_limit_bytes, or the audio over uploads.max_audio_bytes (`payload_too_large`)."),
+              (status = 415, description = "Neither application/json nor multipart/form-data, or audio of a type voxline does not take (`unsupported_media_type`)."),
+              (status = 422, description = "A field breaks a constraint (`invalid_field`), the audio is not what it claims (`audio_type_mismatch`), audio while no transcription provider is enabled, or a bad or reused Idempotency-Key; `field` names it."),
+              (status = 429, description = "Over a rate limit (`rate_limited`: intake_per_profile, intake_per_ip) or a quota (`quota_exceeded`); see Retry-After.")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -344,11 +425,14 @@ fn replay(stored: StoredResponse, request_hash: &str) -> Result<Response, ApiErr
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
-    /// 1 to 100, default 20.
-    pub limit: Option<u32>,
+    /// Page size, 1 to 100 (default 20); outside that range a 422 `invalid_limit` naming
+    /// `limit` (not clamped).
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<i64>,
 }
 
 fn view(session: &sessions::SessionRow) -> Value {
@@ -360,23 +444,17 @@ fn view(session: &sessions::SessionRow) -> Value {
 }
 
 /// The caller's company's sessions, newest first, with cursor pagination.
-#[utoipa::path(get, path = "/api/sessions", tag = "sessions", params(ListQuery),
-    responses((status = 200, description = "{sessions, next_cursor}"), (status = 400), (status = 401)),
+#[utoipa::path(get, path = "/api/sessions", tag = "sessions", operation_id = "list_sessions", params(ListQuery),
+    responses((status = 200, description = "{sessions, next_cursor}"),
+              (status = 400, description = "A query parameter that is not of its type, is repeated or holds a NUL character (`invalid_query`)."),
+              (status = 422, description = "`limit` outside 1 to 100 (`invalid_limit`).")),
     security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     crate::extract::ApiQuery(q): crate::extract::ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_limit",
-            "limit must be between 1 and 100",
-        )
-        .field("limit"));
-    }
+    let limit = crate::extract::limit(q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     let rows = sessions::list(
         &state.db,
         &caller.0.company_id,
@@ -402,8 +480,10 @@ pub(crate) fn not_found(id: &str) -> ApiError {
 }
 
 /// One session of the caller's company.
-#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 200, description = "the session"), (status = 401), (status = 404)),
+#[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", operation_id = "get_session",
+    params(("id" = String, Path, description = "The session's id.")),
+    responses((status = 200, description = "The session."),
+              (status = 404, description = "No such session in the caller's company (`not_found`).")),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
@@ -419,8 +499,11 @@ pub async fn get(
 
 /// Deletes a session with its transcript, feedback and audio; its waiting jobs are cancelled.
 /// Allowed to the profile that made it and to its company's admins (403 for other members).
-#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 204, description = "deleted"), (status = 401), (status = 403), (status = 404)),
+#[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions", operation_id = "delete_session",
+    params(("id" = String, Path, description = "The session's id.")),
+    responses((status = 204, description = "Deleted."),
+              (status = 403, description = "Neither the session's own profile nor a company admin (`forbidden`), or the token's profile belongs to another company (`profile_company_mismatch`)."),
+              (status = 404, description = "No such session in the caller's company (`not_found`).")),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -494,8 +577,11 @@ pub async fn delete(
 
 /// The coaching feedback of a session once it is ready (409 before): `{session_id, kind:
 /// llm|metrics_only, metrics, scores, llm, notes}`.
-#[utoipa::path(get, path = "/api/sessions/{id}/feedback", tag = "sessions", params(("id" = String, Path)),
-    responses((status = 200, description = "the feedback"), (status = 401), (status = 404), (status = 409)),
+#[utoipa::path(get, path = "/api/sessions/{id}/feedback", tag = "sessions", operation_id = "get_feedback",
+    params(("id" = String, Path, description = "The session's id.")),
+    responses((status = 200, description = "The feedback."),
+              (status = 404, description = "No such session in the caller's company (`not_found`)."),
+              (status = 409, description = "The session is not ready yet (`not_ready`).")),
     security(("bearer" = [])))]
 pub async fn feedback(
     State(state): State<AppState>,
@@ -527,5 +613,51 @@ pub async fn feedback(
                 session.status
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    fn schema<T: PartialSchema>() -> Value {
+        serde_json::to_value(T::schema()).unwrap()
+    }
+
+    #[test]
+    fn the_documented_bodies_state_what_validate_checks() {
+        assert_eq!(schema::<SessionKind>()["enum"], json!(KINDS));
+        assert_eq!(schema::<Speaker>()["enum"], json!(["user", "partner"]));
+        for body in [
+            schema::<TranscriptSubmission>(),
+            schema::<AudioSubmission>(),
+            schema::<crate::roleplays::RoleplayRequest>(),
+        ] {
+            assert_eq!(body["properties"]["title"]["maxLength"], MAX_TITLE_CHARS);
+            let required = body["required"].as_array().unwrap();
+            assert!(required.contains(&json!("title")) && required.contains(&json!("kind")));
+        }
+        let transcript = &schema::<TranscriptSubmission>()["properties"]["transcript"];
+        assert_eq!(transcript["maxItems"], MAX_SEGMENTS);
+        assert_eq!(transcript["minItems"], 1);
+    }
+
+    #[test]
+    fn nul_characters_are_refused_naming_the_field() {
+        let body = json!({"title": "a\u{0}b", "kind": "sales",
+            "transcript": [{"speaker": "user", "text": "hi"}]});
+        assert_eq!(
+            validate(&body).unwrap_err().body.field.as_deref(),
+            Some("title")
+        );
+        let body = json!({"title": "ok", "kind": "sales",
+            "transcript": [{"speaker": "user", "text": "h\u{0}i"}]});
+        assert_eq!(
+            validate(&body).unwrap_err().body.field.as_deref(),
+            Some("transcript[0].text")
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! Which failures mean "the database cannot be reached right now" (503, try again shortly)
-//! rather than "the operation failed" (500): the one place that decides it.
+//! Which failures mean "the database cannot be reached right now" (503, try again shortly) or
+//! "the request carried text the database cannot store" (422) rather than "the operation
+//! failed" (500): the one place that decides it.
 
 use std::any::Any;
 use std::error::Error as StdError;
@@ -15,6 +16,21 @@ use voxline_jobs::JobError;
 /// are looked through to the first `sqlx::Error` in their source chain, so a new wrapping
 /// variant needs no change here; any other cause (a message, a blob store error) is not.
 pub(super) fn cause_is_unavailable(cause: &dyn Any) -> bool {
+    sqlx_cause(cause).is_some_and(is_unavailable)
+}
+
+/// Whether the cause is Postgres refusing text it cannot store: a NUL character in a text
+/// value (SQLSTATE 22021 `character_not_in_repertoire`) or `\u0000` in JSON (22P05
+/// `untranslatable_character`). Those come only from what a request carried.
+pub(super) fn cause_is_unstorable_text(cause: &dyn Any) -> bool {
+    let Some(sqlx::Error::Database(db)) = sqlx_cause(cause) else {
+        return false;
+    };
+    matches!(db.code().as_deref(), Some("22021" | "22P05"))
+}
+
+/// The first `sqlx::Error` in the cause's source chain, through the error types handlers pass.
+fn sqlx_cause(cause: &dyn Any) -> Option<&sqlx::Error> {
     let error: &(dyn StdError + 'static) = if let Some(e) = cause.downcast_ref::<sqlx::Error>() {
         e
     } else if let Some(e) = cause.downcast_ref::<DbError>() {
@@ -26,11 +42,9 @@ pub(super) fn cause_is_unavailable(cause: &dyn Any) -> bool {
     } else if let Some(e) = cause.downcast_ref::<Box<dyn StdError + Send + Sync>>() {
         e.as_ref()
     } else {
-        return false;
+        return None;
     };
-    chain(error)
-        .find_map(|e| e.downcast_ref::<sqlx::Error>())
-        .is_some_and(is_unavailable)
+    chain(error).find_map(|e| e.downcast_ref::<sqlx::Error>())
 }
 
 #[cfg(test)]
@@ -66,6 +80,52 @@ mod tests {
         ] {
             assert!(!is_unavailable(&e), "{e}");
         }
+    }
+
+    /// A database error with a given SQLSTATE, as Postgres would report it.
+    #[derive(Debug)]
+    struct Refused(&'static str);
+
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl StdError for Refused {}
+
+    impl sqlx::error::DatabaseError for Refused {
+        fn message(&self) -> &str {
+            "refused"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn StdError + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn StdError + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn StdError + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[test]
+    fn text_the_database_cannot_store_is_the_callers() {
+        let refused = |code| sqlx::Error::Database(Box::new(Refused(code)));
+        assert!(cause_is_unstorable_text(&refused("22021")));
+        assert!(cause_is_unstorable_text(&DbError::Sqlx(refused("22P05"))));
+        assert!(cause_is_unstorable_text(&JobError::from(refused("22021"))));
+        // A unique violation, or any other statement failure, stays ours.
+        assert!(!cause_is_unstorable_text(&refused("23505")));
+        assert!(!cause_is_unstorable_text(&sqlx::Error::RowNotFound));
+        assert!(!cause_is_unstorable_text(&"text"));
+        assert!(!cause_is_unavailable(&refused("22021")));
     }
 
     #[test]

@@ -24,24 +24,30 @@ use crate::error::ApiError;
 use crate::ratelimit::{ClientIp, Rule};
 use ticket::TicketClaims;
 
-#[derive(Debug, Deserialize)]
+/// The role-play to start. Read leniently (missing fields are empty) so that
+/// `validate_title_kind` refuses each with a 422 naming it; the schema states the rules.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RoleplayRequest {
     #[serde(default)]
+    #[schema(value_type = crate::sessions::SessionKind, required = true)]
     pub kind: String,
+    /// 1 to 200 characters, not blank (trimmed).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S", required = true)]
     pub title: String,
 }
 
 /// Starts a role-play: answers the ElevenLabs conversation's dynamic variables.
-#[utoipa::path(post, path = "/api/roleplays", tag = "sessions",
-    request_body(content = Object, description = "application/json {kind: sales|interview|presentation|custom, title: 1 to 200 characters}"),
+#[utoipa::path(post, path = "/api/roleplays", tag = "sessions", operation_id = "create_roleplay",
+    request_body(content = RoleplayRequest, content_type = "application/json"),
     responses((status = 201, description = "{roleplay_id, dynamic_variables: {voxline_ticket}, expires_at, signed_url?}: pass dynamic_variables to the ElevenLabs conversation"),
-              (status = 400), (status = 401),
-              (status = 402, description = "the company's plan needs a subscription it does not have"),
-              (status = 415), (status = 422),
-              (status = 429, description = "over a rate limit or a quota; see Retry-After"),
-              (status = 502, description = "ElevenLabs did not give a signed URL"),
-              (status = 503)),
+              (status = 400, description = "Malformed: a body that is not valid JSON, or whose fields are not strings (`invalid_json`)."),
+              (status = 402, description = "The company's plan needs a subscription it does not have (`subscription_required`)."),
+              (status = 415, description = "The body is not application/json (`unsupported_media_type`)."),
+              (status = 422, description = "A bad title or kind (`invalid_field`); `field` names it."),
+              (status = 429, description = "Over a rate limit (`rate_limited`: intake_per_profile, intake_per_ip) or a quota (`quota_exceeded`); see Retry-After."),
+              (status = 502, description = "ElevenLabs did not give a signed URL."),
+              (status = 503, description = "The database cannot be reached (`database_unavailable`) or tokens cannot be checked (`auth_unavailable`); retry after Retry-After seconds.")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,

@@ -191,6 +191,13 @@ pub fn segments(transcript: &[Value], call_duration: Option<f64>) -> Result<Vec<
         };
         let text = match turn.get("message") {
             None | Some(Value::Null) => None,
+            // A NUL is no text a transcript holds (and Postgres cannot store it).
+            Some(Value::String(text)) if text.contains('\0') => {
+                return Err(invalid(
+                    at("message"),
+                    "message must not contain NUL characters",
+                ));
+            }
             Some(Value::String(text)) => Some(text.trim().to_string()).filter(|t| !t.is_empty()),
             Some(_) => return Err(invalid(at("message"), "message must be text")),
         };
@@ -245,11 +252,15 @@ pub fn parse_transcription(body: &Value, ticket_variable: &str) -> Result<Conver
         .get("conversation_id")
         .and_then(Value::as_str)
         .map(str::trim)
-        .filter(|id| !id.is_empty() && id.chars().count() <= MAX_CONVERSATION_ID_CHARS)
+        .filter(|id| {
+            !id.is_empty() && !id.contains('\0') && id.chars().count() <= MAX_CONVERSATION_ID_CHARS
+        })
         .ok_or_else(|| {
             invalid(
                 "data.conversation_id",
-                format!("conversation_id must be 1 to {MAX_CONVERSATION_ID_CHARS} characters"),
+                format!(
+                    "conversation_id must be 1 to {MAX_CONVERSATION_ID_CHARS} characters, none of them NUL"
+                ),
             )
         })?
         .to_string();
@@ -315,14 +326,18 @@ pub fn route() -> UtoipaMethodRouter<AppState> {
 }
 
 /// ElevenLabs' post-call webhook: a transcription becomes a session whose analysis is queued.
-#[utoipa::path(post, path = "/api/webhooks/elevenlabs", tag = "webhooks",
-    request_body(content = Object, description = "ElevenLabs' post-call webhook: {type, event_timestamp, data: {conversation_id, agent_id, transcript: [{role: agent|user, message, time_in_call_secs}], metadata: {call_duration_secs}, conversation_initiation_client_data: {dynamic_variables: {voxline_ticket}}}}"),
+#[utoipa::path(post, path = "/api/webhooks/elevenlabs", tag = "webhooks", operation_id = "elevenlabs_webhook",
+    request_body(content = crate::webhooks::ElevenLabsPostCall, content_type = "application/json",
+        description = "ElevenLabs' post-call webhook (bodies up to 5 MB). Only post_call_transcription is read; other types are acknowledged."),
     params(("ElevenLabs-Signature" = String, Header, description = "t=<unix seconds>,v0=<hex HMAC-SHA256 of \"<t>.<raw body>\" with elevenlabs.webhook_secret>")),
     responses((status = 200, description = "{id, status, duplicate} for a transcription; {ignored: true} for other event types"),
-              (status = 400), (status = 401, description = "missing or bad signature, or a forged or expired ticket (ticket_invalid, ticket_expired)"),
-              (status = 409, description = "the ticket was used by another conversation (ticket_used)"), (status = 413),
-              (status = 422, description = "a missing or bad field, a missing ticket (ticket_missing), or a ticket whose profile is unknown"),
-              (status = 503, description = "elevenlabs.webhook_secret is not configured")))]
+              (status = 400, description = "The body is not JSON (`invalid_json`)."),
+              (status = 401, description = "A missing or bad signature (`invalid_signature`), or a forged, unissued or expired ticket (`ticket_invalid`, `ticket_expired`)."),
+              (status = 409, description = "The ticket was used by another conversation (`ticket_used`)."),
+              (status = 413, description = "The body is over 5 MB (`payload_too_large`)."),
+              (status = 422, description = "A missing or bad field (`invalid_field`), a missing ticket (`ticket_missing`), a ticket whose profile is unknown (`unknown_profile`), or text the database cannot store (`invalid_text`); `field` names it when known."),
+              (status = 429, description = "Over webhooks_per_ip (`rate_limited`); see Retry-After."),
+              (status = 503, description = "elevenlabs.webhook_secret is not configured (`not_configured`), or the database cannot be reached (`database_unavailable`, with Retry-After).")))]
 pub async fn receive(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -742,5 +757,11 @@ mod tests {
         let mut silent = good.clone();
         silent["data"]["transcript"] = json!([turn("user", json!("  "), json!(0))]);
         assert_eq!(field(silent), "data.transcript");
+        let mut nul = good.clone();
+        nul["data"]["transcript"][1]["message"] = json!("Hi\u{0}.");
+        assert_eq!(field(nul), "data.transcript[1].message");
+        let mut nul = good.clone();
+        nul["data"]["conversation_id"] = json!("conv\u{0}1");
+        assert_eq!(field(nul), "data.conversation_id");
     }
 }

@@ -142,13 +142,25 @@ pub fn envelope(payload: &str) -> Result<Envelope, ApiError> {
             format!("the body is not JSON: {e}"),
         )
     })?;
+    // Postgres stores the event as JSON, which cannot hold a NUL; Stripe never sends one.
+    if crate::extract::holds_nul(&body) {
+        return Err(bad_event(
+            "body",
+            "the event holds a NUL character (U+0000), which no Stripe event carries",
+        ));
+    }
     let text = |name: &str| {
         body.get(name)
             .and_then(Value::as_str)
             .map(str::trim)
-            .filter(|s| !s.is_empty() && s.len() <= MAX_EVENT_ID_CHARS)
+            .filter(|s| !s.is_empty() && s.chars().count() <= MAX_EVENT_ID_CHARS)
             .map(str::to_string)
-            .ok_or_else(|| bad_event(name, format!("{name} must be a non-empty string")))
+            .ok_or_else(|| {
+                bad_event(
+                    name,
+                    format!("{name} must be a string of 1 to {MAX_EVENT_ID_CHARS} characters"),
+                )
+            })
     };
     let id = text("id")?;
     let event_type = text("type")?;
@@ -157,8 +169,11 @@ pub fn envelope(payload: &str) -> Result<Envelope, ApiError> {
         .and_then(Value::as_i64)
         .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
         .ok_or_else(|| bad_event("created", "created must be a unix time in seconds"))?;
-    if body.pointer("/data/object").is_none() {
-        return Err(bad_event("data.object", "an event carries data.object"));
+    if !body.pointer("/data/object").is_some_and(Value::is_object) {
+        return Err(bad_event(
+            "data.object",
+            "an event carries the object data.object",
+        ));
     }
     Ok(Envelope {
         id,
@@ -172,14 +187,37 @@ pub fn route() -> UtoipaMethodRouter<AppState> {
     routes!(receive)
 }
 
+/// What the webhook reads of a Stripe event (the rest is stored as it came).
+#[derive(Debug, utoipa::ToSchema)]
+pub struct StripeEvent {
+    /// The event's id, e.g. `evt_1Q…`: its key, so a redelivery changes nothing.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    pub id: String,
+    /// e.g. `invoice.paid`; a type voxline does not apply is stored as ignored.
+    #[schema(rename = "type", min_length = 1, max_length = 255, pattern = r"\S")]
+    pub event_type: String,
+    /// When Stripe created the event, Unix seconds.
+    #[schema(format = Int64)]
+    pub created: i64,
+    pub data: StripeEventData,
+}
+
+#[derive(Debug, utoipa::ToSchema)]
+pub struct StripeEventData {
+    /// The subscription, invoice or checkout session the event is about.
+    #[schema(value_type = Object)]
+    pub object: Value,
+}
+
 /// Stripe's webhook: a signed event is stored and its `billing` job queued, in one transaction.
-#[utoipa::path(post, path = "/api/webhooks/stripe", tag = "webhooks",
-    request_body(content = Object, description = "A Stripe event: {id, object: \"event\", type, created, data: {object}}. Applied: checkout.session.completed, customer.subscription.created|updated|deleted|trial_will_end, invoice.paid, invoice.payment_failed, invoice.payment_action_required; other types are stored as ignored."),
+#[utoipa::path(post, path = "/api/webhooks/stripe", tag = "webhooks", operation_id = "stripe_webhook",
+    request_body(content = StripeEvent, content_type = "application/json", description = "A Stripe event: {id, object: \"event\", type, created, data: {object}}. Applied: checkout.session.completed, customer.subscription.created|updated|deleted|trial_will_end, invoice.paid, invoice.payment_failed, invoice.payment_action_required; other types are stored as ignored."),
     params(("Stripe-Signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<raw body>\" with a signing secret in stripe.webhook_secret>")),
     responses((status = 200, description = "{received, id, duplicate, ignored}"),
-              (status = 400, description = "missing or bad signature, not JSON, or not an event"),
-              (status = 413), (status = 429, description = "over webhooks_per_ip; see Retry-After"),
-              (status = 503, description = "stripe.webhook_secret is not configured")))]
+              (status = 400, description = "A missing or bad signature (`invalid_signature`), a body that is not JSON (`invalid_json`), or not an event (`invalid_event`; `field` names what is wrong)."),
+              (status = 413, description = "The body is over http.body_limit_bytes (`payload_too_large`)."),
+              (status = 429, description = "Over webhooks_per_ip (`rate_limited`); see Retry-After."),
+              (status = 503, description = "stripe.webhook_secret is not configured (`not_configured`), or the database cannot be reached (`database_unavailable`, with Retry-After).")))]
 pub async fn receive(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
