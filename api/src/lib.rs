@@ -56,6 +56,9 @@ pub struct AppState {
     pub seen_profiles: Arc<auth::SeenProfiles>,
     /// Per-profile and per-IP limits on intake and webhooks.
     pub limits: Arc<ratelimit::RateLimits>,
+    /// The queue counts `/metrics` reports, read at most once per
+    /// [`metrics::QUEUE_GAUGES_MAX_AGE`] however often it is scraped.
+    pub queue_stats: Arc<metrics::cached::Cached<Vec<voxline_jobs::QueueStats>>>,
 }
 
 impl AppState {
@@ -81,6 +84,7 @@ impl AppState {
             feed: Arc::default(),
             seen_profiles: Arc::default(),
             limits: Arc::new(ratelimit::RateLimits::new(settings_for_limits)),
+            queue_stats: Arc::new(metrics::cached::Cached::new(metrics::QUEUE_GAUGES_MAX_AGE)),
         })
     }
 

@@ -3,10 +3,8 @@
 //! whole deployment's queues. The counts are cached ([`cached`]): however often and however
 //! many scrapers ask, the database is read at most once per [`QUEUE_GAUGES_MAX_AGE`].
 
-mod cached;
+pub mod cached;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -14,11 +12,9 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use voxline_domain::Db;
-use voxline_jobs::{DbJobs, JobError, JobState, QueueStats};
+use voxline_jobs::{JobState, QueueStats};
 
 use crate::AppState;
-use cached::Cached;
 
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -41,9 +37,12 @@ pub async fn render(State(state): State<AppState>) -> Response {
         )
             .into_response();
     };
-    let stats = queue_stats_cache(&state)
+    // The one read of the queue counts (a `GROUP BY` over the jobs table), at most once per
+    // QUEUE_GAUGES_MAX_AGE whatever the scrape rate.
+    let stats = state
+        .queue_stats
         .get(Instant::now(), "queue counts for metrics", || {
-            read_queue_stats(&state.db)
+            state.jobs.store().stats()
         })
         .await;
     if let Some(stats) = stats {
@@ -61,29 +60,6 @@ pub async fn render(State(state): State<AppState>) -> Response {
 
 /// How stale the queue gauges may be: one read of the counts per second serves every scrape.
 pub const QUEUE_GAUGES_MAX_AGE: Duration = Duration::from_secs(1);
-
-/// The one call that reads the queue counts (a `GROUP BY` over the jobs table).
-async fn read_queue_stats(db: &Db) -> Result<Vec<QueueStats>, JobError> {
-    db.jobs().stats().await
-}
-
-/// The queue counts' cache of the database `state` serves. One per database, not per process:
-/// the gauges describe a deployment's queues, and one process may serve several databases
-/// (the test binaries do), each of which must report its own.
-fn queue_stats_cache(state: &AppState) -> Arc<Cached<Vec<QueueStats>>> {
-    type Caches = Mutex<HashMap<(String, String), Arc<Cached<Vec<QueueStats>>>>>;
-    static CACHES: OnceLock<Caches> = OnceLock::new();
-    let database = &state.settings.database;
-    let key = (state.settings.database_url(), database.schema.clone());
-    let mut caches = CACHES
-        .get_or_init(Caches::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    caches
-        .entry(key)
-        .or_insert_with(|| Arc::new(Cached::new(QUEUE_GAUGES_MAX_AGE)))
-        .clone()
-}
 
 /// Sets the queue gauges from `stats` on every scrape (cheap), so that each scrape shows the
 /// counts of its own database even where several share the process-wide recorder.

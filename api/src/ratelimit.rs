@@ -100,6 +100,18 @@ impl RateLimits {
         }
     }
 
+    /// The intake budgets a new session spends (a submission, or a role-play that becomes
+    /// one): the caller's profile's, then its client address's.
+    pub async fn check_intake(
+        &self,
+        claims: &crate::auth::Claims,
+        client_ip: &str,
+    ) -> Result<(), ApiError> {
+        let profile_key = format!("{}/{}", claims.company_id, claims.sub);
+        self.check(Rule::IntakePerProfile, &profile_key).await?;
+        self.check(Rule::IntakePerIp, client_ip).await
+    }
+
     /// Spends one request of `key`'s budget under `rule`, or answers 429 with `Retry-After`.
     pub async fn check(&self, rule: Rule, key: &str) -> Result<(), ApiError> {
         let limit = rule.limit(&self.settings);

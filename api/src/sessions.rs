@@ -22,7 +22,7 @@ use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
-use crate::ratelimit::{ClientIp, Rule};
+use crate::ratelimit::ClientIp;
 use crate::upload::{self, Submission};
 
 /// The kinds of practice session (each has its own targets in `[analysis.targets]`).
@@ -236,12 +236,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let claims = &caller.0;
     // Limits first: a client over its budget costs no body read and no database work.
-    let profile_key = format!("{}/{}", claims.company_id, claims.sub);
-    state
-        .limits
-        .check(Rule::IntakePerProfile, &profile_key)
-        .await?;
-    state.limits.check(Rule::IntakePerIp, &ip).await?;
+    state.limits.check_intake(claims, &ip).await?;
     let key = idempotency_key(&headers)?;
     let submission = upload::read(
         &headers,

@@ -28,6 +28,9 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database.url: {0}")]
     Url(String),
+    /// A transaction of one database handed to code holding the other (a wiring bug).
+    #[error("a transaction of the other database was passed to {0}")]
+    WrongDatabase(&'static str),
     #[error("redis.url: {0}")]
     RedisUrl(String),
     #[error("creating the data directory {path}: {source}")]

@@ -388,9 +388,7 @@ pub async fn fail_in(
             }
             Ok(changed > 0)
         }
-        _ => Err(DbError::Url(
-            "a transaction of the other database was passed to sessions::fail_in".into(),
-        )),
+        _ => Err(DbError::WrongDatabase("sessions::fail_in")),
     }
 }
 

@@ -9,7 +9,6 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use apalis_cron::CronScheduler;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
@@ -117,11 +116,12 @@ impl Entry<'_> {
     /// Enqueues the ticks missed since the entry's latest recorded one. An entry that never
     /// ticked has nothing to catch up.
     async fn catch_up(&self, schedule: &cron::Schedule) {
+        let mut failures = 0;
         let last = loop {
             match self.client.store().last_tick(self.name).await {
                 Ok(last) => break last,
                 Err(e) => {
-                    if !self.wait_after_failure(&e, &mut 0).await {
+                    if !self.wait_after_failure(&e, &mut failures).await {
                         return;
                     }
                 }
@@ -164,19 +164,19 @@ impl Entry<'_> {
     /// Waits before the next try (growing to five seconds); false when the process stops.
     async fn wait_after_failure(&self, error: &JobError, failures: &mut u32) -> bool {
         *failures += 1;
-        let wait = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .without_max_times()
-            .build()
-            .nth(*failures as usize - 1)
-            .unwrap_or(Duration::from_secs(5));
+        let wait = retry_wait(*failures);
         tracing::warn!(cron = %self.name, error = %error, failures = *failures, ?wait, "cron: database call failed; retrying");
         tokio::select! {
             _ = self.stop.cancelled() => false,
             _ = tokio::time::sleep(wait) => true,
         }
     }
+}
+
+/// The wait before try `failures + 1`: 100 ms doubling, at most five seconds.
+fn retry_wait(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(6);
+    (Duration::from_millis(100) * 2u32.pow(doublings)).min(Duration::from_secs(5))
 }
 
 #[cfg(test)]
@@ -188,6 +188,12 @@ mod tests {
     }
 
     const H: i64 = 3_600;
+
+    #[test]
+    fn retries_wait_longer_each_time_up_to_five_seconds() {
+        let waits: Vec<u64> = (1..=8).map(|n| retry_wait(n).as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    }
 
     #[test]
     fn missed_ticks_follow_the_catch_up_setting() {

@@ -21,7 +21,7 @@ use voxline_domain::roleplays::{self, NewRoleplay};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::ratelimit::{ClientIp, Rule};
+use crate::ratelimit::ClientIp;
 use ticket::TicketClaims;
 
 /// The role-play to start. Read leniently (missing fields are empty) so that
@@ -56,12 +56,7 @@ pub async fn create(
     body: Result<Json<RoleplayRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let claims = &caller.0;
-    let profile_key = format!("{}/{}", claims.company_id, claims.sub);
-    state
-        .limits
-        .check(Rule::IntakePerProfile, &profile_key)
-        .await?;
-    state.limits.check(Rule::IntakePerIp, &ip).await?;
+    state.limits.check_intake(claims, &ip).await?;
     let Json(request) = body?;
     let (title, kind) = crate::sessions::validate_title_kind(&request.title, &request.kind)?;
     // The same plan and quota checks as a submitted session: the role-play becomes one.
