@@ -537,17 +537,33 @@ async fn the_docs_and_admin_pages_are_served() {
     assert!(docs.text().await.unwrap().contains("/api/openapi.json"));
     let admin = reqwest::get(format!("{base}/admin")).await.unwrap();
     assert_eq!(admin.status(), 200);
+    let csp = admin.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline"), "no inline code runs: {csp}");
+    let html = admin.text().await.unwrap();
+    assert!(html.contains("Operator token"), "{html}");
     assert!(
-        admin.headers()["content-security-policy"]
+        !html.contains("<style>") && !html.contains("<script>"),
+        "no inline code"
+    );
+    for (asset, kind) in [("admin.js", "text/javascript"), ("admin.css", "text/css")] {
+        let response = reqwest::get(format!("{base}/admin/{asset}")).await.unwrap();
+        assert_eq!(response.status(), 200, "{asset}");
+        let content_type = response.headers()["content-type"]
             .to_str()
             .unwrap()
-            .contains("default-src 'self'")
-    );
-    let html = admin.text().await.unwrap();
-    assert!(
-        html.contains("Operator token") && !html.contains("innerHTML"),
-        "values must be written as text"
-    );
+            .to_string();
+        assert!(content_type.starts_with(kind), "{asset}: {content_type}");
+        let text = response.text().await.unwrap();
+        assert!(
+            !text.contains("innerHTML"),
+            "values must be written as text"
+        );
+    }
 }
 
 #[tokio::test]

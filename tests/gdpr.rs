@@ -117,6 +117,8 @@ async fn audio_session(t: &TestDb, company: &str, profile: &str, id: &str) -> St
             audio_ref: Some(&key),
             audio_type: Some("wav"),
             external_id: None,
+            channels: None,
+            user_speaker: None,
         },
         None,
     )

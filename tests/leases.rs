@@ -881,6 +881,8 @@ async fn insert_session(t: &TestDb, id: &str) {
             audio_ref: None,
             audio_type: None,
             external_id: None,
+            channels: None,
+            user_speaker: None,
         },
         None,
     )

@@ -121,6 +121,8 @@ async fn status_changes_are_published_to_redis_and_the_feed_hears_redis() {
         audio_ref: None,
         audio_type: None,
         external_id: None,
+        channels: None,
+        user_speaker: None,
     };
     sessions::insert(&mut tx, &session, Some(&json!([])))
         .await

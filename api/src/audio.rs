@@ -99,6 +99,28 @@ impl AudioType {
 
 /// An MPEG-1/2 layer III frame header: 11 sync bits, a valid version, layer III, and a
 /// bitrate and sample rate that are not the reserved values.
+/// The channel count a WAV file's `fmt ` chunk declares, walking the RIFF chunks from the
+/// start; `None` when the bytes are not a WAV file or its header cannot be read.
+pub fn wav_channels(bytes: &[u8]) -> Option<u16> {
+    if bytes.get(0..4)? != b"RIFF" || bytes.get(8..12)? != b"WAVE" {
+        return None;
+    }
+    let mut at = 12usize;
+    while let Some(header) = bytes.get(at..at + 8) {
+        let size = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        if &header[0..4] == b"fmt " {
+            let channels = bytes.get(at + 10..at + 12)?;
+            return Some(u16::from_le_bytes([channels[0], channels[1]]));
+        }
+        // Chunks are padded to an even length.
+        at = at
+            .checked_add(8)?
+            .checked_add(size)?
+            .checked_add(size % 2)?;
+    }
+    None
+}
+
 fn is_mpeg_frame(bytes: &[u8]) -> bool {
     let [a, b, c, ..] = bytes else {
         return false;
@@ -192,5 +214,22 @@ mod tests {
         assert_eq!(claimed(None, Some("noext")), Ok(None));
         assert!(claimed(Some("text/plain"), Some("a.wav")).is_err());
         assert!(claimed(None, Some("slides.pdf")).is_err());
+    }
+
+    #[test]
+    fn a_wav_header_says_how_many_channels_the_recording_has() {
+        let header = |channels: u16| {
+            let mut wav = b"RIFF\x24\x00\x00\x00WAVE".to_vec();
+            // A LIST chunk of odd length (padded) before the format chunk.
+            wav.extend_from_slice(b"LIST\x03\x00\x00\x00abc\x00");
+            wav.extend_from_slice(b"fmt \x10\x00\x00\x00\x01\x00");
+            wav.extend_from_slice(&channels.to_le_bytes());
+            wav.extend_from_slice(&[0; 12]);
+            wav
+        };
+        assert_eq!(wav_channels(&header(2)), Some(2));
+        assert_eq!(wav_channels(&header(1)), Some(1));
+        assert_eq!(wav_channels(b"RIFF\x24\x00\x00\x00WAVEfmt "), None);
+        assert_eq!(wav_channels(b"OggS"), None);
     }
 }

@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod roleplays;
 pub mod session_events;
 pub mod sessions;
+pub mod transcript;
 pub mod upload;
 pub mod webhooks;
 

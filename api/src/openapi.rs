@@ -72,6 +72,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sessions::get, sessions::delete))
         .routes(routes!(crate::roleplays::create))
         .routes(routes!(sessions::feedback))
+        .routes(routes!(crate::transcript::get))
         // Signed by ElevenLabs, not JWT-authenticated; takes bodies up to 5 MB.
         .routes(crate::webhooks::elevenlabs::route())
         // Signed by Stripe, not JWT-authenticated.

@@ -93,6 +93,16 @@ pub struct AudioSubmission {
     /// default); its first bytes must be the type its part's Content-Type or file name claims.
     #[schema(value_type = String, format = Binary, content_media_type = "audio/*")]
     pub audio: Vec<u8>,
+    /// One speaker per channel, in channel order, each `user` or `partner`, exactly one `user`
+    /// (e.g. `user,partner`); as many names as the recording has channels. Without it a
+    /// multi-channel recording has the user on channel 0; `user` on a mono recording means the
+    /// user alone (no diarization).
+    #[schema(pattern = r"^\s*(user|partner)\s*(,\s*(user|partner)\s*){0,7}$")]
+    pub channels: Option<String>,
+    /// Which voice of a mono recording of two people is the user's, by order of first speech
+    /// (default `first`).
+    #[schema(pattern = "^(first|second)$")]
+    pub user_speaker: Option<String>,
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
@@ -175,6 +185,7 @@ fn links(id: &str) -> Value {
     json!({
         "self": format!("/api/sessions/{id}"),
         "feedback": format!("/api/sessions/{id}/feedback"),
+        "transcript": format!("/api/sessions/{id}/transcript"),
         "events": format!("/api/sessions/{id}/events"),
     })
 }
@@ -215,7 +226,7 @@ pub(crate) fn validate_title_kind(title: &str, kind: &str) -> Result<(String, St
 /// Submits a practice conversation: a JSON transcript (analysis is queued) or a multipart
 /// form with an `audio` part plus `title` and `kind` (transcription is queued).
 #[utoipa::path(post, path = "/api/sessions", tag = "sessions", operation_id = "create_session",
-    request_body(description = "A transcript as JSON, or a recording as multipart/form-data (parts title, kind and audio).",
+    request_body(description = "A transcript as JSON, or a recording as multipart/form-data (parts title, kind and audio; optionally channels and user_speaker).",
         content((TranscriptSubmission = "application/json"), (AudioSubmission = "multipart/form-data"))),
     params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 200,
             description = "1 to 200 visible ASCII characters (trimmed), otherwise a 422 naming Idempotency-Key. A retried submission with the same key gets the first answer and creates nothing; the same key with a different body is a 422.")),
@@ -265,12 +276,24 @@ pub async fn create(
         // The token's email (when it has one) is where "feedback ready" goes.
         notify_email: claims.email.clone(),
     };
-    let (title, kind, segments, audio, job) = match submission {
+    let (title, kind, segments, audio, speakers, job) = match submission {
         Submission::Json(body) => {
             let (title, kind, segments) = validate(&body)?;
-            (title, kind, Some(segments), None, task.analysis())
+            (
+                title,
+                kind,
+                Some(segments),
+                None,
+                upload::SpeakerFields::default(),
+                task.analysis(),
+            )
         }
-        Submission::Audio { title, kind, audio } => {
+        Submission::Audio {
+            title,
+            kind,
+            audio,
+            speakers,
+        } => {
             let (title, kind) = validate_title_kind(&title, &kind)?;
             if state.settings.transcription_provider().is_none() {
                 return Err(invalid(
@@ -280,9 +303,17 @@ pub async fn create(
                      or submit a JSON transcript",
                 ));
             }
-            (title, kind, None, Some(audio), task.transcription())
+            (
+                title,
+                kind,
+                None,
+                Some(audio),
+                speakers,
+                task.transcription(),
+            )
         }
     };
+    let channels = speakers.channels.as_ref().map(ToString::to_string);
     let job = job.map_err(ApiError::internal)?;
     // The recording is on disk (synced) before the row that points at it commits; if the
     // transaction fails, the orphan blob is removed.
@@ -311,6 +342,8 @@ pub async fn create(
         audio_ref: audio_ref.as_deref(),
         audio_type: audio.as_ref().map(|a| a.kind.extension()),
         external_id: None,
+        channels: channels.as_deref(),
+        user_speaker: speakers.user_speaker.map(|u| u.as_str()),
     };
     let stored = key.as_ref().map(|key| {
         (

@@ -8,6 +8,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use voxline_domain::speakers::{Channels, UserSpeaker};
+
 use crate::audio::{self, AudioType};
 use crate::error::ApiError;
 
@@ -28,7 +30,16 @@ pub enum Submission {
         title: String,
         kind: String,
         audio: Audio,
+        speakers: SpeakerFields,
     },
+}
+
+/// The form's optional `channels` and `user_speaker` fields, parsed (see
+/// [`voxline_domain::speakers`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SpeakerFields {
+    pub channels: Option<Channels>,
+    pub user_speaker: Option<UserSpeaker>,
 }
 
 impl Submission {
@@ -37,8 +48,21 @@ impl Submission {
         let mut hash = Sha256::new();
         match self {
             Submission::Json(body) => hash.update(body.to_string()),
-            Submission::Audio { title, kind, audio } => {
-                for part in [title.as_bytes(), kind.as_bytes(), &audio.bytes] {
+            Submission::Audio {
+                title,
+                kind,
+                audio,
+                speakers,
+            } => {
+                let channels = speakers.channels.as_ref().map(Channels::to_string);
+                let user_speaker = speakers.user_speaker.map(UserSpeaker::as_str);
+                for part in [
+                    title.as_bytes(),
+                    kind.as_bytes(),
+                    &audio.bytes,
+                    channels.as_deref().unwrap_or_default().as_bytes(),
+                    user_speaker.unwrap_or_default().as_bytes(),
+                ] {
                     hash.update((part.len() as u64).to_le_bytes());
                     hash.update(part);
                 }
@@ -133,6 +157,7 @@ async fn read_multipart(
     let stream = body.into_data_stream();
     let mut form = multer::Multipart::new(stream, boundary);
     let (mut title, mut kind, mut audio) = (None::<String>, None::<String>, None::<Audio>);
+    let (mut channels, mut user_speaker) = (None::<String>, None::<String>);
     let malformed = |e: multer::Error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -144,7 +169,7 @@ async fn read_multipart(
     while let Some(mut field) = form.next_field().await.map_err(malformed)? {
         let name = field.name().unwrap_or_default().to_string();
         match name.as_str() {
-            "title" | "kind" => {
+            "title" | "kind" | "channels" | "user_speaker" => {
                 let mut text = Vec::new();
                 while let Some(chunk) = field.chunk().await.map_err(malformed)? {
                     text.extend_from_slice(&chunk);
@@ -154,11 +179,13 @@ async fn read_multipart(
                 }
                 let text = String::from_utf8(text)
                     .map_err(|_| invalid(&name, format!("{name} must be UTF-8 text")))?;
-                if name == "title" {
-                    title = Some(text);
-                } else {
-                    kind = Some(text);
-                }
+                let slot = match name.as_str() {
+                    "title" => &mut title,
+                    "kind" => &mut kind,
+                    "channels" => &mut channels,
+                    _ => &mut user_speaker,
+                };
+                *slot = Some(text);
             }
             "audio" => {
                 let declared = audio::claimed(
@@ -179,16 +206,64 @@ async fn read_multipart(
             other => {
                 return Err(invalid(
                     other,
-                    format!("unknown part \"{other}\" (expected title, kind and audio)"),
+                    format!(
+                        "unknown part \"{other}\" (expected title, kind, audio, channels and \
+                         user_speaker)"
+                    ),
                 ));
             }
         }
     }
     let audio = audio.ok_or_else(|| invalid("audio", "the form has no audio part"))?;
+    let speakers = speaker_fields(channels.as_deref(), user_speaker.as_deref(), &audio)?;
     Ok(Submission::Audio {
         title: title.unwrap_or_default(),
         kind: kind.unwrap_or_default(),
         audio,
+        speakers,
+    })
+}
+
+/// Parses `channels` and `user_speaker` and checks them against the recording where its
+/// header says how many channels it has (WAV); other containers are checked when decoded.
+fn speaker_fields(
+    channels: Option<&str>,
+    user_speaker: Option<&str>,
+    audio: &Audio,
+) -> Result<SpeakerFields, ApiError> {
+    let channels = channels
+        .map(|text| text.parse::<Channels>().map_err(|m| invalid("channels", m)))
+        .transpose()?;
+    let user_speaker = user_speaker
+        .map(|text| {
+            text.parse::<UserSpeaker>()
+                .map_err(|m| invalid("user_speaker", m))
+        })
+        .transpose()?;
+    if let Some(named) = &channels {
+        if user_speaker.is_some() && named.0.len() > 1 {
+            return Err(invalid(
+                "user_speaker",
+                "user_speaker is for mono recordings of two people; channels already says \
+                 which channel is the user",
+            ));
+        }
+        if let Some(actual) = audio::wav_channels(&audio.bytes)
+            && usize::from(actual) != named.0.len()
+        {
+            return Err(invalid(
+                "channels",
+                format!(
+                    "channels names {} speakers but the recording has {actual} channel{}",
+                    named.0.len(),
+                    if actual == 1 { "" } else { "s" }
+                ),
+            ));
+        }
+    }
+    Ok(SpeakerFields {
+        channels,
+        user_speaker,
     })
 }
 

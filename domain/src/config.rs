@@ -340,6 +340,11 @@ pub struct KindTargets {
     pub patience_seconds_min: Option<f64>,
     pub interruptions_max: Option<f64>,
     pub vocabulary_diversity_min: Option<f64>,
+    /// Voice metrics (see the analysis's `voice` module for the formulas).
+    pub pitch_variation_semitones_min: Option<f64>,
+    pub long_pauses_max: Option<f64>,
+    pub speaking_rate_variation_max: Option<f64>,
+    pub loudness_variation_db: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -636,6 +641,12 @@ impl Settings {
         self.data_dir.join("models").join("whisper-tiny.en")
     }
 
+    /// Where `voxline models install` puts the speaker-embedding model that tells the voices
+    /// of a mono recording apart.
+    pub fn speaker_model_dir(&self) -> PathBuf {
+        self.data_dir.join("models").join("resemblyzer-ge2e")
+    }
+
     /// The transcription provider audio uploads go to, or `None` when none is usable (uploads
     /// are then refused at intake rather than queued to a job that is bound to die).
     pub fn transcription_provider(&self) -> Option<TranscriptionProvider> {
@@ -721,6 +732,7 @@ impl Settings {
             for (name, range) in [
                 ("talk_ratio", t.talk_ratio),
                 ("words_per_minute", t.words_per_minute),
+                ("loudness_variation_db", t.loudness_variation_db),
             ] {
                 if let Some([low, high]) = range
                     && !(low.is_finite() && high.is_finite() && low <= high)

@@ -33,6 +33,9 @@ pub enum DbError {
     WrongDatabase(&'static str),
     #[error("redis.url: {0}")]
     RedisUrl(String),
+    /// A stored value that does not parse (a JSON column written by something else).
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
     #[error("creating the data directory {path}: {source}")]
     DataDir {
         path: String,

@@ -8,12 +8,14 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod gdpr;
+pub mod lexicon;
 pub mod notifications;
 pub mod profiles;
 pub mod redis;
 pub mod roleplays;
 pub mod secrets;
 pub mod sessions;
+pub mod speakers;
 pub mod usage;
 
 pub use config::{ConfigError, QueueSettings, Settings};

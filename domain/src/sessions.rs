@@ -8,6 +8,7 @@ use sqlx::Row;
 
 use crate::db::Scope;
 use crate::events::SessionEvent;
+use crate::speakers::Attribution;
 use crate::{Db, DbError, Tx};
 
 #[derive(Debug, Clone, Serialize)]
@@ -29,6 +30,10 @@ pub struct SessionRow {
     pub external_id: Option<String>,
     /// Why the session failed, when it did.
     pub error: Option<String>,
+    /// An audio upload's speaker per channel, in channel order (`user,partner`).
+    pub channels: Option<String>,
+    /// Which voice of a mono two-person recording is the user's: `first` or `second` to speak.
+    pub user_speaker: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -44,6 +49,19 @@ pub struct NewSession<'a> {
     pub audio_ref: Option<&'a str>,
     pub audio_type: Option<&'a str>,
     pub external_id: Option<&'a str>,
+    /// See [`SessionRow::channels`].
+    pub channels: Option<&'a str>,
+    /// See [`SessionRow::user_speaker`].
+    pub user_speaker: Option<&'a str>,
+}
+
+/// A stored transcript: its segments and how their speakers were attributed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTranscript {
+    pub segments: Value,
+    /// `{"method", "status", "count", "reason"}` as the transcription worker wrote it; `None`
+    /// for transcripts stored before speakers were recorded.
+    pub speakers: Option<Value>,
 }
 
 fn now_us() -> i64 {
@@ -64,8 +82,8 @@ pub async fn insert(
     match tx {
         Tx::Postgres(tx) => {
             sqlx::query(
-                "INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, external_id)
-                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9)",
+                "INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, external_id, channels, user_speaker)
+                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11)",
             )
             .bind(s.id)
             .bind(s.company_id)
@@ -76,13 +94,15 @@ pub async fn insert(
             .bind(s.audio_ref)
             .bind(s.audio_type)
             .bind(s.external_id)
+            .bind(s.channels)
+            .bind(s.user_speaker)
             .execute(&mut **tx)
             .await?;
         }
         Tx::Sqlite { tx, .. } => {
             sqlx::query(
-                "INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, external_id, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10, ?10)",
+                "INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, external_id, created_at, updated_at, channels, user_speaker)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12)",
             )
             .bind(s.id)
             .bind(s.company_id)
@@ -94,12 +114,16 @@ pub async fn insert(
             .bind(s.audio_type)
             .bind(s.external_id)
             .bind(now_us())
+            .bind(s.channels)
+            .bind(s.user_speaker)
             .execute(&mut **tx)
             .await?;
         }
     }
     if let Some(segments) = segments {
-        insert_transcript(tx, s.company_id, s.id, segments).await?;
+        // The submitted transcript names its own speakers.
+        let speakers = serde_json::to_value(Attribution::from_transcript()).ok();
+        insert_transcript(tx, s.company_id, s.id, segments, speakers.as_ref()).await?;
     }
     Ok(())
 }
@@ -109,27 +133,30 @@ async fn insert_transcript(
     company: &str,
     id: &str,
     segments: &Value,
+    speakers: Option<&Value>,
 ) -> Result<(), DbError> {
     match tx {
         Tx::Postgres(tx) => {
             sqlx::query(
-                "INSERT INTO transcripts (session_id, company_id, segments) VALUES ($1, $2, $3)
-                 ON CONFLICT (session_id) DO UPDATE SET segments = EXCLUDED.segments",
+                "INSERT INTO transcripts (session_id, company_id, segments, speakers) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (session_id) DO UPDATE SET segments = EXCLUDED.segments, speakers = EXCLUDED.speakers",
             )
             .bind(id)
             .bind(company)
             .bind(segments)
+            .bind(speakers)
             .execute(&mut **tx)
             .await?;
         }
         Tx::Sqlite { tx, .. } => {
             sqlx::query(
-                "INSERT INTO transcripts (session_id, company_id, segments) VALUES (?, ?, ?)
-                 ON CONFLICT (session_id) DO UPDATE SET segments = excluded.segments",
+                "INSERT INTO transcripts (session_id, company_id, segments, speakers) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (session_id) DO UPDATE SET segments = excluded.segments, speakers = excluded.speakers",
             )
             .bind(id)
             .bind(company)
             .bind(segments.to_string())
+            .bind(speakers.map(Value::to_string))
             .execute(&mut **tx)
             .await?;
         }
@@ -137,16 +164,18 @@ async fn insert_transcript(
     Ok(())
 }
 
-/// Stores the transcription worker's segments (replacing any from an earlier attempt) and the
-/// conversation's length, in the caller's transaction (with the analysis job it enqueues).
+/// Stores the transcription worker's segments and how their speakers were told apart
+/// (replacing any from an earlier attempt) and the conversation's length, in the caller's
+/// transaction (with the analysis job it enqueues).
 pub async fn save_transcript(
     tx: &mut Tx<'_>,
     company: &str,
     id: &str,
     segments: &Value,
+    speakers: Option<&Value>,
     duration_seconds: Option<f64>,
 ) -> Result<(), DbError> {
-    insert_transcript(tx, company, id, segments).await?;
+    insert_transcript(tx, company, id, segments, speakers).await?;
     match tx {
         Tx::Postgres(tx) => {
             sqlx::query(
@@ -173,7 +202,7 @@ pub async fn save_transcript(
 }
 
 pub(crate) const COLUMNS: &str = "id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, \
-     duration_seconds, external_id, error, created_at, updated_at";
+     duration_seconds, external_id, error, channels, user_speaker, created_at, updated_at";
 
 pub(crate) fn pg_session(r: &sqlx::postgres::PgRow) -> Result<SessionRow, sqlx::Error> {
     Ok(SessionRow {
@@ -189,6 +218,8 @@ pub(crate) fn pg_session(r: &sqlx::postgres::PgRow) -> Result<SessionRow, sqlx::
         duration_seconds: r.try_get("duration_seconds")?,
         external_id: r.try_get("external_id")?,
         error: r.try_get("error")?,
+        channels: r.try_get("channels")?,
+        user_speaker: r.try_get("user_speaker")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
@@ -208,6 +239,8 @@ pub(crate) fn lite_session(r: &sqlx::sqlite::SqliteRow) -> Result<SessionRow, sq
         duration_seconds: r.try_get("duration_seconds")?,
         external_id: r.try_get("external_id")?,
         error: r.try_get("error")?,
+        channels: r.try_get("channels")?,
+        user_speaker: r.try_get("user_speaker")?,
         created_at: time(r.try_get("created_at")?),
         updated_at: time(r.try_get("updated_at")?),
     })
@@ -413,6 +446,45 @@ pub async fn segments(db: &Db, company: &str, id: &str) -> Result<Option<Value>,
             .fetch_optional(&lite.pool)
             .await?;
             text.and_then(|t| serde_json::from_str(&t).ok())
+        }
+    })
+}
+
+/// The session's transcript with its speaker attribution, once there is one.
+pub async fn transcript(
+    db: &Db,
+    company: &str,
+    id: &str,
+) -> Result<Option<StoredTranscript>, DbError> {
+    Ok(match db {
+        Db::Postgres(pg) => {
+            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
+            let row: Option<(Value, Option<Value>)> = sqlx::query_as(
+                "SELECT segments, speakers FROM transcripts WHERE company_id = $1 AND session_id = $2",
+            )
+            .bind(company)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            row.map(|(segments, speakers)| StoredTranscript { segments, speakers })
+        }
+        Db::Sqlite(lite) => {
+            let row: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT segments, speakers FROM transcripts WHERE company_id = ? AND session_id = ?",
+            )
+            .bind(company)
+            .bind(id)
+            .fetch_optional(&lite.pool)
+            .await?;
+            match row {
+                None => None,
+                Some((segments, speakers)) => Some(StoredTranscript {
+                    segments: serde_json::from_str(&segments).map_err(|e| {
+                        DbError::Corrupt(format!("transcript of session {id}: {e}"))
+                    })?,
+                    speakers: speakers.and_then(|s| serde_json::from_str(&s).ok()),
+                }),
+            }
         }
     })
 }

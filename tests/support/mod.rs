@@ -6,6 +6,8 @@
 //! reachable, a test says so loudly and stops; with `CI` set, it fails instead.
 #![allow(dead_code)]
 
+#[cfg(feature = "local-whisper")]
+pub mod models;
 pub mod openai_mock;
 pub mod pg_cluster;
 pub mod stripe_mock;

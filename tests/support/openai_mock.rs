@@ -39,6 +39,9 @@ pub enum Transcription {
     Verbose(Vec<(f64, f64, String)>),
     /// Only `{"text": …}`, as a model without timestamps answers.
     TextOnly(String),
+    /// `diarized_json` with these `(speaker, start, end, text)` segments, as
+    /// `gpt-4o-transcribe-diarize` answers.
+    Diarized(Vec<(String, f64, f64, String)>),
 }
 
 /// One request as the mock received it.
@@ -51,6 +54,8 @@ pub struct Recorded {
     pub response_format: Option<Value>,
     /// `timestamp_granularities[]` of a transcription request.
     pub timestamp_granularities: Vec<String>,
+    /// `chunking_strategy` of a transcription request.
+    pub chunking_strategy: Option<String>,
     pub file_name: Option<String>,
     pub file_size: Option<usize>,
     /// The chat request's `response_format.json_schema.name`.
@@ -283,6 +288,7 @@ fn answer(request: &Request, script: &Mutex<Script>) -> (u16, String) {
                     ("model", _) => recorded.model = Some(text),
                     ("response_format", _) => recorded.response_format = Some(Value::String(text)),
                     ("timestamp_granularities[]", _) => recorded.timestamp_granularities.push(text),
+                    ("chunking_strategy", _) => recorded.chunking_strategy = Some(text),
                     _ => {}
                 }
             }
@@ -316,6 +322,26 @@ fn answer(request: &Request, script: &Mutex<Script>) -> (u16, String) {
 fn transcription_body(answer: &Transcription) -> String {
     match answer {
         Transcription::TextOnly(text) => json!({ "text": text }).to_string(),
+        Transcription::Diarized(segments) => {
+            let text: Vec<&str> = segments.iter().map(|(_, _, _, t)| t.as_str()).collect();
+            let duration = segments.last().map(|(_, _, end, _)| *end).unwrap_or(0.0);
+            let segments: Vec<Value> = segments
+                .iter()
+                .enumerate()
+                .map(|(id, (speaker, start, end, text))| {
+                    json!({
+                        "type": "transcript.text.segment", "id": format!("seg_{id}"),
+                        "start": start, "end": end, "text": text, "speaker": speaker
+                    })
+                })
+                .collect();
+            json!({
+                "task": "transcribe", "duration": duration, "text": text.join(" "),
+                "segments": segments,
+                "usage": { "type": "duration", "seconds": duration.ceil() }
+            })
+            .to_string()
+        }
         Transcription::Verbose(segments) => {
             let text: Vec<&str> = segments.iter().map(|(_, _, t)| t.as_str()).collect();
             let duration = segments.last().map(|(_, end, _)| *end).unwrap_or(0.0);

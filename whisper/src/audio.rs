@@ -13,9 +13,10 @@
 //! speech from 16 kb/s up) decode at about 10× real time on one core (3.5 minutes of speech in
 //! 20 s, where ffmpeg takes 0.5 s); SILK-only packets (12 kb/s) at over 1000×.
 //!
-//! Channels are averaged to mono, then the stream is resampled to 16 kHz with rubato's
-//! FFT resampler as it is decoded, so a long upload at 48 kHz never sits in memory at its
-//! source rate.
+//! [`decode_bytes`] averages the channels to mono; [`decode_channels`] keeps each channel apart
+//! (a stereo call recording has one speaker per channel). Either way the stream is resampled to
+//! 16 kHz with rubato's FFT resampler as it is decoded, so a long upload at 48 kHz never sits
+//! in memory at its source rate.
 
 use std::fs::File;
 use std::io::{self, Cursor};
@@ -66,13 +67,37 @@ pub fn decode_file(path: &Path) -> Result<Vec<f32>, AudioError> {
         source,
     })?;
     let extension = path.extension().and_then(|e| e.to_str());
-    decode_guarded(Box::new(file), extension)
+    mono(decode_guarded(Box::new(file), extension, Layout::Mono)?)
 }
 
 /// Decodes an upload held in memory to 16 kHz mono. `extension` (e.g. `"m4a"`), when known,
 /// helps the format probe.
 pub fn decode_bytes(bytes: Vec<u8>, extension: Option<&str>) -> Result<Vec<f32>, AudioError> {
-    decode_guarded(Box::new(Cursor::new(bytes)), extension)
+    mono(decode_guarded(
+        Box::new(Cursor::new(bytes)),
+        extension,
+        Layout::Mono,
+    )?)
+}
+
+/// Decodes an upload held in memory to 16 kHz, one vector per channel in the file's channel
+/// order, all of the same length. A mono file gives one channel.
+pub fn decode_channels(
+    bytes: Vec<u8>,
+    extension: Option<&str>,
+) -> Result<Vec<Vec<f32>>, AudioError> {
+    decode_guarded(Box::new(Cursor::new(bytes)), extension, Layout::Channels)
+}
+
+/// Whether decoding mixes the channels down or keeps them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Mono,
+    Channels,
+}
+
+fn mono(mut channels: Vec<Vec<f32>>) -> Result<Vec<f32>, AudioError> {
+    channels.pop().ok_or(AudioError::Empty)
 }
 
 /// Length in seconds of 16 kHz samples.
@@ -86,25 +111,28 @@ pub fn duration_secs(samples_16k: &[f32]) -> f64 {
 fn decode_guarded(
     source: Box<dyn MediaSource>,
     extension: Option<&str>,
-) -> Result<Vec<f32>, AudioError> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| decode_source(source, extension))).unwrap_or_else(
-        |panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(AudioError::Corrupt {
-                reason: format!("the decoder failed on this file: {message}"),
-            })
-        },
-    )
+    layout: Layout,
+) -> Result<Vec<Vec<f32>>, AudioError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        decode_source(source, extension, layout)
+    }))
+    .unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(AudioError::Corrupt {
+            reason: format!("the decoder failed on this file: {message}"),
+        })
+    })
 }
 
 fn decode_source(
     source: Box<dyn MediaSource>,
     extension: Option<&str>,
-) -> Result<Vec<f32>, AudioError> {
+    layout: Layout,
+) -> Result<Vec<Vec<f32>>, AudioError> {
     let stream = MediaSourceStream::new(source, Default::default());
     let mut hint = Hint::new();
     if let Some(extension) = extension {
@@ -133,10 +161,11 @@ fn decode_source(
         .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
         .ok_or(AudioError::NoAudioTrack)?;
     let track_id = track.id;
-    let mut decoder = TrackDecoder::for_track(&track.codec_params)?;
+    let mut decoder = TrackDecoder::for_track(&track.codec_params, layout)?;
 
-    let mut to_16k: Option<ToWhisperRate> = None;
-    let mut mono = Vec::new();
+    // One resampler per output channel, made on the first packet with samples.
+    let mut to_16k: Vec<ToWhisperRate> = Vec::new();
+    let mut decoded: Vec<Vec<f32>> = Vec::new();
     let mut good_packets = 0usize;
     let mut bad_packets = 0usize;
     let mut last_decode_error = String::new();
@@ -154,7 +183,7 @@ fn decode_source(
         if packet.track_id() != track_id {
             continue;
         }
-        let rate = match decoder.decode_mono(&packet, &mut mono) {
+        let rate = match decoder.decode(&packet, &mut decoded) {
             Ok(rate) => rate,
             // A damaged packet is skipped, as players do; too many of them fail the file below.
             Err(PacketFailure::Damaged(reason)) => {
@@ -166,19 +195,31 @@ fn decode_source(
         };
         good_packets += 1;
         let Some(rate) = rate else { continue };
-        let resampler = match &mut to_16k {
-            Some(resampler) => resampler,
-            slot => slot.insert(ToWhisperRate::new(rate)?),
-        };
-        if resampler.from != rate {
+        if to_16k.is_empty() {
+            to_16k = (0..decoded.len())
+                .map(|_| ToWhisperRate::new(rate))
+                .collect::<Result<_, _>>()?;
+        }
+        if to_16k.len() != decoded.len() {
             return Err(AudioError::Corrupt {
                 reason: format!(
-                    "the sample rate changes mid-stream from {} Hz to {} Hz",
-                    resampler.from, rate
+                    "the channel count changes mid-stream from {} to {}",
+                    to_16k.len(),
+                    decoded.len()
                 ),
             });
         }
-        resampler.push(&mono)?;
+        for (resampler, samples) in to_16k.iter_mut().zip(&decoded) {
+            if resampler.from != rate {
+                return Err(AudioError::Corrupt {
+                    reason: format!(
+                        "the sample rate changes mid-stream from {} Hz to {} Hz",
+                        resampler.from, rate
+                    ),
+                });
+            }
+            resampler.push(samples)?;
+        }
     }
 
     if bad_packets > good_packets {
@@ -189,14 +230,14 @@ fn decode_source(
             ),
         });
     }
-    let samples = match to_16k {
-        Some(resampler) => resampler.finish()?,
-        None => Vec::new(),
-    };
-    if samples.is_empty() {
+    let channels: Vec<Vec<f32>> = to_16k
+        .into_iter()
+        .map(ToWhisperRate::finish)
+        .collect::<Result<_, _>>()?;
+    if channels.first().is_none_or(Vec::is_empty) {
         return Err(AudioError::Empty);
     }
-    Ok(samples)
+    Ok(channels)
 }
 
 /// Why one packet gave no audio.
@@ -207,17 +248,20 @@ enum PacketFailure {
     Fatal(AudioError),
 }
 
-/// Turns one track's packets into mono samples.
+/// Turns one track's packets into samples: mixed to mono, or one vector per channel.
 enum TrackDecoder {
     Symphonia {
         decoder: Box<dyn symphonia::core::codecs::Decoder>,
         /// Reused across packets; remade when a packet is larger or its layout differs.
         interleaved: Option<(SignalSpec, SampleBuffer<f32>)>,
+        layout: Layout,
     },
     Opus {
         // Boxed: the decoder's state is kilobytes, the other variant a few pointers.
         decoder: Box<OpusDecoder>,
         pcm: Vec<f32>,
+        /// Channels the decoder renders (1 mixes a stereo stream down itself).
+        channels: usize,
     },
 }
 
@@ -225,12 +269,24 @@ enum TrackDecoder {
 const OPUS_RATE: u32 = SAMPLE_RATE;
 
 impl TrackDecoder {
-    fn for_track(params: &symphonia::core::codecs::CodecParameters) -> Result<Self, AudioError> {
+    fn for_track(
+        params: &symphonia::core::codecs::CodecParameters,
+        layout: Layout,
+    ) -> Result<Self, AudioError> {
         if params.codec == CODEC_TYPE_OPUS {
-            let decoder = new_opus_decoder()?;
+            // Opus renders one or two channels; a stream with more is mixed to stereo by it.
+            let channels = match layout {
+                Layout::Mono => 1,
+                Layout::Channels => params.channels.map_or(1, |c| c.count().clamp(1, 2)),
+            };
+            let decoder = new_opus_decoder(channels)?;
             // Room for the longest packet (120 ms).
-            let pcm = vec![0.0; decoder.max_frame_size_per_channel()];
-            return Ok(TrackDecoder::Opus { decoder, pcm });
+            let pcm = vec![0.0; decoder.max_frame_size_per_channel() * channels];
+            return Ok(TrackDecoder::Opus {
+                decoder,
+                pcm,
+                channels,
+            });
         }
         let decoder = symphonia::default::get_codecs()
             .make(params, &DecoderOptions::default())
@@ -241,19 +297,25 @@ impl TrackDecoder {
         Ok(TrackDecoder::Symphonia {
             decoder,
             interleaved: None,
+            layout,
         })
     }
 
-    /// Decodes `packet` into `mono` (replacing its contents) and returns its sample rate, or
-    /// None when the packet holds no samples.
-    fn decode_mono(
+    /// Decodes `packet` into `out` (replacing its contents: one vector when mixing to mono,
+    /// else one per channel) and returns its sample rate, or None when the packet holds no
+    /// samples.
+    fn decode(
         &mut self,
         packet: &Packet,
-        mono: &mut Vec<f32>,
+        out: &mut Vec<Vec<f32>>,
     ) -> Result<Option<u32>, PacketFailure> {
-        mono.clear();
+        out.iter_mut().for_each(Vec::clear);
         match self {
-            TrackDecoder::Opus { decoder, pcm } => {
+            TrackDecoder::Opus {
+                decoder,
+                pcm,
+                channels,
+            } => {
                 // opus-decoder 0.1.1 panics on some damaged packets (a redundancy length that
                 // underflows, found by flipping bytes in real packets): that is one bad packet,
                 // skipped like a decode error, and the decoder, its state now unknown, is made
@@ -265,18 +327,20 @@ impl TrackDecoder {
                     Ok(Ok(frames)) => frames,
                     Ok(Err(e)) => return Err(PacketFailure::Damaged(format!("Opus: {e}"))),
                     Err(_) => {
-                        *decoder = new_opus_decoder().map_err(PacketFailure::Fatal)?;
+                        *decoder = new_opus_decoder(*channels).map_err(PacketFailure::Fatal)?;
                         return Err(PacketFailure::Damaged(
                             "Opus: the decoder failed on this packet".to_string(),
                         ));
                     }
                 };
-                mono.extend_from_slice(&pcm[..frames.min(pcm.len())]);
+                let frames = frames.min(pcm.len() / *channels);
+                deinterleave(&pcm[..frames * *channels], *channels, out);
                 Ok((frames > 0).then_some(OPUS_RATE))
             }
             TrackDecoder::Symphonia {
                 decoder,
                 interleaved,
+                layout,
             } => {
                 let decoded = match decoder.decode(packet) {
                     Ok(decoded) => decoded,
@@ -306,21 +370,37 @@ impl TrackDecoder {
                     return Ok(None);
                 };
                 buffer.copy_interleaved_ref(decoded);
-                mono.extend(
-                    buffer
-                        .samples()
-                        .chunks_exact(channels)
-                        .map(|frame| frame.iter().sum::<f32>() / channels as f32),
-                );
+                match layout {
+                    Layout::Mono => {
+                        out.resize_with(1, Vec::new);
+                        out[0].extend(
+                            buffer
+                                .samples()
+                                .chunks_exact(channels)
+                                .map(|frame| frame.iter().sum::<f32>() / channels as f32),
+                        );
+                    }
+                    Layout::Channels => deinterleave(buffer.samples(), channels, out),
+                }
                 Ok(Some(spec.rate))
             }
         }
     }
 }
 
-/// A mono decoder at [`OPUS_RATE`]; it mixes a stereo stream down itself.
-fn new_opus_decoder() -> Result<Box<OpusDecoder>, AudioError> {
-    OpusDecoder::new(OPUS_RATE, 1)
+/// Splits interleaved frames into one vector per channel (`out` is resized to `channels`).
+fn deinterleave(interleaved: &[f32], channels: usize, out: &mut Vec<Vec<f32>>) {
+    out.resize_with(channels, Vec::new);
+    for frame in interleaved.chunks_exact(channels) {
+        for (channel, sample) in out.iter_mut().zip(frame) {
+            channel.push(*sample);
+        }
+    }
+}
+
+/// An Opus decoder at [`OPUS_RATE`] rendering `channels` (1 mixes a stereo stream down).
+fn new_opus_decoder(channels: usize) -> Result<Box<OpusDecoder>, AudioError> {
+    OpusDecoder::new(OPUS_RATE, channels)
         .map(Box::new)
         .map_err(|e| AudioError::UnsupportedCodec {
             codec: codec_name(CODEC_TYPE_OPUS),
@@ -576,27 +656,82 @@ mod tests {
     fn an_opus_packet_that_makes_the_decoder_panic_is_skipped_and_decoding_goes_on() {
         let mut params = symphonia::core::codecs::CodecParameters::new();
         params.for_codec(CODEC_TYPE_OPUS);
-        let Ok(mut decoder) = TrackDecoder::for_track(&params) else {
+        let Ok(mut decoder) = TrackDecoder::for_track(&params, Layout::Mono) else {
             panic!("an Opus decoder");
         };
         let mut mono = Vec::new();
         let bad = Packet::new_from_slice(0, 0, 960, &OPUS_PACKET_THAT_PANICS);
         assert!(matches!(
-            decoder.decode_mono(&bad, &mut mono),
+            decoder.decode(&bad, &mut mono),
             Err(PacketFailure::Damaged(_)) | Ok(_)
         ));
         // A 20 ms CELT packet with an empty frame: the decoder conceals it, at 16 kHz.
         let next = Packet::new_from_slice(0, 960, 960, &[0xf8]);
         assert!(matches!(
-            decoder.decode_mono(&next, &mut mono),
+            decoder.decode(&next, &mut mono),
             Ok(Some(SAMPLE_RATE))
         ));
-        assert_eq!(mono.len(), 320);
+        assert_eq!(mono.iter().map(Vec::len).collect::<Vec<_>>(), [320]);
     }
 
     #[test]
     fn an_empty_upload_is_an_error() {
         let result = decode_bytes(Vec::new(), None);
         assert!(result.is_err(), "{result:?}");
+    }
+
+    /// A 16-bit PCM WAV file of interleaved frames.
+    fn wav(rate: u32, channels: u16, interleaved: &[f32]) -> Vec<u8> {
+        let data_len = (interleaved.len() * 2) as u32;
+        let mut out = Vec::new();
+        out.extend_from_slice(b"RIFF");
+        out.extend_from_slice(&(36 + data_len).to_le_bytes());
+        out.extend_from_slice(b"WAVEfmt ");
+        out.extend_from_slice(&16u32.to_le_bytes());
+        out.extend_from_slice(&1u16.to_le_bytes());
+        out.extend_from_slice(&channels.to_le_bytes());
+        out.extend_from_slice(&rate.to_le_bytes());
+        out.extend_from_slice(&(rate * u32::from(channels) * 2).to_le_bytes());
+        out.extend_from_slice(&(channels * 2).to_le_bytes());
+        out.extend_from_slice(&16u16.to_le_bytes());
+        out.extend_from_slice(b"data");
+        out.extend_from_slice(&data_len.to_le_bytes());
+        for s in interleaved {
+            out.extend_from_slice(&((s * 32767.0) as i16).to_le_bytes());
+        }
+        out
+    }
+
+    fn rms(samples: &[f32]) -> f32 {
+        (samples.iter().map(|s| s * s).sum::<f32>() / samples.len() as f32).sqrt()
+    }
+
+    #[test]
+    fn a_stereo_file_decodes_to_one_vector_per_channel_or_to_their_mean() {
+        // Left: a 440 Hz tone at 0.5; right: silence. 48 kHz, one second.
+        let tone = sine(48_000, 440.0, 1.0);
+        let interleaved: Vec<f32> = tone.iter().flat_map(|s| [*s, 0.0]).collect();
+        let bytes = wav(48_000, 2, &interleaved);
+
+        let channels = decode_channels(bytes.clone(), Some("wav")).expect("decodes");
+        assert_eq!(channels.len(), 2);
+        assert_eq!(channels[0].len(), 16_000);
+        assert_eq!(channels[1].len(), 16_000);
+        assert!((rms(&channels[0]) - 0.5 / 2f32.sqrt()).abs() < 0.01);
+        assert!(rms(&channels[1]) < 1e-4, "the silent channel stays silent");
+
+        let mono = decode_bytes(bytes, Some("wav")).expect("decodes");
+        assert!(
+            (rms(&mono) - 0.25 / 2f32.sqrt()).abs() < 0.01,
+            "mono is the mean"
+        );
+    }
+
+    #[test]
+    fn a_mono_file_decodes_to_one_channel() {
+        let bytes = wav(16_000, 1, &sine(16_000, 220.0, 0.5));
+        let channels = decode_channels(bytes, Some("wav")).expect("decodes");
+        assert_eq!(channels.len(), 1);
+        assert_eq!(channels[0].len(), 8_000);
     }
 }

@@ -32,7 +32,7 @@ pub mod bench;
 pub mod models;
 pub mod transcribe;
 
-pub use audio::{AudioError, decode_bytes, decode_file};
+pub use audio::{AudioError, decode_bytes, decode_channels, decode_file};
 pub use bench::{BenchError, BenchReport, bench_file, bench_file_with};
 pub use models::{InstalledModel, ModelError, ModelSource, install, list};
 pub use transcribe::{LocalWhisper, Segment, TranscribeError, WhisperSettings};

@@ -40,6 +40,7 @@ use voxline_domain::db::Scope;
 use voxline_domain::profiles;
 use voxline_domain::roleplays::{self, TicketUse};
 use voxline_domain::sessions::{self, NewSession, SessionRow};
+use voxline_domain::speakers::Attribution;
 use voxline_jobs::payloads::SessionJob;
 
 use crate::AppState;
@@ -428,6 +429,8 @@ pub async fn receive(
         audio_ref: None,
         audio_type: None,
         external_id: Some(&call.conversation_id),
+        channels: None,
+        user_speaker: None,
     };
     let job = SessionJob {
         session_id: id.clone(),
@@ -484,11 +487,14 @@ pub async fn receive(
             None => Err(ApiError::internal(error)),
         };
     }
+    let speakers =
+        serde_json::to_value(Attribution::from_transcript()).map_err(ApiError::internal)?;
     sessions::save_transcript(
         &mut tx,
         &profile.company_id,
         &id,
         &Value::Array(call.segments),
+        Some(&speakers),
         call.duration_seconds,
     )
     .await

@@ -84,12 +84,16 @@ pub fn schema() -> Value {
 }
 
 const INSTRUCTIONS: &str = "You are a speaking coach. The user message is a JSON document: the \
-session's kind and title, metrics measured from its transcript, scores of those metrics against \
-targets for this kind of session (1 = far off, 5 = on target), and the transcript (speaker \
-\"user\" is the person practising, \"partner\" the other side). Give coaching feedback on the \
-user's part. Use the metrics and scores as facts; do not invent numbers. Filler words are \
-counted as transcribed, and speech-to-text often drops them. Every rubric score needs evidence: \
-a short quote copied word for word from the transcript.";
+session's kind and title, metrics measured from its transcript and, under metrics.voice, from \
+the recording itself (pauses, pace variation, pitch variation in semitones, where under about 2 \
+reads as monotone, and loudness variation, all of the user's speech only), scores of those \
+metrics against targets for this kind of session (1 = far off, 5 = on target), and the \
+transcript (speaker \"user\" is the person practising, \"partner\" the other side, \"unknown\" \
+someone the recording could not attribute). Give coaching feedback on the user's part only. \
+Use the metrics and scores as facts; do not invent numbers, and treat a metric that is null or \
+unavailable as not measured, never as zero. Filler words are counted as transcribed, and \
+speech-to-text often drops them. Every rubric score needs evidence: a short quote copied word \
+for word from the transcript.";
 
 /// The chat request: instructions, then the grounding as one JSON document.
 pub fn request(model: &str, g: &Grounding<'_>) -> CreateChatCompletionRequest {

@@ -19,20 +19,28 @@
 //! transcribed": speech-to-text often drops "um" and "uh".
 //!
 //! The partner-dependent metrics (talk ratio, patience, interruptions) are `None` when the
-//! transcript has no partner segment at all: a monologue (a presentation rehearsal) or an
-//! undiarised recording (everything attributed to the user) has no partner to measure against,
-//! and reporting a talk ratio of 100 % or "0 interruptions" there would score something that
-//! was never measured. `partner_present` says which case a `None` is.
+//! transcript has no partner segment at all: a monologue (a presentation rehearsal) or a
+//! recording of one voice has no partner to measure against, and reporting a talk ratio of
+//! 100 % or "0 interruptions" there would score something that was never measured.
+//! `partner_present` says which case a `None` is.
+//!
+//! When any segment's speaker is `unknown` (a recording whose voices could not be told apart),
+//! nothing is counted as the user's: every user metric, counts included, is `None`, because
+//! the partner's words would otherwise be counted as the user's. `speakers_known` says so.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use super::voice::VoiceMetrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Speaker {
     User,
     Partner,
+    /// Someone in a recording whose voices could not be told apart.
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,67 +64,63 @@ pub struct Metrics {
     pub timing_available: bool,
     /// False when no segment is the partner's: the partner-dependent metrics are then `None`.
     pub partner_present: bool,
+    /// False when some segment's speaker is unknown: every user metric is then `None`.
+    pub speakers_known: bool,
     pub talk_ratio: Option<f64>,
     pub words_per_minute: Option<f64>,
-    pub user_words: usize,
-    pub fillers: Occurrences,
+    pub user_words: Option<usize>,
+    pub fillers: Option<Occurrences>,
     pub fillers_per_minute: Option<f64>,
     pub longest_monologue_seconds: Option<f64>,
-    pub questions: usize,
+    pub questions: Option<usize>,
     pub questions_per_10_min: Option<f64>,
     pub patience_seconds: Option<f64>,
     pub interruptions: Option<usize>,
-    pub hedging: Occurrences,
+    pub hedging: Option<Occurrences>,
     pub vocabulary_diversity: Option<f64>,
+    /// Why speaker-based metrics are unavailable, as the transcription found ("one voice was
+    /// heard in the recording"); set by the analysis from the transcript's attribution.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speakers_note: Option<String>,
+    /// Measured from the recording, for the user's speech only; `None` with `voice_note`
+    /// saying why (no recording, speakers not told apart, …).
+    pub voice: Option<VoiceMetrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voice_note: Option<String>,
 }
 
-/// Single words and phrases counted as fillers.
-pub const FILLERS: &[&str] = &[
-    "um",
-    "uh",
-    "er",
-    "ah",
-    "hmm",
-    "you know",
-    "i mean",
-    "basically",
-    "literally",
-    "actually",
-];
-/// Words and phrases counted as hedging.
-pub const HEDGES: &[&str] = &[
-    "maybe",
-    "perhaps",
-    "probably",
-    "possibly",
-    "might",
-    "i think",
-    "i guess",
-    "sort of",
-    "kind of",
-    "i feel like",
-];
-
-/// Lower-case words: letters, digits and apostrophes; everything else separates.
-pub fn words(text: &str) -> Vec<String> {
-    text.to_lowercase()
-        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect()
+impl Metrics {
+    /// Nothing measured: the speakers of `segments` are not known.
+    fn unattributed(timing_available: bool) -> Self {
+        Metrics {
+            timing_available,
+            partner_present: false,
+            speakers_known: false,
+            talk_ratio: None,
+            words_per_minute: None,
+            user_words: None,
+            fillers: None,
+            fillers_per_minute: None,
+            longest_monologue_seconds: None,
+            questions: None,
+            questions_per_10_min: None,
+            patience_seconds: None,
+            interruptions: None,
+            hedging: None,
+            vocabulary_diversity: None,
+            speakers_note: None,
+            voice: None,
+            voice_note: None,
+        }
+    }
 }
+
+pub use voxline_domain::lexicon::{FILLERS, HEDGES, words};
 
 fn count_phrases(tokens: &[String], phrases: &[&str]) -> Occurrences {
     let mut found = BTreeMap::new();
-    for phrase in phrases {
-        let parts: Vec<&str> = phrase.split(' ').collect();
-        let n = tokens
-            .windows(parts.len())
-            .filter(|w| w.iter().zip(&parts).all(|(a, b)| a == b))
-            .count();
-        if n > 0 {
-            found.insert((*phrase).to_string(), n);
-        }
+    for (phrase, _) in voxline_domain::lexicon::phrase_matches(tokens, phrases) {
+        *found.entry(phrase.to_string()).or_insert(0) += 1;
     }
     Occurrences {
         count: found.values().sum(),
@@ -133,6 +137,9 @@ pub fn compute(segments: &[Segment]) -> Metrics {
         && segments
             .iter()
             .all(|s| s.start.is_some() && s.end.is_some());
+    if segments.iter().any(|s| s.speaker == Speaker::Unknown) {
+        return Metrics::unattributed(timing_available);
+    }
     let partner_present = segments.iter().any(|s| s.speaker == Speaker::Partner);
     let user: Vec<&Segment> = segments
         .iter()
@@ -184,7 +191,7 @@ pub fn compute(segments: &[Segment]) -> Metrics {
                     let length = s.end? - start;
                     longest = Some(longest.map_or(length, |l| l.max(length)));
                 }
-                Speaker::Partner => run_start = None,
+                Speaker::Partner | Speaker::Unknown => run_start = None,
             }
         }
         longest
@@ -207,21 +214,25 @@ pub fn compute(segments: &[Segment]) -> Metrics {
     Metrics {
         timing_available,
         partner_present,
+        speakers_known: true,
         talk_ratio,
         words_per_minute: per_minute(user_words),
-        user_words,
+        user_words: Some(user_words),
         fillers_per_minute: per_minute(fillers.count),
-        fillers,
+        fillers: Some(fillers),
         longest_monologue_seconds,
-        questions,
+        questions: Some(questions),
         questions_per_10_min: conversation_seconds
             .and_then(|c| (c > 0.0).then(|| questions as f64 / (c / 600.0))),
         patience_seconds: with_partner(&|| {
             (!gaps.is_empty()).then(|| gaps.iter().sum::<f64>() / gaps.len() as f64)
         }),
         interruptions: (timing_available && partner_present).then_some(interruptions),
-        hedging,
+        hedging: Some(hedging),
         vocabulary_diversity,
+        speakers_note: None,
+        voice: None,
+        voice_note: None,
     }
 }
 
@@ -229,6 +240,36 @@ pub fn compute(segments: &[Segment]) -> Metrics {
 // Visible to the scoring tests, which score these same fixtures.
 pub(crate) mod tests {
     use super::*;
+
+    impl Metrics {
+        /// The filler counts, which every attributed transcript has.
+        pub(crate) fn fillers(&self) -> &Occurrences {
+            self.fillers.as_ref().expect("fillers are counted")
+        }
+
+        pub(crate) fn hedging(&self) -> &Occurrences {
+            self.hedging.as_ref().expect("hedges are counted")
+        }
+    }
+
+    #[test]
+    fn when_a_speaker_is_unknown_nothing_is_counted_as_the_users() {
+        let mut call = pricing_discovery_call();
+        call[2].speaker = Speaker::Unknown;
+        let m = compute(&call);
+        assert!(!m.speakers_known);
+        assert!(m.timing_available);
+        assert_eq!(
+            (m.user_words, m.questions, &m.fillers, &m.hedging),
+            (None, None, &None, &None)
+        );
+        assert_eq!(m.words_per_minute, None);
+        assert_eq!(m.talk_ratio, None);
+        assert_eq!(m.interruptions, None);
+        assert_eq!(m.vocabulary_diversity, None);
+        assert_eq!(m.longest_monologue_seconds, None);
+        assert!(compute(&pricing_discovery_call()).speakers_known);
+    }
 
     fn seg(speaker: Speaker, start: f64, end: f64, text: &str) -> Segment {
         Segment {
@@ -278,21 +319,21 @@ pub(crate) mod tests {
         // user seconds 6 + 6 + 6 + 4 = 22; partner 4 + 8.5 + 9 = 21.5
         assert!((m.talk_ratio.unwrap() - 22.0 / 43.5).abs() < 1e-9);
         // user words: 12 + 9 + 8 + 4 = 33
-        assert_eq!(m.user_words, 33);
+        assert_eq!(m.user_words.unwrap(), 33);
         assert!((m.words_per_minute.unwrap() - 33.0 / (22.0 / 60.0)).abs() < 1e-9);
         // fillers: um, basically, you know, uh = 4
-        assert_eq!(m.fillers.count, 4);
+        assert_eq!(m.fillers().count, 4);
         assert_eq!(
-            m.fillers.found.keys().cloned().collect::<Vec<_>>(),
+            m.fillers().found.keys().cloned().collect::<Vec<_>>(),
             ["basically", "uh", "um", "you know"]
         );
         assert!((m.fillers_per_minute.unwrap() - 4.0 / (22.0 / 60.0)).abs() < 1e-9);
         // hedges: i think, maybe = 2
-        assert_eq!(m.hedging.count, 2);
+        assert_eq!(m.hedging().count, 2);
         // consecutive user segments 19.0 → 31.0 = 12 s is the longest run
         assert_eq!(m.longest_monologue_seconds, Some(12.0));
         // three question marks over 46 s of conversation
-        assert_eq!(m.questions, 3);
+        assert_eq!(m.questions.unwrap(), 3);
         assert!((m.questions_per_10_min.unwrap() - 3.0 / (46.0 / 600.0)).abs() < 1e-9);
         // gaps 1.0 and 2.0 (the interruption is not a gap)
         assert_eq!(m.patience_seconds, Some(1.5));
@@ -322,8 +363,8 @@ pub(crate) mod tests {
         assert_eq!(m.fillers_per_minute, None);
         assert_eq!(m.patience_seconds, None);
         assert_eq!(m.interruptions, None);
-        assert_eq!(m.questions, 3, "counts that need no clock stay");
-        assert_eq!(m.fillers.count, 4);
+        assert_eq!(m.questions, Some(3), "counts that need no clock stay");
+        assert_eq!(m.fillers().count, 4);
     }
 
     #[test]
@@ -338,9 +379,9 @@ pub(crate) mod tests {
             6.0,
             "Ummm, I'm sort of sure; Erm, mighty fine.",
         )]);
-        assert_eq!(m.fillers.count, 0, "ummm and erm are not um and er");
-        assert_eq!(m.hedging.found.get("sort of"), Some(&1));
-        assert_eq!(m.hedging.found.get("might"), None, "mighty is not might");
+        assert_eq!(m.fillers().count, 0, "ummm and erm are not um and er");
+        assert_eq!(m.hedging().found.get("sort of"), Some(&1));
+        assert_eq!(m.hedging().found.get("might"), None, "mighty is not might");
     }
 
     /// `actual` is `Some(expected)` to within rounding error.
@@ -398,13 +439,13 @@ pub(crate) mod tests {
         //      + "i see what does that cost you each week you know in hours" 13
         //      + "so i think we could probably automate most of that" 10
         //      + "great let's book a demo" 5 = 40
-        assert_eq!(m.user_words, 40);
+        assert_eq!(m.user_words.unwrap(), 40);
         // 40 words / (21 s / 60) = 114.285… wpm
         assert_close(m.words_per_minute, 40.0 * 60.0 / 21.0, "words per minute");
         // fillers: "um", "you know" = 2 → 2 / (21 / 60) = 5.714… per minute
-        assert_eq!(m.fillers.count, 2);
+        assert_eq!(m.fillers().count, 2);
         assert_eq!(
-            m.fillers.found,
+            m.fillers().found,
             BTreeMap::from([("um".to_string(), 1), ("you know".to_string(), 1)])
         );
         assert_close(
@@ -414,14 +455,14 @@ pub(crate) mod tests {
         );
         // hedges: "i think", "probably" = 2 (the partner's "maybe" is not the user's)
         assert_eq!(
-            m.hedging.found,
+            m.hedging().found,
             BTreeMap::from([("i think".to_string(), 1), ("probably".to_string(), 1)])
         );
-        assert_eq!(m.hedging.count, 2);
+        assert_eq!(m.hedging().count, 2);
         // every user turn is followed by the partner: the longest run is one 6 s turn
         assert_eq!(m.longest_monologue_seconds, Some(6.0));
         // "?" in turns 1, 2, 3 = 3 over 0 → 40 s: 3 / (40 / 600) = 45 per 10 min
-        assert_eq!(m.questions, 3);
+        assert_eq!(m.questions.unwrap(), 3);
         assert_close(m.questions_per_10_min, 45.0, "questions per 10 min");
         // gaps after the partner: 4−3 = 1, 18.5−18 = 0.5, (27 < 28: interruption), 37−36 = 1
         // patience = (1 + 0.5 + 1) / 3 = 0.8333…
@@ -474,19 +515,19 @@ pub(crate) mod tests {
         assert_close(m.talk_ratio, 25.0 / 31.0, "talk ratio");
         // words: 25 ("sure last year … old contract") + 21 ("i split … two days early")
         //      + 13 ("i would involve … handle launches") = 59
-        assert_eq!(m.user_words, 59);
+        assert_eq!(m.user_words.unwrap(), 59);
         // 59 / (25 / 60) = 141.6 wpm
         assert_close(m.words_per_minute, 141.6, "words per minute");
         // fillers: "basically" = 1 → 1 / (25 / 60) = 2.4 per minute
-        assert_eq!(m.fillers.count, 1);
-        assert_eq!(m.fillers.found.get("basically"), Some(&1));
+        assert_eq!(m.fillers().count, 1);
+        assert_eq!(m.fillers().found.get("basically"), Some(&1));
         assert_close(m.fillers_per_minute, 2.4, "fillers per minute");
         // no hedging word or phrase ("would" is not one)
-        assert_eq!(m.hedging, Occurrences::default());
+        assert_eq!(m.hedging(), &Occurrences::default());
         // the two consecutive answer segments run 5 → 24 = 19 s (the last answer is 6 s)
         assert_eq!(m.longest_monologue_seconds, Some(19.0));
         // one "?" over 0 → 33 s: 1 / (33 / 600) = 18.18… per 10 min
-        assert_eq!(m.questions, 1);
+        assert_eq!(m.questions.unwrap(), 1);
         assert_close(m.questions_per_10_min, 600.0 / 33.0, "questions per 10 min");
         // gaps: 5 − 4 = 1 and 27 − 27 = 0 (starting as the partner stops is no interruption)
         assert_close(m.patience_seconds, 0.5, "patience");
@@ -527,13 +568,13 @@ pub(crate) mod tests {
         assert_eq!(m.interruptions, None);
         // words: 12 ("good morning … quarterly results") + 14 ("revenue grew … so far")
         //      + 2 ("any questions") = 28
-        assert_eq!(m.user_words, 28);
+        assert_eq!(m.user_words.unwrap(), 28);
         // fillers: "um" = 1; hedges: "i think" = 1; questions: 1
-        assert_eq!(m.fillers.count, 1);
-        assert_eq!(m.fillers.found.get("um"), Some(&1));
-        assert_eq!(m.hedging.count, 1);
-        assert_eq!(m.hedging.found.get("i think"), Some(&1));
-        assert_eq!(m.questions, 1);
+        assert_eq!(m.fillers().count, 1);
+        assert_eq!(m.fillers().found.get("um"), Some(&1));
+        assert_eq!(m.hedging().count, 1);
+        assert_eq!(m.hedging().found.get("i think"), Some(&1));
+        assert_eq!(m.questions.unwrap(), 1);
         // repeats: "i" ×2, "our" ×2: 28 − 2 = 26 distinct
         assert_close(m.vocabulary_diversity, 26.0 / 28.0, "vocabulary diversity");
     }

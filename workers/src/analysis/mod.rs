@@ -15,13 +15,16 @@
 
 pub mod llm;
 pub mod metrics;
+mod recording;
 pub mod scoring;
 pub mod voice;
 
 use std::sync::Arc;
 
 use serde_json::json;
+use voxline_domain::blobs::{BlobStore, LocalBlobs};
 use voxline_domain::sessions::{self, SessionRow};
+use voxline_domain::speakers::{Attribution, AttributionStatus};
 use voxline_jobs::payloads::{ANALYSIS_RUN, EmailJob, EmailMessage, FeedbackReady, SessionJob};
 use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobClient};
 
@@ -36,11 +39,12 @@ const NO_MODEL_NOTE: &str =
 
 /// `openai` is the shared OpenAI adapter, used for LLM feedback when it has a key.
 pub fn register(handlers: Handlers, jobs: JobClient, openai: Arc<OpenAi>) -> Handlers {
+    let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobs::new(jobs.settings().blob_dir()));
     handlers.register(ANALYSIS_RUN, move |job: ClaimedJob| {
-        let (jobs, openai) = (jobs.clone(), openai.clone());
+        let (jobs, openai, blobs) = (jobs.clone(), openai.clone(), blobs.clone());
         async move {
             let task = session_job(&job)?;
-            analyse(&jobs, &openai, &job, &task).await
+            analyse(&jobs, &openai, blobs.as_ref(), &job, &task).await
         }
     })
 }
@@ -48,17 +52,18 @@ pub fn register(handlers: Handlers, jobs: JobClient, openai: Arc<OpenAi>) -> Han
 async fn analyse(
     jobs: &JobClient,
     openai: &OpenAi,
+    blobs: &dyn BlobStore,
     job: &ClaimedJob,
     task: &SessionJob,
 ) -> Result<(), HandlerError> {
     let db = jobs.db();
     let retry = |e: voxline_domain::DbError| HandlerError::retry(e.to_string());
     // Re-checked on every attempt: an erased session leaves nothing to analyse.
-    let (Some(session), Some(value)) = (
+    let (Some(session), Some(transcript)) = (
         sessions::get(db, &task.company_id, &task.session_id)
             .await
             .map_err(retry)?,
-        sessions::segments(db, &task.company_id, &task.session_id)
+        sessions::transcript(db, &task.company_id, &task.session_id)
             .await
             .map_err(retry)?,
     ) else {
@@ -68,15 +73,34 @@ async fn analyse(
     sessions::set_status(db, &task.company_id, &task.session_id, "analyzing", None)
         .await
         .map_err(retry)?;
-    let segments: Vec<metrics::Segment> = serde_json::from_value(value)
+    let segments: Vec<metrics::Segment> = serde_json::from_value(transcript.segments)
         .map_err(|e| HandlerError::permanent(format!("stored transcript is unreadable: {e}")))?;
-    let computed = metrics::compute(&segments);
+    // Written by our own transcription worker or intake; one that does not parse is treated
+    // as unknown attribution (the segments' own labels still stand).
+    let attribution: Option<Attribution> = transcript
+        .speakers
+        .and_then(|v| serde_json::from_value(v).ok());
+    let mut computed = metrics::compute(&segments);
+    computed.speakers_note = attribution
+        .as_ref()
+        .filter(|a| a.status != AttributionStatus::Separated)
+        .and_then(|a| a.reason.clone());
+    match recording::voice_metrics(blobs, &session, attribution.as_ref(), &segments).await? {
+        Ok(voice) => computed.voice = Some(voice),
+        Err(reason) => computed.voice_note = Some(reason),
+    }
     let scores = scoring::score(
         &computed,
         jobs.settings().analysis.targets.get(&session.kind),
     );
 
     let mut notes = vec![FILLERS_NOTE.to_string()];
+    if let Some(note) = &computed.speakers_note {
+        notes.push(format!("Speakers: {note}."));
+    }
+    if let Some(note) = &computed.voice_note {
+        notes.push(format!("No voice metrics: {note}."));
+    }
     let llm = if openai.has_key {
         let grounding = Grounding {
             kind: &session.kind,
@@ -286,6 +310,8 @@ mod tests {
             duration_seconds,
             external_id: None,
             error: None,
+            channels: None,
+            user_speaker: None,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
         };

@@ -63,6 +63,8 @@ struct Spec {
     needs_partner: bool,
     /// Needs segment timings.
     needs_timing: bool,
+    /// Measured from the recording (see [`super::voice`]).
+    needs_audio: bool,
     /// Shows a number: `decimals` places (trailing zeros dropped), `percent` as 0–100 %.
     decimals: usize,
     percent: bool,
@@ -100,6 +102,7 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
                 target: Target::default(),
                 needs_partner: true,
                 needs_timing: true,
+                needs_audio: false,
                 decimals: 0,
                 percent: true,
                 unit: "",
@@ -115,6 +118,7 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
                 target: Target::default(),
                 needs_partner: false,
                 needs_timing: true,
+                needs_audio: false,
                 decimals: 0,
                 percent: false,
                 unit: " wpm",
@@ -130,6 +134,7 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
                 target: Target::default(),
                 needs_partner: false,
                 needs_timing: true,
+                needs_audio: false,
                 decimals: 1,
                 percent: false,
                 unit: " per minute",
@@ -145,6 +150,7 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
                 target: Target::default(),
                 needs_partner: false,
                 needs_timing: true,
+                needs_audio: false,
                 decimals: 0,
                 percent: false,
                 unit: " s",
@@ -160,6 +166,7 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
                 target: Target::default(),
                 needs_partner: false,
                 needs_timing: true,
+                needs_audio: false,
                 decimals: 1,
                 percent: false,
                 unit: " per 10 min",
@@ -175,6 +182,7 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
                 target: Target::default(),
                 needs_partner: true,
                 needs_timing: true,
+                needs_audio: false,
                 decimals: 2,
                 percent: false,
                 unit: " s",
@@ -190,6 +198,7 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
                 target: Target::default(),
                 needs_partner: true,
                 needs_timing: true,
+                needs_audio: false,
                 decimals: 0,
                 percent: false,
                 unit: "",
@@ -205,6 +214,7 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
                 target: Target::default(),
                 needs_partner: false,
                 needs_timing: false,
+                needs_audio: false,
                 decimals: 2,
                 percent: false,
                 unit: "",
@@ -213,8 +223,66 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
             },
         ),
     ];
+    let voice = m.voice.as_ref();
+    let voiced = |name, value, target, decimals, unit, too_low, too_high| {
+        (
+            target,
+            Spec {
+                name,
+                value,
+                target: Target::default(),
+                needs_partner: false,
+                needs_timing: true,
+                needs_audio: true,
+                decimals,
+                percent: false,
+                unit,
+                too_low,
+                too_high,
+            },
+        )
+    };
+    let voice_candidates = [
+        voiced(
+            "pitch_variation_semitones",
+            voice.and_then(|v| v.pitch_variation_semitones),
+            at_least(t.pitch_variation_semitones_min),
+            1,
+            " semitones",
+            "monotone",
+            "pitch too erratic",
+        ),
+        voiced(
+            "long_pauses",
+            voice.map(|v| v.pauses.long_count as f64),
+            at_most(t.long_pauses_max),
+            0,
+            "",
+            "too few long pauses",
+            "too many long pauses",
+        ),
+        voiced(
+            "speaking_rate_variation",
+            voice.and_then(|v| v.speaking_rate_variation),
+            at_most(t.speaking_rate_variation_max),
+            2,
+            "",
+            "pace too even",
+            "pace too uneven",
+        ),
+        voiced(
+            "loudness_variation_db",
+            voice.and_then(|v| v.loudness_variation_db),
+            range(t.loudness_variation_db),
+            1,
+            " dB",
+            "volume too flat",
+            "volume too uneven",
+        ),
+    ];
     candidates
         .into_iter()
+        .chain(voice_candidates)
         .filter_map(|(target, spec)| target.map(|target| Spec { target, ..spec }))
         .collect()
 }
@@ -253,12 +321,19 @@ impl Spec {
     }
 
     fn unavailable(&self, m: &Metrics) -> String {
-        let reason = if self.needs_partner && !m.partner_present {
-            "no partner speech to measure against"
+        let note = |note: &Option<String>, otherwise: &str| {
+            note.clone().unwrap_or_else(|| otherwise.to_string())
+        };
+        let reason = if !m.speakers_known {
+            note(&m.speakers_note, "the speakers could not be told apart")
+        } else if self.needs_audio && m.voice.is_none() {
+            note(&m.voice_note, "the recording could not be measured")
+        } else if self.needs_partner && !m.partner_present {
+            note(&m.speakers_note, "no partner speech to measure against")
         } else if self.needs_timing && !m.timing_available {
-            "the transcript has no timings"
+            "the transcript has no timings".to_string()
         } else {
-            "not enough speech to measure"
+            "not enough speech to measure".to_string()
         };
         format!("unavailable: {reason}")
     }
@@ -345,6 +420,7 @@ mod tests {
             patience_seconds_min: Some(0.5),
             interruptions_max: Some(2.0),
             vocabulary_diversity_min: Some(0.35),
+            ..KindTargets::default()
         }
     }
 

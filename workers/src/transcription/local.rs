@@ -2,9 +2,11 @@
 //! the embedded default turns a recording into feedback with no API key and no network.
 //!
 //! The model is loaded on the first job and kept (loading costs about a second and ~100 MB).
-//! Decoding and inference are CPU-bound, so they run on the blocking pool. Segments come out
-//! with speaker "user": one recording is not split by speaker. Whisper tends to leave "um" and
-//! "uh" out, so filler counts are "as transcribed" (the analysis says so).
+//! Decoding and inference are CPU-bound, so they run on the blocking pool. Whisper does not
+//! tell speakers apart: it is given one speaker's track at a time (see [`super::conversation`]),
+//! and [`LocalDiarizer`] finds the voices of a mono recording with the GE2E speaker model.
+//! Whisper tends to leave "um" and "uh" out, so filler counts are "as transcribed" (the
+//! analysis says so).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use tokio::sync::OnceCell;
 use voxline_jobs::HandlerError;
 use voxline_whisper::{AudioError, LocalWhisper, TranscribeError};
 
-use super::{Audio, BoxFuture, Transcriber, Transcript};
+use super::{BoxFuture, Clip, Transcriber, Transcript};
 use crate::analysis::metrics::{Segment, Speaker};
 
 pub struct LocalTranscriber {
@@ -61,7 +63,7 @@ fn audio_error(e: AudioError) -> HandlerError {
 
 /// Sets its flag when dropped: how an async caller tells blocking work it has given up.
 #[derive(Default)]
-struct CancelOnDrop(Arc<AtomicBool>);
+pub(super) struct CancelOnDrop(pub(super) Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
@@ -74,28 +76,29 @@ fn transcribe_error(e: TranscribeError) -> HandlerError {
 }
 
 impl Transcriber for LocalTranscriber {
-    fn transcribe<'a>(
-        &'a self,
-        audio: &'a Audio,
-    ) -> BoxFuture<'a, Result<Transcript, HandlerError>> {
+    fn transcribe<'a>(&'a self, clip: &'a Clip) -> BoxFuture<'a, Result<Transcript, HandlerError>> {
         Box::pin(async move {
             let model = self.model().await?;
-            let bytes = audio.bytes.clone();
-            let extension = audio
-                .file_name
-                .rsplit_once('.')
-                .map(|(_, ext)| ext.to_string());
+            let clip = clip.clone();
             // Dropped with this future (the attempt timed out or its lease was lost): the
             // blocking work then stops before its next window instead of running on beside the
             // next attempt's.
             let cancel = CancelOnDrop::default();
             let cancelled = cancel.0.clone();
             let heard = tokio::task::spawn_blocking(move || {
-                let samples = voxline_whisper::decode_bytes(bytes, extension.as_deref())
-                    .map_err(audio_error)?;
-                let seconds = voxline_whisper::audio::duration_secs(&samples);
+                let decoded;
+                let samples: &[f32] = match &clip {
+                    Clip::Track(samples) => samples,
+                    Clip::File(audio) => {
+                        let extension = audio.file_name.rsplit_once('.').map(|(_, ext)| ext);
+                        decoded = voxline_whisper::decode_bytes(audio.bytes.clone(), extension)
+                            .map_err(audio_error)?;
+                        &decoded
+                    }
+                };
+                let seconds = voxline_whisper::audio::duration_secs(samples);
                 let segments = model
-                    .transcribe_until(&samples, &cancelled)
+                    .transcribe_until(samples, &cancelled)
                     .map_err(transcribe_error)?;
                 Ok::<_, HandlerError>((segments, seconds))
             })
@@ -114,6 +117,7 @@ impl Transcriber for LocalTranscriber {
                     })
                     .collect(),
                 duration_seconds: Some(seconds),
+                voices: None,
             })
         })
     }

@@ -2,11 +2,16 @@
 //! them and queues the session's analysis, in one transaction.
 //!
 //! The speech-to-text provider sits behind [`Transcriber`]: OpenAI ([`openai`]) or, in builds
-//! with the `local-whisper` feature, Whisper on this machine (`local`).
+//! with the `local-whisper` feature, Whisper on this machine (`local`). Who said what is
+//! worked out by [`conversation`]: one track per channel, or per voice of a mono recording
+//! (told apart by a [`Diarizer`]), each transcribed and merged back by time.
 
+pub mod conversation;
+pub(crate) mod decode;
 #[cfg(feature = "local-whisper")]
 pub mod local;
 pub mod openai;
+pub mod tracks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,12 +36,24 @@ pub struct Audio {
     pub bytes: Vec<u8>,
 }
 
+/// What a provider is asked to transcribe.
+#[derive(Debug, Clone)]
+pub enum Clip {
+    /// The upload as it was received.
+    File(Arc<Audio>),
+    /// One speaker's track: 16 kHz mono samples, everyone else silenced.
+    Track(Arc<Vec<f32>>),
+}
+
 /// What a provider heard.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transcript {
     pub segments: Vec<Segment>,
     /// The recording's length when the provider reports it.
     pub duration_seconds: Option<f64>,
+    /// For a provider that tells voices apart itself: each segment's voice, numbered by first
+    /// speech (0 = the first to speak).
+    pub voices: Option<Vec<usize>>,
 }
 
 impl Transcript {
@@ -55,10 +72,44 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// A speech-to-text provider. Errors are already classified for the engine (retry, permanent,
 /// snooze), because only the adapter knows what its provider's failures mean.
 pub trait Transcriber: Send + Sync {
-    fn transcribe<'a>(
-        &'a self,
-        audio: &'a Audio,
-    ) -> BoxFuture<'a, Result<Transcript, HandlerError>>;
+    fn transcribe<'a>(&'a self, clip: &'a Clip) -> BoxFuture<'a, Result<Transcript, HandlerError>>;
+
+    /// Whether [`Transcript::voices`] comes back filled in (the provider diarizes).
+    fn diarizes(&self) -> bool {
+        false
+    }
+}
+
+/// What a [`Diarizer`] made of a mono recording.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Voices {
+    /// Two or more voices and when each spoke (numbered by first speech).
+    Turns {
+        count: usize,
+        turns: Vec<tracks::VoiceTurn>,
+    },
+    /// Confidently one voice.
+    One,
+    /// Voices that could not be told apart, with the reason.
+    NotConfident(String),
+    /// No diarizer could run (no model installed, a build without one), with the reason.
+    Unavailable(String),
+    /// No speech found to tell apart.
+    NoSpeech,
+}
+
+/// Tells the voices of a 16 kHz mono recording apart.
+pub trait Diarizer: Send + Sync {
+    fn voices<'a>(&'a self, mono: Arc<Vec<f32>>) -> BoxFuture<'a, Result<Voices, HandlerError>>;
+}
+
+/// The diarizer of builds and installs without a speaker model.
+pub struct NoDiarizer(pub String);
+
+impl Diarizer for NoDiarizer {
+    fn voices<'a>(&'a self, _: Arc<Vec<f32>>) -> BoxFuture<'a, Result<Voices, HandlerError>> {
+        Box::pin(async move { Ok(Voices::Unavailable(self.0.clone())) })
+    }
 }
 
 /// Stands in for the local Whisper provider in builds without it.
@@ -67,7 +118,7 @@ struct LocalUnavailable;
 
 #[cfg(not(feature = "local-whisper"))]
 impl Transcriber for LocalUnavailable {
-    fn transcribe<'a>(&'a self, _: &'a Audio) -> BoxFuture<'a, Result<Transcript, HandlerError>> {
+    fn transcribe<'a>(&'a self, _: &'a Clip) -> BoxFuture<'a, Result<Transcript, HandlerError>> {
         Box::pin(async {
             Err(HandlerError::permanent(
                 "local transcription is not available in this build",
@@ -86,22 +137,41 @@ fn local_transcriber(_: &voxline_domain::Settings) -> Arc<dyn Transcriber> {
     Arc::new(LocalUnavailable)
 }
 
+#[cfg(feature = "local-whisper")]
+fn diarizer(settings: &voxline_domain::Settings) -> Arc<dyn Diarizer> {
+    // TEMPORARY until whisper/src/speakers lands: LocalDiarizer (local_speakers.rs).
+    Arc::new(NoDiarizer(format!(
+        "the speaker model is not installed at {} (run `voxline models install`)",
+        settings.speaker_model_dir().display()
+    )))
+}
+
+#[cfg(not(feature = "local-whisper"))]
+fn diarizer(_: &voxline_domain::Settings) -> Arc<dyn Diarizer> {
+    Arc::new(NoDiarizer(
+        "this build has no speaker model (the local-whisper feature is off)".to_string(),
+    ))
+}
+
 pub struct TranscriptionWorker {
     jobs: JobClient,
     blobs: Arc<dyn BlobStore>,
     openai: Arc<OpenAi>,
     local: Arc<dyn Transcriber>,
+    diarizer: Arc<dyn Diarizer>,
 }
 
 impl TranscriptionWorker {
     pub fn new(jobs: JobClient, openai: Arc<OpenAi>) -> Self {
         let blobs = Arc::new(LocalBlobs::new(jobs.settings().blob_dir()));
         let local = local_transcriber(jobs.settings());
+        let diarizer = diarizer(jobs.settings());
         TranscriptionWorker {
             jobs,
             blobs,
             openai,
             local,
+            diarizer,
         }
     }
 
@@ -151,14 +221,18 @@ impl TranscriptionWorker {
             .await
             .map_err(retry)?;
         let audio = self.audio(&session).await?;
-        let transcript = transcriber.transcribe(&audio).await?;
-        if transcript.segments.is_empty() {
+        let layout = conversation::Layout::of(&session)?;
+        let heard = conversation::hear(transcriber, self.diarizer.as_ref(), audio, &layout).await?;
+        if heard.segments.is_empty() {
             return Err(HandlerError::permanent(
                 "no speech was recognised in the recording",
             ));
         }
-        let segments = serde_json::to_value(&transcript.segments)
-            .map_err(|e| HandlerError::permanent(format!("transcript could not be stored: {e}")))?;
+        let unstorable = |e: serde_json::Error| {
+            HandlerError::permanent(format!("transcript could not be stored: {e}"))
+        };
+        let segments = serde_json::to_value(&heard.segments).map_err(unstorable)?;
+        let speakers = serde_json::to_value(&heard.attribution).map_err(unstorable)?;
         let analysis = task
             .analysis()
             .map_err(|e| HandlerError::permanent(format!("analysis job: {e}")))?;
@@ -173,7 +247,8 @@ impl TranscriptionWorker {
             &task.company_id,
             &task.session_id,
             &segments,
-            transcript.duration(),
+            Some(&speakers),
+            heard.duration_seconds,
         )
         .await
         .map_err(retry)?;
@@ -182,7 +257,12 @@ impl TranscriptionWorker {
             .await
             .map_err(|e| HandlerError::retry(e.to_string()))?;
         tx.commit().await.map_err(retry)?;
-        tracing::info!(session = %task.session_id, segments = transcript.segments.len(), "transcribed");
+        tracing::info!(
+            session = %task.session_id,
+            segments = heard.segments.len(),
+            speakers = ?heard.attribution.method,
+            "transcribed"
+        );
         Ok(())
     }
 

@@ -1,17 +1,24 @@
 //! OpenAI speech-to-text: `POST /audio/transcriptions` asking for `verbose_json` with segment
-//! timestamps, normalised into transcript segments.
+//! timestamps, normalised into transcript segments. A model that diarizes (its name ends in
+//! `-diarize`, as `gpt-4o-transcribe-diarize`) is asked for `diarized_json` with automatic
+//! chunking, and its speaker labels become voices numbered by first speech; any other model
+//! is given one speaker's track at a time (see [`super::conversation`]), encoded as 16-bit WAV.
 //!
 //! The answer is read by our own lenient type rather than async-openai's verbose-JSON one:
 //! that type requires `language`, `duration` and `usage`, and a model or compatible server that
 //! answers plain `{"text": …}` (no timestamps) must still give us the words.
 
+use std::collections::HashMap;
+
 use async_openai::types::audio::{
     AudioInput, AudioResponseFormat, CreateTranscriptionRequest, TimestampGranularity,
+    TranscriptionChunkingStrategy,
 };
 use serde::Deserialize;
 use voxline_jobs::HandlerError;
 
-use super::{Audio, BoxFuture, Transcriber, Transcript};
+use super::tracks::SAMPLE_RATE;
+use super::{BoxFuture, Clip, Transcriber, Transcript};
 use crate::analysis::metrics::{Segment, Speaker};
 use crate::openai::OpenAi;
 
@@ -32,19 +39,45 @@ pub struct RawSegment {
     pub end: Option<f64>,
     #[serde(default)]
     pub text: String,
+    /// A diarizing model's speaker label (`"A"`, `"B"`, or a known speaker's name).
+    #[serde(default)]
+    pub speaker: Option<String>,
 }
 
-/// Segments as voxline stores them. Every segment is the user's: an uploaded recording is not
-/// diarised (whisper does not tell speakers apart), so the whole recording counts as the
-/// person practising, and partner-based metrics (talk ratio, patience) reflect that.
+/// Whether `model` tells speakers apart (and takes `diarized_json`).
+pub fn model_diarizes(model: &str) -> bool {
+    model.ends_with("-diarize")
+}
+
+/// Segments as voxline stores them, each labelled the user's: the caller knows whose track
+/// it sent and relabels them (see [`super::conversation`]). When every segment carries a
+/// speaker label (a diarizing model), the labels become voices numbered by first speech.
 /// Without segment timestamps the text is kept as one segment with unknown start and end, so
 /// the word-based metrics still work and the time-based ones say they are unavailable.
 pub fn normalise(raw: RawTranscript) -> Transcript {
-    let timed: Vec<Segment> = raw
+    let kept: Vec<RawSegment> = raw
         .segments
         .unwrap_or_default()
         .into_iter()
         .filter(|s| !s.text.trim().is_empty())
+        .collect();
+    let voices = kept
+        .iter()
+        .all(|s| s.speaker.is_some())
+        .then(|| {
+            let mut numbered: HashMap<&str, usize> = HashMap::new();
+            kept.iter()
+                .map(|s| {
+                    let next = numbered.len();
+                    *numbered
+                        .entry(s.speaker.as_deref().unwrap_or_default())
+                        .or_insert(next)
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|v| !v.is_empty());
+    let timed: Vec<Segment> = kept
+        .into_iter()
         .map(|s| Segment {
             speaker: Speaker::User,
             start: s.start,
@@ -65,20 +98,58 @@ pub fn normalise(raw: RawTranscript) -> Transcript {
     Transcript {
         segments,
         duration_seconds: raw.duration.filter(|d| d.is_finite() && *d >= 0.0),
+        voices,
     }
 }
 
+/// 16 kHz mono samples as a 16-bit PCM WAV file (hound writes the header).
+pub fn wav(samples: &[f32]) -> Result<Vec<u8>, hound::Error> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: SAMPLE_RATE as u32,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut bytes = std::io::Cursor::new(Vec::with_capacity(44 + samples.len() * 2));
+    let mut writer = hound::WavWriter::new(&mut bytes, spec)?;
+    for sample in samples {
+        writer.write_sample((sample.clamp(-1.0, 1.0) * f32::from(i16::MAX)) as i16)?;
+    }
+    writer.finalize()?;
+    Ok(bytes.into_inner())
+}
+
 impl Transcriber for OpenAi {
-    fn transcribe<'a>(
-        &'a self,
-        audio: &'a Audio,
-    ) -> BoxFuture<'a, Result<Transcript, HandlerError>> {
+    fn diarizes(&self) -> bool {
+        model_diarizes(&self.transcription_model)
+    }
+
+    fn transcribe<'a>(&'a self, clip: &'a Clip) -> BoxFuture<'a, Result<Transcript, HandlerError>> {
         Box::pin(async move {
+            let file = match clip {
+                Clip::File(audio) => {
+                    AudioInput::from_vec_u8(audio.file_name.clone(), audio.bytes.clone())
+                }
+                Clip::Track(samples) => {
+                    let bytes = wav(samples).map_err(|e| {
+                        HandlerError::permanent(format!("a track could not be encoded: {e}"))
+                    })?;
+                    AudioInput::from_vec_u8("track.wav".to_string(), bytes)
+                }
+            };
+            let diarize = self.diarizes();
             let request = CreateTranscriptionRequest {
-                file: AudioInput::from_vec_u8(audio.file_name.clone(), audio.bytes.clone()),
+                file,
                 model: self.transcription_model.clone(),
-                response_format: Some(AudioResponseFormat::VerboseJson),
-                timestamp_granularities: Some(vec![TimestampGranularity::Segment]),
+                response_format: Some(if diarize {
+                    AudioResponseFormat::DiarizedJson
+                } else {
+                    AudioResponseFormat::VerboseJson
+                }),
+                // Diarizing models take no timestamp granularities; they need a chunking
+                // strategy for input over 30 s.
+                timestamp_granularities: (!diarize).then(|| vec![TimestampGranularity::Segment]),
+                chunking_strategy: diarize.then_some(TranscriptionChunkingStrategy::Auto),
                 ..Default::default()
             };
             let body = self
@@ -159,5 +230,30 @@ mod tests {
                 .segments
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_diarized_answer_numbers_its_speakers_by_first_speech() {
+        let t = normalise(raw(
+            r#"{"task":"transcribe","duration":6.0,"text":"Hi. Hello. So?",
+                "segments":[{"type":"transcript.text.segment","id":"seg_0","start":0.0,"end":1.0,"text":" Hi.","speaker":"B"},
+                            {"type":"transcript.text.segment","id":"seg_1","start":1.2,"end":2.0,"text":"Hello.","speaker":"A"},
+                            {"type":"transcript.text.segment","id":"seg_2","start":2.5,"end":3.0,"text":"So?","speaker":"B"}],
+                "usage":{"type":"duration","seconds":6}}"#,
+        ));
+        assert_eq!(t.voices, Some(vec![0, 1, 0]));
+        assert_eq!(t.segments[1].text, "Hello.");
+        assert!(model_diarizes("gpt-4o-transcribe-diarize"));
+        assert!(!model_diarizes("whisper-1"));
+    }
+
+    #[test]
+    fn a_track_is_sent_as_a_16_khz_mono_wav() {
+        let bytes = wav(&[0.0, 0.5, -0.5, 1.5]).expect("encodes");
+        let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).expect("a WAV file");
+        assert_eq!(reader.spec().sample_rate, 16_000);
+        assert_eq!(reader.spec().channels, 1);
+        let samples: Vec<i16> = reader.into_samples().map(|s| s.expect("sample")).collect();
+        assert_eq!(samples, [0, 16383, -16383, 32767]);
     }
 }

@@ -1,0 +1,637 @@
+//! Coaching from a recorded conversation: who said what. Calls are made by the tests with two
+//! espeak-ng voices at known turn times, as a stereo file (one speaker per channel, each
+//! channel carrying the other side's bleed 25 dB down) and as a mono mix, and uploaded as a
+//! client would; on both databases, on the local models (no API key).
+//!
+//! What must hold: every transcript segment has the speaker of the turn it lies in; the talk
+//! ratio is within 0.05 of the truth measured from the audio placed; the user's questions are
+//! counted exactly and the partner's not at all; the voice metrics are there (a 2.5 s pause
+//! placed in the user's last turn is one long pause); a one-voice mono recording has speaker
+//! metrics unavailable with the reason, not wrong; and every bad `channels` / `user_speaker`
+//! is a 422 naming the field.
+#![cfg(feature = "local-whisper")]
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use support::models::{speaker_model_dir, whisper_model_dir};
+use support::{Backend, TestDb, eventually, start_api, start_workers, token};
+use voxline_api::auth::Role;
+use voxline_domain::sessions;
+
+const RATE: usize = 16_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    User,
+    Partner,
+}
+
+impl Who {
+    fn label(self) -> &'static str {
+        match self {
+            Who::User => "user",
+            Who::Partner => "partner",
+        }
+    }
+
+    /// Two clearly different espeak-ng voices.
+    fn voice(self) -> [&'static str; 4] {
+        match self {
+            Who::User => ["-v", "en-us", "-p", "35"],
+            Who::Partner => ["-v", "en-gb+f4", "-p", "70"],
+        }
+    }
+}
+
+/// A turn: who, what, and the silence before it.
+struct Line {
+    who: Who,
+    text: &'static str,
+    gap_before: f64,
+}
+
+const fn line(who: Who, gap_before: f64, text: &'static str) -> Line {
+    Line {
+        who,
+        text,
+        gap_before,
+    }
+}
+
+/// A discovery call: the partner asks two questions, the user two; the user's last turn holds
+/// a 2.5 s pause (two lines with no partner between).
+const CALL: [Line; 7] = [
+    line(
+        Who::Partner,
+        0.5,
+        "Thanks for calling Initech. How can I help you today?",
+    ),
+    line(
+        Who::User,
+        0.8,
+        "Hi there. How does your team handle reporting today?",
+    ),
+    line(
+        Who::Partner,
+        0.8,
+        "We export spreadsheets every Friday afternoon. Is that normal?",
+    ),
+    line(
+        Who::User,
+        0.8,
+        "It is common. What does that cost your team each week?",
+    ),
+    line(Who::Partner, 0.8, "Six hours of work for two people."),
+    line(Who::User, 0.8, "We could automate most of that work."),
+    line(Who::User, 2.5, "Let us book a demonstration next week."),
+];
+
+const USER_QUESTIONS: u64 = 2;
+
+/// Where each turn's sound is, in the recording the test made.
+#[derive(Debug, Clone, Copy)]
+struct Turn {
+    who: Who,
+    start: f64,
+    end: f64,
+}
+
+struct Recording {
+    user: Vec<f32>,
+    partner: Vec<f32>,
+    turns: Vec<Turn>,
+}
+
+fn speak(who: Who, text: &str, dir: &Path) -> Option<Vec<f32>> {
+    let out = dir.join(format!("line-{}.wav", rand::random::<u32>()));
+    let status = std::process::Command::new("espeak-ng")
+        .args(who.voice())
+        .args(["-s", "160", "-w"])
+        .arg(&out)
+        .arg(text)
+        .status();
+    if !status.as_ref().is_ok_and(|s| s.success()) {
+        support::service_missing("espeak-ng", &format!("{status:?}"));
+        return None;
+    }
+    Some(voxline_whisper::decode_file(&out).expect("espeak-ng's wav decodes"))
+}
+
+/// The clip without its leading and trailing silence (frames under −45 dBFS).
+fn trimmed(clip: Vec<f32>) -> Vec<f32> {
+    let loud = |f: &[f32]| {
+        let power = f.iter().map(|s| s * s).sum::<f32>() / f.len() as f32;
+        10.0 * power.max(1e-12).log10() > -45.0
+    };
+    let frames: Vec<bool> = clip.chunks(RATE / 100).map(loud).collect();
+    let first = frames.iter().position(|l| *l).unwrap_or(0);
+    let last = frames.iter().rposition(|l| *l).map_or(0, |l| l + 1);
+    clip[first * RATE / 100..(last * RATE / 100).min(clip.len())].to_vec()
+}
+
+fn record(lines: &[Line], dir: &Path) -> Option<Recording> {
+    let (mut user, mut partner, mut turns) = (Vec::new(), Vec::new(), Vec::new());
+    for line in lines {
+        let clip = trimmed(speak(line.who, line.text, dir)?);
+        let silence = (line.gap_before * RATE as f64) as usize;
+        user.extend(std::iter::repeat_n(0.0, silence));
+        partner.extend(std::iter::repeat_n(0.0, silence));
+        let start = user.len() as f64 / RATE as f64;
+        let (own, other) = match line.who {
+            Who::User => (&mut user, &mut partner),
+            Who::Partner => (&mut partner, &mut user),
+        };
+        own.extend(clip.iter().map(|s| s * 0.8));
+        // The other channel hears the line 25 dB down (a headset's bleed).
+        other.extend(clip.iter().map(|s| s * 0.8 * 0.056));
+        turns.push(Turn {
+            who: line.who,
+            start,
+            end: user.len() as f64 / RATE as f64,
+        });
+    }
+    user.extend(std::iter::repeat_n(0.0, RATE / 2));
+    partner.extend(std::iter::repeat_n(0.0, RATE / 2));
+    Some(Recording {
+        user,
+        partner,
+        turns,
+    })
+}
+
+fn wav(channels: &[&[f32]]) -> Vec<u8> {
+    let spec = hound::WavSpec {
+        channels: channels.len() as u16,
+        sample_rate: RATE as u32,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    let mut writer = hound::WavWriter::new(&mut bytes, spec).expect("wav writer");
+    for i in 0..channels[0].len() {
+        for channel in channels {
+            writer
+                .write_sample((channel[i].clamp(-1.0, 1.0) * 32767.0) as i16)
+                .expect("sample");
+        }
+    }
+    writer.finalize().expect("wav");
+    bytes.into_inner()
+}
+
+impl Recording {
+    fn stereo(&self) -> Vec<u8> {
+        wav(&[&self.user, &self.partner])
+    }
+
+    /// Both sides in one channel: each line once (the bleed is not mixed in).
+    fn mono(&self) -> Vec<u8> {
+        let mixed: Vec<f32> = self
+            .user
+            .iter()
+            .zip(&self.partner)
+            .zip(self.turns_mask())
+            .map(|((u, p), who)| match who {
+                Some(Who::User) => *u,
+                Some(Who::Partner) => *p,
+                None => 0.0,
+            })
+            .collect();
+        wav(&[&mixed])
+    }
+
+    fn turns_mask(&self) -> Vec<Option<Who>> {
+        (0..self.user.len())
+            .map(|i| {
+                let t = i as f64 / RATE as f64;
+                self.turns
+                    .iter()
+                    .find(|turn| t >= turn.start && t < turn.end)
+                    .map(|turn| turn.who)
+            })
+            .collect()
+    }
+
+    /// The user's share of the seconds spoken, from the placed sound.
+    fn talk_ratio(&self) -> f64 {
+        let seconds = |who| -> f64 {
+            self.turns
+                .iter()
+                .filter(|t| t.who == who)
+                .map(|t| t.end - t.start)
+                .sum()
+        };
+        seconds(Who::User) / (seconds(Who::User) + seconds(Who::Partner))
+    }
+
+    /// Whose turn the segment lies in: the turn it overlaps most.
+    fn speaker_of(&self, start: f64, end: f64) -> Option<Who> {
+        self.turns
+            .iter()
+            .map(|t| (t.who, (end.min(t.end) - start.max(t.start)).max(0.0)))
+            .filter(|(_, overlap)| *overlap > 0.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(who, _)| who)
+    }
+}
+
+/// A test database with the local models linked into its data directory, as after `voxline
+/// models install` (the speaker model only when `diarize`: a stereo call needs none); no OpenAI
+/// key anywhere.
+async fn with_models(backend: Backend, diarize: bool) -> Option<TestDb> {
+    let whisper = whisper_model_dir().await?;
+    let speakers = if diarize {
+        Some(speaker_model_dir().await?)
+    } else {
+        None
+    };
+    let t = TestDb::new(backend, &["[queues.transcription]\nbackoff_base_ms = 50\n"]).await?;
+    let models = t.settings.data_dir.join("models");
+    std::fs::create_dir_all(&models).expect("models dir");
+    std::os::unix::fs::symlink(&whisper, models.join("whisper-tiny.en")).expect("link");
+    if let Some(speakers) = speakers {
+        std::os::unix::fs::symlink(&speakers, models.join("resemblyzer-ge2e")).expect("link");
+    }
+    Some(t)
+}
+
+async fn upload(base: &str, wav: Vec<u8>, fields: &[(&str, &str)]) -> (StatusCode, Value) {
+    let mut form = Form::new()
+        .text("title", "Discovery call")
+        .text("kind", "sales");
+    for (name, value) in fields {
+        form = form.text(name.to_string(), value.to_string());
+    }
+    let form = form.part(
+        "audio",
+        Part::bytes(wav)
+            .file_name("call.wav")
+            .mime_str("audio/wav")
+            .expect("mime"),
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/sessions"))
+        .bearer_auth(token("acme", "ann", Role::Member, 600))
+        .multipart(form)
+        .send()
+        .await
+        .expect("send");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(base: &str, path: &str) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token("acme", "ann", Role::Member, 600))
+        .send()
+        .await
+        .expect("send");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn ready(t: &TestDb, id: &str) {
+    eventually("the session is ready", Duration::from_secs(300), || async {
+        let s = sessions::get(&t.db, "acme", id)
+            .await
+            .expect("get")
+            .expect("session");
+        assert_ne!(s.status, "failed", "the session failed: {:?}", s.error);
+        s.status == "ready"
+    })
+    .await;
+}
+
+/// Uploads `wav`, waits for the feedback and checks the transcript against the call's turns.
+async fn coached(
+    t: &TestDb,
+    base: &str,
+    call: &Recording,
+    wav: Vec<u8>,
+    fields: &[(&str, &str)],
+    method: &str,
+) {
+    let (status, body) = upload(base, wav, fields).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().expect("id").to_string();
+    ready(t, &id).await;
+
+    let (status, transcript) = get(base, &format!("/api/sessions/{id}/transcript")).await;
+    assert_eq!(status, StatusCode::OK, "{transcript}");
+    assert_eq!(transcript["speakers"]["method"], method, "{transcript}");
+    assert_eq!(transcript["speakers"]["status"], "separated");
+    let segments = transcript["segments"].as_array().expect("segments");
+    assert!(segments.len() >= CALL.len() - 1, "{transcript}");
+    let mut turns_heard = std::collections::BTreeSet::new();
+    for s in segments {
+        let (start, end) = (
+            s["start"].as_f64().expect("start"),
+            s["end"].as_f64().expect("end"),
+        );
+        let truth = call
+            .speaker_of(start, end)
+            .expect("a segment inside some turn");
+        assert_eq!(
+            s["speaker"],
+            truth.label(),
+            "segment {s} lies in a {truth:?} turn"
+        );
+        for (i, turn) in call.turns.iter().enumerate() {
+            if start < turn.end && end > turn.start {
+                turns_heard.insert(i);
+            }
+        }
+    }
+    assert_eq!(
+        turns_heard.len(),
+        call.turns.len(),
+        "every turn is heard: {transcript}"
+    );
+    let user_question = segments
+        .iter()
+        .filter(|s| s["speaker"] == "user")
+        .flat_map(|s| s["questions"].as_array().cloned().unwrap_or_default())
+        .next()
+        .expect("a highlighted question in the user's turns");
+    assert!(
+        user_question["text"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with('?')
+    );
+
+    let (status, feedback) = get(base, &format!("/api/sessions/{id}/feedback")).await;
+    assert_eq!(status, StatusCode::OK, "{feedback}");
+    let metrics = &feedback["metrics"];
+    let talk_ratio = metrics["talk_ratio"].as_f64().expect("a talk ratio");
+    let truth = call.talk_ratio();
+    assert!(
+        (talk_ratio - truth).abs() <= 0.05,
+        "talk ratio {talk_ratio:.3} vs the truth {truth:.3}"
+    );
+    assert_eq!(
+        metrics["questions"], USER_QUESTIONS,
+        "the user's questions only: {metrics}"
+    );
+    assert!(metrics["interruptions"].as_u64().is_some(), "{metrics}");
+    let voice = &metrics["voice"];
+    assert!(voice.is_object(), "voice metrics from the audio: {metrics}");
+    assert!(
+        voice["pitch_variation_semitones"].as_f64().is_some(),
+        "{voice}"
+    );
+    assert!(voice["median_pitch_hz"].as_f64().is_some(), "{voice}");
+    assert_eq!(voice["pauses"]["long_count"], 1, "the 2.5 s pause: {voice}");
+    assert!(
+        voice["pauses"]["longest_seconds"]
+            .as_f64()
+            .unwrap_or_default()
+            >= 2.0,
+        "{voice}"
+    );
+    assert!(
+        feedback["scores"]["metrics"]["pitch_variation_semitones"]["score"]
+            .as_f64()
+            .is_some(),
+        "the pitch is scored against the sales target: {feedback}"
+    );
+}
+
+async fn a_stereo_call_is_heard_one_speaker_per_channel(backend: Backend) {
+    let Some(t) = with_models(backend, false).await else {
+        return;
+    };
+    let Some(call) = record(&CALL, t.dir.path()) else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let _workers = start_workers(&t, &["transcription", "analysis"]);
+    coached(
+        &t,
+        &base,
+        &call,
+        call.stereo(),
+        &[("channels", "user,partner")],
+        "channels",
+    )
+    .await;
+    // Without `channels`, channel 0 is the user.
+    coached(&t, &base, &call, call.stereo(), &[], "channels").await;
+}
+on_both_databases!(a_stereo_call_is_heard_one_speaker_per_channel);
+
+async fn a_mono_call_of_two_voices_is_diarized(backend: Backend) {
+    let Some(t) = with_models(backend, true).await else {
+        return;
+    };
+    let Some(call) = record(&CALL, t.dir.path()) else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let _workers = start_workers(&t, &["transcription", "analysis"]);
+    // The partner speaks first: the user is the second voice.
+    coached(
+        &t,
+        &base,
+        &call,
+        call.mono(),
+        &[("user_speaker", "second")],
+        "diarization",
+    )
+    .await;
+}
+on_both_databases!(a_mono_call_of_two_voices_is_diarized);
+
+async fn one_voice_has_no_speaker_metrics_but_its_own(backend: Backend) {
+    let Some(t) = with_models(backend, true).await else {
+        return;
+    };
+    let monologue = [
+        line(
+            Who::User,
+            0.5,
+            "Good morning everyone. Today I will show our results.",
+        ),
+        line(
+            Who::User,
+            0.8,
+            "Revenue grew by twelve percent this quarter.",
+        ),
+        line(Who::User, 0.8, "Are there any questions?"),
+    ];
+    let Some(talk) = record(&monologue, t.dir.path()) else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let _workers = start_workers(&t, &["transcription", "analysis"]);
+    let (status, body) = upload(&base, wav(&[&talk.user]), &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().expect("id").to_string();
+    ready(&t, &id).await;
+    let (_, transcript) = get(&base, &format!("/api/sessions/{id}/transcript")).await;
+    assert_eq!(
+        transcript["speakers"]["status"], "one_voice",
+        "{transcript}"
+    );
+    for s in transcript["segments"].as_array().expect("segments") {
+        assert_eq!(s["speaker"], "user");
+    }
+    let (_, feedback) = get(&base, &format!("/api/sessions/{id}/feedback")).await;
+    let metrics = &feedback["metrics"];
+    assert_eq!(metrics["talk_ratio"], Value::Null, "not 100 %: {metrics}");
+    assert_eq!(metrics["interruptions"], Value::Null, "not 0: {metrics}");
+    let verdict = feedback["scores"]["metrics"]["talk_ratio"]["verdict"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        verdict.contains("one voice"),
+        "the reason is given: {verdict}"
+    );
+    assert_eq!(
+        metrics["questions"], 1,
+        "the user's own metrics stay: {metrics}"
+    );
+    assert!(metrics["words_per_minute"].as_f64().is_some());
+    assert!(
+        metrics["voice"]["pitch_variation_semitones"]
+            .as_f64()
+            .is_some(),
+        "{metrics}"
+    );
+}
+on_both_databases!(one_voice_has_no_speaker_metrics_but_its_own);
+
+/// Refusals need no model: the fields are checked before anything is stored.
+async fn bad_channels_and_user_speaker_are_refused_naming_the_field(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let stereo = wav(&[&[0.1; 1600], &[0.0; 1600]]);
+    let cases: [(&[(&str, &str)], &str); 9] = [
+        (&[("channels", "user,user")], "channels"),
+        (&[("channels", "partner,partner")], "channels"),
+        (&[("channels", "user,coach")], "channels"),
+        (&[("channels", "")], "channels"),
+        (&[("channels", "user,")], "channels"),
+        (&[("channels", "user,partner,partner")], "channels"),
+        (&[("user_speaker", "third")], "user_speaker"),
+        (&[("user_speaker", "")], "user_speaker"),
+        (
+            &[("channels", "user,partner"), ("user_speaker", "first")],
+            "user_speaker",
+        ),
+    ];
+    for (fields, field) in cases {
+        let (status, body) = upload(&base, stereo.clone(), fields).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{fields:?}: {body}"
+        );
+        assert_eq!(body["error"]["field"], field, "{fields:?}: {body}");
+    }
+    let mono = wav(&[&[0.1; 1600]]);
+    let (status, body) = upload(&base, mono, &[("channels", "user,partner")]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "channels");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 channel"),
+        "{body}"
+    );
+}
+on_both_databases!(bad_channels_and_user_speaker_are_refused_naming_the_field);
+
+/// The transcript route: 409 until there is one; a JSON transcript has one at once, its
+/// speakers as submitted, and its voice metrics unavailable for want of a recording.
+async fn the_transcript_is_there_once_transcribed(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let models = t.settings.data_dir.join("models").join("whisper-tiny.en");
+    std::fs::create_dir_all(&models).expect("models dir");
+    std::fs::write(models.join("model.bin"), b"not used: no worker runs").expect("marker");
+    let (status, body) = upload(&base, wav(&[&[0.1; 1600]]), &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().expect("id");
+    assert_eq!(
+        body["links"]["transcript"],
+        format!("/api/sessions/{id}/transcript")
+    );
+    let (status, body) = get(&base, &format!("/api/sessions/{id}/transcript")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "not_ready");
+
+    let response = reqwest::Client::new()
+        .post(format!("{base}/api/sessions"))
+        .bearer_auth(token("acme", "ann", Role::Member, 600))
+        .json(&serde_json::json!({"title": "Typed", "kind": "sales", "transcript": [
+            {"speaker": "partner", "start": 0.0, "end": 2.0, "text": "Um, how can I help?"},
+            {"speaker": "user", "start": 2.5, "end": 6.0, "text": "Um, I think we need a demo. When are you free?"}]}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body: Value = response.json().await.expect("json");
+    let id = body["id"].as_str().expect("id");
+    let (status, transcript) = get(&base, &format!("/api/sessions/{id}/transcript")).await;
+    assert_eq!(status, StatusCode::OK, "{transcript}");
+    assert_eq!(transcript["speakers"]["method"], "transcript");
+    let [partner, user] = transcript["segments"]
+        .as_array()
+        .expect("segments")
+        .as_slice()
+    else {
+        panic!("two segments: {transcript}");
+    };
+    assert_eq!(
+        partner["fillers"],
+        serde_json::json!([]),
+        "the partner is not coached"
+    );
+    assert_eq!(user["fillers"][0]["text"], "Um");
+    assert_eq!(user["fillers"][0]["start"], 0);
+    assert_eq!(user["hedges"][0]["text"], "I think");
+    assert_eq!(user["questions"][0]["text"], "When are you free?");
+
+    let _workers = start_workers(&t, &["analysis"]);
+    ready(&t, id).await;
+    let (_, feedback) = get(&base, &format!("/api/sessions/{id}/feedback")).await;
+    assert_eq!(feedback["metrics"]["voice"], Value::Null, "{feedback}");
+    assert!(
+        feedback["metrics"]["voice_note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no recording"),
+        "{feedback}"
+    );
+    let pitch = &feedback["scores"]["metrics"]["pitch_variation_semitones"];
+    assert_eq!(pitch["score"], Value::Null);
+    assert!(
+        pitch["verdict"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no recording"),
+        "{pitch}"
+    );
+    // Another company sees no such session.
+    let response = reqwest::Client::new()
+        .get(format!("{base}/api/sessions/{id}/transcript"))
+        .bearer_auth(token("globex", "gus", Role::Member, 600))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}
+on_both_databases!(the_transcript_is_there_once_transcribed);
