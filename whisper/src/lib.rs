@@ -30,6 +30,7 @@
 pub mod audio;
 pub mod bench;
 pub mod models;
+pub mod speakers;
 pub mod transcribe;
 
 pub use audio::{AudioError, decode_bytes, decode_channels, decode_file};

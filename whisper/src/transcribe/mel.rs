@@ -133,7 +133,7 @@ impl LogMel {
 }
 
 /// `torch.hann_window(n)` (periodic): `0.5 - 0.5 cos(2πi / n)`.
-fn hann_periodic(n: usize) -> Vec<f32> {
+pub(crate) fn hann_periodic(n: usize) -> Vec<f32> {
     (0..n)
         .map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()) as f32)
         .collect()

@@ -15,7 +15,7 @@ mod decoder;
 mod decoding;
 mod encoder;
 mod kernels;
-mod mel;
+pub(crate) mod mel;
 mod speech;
 mod timestamps;
 mod vocab;
