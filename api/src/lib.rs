@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_page;
+pub mod app_page;
 pub mod audio;
 pub mod auth;
 pub mod billing;
@@ -106,6 +107,7 @@ pub fn router(state: AppState) -> Router {
     let app = api
         .merge(openapi::docs_router(spec))
         .merge(admin_page::router())
+        .merge(app_page::router())
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(|| async {
             error::ApiError::new(

@@ -6,11 +6,14 @@
 //! reachable, a test says so loudly and stops; with `CI` set, it fails instead.
 #![allow(dead_code)]
 
+pub mod browser;
 #[cfg(feature = "local-whisper")]
 pub mod models;
 pub mod openai_mock;
 pub mod pg_cluster;
 pub mod stripe_mock;
+#[cfg(feature = "local-whisper")]
+pub mod voices;
 
 use std::future::Future;
 use std::process::Stdio;

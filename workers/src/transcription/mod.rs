@@ -10,6 +10,8 @@ pub mod conversation;
 pub(crate) mod decode;
 #[cfg(feature = "local-whisper")]
 pub mod local;
+#[cfg(feature = "local-whisper")]
+mod local_speakers;
 pub mod openai;
 pub mod tracks;
 
@@ -139,11 +141,9 @@ fn local_transcriber(_: &voxline_domain::Settings) -> Arc<dyn Transcriber> {
 
 #[cfg(feature = "local-whisper")]
 fn diarizer(settings: &voxline_domain::Settings) -> Arc<dyn Diarizer> {
-    // TEMPORARY until whisper/src/speakers lands: LocalDiarizer (local_speakers.rs).
-    Arc::new(NoDiarizer(format!(
-        "the speaker model is not installed at {} (run `voxline models install`)",
-        settings.speaker_model_dir().display()
-    )))
+    Arc::new(local_speakers::LocalDiarizer::new(
+        settings.speaker_model_dir(),
+    ))
 }
 
 #[cfg(not(feature = "local-whisper"))]
