@@ -94,32 +94,56 @@ fn trimmed(clip: Vec<f32>) -> Vec<f32> {
     clip[first * RATE / 100..(last * RATE / 100).min(clip.len())].to_vec()
 }
 
-/// A call alternating `voices` over the lines; `gaps` seconds of silence before each turn.
+/// A call alternating `voices` over the lines, `gap` seconds of silence between turns.
 fn call(voices: &[Voice], gap: f64, dir: &Path, counter: &mut usize) -> Case {
     let names: Vec<&str> = voices.iter().map(|v| v.name).collect();
     let name = match names.as_slice() {
         [one] => format!("one voice: {one}"),
         _ => names.join(" / "),
     };
+    let lines: Vec<(usize, f64, &str)> = LINES
+        .iter()
+        .enumerate()
+        .map(|(i, text)| (i % voices.len(), if i == 0 { 0.0 } else { gap }, *text))
+        .collect();
+    script(name, voices, &lines, dir, counter)
+}
+
+/// A call of `(voice index, silence before, text)` lines.
+fn script(
+    name: String,
+    voices: &[Voice],
+    lines: &[(usize, f64, &str)],
+    dir: &Path,
+    counter: &mut usize,
+) -> Case {
     let mut audio = vec![0.0; RATE / 2];
     let mut truth = Vec::new();
-    for (i, text) in LINES.iter().enumerate() {
-        let speaker = i % voices.len();
+    for &(speaker, gap, text) in lines {
         *counter += 1;
         let clip = speak(voices[speaker], text, dir, *counter);
-        if i > 0 {
-            audio.extend(std::iter::repeat_n(0.0, (gap * RATE as f64) as usize));
-        }
+        audio.extend(std::iter::repeat_n(0.0, (gap * RATE as f64) as usize));
         let start = audio.len() as f64 / RATE as f64;
         audio.extend(clip.iter().map(|s| s * 0.8));
         truth.push((speaker, start, audio.len() as f64 / RATE as f64));
     }
     audio.extend(std::iter::repeat_n(0.0, RATE / 2));
-    Case {
-        name,
-        audio,
-        truth,
-    }
+    Case { name, audio, truth }
+}
+
+/// The discovery call of `tests/conversation.rs`: the partner first, a 2.5 s pause inside the
+/// user's last turn.
+fn discovery_call(dir: &Path, counter: &mut usize) -> Case {
+    let lines = [
+        (1, 0.5, "Thanks for calling Initech. How can I help you today?"),
+        (0, 0.8, "Hi there. How does your team handle reporting today?"),
+        (1, 0.8, "We export spreadsheets every Friday afternoon. Is that normal?"),
+        (0, 0.8, "It is common. What does that cost your team each week?"),
+        (1, 0.8, "Six hours of work for two people."),
+        (0, 0.8, "We could automate most of that work."),
+        (0, 2.5, "Let us book a demonstration next week."),
+    ];
+    script("the tests' discovery call: en-us p35 / en-us+f2".into(), &[US_LOW, US_F2], &lines, dir, counter)
 }
 
 /// Per 10 ms frame: the true speaker (None for silence) and whether it is scored.
@@ -220,6 +244,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut n = 0;
     let cases = vec![
+        discovery_call(dir.path(), &mut n),
         call(&[US_LOW, GB_F4], 0.8, dir.path(), &mut n),
         call(&[US_LOW, US_F2], 0.8, dir.path(), &mut n),
         call(&[US_M3, GB_M7], 0.6, dir.path(), &mut n),
@@ -244,6 +269,7 @@ fn main() {
             .expect("diarization runs");
         seconds += started.elapsed().as_secs_f64();
         let e = errors(case, &found);
+
         all.add(e);
         let verdict = match &found {
             Diarization::Speakers { count, .. } => format!("{count}"),

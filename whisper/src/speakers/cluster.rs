@@ -127,21 +127,24 @@ pub fn two_way(embeddings: &[Vec<f32>]) -> Option<TwoWay> {
     })
 }
 
-/// Smooths a sequence of labels with a majority of three (an isolated label between two
-/// equal neighbours is taken to be a misjudged window).
-pub fn smooth(labels: &[usize]) -> Vec<usize> {
-    (0..labels.len())
-        .map(|i| {
-            if i == 0 || i + 1 == labels.len() {
-                return labels[i];
-            }
-            if labels[i - 1] == labels[i + 1] {
-                labels[i - 1]
-            } else {
-                labels[i]
-            }
-        })
-        .collect()
+/// Keeps a change of voice inside one stretch of speech only when the other voice holds at
+/// least `min_windows` windows in a row (about 2.4 s for three): a shorter excursion is a
+/// misjudged window or two and takes the stretch's majority voice.
+pub fn steady(labels: &[usize], min_windows: usize) -> Vec<usize> {
+    let ones = labels.iter().filter(|&&l| l == 1).count();
+    let majority = usize::from(ones * 2 > labels.len());
+    let mut out = labels.to_vec();
+    let mut start = 0;
+    while start < labels.len() {
+        let end = (start..labels.len())
+            .find(|&i| labels[i] != labels[start])
+            .unwrap_or(labels.len());
+        if end - start < min_windows {
+            out[start..end].fill(majority);
+        }
+        start = end;
+    }
+    out
 }
 
 /// Cuts `run` (seconds) where consecutive windows (centred at `centres`, labelled `labels`)
@@ -206,9 +209,11 @@ mod tests {
     }
 
     #[test]
-    fn an_isolated_label_is_smoothed_away_but_a_change_is_kept() {
-        assert_eq!(smooth(&[0, 0, 1, 0, 0]), vec![0, 0, 0, 0, 0]);
-        assert_eq!(smooth(&[0, 0, 1, 1, 1]), vec![0, 0, 1, 1, 1]);
+    fn a_brief_excursion_takes_the_majority_voice_but_a_held_change_is_kept() {
+        assert_eq!(steady(&[0, 0, 1, 0, 0], 3), vec![0, 0, 0, 0, 0]);
+        assert_eq!(steady(&[0, 0, 0, 0, 1, 1], 3), vec![0, 0, 0, 0, 0, 0]);
+        assert_eq!(steady(&[1, 0, 0, 0, 1, 1, 1], 3), vec![1, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(steady(&[0, 0, 0, 1, 1, 1], 3), vec![0, 0, 0, 1, 1, 1]);
     }
 
     #[test]
