@@ -30,14 +30,46 @@ struct Voice {
     cents: i32,
 }
 
-const US_LOW: Voice = Voice { name: "en-us p35", espeak: &["-v", "en-us", "-p", "35"], cents: 0 };
-const GB_F4: Voice = Voice { name: "en-gb+f4 p70", espeak: &["-v", "en-gb+f4", "-p", "70"], cents: 0 };
-const US_M3: Voice = Voice { name: "en-us+m3", espeak: &["-v", "en-us+m3"], cents: 0 };
-const GB_M7: Voice = Voice { name: "en-gb+m7", espeak: &["-v", "en-gb+m7"], cents: 0 };
-const US_F2: Voice = Voice { name: "en-us+f2", espeak: &["-v", "en-us+f2"], cents: 0 };
-const US_UP5: Voice = Voice { name: "en-us p35 +500 cents", espeak: &["-v", "en-us", "-p", "35"], cents: 500 };
-const US_DOWN4: Voice = Voice { name: "en-us+m3 -400 cents", espeak: &["-v", "en-us+m3"], cents: -400 };
-const GB_UP3: Voice = Voice { name: "en-gb+m7 +300 cents", espeak: &["-v", "en-gb+m7"], cents: 300 };
+const US_LOW: Voice = Voice {
+    name: "en-us p35",
+    espeak: &["-v", "en-us", "-p", "35"],
+    cents: 0,
+};
+const GB_F4: Voice = Voice {
+    name: "en-gb+f4 p70",
+    espeak: &["-v", "en-gb+f4", "-p", "70"],
+    cents: 0,
+};
+const US_M3: Voice = Voice {
+    name: "en-us+m3",
+    espeak: &["-v", "en-us+m3"],
+    cents: 0,
+};
+const GB_M7: Voice = Voice {
+    name: "en-gb+m7",
+    espeak: &["-v", "en-gb+m7"],
+    cents: 0,
+};
+const US_F2: Voice = Voice {
+    name: "en-us+f2",
+    espeak: &["-v", "en-us+f2"],
+    cents: 0,
+};
+const US_UP5: Voice = Voice {
+    name: "en-us p35 +500 cents",
+    espeak: &["-v", "en-us", "-p", "35"],
+    cents: 500,
+};
+const US_DOWN4: Voice = Voice {
+    name: "en-us+m3 -400 cents",
+    espeak: &["-v", "en-us+m3"],
+    cents: -400,
+};
+const GB_UP3: Voice = Voice {
+    name: "en-gb+m7 +300 cents",
+    espeak: &["-v", "en-gb+m7"],
+    cents: 300,
+};
 
 const LINES: [&str; 8] = [
     "Thanks for calling. How can I help you today?",
@@ -135,15 +167,37 @@ fn script(
 /// user's last turn.
 fn discovery_call(dir: &Path, counter: &mut usize) -> Case {
     let lines = [
-        (1, 0.5, "Thanks for calling Initech. How can I help you today?"),
-        (0, 0.8, "Hi there. How does your team handle reporting today?"),
-        (1, 0.8, "We export spreadsheets every Friday afternoon. Is that normal?"),
-        (0, 0.8, "It is common. What does that cost your team each week?"),
+        (
+            1,
+            0.5,
+            "Thanks for calling Initech. How can I help you today?",
+        ),
+        (
+            0,
+            0.8,
+            "Hi there. How does your team handle reporting today?",
+        ),
+        (
+            1,
+            0.8,
+            "We export spreadsheets every Friday afternoon. Is that normal?",
+        ),
+        (
+            0,
+            0.8,
+            "It is common. What does that cost your team each week?",
+        ),
         (1, 0.8, "Six hours of work for two people."),
         (0, 0.8, "We could automate most of that work."),
         (0, 2.5, "Let us book a demonstration next week."),
     ];
-    script("the tests' discovery call: en-us p35 / en-us+f2".into(), &[US_LOW, US_F2], &lines, dir, counter)
+    script(
+        "the tests' discovery call: en-us p35 / en-us+f2".into(),
+        &[US_LOW, US_F2],
+        &lines,
+        dir,
+        counter,
+    )
 }
 
 /// Per 10 ms frame: the true speaker (None for silence) and whether it is scored.
@@ -257,7 +311,9 @@ fn main() {
         call(&[GB_F4], 0.6, dir.path(), &mut n),
         call(&[US_DOWN4], 0.6, dir.path(), &mut n),
     ];
-    println!("| recording | voices found | centroid similarity | missed | false alarm | confusion | DER |");
+    println!(
+        "| recording | voices found | centroid similarity | missed | false alarm | confusion | DER |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     let (mut all, mut confident) = (Errors::default(), Errors::default());
     let mut seconds = 0.0;
@@ -291,7 +347,10 @@ fn main() {
             e.percent(e.total()),
         );
     }
-    let audio: f64 = cases.iter().map(|c| c.audio.len() as f64 / RATE as f64).sum();
+    let audio: f64 = cases
+        .iter()
+        .map(|c| c.audio.len() as f64 / RATE as f64)
+        .sum();
     println!(
         "diarization: DER {:.1} % over all {} recordings ({:.0} s of scored speech; a not-confident answer counts as all missed), {:.1} % (confusion {:.1} %) over the {} answered with confidence; {:.0} s of audio in {seconds:.1} s (collar {COLLAR_SECONDS} s)",
         all.percent(all.total()),

