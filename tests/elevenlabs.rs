@@ -472,17 +472,13 @@ async fn other_event_types_are_acknowledged_and_ignored(backend: Backend) {
     };
     ann_has_signed_in(&t).await;
     let base = start_api(&t).await;
-    let audio = json!({
-        "type": "post_call_audio",
+    let removal = json!({
+        "type": "voice_removal_notice",
         "event_timestamp": 1_739_537_297,
-        "data": { "agent_id": "agent_1", "conversation_id": "conv_07", "full_audio": "SUQzBAAAAAAA" }
+        "data": { "voice_id": "voice_1" }
     });
-    let failure = json!({
-        "type": "call_initiation_failure",
-        "event_timestamp": 1_739_537_297,
-        "data": { "agent_id": "agent_1", "conversation_id": "conv_08", "failure_reason": "busy" }
-    });
-    for event in [audio, failure] {
+    let workspace = json!({ "type": "workspace_event", "data": {} });
+    for event in [removal, workspace] {
         let (status, answer) = deliver_signed(&base, &event).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(answer, json!({ "ignored": true }));
@@ -669,4 +665,338 @@ async fn with_an_api_key_and_agent_a_roleplay_also_gets_a_signed_conversation_ur
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{error}");
     assert_eq!(error["error"]["code"], "elevenlabs_unavailable");
     assert_eq!(count(&t, "SELECT count(*) FROM roleplays").await, 0);
+}
+
+// ---- post_call_audio and call_initiation_failure -------------------------------------------
+
+const WITH_AUDIO_LIMIT: &str = "[elevenlabs]\naudio_body_limit_bytes = 1048576\n";
+
+/// `post_call_audio` for `conversation_id` carrying `audio`.
+fn call_audio(conversation_id: &str, audio: &[u8]) -> Value {
+    use base64::Engine;
+    json!({
+        "type": "post_call_audio",
+        "event_timestamp": 1_739_537_300,
+        "data": {
+            "agent_id": "agent_prospect_globex",
+            "conversation_id": conversation_id,
+            "full_audio": base64::engine::general_purpose::STANDARD.encode(audio),
+        }
+    })
+}
+
+/// A role-play call the test makes: the discovery call's lines in two espeak-ng voices, mixed
+/// to one track and encoded as MP3 (what ElevenLabs sends), with the transcript ElevenLabs
+/// would send for it (each turn at the time its sound starts).
+struct SpokenCall {
+    mp3: Vec<u8>,
+    turns: Vec<Value>,
+    duration: f64,
+}
+
+fn spoken_call(dir: &std::path::Path) -> Option<SpokenCall> {
+    use support::voices::{DISCOVERY_CALL, Who, record};
+    let call = record(&DISCOVERY_CALL, dir)?;
+    let wav = dir.join("call.wav");
+    let mp3 = dir.join("call.mp3");
+    std::fs::write(&wav, call.mono()).expect("write the call");
+    let encoded = std::process::Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-i"])
+        .arg(&wav)
+        .args(["-codec:a", "libmp3lame", "-b:a", "64k"])
+        .arg(&mp3)
+        .status();
+    if !encoded.as_ref().is_ok_and(|s| s.success()) {
+        support::service_missing("ffmpeg", &format!("{encoded:?}"));
+        return None;
+    }
+    let turns = DISCOVERY_CALL
+        .iter()
+        .zip(&call.turns)
+        .map(|(line, turn)| {
+            let role = if line.who == Who::User {
+                "user"
+            } else {
+                "agent"
+            };
+            json!({ "role": role, "message": line.text, "time_in_call_secs": turn.start })
+        })
+        .collect();
+    Some(SpokenCall {
+        mp3: std::fs::read(&mp3).expect("the mp3"),
+        turns,
+        duration: call.user.len() as f64 / 16_000.0,
+    })
+}
+
+fn spoken_transcription(conversation_id: &str, ticket: &str, call: &SpokenCall) -> Value {
+    let mut event = transcription(conversation_id, ticket);
+    event["data"]["transcript"] = Value::Array(call.turns.clone());
+    event["data"]["metadata"]["call_duration_secs"] = json!(call.duration);
+    event
+}
+
+async fn feedback_when(t: &TestDb, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    eventually(what, Duration::from_secs(60), || {
+        let (db, id) = (t.db.clone(), id.to_string());
+        let done = &done;
+        async move {
+            let ready = sessions::get(&db, "acme", &id)
+                .await
+                .unwrap()
+                .is_some_and(|s| s.status == "ready");
+            ready
+                && sessions::feedback(&db, "acme", &id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|f| done(&f))
+        }
+    })
+    .await;
+    sessions::feedback(&t.db, "acme", id)
+        .await
+        .unwrap()
+        .expect("feedback")
+}
+
+/// The voice metrics were measured on the user's turns only: the user's espeak-ng voice is
+/// pitched near 100 Hz and the partner's above 180 Hz, and the user's 2.5 s pause is the one
+/// long pause.
+fn assert_the_users_voice(feedback: &Value) {
+    let voice = &feedback["metrics"]["voice"];
+    let median = voice["median_pitch_hz"].as_f64().expect("a median pitch");
+    assert!(
+        median < 150.0,
+        "the user's pitch, not the partner's: {voice}"
+    );
+    assert!(
+        voice["pitch_variation_semitones"].as_f64().is_some(),
+        "{voice}"
+    );
+    assert_eq!(
+        voice["pauses"]["long_count"], 1,
+        "the user's 2.5 s pause: {voice}"
+    );
+}
+
+on_both_databases!(call_audio_before_its_transcript_is_held_and_taken_by_the_session);
+async fn call_audio_before_its_transcript_is_held_and_taken_by_the_session(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+        return;
+    };
+    let Some(call) = spoken_call(t.dir.path()) else {
+        return;
+    };
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+    let ticket = start_roleplay(&base, "acme", "ann").await;
+
+    let (status, answer) = deliver_signed(&base, &call_audio("conv_a1", &call.mp3)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["audio"], "held_for_transcript");
+    assert_eq!(answer["duplicate"], false);
+    let (status, again) = deliver_signed(&base, &call_audio("conv_a1", &call.mp3)).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(
+        again["duplicate"], true,
+        "a redelivery is held once: {again}"
+    );
+    assert_eq!(
+        count(&t, "SELECT count(*) FROM pending_call_audio").await,
+        1
+    );
+
+    let (status, made) =
+        deliver_signed(&base, &spoken_transcription("conv_a1", &ticket, &call)).await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    let id = made["id"].as_str().expect("a session").to_string();
+    assert_eq!(
+        count(&t, "SELECT count(*) FROM pending_call_audio").await,
+        0
+    );
+    let session = sessions::get(&t.db, "acme", &id).await.unwrap().unwrap();
+    assert!(
+        session.audio_ref.is_some(),
+        "the held audio is the session's"
+    );
+    assert_eq!(session.audio_type.as_deref(), Some("audio/mpeg"));
+
+    let workers = start_workers(&t, &["analysis"]);
+    let feedback = feedback_when(&t, &id, "the feedback", |f| f["version"] == 1).await;
+    workers.shutdown().await;
+    assert_the_users_voice(&feedback);
+    // A late redelivery of the audio changes nothing.
+    let (_, late) = deliver_signed(&base, &call_audio("conv_a1", &call.mp3)).await;
+    assert_eq!(late["duplicate"], true, "{late}");
+    assert_eq!(count(&t, "SELECT count(*) FROM usage_records").await, 1);
+}
+
+on_both_databases!(call_audio_after_its_transcript_re_scores_the_feedback_once);
+async fn call_audio_after_its_transcript_re_scores_the_feedback_once(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+        return;
+    };
+    let Some(call) = spoken_call(t.dir.path()) else {
+        return;
+    };
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+    let ticket = start_roleplay(&base, "acme", "ann").await;
+    let workers = start_workers(&t, &["analysis", "email"]);
+
+    let (status, made) =
+        deliver_signed(&base, &spoken_transcription("conv_a2", &ticket, &call)).await;
+    assert_eq!(status, StatusCode::OK, "{made}");
+    let id = made["id"].as_str().expect("a session").to_string();
+    let first = feedback_when(&t, &id, "the text feedback", |f| f["version"] == 1).await;
+    assert!(first["metrics"]["voice"].is_null(), "no audio yet: {first}");
+    assert!(
+        first["metrics"]["voice_note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no recording"),
+        "{first}"
+    );
+
+    let (status, attached) = deliver_signed(&base, &call_audio("conv_a2", &call.mp3)).await;
+    assert_eq!(status, StatusCode::OK, "{attached}");
+    assert_eq!(attached["id"], id.as_str());
+    assert_eq!(attached["duplicate"], false);
+    let second = feedback_when(&t, &id, "the re-scored feedback", |f| f["version"] == 2).await;
+    assert_the_users_voice(&second);
+    assert!(
+        second["notes"].as_array().is_some_and(|n| n
+            .iter()
+            .any(|n| n.as_str().unwrap_or_default().contains("Re-scored"))),
+        "the feedback says it was re-scored: {second}"
+    );
+    assert!(
+        second["scores"]["metrics"]["pitch_variation_semitones"]["score"]
+            .as_f64()
+            .is_some(),
+        "{second}"
+    );
+    let (_, again) = deliver_signed(&base, &call_audio("conv_a2", &call.mp3)).await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    workers.shutdown().await;
+    // Billed once, one "feedback ready" email.
+    assert_eq!(count(&t, "SELECT count(*) FROM usage_records").await, 1);
+    assert_eq!(
+        count(&t, "SELECT count(*) FROM jobs WHERE queue = 'email'").await,
+        1,
+        "one feedback-ready email"
+    );
+    assert_eq!(
+        sessions::feedback(&t.db, "acme", &id)
+            .await
+            .unwrap()
+            .unwrap()["version"],
+        2,
+        "the redelivery re-scored nothing"
+    );
+}
+
+on_both_databases!(corrupt_call_audio_keeps_the_text_feedback_and_says_why);
+async fn corrupt_call_audio_keeps_the_text_feedback_and_says_why(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+        return;
+    };
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+    let ticket = start_roleplay(&base, "acme", "ann").await;
+    // An ID3 tag and then text: no audio frame anywhere.
+    let mut garbage = b"ID3\x04\x00\x00\x00\x00\x00\x10".to_vec();
+    garbage.extend(b"this is not audio ".repeat(1_000));
+    let (status, answer) = deliver_signed(&base, &call_audio("conv_a3", &garbage)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (_, made) = deliver_signed(&base, &transcription("conv_a3", &ticket)).await;
+    let id = made["id"].as_str().expect("a session").to_string();
+    let workers = start_workers(&t, &["analysis"]);
+    let feedback = feedback_when(&t, &id, "the feedback", |f| f["version"] == 1).await;
+    workers.shutdown().await;
+    let metrics = &feedback["metrics"];
+    assert!(metrics["voice"].is_null(), "{metrics}");
+    assert!(
+        metrics["voice_note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cannot be decoded"),
+        "{metrics}"
+    );
+    assert_eq!(metrics["questions"], 2, "the text metrics stay: {metrics}");
+}
+
+on_both_databases!(oversized_or_malformed_call_audio_is_refused_and_nothing_is_stored);
+async fn oversized_or_malformed_call_audio_is_refused_and_nothing_is_stored(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[CONFIGURED, WITH_AUDIO_LIMIT]).await else {
+        return;
+    };
+    let base = start_api(&t).await;
+    let big = vec![0x55u8; 900 * 1024]; // 1.2 MB as base64: over the 1 MiB limit
+    let (status, error) = deliver_signed(&base, &call_audio("conv_a4", &big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{error}");
+    assert_eq!(error["error"]["code"], "payload_too_large");
+    let mut not_base64 = call_audio("conv_a4", b"x");
+    not_base64["data"]["full_audio"] = json!("not base64 at all!");
+    let (status, error) = deliver_signed(&base, &not_base64).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(error["error"]["field"], "data.full_audio");
+    let mut no_id = call_audio("conv_a4", b"x");
+    no_id["data"]["conversation_id"] = json!("");
+    let (status, error) = deliver_signed(&base, &no_id).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+    assert_eq!(error["error"]["field"], "data.conversation_id");
+    assert_eq!(
+        count(&t, "SELECT count(*) FROM pending_call_audio").await,
+        0
+    );
+    let calls = t.settings.blob_dir().join("calls");
+    let files = std::fs::read_dir(&calls).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(files, 0, "no audio file kept");
+    assert_nothing_stored(&t).await;
+}
+
+on_both_databases!(a_call_that_never_started_marks_its_roleplay_failed_and_bills_nothing);
+async fn a_call_that_never_started_marks_its_roleplay_failed_and_bills_nothing(backend: Backend) {
+    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+        return;
+    };
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+    let ticket = start_roleplay(&base, "acme", "ann").await;
+    let rid = TicketKeys::from_secret(TEST_JWT_SECRET)
+        .verify(&ticket)
+        .map(|c: TicketClaims| c.rid)
+        .expect("the ticket verifies");
+    let failure = |ticket: &str| {
+        json!({
+            "type": "call_initiation_failure",
+            "event_timestamp": 1_739_537_297,
+            "data": {
+                "agent_id": "agent_prospect_globex",
+                "conversation_id": "conv_a5",
+                "failure_reason": "busy",
+                "metadata": { "type": "twilio", "body": {} },
+                "conversation_initiation_client_data": {
+                    "dynamic_variables": { "voxline_ticket": ticket }
+                }
+            }
+        })
+    };
+    let (status, answer) = deliver_signed(&base, &failure(&ticket)).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["status"], "failed");
+    assert_eq!(answer["reason"], "busy");
+    let (_, again) = deliver_signed(&base, &failure(&ticket)).await;
+    assert_eq!(again["status"], "failed", "a redelivery: {again}");
+    let roleplay = voxline_domain::roleplays::status(&t.db, "acme", &rid)
+        .await
+        .unwrap()
+        .expect("the role-play");
+    assert_eq!(roleplay.failure_reason.as_deref(), Some("busy"));
+    let (status, error) = deliver_signed(&base, &failure("forged")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{error}");
+    assert_eq!(error["error"]["field"], TICKET_FIELD);
+    assert_nothing_stored(&t).await;
+    assert_eq!(count(&t, "SELECT count(*) FROM usage_records").await, 0);
 }

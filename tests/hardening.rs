@@ -26,13 +26,21 @@ async fn answers_carry_security_headers_and_pages_keep_their_own_policy() {
         h["content-security-policy"],
         "default-src 'none'; frame-ancestors 'none'"
     );
-    let admin = reqwest::get(format!("{base}/admin")).await.unwrap();
-    assert!(
-        admin.headers()["content-security-policy"]
+    // The pages keep their own policy: their scripts and styles, from this origin only.
+    for page in ["/admin", "/app"] {
+        let answer = reqwest::get(format!("{base}{page}")).await.unwrap();
+        let policy = answer.headers()["content-security-policy"]
             .to_str()
             .unwrap()
-            .contains("script-src 'unsafe-inline'")
-    );
+            .to_string();
+        assert!(policy.contains("script-src 'self'"), "{page}: {policy}");
+        assert!(policy.contains("style-src 'self'"), "{page}: {policy}");
+        assert!(!policy.contains("unsafe-inline"), "{page}: {policy}");
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{page}: {policy}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -75,6 +75,10 @@ pub struct JobDetail {
     pub attempted_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub locked_by: Option<String>,
+    /// How far the running (or last) attempt said it got, 0 to 100; absent when it never said.
+    pub progress: Option<u8>,
+    /// What the attempt said with its progress, e.g. "transcribing: 2 windows, 40 of 95 s".
+    pub progress_note: Option<String>,
     /// The payload with personal data (emails, names, text, transcripts, secrets) redacted.
     #[schema(value_type = Object)]
     pub payload: Value,
@@ -333,6 +337,8 @@ pub async fn job(
         attempted_at: job.attempted_at,
         finished_at: job.finished_at,
         locked_by: job.locked_by.clone(),
+        progress: job.progress.as_ref().map(|p| p.percent.get()),
+        progress_note: job.progress.as_ref().and_then(|p| p.note.clone()),
         payload: redact(&job.payload),
         errors: job
             .errors

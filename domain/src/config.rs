@@ -354,6 +354,9 @@ pub struct ElevenLabsSettings {
     pub tolerance_secs: u64,
     /// The conversation's dynamic variable that carries the ticket of `POST /api/roleplays`.
     pub ticket_variable: String,
+    /// The largest webhook body taken: a long call's `post_call_audio` (base64 audio). Other
+    /// event types stay under 5 MB.
+    pub audio_body_limit_bytes: usize,
     /// How long an issued role-play ticket may start a conversation.
     pub ticket_ttl_secs: u64,
     /// ElevenLabs API key; with `agent_id`, `POST /api/roleplays` also returns a signed

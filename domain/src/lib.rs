@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod billing;
 pub mod blobs;
+pub mod call_audio;
 pub mod config;
 pub mod db;
 pub mod events;

@@ -139,3 +139,106 @@ pub async fn use_ticket(
         Some(None) => TicketUse::Unknown,
     })
 }
+
+/// A role-play's state as far as its call goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleplayStatus {
+    pub conversation_id: Option<String>,
+    pub failure_reason: Option<String>,
+}
+
+/// What marking a role-play failed found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarkedFailed {
+    /// Marked now, or already marked by an earlier delivery.
+    Failed,
+    /// Its call took place (a session was made from it): a late failure notice changes nothing.
+    CallHappened,
+    /// No such role-play in this company.
+    Unknown,
+}
+
+/// Marks role-play `id` of `company` failed with the provider's `reason` (ElevenLabs'
+/// `call_initiation_failure`), unless its call took place. Idempotent: a redelivery keeps the
+/// first reason.
+pub async fn mark_failed(
+    db: &Db,
+    company: &str,
+    id: &str,
+    reason: &str,
+) -> Result<MarkedFailed, DbError> {
+    let mut tx = db.begin(Scope::Company(company)).await?;
+    match &mut tx {
+        Tx::Postgres(tx) => {
+            sqlx::query(
+                "UPDATE roleplays SET failed_at = now(), failure_reason = $3
+                 WHERE company_id = $1 AND id = $2 AND conversation_id IS NULL AND failed_at IS NULL",
+            )
+            .bind(company)
+            .bind(id)
+            .bind(reason)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Tx::Sqlite { tx, .. } => {
+            sqlx::query(
+                "UPDATE roleplays SET failed_at = ?4, failure_reason = ?3
+                 WHERE company_id = ?1 AND id = ?2 AND conversation_id IS NULL AND failed_at IS NULL",
+            )
+            .bind(company)
+            .bind(id)
+            .bind(reason)
+            .bind(Utc::now().timestamp_micros())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    let status = status_in(&mut tx, company, id).await?;
+    tx.commit().await?;
+    Ok(match status {
+        None => MarkedFailed::Unknown,
+        Some(s) if s.failure_reason.is_some() => MarkedFailed::Failed,
+        Some(_) => MarkedFailed::CallHappened,
+    })
+}
+
+/// Role-play `id` of `company`, if there is one.
+pub async fn status(db: &Db, company: &str, id: &str) -> Result<Option<RoleplayStatus>, DbError> {
+    let mut tx = db.begin(Scope::Company(company)).await?;
+    let status = status_in(&mut tx, company, id).await?;
+    tx.commit().await?;
+    Ok(status)
+}
+
+async fn status_in(
+    tx: &mut Tx<'_>,
+    company: &str,
+    id: &str,
+) -> Result<Option<RoleplayStatus>, DbError> {
+    let row = match tx {
+        Tx::Postgres(tx) => {
+            sqlx::query(
+                "SELECT conversation_id, failure_reason FROM roleplays WHERE company_id = $1 AND id = $2",
+            )
+            .bind(company)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()?
+        }
+        Tx::Sqlite { tx, .. } => sqlx::query(
+            "SELECT conversation_id, failure_reason FROM roleplays WHERE company_id = ?1 AND id = ?2",
+        )
+        .bind(company)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
+        .transpose()?,
+    };
+    Ok(row.map(|(conversation_id, failure_reason)| RoleplayStatus {
+        conversation_id,
+        failure_reason,
+    }))
+}

@@ -16,6 +16,7 @@ pub mod handler;
 pub mod maintenance;
 pub mod model;
 pub mod payloads;
+pub mod progress;
 pub mod queues;
 pub mod runtime;
 pub mod state;
@@ -27,6 +28,7 @@ pub use handler::{DeadHooks, Handler, HandlerError, Handlers, OnDead};
 pub use model::{
     ClaimedJob, Completion, DeadJob, Enqueued, Job, JobId, Lease, NewJob, Outcome, QueueStats,
 };
+pub use progress::{JobProgress, Percent, Progress, ProgressWrite};
 pub use runtime::{Runner, RunnerHandle};
 pub use state::JobState;
 pub use store::{DbJobs, JobStore};

@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::progress::{JobProgress, Progress};
 use crate::state::JobState;
 
 /// A job's id: the primary key of the `jobs` table.
@@ -117,6 +118,8 @@ pub struct Job {
     pub locked_by: Option<String>,
     pub last_error: Option<String>,
     pub errors: Vec<AttemptError>,
+    /// How far the running (or last) attempt said it got, if it said.
+    pub progress: Option<JobProgress>,
 }
 
 /// One claim of one job: the fencing token an attempt carries. Every claim increments the
@@ -147,6 +150,9 @@ pub struct ClaimedJob {
     pub attempt: u32,
     pub max_attempts: u32,
     pub timeout_ms: Option<u64>,
+    /// Where this attempt reports how far it got (see [`Progress`]); the runtime attaches it
+    /// to the attempt's lease before the handler runs.
+    pub progress: Progress,
 }
 
 impl ClaimedJob {

@@ -42,6 +42,15 @@ impl SessionJob {
                 .unique_key(format!("analysis:{}", self.session_id)),
         )
     }
+
+    /// The session's analysis once more, when a role-play's audio arrives after its
+    /// transcript was analysed (unique per session: the audio attaches once).
+    pub fn analysis_with_audio(&self) -> Result<NewJob, serde_json::Error> {
+        Ok(
+            NewJob::new(queues::ANALYSIS, ANALYSIS_RUN, serde_json::to_value(self)?)
+                .unique_key(format!("analysis:{}:audio", self.session_id)),
+        )
+    }
 }
 
 /// The kind of the email worker's job.

@@ -36,4 +36,4 @@ pub mod transcribe;
 pub use audio::{AudioError, decode_bytes, decode_channels, decode_file};
 pub use bench::{BenchError, BenchReport, bench_file, bench_file_with};
 pub use models::{InstalledModel, ModelError, ModelSource, install, list};
-pub use transcribe::{LocalWhisper, Segment, TranscribeError, WhisperSettings};
+pub use transcribe::{LocalWhisper, Segment, TranscribeError, WhisperSettings, WindowsHeard};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use voxline_domain::Db;
 use voxline_domain::blobs::{BlobStore, LocalBlobs};
-use voxline_domain::gdpr;
+use voxline_domain::{call_audio, gdpr};
 use voxline_jobs::maintenance::pruner;
 use voxline_jobs::payloads::{
     BLOBS_DELETE, BlobsDelete, DataExportReady, EmailJob, EmailMessage, ExportJob, GDPR_EXPORT,
@@ -80,9 +80,18 @@ async fn prune(jobs: &JobClient, blobs: &dyn BlobStore) -> Result<(), HandlerErr
         audio = sweep(db, blobs, Expired::Audio { before }).await?;
     }
     let exports = sweep(db, blobs, Expired::Exports).await?;
+    let unclaimed = sweep(
+        db,
+        blobs,
+        Expired::UnclaimedCallAudio {
+            before: Utc::now() - ChronoDuration::hours(UNCLAIMED_CALL_AUDIO_HOURS),
+        },
+    )
+    .await?;
     tracing::info!(
         deleted_jobs,
         audio_files = audio,
+        unclaimed_call_audio = unclaimed,
         export_files = exports,
         "retention.prune finished"
     );
@@ -96,7 +105,12 @@ enum Expired {
     Audio { before: DateTime<Utc> },
     /// Export bundles past their expiry (their rows go too).
     Exports,
+    /// Role-play audio held for a transcript that never came, received before `before`.
+    UnclaimedCallAudio { before: DateTime<Utc> },
 }
+
+/// A role-play's transcript follows its audio within minutes; audio held longer is an orphan.
+const UNCLAIMED_CALL_AUDIO_HOURS: i64 = 24;
 
 /// Deletes each expired file, then forgets it in its row, until a round finds fewer than a
 /// batch. The file goes first: a crash in between leaves a row naming a missing file, which
@@ -107,6 +121,9 @@ async fn sweep(db: &Db, blobs: &dyn BlobStore, what: Expired) -> Result<usize, H
         let batch = match what {
             Expired::Audio { before } => gdpr::expired_audio(db, before, SWEEP_BATCH).await,
             Expired::Exports => gdpr::expired_exports(db, Utc::now(), SWEEP_BATCH).await,
+            Expired::UnclaimedCallAudio { before } => {
+                call_audio::unclaimed(db, before, SWEEP_BATCH).await
+            }
         }
         .map_err(retry)?;
         for expired in &batch {
@@ -114,6 +131,9 @@ async fn sweep(db: &Db, blobs: &dyn BlobStore, what: Expired) -> Result<usize, H
             match what {
                 Expired::Audio { .. } => gdpr::clear_audio(db, expired).await,
                 Expired::Exports => gdpr::forget_export(db, expired).await,
+                Expired::UnclaimedCallAudio { .. } => {
+                    call_audio::forget_unclaimed(db, expired).await
+                }
             }
             .map_err(retry)?;
         }

@@ -188,6 +188,7 @@ function showSession(id, title) {
 
 function setStep(state) {
   $('session').dataset.status = state;
+  if (state !== 'transcribing') progressView().hidden = true;
   const at = STEPS.indexOf(state);
   for (const li of document.querySelectorAll('#steps li')) {
     const i = STEPS.indexOf(li.dataset.step);
@@ -195,7 +196,29 @@ function setStep(state) {
   }
 }
 
-/** Reads `event: status` blocks off the stream with fetch (EventSource sends no headers). */
+/** The transcription's progress under the steps: a <progress> bar and its note, made once. */
+function progressView() {
+  let view = $('progress');
+  if (view) return view;
+  view = el('p'); view.id = 'progress'; view.hidden = true;
+  const bar = document.createElement('progress'); bar.id = 'progress-bar'; bar.max = 100; bar.value = 0;
+  const text = el('span'); text.id = 'progress-text';
+  view.append(bar, ' ', text);
+  $('steps').after(view);
+  return view;
+}
+
+/** Shows `event: progress` ({status, progress, note}) while the session is transcribing. */
+function onProgress(event) {
+  if (String(event.status || '') !== 'transcribing' || $('session').dataset.status !== 'transcribing') return;
+  const percent = Math.max(0, Math.min(100, Number(event.progress) || 0));
+  const view = progressView();
+  $('progress-bar').value = percent;
+  $('progress-text').textContent = percent + '%' + (event.note ? ' \u2014 ' + String(event.note) : '');
+  view.hidden = false;
+}
+
+/** Reads `event: status` and `event: progress` blocks off the stream with fetch (EventSource sends no headers). */
 async function follow(id) {
   if (stream) stream.abort();
   const control = new AbortController(); stream = control;
@@ -217,6 +240,7 @@ async function follow(id) {
         const block = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
         const event = parseEvent(block);
         if (event && event.name === 'status' && shown === id) final = onStatus(id, event.data) || final;
+        else if (event && event.name === 'progress' && shown === id) onProgress(event.data);
       }
     }
   } catch (e) {

@@ -1,7 +1,9 @@
 //! `POST /api/webhooks/elevenlabs`: ElevenLabs' post-call webhook. A `post_call_transcription`
 //! (a role-play call with an ElevenLabs agent has ended) becomes a session with its transcript
-//! and its analysis job; other event types (`post_call_audio`, `call_initiation_failure`, …)
-//! are acknowledged and ignored.
+//! and its analysis job; `post_call_audio` and `call_initiation_failure` are handled in
+//! [`super::elevenlabs_calls`]; other event types are acknowledged and ignored. Bodies are read
+//! by hand: up to `elevenlabs.audio_body_limit_bytes` (50 MB) for `post_call_audio`, 5 MB for
+//! the others, 413 past that.
 //!
 //! - Authentication: the `ElevenLabs-Signature` header, `t=<unix seconds>,v0=<hex>`, where the
 //!   hex is the HMAC-SHA256 of `"<t>.<raw body>"` with `elevenlabs.webhook_secret`, and `t`
@@ -26,11 +28,11 @@
 //!   unique index on (source, external id): the loser rolls back and answers as a redelivery.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -49,13 +51,17 @@ use crate::ratelimit::{ClientIp, Rule};
 
 /// The `source` of the sessions this webhook makes; with the conversation id, their key.
 pub const SOURCE: &str = "elevenlabs";
-/// Transcripts of long calls are large: this route takes bodies up to 5 MB.
+/// Transcripts of long calls are large: events other than `post_call_audio` may be up to 5 MB
+/// (that one up to `elevenlabs.audio_body_limit_bytes`, 50 MB by default).
 pub const BODY_LIMIT_BYTES: usize = 5 * 1024 * 1024;
 pub const SIGNATURE_HEADER: &str = "ElevenLabs-Signature";
 
 const TRANSCRIPTION: &str = "post_call_transcription";
+const AUDIO: &str = "post_call_audio";
+const INITIATION_FAILURE: &str = "call_initiation_failure";
 const MAX_CONVERSATION_ID_CHARS: usize = 200;
-const DYNAMIC_VARIABLES: &str = "data.conversation_initiation_client_data.dynamic_variables";
+pub(super) const DYNAMIC_VARIABLES: &str =
+    "data.conversation_initiation_client_data.dynamic_variables";
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -144,7 +150,7 @@ fn unauthorized(error: SignatureError) -> ApiError {
     .field(SIGNATURE_HEADER)
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).field(field)
 }
 
@@ -234,12 +240,29 @@ pub fn segments(transcript: &[Value], call_duration: Option<f64>) -> Result<Vec<
 }
 
 /// A dynamic variable as text: a non-empty string, or a number (ElevenLabs passes both).
-fn variable(variables: Option<&Value>, name: &str) -> Option<String> {
+pub(super) fn variable(variables: Option<&Value>, name: &str) -> Option<String> {
     match variables?.get(name)? {
         Value::String(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// `data.conversation_id`, checked: 1 to 200 characters (trimmed), none of them NUL.
+pub(super) fn conversation_id(id: Option<&str>) -> Result<String, ApiError> {
+    id.map(str::trim)
+        .filter(|id| {
+            !id.is_empty() && !id.contains('\0') && id.chars().count() <= MAX_CONVERSATION_ID_CHARS
+        })
+        .map(str::to_string)
+        .ok_or_else(|| {
+            invalid(
+                "data.conversation_id",
+                format!(
+                    "conversation_id must be 1 to {MAX_CONVERSATION_ID_CHARS} characters, none of them NUL"
+                ),
+            )
+        })
 }
 
 /// Checks a `post_call_transcription` payload and maps it; `ticket_variable` names the dynamic
@@ -249,22 +272,7 @@ pub fn parse_transcription(body: &Value, ticket_variable: &str) -> Result<Conver
         .get("data")
         .filter(|d| d.is_object())
         .ok_or_else(|| invalid("data", "data must be an object"))?;
-    let conversation_id = data
-        .get("conversation_id")
-        .and_then(Value::as_str)
-        .map(str::trim)
-        .filter(|id| {
-            !id.is_empty() && !id.contains('\0') && id.chars().count() <= MAX_CONVERSATION_ID_CHARS
-        })
-        .ok_or_else(|| {
-            invalid(
-                "data.conversation_id",
-                format!(
-                    "conversation_id must be 1 to {MAX_CONVERSATION_ID_CHARS} characters, none of them NUL"
-                ),
-            )
-        })?
-        .to_string();
+    let conversation_id = conversation_id(data.get("conversation_id").and_then(Value::as_str))?;
     let agent_id = data
         .get("agent_id")
         .and_then(Value::as_str)
@@ -321,21 +329,64 @@ fn redelivery(existing: &SessionRow) -> Response {
     answer(&existing.id, &existing.status, true)
 }
 
-/// This route with its own body limit, for [`crate::openapi::routes`].
+/// This route, for [`crate::openapi::routes`]. Its body is read by [`read_body`] under its own
+/// limits, so the global one is lifted here.
 pub fn route() -> UtoipaMethodRouter<AppState> {
-    routes!(receive).layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+    routes!(receive).layer(DefaultBodyLimit::disable())
+}
+
+/// Reads the body chunk by chunk into one buffer (sized from Content-Length when it is given),
+/// refusing with 413 as soon as it passes `limit`: a body over the limit is never held whole.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is over {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buffer = Vec::with_capacity(declared.unwrap_or(0));
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("the body broke off: {e}"),
+            )
+        })?;
+        if buffer.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(buffer)
+}
+
+/// Only the event type, read without copying the rest of the body.
+#[derive(serde::Deserialize)]
+struct EventType<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// ElevenLabs' post-call webhook: a transcription becomes a session whose analysis is queued.
 #[utoipa::path(post, path = "/api/webhooks/elevenlabs", tag = "webhooks", operation_id = "elevenlabs_webhook",
     request_body(content = crate::webhooks::ElevenLabsPostCall, content_type = "application/json",
-        description = "ElevenLabs' post-call webhook (bodies up to 5 MB). Only post_call_transcription is read; other types are acknowledged."),
+        description = "ElevenLabs' post-call webhook. post_call_transcription makes a session (bodies up to 5 MB); post_call_audio (data.conversation_id, data.full_audio as base64; up to elevenlabs.audio_body_limit_bytes, 50 MB) attaches the call's recording to its session or holds it until the transcript comes; call_initiation_failure (data.failure_reason, the ticket in the dynamic variables) marks the role-play failed; other types are acknowledged."),
     params(("ElevenLabs-Signature" = String, Header, description = "t=<unix seconds>,v0=<hex HMAC-SHA256 of \"<t>.<raw body>\" with elevenlabs.webhook_secret>")),
-    responses((status = 200, description = "{id, status, duplicate} for a transcription; {ignored: true} for other event types"),
+    responses((status = 200, description = "{id, status, duplicate} for a transcription; {id?, audio: attached|held_for_transcript, duplicate} for audio; {roleplay, status: failed|call_happened, reason} for a failure; {ignored: true} for other event types"),
               (status = 400, description = "The body is not JSON (`invalid_json`)."),
               (status = 401, description = "A missing or bad signature (`invalid_signature`), or a forged, unissued or expired ticket (`ticket_invalid`, `ticket_expired`)."),
               (status = 409, description = "The ticket was used by another conversation (`ticket_used`)."),
-              (status = 413, description = "The body is over 5 MB (`payload_too_large`)."),
+              (status = 413, description = "The body is over 5 MB, or over elevenlabs.audio_body_limit_bytes for post_call_audio (`payload_too_large`); nothing is stored."),
               (status = 422, description = "A missing or bad field (`invalid_field`), a missing ticket (`ticket_missing`), a ticket whose profile is unknown (`unknown_profile`), or text the database cannot store (`invalid_text`); `field` names it when known."),
               (status = 429, description = "Over webhooks_per_ip (`rate_limited`); see Retry-After."),
               (status = 503, description = "elevenlabs.webhook_secret is not configured (`not_configured`), or the database cannot be reached (`database_unavailable`, with Retry-After).")))]
@@ -343,7 +394,7 @@ pub async fn receive(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     state.limits.check(Rule::WebhooksPerIp, &ip).await?;
     let config = &state.settings.elevenlabs;
@@ -353,7 +404,12 @@ pub async fn receive(
             "elevenlabs.webhook_secret",
         ));
     }
-    let body = body?;
+    let body = read_body(
+        &headers,
+        body,
+        config.audio_body_limit_bytes.max(BODY_LIMIT_BYTES),
+    )
+    .await?;
     let header = match headers.get(SIGNATURE_HEADER) {
         None => None,
         Some(value) => Some(
@@ -371,17 +427,40 @@ pub async fn receive(
     )
     .map_err(unauthorized)?;
 
+    let kind = serde_json::from_slice::<EventType<'_>>(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?
+        .kind
+        .map(|k| k.into_owned())
+        .ok_or_else(|| invalid("type", "type must be the event type"))?;
+    if kind == AUDIO {
+        return super::elevenlabs_calls::receive_audio(&state, &body).await;
+    }
+    if body.len() > BODY_LIMIT_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("a {kind} event may be up to {BODY_LIMIT_BYTES} bytes"),
+        ));
+    }
     let event: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?;
-    let kind = event
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("type", "type must be the event type"))?;
-    if kind != TRANSCRIPTION {
-        tracing::info!(event = kind, "ElevenLabs event ignored");
-        return Ok((StatusCode::OK, Json(json!({ "ignored": true }))).into_response());
+    drop(body);
+    match kind.as_str() {
+        TRANSCRIPTION => receive_transcription(state, &event).await,
+        INITIATION_FAILURE => {
+            super::elevenlabs_calls::receive_failure(&state, &event, &config.ticket_variable).await
+        }
+        other => {
+            tracing::info!(event = other, "ElevenLabs event ignored");
+            Ok((StatusCode::OK, Json(json!({ "ignored": true }))).into_response())
+        }
     }
-    let call = parse_transcription(&event, &config.ticket_variable)?;
+}
+
+/// `post_call_transcription`: the call's session, with its transcript and analysis job.
+async fn receive_transcription(state: AppState, event: &Value) -> Result<Response, ApiError> {
+    let config = &state.settings.elevenlabs;
+    let call = parse_transcription(event, &config.ticket_variable)?;
     let existing = |state: AppState, conversation_id: String| async move {
         sessions::find_external(&state.db, SOURCE, &conversation_id)
             .await
@@ -487,6 +566,16 @@ pub async fn receive(
             None => Err(ApiError::internal(error)),
         };
     }
+    // The call's audio, if ElevenLabs delivered it first, becomes the session's recording.
+    let audio = voxline_domain::call_audio::claim(
+        &mut tx,
+        SOURCE,
+        &call.conversation_id,
+        &profile.company_id,
+        &id,
+    )
+    .await
+    .map_err(ApiError::internal)?;
     let speakers =
         serde_json::to_value(Attribution::from_transcript()).map_err(ApiError::internal)?;
     sessions::save_transcript(
@@ -526,6 +615,7 @@ pub async fn receive(
         conversation = %call.conversation_id,
         agent = ?call.agent_id,
         company = %profile.company_id,
+        with_audio = audio.is_some(),
         "ElevenLabs conversation stored; analysis queued"
     );
     Ok(answer(&id, "queued", false))

@@ -2,6 +2,7 @@
 //! the raw body, and finds whose data it is from the payload itself.
 
 pub mod elevenlabs;
+mod elevenlabs_calls;
 pub mod stripe;
 
 use axum::http::StatusCode;
@@ -19,10 +20,13 @@ pub(crate) fn not_configured(provider: &str, key: &str) -> ApiError {
 
 /// What the ElevenLabs webhook reads of a post-call webhook (documentation only: the handler,
 /// `elevenlabs::parse_transcription`, checks it field by field so each refusal names its field).
-/// `data` is read only for `type: post_call_transcription`; other types are acknowledged.
+/// The fields below are a transcription's; `post_call_audio` carries `data.conversation_id` and
+/// `data.full_audio` (base64), `call_initiation_failure` `data.failure_reason` and the ticket.
 #[derive(Debug, utoipa::ToSchema)]
 pub struct ElevenLabsPostCall {
-    /// `post_call_transcription` makes a session; any other type is answered `{ignored: true}`.
+    /// `post_call_transcription` makes a session, `post_call_audio` gives it its recording,
+    /// `call_initiation_failure` marks the role-play failed; any other type is answered
+    /// `{ignored: true}`.
     #[schema(example = "post_call_transcription")]
     pub r#type: String,
     pub data: ElevenLabsCall,

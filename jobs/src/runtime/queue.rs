@@ -14,6 +14,7 @@ use super::inflight::{Inflight, Phase};
 use crate::backoff::BackoffPolicy;
 use crate::handler::{HandlerError, Handlers};
 use crate::model::{ClaimedJob, Completion, Outcome};
+use crate::progress::Progress;
 use crate::store::JobStore;
 
 /// Everything a queue's fetcher and its jobs share.
@@ -155,8 +156,9 @@ async fn run_claimed(ctx: Arc<QueueContext>, job: ClaimedJob) {
 }
 
 /// Runs one attempt and decides what it means for the job.
-async fn execute(ctx: &QueueContext, job: ClaimedJob) -> Outcome {
+async fn execute(ctx: &QueueContext, mut job: ClaimedJob) -> Outcome {
     let attempt = job.attempt;
+    job.progress = Progress::for_lease(ctx.store.clone(), job.lease());
     let Some(handler) = ctx.handlers.get(&job.kind) else {
         return Outcome::Dead {
             error: format!(

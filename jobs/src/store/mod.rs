@@ -25,6 +25,7 @@ use crate::handler::DeadHooks;
 use crate::model::{
     ClaimedJob, Completion, DeadJob, Enqueued, Job, JobId, Lease, NewJob, QueueStats,
 };
+use crate::progress::{JobProgress, Percent};
 use crate::runtime::wakeup::Wakers;
 use crate::state::JobState;
 
@@ -44,6 +45,14 @@ pub struct ErasedSubject<'a> {
     pub company_id: &'a str,
     pub profile_id: Option<&'a str>,
     pub session_ids: &'a [String],
+}
+
+/// A job found by its unique key: its state and the progress its attempt last reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedProgress {
+    pub id: JobId,
+    pub state: JobState,
+    pub progress: Option<JobProgress>,
 }
 
 /// Who runs this deployment's maintenance (rescue, pruning): one process at a time.
@@ -112,6 +121,13 @@ pub trait JobStore: Send + Sync + 'static {
     /// Refreshes the heartbeat of these leases; returns those still held (a lease missing
     /// from the answer is gone: its job was rescued, finished or taken back).
     async fn heartbeat(&self, leases: &[Lease]) -> Result<Vec<Lease>, JobError>;
+
+    /// Records the progress reported by the attempt holding `lease`. Returns false, writing
+    /// nothing, when the lease is not the job's current one or the job is not running.
+    async fn set_progress(&self, lease: Lease, progress: &JobProgress) -> Result<bool, JobError>;
+
+    /// The state and progress of the job with `unique_key` (one indexed row), if it exists.
+    async fn progress_by_key(&self, unique_key: &str) -> Result<Option<KeyedProgress>, JobError>;
 
     /// Returns held jobs to `available` (graceful shutdown). `started` says whether they began
     /// running: a job that never started gives its attempt back.
@@ -283,4 +299,19 @@ fn group_stats(rows: Vec<(String, JobState, i64, Option<i64>)>) -> Vec<QueueStat
         }
     }
     by_queue.into_values().collect()
+}
+
+/// The progress columns of a row; a percentage out of range is a corrupt row.
+pub(super) fn stored_progress(
+    percent: Option<i64>,
+    note: Option<String>,
+) -> Result<Option<JobProgress>, JobError> {
+    let Some(percent) = percent else {
+        return Ok(None);
+    };
+    let percent = u8::try_from(percent)
+        .ok()
+        .and_then(Percent::new)
+        .ok_or_else(|| JobError::Corrupt(format!("progress column: {percent}")))?;
+    Ok(Some(JobProgress { percent, note }))
 }

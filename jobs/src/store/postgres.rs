@@ -16,13 +16,14 @@ use async_trait::async_trait;
 use voxline_domain::Tx;
 use voxline_domain::db::Scope;
 
-use super::{ErasedSubject, JobFilter, JobStore};
+use super::{ErasedSubject, JobFilter, JobStore, KeyedProgress};
 use crate::error::JobError;
 use crate::handler::DeadHooks;
 use crate::model::{
     AttemptError, ClaimedJob, Completion, DeadJob, Enqueued, Job, JobId, Lease, NewJob, Outcome,
     QueueStats,
 };
+use crate::progress::JobProgress;
 use crate::state::JobState;
 
 /// The job store of a Postgres deployment (one schema).
@@ -159,6 +160,14 @@ impl JobStore for PostgresStore {
         release(&self.db.engine_pool, leases, started).await
     }
 
+    async fn set_progress(&self, lease: Lease, progress: &JobProgress) -> Result<bool, JobError> {
+        set_progress(&self.db.engine_pool, lease, progress).await
+    }
+
+    async fn progress_by_key(&self, unique_key: &str) -> Result<Option<KeyedProgress>, JobError> {
+        progress_by_key(&self.db.pool, unique_key).await
+    }
+
     async fn rescue(
         &self,
         stale_after: Duration,
@@ -227,7 +236,7 @@ impl JobStore for PostgresStore {
 
 const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
     timeout_ms, unique_key, run_at, created_at, attempted_at, heartbeat_at, finished_at, \
-    locked_by, last_error, errors";
+    locked_by, last_error, errors, progress, progress_note";
 
 /// Inserts on `conn`: inside the caller's transaction, or alone (autocommit, one round trip).
 async fn insert(
@@ -344,7 +353,8 @@ async fn claim(
             FOR UPDATE SKIP LOCKED)
          UPDATE jobs j
          SET state = 'running', attempt = j.attempt + 1, lease = j.lease + 1,
-             attempted_at = clock_timestamp(), heartbeat_at = clock_timestamp(), locked_by = $3
+             attempted_at = clock_timestamp(), heartbeat_at = clock_timestamp(), locked_by = $3,
+             progress = NULL, progress_note = NULL
          FROM picked WHERE j.id = picked.id
          RETURNING j.id, j.lease, j.kind, j.payload, j.attempt, j.max_attempts, j.timeout_ms,
                    j.priority",
@@ -396,6 +406,7 @@ fn decode_claimed(row: &PgRow, queue: &str) -> Result<(i16, ClaimedJob), JobErro
             timeout_ms: row
                 .try_get::<Option<i64>, _>("timeout_ms")?
                 .map(|t| t as u64),
+            progress: crate::progress::Progress::detached(),
         },
     ))
 }
@@ -589,6 +600,44 @@ async fn heartbeat(pool: &PgPool, leases: &[Lease]) -> Result<Vec<Lease>, JobErr
             })
         })
         .collect()
+}
+
+async fn set_progress(
+    pool: &PgPool,
+    lease: Lease,
+    progress: &JobProgress,
+) -> Result<bool, JobError> {
+    let result = sqlx::query(
+        "UPDATE jobs SET progress = $3, progress_note = $4
+         WHERE id = $1 AND lease = $2 AND state = 'running'",
+    )
+    .bind(lease.job.0)
+    .bind(lease.token)
+    .bind(i16::from(progress.percent.get()))
+    .bind(progress.note.as_deref())
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+async fn progress_by_key(
+    pool: &PgPool,
+    unique_key: &str,
+) -> Result<Option<KeyedProgress>, JobError> {
+    let row =
+        sqlx::query("SELECT id, state, progress, progress_note FROM jobs WHERE unique_key = $1")
+            .bind(unique_key)
+            .fetch_optional(pool)
+            .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let percent = row.try_get::<Option<i16>, _>("progress")?;
+    Ok(Some(KeyedProgress {
+        id: JobId(row.try_get("id")?),
+        state: parse_state(row.try_get("state")?)?,
+        progress: super::stored_progress(percent.map(i64::from), row.try_get("progress_note")?)?,
+    }))
 }
 
 async fn release(pool: &PgPool, leases: &[Lease], started: bool) -> Result<u64, JobError> {
@@ -850,6 +899,10 @@ fn decode_job(row: &PgRow) -> Result<Job, JobError> {
         locked_by: row.try_get("locked_by")?,
         last_error: row.try_get("last_error")?,
         errors,
+        progress: super::stored_progress(
+            row.try_get::<Option<i16>, _>("progress")?.map(i64::from),
+            row.try_get("progress_note")?,
+        )?,
     })
 }
 

@@ -12,18 +12,19 @@ use voxline_domain::Tx;
 use voxline_domain::config::RetentionSettings;
 use voxline_domain::db::SqliteDb;
 
-use super::{ErasedSubject, JobFilter, JobStore};
+use super::{ErasedSubject, JobFilter, JobStore, KeyedProgress};
 use crate::error::JobError;
 use crate::handler::DeadHooks;
 use crate::model::{
     AttemptError, ClaimedJob, Completion, DeadJob, Enqueued, Job, JobId, Lease, NewJob, Outcome,
     QueueStats,
 };
+use crate::progress::JobProgress;
 use crate::state::JobState;
 
 const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
     timeout_ms, unique_key, run_at, created_at, attempted_at, heartbeat_at, finished_at, \
-    locked_by, last_error, errors";
+    locked_by, last_error, errors, progress, progress_note";
 
 const SHUTDOWN_ERROR: &str = "worker shut down before the job finished";
 
@@ -155,6 +156,14 @@ impl JobStore for SqliteStore {
             return Ok(0);
         }
         release(&self.db, leases, started).await
+    }
+
+    async fn set_progress(&self, lease: Lease, progress: &JobProgress) -> Result<bool, JobError> {
+        set_progress(&self.db.pool, lease, progress).await
+    }
+
+    async fn progress_by_key(&self, unique_key: &str) -> Result<Option<KeyedProgress>, JobError> {
+        progress_by_key(&self.db.pool, unique_key).await
     }
 
     async fn rescue(
@@ -339,7 +348,8 @@ async fn claim(
     let now = now_us();
     let rows = sqlx::query(
         "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease = lease + 1,
-                         attempted_at = ?1, heartbeat_at = ?1, locked_by = ?2
+                         attempted_at = ?1, heartbeat_at = ?1, locked_by = ?2,
+                         progress = NULL, progress_note = NULL
          WHERE id IN (
             SELECT id FROM jobs
             WHERE queue = ?3 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
@@ -391,6 +401,7 @@ fn decode_claimed(row: &SqliteRow, queue: &str) -> Result<(i64, ClaimedJob), Job
             timeout_ms: row
                 .try_get::<Option<i64>, _>("timeout_ms")?
                 .map(|t| t as u64),
+            progress: crate::progress::Progress::detached(),
         },
     ))
 }
@@ -566,6 +577,43 @@ async fn heartbeat(pool: &SqlitePool, leases: &[Lease]) -> Result<Vec<Lease>, Jo
             })
         })
         .collect()
+}
+
+async fn set_progress(
+    pool: &SqlitePool,
+    lease: Lease,
+    progress: &JobProgress,
+) -> Result<bool, JobError> {
+    let result = sqlx::query(
+        "UPDATE jobs SET progress = ?3, progress_note = ?4
+         WHERE id = ?1 AND lease = ?2 AND state = 'running'",
+    )
+    .bind(lease.job.0)
+    .bind(lease.token)
+    .bind(i64::from(progress.percent.get()))
+    .bind(progress.note.as_deref())
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+async fn progress_by_key(
+    pool: &SqlitePool,
+    unique_key: &str,
+) -> Result<Option<KeyedProgress>, JobError> {
+    let row =
+        sqlx::query("SELECT id, state, progress, progress_note FROM jobs WHERE unique_key = ?")
+            .bind(unique_key)
+            .fetch_optional(pool)
+            .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    Ok(Some(KeyedProgress {
+        id: JobId(row.try_get("id")?),
+        state: parse_state(row.try_get("state")?)?,
+        progress: super::stored_progress(row.try_get("progress")?, row.try_get("progress_note")?)?,
+    }))
 }
 
 async fn release(db: &SqliteDb, leases: &[Lease], started: bool) -> Result<u64, JobError> {
@@ -863,6 +911,7 @@ fn decode_job(row: &SqliteRow) -> Result<Job, JobError> {
         locked_by: row.try_get("locked_by")?,
         last_error: row.try_get("last_error")?,
         errors,
+        progress: super::stored_progress(row.try_get("progress")?, row.try_get("progress_note")?)?,
     })
 }
 

@@ -45,6 +45,17 @@ pub struct Segment {
     pub text: String,
 }
 
+/// How far a transcription has got, reported after each window it heard.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowsHeard {
+    /// Windows heard so far (the next one starts where this left off).
+    pub windows: usize,
+    /// Seconds of the audio heard so far.
+    pub heard_secs: f64,
+    /// The audio's length in seconds.
+    pub total_secs: f64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TranscribeError {
     #[error("the model directory {} lacks {file}", dir.display())]
@@ -219,15 +230,29 @@ impl LocalWhisper {
         samples_16k_mono: &[f32],
         cancelled: &AtomicBool,
     ) -> Result<Vec<Segment>, TranscribeError> {
+        self.transcribe_reporting(samples_16k_mono, cancelled, &mut |_| {})
+    }
+
+    /// As [`LocalWhisper::transcribe_until`], calling `on_window` after each window with how
+    /// much of the audio has been heard, so a caller can show progress. The transcription is
+    /// the same as without it.
+    pub fn transcribe_reporting(
+        &self,
+        samples_16k_mono: &[f32],
+        cancelled: &AtomicBool,
+        on_window: &mut (dyn FnMut(WindowsHeard) + Send),
+    ) -> Result<Vec<Segment>, TranscribeError> {
         self.pool
-            .install(|| self.transcribe_on_pool(samples_16k_mono, cancelled))
+            .install(|| self.transcribe_on_pool(samples_16k_mono, cancelled, on_window))
     }
 
     fn transcribe_on_pool(
         &self,
         samples: &[f32],
         cancelled: &AtomicBool,
+        on_window: &mut (dyn FnMut(WindowsHeard) + Send),
     ) -> Result<Vec<Segment>, TranscribeError> {
+        let mut windows = 0;
         let speech = SpeechMap::new(samples);
         let mut segments: Vec<Segment> = Vec::new();
         let mut start = 0;
@@ -278,6 +303,12 @@ impl LocalWhisper {
                 });
             }
             start += resume.max(1);
+            windows += 1;
+            on_window(WindowsHeard {
+                windows,
+                heard_secs: start.min(samples.len()) as f64 / SAMPLE_RATE as f64,
+                total_secs: samples.len() as f64 / SAMPLE_RATE as f64,
+            });
         }
         Ok(segments)
     }

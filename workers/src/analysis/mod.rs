@@ -21,7 +21,7 @@ pub mod voice;
 
 use std::sync::Arc;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use voxline_domain::blobs::{BlobStore, LocalBlobs};
 use voxline_domain::sessions::{self, SessionRow};
 use voxline_domain::speakers::{Attribution, AttributionStatus};
@@ -115,7 +115,25 @@ async fn analyse(
         notes.insert(0, NO_MODEL_NOTE.to_string());
         None
     };
+    // One feedback document per session, versioned: a role-play's audio arriving after its
+    // transcript was scored re-scores it with the voice metrics.
+    let previous = sessions::feedback(db, &task.company_id, &task.session_id)
+        .await
+        .map_err(retry)?;
+    let version = previous.as_ref().map_or(1, |p| {
+        p.get("version").and_then(Value::as_u64).unwrap_or(1) + 1
+    });
+    let had_recording = previous
+        .as_ref()
+        .and_then(|p| p.get("recording").and_then(Value::as_bool));
+    if had_recording == Some(false) && session.audio_ref.is_some() {
+        notes.push(format!(
+            "Re-scored (version {version}): the call's audio arrived after its transcript, so the voice metrics are now measured."
+        ));
+    }
     let feedback = json!({
+        "version": version,
+        "recording": session.audio_ref.is_some(),
         "kind": if llm.is_some() { "llm" } else { "metrics_only" },
         "metrics": computed,
         "scores": scores,
@@ -230,6 +248,7 @@ mod tests {
             attempt,
             max_attempts,
             timeout_ms: None,
+            progress: voxline_jobs::Progress::detached(),
         }
     }
 

@@ -125,7 +125,9 @@ fn contour(timed_pitches: &[(f64, f64)]) -> Vec<[f64; 2]> {
     by_second
         .into_iter()
         .filter(|(_, f0s)| f0s.len() >= MIN_CONTOUR_FRAMES)
-        .filter_map(|(second, f0s)| Some([second as f64 + 0.5, (median(&f0s)? * 10.0).round() / 10.0]))
+        .filter_map(|(second, f0s)| {
+            Some([second as f64 + 0.5, (median(&f0s)? * 10.0).round() / 10.0])
+        })
         .collect()
 }
 

@@ -24,7 +24,7 @@ use voxline_jobs::HandlerError;
 
 use super::decode::{self, Undecoded};
 use super::tracks::{self, SAMPLE_RATE, Track};
-use super::{Audio, Clip, Diarizer, Transcriber, Transcript, Voices};
+use super::{Audio, Clip, ClipProgress, Diarizer, Transcriber, Transcript, Voices};
 use crate::analysis::metrics::{Segment, Speaker};
 
 /// What the session says about its speakers.
@@ -99,12 +99,15 @@ pub async fn hear(
     diarizer: &dyn Diarizer,
     audio: Audio,
     layout: &Layout,
+    progress: &ClipProgress,
 ) -> Result<Heard, HandlerError> {
     let audio = Arc::new(audio);
     let channels = match decode::channels(&audio).await {
         Ok(channels) => channels,
         Err(Undecoded::Failed(e)) => return Err(e),
-        Err(Undecoded::NoDecoder) => return whole_file(transcriber, audio, layout).await,
+        Err(Undecoded::NoDecoder) => {
+            return whole_file(transcriber, audio, layout, progress).await;
+        }
     };
     let duration_seconds = channels
         .first()
@@ -123,7 +126,7 @@ pub async fn hear(
         let speakers: Vec<Speaker> = names.0.iter().map(|c| speaker(*c)).collect();
         let tracks = tracks::channel_tracks(channels, &speakers);
         Heard {
-            segments: transcribe_tracks(transcriber, tracks).await?,
+            segments: transcribe_tracks(transcriber, tracks, progress).await?,
             attribution: attribution(
                 AttributionMethod::Channels,
                 AttributionStatus::Separated,
@@ -154,7 +157,10 @@ pub async fn hear(
             } else {
                 track(mono)
             };
-            let segments = labelled(transcriber.transcribe(&clip).await?, Speaker::User);
+            let segments = labelled(
+                transcriber.transcribe_reporting(&clip, progress).await?,
+                Speaker::User,
+            );
             Heard {
                 segments,
                 attribution: attribution(
@@ -171,11 +177,22 @@ pub async fn hear(
             } else {
                 track(mono)
             };
-            provider_voices(transcriber.transcribe(&clip).await?, layout.user_speaker)
+            provider_voices(
+                transcriber.transcribe_reporting(&clip, progress).await?,
+                layout.user_speaker,
+            )
         } else {
             // A mono upload is sent as it came when it is not split into voices.
             let whole = (count == 1).then(|| audio.clone());
-            diarized(transcriber, diarizer, mono, whole, layout.user_speaker).await?
+            diarized(
+                transcriber,
+                diarizer,
+                mono,
+                whole,
+                layout.user_speaker,
+                progress,
+            )
+            .await?
         };
         if duplicated && let Some(reason) = &mut heard.attribution.reason {
             reason.push_str(" (its channels carry the same signal, so it was heard as mono)");
@@ -198,16 +215,21 @@ fn track(samples: Vec<f32>) -> Clip {
     Clip::Track(Arc::new(samples))
 }
 
-/// Transcribes each track, tightens its segments to its sound and merges them by time.
+/// Transcribes each track, tightens its segments to its sound and merges them by time. Each
+/// track is an equal share of `progress`.
 async fn transcribe_tracks(
     transcriber: &dyn Transcriber,
     tracks: Vec<Track>,
+    progress: &ClipProgress,
 ) -> Result<Vec<Segment>, HandlerError> {
-    let mut heard = Vec::with_capacity(tracks.len());
-    for Track { speaker, samples } in tracks {
+    let count = tracks.len();
+    let mut heard = Vec::with_capacity(count);
+    for (index, Track { speaker, samples }) in tracks.into_iter().enumerate() {
         let samples = Arc::new(samples);
+        let part = progress.track(index, count);
+        part.heard(0.0, 1.0, "started").await;
         let transcript = transcriber
-            .transcribe(&Clip::Track(samples.clone()))
+            .transcribe_reporting(&Clip::Track(samples.clone()), &part)
             .await?;
         let mut segments = labelled(transcript, speaker);
         tracks::tighten(&mut segments, &samples);
@@ -223,6 +245,7 @@ async fn diarized(
     mono: Vec<f32>,
     whole: Option<Arc<Audio>>,
     user_speaker: UserSpeaker,
+    progress: &ClipProgress,
 ) -> Result<Heard, HandlerError> {
     let mono = Arc::new(mono);
     let undetermined = |method, reason: String| {
@@ -244,7 +267,7 @@ async fn diarized(
                 }
             });
             return Ok(Heard {
-                segments: transcribe_tracks(transcriber, tracks).await?,
+                segments: transcribe_tracks(transcriber, tracks, progress).await?,
                 attribution: attribution(
                     AttributionMethod::Diarization,
                     AttributionStatus::Separated,
@@ -283,7 +306,7 @@ async fn diarized(
         Some(audio) => Clip::File(audio),
         None => Clip::Track(mono),
     };
-    let transcript = transcriber.transcribe(&clip).await?;
+    let transcript = transcriber.transcribe_reporting(&clip, progress).await?;
     Ok(Heard {
         segments: labelled(transcript, who),
         attribution,
@@ -345,8 +368,11 @@ async fn whole_file(
     transcriber: &dyn Transcriber,
     audio: Arc<Audio>,
     layout: &Layout,
+    progress: &ClipProgress,
 ) -> Result<Heard, HandlerError> {
-    let transcript = transcriber.transcribe(&Clip::File(audio)).await?;
+    let transcript = transcriber
+        .transcribe_reporting(&Clip::File(audio), progress)
+        .await?;
     if transcriber.diarizes() {
         return Ok(provider_voices(transcript, layout.user_speaker));
     }

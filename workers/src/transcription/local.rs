@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::OnceCell;
 use voxline_jobs::HandlerError;
-use voxline_whisper::{AudioError, LocalWhisper, TranscribeError};
+use voxline_whisper::{AudioError, LocalWhisper, TranscribeError, WindowsHeard};
 
-use super::{BoxFuture, Clip, Transcriber, Transcript};
+use super::{BoxFuture, Clip, ClipProgress, Transcriber, Transcript};
 use crate::analysis::metrics::{Segment, Speaker};
 
 pub struct LocalTranscriber {
@@ -75,8 +75,32 @@ fn transcribe_error(e: TranscribeError) -> HandlerError {
     HandlerError::permanent(format!("local transcription failed: {e}"))
 }
 
+/// What a window's progress says: "2 windows, 40 of 95 s".
+fn window_note(heard: &WindowsHeard) -> String {
+    format!(
+        "{} window{}, {:.0} of {:.0} s",
+        heard.windows,
+        if heard.windows == 1 { "" } else { "s" },
+        heard.heard_secs,
+        heard.total_secs
+    )
+}
+
 impl Transcriber for LocalTranscriber {
     fn transcribe<'a>(&'a self, clip: &'a Clip) -> BoxFuture<'a, Result<Transcript, HandlerError>> {
+        Box::pin(async move {
+            let progress = ClipProgress::detached();
+            self.transcribe_reporting(clip, &progress).await
+        })
+    }
+
+    /// Reports after each Whisper window: the blocking work sends how far it got, and this
+    /// future writes it while it waits.
+    fn transcribe_reporting<'a>(
+        &'a self,
+        clip: &'a Clip,
+        progress: &'a ClipProgress,
+    ) -> BoxFuture<'a, Result<Transcript, HandlerError>> {
         Box::pin(async move {
             let model = self.model().await?;
             let clip = clip.clone();
@@ -85,7 +109,8 @@ impl Transcriber for LocalTranscriber {
             // next attempt's.
             let cancel = CancelOnDrop::default();
             let cancelled = cancel.0.clone();
-            let heard = tokio::task::spawn_blocking(move || {
+            let (windows, mut heard_so_far) = tokio::sync::mpsc::unbounded_channel();
+            let mut task = tokio::task::spawn_blocking(move || {
                 let decoded;
                 let samples: &[f32] = match &clip {
                     Clip::Track(samples) => samples,
@@ -97,12 +122,28 @@ impl Transcriber for LocalTranscriber {
                     }
                 };
                 let seconds = voxline_whisper::audio::duration_secs(samples);
+                // The receiver is gone only once the attempt has given up (then `cancelled`
+                // stops the work): a lost report does not matter.
+                let mut on_window = |heard: WindowsHeard| {
+                    let _ = windows.send(heard);
+                };
                 let segments = model
-                    .transcribe_until(samples, &cancelled)
+                    .transcribe_reporting(samples, &cancelled, &mut on_window)
                     .map_err(transcribe_error)?;
                 Ok::<_, HandlerError>((segments, seconds))
-            })
-            .await
+            });
+            let heard = loop {
+                // Reports first: every window sent before the work finished is written.
+                tokio::select! {
+                    biased;
+                    Some(window) = heard_so_far.recv() => {
+                        progress
+                            .heard(window.heard_secs, window.total_secs, &window_note(&window))
+                            .await;
+                    }
+                    finished = &mut task => break finished,
+                }
+            }
             .map_err(|e| HandlerError::retry(format!("the transcription task failed: {e}")))?;
             let (segments, seconds) = heard?;
             Ok(Transcript {

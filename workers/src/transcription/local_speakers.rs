@@ -69,12 +69,11 @@ impl Diarizer for LocalDiarizer {
             };
             let cancel = CancelOnDrop::default();
             let cancelled = cancel.0.clone();
-            let found = tokio::task::spawn_blocking(move || {
-                speakers::diarize(&encoder, &mono, &cancelled)
-            })
-            .await
-            .map_err(|e| HandlerError::retry(format!("the diarization task failed: {e}")))?
-            .map_err(|e| HandlerError::permanent(format!("diarization failed: {e}")))?;
+            let found =
+                tokio::task::spawn_blocking(move || speakers::diarize(&encoder, &mono, &cancelled))
+                    .await
+                    .map_err(|e| HandlerError::retry(format!("the diarization task failed: {e}")))?
+                    .map_err(|e| HandlerError::permanent(format!("diarization failed: {e}")))?;
             drop(cancel);
             Ok(match found {
                 Diarization::Speakers { count, turns } => Voices::Turns {

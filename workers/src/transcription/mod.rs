@@ -24,7 +24,9 @@ use voxline_domain::config::TranscriptionProvider;
 use voxline_domain::db::Scope;
 use voxline_domain::sessions::{self, SessionRow};
 use voxline_jobs::payloads::{SessionJob, TRANSCRIPTION_RUN};
-use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobClient};
+use voxline_jobs::{
+    ClaimedJob, HandlerError, Handlers, JobClient, Percent, Progress, ProgressWrite,
+};
 
 use crate::analysis::metrics::Segment;
 use crate::openai::OpenAi;
@@ -71,10 +73,84 @@ impl Transcript {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Where a transcription reports how far it got: the job's [`Progress`], shared out over the
+/// tracks a recording is heard in (this clip is track `index` of `tracks`).
+#[derive(Debug, Clone)]
+pub struct ClipProgress {
+    job: Progress,
+    index: usize,
+    tracks: usize,
+}
+
+impl ClipProgress {
+    /// The whole job's progress is this one clip's.
+    pub fn new(job: Progress) -> Self {
+        ClipProgress {
+            job,
+            index: 0,
+            tracks: 1,
+        }
+    }
+
+    /// Reports nothing.
+    pub fn detached() -> Self {
+        ClipProgress::new(Progress::detached())
+    }
+
+    /// Track `index` (from 0) of `tracks`, each an equal share of the job.
+    pub fn track(&self, index: usize, tracks: usize) -> Self {
+        ClipProgress {
+            job: self.job.clone(),
+            index: index.min(tracks.saturating_sub(1)),
+            tracks: tracks.max(1),
+        }
+    }
+
+    /// `heard` of `total` (any unit) of this clip heard; `detail` says how far, e.g.
+    /// "2 windows, 40 of 95 s". A failed write is logged, never the job's failure.
+    pub async fn heard(&self, heard: f64, total: f64, detail: &str) {
+        let fraction = if total > 0.0 {
+            (heard / total).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        // Thousandths of the whole job, so several tracks share 0..=100 without rounding up.
+        let done = ((self.index as f64 + fraction) * 1000.0) as u64;
+        let percent = Percent::of(done, self.tracks as u64 * 1000);
+        let note = if self.tracks > 1 {
+            format!(
+                "transcribing track {} of {}: {detail}",
+                self.index + 1,
+                self.tracks
+            )
+        } else {
+            format!("transcribing: {detail}")
+        };
+        match self.job.report(percent, &note).await {
+            Ok(ProgressWrite::NotHeld) => {
+                tracing::debug!("progress not written: the attempt no longer holds its job")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "writing the transcription's progress failed"),
+        }
+    }
+}
+
 /// A speech-to-text provider. Errors are already classified for the engine (retry, permanent,
 /// snooze), because only the adapter knows what its provider's failures mean.
 pub trait Transcriber: Send + Sync {
     fn transcribe<'a>(&'a self, clip: &'a Clip) -> BoxFuture<'a, Result<Transcript, HandlerError>>;
+
+    /// As [`Transcriber::transcribe`], reporting how far it got to `progress` on the way (a
+    /// provider that cannot tell reports nothing: the tracks around it still do).
+    fn transcribe_reporting<'a>(
+        &'a self,
+        clip: &'a Clip,
+        progress: &'a ClipProgress,
+    ) -> BoxFuture<'a, Result<Transcript, HandlerError>> {
+        let _ = progress;
+        self.transcribe(clip)
+    }
 
     /// Whether [`Transcript::voices`] comes back filled in (the provider diarizes).
     fn diarizes(&self) -> bool {
@@ -181,7 +257,7 @@ impl TranscriptionWorker {
             let worker = worker.clone();
             async move {
                 let task = session_job(&job)?;
-                worker.transcribe(&task).await
+                worker.transcribe(&task, &job.progress).await
             }
         })
     }
@@ -201,7 +277,7 @@ impl TranscriptionWorker {
         }
     }
 
-    async fn transcribe(&self, task: &SessionJob) -> Result<(), HandlerError> {
+    async fn transcribe(&self, task: &SessionJob, progress: &Progress) -> Result<(), HandlerError> {
         let db = self.jobs.db();
         let retry = |e: voxline_domain::DbError| HandlerError::retry(e.to_string());
         let Some(session) = sessions::get(db, &task.company_id, &task.session_id)
@@ -222,7 +298,16 @@ impl TranscriptionWorker {
             .map_err(retry)?;
         let audio = self.audio(&session).await?;
         let layout = conversation::Layout::of(&session)?;
-        let heard = conversation::hear(transcriber, self.diarizer.as_ref(), audio, &layout).await?;
+        let progress = ClipProgress::new(progress.clone());
+        progress.heard(0.0, 1.0, "reading the recording").await;
+        let heard = conversation::hear(
+            transcriber,
+            self.diarizer.as_ref(),
+            audio,
+            &layout,
+            &progress,
+        )
+        .await?;
         if heard.segments.is_empty() {
             return Err(HandlerError::permanent(
                 "no speech was recognised in the recording",
