@@ -50,6 +50,11 @@ const GB_M7: Voice = Voice {
     espeak: &["-v", "en-gb+m7"],
     cents: 0,
 };
+const US_DEFAULT: Voice = Voice {
+    name: "en-us",
+    espeak: &["-v", "en-us"],
+    cents: 0,
+};
 const US_F2: Voice = Voice {
     name: "en-us+f2",
     espeak: &["-v", "en-us+f2"],
@@ -295,6 +300,18 @@ fn main() {
     let model = voxline_whisper::models::install_speaker_model(&root, &ModelSource::default())
         .expect("the speaker model installs");
     let encoder = SpeakerEncoder::load(&model.dir).expect("the speaker model loads");
+    // Files named after the models root are diarized and described instead of the test set.
+    let files: Vec<PathBuf> = std::env::args().skip(2).map(PathBuf::from).collect();
+    if !files.is_empty() {
+        for file in files {
+            let audio = voxline_whisper::decode_file(&file).expect("the file decodes");
+            let (found, evidence) =
+                speakers::diarize_with_evidence(&encoder, &audio, &AtomicBool::new(false))
+                    .expect("diarization runs");
+            println!("{}: {found:?}\n  {evidence:?}", file.display());
+        }
+        return;
+    }
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut n = 0;
     let cases = vec![
@@ -308,6 +325,18 @@ fn main() {
         call(&[GB_M7, GB_UP3], 0.4, dir.path(), &mut n),
         call(&[US_LOW], 0.6, dir.path(), &mut n),
         call(&[US_F2], 0.6, dir.path(), &mut n),
+        call(&[US_DEFAULT], 0.3, dir.path(), &mut n),
+        script(
+            "one voice, 8 s: en-us (tests/local_transcription.rs)".into(),
+            &[US_DEFAULT],
+            &[(
+                0,
+                0.0,
+                "Thanks for joining the call today. What is the biggest problem your team has with onboarding? We can help you cut that time in half.",
+            )],
+            dir.path(),
+            &mut n,
+        ),
         call(&[GB_F4], 0.6, dir.path(), &mut n),
         call(&[US_DOWN4], 0.6, dir.path(), &mut n),
     ];
