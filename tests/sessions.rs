@@ -330,6 +330,44 @@ async fn sessions_are_listed_newest_first_page_by_page_per_company(backend: Back
     assert_eq!(second["sessions"].as_array().unwrap().len(), 1);
     assert!(second["next_cursor"].is_null());
 
+    // A colleague's session is in the company's list, not in ann's own (`mine=true`).
+    let bob = token("acme", "bob", Role::Member, 600);
+    let bobs = post(&base, Some(&bob), &discovery_call(), None).await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, company) = get(&format!("{base}/api/sessions"), &ann).await;
+    assert_eq!(company["sessions"].as_array().unwrap().len(), 4);
+    let (status, mine) = get(&format!("{base}/api/sessions?mine=true&limit=2"), &ann).await;
+    assert_eq!(status, StatusCode::OK, "{mine}");
+    let own: Vec<&str> = mine["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        own,
+        [ids[2].as_str(), ids[1].as_str()],
+        "ann's own, newest first"
+    );
+    let cursor = mine["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    let (_, rest) = get(
+        &format!("{base}/api/sessions?mine=true&limit=2&cursor={cursor}"),
+        &ann,
+    )
+    .await;
+    assert_eq!(rest["sessions"][0]["id"], ids[0].as_str());
+    assert_eq!(rest["sessions"].as_array().unwrap().len(), 1);
+    let (_, bob_own) = get(&format!("{base}/api/sessions?mine=true"), &bob).await;
+    assert_eq!(bob_own["sessions"][0]["id"], bobs.as_str());
+    assert_eq!(bob_own["sessions"].as_array().unwrap().len(), 1);
+    let (status, _) = get(&format!("{base}/api/sessions?mine=maybe"), &ann).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "mine is a boolean");
+
     let (_, other) = get(
         &format!("{base}/api/sessions"),
         &token("globex", "eve", Role::Admin, 600),

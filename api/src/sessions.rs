@@ -461,6 +461,9 @@ pub struct ListQuery {
     /// `limit` (not clamped).
     #[param(minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<i64>,
+    /// `true`: only the caller's own sessions (a person's history, as `/app` shows it);
+    /// otherwise the company's.
+    pub mine: Option<bool>,
 }
 
 fn view(session: &sessions::SessionRow) -> Value {
@@ -471,7 +474,8 @@ fn view(session: &sessions::SessionRow) -> Value {
     })
 }
 
-/// The caller's company's sessions, newest first, with cursor pagination.
+/// The caller's company's sessions (or with `mine=true` the caller's own), newest first, with
+/// cursor pagination.
 #[utoipa::path(get, path = "/api/sessions", tag = "sessions", operation_id = "list_sessions", params(ListQuery),
     responses((status = 200, description = "{sessions, next_cursor}"),
               (status = 400, description = "A query parameter that is not of its type, is repeated or holds a NUL character (`invalid_query`)."),
@@ -483,9 +487,11 @@ pub async fn list(
     crate::extract::ApiQuery(q): crate::extract::ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = crate::extract::limit(q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    let rows = sessions::list(
+    let mine = q.mine.unwrap_or(false).then_some(caller.0.sub.as_str());
+    let rows = sessions::list_of(
         &state.db,
         &caller.0.company_id,
+        mine,
         q.cursor.as_deref(),
         limit as i64,
     )

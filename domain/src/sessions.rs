@@ -704,11 +704,23 @@ pub async fn list(
     before: Option<&str>,
     limit: i64,
 ) -> Result<Vec<SessionRow>, DbError> {
+    list_of(db, company, None, before, limit).await
+}
+
+/// [`list`], only `profile`'s own sessions when it is given (a person's history).
+pub async fn list_of(
+    db: &Db,
+    company: &str,
+    profile: Option<&str>,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<SessionRow>, DbError> {
     Ok(match db {
         Db::Postgres(pg) => {
             let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
             let sql = format!(
                 "SELECT {COLUMNS} FROM sessions WHERE company_id = $1
+                   AND ($4::text IS NULL OR profile_id = $4)
                    AND ($2::text IS NULL OR (created_at, id) < (
                         SELECT created_at, id FROM sessions WHERE company_id = $1 AND id = $2))
                  ORDER BY created_at DESC, id DESC LIMIT $3"
@@ -717,6 +729,7 @@ pub async fn list(
                 .bind(company)
                 .bind(before)
                 .bind(limit)
+                .bind(profile)
                 .fetch_all(&mut *tx)
                 .await?;
             rows.iter().map(pg_session).collect::<Result<_, _>>()?
@@ -724,6 +737,7 @@ pub async fn list(
         Db::Sqlite(lite) => {
             let sql = format!(
                 "SELECT {COLUMNS} FROM sessions WHERE company_id = ?1
+                   AND (?4 IS NULL OR profile_id = ?4)
                    AND (?2 IS NULL OR (created_at, id) < (
                         SELECT created_at, id FROM sessions WHERE company_id = ?1 AND id = ?2))
                  ORDER BY created_at DESC, id DESC LIMIT ?3"
@@ -732,6 +746,7 @@ pub async fn list(
                 .bind(company)
                 .bind(before)
                 .bind(limit)
+                .bind(profile)
                 .fetch_all(&lite.pool)
                 .await?;
             rows.iter().map(lite_session).collect::<Result<_, _>>()?

@@ -57,7 +57,8 @@ async function signIn() {
 
 async function loadSessions(first) {
   if (first) cursor = null;
-  const query = new URLSearchParams({limit: String(PAGE)});
+  // The person's own history, not their colleagues'.
+  const query = new URLSearchParams({limit: String(PAGE), mine: 'true'});
   if (cursor) query.set('cursor', cursor);
   const page = await api('GET', '/api/sessions?' + query);
   const body = document.querySelector('#sessions tbody');
