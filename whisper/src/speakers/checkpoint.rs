@@ -89,7 +89,10 @@ pub(super) fn model_state(bytes: &[u8]) -> Result<HashMap<String, Tensor>, Speak
         let kind = *element_sizes
             .get(&key)
             .ok_or_else(|| format(format!("storage {key} has no type")))?;
-        let data = take(&mut reader, count * kind.element_size())?;
+        let bytes = count
+            .checked_mul(kind.element_size())
+            .ok_or_else(|| format(format!("storage {key} is too large")))?;
+        let data = take(&mut reader, bytes)?;
         if kind == StorageType::F32 {
             let floats = data
                 .chunks_exact(4)

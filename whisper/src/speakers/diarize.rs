@@ -179,8 +179,8 @@ pub fn diarize_with_evidence(
             .filter(|(w, _)| w.run == index)
             .map(|(w, &l)| (w.centre, l))
             .unzip();
-        let smoothed = cluster::steady(&run_labels, MIN_CHANGE_WINDOWS);
-        for (speaker, start, end) in cluster::split_run(*span, &centres, &smoothed) {
+        let steady = cluster::steady(&run_labels, MIN_CHANGE_WINDOWS);
+        for (speaker, start, end) in cluster::split_run(*span, &centres, &steady) {
             turns.push(Turn {
                 speaker,
                 start,
