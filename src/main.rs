@@ -44,6 +44,8 @@ enum Command {
     Migrate,
     /// Job counts by state for each queue.
     Queues {
+        #[command(subcommand)]
+        command: Option<ops::QueuesCommand>,
         #[arg(long)]
         json: bool,
         /// Refresh every N seconds until interrupted.
@@ -124,7 +126,15 @@ fn main() -> ExitCode {
                 no_scheduler,
             } => services::run(settings, services::Roles::worker(queues, !no_scheduler)).await,
             Command::Migrate => services::migrate(settings).await,
-            Command::Queues { json, watch } => ops::queues(settings, json, watch).await,
+            Command::Queues {
+                command: Some(command),
+                ..
+            } => ops::queue_action(settings, command).await,
+            Command::Queues {
+                command: None,
+                json,
+                watch,
+            } => ops::queues(settings, json, watch).await,
             Command::Jobs { command } => ops::jobs(settings, command).await,
             Command::Bench { command } => bench::run(settings, command).await,
             Command::Models { command } => models::run(settings, command).await,

@@ -19,6 +19,14 @@ pub enum JobsCommand {
         queue: Option<String>,
         #[arg(long)]
         state: Option<JobState>,
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only jobs working for this company.
+        #[arg(long)]
+        company: Option<String>,
+        /// Search the kind, the errors and the payload.
+        #[arg(long, short = 'q')]
+        search: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
         /// Only jobs with an id below this (the next page).
@@ -49,6 +57,45 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `voxline queues pause|resume Q`.
+#[derive(Subcommand)]
+pub enum QueuesCommand {
+    /// Stop every process claiming from the queue (running jobs finish) until it is resumed.
+    Pause { queue: String },
+    /// Let workers claim from the queue again.
+    Resume { queue: String },
+}
+
+pub async fn queue_action(settings: Settings, command: QueuesCommand) -> anyhow::Result<()> {
+    let db = connect(&settings).await?;
+    let result = queue_action_on(&db, command).await;
+    db.close().await;
+    result
+}
+
+async fn queue_action_on(db: &Db, command: QueuesCommand) -> anyhow::Result<()> {
+    let store = db.jobs();
+    match command {
+        QueuesCommand::Pause { queue } => {
+            if store.pause_queue(&queue, &cli_actor()).await? {
+                audit_cli(db, "queue.pause", format!("queue:{queue}")).await?;
+                println!("queue {queue} paused: no process claims from it until it is resumed");
+            } else {
+                println!("queue {queue} was already paused");
+            }
+        }
+        QueuesCommand::Resume { queue } => {
+            if store.resume_queue(&queue).await? {
+                audit_cli(db, "queue.resume", format!("queue:{queue}")).await?;
+                println!("queue {queue} resumed");
+            } else {
+                println!("queue {queue} was not paused");
+            }
+        }
+    }
+    Ok(())
 }
 
 pub async fn queues(settings: Settings, as_json: bool, watch: Option<u64>) -> anyhow::Result<()> {
@@ -113,6 +160,7 @@ fn queues_json(settings: &Settings, stats: &[QueueStats]) -> serde_json::Value {
                 "queue": s.queue,
                 "counts": counts,
                 "oldest_available_age_ms": s.oldest_available_age_ms,
+                "paused": s.paused,
             })
         })
         .collect();
@@ -120,13 +168,14 @@ fn queues_json(settings: &Settings, stats: &[QueueStats]) -> serde_json::Value {
 }
 
 fn queues_table(settings: &Settings, stats: &[QueueStats]) -> String {
-    let mut headers = vec!["QUEUE"];
+    let mut headers = vec!["QUEUE", "STATUS"];
     headers.extend(JobState::ALL.iter().map(|s| s.as_str()));
     headers.push("OLDEST AVAILABLE");
     let rows: Vec<Vec<String>> = all_stats(settings, stats)
         .iter()
         .map(|s| {
-            let mut row = vec![s.queue.clone()];
+            let status = if s.paused { "paused" } else { "running" };
+            let mut row = vec![s.queue.clone(), status.to_string()];
             row.extend(
                 JobState::ALL
                     .iter()
@@ -164,6 +213,9 @@ async fn jobs_on(db: &Db, command: JobsCommand) -> anyhow::Result<()> {
         JobsCommand::List {
             queue,
             state,
+            kind,
+            company,
+            search,
             limit,
             before,
             json,
@@ -171,8 +223,12 @@ async fn jobs_on(db: &Db, command: JobsCommand) -> anyhow::Result<()> {
             let filter = JobFilter {
                 queue,
                 state,
+                kind,
+                company_id: company,
+                search,
                 before: before.map(JobId),
                 limit: limit.clamp(1, 1000),
+                ..Default::default()
             };
             let jobs = db.jobs().list(&filter).await.context("listing jobs")?;
             if json {
@@ -232,8 +288,7 @@ async fn jobs_on(db: &Db, command: JobsCommand) -> anyhow::Result<()> {
 
 /// CLI actions are recorded like HTTP ones, with the shell user as the actor.
 async fn audit_cli(db: &Db, action: &str, target: String) -> anyhow::Result<()> {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let actor = format!("cli:{user}");
+    let actor = cli_actor();
     let entry = voxline_domain::audit::AuditEntry {
         actor: &actor,
         actor_role: "operator",
@@ -246,6 +301,12 @@ async fn audit_cli(db: &Db, action: &str, target: String) -> anyhow::Result<()> 
         .await
         .context("writing the audit log")?;
     Ok(())
+}
+
+/// Who acts from a shell: `cli:<user>`.
+fn cli_actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
 }
 
 fn report(as_json: bool, job: &Job, what: &str) -> anyhow::Result<()> {

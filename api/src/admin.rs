@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use voxline_domain::audit::{self, AuditEntry};
-use voxline_jobs::store::{self, JobFilter};
+use voxline_jobs::store;
 use voxline_jobs::{Job, JobError, JobId, JobState};
 
 use crate::AppState;
+use crate::admin_console::{JobMatch, QueuePauseView};
 use crate::auth::Operator;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
@@ -31,6 +32,10 @@ pub struct QueueOverview {
     pub oldest_available_age_ms: Option<i64>,
     pub done_last_5m: i64,
     pub failed_last_5m: i64,
+    /// Whether claims from the queue are paused, since when and by whom.
+    pub paused: bool,
+    pub paused_at: Option<DateTime<Utc>>,
+    pub paused_by: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -115,6 +120,17 @@ pub struct JobsQuery {
     /// Only jobs in this state (empty: every state); another value is a 400 `invalid_state`.
     #[param(value_type = Option<JobStateName>, inline)]
     pub state: Option<String>,
+    /// Only jobs of this kind, e.g. `email.send`.
+    pub kind: Option<String>,
+    /// Only jobs working for this company (named by their payload).
+    pub company_id: Option<String>,
+    /// Created at or after this time (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Created before this time (RFC 3339); `from` must be before it (400 `invalid_range`).
+    pub to: Option<DateTime<Utc>>,
+    /// Text in the kind, the errors or the payload (every word of it on Postgres, the text as
+    /// it stands on SQLite); at most 200 characters (400 `invalid_search`).
+    pub q: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<i64>,
     /// Page size, 1 to 200 (default 50); outside that range a 422 `invalid_limit` (not
@@ -196,7 +212,7 @@ pub fn redact(value: &Value) -> Value {
     }
 }
 
-async fn record(
+pub(crate) async fn record(
     state: &AppState,
     operator: &Operator,
     action: &str,
@@ -241,6 +257,12 @@ pub async fn queues(
         .activity(ACTIVITY_WINDOW)
         .await
         .map_err(ApiError::internal)?;
+    let pauses = state
+        .jobs
+        .store()
+        .paused_queues()
+        .await
+        .map_err(ApiError::internal)?;
     let mut names = state.settings.queue_names();
     names.extend(stats.iter().map(|s| s.queue.clone()));
     names.sort();
@@ -254,7 +276,11 @@ pub async fn queues(
                 .find(|(q, _, _)| *q == queue)
                 .map(|(_, d, f)| (*d, *f))
                 .unwrap_or((0, 0));
+            let pause = QueuePauseView::of(&queue, &pauses);
             QueueOverview {
+                paused: pause.paused,
+                paused_at: pause.paused_at,
+                paused_by: pause.paused_by,
                 counts: JobState::ALL
                     .iter()
                     .map(|st| {
@@ -277,7 +303,7 @@ pub async fn queues(
 /// Jobs newest first, filtered by queue and state, with cursor pagination.
 #[utoipa::path(get, path = "/api/admin/jobs", tag = "operators", operation_id = "admin_jobs", params(JobsQuery),
     responses((status = 200, body = JobsResponse, description = "A page of jobs, newest first."), (status = 403, description = "Needs the operator role (`forbidden`), or the token's profile belongs to another company (`profile_company_mismatch`)."),
-              (status = 400, description = "A query parameter that is not of its type, is repeated or holds a NUL character (`invalid_query`), or an unknown `state` (`invalid_state`)."),
+              (status = 400, description = "A query parameter that is not of its type, is repeated or holds a NUL character (`invalid_query`), an unknown `state` (`invalid_state`), `from` not before `to` (`invalid_range`) or a `q` over 200 characters (`invalid_search`)."),
               (status = 422, description = "`limit` outside 1 to 200 (`invalid_limit`).")),
     security(("bearer" = [])))]
 pub async fn jobs(
@@ -285,20 +311,20 @@ pub async fn jobs(
     _operator: Operator,
     ApiQuery(q): ApiQuery<JobsQuery>,
 ) -> Result<Json<JobsResponse>, ApiError> {
-    let job_state = match q.state.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        // 400 as tests/admin.rs pins it (the `limit` below is a 422).
-        Some(s) => Some(s.parse::<JobState>().map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", e.to_string()).field("state")
-        })?),
+    let matching = JobMatch {
+        queue: q.queue,
+        state: q.state,
+        kind: q.kind,
+        company_id: q.company_id,
+        from: q.from,
+        to: q.to,
+        q: q.q,
     };
+    // 400 as tests/admin.rs pins it for `state` (the `limit` below is a 422).
+    let mut filter = matching.filter(StatusCode::BAD_REQUEST)?;
     let limit = crate::extract::limit(q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    let filter = JobFilter {
-        queue: q.queue.filter(|s| !s.is_empty()),
-        state: job_state,
-        before: q.cursor.map(JobId),
-        limit,
-    };
+    filter.before = q.cursor.map(JobId);
+    filter.limit = limit;
     let jobs = state
         .jobs
         .store()

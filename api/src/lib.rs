@@ -1,6 +1,7 @@
 //! voxline's HTTP surface (axum). It writes rows and enqueues jobs; it never runs them.
 
 pub mod admin;
+pub mod admin_console;
 pub mod admin_page;
 pub mod app_page;
 pub mod audio;

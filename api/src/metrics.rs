@@ -81,6 +81,12 @@ fn set_queue_gauges(state: &AppState, stats: &[QueueStats]) {
             .copied()
             .unwrap_or(0);
         metrics::gauge!("voxline_dead_letters", "queue" => queue.clone()).set(dead as f64);
+        let paused = s.is_some_and(|s| s.paused);
+        metrics::gauge!("voxline_queue_paused", "queue" => queue.clone()).set(if paused {
+            1.0
+        } else {
+            0.0
+        });
         let age = s.and_then(|s| s.oldest_available_age_ms).unwrap_or(0);
         metrics::gauge!("voxline_oldest_available_age_seconds", "queue" => queue.clone())
             .set(age as f64 / 1000.0);

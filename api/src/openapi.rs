@@ -18,7 +18,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::{AppState, admin, billing, health, me, notifications, session_events, sessions};
+use crate::{
+    AppState, admin, admin_console, billing, health, me, notifications, session_events, sessions,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -68,6 +70,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::discard))
         .routes(routes!(admin::retry_dead))
         .routes(routes!(admin::audit_log))
+        .routes(routes!(admin_console::bulk))
+        .routes(routes!(admin_console::pause))
+        .routes(routes!(admin_console::resume))
+        .routes(routes!(admin_console::stats))
         .routes(routes!(sessions::create, sessions::list))
         .routes(routes!(sessions::get, sessions::delete))
         .routes(routes!(crate::roleplays::create))

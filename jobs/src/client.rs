@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use voxline_domain::{Db, Settings, Tx};
 
+use crate::enqueue_counts::EnqueueCounts;
 use crate::error::JobError;
 use crate::model::{Enqueued, NewJob};
 use crate::store::{self, JobStore};
@@ -14,12 +15,16 @@ pub struct JobClient {
     db: Db,
     store: Arc<dyn JobStore>,
     settings: Arc<Settings>,
+    /// New jobs per queue and minute, for operators' trends (none outside a Tokio runtime).
+    counts: Option<Arc<EnqueueCounts>>,
 }
 
 impl JobClient {
     pub fn new(db: Db, settings: Arc<Settings>) -> Self {
+        let store = store::for_db(&db);
         JobClient {
-            store: store::for_db(&db),
+            counts: EnqueueCounts::start(store.clone()),
+            store,
             db,
             settings,
         }
@@ -46,12 +51,28 @@ impl JobClient {
     /// Enqueues `job` in the caller's transaction: it becomes visible to workers only if and
     /// when that transaction commits, together with the caller's own rows.
     pub async fn enqueue(&self, tx: &mut Tx<'_>, job: &NewJob) -> Result<Enqueued, JobError> {
-        self.store.insert_in(tx, job, self.max_attempts(job)).await
+        let enqueued = self
+            .store
+            .insert_in(tx, job, self.max_attempts(job))
+            .await?;
+        // Counted before the caller commits: a transaction rolled back afterwards leaves one
+        // enqueue too many in the trend, never a job too few.
+        self.counted(&job.queue, enqueued)
+    }
+
+    fn counted(&self, queue: &str, enqueued: Enqueued) -> Result<Enqueued, JobError> {
+        if enqueued.inserted
+            && let Some(counts) = &self.counts
+        {
+            counts.add(queue, 1);
+        }
+        Ok(enqueued)
     }
 
     /// Enqueues `job` on its own: one autocommit statement, durable when this returns.
     pub async fn enqueue_now(&self, job: &NewJob) -> Result<Enqueued, JobError> {
-        self.store.insert(job, self.max_attempts(job)).await
+        let enqueued = self.store.insert(job, self.max_attempts(job)).await?;
+        self.counted(&job.queue, enqueued)
     }
 
     /// Enqueues a cron tick's job and records the tick as its entry's latest (see
@@ -62,9 +83,11 @@ impl JobClient {
         tick: i64,
         job: &NewJob,
     ) -> Result<Enqueued, JobError> {
-        self.store
+        let enqueued = self
+            .store
             .enqueue_tick(entry, tick, job, self.max_attempts(job))
-            .await
+            .await?;
+        self.counted(&job.queue, enqueued)
     }
 
     /// Enqueues many jobs in one transaction (bulk insert); returns how many were new.
@@ -76,6 +99,21 @@ impl JobClient {
                 (job, attempts)
             })
             .collect();
-        self.store.insert_many(&resolved).await
+        let inserted = self.store.insert_many(&resolved).await?;
+        // The store reports how many were new, not which: a batch of one queue (the usual bulk
+        // enqueue) counts exactly, a mixed one only when every job was new (else it is left
+        // out of the trend rather than counted against the wrong queue).
+        if let Some(counts) = &self.counts
+            && let Some((first, _)) = resolved.first()
+        {
+            if resolved.iter().all(|(j, _)| j.queue == first.queue) {
+                counts.add(&first.queue, inserted as i64);
+            } else if inserted == resolved.len() as u64 {
+                for (job, _) in &resolved {
+                    counts.add(&job.queue, 1);
+                }
+            }
+        }
+        Ok(inserted)
     }
 }

@@ -11,6 +11,7 @@ pub mod backoff;
 pub mod circuit;
 pub mod client;
 pub mod cron;
+pub mod enqueue_counts;
 pub mod error;
 pub mod handler;
 pub mod maintenance;

@@ -4,10 +4,15 @@
 //! an `Arc<dyn JobStore>` and never see which database is behind it; the one place that looks
 //! at the [`Db`] variant is [`for_db`].
 
+mod console;
 mod postgres;
+mod postgres_console;
 mod postgres_leader;
 mod postgres_listen;
 mod sqlite;
+mod sqlite_console;
+
+pub use console::{BulkAction, MinuteCounts, MinuteStats, QueuePause, minute_of};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,11 +34,22 @@ use crate::progress::{JobProgress, Percent};
 use crate::runtime::wakeup::Wakers;
 use crate::state::JobState;
 
-/// Which jobs to list: newest first, `before` an id for cursor pagination.
+/// Which jobs to list (newest first, `before` an id for cursor pagination) or act on in bulk
+/// (the cursor and limit ignored). Every field set narrows the match.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub queue: Option<String>,
     pub state: Option<JobState>,
+    pub kind: Option<String>,
+    /// The tenant named by the job's payload.
+    pub company_id: Option<String>,
+    /// Created at or after this time.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Created before this time.
+    pub created_to: Option<DateTime<Utc>>,
+    /// Text in the kind, the errors or the payload: every word of it, on Postgres (a
+    /// full-text index); the text as it stands, case-insensitive, on SQLite (a scan).
+    pub search: Option<String>,
     pub before: Option<JobId>,
     pub limit: u32,
 }
@@ -177,6 +193,36 @@ pub trait JobStore: Send + Sync + 'static {
     /// Moves job `id` to `cancelled` when it is in one of the states `from`.
     async fn cancel(&self, id: JobId, from: &[JobState]) -> Result<bool, JobError>;
 
+    /// How many jobs match `filter` (cursor ignored) in one of `states`.
+    async fn count_matching(
+        &self,
+        filter: &JobFilter,
+        states: &[JobState],
+    ) -> Result<i64, JobError>;
+
+    /// Applies `action` to every job `filter` matches (cursor ignored) in a state the action
+    /// applies to; returns how many changed.
+    async fn act_on_matching(
+        &self,
+        filter: &JobFilter,
+        action: BulkAction,
+    ) -> Result<u64, JobError>;
+
+    /// Pauses `queue` for every process (claims skip it; running jobs finish). False when it
+    /// was paused already.
+    async fn pause_queue(&self, queue: &str, by: &str) -> Result<bool, JobError>;
+
+    /// Resumes `queue` and wakes its fetchers. False when it was not paused.
+    async fn resume_queue(&self, queue: &str) -> Result<bool, JobError>;
+
+    async fn paused_queues(&self) -> Result<Vec<QueuePause>, JobError>;
+
+    /// Adds these counts to the per-minute activity table.
+    async fn add_minute_stats(&self, rows: &[MinuteStats]) -> Result<(), JobError>;
+
+    /// The per-minute activity rows from `since_minute` (Unix seconds) on, oldest first.
+    async fn minute_stats(&self, since_minute: i64) -> Result<Vec<MinuteStats>, JobError>;
+
     /// Cancels, in the caller's transaction, every waiting job (scheduled, available,
     /// retrying) whose payload names one of the erased sessions or the erased profile of that
     /// company. A job already running finishes on its own: the workers re-check that their
@@ -284,7 +330,11 @@ async fn run_dead_hook(
     }
 }
 
-fn group_stats(rows: Vec<(String, JobState, i64, Option<i64>)>) -> Vec<QueueStats> {
+/// Counts per queue and state, with the paused queues marked (listed even without jobs).
+fn group_stats(
+    rows: Vec<(String, JobState, i64, Option<i64>)>,
+    paused: Vec<QueuePause>,
+) -> Vec<QueueStats> {
     let mut by_queue: BTreeMap<String, QueueStats> = BTreeMap::new();
     for (queue, state, count, oldest) in rows {
         let stats = by_queue.entry(queue.clone()).or_insert_with(|| QueueStats {
@@ -297,6 +347,15 @@ fn group_stats(rows: Vec<(String, JobState, i64, Option<i64>)>) -> Vec<QueueStat
             stats.oldest_available_age_ms =
                 Some(stats.oldest_available_age_ms.map_or(age, |a| a.max(age)));
         }
+    }
+    for pause in paused {
+        by_queue
+            .entry(pause.queue.clone())
+            .or_insert_with(|| QueueStats {
+                queue: pause.queue,
+                ..Default::default()
+            })
+            .paused = true;
     }
     by_queue.into_values().collect()
 }

@@ -16,6 +16,8 @@ use async_trait::async_trait;
 use voxline_domain::Tx;
 use voxline_domain::db::Scope;
 
+use super::console::{BulkAction, MinuteStats, OutcomeTally, QueuePause, minute_of};
+use super::postgres_console as console;
 use super::{ErasedSubject, JobFilter, JobStore, KeyedProgress};
 use crate::error::JobError;
 use crate::handler::DeadHooks;
@@ -177,7 +179,9 @@ impl JobStore for PostgresStore {
     }
 
     async fn prune(&self, retention: &RetentionSettings, batch: u32) -> Result<u64, JobError> {
-        prune(&self.db.pool, retention, batch).await
+        let pruned = prune(&self.db.pool, retention, batch).await?;
+        console::prune_minute_stats(&self.db.pool, minute_of(Utc::now())).await?;
+        Ok(pruned)
     }
 
     async fn stats(&self) -> Result<Vec<QueueStats>, JobError> {
@@ -185,7 +189,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
-        list(&self.db.pool, filter).await
+        console::list(&self.db.pool, filter).await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, JobError> {
@@ -232,9 +236,49 @@ impl JobStore for PostgresStore {
     ) -> Result<u64, JobError> {
         cancel_for_erased(postgres_tx(tx)?, subject).await
     }
+
+    async fn count_matching(
+        &self,
+        filter: &JobFilter,
+        states: &[JobState],
+    ) -> Result<i64, JobError> {
+        console::count_matching(&self.db.pool, filter, states).await
+    }
+
+    async fn act_on_matching(
+        &self,
+        filter: &JobFilter,
+        action: BulkAction,
+    ) -> Result<u64, JobError> {
+        console::act_on_matching(&self.db, filter, action).await
+    }
+
+    async fn pause_queue(&self, queue: &str, by: &str) -> Result<bool, JobError> {
+        console::pause_queue(&self.db.pool, queue, by).await
+    }
+
+    async fn resume_queue(&self, queue: &str) -> Result<bool, JobError> {
+        console::resume_queue(&self.db, queue).await
+    }
+
+    async fn paused_queues(&self) -> Result<Vec<QueuePause>, JobError> {
+        console::paused_queues(&self.db.pool).await
+    }
+
+    async fn add_minute_stats(&self, rows: &[MinuteStats]) -> Result<(), JobError> {
+        // One transaction: a flush that fails adds nothing, so its counts can be retried.
+        let mut tx = self.db.pool.begin().await?;
+        console::add_minute_stats(&mut tx, rows).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn minute_stats(&self, since_minute: i64) -> Result<Vec<MinuteStats>, JobError> {
+        console::minute_stats(&self.db.pool, since_minute).await
+    }
 }
 
-const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
+pub(super) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
     timeout_ms, unique_key, run_at, created_at, attempted_at, heartbeat_at, finished_at, \
     locked_by, last_error, errors, progress, progress_note";
 
@@ -348,6 +392,7 @@ async fn claim(
         "WITH picked AS (
             SELECT id FROM jobs
             WHERE queue = $1 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= now()
+              AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = $1)
             ORDER BY priority DESC, run_at, id
             LIMIT $2
             FOR UPDATE SKIP LOCKED)
@@ -465,15 +510,25 @@ async fn complete(
         // Only the attempt that holds the current lease may finish a job: one rescued and
         // claimed again belongs to its new attempt, in whichever process it runs.
         let (ids, leases) = lease_columns(done.iter());
+        // The minute's done count is added by the same statement: exact, and one row lock
+        // per queue and batch rather than per job.
         let rows = sqlx::query(
-            "UPDATE jobs j SET state = 'done', finished_at = now(), locked_by = NULL,
-                               heartbeat_at = NULL
-             FROM UNNEST($1::int8[], $2::int8[]) AS f(id, lease)
-             WHERE j.id = f.id AND j.lease = f.lease AND j.state = 'running'
-             RETURNING j.id",
+            "WITH finished AS (
+                UPDATE jobs j SET state = 'done', finished_at = now(), locked_by = NULL,
+                                  heartbeat_at = NULL
+                FROM UNNEST($1::int8[], $2::int8[]) AS f(id, lease)
+                WHERE j.id = f.id AND j.lease = f.lease AND j.state = 'running'
+                RETURNING j.id, j.queue),
+             counted AS (
+                INSERT INTO job_stats_minute (minute, queue, done)
+                SELECT $3, queue, count(*) FROM finished GROUP BY queue
+                ON CONFLICT (minute, queue) DO UPDATE
+                SET done = job_stats_minute.done + excluded.done)
+             SELECT id FROM finished",
         )
         .bind(&ids)
         .bind(&leases)
+        .bind(minute_of(Utc::now()))
         .fetch_all(pool)
         .await?;
         for row in rows {
@@ -544,13 +599,16 @@ async fn record_failures(
     .fetch_all(&mut *tx)
     .await?;
     let mut states = Vec::with_capacity(rows.len());
+    let mut tally = OutcomeTally::default();
     for row in &rows {
         let state = parse_state(row.try_get("state")?)?;
         if state == JobState::Dead {
             run_dead_hook(&mut tx, hooks, &dead_job(row)?).await?;
         }
+        tally.count(row.try_get("queue")?, state);
         states.push((JobId(row.try_get("id")?), state));
     }
+    console::add_minute_stats(&mut tx, &tally.rows(minute_of(Utc::now()))).await?;
     tx.commit().await?;
     Ok(states)
 }
@@ -689,8 +747,10 @@ async fn rescue(
     .await?;
     let mut rescued = Vec::with_capacity(rows.len());
     let mut queues = Vec::new();
+    let mut tally = OutcomeTally::default();
     for row in &rows {
         let state = parse_state(row.try_get("state")?)?;
+        tally.count(row.try_get("queue")?, state);
         match state {
             JobState::Available => queues.push(row.try_get::<String, _>("queue")?),
             JobState::Dead => run_dead_hook(&mut tx, hooks, &dead_job(row)?).await?,
@@ -699,11 +759,12 @@ async fn rescue(
         rescued.push((JobId(row.try_get("id")?), state));
     }
     notify_queues(&mut tx, &db.notify_channel, queues).await?;
+    console::add_minute_stats(&mut tx, &tally.rows(minute_of(Utc::now()))).await?;
     tx.commit().await?;
     Ok(rescued)
 }
 
-async fn notify_queues(
+pub(super) async fn notify_queues(
     tx: &mut Transaction<'_, Postgres>,
     channel: &str,
     mut queues: Vec<String>,
@@ -765,24 +826,8 @@ async fn stats(pool: &PgPool) -> Result<Vec<QueueStats>, JobError> {
             row.try_get::<Option<i64>, _>("oldest_ms")?,
         ));
     }
-    Ok(super::group_stats(decoded))
-}
-
-async fn list(pool: &PgPool, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs
-         WHERE ($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR state = $2)
-           AND ($3::int8 IS NULL OR id < $3)
-         ORDER BY id DESC LIMIT $4"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(filter.queue.as_deref())
-        .bind(filter.state.map(|s| s.as_str()))
-        .bind(filter.before.map(|id| id.0))
-        .bind(filter.limit as i64)
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(decode_job).collect()
+    let paused = console::paused_queues(pool).await?;
+    Ok(super::group_stats(decoded, paused))
 }
 
 async fn get(pool: &PgPool, id: JobId) -> Result<Option<Job>, JobError> {
@@ -862,7 +907,8 @@ async fn cancel_for_erased(
 async fn next_due(pool: &PgPool, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
     Ok(sqlx::query_scalar(
         "SELECT min(run_at) FROM jobs
-         WHERE queue = $1 AND state IN ('scheduled', 'retrying')",
+         WHERE queue = $1 AND state IN ('scheduled', 'retrying')
+           AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = $1)",
     )
     .bind(queue)
     .fetch_one(pool)
@@ -874,7 +920,7 @@ fn parse_state(s: String) -> Result<JobState, JobError> {
         .map_err(|e: crate::state::UnknownState| JobError::Corrupt(e.to_string()))
 }
 
-fn decode_job(row: &PgRow) -> Result<Job, JobError> {
+pub(super) fn decode_job(row: &PgRow) -> Result<Job, JobError> {
     let errors: serde_json::Value = row.try_get("errors")?;
     let errors: Vec<AttemptError> = serde_json::from_value(errors)
         .map_err(|e| JobError::Corrupt(format!("errors column: {e}")))?;

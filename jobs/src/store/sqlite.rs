@@ -12,6 +12,8 @@ use voxline_domain::Tx;
 use voxline_domain::config::RetentionSettings;
 use voxline_domain::db::SqliteDb;
 
+use super::console::{BulkAction, MinuteStats, OutcomeTally, QueuePause, minute_of};
+use super::sqlite_console as console;
 use super::{ErasedSubject, JobFilter, JobStore, KeyedProgress};
 use crate::error::JobError;
 use crate::handler::DeadHooks;
@@ -22,7 +24,7 @@ use crate::model::{
 use crate::progress::JobProgress;
 use crate::state::JobState;
 
-const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
+pub(super) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
     timeout_ms, unique_key, run_at, created_at, attempted_at, heartbeat_at, finished_at, \
     locked_by, last_error, errors, progress, progress_note";
 
@@ -175,7 +177,9 @@ impl JobStore for SqliteStore {
     }
 
     async fn prune(&self, retention: &RetentionSettings, batch: u32) -> Result<u64, JobError> {
-        prune(&self.db.pool, retention, batch).await
+        let pruned = prune(&self.db.pool, retention, batch).await?;
+        console::prune_minute_stats(&self.db.pool, minute_of(Utc::now())).await?;
+        Ok(pruned)
     }
 
     async fn stats(&self) -> Result<Vec<QueueStats>, JobError> {
@@ -183,7 +187,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
-        list(&self.db.pool, filter).await
+        console::list(&self.db.pool, filter).await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, JobError> {
@@ -236,6 +240,46 @@ impl JobStore for SqliteStore {
         };
         cancel_for_erased(tx, subject).await
     }
+
+    async fn count_matching(
+        &self,
+        filter: &JobFilter,
+        states: &[JobState],
+    ) -> Result<i64, JobError> {
+        console::count_matching(&self.db.pool, filter, states).await
+    }
+
+    async fn act_on_matching(
+        &self,
+        filter: &JobFilter,
+        action: BulkAction,
+    ) -> Result<u64, JobError> {
+        console::act_on_matching(&self.db, filter, action).await
+    }
+
+    async fn pause_queue(&self, queue: &str, by: &str) -> Result<bool, JobError> {
+        console::pause_queue(&self.db.pool, queue, by).await
+    }
+
+    async fn resume_queue(&self, queue: &str) -> Result<bool, JobError> {
+        console::resume_queue(&self.db, queue).await
+    }
+
+    async fn paused_queues(&self) -> Result<Vec<QueuePause>, JobError> {
+        console::paused_queues(&self.db.pool).await
+    }
+
+    async fn add_minute_stats(&self, rows: &[MinuteStats]) -> Result<(), JobError> {
+        // One transaction: a flush that fails adds nothing, so its counts can be retried.
+        let mut tx = self.db.pool.begin_with("BEGIN IMMEDIATE").await?;
+        console::add_minute_stats(&mut tx, rows).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn minute_stats(&self, since_minute: i64) -> Result<Vec<MinuteStats>, JobError> {
+        console::minute_stats(&self.db.pool, since_minute).await
+    }
 }
 
 /// SQLite's deployment is one process, which always leads its maintenance.
@@ -247,11 +291,11 @@ impl super::LeaderElection for SoleProcess {
     }
 }
 
-fn now_us() -> i64 {
+pub(super) fn now_us() -> i64 {
     Utc::now().timestamp_micros()
 }
 
-fn to_time(us: i64) -> Result<DateTime<Utc>, JobError> {
+pub(super) fn to_time(us: i64) -> Result<DateTime<Utc>, JobError> {
     DateTime::from_timestamp_micros(us).ok_or_else(|| JobError::Corrupt(format!("time {us}")))
 }
 
@@ -353,6 +397,7 @@ async fn claim(
          WHERE id IN (
             SELECT id FROM jobs
             WHERE queue = ?3 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
+              AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?3)
             ORDER BY priority DESC, run_at, id LIMIT ?4)
          RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority",
     )
@@ -447,6 +492,7 @@ async fn complete(
     let now = now_us();
     let mut tx = db.pool.begin_with("BEGIN IMMEDIATE").await?;
     let mut finished = Vec::with_capacity(completions.len());
+    let mut tally = OutcomeTally::default();
     for c in completions {
         // Only the attempt that holds the current lease may finish a job: one rescued and
         // claimed again belongs to its new attempt.
@@ -457,7 +503,7 @@ async fn complete(
                     "UPDATE jobs SET state = 'done', finished_at = ?1, locked_by = NULL,
                                      heartbeat_at = NULL
                      WHERE id = ?2 AND lease = ?3 AND state = 'running'
-                     RETURNING state",
+                     RETURNING state, queue",
                 )
                 .bind(now)
                 .bind(id)
@@ -470,7 +516,7 @@ async fn complete(
                     "UPDATE jobs SET state = 'scheduled', attempt = attempt - 1, run_at = ?1 + ?2,
                                      locked_by = NULL, heartbeat_at = NULL
                      WHERE id = ?3 AND lease = ?4 AND state = 'running'
-                     RETURNING state",
+                     RETURNING state, queue",
                 )
                 .bind(now)
                 .bind(delay.as_micros() as i64)
@@ -519,9 +565,12 @@ async fn complete(
             }
         };
         if let Some(row) = row {
-            finished.push((c.lease.job, parse_state(row.try_get("state")?)?));
+            let state = parse_state(row.try_get("state")?)?;
+            tally.count(row.try_get("queue")?, state);
+            finished.push((c.lease.job, state));
         }
     }
+    console::add_minute_stats(&mut tx, &tally.rows(minute_of(Utc::now()))).await?;
     tx.commit().await?;
     Ok(finished)
 }
@@ -681,6 +730,7 @@ async fn rescue(
     .await?;
     let mut rescued = Vec::with_capacity(rows.len());
     let mut woken: Vec<String> = Vec::new();
+    let mut tally = OutcomeTally::default();
     for row in rows {
         let id: i64 = row.try_get("id")?;
         let attempt: i64 = row.try_get("attempt")?;
@@ -704,6 +754,7 @@ async fn rescue(
         .fetch_one(&mut *tx)
         .await?;
         let state = parse_state(updated.try_get("state")?)?;
+        tally.count(updated.try_get("queue")?, state);
         match state {
             JobState::Available => woken.push(row.try_get("queue")?),
             JobState::Dead => run_dead_hook(db, &mut tx, hooks, &dead_job(&updated)?).await?,
@@ -711,6 +762,7 @@ async fn rescue(
         }
         rescued.push((JobId(id), state));
     }
+    console::add_minute_stats(&mut tx, &tally.rows(minute_of(Utc::now()))).await?;
     tx.commit().await?;
     for queue in woken {
         let _ = db.commits.send(queue.into());
@@ -767,24 +819,8 @@ async fn stats(pool: &SqlitePool) -> Result<Vec<QueueStats>, JobError> {
             row.try_get::<Option<i64>, _>("oldest_ms")?,
         ));
     }
-    Ok(super::group_stats(decoded))
-}
-
-async fn list(pool: &SqlitePool, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs
-         WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR state = ?2)
-           AND (?3 IS NULL OR id < ?3)
-         ORDER BY id DESC LIMIT ?4"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(filter.queue.as_deref())
-        .bind(filter.state.map(|s| s.as_str()))
-        .bind(filter.before.map(|id| id.0))
-        .bind(filter.limit as i64)
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(decode_job).collect()
+    let paused = console::paused_queues(pool).await?;
+    Ok(super::group_stats(decoded, paused))
 }
 
 async fn get(pool: &SqlitePool, id: JobId) -> Result<Option<Job>, JobError> {
@@ -869,7 +905,8 @@ async fn cancel_for_erased(
 async fn next_due(pool: &SqlitePool, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
     let us: Option<i64> = sqlx::query_scalar(
         "SELECT min(run_at) FROM jobs
-         WHERE queue = ? AND state IN ('scheduled', 'retrying')",
+         WHERE queue = ?1 AND state IN ('scheduled', 'retrying')
+           AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?1)",
     )
     .bind(queue)
     .fetch_one(pool)
@@ -882,7 +919,7 @@ fn parse_state(s: String) -> Result<JobState, JobError> {
         .map_err(|e: crate::state::UnknownState| JobError::Corrupt(e.to_string()))
 }
 
-fn decode_job(row: &SqliteRow) -> Result<Job, JobError> {
+pub(super) fn decode_job(row: &SqliteRow) -> Result<Job, JobError> {
     let payload: String = row.try_get("payload")?;
     let errors: String = row.try_get("errors")?;
     let errors: Vec<AttemptError> = serde_json::from_str(&errors)
