@@ -82,8 +82,8 @@ async fn jobs(t: &TestDb, queue: Option<&str>, state: Option<JobState>) -> Vec<v
     let filter = store::JobFilter {
         queue: queue.map(str::to_string),
         state,
-        before: None,
         limit: 100,
+        ..Default::default()
     };
     t.db.jobs().list(&filter).await.expect("list jobs")
 }

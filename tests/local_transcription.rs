@@ -215,8 +215,8 @@ async fn a_recording_that_cannot_be_decoded_fails_with_the_reason(backend: Backe
     let filter = voxline_jobs::store::JobFilter {
         queue: Some("transcription".into()),
         state: Some(voxline_jobs::JobState::Dead),
-        before: None,
         limit: 10,
+        ..Default::default()
     };
     let dead = t.db.jobs().list(&filter).await.expect("jobs");
     assert_eq!(dead.len(), 1, "one dead transcription job");

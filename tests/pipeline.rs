@@ -208,8 +208,8 @@ impl Pipeline {
         let filter = JobFilter {
             queue: Some(queue.into()),
             state: None,
-            before: None,
             limit: 100,
+            ..Default::default()
         };
         let mut found = Vec::new();
         for job in self.t.db.jobs().list(&filter).await.expect("list jobs") {
