@@ -113,6 +113,16 @@ pub(super) const ADD_MINUTE_STATS: &str = "INSERT INTO job_stats_minute
 pub(super) const MINUTE_STATS_SINCE: &str = "SELECT minute, queue, enqueued, done, failed, dead
     FROM job_stats_minute WHERE minute >= $1 ORDER BY minute, queue";
 
+/// Per queue, attempts done and attempts failed (retried or dead) from minute `$1` on.
+pub(super) const ACTIVITY_SINCE: &str = "SELECT queue, CAST(sum(done) AS BIGINT),
+        CAST(sum(failed + dead) AS BIGINT)
+    FROM job_stats_minute WHERE minute >= $1 GROUP BY queue";
+
+/// The first minute of a trailing `window` (whole minutes, the current one included).
+pub(super) fn window_start(window: std::time::Duration) -> i64 {
+    minute_of(Utc::now()) - (window.as_secs() as i64).div_euclid(60) * 60
+}
+
 /// How long the per-minute table keeps a row.
 pub(super) const STATS_RETENTION_SECS: i64 = 14 * 24 * 3600;
 

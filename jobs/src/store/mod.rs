@@ -176,7 +176,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// Whether `queue` has any job not in a final state.
     async fn has_unfinished(&self, queue: &str) -> Result<bool, JobError>;
 
-    /// Per queue: jobs done, and jobs whose latest attempt failed, within the last `window`.
+    /// Per queue: attempts done, and attempts failed (to be retried or dead), within the last
+    /// `window` (whole minutes, the current one included), from the activity table.
     async fn activity(&self, window: Duration) -> Result<Vec<(String, i64, i64)>, JobError>;
 
     /// Deletes every job of `queue` (the benchmark's own queue; never an operator action).

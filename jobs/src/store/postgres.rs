@@ -209,7 +209,7 @@ impl JobStore for PostgresStore {
     }
 
     async fn activity(&self, window: Duration) -> Result<Vec<(String, i64, i64)>, JobError> {
-        activity(&self.db.pool, window).await
+        console::activity(&self.db.pool, window).await
     }
 
     async fn purge_queue(&self, queue: &str) -> Result<u64, JobError> {
@@ -981,24 +981,3 @@ async fn has_unfinished(pool: &PgPool, queue: &str) -> Result<bool, JobError> {
     .await?)
 }
 
-async fn activity(pool: &PgPool, window: Duration) -> Result<Vec<(String, i64, i64)>, JobError> {
-    let rows = sqlx::query(
-        "SELECT queue,
-                count(*) FILTER (WHERE state = 'done' AND finished_at > now() - $1 * interval '1 millisecond') AS done,
-                count(*) FILTER (WHERE jsonb_array_length(errors) > 0
-                    AND (errors -> -1 ->> 'at')::timestamptz > now() - $1 * interval '1 millisecond') AS failed
-         FROM jobs GROUP BY queue",
-    )
-    .bind(window.as_millis() as i64)
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("queue")?,
-                r.try_get("done")?,
-                r.try_get("failed")?,
-            ))
-        })
-        .collect()
-}

@@ -207,7 +207,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn activity(&self, window: Duration) -> Result<Vec<(String, i64, i64)>, JobError> {
-        activity(&self.db.pool, window).await
+        console::activity(&self.db.pool, window).await
     }
 
     async fn purge_queue(&self, queue: &str) -> Result<u64, JobError> {
@@ -981,31 +981,3 @@ async fn has_unfinished(pool: &SqlitePool, queue: &str) -> Result<bool, JobError
     .await?)
 }
 
-async fn activity(
-    pool: &SqlitePool,
-    window: Duration,
-) -> Result<Vec<(String, i64, i64)>, JobError> {
-    let cutoff = now_us() - window.as_micros() as i64;
-    let seconds = window.as_secs_f64();
-    let rows = sqlx::query(
-        "SELECT queue,
-                sum(CASE WHEN state = 'done' AND finished_at > ?1 THEN 1 ELSE 0 END) AS done,
-                sum(CASE WHEN json_array_length(errors) > 0
-                     AND julianday(json_extract(errors, '$[#-1].at')) > julianday('now') - ?2 / 86400.0
-                     THEN 1 ELSE 0 END) AS failed
-         FROM jobs GROUP BY queue",
-    )
-    .bind(cutoff)
-    .bind(seconds)
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("queue")?,
-                r.try_get("done")?,
-                r.try_get("failed")?,
-            ))
-        })
-        .collect()
-}

@@ -191,3 +191,18 @@ pub(super) async fn prune_minute_stats(
         .await?;
     Ok(result.rows_affected())
 }
+
+/// Per queue: attempts done and failed in the trailing `window`, from the activity table (a
+/// few rows, however many jobs there are).
+pub(super) async fn activity(
+    pool: &SqlitePool,
+    window: std::time::Duration,
+) -> Result<Vec<(String, i64, i64)>, JobError> {
+    let rows = sqlx::query(console::ACTIVITY_SINCE)
+        .bind(console::window_start(window))
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+}
