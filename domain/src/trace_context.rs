@@ -148,7 +148,10 @@ mod tests {
             assert!(set_parent(&span, PARENT, Some("vendor=1")));
             let _entered = span.enter();
             let mine = current().expect("a traceparent");
-            assert!(mine.starts_with("00-0af7651916cd43dd8448eb211c80319c-"), "{mine}");
+            assert!(
+                mine.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+                "{mine}"
+            );
             assert_ne!(mine, PARENT, "it names this span, not its parent");
         });
         let spans = exporter.get_finished_spans().expect("spans");
@@ -182,7 +185,11 @@ mod tests {
         let (subscriber, _exporter) = traced();
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("request");
-            for bad in ["", "00-zz-yy-01", "00-00000000000000000000000000000000-b7ad6b7169203331-01"] {
+            for bad in [
+                "",
+                "00-zz-yy-01",
+                "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            ] {
                 assert!(!set_parent(&span, bad, None), "{bad:?}");
                 assert!(!add_link(&span, bad), "{bad:?}");
             }

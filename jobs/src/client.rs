@@ -1,8 +1,9 @@
 //! Enqueueing: the one way jobs enter the system, inside the caller's transaction or alone.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use voxline_domain::{Db, Settings, Tx};
+use voxline_domain::{Db, Settings, Tx, trace_context};
 
 use crate::error::JobError;
 use crate::model::{Enqueued, NewJob};
@@ -46,12 +47,16 @@ impl JobClient {
     /// Enqueues `job` in the caller's transaction: it becomes visible to workers only if and
     /// when that transaction commits, together with the caller's own rows.
     pub async fn enqueue(&self, tx: &mut Tx<'_>, job: &NewJob) -> Result<Enqueued, JobError> {
-        self.store.insert_in(tx, job, self.max_attempts(job)).await
+        let job = traced(job);
+        self.store
+            .insert_in(tx, &job, self.max_attempts(&job))
+            .await
     }
 
     /// Enqueues `job` on its own: one autocommit statement, durable when this returns.
     pub async fn enqueue_now(&self, job: &NewJob) -> Result<Enqueued, JobError> {
-        self.store.insert(job, self.max_attempts(job)).await
+        let job = traced(job);
+        self.store.insert(&job, self.max_attempts(&job)).await
     }
 
     /// Enqueues a cron tick's job and records the tick as its entry's latest (see
@@ -62,20 +67,41 @@ impl JobClient {
         tick: i64,
         job: &NewJob,
     ) -> Result<Enqueued, JobError> {
+        let job = traced(job);
         self.store
-            .enqueue_tick(entry, tick, job, self.max_attempts(job))
+            .enqueue_tick(entry, tick, &job, self.max_attempts(&job))
             .await
     }
 
     /// Enqueues many jobs in one transaction (bulk insert); returns how many were new.
     pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<u64, JobError> {
+        let context = trace_context::current();
         let resolved: Vec<(NewJob, u32)> = jobs
             .into_iter()
-            .map(|job| {
+            .map(|mut job| {
+                if job.trace_context.is_none() {
+                    job.trace_context.clone_from(&context);
+                }
                 let attempts = self.max_attempts(&job);
                 (job, attempts)
             })
             .collect();
         self.store.insert_many(&resolved).await
+    }
+}
+
+/// `job` carrying the current span's trace context, so its attempts join the enqueuer's trace.
+/// A job that names a context of its own keeps it; with telemetry off no span has one and the
+/// job is used as it is, uncopied.
+fn traced(job: &NewJob) -> Cow<'_, NewJob> {
+    if job.trace_context.is_some() {
+        return Cow::Borrowed(job);
+    }
+    match trace_context::current() {
+        Some(context) => Cow::Owned(NewJob {
+            trace_context: Some(context),
+            ..job.clone()
+        }),
+        None => Cow::Borrowed(job),
     }
 }
