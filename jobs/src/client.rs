@@ -105,3 +105,27 @@ fn traced(job: &NewJob) -> Cow<'_, NewJob> {
         None => Cow::Borrowed(job),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_telemetry_off_a_job_is_enqueued_as_it_is_with_no_context() {
+        // No OpenTelemetry layer, as when telemetry.otlp_endpoint is unset: even inside a
+        // span there is no context to store, and the job is not copied.
+        let job = NewJob::new("email", "email.send", serde_json::json!({}));
+        let span = tracing::info_span!("request");
+        let _entered = span.enter();
+        let traced = traced(&job);
+        assert!(matches!(traced, Cow::Borrowed(_)));
+        assert_eq!(traced.trace_context, None);
+    }
+
+    #[test]
+    fn a_context_the_job_names_itself_is_kept() {
+        let mut job = NewJob::new("email", "email.send", serde_json::json!({}));
+        job.trace_context = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        assert_eq!(traced(&job).trace_context, job.trace_context);
+    }
+}
