@@ -27,14 +27,16 @@ impl<B> MakeSpan<B> for RequestSpan {
             Some(route) => format!("{method} {route}"),
             None => method.to_string(),
         };
+        // The `otel.*` fields last: log lines inside the request show this span's fields in
+        // this order, and those only repeat the others for the exporter.
         let span = tracing::info_span!(
             "request",
-            otel.name = name,
-            otel.kind = "server",
             http.request.method = %method,
             http.route = route,
             url.path = request.uri().path(),
             http.response.status_code = Empty,
+            otel.name = name,
+            otel.kind = "server",
             otel.status_code = Empty,
         );
         if let Some(parent) = header(request.headers(), "traceparent") {

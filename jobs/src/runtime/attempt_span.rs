@@ -14,12 +14,12 @@ use crate::model::{ClaimedJob, Outcome};
 pub(super) fn start(job: &ClaimedJob) -> Span {
     let span = tracing::info_span!(
         "job.attempt",
-        otel.kind = "consumer",
         job.queue = %job.queue,
         job.kind = %job.kind,
         job.id = job.id.0,
         job.attempt = job.attempt,
         job.outcome = Empty,
+        otel.kind = "consumer",
         otel.status_code = Empty,
         otel.status_description = Empty,
     );
