@@ -8,6 +8,7 @@ mod models;
 mod ops;
 mod services;
 mod table;
+mod telemetry;
 
 use std::process::ExitCode;
 
@@ -91,7 +92,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
     // One TLS stack for every client in the process (sqlx, redis, HTTP clients): rustls + ring.
     if rustls::crypto::ring::default_provider()
         .install_default()
@@ -114,6 +114,18 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // In the runtime's context: the span exporter's batch processor is a task on it.
+    let installed = {
+        let _in_runtime = runtime.enter();
+        telemetry::init(&settings.telemetry)
+    };
+    let telemetry = match installed {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -148,6 +160,9 @@ fn main() -> ExitCode {
             } => ops::token(&settings, company, profile, role, email, hours),
         }
     });
+    // Here, on the main thread with the runtime still up: the flush blocks until the batch
+    // processor (a task on the runtime) has sent what it holds.
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -155,14 +170,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -21,6 +21,7 @@ pub mod ratelimit;
 pub mod roleplays;
 pub mod session_events;
 pub mod sessions;
+pub mod trace;
 pub mod transcript;
 pub mod upload;
 pub mod webhooks;
@@ -121,7 +122,11 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(metrics::track_http))
         .layer(cors);
     hardening::with_security_headers(app)
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(trace::RequestSpan)
+                .on_response(trace::RecordStatus::default()),
+        )
         // Outermost, so every early refusal (auth, limits, content type) reaches the client.
         .layer(axum::middleware::from_fn(drain::discard_unread_body))
         .with_state(state)

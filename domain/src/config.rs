@@ -4,12 +4,16 @@
 //! The environment names in [`FIXED_ENV_KEYS`] are part of voxline's interface (scripts and
 //! deployments use them); any other key can be set as `VOXLINE_SECTION__KEY`.
 
+mod telemetry;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::{Deserialize, Serialize};
+
+pub use telemetry::TelemetrySettings;
 
 /// The embedded default configuration, so the binary runs with no files beside it.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -71,6 +75,8 @@ pub struct Settings {
     pub email: EmailSettings,
     pub engine: EngineSettings,
     pub metrics: MetricsSettings,
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     pub retention: RetentionSettings,
     pub queue_defaults: QueueSettings,
     #[serde(default)]
@@ -731,6 +737,7 @@ impl Settings {
             return Err(invalid("openai.timeout_ms", "must be greater than 0"));
         }
         self.validate_billing()?;
+        self.telemetry.validate()?;
         for (kind, t) in &self.analysis.targets {
             for (name, range) in [
                 ("talk_ratio", t.talk_ratio),

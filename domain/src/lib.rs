@@ -17,6 +17,7 @@ pub mod roleplays;
 pub mod secrets;
 pub mod sessions;
 pub mod speakers;
+pub mod trace_context;
 pub mod usage;
 
 pub use config::{ConfigError, QueueSettings, Settings};

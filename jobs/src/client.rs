@@ -1,8 +1,9 @@
 //! Enqueueing: the one way jobs enter the system, inside the caller's transaction or alone.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use voxline_domain::{Db, Settings, Tx};
+use voxline_domain::{Db, Settings, Tx, trace_context};
 
 use crate::enqueue_counts::EnqueueCounts;
 use crate::error::JobError;
@@ -51,9 +52,10 @@ impl JobClient {
     /// Enqueues `job` in the caller's transaction: it becomes visible to workers only if and
     /// when that transaction commits, together with the caller's own rows.
     pub async fn enqueue(&self, tx: &mut Tx<'_>, job: &NewJob) -> Result<Enqueued, JobError> {
+        let job = traced(job);
         let enqueued = self
             .store
-            .insert_in(tx, job, self.max_attempts(job))
+            .insert_in(tx, &job, self.max_attempts(&job))
             .await?;
         // Counted before the caller commits: a transaction rolled back afterwards leaves one
         // enqueue too many in the trend, never a job too few.
@@ -71,7 +73,8 @@ impl JobClient {
 
     /// Enqueues `job` on its own: one autocommit statement, durable when this returns.
     pub async fn enqueue_now(&self, job: &NewJob) -> Result<Enqueued, JobError> {
-        let enqueued = self.store.insert(job, self.max_attempts(job)).await?;
+        let job = traced(job);
+        let enqueued = self.store.insert(&job, self.max_attempts(&job)).await?;
         self.counted(&job.queue, enqueued)
     }
 
@@ -83,18 +86,23 @@ impl JobClient {
         tick: i64,
         job: &NewJob,
     ) -> Result<Enqueued, JobError> {
+        let job = traced(job);
         let enqueued = self
             .store
-            .enqueue_tick(entry, tick, job, self.max_attempts(job))
+            .enqueue_tick(entry, tick, &job, self.max_attempts(&job))
             .await?;
         self.counted(&job.queue, enqueued)
     }
 
     /// Enqueues many jobs in one transaction (bulk insert); returns how many were new.
     pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<u64, JobError> {
+        let context = trace_context::current();
         let resolved: Vec<(NewJob, u32)> = jobs
             .into_iter()
-            .map(|job| {
+            .map(|mut job| {
+                if job.trace_context.is_none() {
+                    job.trace_context.clone_from(&context);
+                }
                 let attempts = self.max_attempts(&job);
                 (job, attempts)
             })
@@ -115,5 +123,45 @@ impl JobClient {
             }
         }
         Ok(inserted)
+    }
+}
+
+/// `job` carrying the current span's trace context, so its attempts join the enqueuer's trace.
+/// A job that names a context of its own keeps it; with telemetry off no span has one and the
+/// job is used as it is, uncopied.
+fn traced(job: &NewJob) -> Cow<'_, NewJob> {
+    if job.trace_context.is_some() {
+        return Cow::Borrowed(job);
+    }
+    match trace_context::current() {
+        Some(context) => Cow::Owned(NewJob {
+            trace_context: Some(context),
+            ..job.clone()
+        }),
+        None => Cow::Borrowed(job),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_telemetry_off_a_job_is_enqueued_as_it_is_with_no_context() {
+        // No OpenTelemetry layer, as when telemetry.otlp_endpoint is unset: even inside a
+        // span there is no context to store, and the job is not copied.
+        let job = NewJob::new("email", "email.send", serde_json::json!({}));
+        let span = tracing::info_span!("request");
+        let _entered = span.enter();
+        let traced = traced(&job);
+        assert!(matches!(traced, Cow::Borrowed(_)));
+        assert_eq!(traced.trace_context, None);
+    }
+
+    #[test]
+    fn a_context_the_job_names_itself_is_kept() {
+        let mut job = NewJob::new("email", "email.send", serde_json::json!({}));
+        job.trace_context = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        assert_eq!(traced(&job).trace_context, job.trace_context);
     }
 }

@@ -35,6 +35,10 @@ pub struct NewJob {
     pub timeout: Option<Duration>,
     /// A second enqueue with the same key returns the first job instead of adding one.
     pub unique_key: Option<String>,
+    /// The enqueuing span's W3C `traceparent`; [`crate::JobClient`] fills it from the current
+    /// span when it is unset (it stays `None` when telemetry is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<String>,
 }
 
 impl NewJob {
@@ -52,6 +56,7 @@ impl NewJob {
             max_attempts: None,
             timeout: None,
             unique_key: None,
+            trace_context: None,
         }
     }
 
@@ -153,6 +158,8 @@ pub struct ClaimedJob {
     /// Where this attempt reports how far it got (see [`Progress`]); the runtime attaches it
     /// to the attempt's lease before the handler runs.
     pub progress: Progress,
+    /// The W3C `traceparent` stored at enqueue: the parent of this attempt's span.
+    pub trace_context: Option<String>,
 }
 
 impl ClaimedJob {

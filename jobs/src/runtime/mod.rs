@@ -2,6 +2,7 @@
 //! heartbeat, database wake-ups, and graceful shutdown that hands unfinished work back.
 
 mod acker;
+mod attempt_span;
 mod inflight;
 mod queue;
 pub mod wakeup;

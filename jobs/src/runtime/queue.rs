@@ -8,8 +8,10 @@ use std::time::Duration;
 use futures::FutureExt;
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use voxline_domain::QueueSettings;
 
+use super::attempt_span;
 use super::inflight::{Inflight, Phase};
 use crate::backoff::BackoffPolicy;
 use crate::handler::{HandlerError, Handlers};
@@ -137,7 +139,11 @@ async fn run_claimed(ctx: Arc<QueueContext>, job: ClaimedJob) {
         return;
     }
     let started = std::time::Instant::now();
-    let outcome = execute(&ctx, job).await;
+    let span = attempt_span::start(&job);
+    let outcome = execute(&ctx, job).instrument(span.clone()).await;
+    attempt_span::finish(&span, &outcome);
+    // The span ends here: waiting for the acknowledger is not part of the attempt.
+    drop(span);
     let label = match &outcome {
         Outcome::Done => "done",
         Outcome::Retry { .. } => "retry",

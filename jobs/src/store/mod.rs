@@ -375,3 +375,14 @@ pub(super) fn stored_progress(
         .ok_or_else(|| JobError::Corrupt(format!("progress column: {percent}")))?;
     Ok(Some(JobProgress { percent, note }))
 }
+
+/// A claimed row's trace context. Unreadable is the same as absent: a lost trace link is no
+/// reason to bury a job (see the stores' `bury_undecodable`).
+pub(super) fn trace_context<'r, R>(row: &'r R) -> Option<String>
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    row.try_get("trace_context").ok().flatten()
+}

@@ -294,10 +294,10 @@ async fn insert(
     let row = sqlx::query(
         "WITH ins AS (
             INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
-                              unique_key, run_at)
+                              unique_key, run_at, trace_context)
             VALUES ($1, $2, $3,
                     CASE WHEN $7::timestamptz IS NULL OR $7 <= now() THEN 'available' ELSE 'scheduled' END,
-                    $4, $5, $6, $8, COALESCE($7, clock_timestamp()))
+                    $4, $5, $6, $8, COALESCE($7, clock_timestamp()), $10)
             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
             RETURNING id, state)
          SELECT id, CASE WHEN state = 'available' THEN pg_notify($9, $1)::text END AS notified
@@ -312,6 +312,7 @@ async fn insert(
     .bind(job.run_at)
     .bind(&job.unique_key)
     .bind(channel)
+    .bind(&job.trace_context)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(row) = row {
@@ -346,14 +347,19 @@ async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError>
             .collect();
         let keys: Vec<Option<&str>> = chunk.iter().map(|(j, _)| j.unique_key.as_deref()).collect();
         let run_ats: Vec<Option<DateTime<Utc>>> = chunk.iter().map(|(j, _)| j.run_at).collect();
+        let contexts: Vec<Option<&str>> = chunk
+            .iter()
+            .map(|(j, _)| j.trace_context.as_deref())
+            .collect();
         let result = sqlx::query(
             "INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
-                               unique_key, run_at)
+                               unique_key, run_at, trace_context)
              SELECT q, k, p,
                     CASE WHEN r IS NULL OR r <= now() THEN 'available' ELSE 'scheduled' END,
-                    pr, ma, t, u, COALESCE(r, clock_timestamp())
+                    pr, ma, t, u, COALESCE(r, clock_timestamp()), tc
              FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::int4[], $6::int8[],
-                         $7::text[], $8::timestamptz[]) AS x(q, k, p, pr, ma, t, u, r)
+                         $7::text[], $8::timestamptz[], $9::text[])
+                  AS x(q, k, p, pr, ma, t, u, r, tc)
              ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
         )
         .bind(&queues)
@@ -364,6 +370,7 @@ async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError>
         .bind(&timeouts)
         .bind(&keys)
         .bind(&run_ats)
+        .bind(&contexts)
         .execute(&mut *tx)
         .await?;
         inserted += result.rows_affected();
@@ -402,7 +409,7 @@ async fn claim(
              progress = NULL, progress_note = NULL
          FROM picked WHERE j.id = picked.id
          RETURNING j.id, j.lease, j.kind, j.payload, j.attempt, j.max_attempts, j.timeout_ms,
-                   j.priority",
+                   j.priority, j.trace_context",
     )
     .bind(queue)
     .bind(limit as i64)
@@ -452,6 +459,7 @@ fn decode_claimed(row: &PgRow, queue: &str) -> Result<(i16, ClaimedJob), JobErro
                 .try_get::<Option<i64>, _>("timeout_ms")?
                 .map(|t| t as u64),
             progress: crate::progress::Progress::detached(),
+            trace_context: super::trace_context(row),
         },
     ))
 }

@@ -324,8 +324,8 @@ async fn insert(
     };
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
-                           unique_key, run_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                           unique_key, run_at, created_at, trace_context)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
          RETURNING id",
     )
@@ -339,6 +339,7 @@ async fn insert(
     .bind(&job.unique_key)
     .bind(run_at)
     .bind(now)
+    .bind(&job.trace_context)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {
@@ -399,7 +400,8 @@ async fn claim(
             WHERE queue = ?3 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
               AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?3)
             ORDER BY priority DESC, run_at, id LIMIT ?4)
-         RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority",
+         RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority,
+                   trace_context",
     )
     .bind(now)
     .bind(worker)
@@ -447,6 +449,7 @@ fn decode_claimed(row: &SqliteRow, queue: &str) -> Result<(i64, ClaimedJob), Job
                 .try_get::<Option<i64>, _>("timeout_ms")?
                 .map(|t| t as u64),
             progress: crate::progress::Progress::detached(),
+            trace_context: super::trace_context(row),
         },
     ))
 }

@@ -249,6 +249,7 @@ mod tests {
             max_attempts,
             timeout_ms: None,
             progress: voxline_jobs::Progress::detached(),
+            trace_context: None,
         }
     }
 
