@@ -79,7 +79,7 @@ async fn queue_action_on(db: &Db, command: QueuesCommand) -> anyhow::Result<()> 
     let store = db.jobs();
     match command {
         QueuesCommand::Pause { queue } => {
-            if store.pause_queue(&queue, &cli_actor()).await? {
+            if store.console().pause_queue(&queue, &cli_actor()).await? {
                 audit_cli(db, "queue.pause", format!("queue:{queue}")).await?;
                 println!("queue {queue} paused: no process claims from it until it is resumed");
             } else {
@@ -87,7 +87,7 @@ async fn queue_action_on(db: &Db, command: QueuesCommand) -> anyhow::Result<()> 
             }
         }
         QueuesCommand::Resume { queue } => {
-            if store.resume_queue(&queue).await? {
+            if store.console().resume_queue(&queue).await? {
                 audit_cli(db, "queue.resume", format!("queue:{queue}")).await?;
                 println!("queue {queue} resumed");
             } else {

@@ -304,7 +304,7 @@ async fn an_operator_filters_jobs_retries_a_set_in_bulk_pauses_a_queue_and_reads
         async move { http.get(health).send().await.is_ok() }
     })
     .await;
-    let Some(session) = support::browser::start(1400, 1500).await else {
+    let Some(session) = support::browser::start(1400, 1900).await else {
         return;
     };
     let browser = &session.client;
@@ -312,7 +312,11 @@ async fn an_operator_filters_jobs_retries_a_set_in_bulk_pauses_a_queue_and_reads
     let operator = token("platform", "op-browser", Role::Operator, 600);
     fill(browser, "#token", &operator).await;
     click(browser, "#login button").await;
-    wait_for(browser, "#queues tr[data-queue=\"mail\"][data-paused=\"false\"]").await;
+    wait_for(
+        browser,
+        "#queues tr[data-queue=\"mail\"][data-paused=\"false\"]",
+    )
+    .await;
 
     // A bad filter is refused, and the error is shown beside the field it names.
     click(browser, "#f-state option[value=\"dead\"]").await;
@@ -341,20 +345,25 @@ async fn an_operator_filters_jobs_retries_a_set_in_bulk_pauses_a_queue_and_reads
     assert!(question.contains("Retry 3 jobs?"), "{question}");
     assert!(question.contains("company acme"), "{question}");
     for id in &acme {
-        assert_eq!(t.job(*id).await.state, JobState::Dead, "nothing changed yet");
+        assert_eq!(
+            t.job(*id).await.state,
+            JobState::Dead,
+            "nothing changed yet"
+        );
     }
     click(browser, "#confirm-yes").await;
     let result = wait_text(browser, "#bulk-result", |s| !s.is_empty()).await;
-    assert!(
-        result.to_lowercase().contains("retried 3 jobs"),
-        "{result}"
-    );
+    assert!(result.to_lowercase().contains("retried 3 jobs"), "{result}");
     for id in &acme {
         let job = t.job(*id).await;
         assert_eq!(job.state, JobState::Available, "job {id} was retried");
         assert_eq!(job.attempt, 0);
     }
-    assert_eq!(t.job(globex).await.state, JobState::Dead, "globex's is kept");
+    assert_eq!(
+        t.job(globex).await.state,
+        JobState::Dead,
+        "globex's is kept"
+    );
     wait_jobs(browser, &[]).await;
     wait_for(browser, "#jobs-empty:not([hidden])").await;
 
@@ -371,7 +380,7 @@ async fn an_operator_filters_jobs_retries_a_set_in_bulk_pauses_a_queue_and_reads
         status.contains("paused since") && status.contains("op-browser"),
         "{status}"
     );
-    let pauses = t.db.jobs().paused_queues().await.unwrap();
+    let pauses = t.db.jobs().console().paused_queues().await.unwrap();
     assert_eq!(
         pauses.iter().map(|p| p.queue.as_str()).collect::<Vec<_>>(),
         vec!["mail"]
@@ -393,16 +402,20 @@ async fn an_operator_filters_jobs_retries_a_set_in_bulk_pauses_a_queue_and_reads
     let mail_chart = "#trends figure[data-chart=\"mail\"]";
     wait_for(browser, &format!("{mail_chart} figcaption .badge.paused")).await;
     let marks = browser
-        .find_all(Locator::Css(&format!("{mail_chart} svg .mark")))
+        .find_all(Locator::Css(&format!("{mail_chart} svg rect.mark.dead")))
         .await
         .unwrap();
-    assert!(!marks.is_empty(), "the mail chart draws its work");
+    assert!(!marks.is_empty(), "the mail chart draws its dead jobs");
     let caption = text(browser, &format!("{mail_chart} figcaption")).await;
     assert!(
         caption.contains("4 done") && caption.contains("4 dead"),
         "{caption}"
     );
-    wait_for(browser, "#trends figure[data-chart=\"reports\"] svg rect.mark.done").await;
+    wait_for(
+        browser,
+        "#trends figure[data-chart=\"reports\"] svg rect.mark.done",
+    )
+    .await;
     wait_for(browser, "#trends figure[data-chart=\"all queues\"] svg").await;
     let labels = wait_for(browser, &format!("{mail_chart} svg"))
         .await
@@ -411,6 +424,15 @@ async fn an_operator_filters_jobs_retries_a_set_in_bulk_pauses_a_queue_and_reads
         .unwrap()
         .unwrap_or_default();
     assert!(labels.contains("now"), "axis labels as text: {labels}");
+
+    // A job's detail: its payload and the error of each attempt.
+    click(browser, &format!("{first} a")).await;
+    let detail = wait_text(browser, "#detail", |s| s.contains("\"errors\"")).await;
+    assert!(
+        detail.contains("\"company_id\": \"acme\"") && detail.contains("550 mailbox unavailable"),
+        "{detail}"
+    );
+    wait_for(browser, &format!("{first}.selected")).await;
 
     let shot = screenshot_dir().join("admin.png");
     std::fs::write(&shot, browser.screenshot().await.unwrap()).expect("write the screenshot");
@@ -421,8 +443,19 @@ async fn an_operator_filters_jobs_retries_a_set_in_bulk_pauses_a_queue_and_reads
         "#queues tr[data-queue=\"mail\"] button[data-action=\"resume\"]",
     )
     .await;
-    wait_for(browser, "#queues tr[data-queue=\"mail\"][data-paused=\"false\"]").await;
-    assert!(t.db.jobs().paused_queues().await.unwrap().is_empty());
+    wait_for(
+        browser,
+        "#queues tr[data-queue=\"mail\"][data-paused=\"false\"]",
+    )
+    .await;
+    assert!(
+        t.db.jobs()
+            .console()
+            .paused_queues()
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     browser.clone().close().await.unwrap();
     signal(&serve, "-TERM").await;

@@ -191,7 +191,22 @@ async fn configured_secrets_never_reach_the_logs() {
     {
         cmd.env(k, v);
     }
-    let serve = cmd.spawn().unwrap();
+    let mut serve = cmd.spawn().unwrap();
+    // Read both pipes while serve runs: a debug-level process fills a pipe's buffer in
+    // seconds, and unread it would block on its next log line.
+    let drain = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            if let Some(mut pipe) = pipe {
+                tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut out)
+                    .await
+                    .expect("read the logs");
+            }
+            out
+        })
+    };
+    let stdout = drain(serve.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(serve.stderr.take().map(|p| Box::new(p) as _));
     let http = reqwest::Client::new();
     eventually("serve answers", Duration::from_secs(30), || {
         let (http, url) = (http.clone(), format!("http://{addr}/healthz"));
@@ -226,11 +241,11 @@ async fn configured_secrets_never_reach_the_logs() {
     t.wait_for(id, Duration::from_secs(20), |j| !j.errors.is_empty())
         .await;
     signal(&serve, "-TERM").await;
-    let output = serve.wait_with_output().await.unwrap();
+    serve.wait().await.unwrap();
     let logs = format!(
         "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        String::from_utf8_lossy(&stdout.await.unwrap()),
+        String::from_utf8_lossy(&stderr.await.unwrap())
     );
     assert!(
         logs.contains("HTTP listening"),

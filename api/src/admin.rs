@@ -260,6 +260,7 @@ pub async fn queues(
     let pauses = state
         .jobs
         .store()
+        .console()
         .paused_queues()
         .await
         .map_err(ApiError::internal)?;

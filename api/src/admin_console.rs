@@ -169,12 +169,14 @@ pub async fn bulk(
     let store = state.jobs.store();
     let count = if request.dry_run {
         let n = store
+            .console()
             .count_matching(&filter, &action.from_states())
             .await
             .map_err(ApiError::internal)?;
         u64::try_from(n).unwrap_or(0)
     } else {
         let n = store
+            .console()
             .act_on_matching(&filter, action)
             .await
             .map_err(ApiError::internal)?;
@@ -253,6 +255,7 @@ pub async fn pause(
     known_queue(&state, &queue).await?;
     let store = state.jobs.store();
     let paused = store
+        .console()
         .pause_queue(&queue, &operator.0.sub)
         .await
         .map_err(ApiError::internal)?;
@@ -285,6 +288,7 @@ pub async fn resume(
     let resumed = state
         .jobs
         .store()
+        .console()
         .resume_queue(&queue)
         .await
         .map_err(ApiError::internal)?;
@@ -305,6 +309,7 @@ async fn pause_view(state: &AppState, queue: &str) -> Result<Json<QueuePauseView
     let pauses = state
         .jobs
         .store()
+        .console()
         .paused_queues()
         .await
         .map_err(ApiError::internal)?;
@@ -373,6 +378,7 @@ pub async fn stats(
     let rows = state
         .jobs
         .store()
+        .console()
         .minute_stats(start)
         .await
         .map_err(ApiError::internal)?;

@@ -88,7 +88,7 @@ impl Counts {
                 },
             })
             .collect();
-        if let Err(e) = store.add_minute_stats(&rows).await {
+        if let Err(e) = store.console().add_minute_stats(&rows).await {
             tracing::warn!(error = %e, "writing enqueue counts failed; keeping them for the next flush");
             self.restore(pending);
         }

@@ -3,10 +3,12 @@
 
 -- A queue listed here is not claimed from by any process until its row is deleted (resume);
 -- running jobs finish. The claim statement checks it, so a pause holds across processes.
+-- Times in this migration's tables are integers (Unix microseconds, and seconds for minutes)
+-- on both databases, so the console's SQL is one text for both.
 CREATE TABLE queue_pauses (
     queue      TEXT PRIMARY KEY,
-    paused_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
-    paused_by  TEXT        NOT NULL
+    paused_at  BIGINT NOT NULL,
+    paused_by  TEXT   NOT NULL
 );
 
 -- Per queue and minute (Unix seconds of the minute's start): jobs enqueued, attempts done,

@@ -314,7 +314,7 @@ async function pauseOrResume(queue, button) {
 
 // ---- Trends: small SVG charts of the per-minute activity ----
 
-const W = 330, H = 130, LEFT = 30, RIGHT = 8, TOP = 8, BOTTOM = 20;
+const W = 360, H = 130, LEFT = 30, RIGHT = 8, TOP = 8, BOTTOM = 20;
 const KINDS = ['done', 'failed', 'dead', 'enqueued'];
 
 function svg(tag, attrs, text) {
@@ -361,7 +361,8 @@ function chart(title, queue, points) {
   const max = Math.max(1, ...points.map((p) => Math.max(p.done + p.failed + p.dead, p.enqueued)));
   const y = (v) => TOP + plotH - (v / max) * plotH;
   const step = plotW / points.length;
-  const barW = Math.max(1, step - 1);
+  const barW = Math.max(1, step * 0.6);
+  const inset = (step - barW) / 2;
 
   // Axes and their labels.
   s.append(svg('line', {x1: LEFT, y1: y(0), x2: W - RIGHT, y2: y(0), class: 'axis'}));
@@ -374,28 +375,24 @@ function chart(title, queue, points) {
     clock(points[Math.floor(last / 2)].minute)));
   s.append(svg('text', {x: W - RIGHT, y: H - 5, class: 'label', 'text-anchor': 'end'}, 'now'));
 
-  // Done, failed and dead stacked per minute.
+  // Per minute: what was enqueued as a light column behind, and in front of it what the
+  // attempts ended as (done, failed, dead), stacked.
   points.forEach((p, i) => {
+    const x = LEFT + i * step;
+    if (p.enqueued > 0) {
+      const height = Math.max(1.5, y(0) - y(p.enqueued));
+      s.append(svg('rect', {x: (x + 0.25).toFixed(2), y: (y(0) - height).toFixed(2),
+        width: Math.max(1, step - 0.5).toFixed(2), height: height.toFixed(2), class: 'mark enqueued'}));
+    }
     let base = 0;
     for (const k of ['done', 'failed', 'dead']) {
       if (!p[k]) continue;
-      const top = y(base + p[k]);
-      const height = Math.max(1.5, y(base) - top);
-      const bar = svg('rect', {x: (LEFT + i * step + 0.5).toFixed(2), y: (y(base) - height).toFixed(2),
-        width: barW.toFixed(2), height: height.toFixed(2), class: 'mark ' + k});
-      s.append(bar);
+      const height = Math.max(1.5, y(base) - y(base + p[k]));
+      s.append(svg('rect', {x: (x + inset).toFixed(2), y: (y(base) - height).toFixed(2),
+        width: barW.toFixed(2), height: height.toFixed(2), class: 'mark ' + k}));
       base += p[k];
     }
   });
-  // Enqueued as a line with a dot on each minute that had any.
-  if (sums.enqueued > 0) {
-    const cx = (i) => (LEFT + i * step + step / 2).toFixed(2);
-    s.append(svg('polyline', {points: points.map((p, i) => cx(i) + ',' + y(p.enqueued).toFixed(2)).join(' '),
-      class: 'line enqueued'}));
-    points.forEach((p, i) => {
-      if (p.enqueued > 0) s.append(svg('circle', {cx: cx(i), cy: y(p.enqueued).toFixed(2), r: 2, class: 'mark enqueued'}));
-    });
-  }
   // One invisible column per minute that names its counts on hover.
   points.forEach((p, i) => {
     const hit = svg('rect', {x: (LEFT + i * step).toFixed(2), y: TOP, width: step.toFixed(2), height: plotH, class: 'hit'});
@@ -425,7 +422,9 @@ async function refresh(trends) {
 
 document.getElementById('login').onsubmit = (e) => {
   e.preventDefault();
-  sessionStorage.setItem('voxline-token', document.getElementById('token').value.trim());
+  const input = document.getElementById('token');
+  sessionStorage.setItem('voxline-token', input.value.trim());
+  input.value = '';
   refresh(true);
 };
 refresh(true); setInterval(refresh, REFRESH_MS);

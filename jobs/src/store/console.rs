@@ -3,11 +3,62 @@
 //! SQL is built here once for both databases; a [`Dialect`] supplies the few expressions that
 //! differ (placeholders, the company in the payload, search, time).
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::JobFilter;
+use crate::error::JobError;
+use crate::model::Job;
 use crate::state::JobState;
+
+/// The console's part of a job store (`store.console()`), implemented once for both databases
+/// by [`super::console_impl::impl_console`].
+#[async_trait]
+pub trait Console: Send + Sync {
+    /// Jobs matching `filter`, newest first, from its cursor on, at most its limit.
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobError>;
+
+    /// How many jobs match `filter` (cursor ignored) in one of `states`.
+    async fn count_matching(
+        &self,
+        filter: &JobFilter,
+        states: &[JobState],
+    ) -> Result<i64, JobError>;
+
+    /// Applies `action` to every job `filter` matches (cursor ignored) in a state the action
+    /// applies to; returns how many changed.
+    async fn act_on_matching(
+        &self,
+        filter: &JobFilter,
+        action: BulkAction,
+    ) -> Result<u64, JobError>;
+
+    /// Pauses `queue` for every process (claims skip it; running jobs finish). False when it
+    /// was paused already.
+    async fn pause_queue(&self, queue: &str, by: &str) -> Result<bool, JobError>;
+
+    /// Resumes `queue` and wakes its fetchers. False when it was not paused.
+    async fn resume_queue(&self, queue: &str) -> Result<bool, JobError>;
+
+    async fn paused_queues(&self) -> Result<Vec<QueuePause>, JobError>;
+
+    /// Adds these counts to the per-minute activity table.
+    async fn add_minute_stats(&self, rows: &[MinuteStats]) -> Result<(), JobError>;
+
+    /// The per-minute activity rows from `since_minute` (Unix seconds) on, oldest first.
+    async fn minute_stats(&self, since_minute: i64) -> Result<Vec<MinuteStats>, JobError>;
+
+    /// Per queue: attempts done, and attempts failed (to be retried or dead), within the last
+    /// `window` (whole minutes, the current one included), from the activity table.
+    async fn activity(
+        &self,
+        window: std::time::Duration,
+    ) -> Result<Vec<(String, i64, i64)>, JobError>;
+
+    /// Deletes activity rows past their retention.
+    async fn prune_minute_stats(&self) -> Result<u64, JobError>;
+}
 
 /// An action an operator takes on every job a filter matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +174,54 @@ pub(super) fn window_start(window: std::time::Duration) -> i64 {
     minute_of(Utc::now()) - (window.as_secs() as i64).div_euclid(60) * 60
 }
 
+/// Deletes the activity rows before minute `$1`.
+pub(super) const PRUNE_MINUTE_STATS: &str = "DELETE FROM job_stats_minute WHERE minute < $1";
+
+/// Pauses queue `$1` at `$2` (Unix microseconds) for `$3`, unless it is paused already.
+pub(super) const PAUSE_QUEUE: &str = "INSERT INTO queue_pauses (queue, paused_at, paused_by)
+    VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+
+pub(super) const RESUME_QUEUE: &str = "DELETE FROM queue_pauses WHERE queue = $1";
+
+pub(super) const PAUSED_QUEUES: &str =
+    "SELECT queue, paused_at, paused_by FROM queue_pauses ORDER BY queue";
+
+/// A row of [`PAUSED_QUEUES`], on either database.
+pub(super) fn pause_row<'r, R>(row: &'r R) -> Result<QueuePause, JobError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let micros: i64 = row.try_get(1)?;
+    Ok(QueuePause {
+        queue: row.try_get(0)?,
+        paused_at: DateTime::from_timestamp_micros(micros)
+            .ok_or_else(|| JobError::Corrupt(format!("queue_pauses.paused_at {micros}")))?,
+        paused_by: row.try_get(2)?,
+    })
+}
+
+/// The `UPDATE` of a bulk action on the jobs `c` matches; `c`'s last argument is the time.
+pub(super) fn bulk_update(dialect: &Dialect, action: BulkAction, c: &Conditions) -> String {
+    let now = (dialect.micros)(&(dialect.placeholder)(c.args.len()));
+    let set = match action {
+        BulkAction::Retry => format!(
+            "state = 'available', attempt = 0, run_at = {now}, finished_at = NULL,
+             locked_by = NULL, heartbeat_at = NULL"
+        ),
+        BulkAction::Discard => {
+            format!("state = 'cancelled', finished_at = {now}, locked_by = NULL")
+        }
+    };
+    format!(
+        "UPDATE jobs SET {set} WHERE id IN (SELECT id FROM jobs WHERE {}{}) RETURNING queue",
+        c.clause(),
+        dialect.lock
+    )
+}
+
 /// How long the per-minute table keeps a row.
 pub(super) const STATS_RETENTION_SECS: i64 = 14 * 24 * 3600;
 
@@ -165,6 +264,9 @@ pub(super) struct Dialect {
     pub micros: fn(&str) -> String,
     /// The search text as bound (an escaped pattern where the match is a `LIKE`).
     pub search_arg: fn(&str) -> String,
+    /// What a subquery picking rows to update adds to lock them (Postgres: skip rows a
+    /// worker holds; SQLite has one writer).
+    pub lock: &'static str,
 }
 
 /// A `WHERE` clause (without the keyword) and its arguments in placeholder order.
@@ -279,6 +381,7 @@ mod tests {
         search: |p| format!("words @@ {p}"),
         micros: |p| format!("t({p})"),
         search_arg: |t| t.to_string(),
+        lock: "",
     };
 
     #[test]

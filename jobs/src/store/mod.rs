@@ -5,6 +5,7 @@
 //! at the [`Db`] variant is [`for_db`].
 
 mod console;
+mod console_impl;
 mod postgres;
 mod postgres_console;
 mod postgres_leader;
@@ -12,7 +13,7 @@ mod postgres_listen;
 mod sqlite;
 mod sqlite_console;
 
-pub use console::{BulkAction, MinuteCounts, MinuteStats, QueuePause, minute_of};
+pub use console::{BulkAction, Console, MinuteCounts, MinuteStats, QueuePause, minute_of};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -194,35 +195,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// Moves job `id` to `cancelled` when it is in one of the states `from`.
     async fn cancel(&self, id: JobId, from: &[JobState]) -> Result<bool, JobError>;
 
-    /// How many jobs match `filter` (cursor ignored) in one of `states`.
-    async fn count_matching(
-        &self,
-        filter: &JobFilter,
-        states: &[JobState],
-    ) -> Result<i64, JobError>;
-
-    /// Applies `action` to every job `filter` matches (cursor ignored) in a state the action
-    /// applies to; returns how many changed.
-    async fn act_on_matching(
-        &self,
-        filter: &JobFilter,
-        action: BulkAction,
-    ) -> Result<u64, JobError>;
-
-    /// Pauses `queue` for every process (claims skip it; running jobs finish). False when it
-    /// was paused already.
-    async fn pause_queue(&self, queue: &str, by: &str) -> Result<bool, JobError>;
-
-    /// Resumes `queue` and wakes its fetchers. False when it was not paused.
-    async fn resume_queue(&self, queue: &str) -> Result<bool, JobError>;
-
-    async fn paused_queues(&self) -> Result<Vec<QueuePause>, JobError>;
-
-    /// Adds these counts to the per-minute activity table.
-    async fn add_minute_stats(&self, rows: &[MinuteStats]) -> Result<(), JobError>;
-
-    /// The per-minute activity rows from `since_minute` (Unix seconds) on, oldest first.
-    async fn minute_stats(&self, since_minute: i64) -> Result<Vec<MinuteStats>, JobError>;
+    /// The operators' console: filtered lists, bulk actions, pauses, per-minute activity.
+    fn console(&self) -> &dyn Console;
 
     /// Cancels, in the caller's transaction, every waiting job (scheduled, available,
     /// retrying) whose payload names one of the erased sessions or the erased profile of that

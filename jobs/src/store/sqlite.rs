@@ -12,7 +12,7 @@ use voxline_domain::Tx;
 use voxline_domain::config::RetentionSettings;
 use voxline_domain::db::SqliteDb;
 
-use super::console::{BulkAction, MinuteStats, OutcomeTally, QueuePause, minute_of};
+use super::console::{Console, OutcomeTally, minute_of};
 use super::sqlite_console as console;
 use super::{ErasedSubject, JobFilter, JobStore, KeyedProgress};
 use crate::error::JobError;
@@ -32,7 +32,7 @@ const SHUTDOWN_ERROR: &str = "worker shut down before the job finished";
 
 /// The job store of the embedded default (one SQLite file, one process).
 pub struct SqliteStore {
-    db: SqliteDb,
+    pub(super) db: SqliteDb,
 }
 
 impl SqliteStore {
@@ -178,7 +178,7 @@ impl JobStore for SqliteStore {
 
     async fn prune(&self, retention: &RetentionSettings, batch: u32) -> Result<u64, JobError> {
         let pruned = prune(&self.db.pool, retention, batch).await?;
-        console::prune_minute_stats(&self.db.pool, minute_of(Utc::now())).await?;
+        self.prune_minute_stats().await?;
         Ok(pruned)
     }
 
@@ -187,7 +187,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
-        console::list(&self.db.pool, filter).await
+        Console::list(self, filter).await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, JobError> {
@@ -207,7 +207,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn activity(&self, window: Duration) -> Result<Vec<(String, i64, i64)>, JobError> {
-        console::activity(&self.db.pool, window).await
+        Console::activity(self, window).await
     }
 
     async fn purge_queue(&self, queue: &str) -> Result<u64, JobError> {
@@ -241,44 +241,8 @@ impl JobStore for SqliteStore {
         cancel_for_erased(tx, subject).await
     }
 
-    async fn count_matching(
-        &self,
-        filter: &JobFilter,
-        states: &[JobState],
-    ) -> Result<i64, JobError> {
-        console::count_matching(&self.db.pool, filter, states).await
-    }
-
-    async fn act_on_matching(
-        &self,
-        filter: &JobFilter,
-        action: BulkAction,
-    ) -> Result<u64, JobError> {
-        console::act_on_matching(&self.db, filter, action).await
-    }
-
-    async fn pause_queue(&self, queue: &str, by: &str) -> Result<bool, JobError> {
-        console::pause_queue(&self.db.pool, queue, by).await
-    }
-
-    async fn resume_queue(&self, queue: &str) -> Result<bool, JobError> {
-        console::resume_queue(&self.db, queue).await
-    }
-
-    async fn paused_queues(&self) -> Result<Vec<QueuePause>, JobError> {
-        console::paused_queues(&self.db.pool).await
-    }
-
-    async fn add_minute_stats(&self, rows: &[MinuteStats]) -> Result<(), JobError> {
-        // One transaction: a flush that fails adds nothing, so its counts can be retried.
-        let mut tx = self.db.pool.begin_with("BEGIN IMMEDIATE").await?;
-        console::add_minute_stats(&mut tx, rows).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn minute_stats(&self, since_minute: i64) -> Result<Vec<MinuteStats>, JobError> {
-        console::minute_stats(&self.db.pool, since_minute).await
+    fn console(&self) -> &dyn Console {
+        self
     }
 }
 
@@ -822,7 +786,12 @@ async fn stats(pool: &SqlitePool) -> Result<Vec<QueueStats>, JobError> {
             row.try_get::<Option<i64>, _>("oldest_ms")?,
         ));
     }
-    let paused = console::paused_queues(pool).await?;
+    let paused = sqlx::query(super::console::PAUSED_QUEUES)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(super::console::pause_row)
+        .collect::<Result<_, _>>()?;
     Ok(super::group_stats(decoded, paused))
 }
 
@@ -983,4 +952,3 @@ async fn has_unfinished(pool: &SqlitePool, queue: &str) -> Result<bool, JobError
     .fetch_one(pool)
     .await?)
 }
-
