@@ -2,7 +2,6 @@
 //! the raw body, and finds whose data it is from the payload itself.
 
 pub mod elevenlabs;
-mod elevenlabs_calls;
 pub mod stripe;
 
 use axum::http::StatusCode;
