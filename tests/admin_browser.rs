@@ -52,14 +52,7 @@ async fn an_operator_retries_a_dead_job_from_the_admin_page() {
         .await
         .unwrap();
 
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut serve = t.spawn_voxline(&["serve"], &[("VOXLINE_HTTP_ADDR", &addr)]);
-    let http = reqwest::Client::new();
-    eventually("serve answers", Duration::from_secs(30), || {
-        let (http, health) = (http.clone(), format!("http://{addr}/healthz"));
-        async move { http.get(health).send().await.is_ok() }
-    })
-    .await;
+    let (mut serve, addr) = serve(&t).await;
     let Some(session) = support::browser::start(1280, 900).await else {
         return;
     };
@@ -296,14 +289,7 @@ async fn an_operator_filters_jobs_retries_a_set_in_bulk_pauses_a_queue_and_reads
         finished(&t, "reports", json!({ "n": n }), Outcome::Done).await;
     }
 
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut serve = t.spawn_voxline(&["serve"], &[("VOXLINE_HTTP_ADDR", &addr)]);
-    let http = reqwest::Client::new();
-    eventually("serve answers", Duration::from_secs(30), || {
-        let (http, health) = (http.clone(), format!("http://{addr}/healthz"));
-        async move { http.get(health).send().await.is_ok() }
-    })
-    .await;
+    let (mut serve, addr) = serve(&t).await;
     let Some(session) = support::browser::start(1400, 1900).await else {
         return;
     };
@@ -460,4 +446,17 @@ async fn an_operator_filters_jobs_retries_a_set_in_bulk_pauses_a_queue_and_reads
     browser.clone().close().await.unwrap();
     signal(&serve, "-TERM").await;
     assert!(serve.wait().await.unwrap().success());
+}
+
+/// `voxline serve` on this database, answering on the returned address.
+async fn serve(t: &TestDb) -> (tokio::process::Child, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let serve = t.spawn_voxline(&["serve"], &[("VOXLINE_HTTP_ADDR", &addr)]);
+    let http = reqwest::Client::new();
+    eventually("serve answers", Duration::from_secs(30), || {
+        let (http, health) = (http.clone(), format!("http://{addr}/healthz"));
+        async move { http.get(health).send().await.is_ok() }
+    })
+    .await;
+    (serve, addr)
 }
