@@ -168,14 +168,16 @@ fn queues_json(settings: &Settings, stats: &[QueueStats]) -> serde_json::Value {
 }
 
 fn queues_table(settings: &Settings, stats: &[QueueStats]) -> String {
-    let mut headers = vec!["QUEUE", "STATUS"];
+    let mut headers = vec!["QUEUE"];
     headers.extend(JobState::ALL.iter().map(|s| s.as_str()));
     headers.push("OLDEST AVAILABLE");
+    // Last, so the columns scripts read by position keep their place.
+    headers.push("STATUS");
     let rows: Vec<Vec<String>> = all_stats(settings, stats)
         .iter()
         .map(|s| {
             let status = if s.paused { "paused" } else { "running" };
-            let mut row = vec![s.queue.clone(), status.to_string()];
+            let mut row = vec![s.queue.clone()];
             row.extend(
                 JobState::ALL
                     .iter()
@@ -186,6 +188,7 @@ fn queues_table(settings: &Settings, stats: &[QueueStats]) -> String {
                     .map(human_ms)
                     .unwrap_or_else(|| "-".into()),
             );
+            row.push(status.to_string());
             row
         })
         .collect();
