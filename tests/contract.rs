@@ -584,6 +584,13 @@ impl Fixtures {
         if op.path == "/api/webhooks/stripe" {
             o.insert("/created".into(), json!(chrono::Utc::now().timestamp()));
         }
+        if op.path == "/api/admin/jobs/bulk" {
+            // A time range the route accepts: RFC 3339, `from` before `to`.
+            let now = chrono::Utc::now();
+            let hour = chrono::Duration::hours(1);
+            o.insert("/filter/from".into(), json!((now - hour).to_rfc3339()));
+            o.insert("/filter/to".into(), json!((now + hour).to_rfc3339()));
+        }
         o
     }
 }

@@ -322,7 +322,7 @@ pub async fn jobs(
         q: q.q,
     };
     // 400 as tests/admin.rs pins it for `state` (the `limit` below is a 422).
-    let mut filter = matching.filter(StatusCode::BAD_REQUEST)?;
+    let mut filter = matching.filter(StatusCode::BAD_REQUEST, true)?;
     let limit = crate::extract::limit(q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     filter.before = q.cursor.map(JobId);
     filter.limit = limit;

@@ -45,10 +45,20 @@ pub struct JobMatch {
 
 impl JobMatch {
     /// The store's filter; a bad field is `status` (400 in a query string, 422 in a body)
-    /// naming it.
-    pub fn filter(&self, status: StatusCode) -> Result<JobFilter, ApiError> {
+    /// naming it. An empty `state` means every state in a query string (`state=`); in a
+    /// body, where `state` is one of the named states or absent, it is refused.
+    pub fn filter(
+        &self,
+        status: StatusCode,
+        blank_state_is_any: bool,
+    ) -> Result<JobFilter, ApiError> {
         let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
-        let state = match given(&self.state) {
+        let state = if blank_state_is_any {
+            given(&self.state)
+        } else {
+            self.state.clone()
+        };
+        let state = match state {
             None => None,
             Some(s) => Some(s.parse::<JobState>().map_err(|e| {
                 ApiError::new(status, "invalid_state", e.to_string()).field("state")
@@ -146,7 +156,9 @@ pub struct BulkResponse {
 #[utoipa::path(post, path = "/api/admin/jobs/bulk", tag = "operators", operation_id = "admin_bulk_jobs",
     request_body = BulkRequest,
     responses((status = 200, body = BulkResponse, description = "How many jobs changed (or would, with `dry_run`)."),
+              (status = 400, description = "Malformed: a body that is not valid JSON (`invalid_json`)."),
               (status = 403, description = "Needs the operator role (`forbidden`)."),
+              (status = 415, description = "The body is not application/json (`unsupported_media_type`)."),
               (status = 422, description = "A field of the body that is not valid, named by `field` (`invalid_state`, `invalid_range`, `invalid_search`, `invalid_body`).")),
     security(("bearer" = [])))]
 pub async fn bulk(
@@ -164,7 +176,9 @@ pub async fn bulk(
         )
         .field(field)
     })?;
-    let filter = request.filter.filter(StatusCode::UNPROCESSABLE_ENTITY)?;
+    let filter = request
+        .filter
+        .filter(StatusCode::UNPROCESSABLE_ENTITY, false)?;
     let action = BulkAction::from(request.action);
     let store = state.jobs.store();
     let count = if request.dry_run {
