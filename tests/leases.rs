@@ -500,7 +500,8 @@ async fn ack_waiting_on(t: &TestDb, holder: i32, excluding: &[i32]) -> Vec<i32> 
         .await
         .expect("pg_stat_activity");
         if waiting.iter().any(|(pid, query)| {
-            query.starts_with("UPDATE jobs j SET state = 'done'") && !excluding.contains(pid)
+            // The batched done write (a CTE that also counts the minute's outcomes).
+            query.contains("UPDATE jobs j SET state = 'done'") && !excluding.contains(pid)
         }) {
             return waiting.into_iter().map(|(pid, _)| pid).collect();
         }
