@@ -160,7 +160,7 @@ fn queues_json(settings: &Settings, stats: &[QueueStats]) -> serde_json::Value {
                 "queue": s.queue,
                 "counts": counts,
                 "oldest_available_age_ms": s.oldest_available_age_ms,
-                "paused": s.paused,
+                "paused": s.pause.is_some(),
             })
         })
         .collect();
@@ -176,7 +176,11 @@ fn queues_table(settings: &Settings, stats: &[QueueStats]) -> String {
     let rows: Vec<Vec<String>> = all_stats(settings, stats)
         .iter()
         .map(|s| {
-            let status = if s.paused { "paused" } else { "running" };
+            let status = if s.pause.is_some() {
+                "paused"
+            } else {
+                "running"
+            };
             let mut row = vec![s.queue.clone()];
             row.extend(
                 JobState::ALL

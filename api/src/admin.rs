@@ -257,13 +257,6 @@ pub async fn queues(
         .activity(ACTIVITY_WINDOW)
         .await
         .map_err(ApiError::internal)?;
-    let pauses = state
-        .jobs
-        .store()
-        .console()
-        .paused_queues()
-        .await
-        .map_err(ApiError::internal)?;
     let mut names = state.settings.queue_names();
     names.extend(stats.iter().map(|s| s.queue.clone()));
     names.sort();
@@ -277,7 +270,8 @@ pub async fn queues(
                 .find(|(q, _, _)| *q == queue)
                 .map(|(_, d, f)| (*d, *f))
                 .unwrap_or((0, 0));
-            let pause = QueuePauseView::of(&queue, &pauses);
+            // The counts carry the queue's pause: no second read of `queue_pauses`.
+            let pause = QueuePauseView::from_pause(&queue, s.and_then(|s| s.pause.as_ref()));
             QueueOverview {
                 paused: pause.paused,
                 paused_at: pause.paused_at,

@@ -222,7 +222,10 @@ pub struct QueuePauseView {
 
 impl QueuePauseView {
     pub fn of(queue: &str, pauses: &[QueuePause]) -> QueuePauseView {
-        let pause = pauses.iter().find(|p| p.queue == queue);
+        QueuePauseView::from_pause(queue, pauses.iter().find(|p| p.queue == queue))
+    }
+
+    pub fn from_pause(queue: &str, pause: Option<&QueuePause>) -> QueuePauseView {
         QueuePauseView {
             queue: queue.to_string(),
             paused: pause.is_some(),

@@ -81,7 +81,7 @@ fn set_queue_gauges(state: &AppState, stats: &[QueueStats]) {
             .copied()
             .unwrap_or(0);
         metrics::gauge!("voxline_dead_letters", "queue" => queue.clone()).set(dead as f64);
-        let paused = s.is_some_and(|s| s.paused);
+        let paused = s.is_some_and(|s| s.pause.is_some());
         metrics::gauge!("voxline_queue_paused", "queue" => queue.clone()).set(if paused {
             1.0
         } else {

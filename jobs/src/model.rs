@@ -216,6 +216,6 @@ pub struct QueueStats {
     pub counts: std::collections::BTreeMap<JobState, i64>,
     /// Age of the oldest job that is due (available, or scheduled/retrying past its run_at).
     pub oldest_available_age_ms: Option<i64>,
-    /// Whether claims from the queue are paused.
-    pub paused: bool,
+    /// Set while claims from the queue are paused: since when and by whom.
+    pub pause: Option<crate::store::QueuePause>,
 }

@@ -324,13 +324,13 @@ fn group_stats(
         }
     }
     for pause in paused {
-        by_queue
+        let stats = by_queue
             .entry(pause.queue.clone())
             .or_insert_with(|| QueueStats {
-                queue: pause.queue,
+                queue: pause.queue.clone(),
                 ..Default::default()
-            })
-            .paused = true;
+            });
+        stats.pause = Some(pause);
     }
     by_queue.into_values().collect()
 }
