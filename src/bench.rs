@@ -54,6 +54,28 @@ pub enum BenchCommand {
         #[arg(long)]
         audio: Option<std::path::PathBuf>,
     },
+    /// Tenant fairness: company A enqueues a backlog of slow jobs, then company B a few; B's
+    /// time to start with fair claiming off and on.
+    Fairness {
+        /// Company A's backlog.
+        #[arg(long, default_value_t = 5_000)]
+        backlog: usize,
+        /// Company B's jobs, enqueued one at a time after A's.
+        #[arg(long, default_value_t = 10)]
+        late: usize,
+        /// How long each job takes (a handler that sleeps).
+        #[arg(long, default_value_t = 50)]
+        job_ms: u64,
+        /// Worker processes (more than one needs Postgres).
+        #[arg(long, default_value_t = 2)]
+        processes: usize,
+        /// Worker slots per process.
+        #[arg(long, default_value_t = 10)]
+        concurrency: usize,
+        /// Running jobs per company across processes when fairness is on (0: round-robin only).
+        #[arg(long, default_value_t = 0)]
+        per_company: usize,
+    },
     /// Local (offline Whisper) transcription of FILE: real-time factor and peak memory.
     Transcribe {
         /// An audio file (wav, mp3, m4a, ogg, webm, flac).
@@ -96,6 +118,24 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
         BenchCommand::Transcribe { file } => {
             return crate::models::bench_transcribe(settings, file).await;
         }
+        BenchCommand::Fairness {
+            backlog,
+            late,
+            job_ms,
+            processes,
+            concurrency,
+            per_company,
+        } => {
+            let bench = crate::bench_fairness::FairnessBench {
+                backlog,
+                late,
+                job_ms,
+                processes,
+                concurrency,
+                per_company,
+            };
+            return crate::bench_fairness::run(settings, bench).await;
+        }
     };
     if processes == 0 || concurrency == 0 {
         bail!("--processes and --concurrency must be at least 1");
@@ -128,7 +168,7 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
     let enqueue_single_per_s = single as f64 / started.elapsed().as_secs_f64();
     let insert_baseline_per_s = insert_baseline(&db, single).await?;
 
-    let workers = Workers::start(&db, &settings, processes, concurrency, prefetch).await?;
+    let workers = Workers::start(&db, &settings, processes, concurrency, prefetch, &[]).await?;
     // Warm-up: every process has connected and is listening once these are done.
     client
         .enqueue_many(noop_jobs(processes * concurrency * 4))
@@ -257,7 +297,7 @@ pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank - 1]
 }
 
-async fn wait_drained(db: &Db, limit: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_drained(db: &Db, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     loop {
         if !db.jobs().has_unfinished(BENCH).await? {
@@ -271,18 +311,21 @@ async fn wait_drained(db: &Db, limit: Duration) -> anyhow::Result<()> {
 }
 
 /// The benchmark's workers: in this process for one, child `voxline worker` processes for more.
-enum Workers {
+pub(crate) enum Workers {
     InProcess(RunnerHandle),
     Children(Vec<tokio::process::Child>),
 }
 
 impl Workers {
-    async fn start(
+    /// Starts `processes` workers of the bench queue; child processes also get `env` (the
+    /// in-process runner reads the same settings from `settings`).
+    pub(crate) async fn start(
         db: &Db,
         settings: &Arc<Settings>,
         processes: usize,
         concurrency: usize,
         prefetch: usize,
+        env: &[(String, String)],
     ) -> anyhow::Result<Self> {
         if processes == 1 {
             let handlers =
@@ -301,6 +344,7 @@ impl Workers {
                     concurrency.to_string(),
                 )
                 .env("VOXLINE_QUEUES__BENCH__PREFETCH", prefetch.to_string())
+                .envs(env.iter().cloned())
                 .env(
                     "RUST_LOG",
                     std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -313,7 +357,7 @@ impl Workers {
         Ok(Workers::Children(children))
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         match self {
             Workers::InProcess(handle) => handle.shutdown().await,
             Workers::Children(children) => {

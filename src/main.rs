@@ -2,6 +2,7 @@
 //! together. No behaviour of its own lives here.
 
 mod bench;
+mod bench_fairness;
 mod bench_intake;
 mod billing_cmd;
 mod models;

@@ -49,6 +49,21 @@ pub struct QueueSettings {
     pub backoff_cap_ms: u64,
     pub backoff_jitter: f64,
     pub prefetch: usize,
+    /// Claim round-robin across the companies with jobs waiting, so that one company's
+    /// backlog does not hold back the others'.
+    #[serde(default)]
+    pub round_robin: bool,
+    /// Running jobs one company may have in this queue across every process; 0 is no limit.
+    /// A limit implies round-robin claiming.
+    #[serde(default)]
+    pub per_company_concurrency: usize,
+}
+
+impl QueueSettings {
+    /// Whether claims go company by company (round-robin, a per-company limit, or both).
+    pub fn fair(&self) -> bool {
+        self.round_robin || self.per_company_concurrency > 0
+    }
 }
 
 /// A `[queues.NAME]` table: any field left out comes from `[queue_defaults]`.
@@ -61,6 +76,8 @@ pub struct QueueOverrides {
     pub backoff_cap_ms: Option<u64>,
     pub backoff_jitter: Option<f64>,
     pub prefetch: Option<usize>,
+    pub round_robin: Option<bool>,
+    pub per_company_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +125,10 @@ impl Settings {
                 backoff_cap_ms: o.backoff_cap_ms.unwrap_or(d.backoff_cap_ms),
                 backoff_jitter: o.backoff_jitter.unwrap_or(d.backoff_jitter),
                 prefetch: o.prefetch.unwrap_or(d.prefetch),
+                round_robin: o.round_robin.unwrap_or(d.round_robin),
+                per_company_concurrency: o
+                    .per_company_concurrency
+                    .unwrap_or(d.per_company_concurrency),
             },
         }
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::inflight::Inflight;
 use crate::handler::DeadHooks;
@@ -30,6 +30,7 @@ pub async fn run(
     hooks: DeadHooks,
     inflight: Inflight,
     mut completions: mpsc::Receiver<Completion>,
+    acked: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = completions.recv().await {
@@ -44,6 +45,8 @@ pub async fn run(
         // Written, or refused because the lease was gone: either way no longer ours.
         inflight.acked(batch.iter().map(|c| c.lease));
         batch.clear();
+        // Fetchers held back by a per-company limit may claim again now.
+        acked.notify_waiters();
     }
 }
 

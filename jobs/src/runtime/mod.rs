@@ -75,12 +75,14 @@ impl Runner {
         let wakers = Wakers::new(self.queues.iter().map(String::as_str));
         let (acks, ack_rx) = acker::channel();
         let store = store::for_db(&self.db);
+        let acked = Arc::new(tokio::sync::Notify::new());
 
         let acker = tokio::spawn(acker::run(
             store.clone(),
             self.handlers.dead_hooks().clone(),
             inflight.clone(),
             ack_rx,
+            acked.clone(),
         ));
         let wakeup = tokio::spawn(wakeup::run(
             store.clone(),
@@ -113,6 +115,7 @@ impl Runner {
                 poll_interval: Duration::from_millis(engine.poll_interval_ms),
                 wake,
                 acks: acks.clone(),
+                acked: acked.clone(),
                 inflight: inflight.clone(),
                 stop: stop_fetching.clone(),
             });

@@ -30,6 +30,8 @@ pub struct QueueContext {
     pub poll_interval: Duration,
     pub wake: Arc<Notify>,
     pub acks: mpsc::Sender<Completion>,
+    /// Notified each time this process has written a batch of outcomes.
+    pub acked: Arc<Notify>,
     pub inflight: Inflight,
     /// Cancelled when the process stops fetching.
     pub stop: CancellationToken,
@@ -68,7 +70,11 @@ pub async fn fetch_loop(ctx: Arc<QueueContext>) {
                 continue;
             }
         }
-        let claimed = match ctx.store.claim(&ctx.queue, &ctx.worker, free).await {
+        // Registered before the claim, so an outcome written while it runs is not missed.
+        let acked = ctx.acked.notified();
+        tokio::pin!(acked);
+        acked.as_mut().enable();
+        let claimed = match claim(&ctx, free).await {
             Ok(claimed) => {
                 error_wait = Duration::from_millis(50);
                 claimed
@@ -90,18 +96,35 @@ pub async fn fetch_loop(ctx: Arc<QueueContext>) {
         if full {
             continue;
         }
+        let capped = ctx.settings.per_company_concurrency > 0;
         let wait = match ctx.store.next_due(&ctx.queue).await {
-            Ok(Some(at)) => (at - chrono::Utc::now())
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .min(ctx.poll_interval),
+            Ok(Some(at)) => match (at - chrono::Utc::now()).to_std() {
+                Ok(later) => later.min(ctx.poll_interval),
+                // Due jobs left behind by a per-company limit wait for a running job of
+                // theirs to finish: here (an outcome written) or elsewhere (the poll).
+                Err(_) if capped => ctx.poll_interval,
+                Err(_) => Duration::ZERO,
+            },
             _ => ctx.poll_interval,
         };
         tokio::select! {
             _ = ctx.stop.cancelled() => return,
             _ = ctx.wake.notified() => {}
+            _ = &mut acked, if capped => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// One claim of up to `free` jobs: company by company on a fair queue.
+async fn claim(ctx: &QueueContext, free: usize) -> Result<Vec<ClaimedJob>, crate::error::JobError> {
+    if ctx.settings.fair() {
+        let cap = Some(ctx.settings.per_company_concurrency).filter(|c| *c > 0);
+        ctx.store
+            .claim_fair(&ctx.queue, &ctx.worker, free, cap)
+            .await
+    } else {
+        ctx.store.claim(&ctx.queue, &ctx.worker, free).await
     }
 }
 

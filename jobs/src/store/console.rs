@@ -256,8 +256,8 @@ pub(super) enum Arg {
 pub(super) struct Dialect {
     /// The `n`th placeholder (1-based).
     pub placeholder: fn(usize) -> String,
-    /// The company id in a job's payload.
-    pub company: &'static str,
+    /// A condition that the job belongs to the company at placeholder `p`.
+    pub company: fn(&str) -> String,
     /// A condition that the job's words match the search text at placeholder `p`.
     pub search: fn(&str) -> String,
     /// A timestamp from the microseconds at placeholder `p`, comparable with `created_at`.
@@ -338,10 +338,7 @@ pub(super) fn conditions(
         c.push(dialect, Arg::Text(kind.clone()), |p| format!("kind = {p}"));
     }
     if let Some(company) = &filter.company_id {
-        let expr = dialect.company;
-        c.push(dialect, Arg::Text(company.clone()), |p| {
-            format!("{expr} = {p}")
-        });
+        c.push(dialect, Arg::Text(company.clone()), dialect.company);
     }
     if let Some(from) = filter.created_from {
         let micros = dialect.micros;
@@ -377,7 +374,7 @@ mod tests {
 
     const NUMBERED: Dialect = Dialect {
         placeholder: |n| format!("${n}"),
-        company: "company",
+        company: |p| format!("company = {p}"),
         search: |p| format!("words @@ {p}"),
         micros: |p| format!("t({p})"),
         search_arg: |t| t.to_string(),

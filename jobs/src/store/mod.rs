@@ -126,6 +126,19 @@ pub trait JobStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<ClaimedJob>, JobError>;
 
+    /// Claims like [`JobStore::claim`], company by company: the company with the fewest jobs
+    /// running goes first, and every company's next job comes before any company's one after
+    /// (round-robin); with `per_company` set no company holds more than that many `running`
+    /// jobs of `queue` across all processes.
+    /// Fair claims of one queue take turns, so the limit holds however many processes claim.
+    async fn claim_fair(
+        &self,
+        queue: &str,
+        worker: &str,
+        limit: usize,
+        per_company: Option<usize>,
+    ) -> Result<Vec<ClaimedJob>, JobError>;
+
     /// Writes a batch of attempt outcomes; returns each job's new state. Outcomes whose lease
     /// is stale are skipped. A job that ends `dead` runs its kind's hook from `hooks` in the
     /// same transaction.
@@ -359,4 +372,58 @@ where
     Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     row.try_get("trace_context").ok().flatten()
+}
+
+/// `jobs` in round-robin order across their groups: each group's first (by `key`'s order
+/// within the group), then each group's second, and so on, ties between groups by that order.
+pub(crate) fn round_robin<T, G: Ord + Clone, K: Ord + Clone>(
+    jobs: Vec<T>,
+    key: impl Fn(&T) -> (G, K),
+) -> Vec<T> {
+    let mut keyed: Vec<(G, K, T)> = jobs
+        .into_iter()
+        .map(|job| {
+            let (group, order) = key(&job);
+            (group, order, job)
+        })
+        .collect();
+    keyed.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let mut ranked = Vec::with_capacity(keyed.len());
+    let mut previous: Option<G> = None;
+    let mut rank = 0usize;
+    for (group, order, job) in keyed {
+        rank = if previous.as_ref() == Some(&group) {
+            rank + 1
+        } else {
+            0
+        };
+        previous = Some(group);
+        ranked.push((rank, order, job));
+    }
+    ranked.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    ranked.into_iter().map(|(_, _, job)| job).collect()
+}
+
+#[cfg(test)]
+mod round_robin_tests {
+    use super::round_robin;
+
+    #[test]
+    fn every_group_gets_its_first_before_any_gets_its_second() {
+        // (company, claim order): A has four waiting, B two, C one.
+        let jobs = vec![
+            ("A", 1),
+            ("A", 2),
+            ("A", 3),
+            ("A", 4),
+            ("B", 5),
+            ("B", 6),
+            ("C", 7),
+        ];
+        let order: Vec<_> = round_robin(jobs, |j| (j.0, j.1))
+            .into_iter()
+            .map(|j| j.1)
+            .collect();
+        assert_eq!(order, vec![1, 5, 7, 2, 6, 3, 4]);
+    }
 }

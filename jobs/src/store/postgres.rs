@@ -137,6 +137,19 @@ impl JobStore for PostgresStore {
         claim(&self.db.engine_pool, queue, worker, limit).await
     }
 
+    async fn claim_fair(
+        &self,
+        queue: &str,
+        worker: &str,
+        limit: usize,
+        per_company: Option<usize>,
+    ) -> Result<Vec<ClaimedJob>, JobError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        claim_fair(&self.db, queue, worker, limit, per_company).await
+    }
+
     async fn complete(
         &self,
         completions: &[Completion],
@@ -258,12 +271,18 @@ async fn insert(
     let row = sqlx::query(
         "WITH ins AS (
             INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
-                              unique_key, run_at, trace_context)
+                              unique_key, run_at, trace_context, company_id)
             VALUES ($1, $2, $3,
                     CASE WHEN $7::timestamptz IS NULL OR $7 <= now() THEN 'available' ELSE 'scheduled' END,
-                    $4, $5, $6, $8, COALESCE($7, clock_timestamp()), $10)
+                    $4, $5, $6, $8, COALESCE($7, clock_timestamp()), $10,
+                    COALESCE($3::jsonb->>'company_id', ''))
             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-            RETURNING id, state)
+            RETURNING id, state, kind, payload, errors, company_id),
+         words AS (
+            INSERT INTO job_search (job_id, company_id, words)
+            SELECT id, company_id,
+                   to_tsvector('simple', kind || ' ' || errors::text || ' ' || payload::text)
+            FROM ins)
          SELECT id, CASE WHEN state = 'available' THEN pg_notify($9, $1)::text END AS notified
          FROM ins",
     )
@@ -315,16 +334,25 @@ async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError>
             .iter()
             .map(|(j, _)| j.trace_context.as_deref())
             .collect();
-        let result = sqlx::query(
-            "INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
-                               unique_key, run_at, trace_context)
-             SELECT q, k, p,
-                    CASE WHEN r IS NULL OR r <= now() THEN 'available' ELSE 'scheduled' END,
-                    pr, ma, t, u, COALESCE(r, clock_timestamp()), tc
-             FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::int4[], $6::int8[],
-                         $7::text[], $8::timestamptz[], $9::text[])
-                  AS x(q, k, p, pr, ma, t, u, r, tc)
-             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
+        let count: i64 = sqlx::query_scalar(
+            "WITH ins AS (
+                INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
+                                  unique_key, run_at, trace_context, company_id)
+                SELECT q, k, p,
+                       CASE WHEN r IS NULL OR r <= now() THEN 'available' ELSE 'scheduled' END,
+                       pr, ma, t, u, COALESCE(r, clock_timestamp()), tc,
+                       COALESCE(p->>'company_id', '')
+                FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::int2[], $5::int4[], $6::int8[],
+                            $7::text[], $8::timestamptz[], $9::text[])
+                     AS x(q, k, p, pr, ma, t, u, r, tc)
+                ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
+                RETURNING id, kind, payload, errors, company_id),
+             words AS (
+                INSERT INTO job_search (job_id, company_id, words)
+                SELECT id, company_id,
+                       to_tsvector('simple', kind || ' ' || errors::text || ' ' || payload::text)
+                FROM ins)
+             SELECT count(*) FROM ins",
         )
         .bind(&queues)
         .bind(&kinds)
@@ -335,9 +363,9 @@ async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError>
         .bind(&keys)
         .bind(&run_ats)
         .bind(&contexts)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        inserted += result.rows_affected();
+        inserted += count as u64;
     }
     let mut queues: Vec<&str> = jobs.iter().map(|(j, _)| j.queue.as_str()).collect();
     queues.sort_unstable();
@@ -380,10 +408,105 @@ async fn claim(
     .bind(worker)
     .fetch_all(pool)
     .await?;
+    decode_claims(pool, queue, rows, ClaimOrder::Priority).await
+}
+
+/// The fair claim: companies with due jobs found by a loose index scan of `jobs_fair` (one
+/// probe per company, however long one company's backlog is), up to `limit` jobs taken in
+/// turns: a job's turn is its company's running jobs plus its rank within the company, so
+/// the company with the fewest running goes first and every company's next job comes before
+/// any company's one after (round-robin that also holds across claims of one job). Each
+/// company is capped at `cap` running. Claims of one queue take turns on an advisory lock so that the
+/// running counts they read are not stale: each one reads after the previous committed.
+async fn claim_fair(
+    db: &PgDb,
+    queue: &str,
+    worker: &str,
+    limit: usize,
+    cap: Option<usize>,
+) -> Result<Vec<ClaimedJob>, JobError> {
+    let mut tx = db.engine_pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("voxline.claim_fair:{}:{queue}", db.schema))
+        .execute(&mut *tx)
+        .await?;
+    let rows = sqlx::query(
+        "WITH RECURSIVE companies AS (
+            (SELECT company_id FROM jobs
+             WHERE queue = $1 AND state IN ('available', 'scheduled', 'retrying')
+             ORDER BY company_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.company_id FROM jobs j
+                    WHERE j.queue = $1 AND j.state IN ('available', 'scheduled', 'retrying')
+                      AND j.company_id > c.company_id
+                    ORDER BY j.company_id LIMIT 1)
+            FROM companies c WHERE c.company_id IS NOT NULL),
+         held AS (
+            SELECT company_id, count(*) AS n FROM jobs
+            WHERE queue = $1 AND state = 'running' GROUP BY company_id),
+         picked AS (
+            SELECT w.id,
+                   row_number() OVER (ORDER BY COALESCE(h.n, 0) + w.rank, w.priority DESC,
+                                               w.run_at, w.id) AS turn
+            FROM companies c
+            LEFT JOIN held h ON h.company_id = c.company_id
+            CROSS JOIN LATERAL (
+                SELECT id, priority, run_at,
+                       row_number() OVER (ORDER BY priority DESC, run_at, id) AS rank
+                FROM (SELECT id, priority, run_at FROM jobs
+                      WHERE queue = $1 AND company_id = c.company_id
+                        AND state IN ('available', 'scheduled', 'retrying') AND run_at <= now()
+                      ORDER BY priority DESC, run_at, id
+                      LIMIT GREATEST(0, LEAST($2, $4 - COALESCE(h.n, 0)))) due) w
+            WHERE c.company_id IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = $1)
+            ORDER BY turn
+            LIMIT $2)
+         UPDATE jobs j
+         SET state = 'running', attempt = j.attempt + 1, lease = j.lease + 1,
+             attempted_at = clock_timestamp(), heartbeat_at = clock_timestamp(), locked_by = $3,
+             progress = NULL, progress_note = NULL
+         FROM picked WHERE j.id = picked.id AND j.state IN ('available', 'scheduled', 'retrying')
+         RETURNING j.id, j.lease, j.kind, j.payload, j.attempt, j.max_attempts, j.timeout_ms,
+                   j.priority, j.trace_context, picked.turn",
+    )
+    .bind(queue)
+    .bind(limit as i64)
+    .bind(worker)
+    .bind(cap.map_or(i64::MAX, |c| c as i64))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    decode_claims(&db.engine_pool, queue, rows, ClaimOrder::Turn).await
+}
+
+/// The order a claimed batch runs in (RETURNING has none of its own).
+#[derive(Clone, Copy)]
+enum ClaimOrder {
+    /// Priority, then id: the order of the plain claim.
+    Priority,
+    /// The fair claim's `turn` column: round-robin across companies.
+    Turn,
+}
+
+/// Decodes claimed rows in claim order; rows that cannot be read are buried.
+async fn decode_claims(
+    pool: &PgPool,
+    queue: &str,
+    rows: Vec<PgRow>,
+    order: ClaimOrder,
+) -> Result<Vec<ClaimedJob>, JobError> {
     let mut claimed = Vec::with_capacity(rows.len());
     let mut undecodable = Vec::new();
     for row in rows {
-        match decode_claimed(&row, queue) {
+        let key = match order {
+            ClaimOrder::Priority => row.try_get::<i16, _>("priority").map(|p| -i64::from(p)),
+            ClaimOrder::Turn => row.try_get::<i64, _>("turn"),
+        };
+        match key
+            .map_err(JobError::from)
+            .and_then(|k| Ok((k, decode_claimed(&row, queue)?)))
+        {
             Ok(job) => claimed.push(job),
             Err(e) => {
                 let lease = (row.try_get("id"), row.try_get("lease"));
@@ -403,29 +526,25 @@ async fn claim(
         }
     }
     bury_undecodable(pool, &undecodable).await?;
-    // RETURNING has no order; run the batch in claim order.
-    claimed.sort_by_key(|(priority, job)| (-priority, job.id));
+    claimed.sort_by_key(|(key, job)| (*key, job.id));
     Ok(claimed.into_iter().map(|(_, job)| job).collect())
 }
 
-fn decode_claimed(row: &PgRow, queue: &str) -> Result<(i16, ClaimedJob), JobError> {
-    Ok((
-        row.try_get::<i16, _>("priority")?,
-        ClaimedJob {
-            id: JobId(row.try_get("id")?),
-            lease: row.try_get("lease")?,
-            queue: queue.to_string(),
-            kind: row.try_get("kind")?,
-            payload: row.try_get("payload")?,
-            attempt: row.try_get::<i32, _>("attempt")? as u32,
-            max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
-            timeout_ms: row
-                .try_get::<Option<i64>, _>("timeout_ms")?
-                .map(|t| t as u64),
-            progress: crate::progress::Progress::detached(),
-            trace_context: super::trace_context(row),
-        },
-    ))
+fn decode_claimed(row: &PgRow, queue: &str) -> Result<ClaimedJob, JobError> {
+    Ok(ClaimedJob {
+        id: JobId(row.try_get("id")?),
+        lease: row.try_get("lease")?,
+        queue: queue.to_string(),
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        attempt: row.try_get::<i32, _>("attempt")? as u32,
+        max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
+        timeout_ms: row
+            .try_get::<Option<i64>, _>("timeout_ms")?
+            .map(|t| t as u64),
+        progress: crate::progress::Progress::detached(),
+        trace_context: super::trace_context(row),
+    })
 }
 
 /// Claimed rows that could not be read go to `dead` with the reason: no attempt would read
@@ -764,17 +883,22 @@ async fn prune(pool: &PgPool, retention: &RetentionSettings, batch: u32) -> Resu
             continue;
         }
         // Oldest ids first: done jobs have no index of their own (see the migration).
-        let result = sqlx::query(
-            "DELETE FROM jobs WHERE id IN (
-                SELECT id FROM jobs WHERE state = $1 AND finished_at < now() - $2 * interval '1 hour'
-                ORDER BY id LIMIT $3)",
+        let count: i64 = sqlx::query_scalar(
+            "WITH gone AS (
+                DELETE FROM jobs WHERE id IN (
+                    SELECT id FROM jobs
+                    WHERE state = $1 AND finished_at < now() - $2 * interval '1 hour'
+                    ORDER BY id LIMIT $3)
+                RETURNING id),
+             words AS (DELETE FROM job_search WHERE job_id IN (SELECT id FROM gone))
+             SELECT count(*) FROM gone",
         )
         .bind(state)
         .bind(hours as i64)
         .bind(batch as i64)
-        .execute(pool)
+        .fetch_one(pool)
         .await?;
-        deleted += result.rows_affected();
+        deleted += count as u64;
     }
     Ok(deleted)
 }
@@ -940,11 +1064,15 @@ async fn unfinished(pool: &PgPool, queue: &str) -> Result<i64, JobError> {
 }
 
 async fn purge_queue(pool: &PgPool, queue: &str) -> Result<u64, JobError> {
-    let result = sqlx::query("DELETE FROM jobs WHERE queue = $1")
-        .bind(queue)
-        .execute(pool)
-        .await?;
-    Ok(result.rows_affected())
+    let count: i64 = sqlx::query_scalar(
+        "WITH gone AS (DELETE FROM jobs WHERE queue = $1 RETURNING id),
+              words AS (DELETE FROM job_search WHERE job_id IN (SELECT id FROM gone))
+         SELECT count(*) FROM gone",
+    )
+    .bind(queue)
+    .fetch_one(pool)
+    .await?;
+    Ok(count as u64)
 }
 
 async fn has_unfinished(pool: &PgPool, queue: &str) -> Result<bool, JobError> {

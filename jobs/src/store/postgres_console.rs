@@ -8,15 +8,16 @@ use super::console_impl::impl_console;
 use super::postgres::{JOB_COLUMNS, PostgresStore, decode_job};
 use crate::error::JobError;
 
-/// The words a job is searched by: the same expression as the `jobs_search` index, which the
-/// planner uses only when the text matches exactly.
-const SEARCH_DOCUMENT: &str =
-    "to_tsvector('simple', kind || ' ' || errors::text || ' ' || payload::text)";
-
 const DIALECT: Dialect = Dialect {
     placeholder: |n| format!("${n}"),
-    company: "(payload->>'company_id')",
-    search: |p| format!("{SEARCH_DOCUMENT} @@ plainto_tsquery('simple', {p})"),
+    // A job's company and words are in `job_search`, written once at enqueue, so that the
+    // claim and the completion do not write their indexes (migration 0018).
+    company: |p| format!("id IN (SELECT job_id FROM job_search WHERE company_id = {p})"),
+    search: |p| {
+        format!(
+            "id IN (SELECT job_id FROM job_search WHERE words @@ plainto_tsquery('simple', {p}))"
+        )
+    },
     micros: |p| format!("to_timestamp({p}::float8 / 1000000)"),
     search_arg: |text| text.to_string(),
     lock: " FOR UPDATE SKIP LOCKED",

@@ -135,6 +135,19 @@ impl JobStore for SqliteStore {
         claim(&self.db.pool, queue, worker, limit).await
     }
 
+    async fn claim_fair(
+        &self,
+        queue: &str,
+        worker: &str,
+        limit: usize,
+        per_company: Option<usize>,
+    ) -> Result<Vec<ClaimedJob>, JobError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        claim_fair(&self.db.pool, queue, worker, limit, per_company).await
+    }
+
     async fn complete(
         &self,
         completions: &[Completion],
@@ -288,8 +301,9 @@ async fn insert(
     };
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
-                           unique_key, run_at, created_at, trace_context)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                           unique_key, run_at, created_at, trace_context, company_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
+                 COALESCE(json_extract(?3, '$.company_id'), ''))
          ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
          RETURNING id",
     )
@@ -373,11 +387,87 @@ async fn claim(
     .bind(limit as i64)
     .fetch_all(pool)
     .await?;
+    let mut claimed = decode_claims(pool, queue, rows).await?;
+    claimed.sort_by_key(|c| (-c.priority, c.job.id));
+    Ok(claimed.into_iter().map(|c| c.job).collect())
+}
+
+/// The fair claim (see [`super::JobStore::claim_fair`]): every due job of the queue ranked
+/// within its company, and the batch taken in turns, a job's turn being its rank plus its
+/// company's running jobs (the Postgres claim explains why). SQLite has one
+/// writer, so the counts cannot go stale before the update.
+async fn claim_fair(
+    pool: &SqlitePool,
+    queue: &str,
+    worker: &str,
+    limit: usize,
+    cap: Option<usize>,
+) -> Result<Vec<ClaimedJob>, JobError> {
+    let now = now_us();
+    let rows = sqlx::query(
+        "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease = lease + 1,
+                         attempted_at = ?1, heartbeat_at = ?1, locked_by = ?2,
+                         progress = NULL, progress_note = NULL
+         WHERE id IN (
+            SELECT id FROM (
+                SELECT w.id, w.priority, w.run_at,
+                       row_number() OVER (PARTITION BY w.company_id
+                                          ORDER BY w.priority DESC, w.run_at, w.id) AS rank,
+                       (SELECT count(*) FROM jobs r
+                        WHERE r.state = 'running' AND r.queue = ?3
+                          AND r.company_id = w.company_id) AS held
+                FROM jobs w
+                WHERE w.queue = ?3 AND w.state IN ('available', 'scheduled', 'retrying')
+                  AND w.run_at <= ?1
+                  AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?3))
+            WHERE rank + held <= ?5
+            ORDER BY rank + held, priority DESC, run_at, id LIMIT ?4)
+         RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority,
+                   trace_context, company_id, run_at",
+    )
+    .bind(now)
+    .bind(worker)
+    .bind(queue)
+    .bind(limit as i64)
+    .bind(cap.map_or(i64::MAX, |c| c as i64))
+    .fetch_all(pool)
+    .await?;
+    let companies: std::collections::HashMap<i64, (String, i64)> = rows
+        .iter()
+        .filter_map(|r| {
+            let id = r.try_get::<i64, _>("id").ok()?;
+            let company = r.try_get::<String, _>("company_id").ok()?;
+            let run_at = r.try_get::<i64, _>("run_at").ok()?;
+            Some((id, (company, run_at)))
+        })
+        .collect();
+    let claimed = decode_claims(pool, queue, rows).await?;
+    Ok(super::round_robin(claimed, |c| {
+        let (company, run_at) = companies.get(&c.job.id.0).cloned().unwrap_or_default();
+        (company, (-c.priority, run_at, c.job.id.0))
+    })
+    .into_iter()
+    .map(|c| c.job)
+    .collect())
+}
+
+/// A claimed job with the priority it was claimed by.
+struct Claimed {
+    priority: i64,
+    job: ClaimedJob,
+}
+
+/// Decodes claimed rows; rows that cannot be read are buried.
+async fn decode_claims(
+    pool: &SqlitePool,
+    queue: &str,
+    rows: Vec<SqliteRow>,
+) -> Result<Vec<Claimed>, JobError> {
     let mut claimed = Vec::with_capacity(rows.len());
     let mut undecodable = Vec::new();
     for row in rows {
         match decode_claimed(&row, queue) {
-            Ok(job) => claimed.push(job),
+            Ok((priority, job)) => claimed.push(Claimed { priority, job }),
             Err(e) => match (row.try_get("id"), row.try_get("lease")) {
                 (Ok(job), Ok(token)) => undecodable.push((
                     Lease {
@@ -393,8 +483,7 @@ async fn claim(
         }
     }
     bury_undecodable(pool, &undecodable).await?;
-    claimed.sort_by_key(|(priority, job)| (-priority, job.id));
-    Ok(claimed.into_iter().map(|(_, job)| job).collect())
+    Ok(claimed)
 }
 
 fn decode_claimed(row: &SqliteRow, queue: &str) -> Result<(i64, ClaimedJob), JobError> {
