@@ -197,8 +197,9 @@ async fn cleanup(db: &Db, settings: &Settings, company: &str) -> anyhow::Result<
     };
     let statements: [(&str, &str); 4] = [
         (
-            "DELETE FROM jobs WHERE payload->>'company_id' = $1",
-            "DELETE FROM jobs WHERE json_extract(payload, '$.company_id') = ?",
+            "WITH gone AS (DELETE FROM jobs WHERE company_id = $1 RETURNING id)
+             DELETE FROM job_search WHERE job_id IN (SELECT id FROM gone)",
+            "DELETE FROM jobs WHERE company_id = ?",
         ),
         (
             "DELETE FROM sessions WHERE company_id = $1",

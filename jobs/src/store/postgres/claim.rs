@@ -1,0 +1,205 @@
+//! Claiming: the plain claim in priority order, the fair claim company by company, and
+//! what happens to a claimed row that cannot be read.
+
+use super::*;
+
+pub(super) async fn claim(
+    pool: &PgPool,
+    queue: &str,
+    worker: &str,
+    limit: usize,
+) -> Result<Vec<ClaimedJob>, JobError> {
+    let rows = sqlx::query(
+        "WITH picked AS (
+            SELECT id FROM jobs
+            WHERE queue = $1 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= now()
+              AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = $1)
+            ORDER BY priority DESC, run_at, id
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED)
+         UPDATE jobs j
+         SET state = 'running', attempt = j.attempt + 1, lease = j.lease + 1,
+             attempted_at = clock_timestamp(), heartbeat_at = clock_timestamp(), locked_by = $3,
+             progress = NULL, progress_note = NULL
+         FROM picked WHERE j.id = picked.id
+         RETURNING j.id, j.lease, j.kind, j.payload, j.attempt, j.max_attempts, j.timeout_ms,
+                   j.priority, j.trace_context",
+    )
+    .bind(queue)
+    .bind(limit as i64)
+    .bind(worker)
+    .fetch_all(pool)
+    .await?;
+    decode_claims(pool, queue, rows, ClaimOrder::Priority).await
+}
+
+/// The fair claim: companies with due jobs found by a loose index scan of `jobs_fair` (one
+/// probe per company, however long one company's backlog is), up to `limit` jobs taken in
+/// turns: a job's turn is its company's running jobs plus its rank within the company, so
+/// the company with the fewest running goes first and every company's next job comes before
+/// any company's one after (round-robin that also holds across claims of one job). Each
+/// company is capped at `cap` running. Claims of one queue take turns on an advisory lock so that the
+/// running counts they read are not stale: each one reads after the previous committed.
+pub(super) async fn claim_fair(
+    db: &PgDb,
+    queue: &str,
+    worker: &str,
+    limit: usize,
+    cap: Option<usize>,
+) -> Result<Vec<ClaimedJob>, JobError> {
+    let mut tx = db.engine_pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("voxline.claim_fair:{}:{queue}", db.schema))
+        .execute(&mut *tx)
+        .await?;
+    let rows = sqlx::query(
+        "WITH RECURSIVE companies AS (
+            (SELECT company_id FROM jobs
+             WHERE queue = $1 AND state IN ('available', 'scheduled', 'retrying')
+             ORDER BY company_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.company_id FROM jobs j
+                    WHERE j.queue = $1 AND j.state IN ('available', 'scheduled', 'retrying')
+                      AND j.company_id > c.company_id
+                    ORDER BY j.company_id LIMIT 1)
+            FROM companies c WHERE c.company_id IS NOT NULL),
+         held AS (
+            SELECT company_id, count(*) AS n FROM jobs
+            WHERE queue = $1 AND state = 'running' GROUP BY company_id),
+         picked AS (
+            SELECT w.id,
+                   row_number() OVER (ORDER BY COALESCE(h.n, 0) + w.rank, w.priority DESC,
+                                               w.run_at, w.id) AS turn
+            FROM companies c
+            LEFT JOIN held h ON h.company_id = c.company_id
+            CROSS JOIN LATERAL (
+                SELECT id, priority, run_at,
+                       row_number() OVER (ORDER BY priority DESC, run_at, id) AS rank
+                FROM (SELECT id, priority, run_at FROM jobs
+                      WHERE queue = $1 AND company_id = c.company_id
+                        AND state IN ('available', 'scheduled', 'retrying') AND run_at <= now()
+                      ORDER BY priority DESC, run_at, id
+                      LIMIT GREATEST(0, LEAST($2, $4 - COALESCE(h.n, 0)))) due) w
+            WHERE c.company_id IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = $1)
+            ORDER BY turn
+            LIMIT $2)
+         UPDATE jobs j
+         SET state = 'running', attempt = j.attempt + 1, lease = j.lease + 1,
+             attempted_at = clock_timestamp(), heartbeat_at = clock_timestamp(), locked_by = $3,
+             progress = NULL, progress_note = NULL
+         FROM picked WHERE j.id = picked.id AND j.state IN ('available', 'scheduled', 'retrying')
+         RETURNING j.id, j.lease, j.kind, j.payload, j.attempt, j.max_attempts, j.timeout_ms,
+                   j.priority, j.trace_context, picked.turn",
+    )
+    .bind(queue)
+    .bind(limit as i64)
+    .bind(worker)
+    .bind(cap.map_or(i64::MAX, |c| c as i64))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    decode_claims(&db.engine_pool, queue, rows, ClaimOrder::Turn).await
+}
+
+/// The order a claimed batch runs in (RETURNING has none of its own).
+#[derive(Clone, Copy)]
+pub(super) enum ClaimOrder {
+    /// Priority, then id: the order of the plain claim.
+    Priority,
+    /// The fair claim's `turn` column: round-robin across companies.
+    Turn,
+}
+
+/// Decodes claimed rows in claim order; rows that cannot be read are buried.
+pub(super) async fn decode_claims(
+    pool: &PgPool,
+    queue: &str,
+    rows: Vec<PgRow>,
+    order: ClaimOrder,
+) -> Result<Vec<ClaimedJob>, JobError> {
+    let mut claimed = Vec::with_capacity(rows.len());
+    let mut undecodable = Vec::new();
+    for row in rows {
+        let key = match order {
+            ClaimOrder::Priority => row.try_get::<i16, _>("priority").map(|p| -i64::from(p)),
+            ClaimOrder::Turn => row.try_get::<i64, _>("turn"),
+        };
+        match key
+            .map_err(JobError::from)
+            .and_then(|k| Ok((k, decode_claimed(&row, queue)?)))
+        {
+            Ok(job) => claimed.push(job),
+            Err(e) => {
+                let lease = (row.try_get("id"), row.try_get("lease"));
+                match lease {
+                    (Ok(job), Ok(token)) => undecodable.push((
+                        Lease {
+                            job: JobId(job),
+                            token,
+                        },
+                        e.to_string(),
+                    )),
+                    // Without its id and lease the row cannot be named; it stays `running`
+                    // without a heartbeat and is rescued.
+                    _ => tracing::error!(queue, error = %e, "claimed a job row without an id"),
+                }
+            }
+        }
+    }
+    bury_undecodable(pool, &undecodable).await?;
+    claimed.sort_by_key(|(key, job)| (*key, job.id));
+    Ok(claimed.into_iter().map(|(_, job)| job).collect())
+}
+
+pub(super) fn decode_claimed(row: &PgRow, queue: &str) -> Result<ClaimedJob, JobError> {
+    Ok(ClaimedJob {
+        id: JobId(row.try_get("id")?),
+        lease: row.try_get("lease")?,
+        queue: queue.to_string(),
+        kind: row.try_get("kind")?,
+        payload: row.try_get("payload")?,
+        attempt: row.try_get::<i32, _>("attempt")? as u32,
+        max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
+        timeout_ms: row
+            .try_get::<Option<i64>, _>("timeout_ms")?
+            .map(|t| t as u64),
+        progress: crate::progress::Progress::detached(),
+        trace_context: crate::store::trace_context(row),
+    })
+}
+
+/// Claimed rows that could not be read go to `dead` with the reason: no attempt would read
+/// them better, and an operator can inspect them there.
+pub(super) async fn bury_undecodable(
+    pool: &PgPool,
+    rows: &[(Lease, String)],
+) -> Result<(), JobError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (ids, leases) = lease_columns(rows.iter().map(|(l, _)| l));
+    let errors: Vec<String> = rows
+        .iter()
+        .map(|(_, e)| format!("claimed row could not be decoded: {e}"))
+        .collect();
+    tracing::error!(jobs = ?rows, "claimed job rows could not be decoded; moved to dead");
+    sqlx::query(
+        "UPDATE jobs j SET state = 'dead', finished_at = now(), locked_by = NULL,
+            heartbeat_at = NULL, last_error = f.error,
+            errors = j.errors || jsonb_build_array(jsonb_build_object(
+                'attempt', j.attempt, 'at', now(), 'error', f.error))
+         FROM UNNEST($1::int8[], $2::int8[], $3::text[]) AS f(id, lease, error)
+         WHERE j.id = f.id AND j.lease = f.lease AND j.state = 'running'",
+    )
+    .bind(&ids)
+    .bind(&leases)
+    .bind(&errors)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) fn lease_columns<'a>(leases: impl Iterator<Item = &'a Lease>) -> (Vec<i64>, Vec<i64>) {
+    leases.map(|l| (l.job.0, l.token)).unzip()
+}

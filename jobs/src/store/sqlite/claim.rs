@@ -1,0 +1,185 @@
+//! Claiming: the plain claim in priority order, the fair claim company by company, and
+//! what happens to a claimed row that cannot be read.
+
+use super::*;
+
+pub(super) async fn claim(
+    pool: &SqlitePool,
+    queue: &str,
+    worker: &str,
+    limit: usize,
+) -> Result<Vec<ClaimedJob>, JobError> {
+    let now = now_us();
+    let rows = sqlx::query(
+        "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease = lease + 1,
+                         attempted_at = ?1, heartbeat_at = ?1, locked_by = ?2,
+                         progress = NULL, progress_note = NULL
+         WHERE id IN (
+            SELECT id FROM jobs
+            WHERE queue = ?3 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
+              AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?3)
+            ORDER BY priority DESC, run_at, id LIMIT ?4)
+         RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority,
+                   trace_context",
+    )
+    .bind(now)
+    .bind(worker)
+    .bind(queue)
+    .bind(limit as i64)
+    .fetch_all(pool)
+    .await?;
+    let mut claimed = decode_claims(pool, queue, rows).await?;
+    claimed.sort_by_key(|c| (-c.priority, c.job.id));
+    Ok(claimed.into_iter().map(|c| c.job).collect())
+}
+
+/// The fair claim (see [`crate::store::JobStore::claim_fair`]): every due job of the queue ranked
+/// within its company, and the batch taken in turns, a job's turn being its rank plus its
+/// company's running jobs (the Postgres claim explains why). SQLite has one
+/// writer, so the counts cannot go stale before the update.
+pub(super) async fn claim_fair(
+    pool: &SqlitePool,
+    queue: &str,
+    worker: &str,
+    limit: usize,
+    cap: Option<usize>,
+) -> Result<Vec<ClaimedJob>, JobError> {
+    let now = now_us();
+    let rows = sqlx::query(
+        "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease = lease + 1,
+                         attempted_at = ?1, heartbeat_at = ?1, locked_by = ?2,
+                         progress = NULL, progress_note = NULL
+         WHERE id IN (
+            SELECT id FROM (
+                SELECT w.id, w.priority, w.run_at,
+                       row_number() OVER (PARTITION BY w.company_id
+                                          ORDER BY w.priority DESC, w.run_at, w.id) AS rank,
+                       (SELECT count(*) FROM jobs r
+                        WHERE r.state = 'running' AND r.queue = ?3
+                          AND r.company_id = w.company_id) AS held
+                FROM jobs w
+                WHERE w.queue = ?3 AND w.state IN ('available', 'scheduled', 'retrying')
+                  AND w.run_at <= ?1
+                  AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?3))
+            WHERE rank + held <= ?5
+            ORDER BY rank + held, priority DESC, run_at, id LIMIT ?4)
+         RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority,
+                   trace_context, company_id, run_at",
+    )
+    .bind(now)
+    .bind(worker)
+    .bind(queue)
+    .bind(limit as i64)
+    .bind(cap.map_or(i64::MAX, |c| c as i64))
+    .fetch_all(pool)
+    .await?;
+    let companies: std::collections::HashMap<i64, (String, i64)> = rows
+        .iter()
+        .filter_map(|r| {
+            let id = r.try_get::<i64, _>("id").ok()?;
+            let company = r.try_get::<String, _>("company_id").ok()?;
+            let run_at = r.try_get::<i64, _>("run_at").ok()?;
+            Some((id, (company, run_at)))
+        })
+        .collect();
+    let claimed = decode_claims(pool, queue, rows).await?;
+    Ok(crate::store::round_robin(claimed, |c| {
+        let (company, run_at) = companies.get(&c.job.id.0).cloned().unwrap_or_default();
+        (company, (-c.priority, run_at, c.job.id.0))
+    })
+    .into_iter()
+    .map(|c| c.job)
+    .collect())
+}
+
+/// A claimed job with the priority it was claimed by.
+pub(super) struct Claimed {
+    priority: i64,
+    job: ClaimedJob,
+}
+
+/// Decodes claimed rows; rows that cannot be read are buried.
+pub(super) async fn decode_claims(
+    pool: &SqlitePool,
+    queue: &str,
+    rows: Vec<SqliteRow>,
+) -> Result<Vec<Claimed>, JobError> {
+    let mut claimed = Vec::with_capacity(rows.len());
+    let mut undecodable = Vec::new();
+    for row in rows {
+        match decode_claimed(&row, queue) {
+            Ok((priority, job)) => claimed.push(Claimed { priority, job }),
+            Err(e) => match (row.try_get("id"), row.try_get("lease")) {
+                (Ok(job), Ok(token)) => undecodable.push((
+                    Lease {
+                        job: JobId(job),
+                        token,
+                    },
+                    e.to_string(),
+                )),
+                // Without its id and lease the row cannot be named; it stays `running`
+                // without a heartbeat and is rescued.
+                _ => tracing::error!(queue, error = %e, "claimed a job row without an id"),
+            },
+        }
+    }
+    bury_undecodable(pool, &undecodable).await?;
+    Ok(claimed)
+}
+
+pub(super) fn decode_claimed(row: &SqliteRow, queue: &str) -> Result<(i64, ClaimedJob), JobError> {
+    let payload: String = row.try_get("payload")?;
+    Ok((
+        row.try_get::<i64, _>("priority")?,
+        ClaimedJob {
+            id: JobId(row.try_get("id")?),
+            lease: row.try_get("lease")?,
+            queue: queue.to_string(),
+            kind: row.try_get("kind")?,
+            payload: serde_json::from_str(&payload)?,
+            attempt: row.try_get::<i64, _>("attempt")? as u32,
+            max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+            timeout_ms: row
+                .try_get::<Option<i64>, _>("timeout_ms")?
+                .map(|t| t as u64),
+            progress: crate::progress::Progress::detached(),
+            trace_context: crate::store::trace_context(row),
+        },
+    ))
+}
+
+/// Claimed rows that could not be read go to `dead` with the reason: no attempt would read
+/// them better, and an operator can inspect them there. No on-dead hook runs for them: a hook
+/// needs the payload it could not read.
+pub(super) async fn bury_undecodable(
+    pool: &SqlitePool,
+    rows: &[(Lease, String)],
+) -> Result<(), JobError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    tracing::error!(jobs = ?rows, "claimed job rows could not be decoded; moved to dead");
+    let now = now_us();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    for (lease, reason) in rows {
+        let error = format!("claimed row could not be decoded: {reason}");
+        sqlx::query(
+            // The unreadable payload is kept as a JSON string, so the dead row itself can be
+            // listed and inspected.
+            "UPDATE jobs SET state = 'dead', finished_at = ?1, locked_by = NULL,
+                heartbeat_at = NULL, last_error = ?2,
+                payload = CASE WHEN json_valid(payload) THEN payload ELSE json_quote(payload) END,
+                errors = json_insert(errors, '$[#]', json_object('attempt', attempt,
+                    'at', strftime('%Y-%m-%dT%H:%M:%fZ', ?1 / 1000000.0, 'unixepoch'), 'error', ?2))
+             WHERE id = ?3 AND lease = ?4 AND state = 'running'",
+        )
+        .bind(now)
+        .bind(&error)
+        .bind(lease.job.0)
+        .bind(lease.token)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
