@@ -328,6 +328,14 @@ async fn retention_deletes_old_done_jobs_only(backend: Backend) {
     );
     assert!(t.db.jobs().get(old).await.unwrap().is_none());
     assert!(t.db.jobs().get(fresh).await.unwrap().is_some());
+    if let Some(owner) = &t.owner {
+        // Postgres keeps each job's company and words in job_search: they go with the job.
+        let words: Vec<i64> = sqlx::query_scalar("SELECT job_id FROM job_search ORDER BY job_id")
+            .fetch_all(owner)
+            .await
+            .unwrap();
+        assert_eq!(words, vec![fresh.0], "the pruned job's words are gone, the kept one's stay");
+    }
 }
 
 on_both_databases!(enqueue_commits_and_rolls_back_with_the_callers_transaction);
