@@ -10,7 +10,8 @@
 #
 # With JOBS=200000 (or STATS=1) each run also reports what it did to the tables: per job table
 # n_dead_tup, n_tup_ins/upd/hot_upd/del and autovacuum/autoanalyze counts from
-# pg_stat_user_tables once its processes have exited, and the WAL written during the run
+# pg_stat_user_tables once its processes have exited (and the cluster's autovacuum settings,
+# which those counts depend on), and the WAL written during the run
 # (pg_current_wal_lsn() before/after; cluster-wide, so anything else running on the cluster
 # is counted too). voxline's figures include its bench's whole run (single-enqueue and latency
 # phases, and the purge of the bench queue at the end, which is most of its n_tup_del);
@@ -113,6 +114,12 @@ run_voxline() {
 figure() { sed -n 's/.*[ :]jobs_per_s=\([0-9.]*\).*/\1/p' "$1"; }
 median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.0f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+if [ "$STATS" = 1 ]; then
+  # Zero autovacuum counts mean nothing when the cluster does not autovacuum: say which it is.
+  psql_ "SELECT 'settings ' || string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name) FROM pg_settings
+         WHERE name IN ('autovacuum', 'autovacuum_naptime', 'autovacuum_vacuum_threshold', 'autovacuum_vacuum_scale_factor',
+                        'synchronous_commit', 'full_page_writes', 'wal_level')"
+fi
 for run in $(seq "$REPEATS"); do
   run_graphile "$run"
   run_voxline "$run"
