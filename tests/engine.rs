@@ -334,7 +334,11 @@ async fn retention_deletes_old_done_jobs_only(backend: Backend) {
             .fetch_all(owner)
             .await
             .unwrap();
-        assert_eq!(words, vec![fresh.0], "the pruned job's words are gone, the kept one's stay");
+        assert_eq!(
+            words,
+            vec![fresh.0],
+            "the pruned job's words are gone, the kept one's stay"
+        );
     }
 }
 
