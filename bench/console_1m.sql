@@ -19,9 +19,9 @@ SELECT (ARRAY['transcription','analysis','email','billing'])[1 + g % 4],
        now() - (1000000 - g) * interval '1 second'
 FROM generate_series(1, 1000000) g;
 CREATE INDEX jobs_state_newest ON jobs (state, id) WHERE state <> 'done';
-CREATE TABLE job_search (job_id BIGINT PRIMARY KEY, company_id TEXT NOT NULL, words TSVECTOR NOT NULL);
+CREATE TABLE job_search (job_id BIGINT PRIMARY KEY, tenant_key TEXT NOT NULL, words TSVECTOR NOT NULL);
 INSERT INTO job_search SELECT id, payload->>'company_id', to_tsvector('simple', kind || ' ' || errors::text || ' ' || payload::text) FROM jobs;
-CREATE INDEX job_search_company ON job_search (company_id, job_id);
+CREATE INDEX job_search_company ON job_search (tenant_key, job_id);
 CREATE INDEX job_search_words ON job_search USING gin (words);
 VACUUM ANALYZE jobs;
 VACUUM ANALYZE job_search;
@@ -31,10 +31,10 @@ VACUUM ANALYZE job_search;
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT id FROM jobs WHERE id IN (SELECT job_id FROM job_search WHERE words @@ plainto_tsquery('simple', 'sess-' || md5('777777'))) ORDER BY id DESC LIMIT 50;
 EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM jobs WHERE id IN (SELECT job_id FROM job_search WHERE words @@ plainto_tsquery('simple', 'mailbox unavailable')) ORDER BY id DESC LIMIT 50;
 EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM jobs WHERE state IN ('dead') ORDER BY id DESC LIMIT 50;
-EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM jobs WHERE id IN (SELECT job_id FROM job_search WHERE company_id = 'company-42') ORDER BY id DESC LIMIT 50;
+EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM jobs WHERE id IN (SELECT job_id FROM job_search WHERE tenant_key = 'company-42') ORDER BY id DESC LIMIT 50;
 EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM jobs WHERE state IN ('done') AND id < 500000 ORDER BY id DESC LIMIT 50;
 EXPLAIN (ANALYZE, COSTS OFF) SELECT id FROM jobs WHERE queue = 'email' AND state IN ('dead') ORDER BY id DESC LIMIT 50;
-EXPLAIN (ANALYZE, COSTS OFF) SELECT count(*) FROM jobs WHERE state IN ('retrying','dead') AND id IN (SELECT job_id FROM job_search WHERE company_id = 'company-0');
+EXPLAIN (ANALYZE, COSTS OFF) SELECT count(*) FROM jobs WHERE state IN ('retrying','dead') AND id IN (SELECT job_id FROM job_search WHERE tenant_key = 'company-0');
 -- The queue overview's counts (not a list: one pass over the table, cached 1 s for /metrics).
 EXPLAIN (ANALYZE, COSTS OFF) SELECT queue, state, count(*) FROM jobs GROUP BY queue, state;
 SELECT pg_size_pretty(pg_relation_size('jobs')) AS heap, pg_size_pretty(pg_relation_size('job_search')) AS words_heap, pg_size_pretty(pg_relation_size('job_search_words')) AS words_idx, pg_size_pretty(pg_relation_size('job_search_company')) AS company_idx;

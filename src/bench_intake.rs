@@ -197,9 +197,9 @@ async fn cleanup(db: &Db, settings: &Settings, company: &str) -> anyhow::Result<
     };
     let statements: [(&str, &str); 4] = [
         (
-            "WITH gone AS (DELETE FROM jobs WHERE company_id = $1 RETURNING id)
+            "WITH gone AS (DELETE FROM jobs WHERE tenant_key = $1 RETURNING id)
              DELETE FROM job_search WHERE job_id IN (SELECT id FROM gone)",
-            "DELETE FROM jobs WHERE company_id = ?",
+            "DELETE FROM jobs WHERE tenant_key = ?",
         ),
         (
             "DELETE FROM sessions WHERE company_id = $1",

@@ -280,16 +280,16 @@ async fn insert(
     let row = sqlx::query(
         "WITH ins AS (
             INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
-                              unique_key, run_at, trace_context, company_id)
+                              unique_key, run_at, trace_context, tenant_key)
             VALUES ($1, $2, $3,
                     CASE WHEN $7::timestamptz IS NULL OR $7 <= now() THEN 'available' ELSE 'scheduled' END,
                     $4, $5, $6, $8, COALESCE($7, clock_timestamp()), $10,
                     COALESCE($3::jsonb->>'company_id', ''))
             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-            RETURNING id, state, kind, payload, errors, company_id),
+            RETURNING id, state, kind, payload, errors, tenant_key),
          words AS (
-            INSERT INTO job_search (job_id, company_id, words)
-            SELECT id, company_id,
+            INSERT INTO job_search (job_id, tenant_key, words)
+            SELECT id, tenant_key,
                    to_tsvector('simple', kind || ' ' || errors::text || ' ' || payload::text)
             FROM ins)
          SELECT id, CASE WHEN state = 'available' THEN pg_notify($9, $1)::text END AS notified
@@ -346,7 +346,7 @@ async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError>
         let count: i64 = sqlx::query_scalar(
             "WITH ins AS (
                 INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
-                                  unique_key, run_at, trace_context, company_id)
+                                  unique_key, run_at, trace_context, tenant_key)
                 SELECT q, k, p,
                        CASE WHEN r IS NULL OR r <= now() THEN 'available' ELSE 'scheduled' END,
                        pr, ma, t, u, COALESCE(r, clock_timestamp()), tc,
@@ -355,10 +355,10 @@ async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError>
                             $7::text[], $8::timestamptz[], $9::text[])
                      AS x(q, k, p, pr, ma, t, u, r, tc)
                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-                RETURNING id, kind, payload, errors, company_id),
+                RETURNING id, kind, payload, errors, tenant_key),
              words AS (
-                INSERT INTO job_search (job_id, company_id, words)
-                SELECT id, company_id,
+                INSERT INTO job_search (job_id, tenant_key, words)
+                SELECT id, tenant_key,
                        to_tsvector('simple', kind || ' ' || errors::text || ' ' || payload::text)
                 FROM ins)
              SELECT count(*) FROM ins",

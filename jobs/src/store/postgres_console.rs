@@ -12,7 +12,7 @@ const DIALECT: Dialect = Dialect {
     placeholder: |n| format!("${n}"),
     // A job's company and words are in `job_search`, written once at enqueue, so that the
     // claim and the completion do not write their indexes (migration 0018).
-    company: |p| format!("id IN (SELECT job_id FROM job_search WHERE company_id = {p})"),
+    company: |p| format!("id IN (SELECT job_id FROM job_search WHERE tenant_key = {p})"),
     search: |p| {
         format!(
             "id IN (SELECT job_id FROM job_search WHERE words @@ plainto_tsquery('simple', {p}))"

@@ -310,7 +310,7 @@ async fn insert(
     };
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
-                           unique_key, run_at, created_at, trace_context, company_id)
+                           unique_key, run_at, created_at, trace_context, tenant_key)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
                  COALESCE(json_extract(?3, '$.company_id'), ''))
          ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING

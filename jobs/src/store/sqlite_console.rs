@@ -11,7 +11,7 @@ use crate::error::JobError;
 
 const DIALECT: Dialect = Dialect {
     placeholder: |n| format!("${n}"),
-    company: |p| format!("company_id = {p}"),
+    company: |p| format!("tenant_key = {p}"),
     search: |p| format!("(kind || ' ' || errors || ' ' || payload) LIKE {p} ESCAPE '\\'"),
     micros: |p| p.to_string(),
     search_arg: |text| {

@@ -54,33 +54,33 @@ pub(super) async fn claim_fair(
         .await?;
     let rows = sqlx::query(
         "WITH RECURSIVE companies AS (
-            (SELECT company_id FROM jobs
+            (SELECT tenant_key FROM jobs
              WHERE queue = $1 AND state IN ('available', 'scheduled', 'retrying')
-             ORDER BY company_id LIMIT 1)
+             ORDER BY tenant_key LIMIT 1)
             UNION ALL
-            SELECT (SELECT j.company_id FROM jobs j
+            SELECT (SELECT j.tenant_key FROM jobs j
                     WHERE j.queue = $1 AND j.state IN ('available', 'scheduled', 'retrying')
-                      AND j.company_id > c.company_id
-                    ORDER BY j.company_id LIMIT 1)
-            FROM companies c WHERE c.company_id IS NOT NULL),
+                      AND j.tenant_key > c.tenant_key
+                    ORDER BY j.tenant_key LIMIT 1)
+            FROM companies c WHERE c.tenant_key IS NOT NULL),
          held AS (
-            SELECT company_id, count(*) AS n FROM jobs
-            WHERE queue = $1 AND state = 'running' GROUP BY company_id),
+            SELECT tenant_key, count(*) AS n FROM jobs
+            WHERE queue = $1 AND state = 'running' GROUP BY tenant_key),
          picked AS (
             SELECT w.id,
                    row_number() OVER (ORDER BY COALESCE(h.n, 0) + w.rank, w.priority DESC,
                                                w.run_at, w.id) AS turn
             FROM companies c
-            LEFT JOIN held h ON h.company_id = c.company_id
+            LEFT JOIN held h ON h.tenant_key = c.tenant_key
             CROSS JOIN LATERAL (
                 SELECT id, priority, run_at,
                        row_number() OVER (ORDER BY priority DESC, run_at, id) AS rank
                 FROM (SELECT id, priority, run_at FROM jobs
-                      WHERE queue = $1 AND company_id = c.company_id
+                      WHERE queue = $1 AND tenant_key = c.tenant_key
                         AND state IN ('available', 'scheduled', 'retrying') AND run_at <= now()
                       ORDER BY priority DESC, run_at, id
                       LIMIT GREATEST(0, LEAST($2, $4 - COALESCE(h.n, 0)))) due) w
-            WHERE c.company_id IS NOT NULL
+            WHERE c.tenant_key IS NOT NULL
               AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = $1)
             ORDER BY turn
             LIMIT $2)

@@ -52,11 +52,11 @@ pub(super) async fn claim_fair(
          WHERE id IN (
             SELECT id FROM (
                 SELECT w.id, w.priority, w.run_at,
-                       row_number() OVER (PARTITION BY w.company_id
+                       row_number() OVER (PARTITION BY w.tenant_key
                                           ORDER BY w.priority DESC, w.run_at, w.id) AS rank,
                        (SELECT count(*) FROM jobs r
                         WHERE r.state = 'running' AND r.queue = ?3
-                          AND r.company_id = w.company_id) AS held
+                          AND r.tenant_key = w.tenant_key) AS held
                 FROM jobs w
                 WHERE w.queue = ?3 AND w.state IN ('available', 'scheduled', 'retrying')
                   AND w.run_at <= ?1
@@ -64,7 +64,7 @@ pub(super) async fn claim_fair(
             WHERE rank + held <= ?5
             ORDER BY rank + held, priority DESC, run_at, id LIMIT ?4)
          RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority,
-                   trace_context, company_id, run_at",
+                   trace_context, tenant_key, run_at",
     )
     .bind(now)
     .bind(worker)
@@ -77,7 +77,7 @@ pub(super) async fn claim_fair(
         .iter()
         .filter_map(|r| {
             let id = r.try_get::<i64, _>("id").ok()?;
-            let company = r.try_get::<String, _>("company_id").ok()?;
+            let company = r.try_get::<String, _>("tenant_key").ok()?;
             let run_at = r.try_get::<i64, _>("run_at").ok()?;
             Some((id, (company, run_at)))
         })
