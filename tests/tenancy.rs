@@ -508,3 +508,45 @@ async fn postgres_keeps_a_profiles_export_from_other_members_of_its_company() {
     .await;
     assert!(forged.is_err(), "an export was written for another profile");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_scopes_carry_any_id_exactly_as_given() {
+    let Some(t) = TestDb::new(Backend::Postgres, &[]).await else {
+        return;
+    };
+    let Db::Postgres(pg) = &t.db else {
+        unreachable!()
+    };
+    // The scope opens with BEGIN in the same simple query, so the ids travel as quoted
+    // literals: quotes, backslashes, dollar tags and statement-looking text must arrive as
+    // they are and change nothing else.
+    let hostile = [
+        "o'brien",
+        r"back\slash\'",
+        "$s$",
+        "$s$ , true); SELECT pg_sleep(5); --",
+        "$s1$$s$",
+        "ünïcødé",
+    ];
+    for company in hostile {
+        for profile in hostile {
+            let mut tx = pg
+                .begin_scoped(Scope::Profile { company, profile })
+                .await
+                .expect("begin");
+            let (got_company, got_profile): (String, String) = sqlx::query_as(
+                "SELECT current_setting('app.company_id'), current_setting('app.profile_id')",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .expect("settings");
+            assert_eq!(
+                (got_company.as_str(), got_profile.as_str()),
+                (company, profile)
+            );
+            tx.rollback().await.expect("rollback");
+        }
+    }
+    // A NUL cannot be a Postgres text at all: refused before anything is sent.
+    assert!(pg.begin_scoped(Scope::Company("a\0b")).await.is_err());
+}

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
-use voxline_domain::billing::{self, DailySessions, Denial, PlanChoice, QuotaError};
+use voxline_domain::billing::{self, Denial, PlanChoice, QuotaError};
 use voxline_domain::{Tx, usage};
 
 use crate::AppState;
@@ -18,28 +18,24 @@ use crate::error::ApiError;
 /// Refuses a new session when the company's plan does not allow one now: 402
 /// `subscription_required` when the plan needs a subscription the company does not have, 429
 /// `quota_exceeded` with `Retry-After` (until the day or month resets) over a limit. The error's
-/// `field` names the limit (`subscription`, `sessions_per_day`, `minutes_per_month`).
-/// Returns the daily session limit that the submission's transaction must hold
-/// ([`hold_daily_slot`]).
-pub async fn check_quota(
-    state: &AppState,
-    company: &str,
-) -> Result<Option<DailySessions>, ApiError> {
+/// `field` names the limit (`subscription`, `sessions_per_day`, `minutes_per_month`). An early
+/// answer before costly work; the transaction that writes the session checks again exactly
+/// ([`admit_in`]).
+pub async fn check_quota(state: &AppState, company: &str) -> Result<(), ApiError> {
     let now = Utc::now();
     billing::check_quota(&state.db, &state.settings, company, now)
         .await
+        .map(|_daily| ())
         .map_err(|e| quota_error(e, now))
 }
 
-/// The exact daily-limit check, inside the transaction that writes the session.
-pub async fn hold_daily_slot(
-    tx: &mut Tx<'_>,
-    company: &str,
-    daily: &DailySessions,
-) -> Result<(), ApiError> {
-    billing::hold_daily_slot(tx, company, daily)
+/// The exact quota check, inside the transaction that writes the session (see
+/// [`billing::admit_in`]).
+pub async fn admit_in(tx: &mut Tx<'_>, state: &AppState, company: &str) -> Result<(), ApiError> {
+    let now = Utc::now();
+    billing::admit_in(tx, &state.settings, company, now)
         .await
-        .map_err(|e| quota_error(e, Utc::now()))
+        .map_err(|e| quota_error(e, now))
 }
 
 fn quota_error(error: QuotaError, now: DateTime<Utc>) -> ApiError {

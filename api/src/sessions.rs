@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use voxline_domain::audit::{self, AuditEntry};
-use voxline_domain::billing::DailySessions;
 use voxline_domain::db::Scope;
 use voxline_domain::gdpr;
 use voxline_domain::sessions::{self, NewSession, StoredResponse};
@@ -266,8 +265,12 @@ pub async fn create(
         return replay(stored, &request_hash);
     }
     // Quotas after the replay: a retried submission gets its first answer even once the
-    // company has reached a limit since.
-    let daily = crate::billing::check_quota(&state, &claims.company_id).await?;
+    // company has reached a limit since. They are checked in the transaction that writes the
+    // session (one transaction per submission); only a recording, which is stored before
+    // that transaction, gets an early answer first.
+    if matches!(submission, Submission::Audio { .. }) {
+        crate::billing::check_quota(&state, &claims.company_id).await?;
+    }
     let id = hex::encode(rand::random::<[u8; 16]>());
     let task = SessionJob {
         session_id: id.clone(),
@@ -362,7 +365,6 @@ pub async fn create(
         segments.as_ref(),
         &job,
         stored,
-        daily.as_ref(),
     )
     .await
     {
@@ -386,7 +388,7 @@ pub async fn create(
 }
 
 /// Writes the session, its first job and the idempotent answer in one transaction, within the
-/// plan's daily session limit when it has one (exact: racing submissions are serialised). False
+/// plan's quotas (exact for the daily session limit: racing submissions are serialised). False
 /// when the idempotency key was taken meanwhile (nothing was written).
 async fn commit_session(
     state: &AppState,
@@ -395,7 +397,6 @@ async fn commit_session(
     segments: Option<&Value>,
     job: &NewJob,
     stored: Option<(&str, StoredResponse)>,
-    daily: Option<&DailySessions>,
 ) -> Result<bool, ApiError> {
     let mut tx = state
         .db
@@ -405,9 +406,7 @@ async fn commit_session(
         })
         .await
         .map_err(ApiError::internal)?;
-    if let Some(daily) = daily {
-        crate::billing::hold_daily_slot(&mut tx, session.company_id, daily).await?;
-    }
+    crate::billing::admit_in(&mut tx, state, session.company_id).await?;
     sessions::insert(&mut tx, session, segments)
         .await
         .map_err(ApiError::internal)?;

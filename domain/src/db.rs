@@ -117,9 +117,7 @@ impl PgDb {
         &self,
         scope: Scope<'_>,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        set_scope(&mut tx, scope).await?;
-        Ok(tx)
+        begin_in(&self.pool, scope).await
     }
 
     /// Like [`PgDb::begin_scoped`], on the worker runtime's own connections (`engine_pool`):
@@ -128,34 +126,18 @@ impl PgDb {
         &self,
         scope: Scope<'_>,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        let mut tx = self.engine_pool.begin().await?;
-        set_scope(&mut tx, scope).await?;
-        Ok(tx)
+        begin_in(&self.engine_pool, scope).await
     }
 }
 
-async fn set_scope(conn: &mut sqlx::PgConnection, scope: Scope<'_>) -> Result<(), sqlx::Error> {
-    match scope {
-        Scope::Company(company) => {
-            sqlx::query("SELECT set_config('app.company_id', $1, true)")
-                .bind(company)
-                .execute(conn)
-                .await?
-        }
-        Scope::Profile { company, profile } => sqlx::query(
-            "SELECT set_config('app.company_id', $1, true), set_config('app.profile_id', $2, true)",
-        )
-        .bind(company)
-        .bind(profile)
-        .execute(conn)
-        .await?,
-        Scope::Platform => {
-            sqlx::query("SELECT set_config('app.scope', 'platform', true)")
-                .execute(conn)
-                .await?
-        }
-    };
-    Ok(())
+/// One round trip: `BEGIN` and the scope's settings in one simple query (see
+/// [`crate::scoped_begin`]).
+async fn begin_in(
+    pool: &PgPool,
+    scope: Scope<'_>,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let statement = crate::scoped_begin::begin_statement(scope)?;
+    pool.begin_with(sqlx::AssertSqlSafe(statement)).await
 }
 
 /// Connections idle longer than this are pinged before they are handed out.
@@ -375,6 +357,57 @@ impl Db {
                 pg.pool.close().await;
             }
             Db::Sqlite(lite) => lite.pool.close().await,
+        }
+    }
+}
+
+/// Session, audit and usage repositories: the one place that looks at which database a
+/// handle or a transaction is on.
+impl Db {
+    pub fn sessions(&self) -> &dyn crate::sessions::SessionStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
+
+    pub fn audit(&self) -> &dyn crate::audit::AuditStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
+
+    pub fn usage(&self) -> &dyn crate::usage::UsageStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
+}
+
+impl<'c> Tx<'c> {
+    /// The session rows this transaction writes.
+    pub fn sessions(&mut self) -> &mut (dyn crate::sessions::SessionWrites + 'c) {
+        match self {
+            Tx::Postgres(tx) => tx,
+            Tx::Sqlite { tx, .. } => tx,
+        }
+    }
+
+    /// The audit entries this transaction appends.
+    pub fn audit(&mut self) -> &mut (dyn crate::audit::AuditWrites + 'c) {
+        match self {
+            Tx::Postgres(tx) => tx,
+            Tx::Sqlite { tx, .. } => tx,
+        }
+    }
+
+    /// The usage this transaction records or reads.
+    pub fn usage(&mut self) -> &mut (dyn crate::usage::UsageWrites + 'c) {
+        match self {
+            Tx::Postgres(tx) => tx,
+            Tx::Sqlite { tx, .. } => tx,
         }
     }
 }

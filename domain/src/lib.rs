@@ -14,6 +14,7 @@ pub mod notifications;
 pub mod profiles;
 pub mod redis;
 pub mod roleplays;
+mod scoped_begin;
 pub mod secrets;
 pub mod sessions;
 pub mod speakers;

@@ -3,15 +3,13 @@
 
 use chrono::{DateTime, Utc};
 
-use super::policy::{DailySessions, Denial, QuotaError, choose_plan, day_bounds, month_bounds};
-use super::store::subscriptions::company_subscriptions;
-use crate::db::Scope;
+use super::policy::{
+    DailySessions, Denial, PlanChoice, QuotaError, choose_plan, day_bounds, month_bounds,
+};
+use super::store::subscriptions::{
+    SubscriptionRow, company_subscriptions, company_subscriptions_in,
+};
 use crate::{Db, DbError, Settings, Tx, usage};
-
-/// The sessions a company submitted in a window; the same text runs on both databases (SQLite
-/// reads `$N` as the N-th bound value), which bind the window in their own time encoding.
-const SESSIONS_CREATED: &str =
-    "SELECT count(*) FROM sessions WHERE company_id = $1 AND created_at >= $2 AND created_at < $3";
 
 /// Sessions the company submitted in `[from, to)`.
 pub async fn sessions_created(
@@ -20,25 +18,7 @@ pub async fn sessions_created(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<i64, DbError> {
-    Ok(match db {
-        Db::Postgres(pg) => {
-            let mut tx = pg.begin_scoped(Scope::Company(company)).await?;
-            sqlx::query_scalar(SESSIONS_CREATED)
-                .bind(company)
-                .bind(from)
-                .bind(to)
-                .fetch_one(&mut *tx)
-                .await?
-        }
-        Db::Sqlite(lite) => {
-            sqlx::query_scalar(SESSIONS_CREATED)
-                .bind(company)
-                .bind(from.timestamp_micros())
-                .bind(to.timestamp_micros())
-                .fetch_one(&lite.pool)
-                .await?
-        }
-    })
+    db.sessions().count_created(company, from, to).await
 }
 
 /// May the company submit one more session now? Limits of 0 are not checked (nor queried).
@@ -52,38 +32,92 @@ pub async fn check_quota(
     now: DateTime<Utc>,
 ) -> Result<Option<DailySessions>, QuotaError> {
     let subs = company_subscriptions(db, company).await?;
-    let choice = choose_plan(settings, &subs);
+    let Admission { choice, daily } = admission(settings, &subs, now)?;
+    if let Some(limit) = &daily {
+        limit.admit(sessions_created(db, company, limit.from, limit.to).await?)?;
+    }
+    if choice.plan.minutes_per_month > 0 {
+        let (from, to) = month_bounds(now);
+        let used = usage::total(db, company, from, to).await?.seconds;
+        minutes_left(&choice, used, to)?;
+    }
+    Ok(daily)
+}
+
+/// The whole quota check, exact, inside the transaction that writes the new session (on
+/// Postgres scoped to the company): it reads the company's subscriptions and, when the plan
+/// limits them, its month's minutes in that transaction, and holds a daily slot
+/// ([`hold_daily_slot`]) only when the plan has a daily session limit, so a plan without one
+/// pays for no lock. Reading inside the writing transaction saves the two transactions a
+/// separate check would open.
+pub async fn admit_in(
+    tx: &mut Tx<'_>,
+    settings: &Settings,
+    company: &str,
+    now: DateTime<Utc>,
+) -> Result<(), QuotaError> {
+    let subs = company_subscriptions_in(tx, company).await?;
+    let Admission { choice, daily } = admission(settings, &subs, now)?;
+    if let Some(daily) = &daily {
+        hold_daily_slot(tx, company, daily).await?;
+    }
+    if choice.plan.minutes_per_month > 0 {
+        let (from, to) = month_bounds(now);
+        let used = usage::total_in(tx, company, from, to).await?.seconds;
+        minutes_left(&choice, used, to)?;
+    }
+    Ok(())
+}
+
+/// The plan that applies and the daily limit it sets, if any.
+struct Admission<'s> {
+    choice: PlanChoice<'s>,
+    daily: Option<DailySessions>,
+}
+
+/// Chooses the company's plan from its subscriptions; refuses a plan that needs a usable
+/// subscription the company does not have.
+fn admission<'s>(
+    settings: &'s Settings,
+    subs: &'s [SubscriptionRow],
+    now: DateTime<Utc>,
+) -> Result<Admission<'s>, QuotaError> {
+    let choice = choose_plan(settings, subs);
     let plan = choice.plan;
     if plan.requires_subscription && !choice.usable {
         return Err(QuotaError::Denied(Denial::SubscriptionRequired {
             plan: choice.name.to_string(),
         }));
     }
-    let mut daily = None;
-    if plan.sessions_per_day > 0 {
+    let daily = (plan.sessions_per_day > 0).then(|| {
         let (from, to) = day_bounds(now);
-        let limit = DailySessions {
+        DailySessions {
             plan: choice.name.to_string(),
             limit: plan.sessions_per_day,
             from,
             to,
-        };
-        limit.admit(sessions_created(db, company, from, to).await?)?;
-        daily = Some(limit);
-    }
-    if plan.minutes_per_month > 0 {
-        let (from, to) = month_bounds(now);
-        let used = usage::total(db, company, from, to).await?.seconds / 60.0;
-        if used >= plan.minutes_per_month as f64 {
-            return Err(QuotaError::Denied(Denial::MinutesPerMonth {
-                plan: choice.name.to_string(),
-                limit: plan.minutes_per_month,
-                used,
-                resets_at: to,
-            }));
         }
+    });
+    Ok(Admission { choice, daily })
+}
+
+/// Refuses once the month's analysed seconds reach the plan's minutes.
+fn minutes_left(
+    choice: &PlanChoice<'_>,
+    used_seconds: f64,
+    resets_at: DateTime<Utc>,
+) -> Result<(), QuotaError> {
+    let used = used_seconds / 60.0;
+    let limit = choice.plan.minutes_per_month;
+    if used >= limit as f64 {
+        return Err(QuotaError::Denied(Denial::MinutesPerMonth {
+            plan: choice.name.to_string(),
+            limit,
+            used,
+            resets_at,
+        }));
     }
-    Ok(daily)
+    Ok(())
 }
 
 /// Makes the daily session limit exact: called in the transaction that writes a new session,
@@ -96,30 +130,9 @@ pub async fn hold_daily_slot(
     company: &str,
     daily: &DailySessions,
 ) -> Result<(), QuotaError> {
-    let used: i64 = match tx {
-        Tx::Postgres(tx) => {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('voxline-daily-sessions:' || $1, 0))")
-                .bind(company)
-                .execute(&mut **tx)
-                .await
-                .map_err(DbError::from)?;
-            // A new statement, so a new snapshot: it sees what a racer committed before
-            // releasing the lock.
-            sqlx::query_scalar(SESSIONS_CREATED)
-                .bind(company)
-                .bind(daily.from)
-                .bind(daily.to)
-                .fetch_one(&mut **tx)
-                .await
-                .map_err(DbError::from)?
-        }
-        Tx::Sqlite { tx, .. } => sqlx::query_scalar(SESSIONS_CREATED)
-            .bind(company)
-            .bind(daily.from.timestamp_micros())
-            .bind(daily.to.timestamp_micros())
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(DbError::from)?,
-    };
+    let used = tx
+        .sessions()
+        .count_created_exclusively(company, daily.from, daily.to)
+        .await?;
     daily.admit(used)
 }

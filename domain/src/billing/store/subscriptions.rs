@@ -115,6 +115,34 @@ pub async fn company_subscriptions(
     select(db, Scope::Company(company), newest_first, Some(company)).await
 }
 
+/// [`company_subscriptions`] in the caller's transaction (on Postgres scoped to the company):
+/// what the quota check reads inside the transaction that writes a new session.
+pub async fn company_subscriptions_in(
+    tx: &mut Tx<'_>,
+    company: &str,
+) -> Result<Vec<SubscriptionRow>, DbError> {
+    let sql = format!(
+        "SELECT {SUB_COLUMNS} FROM subscriptions WHERE company_id = $1 ORDER BY last_event_at DESC, id"
+    );
+    let rows: Result<Vec<SubscriptionRow>, sqlx::Error> = match tx {
+        Tx::Postgres(tx) => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(company)
+                .fetch_all(&mut **tx)
+                .await?;
+            rows.iter().map(subscription_row).collect()
+        }
+        Tx::Sqlite { tx, .. } => {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(company)
+                .fetch_all(&mut **tx)
+                .await?;
+            rows.iter().map(subscription_row).collect()
+        }
+    };
+    Ok(rows?)
+}
+
 /// Every stored subscription, by id (what a reconciliation compares Stripe's list with).
 pub async fn all_subscriptions(db: &Db) -> Result<Vec<SubscriptionRow>, DbError> {
     // Platform: a reconciliation compares every company's subscriptions with Stripe's.

@@ -1,0 +1,362 @@
+//! Practice sessions, their transcripts and feedback, and idempotency keys: the session
+//! pipeline's rows. Every read takes the company, so one tenant never sees another's rows.
+//!
+//! Two repository interfaces, each implemented for Postgres (`postgres.rs`) and SQLite
+//! (`sqlite.rs`): [`SessionStore`] on the database handle, for reads and writes that are their
+//! own transaction, and [`SessionWrites`] on a caller's transaction, for rows that must commit
+//! together with others (a session with its first job, a transcript with the analysis job).
+//! The free functions here are the entry points and delegate to them.
+
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::events::SessionEvent;
+use crate::{Db, DbError, Tx};
+
+pub(crate) use postgres::pg_session;
+pub(crate) use sqlite::lite_session;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRow {
+    pub id: String,
+    pub company_id: String,
+    pub profile_id: String,
+    pub title: String,
+    pub kind: String,
+    pub status: String,
+    pub source: String,
+    /// The blob-store key of the uploaded audio, for audio sessions.
+    pub audio_ref: Option<String>,
+    /// The audio's sniffed type (`wav`, `mp3`, …).
+    pub audio_type: Option<String>,
+    /// Seconds of conversation, once known (from the transcript's timings).
+    pub duration_seconds: Option<f64>,
+    /// The provider's id for webhook sessions (the ElevenLabs conversation id).
+    pub external_id: Option<String>,
+    /// Why the session failed, when it did.
+    pub error: Option<String>,
+    /// An audio upload's speaker per channel, in channel order (`user,partner`).
+    pub channels: Option<String>,
+    /// Which voice of a mono two-person recording is the user's: `first` or `second` to speak.
+    pub user_speaker: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub struct NewSession<'a> {
+    pub id: &'a str,
+    pub company_id: &'a str,
+    pub profile_id: &'a str,
+    pub title: &'a str,
+    pub kind: &'a str,
+    /// `transcript`, `audio` or a provider (`elevenlabs`).
+    pub source: &'a str,
+    pub audio_ref: Option<&'a str>,
+    pub audio_type: Option<&'a str>,
+    pub external_id: Option<&'a str>,
+    /// See [`SessionRow::channels`].
+    pub channels: Option<&'a str>,
+    /// See [`SessionRow::user_speaker`].
+    pub user_speaker: Option<&'a str>,
+}
+
+/// A stored transcript: its segments and how their speakers were attributed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTranscript {
+    pub segments: Value,
+    /// `{"method", "status", "count", "reason"}` as the transcription worker wrote it; `None`
+    /// for transcripts stored before speakers were recorded.
+    pub speakers: Option<Value>,
+}
+
+/// A stored answer to an idempotent request.
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    pub request_hash: String,
+    pub status: u16,
+    pub response: Value,
+}
+
+/// The session rows that are their own transaction (on Postgres scoped to the company, or to
+/// the platform for lookups by a provider's id).
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn find_external(
+        &self,
+        source: &str,
+        external_id: &str,
+    ) -> Result<Option<SessionRow>, DbError>;
+    async fn get(&self, company: &str, id: &str) -> Result<Option<SessionRow>, DbError>;
+    /// Moves the session to the event's status; true when a row changed (then the change was
+    /// announced).
+    async fn set_status(&self, event: &SessionEvent) -> Result<bool, DbError>;
+    /// Fails the session in the caller's transaction; see [`fail_in`].
+    async fn fail_in(&self, tx: &mut Tx<'_>, event: &SessionEvent) -> Result<bool, DbError>;
+    async fn segments(&self, company: &str, id: &str) -> Result<Option<Value>, DbError>;
+    async fn transcript(
+        &self,
+        company: &str,
+        id: &str,
+    ) -> Result<Option<StoredTranscript>, DbError>;
+    /// See [`save_feedback`].
+    async fn save_feedback(
+        &self,
+        session: &SessionRow,
+        feedback: &Value,
+        usage_seconds: f64,
+    ) -> Result<(), DbError>;
+    async fn feedback(&self, company: &str, id: &str) -> Result<Option<Value>, DbError>;
+    async fn stored_response(
+        &self,
+        company: &str,
+        profile: &str,
+        key: &str,
+    ) -> Result<Option<StoredResponse>, DbError>;
+    async fn list_of(
+        &self,
+        company: &str,
+        profile: Option<&str>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<SessionRow>, DbError>;
+    /// Sessions the company submitted in `[from, to)`.
+    async fn count_created(
+        &self,
+        company: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<i64, DbError>;
+}
+
+/// The session rows written in a caller's transaction.
+#[async_trait]
+pub trait SessionWrites: Send {
+    async fn insert(&mut self, s: &NewSession<'_>, segments: Option<&Value>)
+    -> Result<(), DbError>;
+    async fn save_transcript(
+        &mut self,
+        company: &str,
+        id: &str,
+        segments: &Value,
+        speakers: Option<&Value>,
+        duration_seconds: Option<f64>,
+    ) -> Result<(), DbError>;
+    /// False when the key was taken meanwhile.
+    async fn store_response(
+        &mut self,
+        company: &str,
+        profile: &str,
+        key: &str,
+        stored: &StoredResponse,
+    ) -> Result<bool, DbError>;
+    /// Serialises the company's new sessions until this transaction ends, then counts those
+    /// created in `[from, to)`: with the lock held the count is exact (see
+    /// [`crate::billing::hold_daily_slot`]).
+    async fn count_created_exclusively(
+        &mut self,
+        company: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<i64, DbError>;
+}
+
+/// A new session (status `queued`) with its transcript when it came with one, in the caller's
+/// transaction.
+pub async fn insert(
+    tx: &mut Tx<'_>,
+    s: &NewSession<'_>,
+    segments: Option<&Value>,
+) -> Result<(), DbError> {
+    tx.sessions().insert(s, segments).await
+}
+
+/// Stores the transcription worker's segments and how their speakers were told apart
+/// (replacing any from an earlier attempt) and the conversation's length, in the caller's
+/// transaction (with the analysis job it enqueues).
+pub async fn save_transcript(
+    tx: &mut Tx<'_>,
+    company: &str,
+    id: &str,
+    segments: &Value,
+    speakers: Option<&Value>,
+    duration_seconds: Option<f64>,
+) -> Result<(), DbError> {
+    tx.sessions()
+        .save_transcript(company, id, segments, speakers, duration_seconds)
+        .await
+}
+
+/// The session a provider's id made, in any company (webhooks are not tenant-scoped callers;
+/// the row's `company_id` says whose it is).
+pub async fn find_external(
+    db: &Db,
+    source: &str,
+    external_id: &str,
+) -> Result<Option<SessionRow>, DbError> {
+    db.sessions().find_external(source, external_id).await
+}
+
+pub async fn get(db: &Db, company: &str, id: &str) -> Result<Option<SessionRow>, DbError> {
+    db.sessions().get(company, id).await
+}
+
+/// Moves a session to `status` (with the reason when it is `failed`) and publishes the change.
+/// A `ready` session stays ready: a late or duplicate job cannot move it back.
+pub async fn set_status(
+    db: &Db,
+    company: &str,
+    id: &str,
+    status: &str,
+    error: Option<&str>,
+) -> Result<(), DbError> {
+    db.sessions()
+        .set_status(&event(company, id, status, error))
+        .await
+        .map(|_changed| ())
+}
+
+/// Marks a session `failed` with `reason` inside the caller's transaction (the job engine's,
+/// when a pipeline job dies), so the session fails exactly when its job does. A `ready`
+/// session stays ready. On Postgres the change is announced by NOTIFY at commit (and on Redis
+/// when configured); on SQLite the in-process event goes out now (the engine commits right
+/// after its hooks).
+pub async fn fail_in(
+    db: &Db,
+    tx: &mut Tx<'_>,
+    company: &str,
+    id: &str,
+    reason: &str,
+) -> Result<bool, DbError> {
+    db.sessions()
+        .fail_in(tx, &event(company, id, "failed", Some(reason)))
+        .await
+}
+
+pub async fn segments(db: &Db, company: &str, id: &str) -> Result<Option<Value>, DbError> {
+    db.sessions().segments(company, id).await
+}
+
+/// The session's transcript with its speaker attribution, once there is one.
+pub async fn transcript(
+    db: &Db,
+    company: &str,
+    id: &str,
+) -> Result<Option<StoredTranscript>, DbError> {
+    db.sessions().transcript(company, id).await
+}
+
+/// Stores the feedback, marks the session `ready` and records its usage (once per session, so a
+/// retried job does not count twice), together; then publishes the change.
+pub async fn save_feedback(
+    db: &Db,
+    session: &SessionRow,
+    feedback: &Value,
+    usage_seconds: f64,
+) -> Result<(), DbError> {
+    db.sessions()
+        .save_feedback(session, feedback, usage_seconds)
+        .await
+}
+
+pub async fn feedback(db: &Db, company: &str, id: &str) -> Result<Option<Value>, DbError> {
+    db.sessions().feedback(company, id).await
+}
+
+pub async fn stored_response(
+    db: &Db,
+    company: &str,
+    profile: &str,
+    key: &str,
+) -> Result<Option<StoredResponse>, DbError> {
+    db.sessions().stored_response(company, profile, key).await
+}
+
+/// Records the answer in the caller's transaction; false when the key was taken meanwhile
+/// (a concurrent retry): the caller rolls back and answers with the stored response.
+pub async fn store_response(
+    tx: &mut Tx<'_>,
+    company: &str,
+    profile: &str,
+    key: &str,
+    stored: &StoredResponse,
+) -> Result<bool, DbError> {
+    tx.sessions()
+        .store_response(company, profile, key, stored)
+        .await
+}
+
+/// The company's sessions, newest first; `before` is the id of the last one of the previous page.
+pub async fn list(
+    db: &Db,
+    company: &str,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<SessionRow>, DbError> {
+    list_of(db, company, None, before, limit).await
+}
+
+/// [`list`], only `profile`'s own sessions when it is given (a person's history).
+pub async fn list_of(
+    db: &Db,
+    company: &str,
+    profile: Option<&str>,
+    before: Option<&str>,
+    limit: i64,
+) -> Result<Vec<SessionRow>, DbError> {
+    db.sessions().list_of(company, profile, before, limit).await
+}
+
+fn event(company: &str, id: &str, status: &str, error: Option<&str>) -> SessionEvent {
+    SessionEvent {
+        company_id: company.to_string(),
+        session_id: id.to_string(),
+        status: status.to_string(),
+        error: error.map(str::to_string),
+    }
+}
+
+pub(crate) const COLUMNS: &str = "id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, \
+     duration_seconds, external_id, error, channels, user_speaker, created_at, updated_at";
+
+// The statements both databases run as they stand (SQLite reads `$N` as the N-th bound
+// value); each binds times and JSON in its own encoding.
+
+const BY_EXTERNAL_ID: &str = "WHERE source = $1 AND external_id = $2";
+const BY_ID: &str = "WHERE company_id = $1 AND id = $2";
+const SEGMENTS: &str = "SELECT segments FROM transcripts WHERE company_id = $1 AND session_id = $2";
+const TRANSCRIPT: &str =
+    "SELECT segments, speakers FROM transcripts WHERE company_id = $1 AND session_id = $2";
+const FEEDBACK: &str = "SELECT metrics FROM feedback WHERE company_id = $1 AND session_id = $2";
+const STORED_RESPONSE: &str = "SELECT request_hash, status, response FROM idempotency_keys
+     WHERE company_id = $1 AND profile_id = $2 AND key = $3";
+const SET_DURATION: &str =
+    "UPDATE sessions SET duration_seconds = $3 WHERE company_id = $1 AND id = $2";
+/// Sessions a company submitted in a window.
+const COUNT_CREATED: &str =
+    "SELECT count(*) FROM sessions WHERE company_id = $1 AND created_at >= $2 AND created_at < $3";
+
+/// A page of a company's sessions (or one profile's, `$4`), newest first, after the session
+/// `$2`.
+fn list_sql(cast_text: &str) -> String {
+    format!(
+        "SELECT {COLUMNS} FROM sessions WHERE company_id = $1
+           AND ($4{cast_text} IS NULL OR profile_id = $4)
+           AND ($2{cast_text} IS NULL OR (created_at, id) < (
+                SELECT created_at, id FROM sessions WHERE company_id = $1 AND id = $2))
+         ORDER BY created_at DESC, id DESC LIMIT $3"
+    )
+}
+
+/// Builds a [`StoredResponse`] from its columns.
+fn stored(request_hash: String, status: i32, response: Value) -> StoredResponse {
+    StoredResponse {
+        request_hash,
+        status: status as u16,
+        response,
+    }
+}

@@ -1,0 +1,363 @@
+//! [`SessionStore`] and [`SessionWrites`] on Postgres: every transaction scoped to the
+//! company (row-level security), status changes announced by NOTIFY in the statement that
+//! makes them (and on Redis when configured).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, Row, Transaction};
+
+use super::{
+    BY_EXTERNAL_ID, BY_ID, COLUMNS, COUNT_CREATED, FEEDBACK, NewSession, SEGMENTS, SET_DURATION,
+    STORED_RESPONSE, SessionRow, SessionStore, SessionWrites, StoredResponse, StoredTranscript,
+    TRANSCRIPT, list_sql, stored,
+};
+use crate::db::{PgDb, Scope};
+use crate::events::SessionEvent;
+use crate::speakers::Attribution;
+use crate::{DbError, Tx};
+
+pub(crate) fn pg_session(r: &PgRow) -> Result<SessionRow, sqlx::Error> {
+    Ok(SessionRow {
+        id: r.try_get("id")?,
+        company_id: r.try_get("company_id")?,
+        profile_id: r.try_get("profile_id")?,
+        title: r.try_get("title")?,
+        kind: r.try_get("kind")?,
+        status: r.try_get("status")?,
+        source: r.try_get("source")?,
+        audio_ref: r.try_get("audio_ref")?,
+        audio_type: r.try_get("audio_type")?,
+        duration_seconds: r.try_get("duration_seconds")?,
+        external_id: r.try_get("external_id")?,
+        error: r.try_get("error")?,
+        channels: r.try_get("channels")?,
+        user_speaker: r.try_get("user_speaker")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+const INSERT: &str = "INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, external_id, channels, user_speaker)
+     VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11)";
+
+/// The session and its submitted transcript in one statement: a round trip less per
+/// submission. The transcript's foreign key is checked at the end of the statement, when the
+/// session row exists.
+const INSERT_WITH_TRANSCRIPT: &str = "WITH session AS (
+         INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, external_id, channels, user_speaker)
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11)
+         RETURNING id, company_id)
+     INSERT INTO transcripts (session_id, company_id, segments, speakers)
+     SELECT id, company_id, $12, $13 FROM session";
+
+const UPSERT_TRANSCRIPT: &str = "INSERT INTO transcripts (session_id, company_id, segments, speakers) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (session_id) DO UPDATE SET segments = EXCLUDED.segments, speakers = EXCLUDED.speakers";
+
+/// The status change and its NOTIFY in one statement, so the announcement goes out exactly
+/// when the change commits, and only when a row changed.
+const CHANGE_STATUS: &str = "WITH changed AS (
+        UPDATE sessions SET status = $3, error = $4, updated_at = now()
+        WHERE company_id = $1 AND id = $2 AND status <> 'ready' RETURNING 1)
+     SELECT pg_notify($5, $6) FROM changed";
+
+impl PgDb {
+    /// Runs [`CHANGE_STATUS`] for `event`; true when the session changed.
+    async fn change_status(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        event: &SessionEvent,
+    ) -> Result<bool, DbError> {
+        let changed = sqlx::query(CHANGE_STATUS)
+            .bind(&event.company_id)
+            .bind(&event.session_id)
+            .bind(&event.status)
+            .bind(&event.error)
+            .bind(&self.events_channel)
+            .bind(event.payload())
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(changed.is_some())
+    }
+
+    async fn publish(&self, event: &SessionEvent) {
+        if let Some(fanout) = &self.fanout {
+            fanout.publish(event).await;
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for PgDb {
+    async fn find_external(
+        &self,
+        source: &str,
+        external_id: &str,
+    ) -> Result<Option<SessionRow>, DbError> {
+        // Platform: the webhook asks which company's session a conversation made.
+        let mut tx = self.begin_scoped(Scope::Platform).await?;
+        let sql = format!("SELECT {COLUMNS} FROM sessions {BY_EXTERNAL_ID}");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(source)
+            .bind(external_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        Ok(row.as_ref().map(pg_session).transpose()?)
+    }
+
+    async fn get(&self, company: &str, id: &str) -> Result<Option<SessionRow>, DbError> {
+        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
+        let sql = format!("SELECT {COLUMNS} FROM sessions {BY_ID}");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(company)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        Ok(row.as_ref().map(pg_session).transpose()?)
+    }
+
+    async fn set_status(&self, event: &SessionEvent) -> Result<bool, DbError> {
+        let mut tx = self.begin_scoped(Scope::Company(&event.company_id)).await?;
+        let changed = self.change_status(&mut tx, event).await?;
+        tx.commit().await?;
+        if changed {
+            self.publish(event).await;
+        }
+        Ok(changed)
+    }
+
+    async fn fail_in(&self, tx: &mut Tx<'_>, event: &SessionEvent) -> Result<bool, DbError> {
+        let Tx::Postgres(tx) = tx else {
+            return Err(DbError::WrongDatabase("sessions::fail_in"));
+        };
+        let changed = self.change_status(tx, event).await?;
+        // Processes that follow session events through Redis hear it from there. It goes
+        // out just before the engine commits; should that commit fail, the job stays
+        // running, is rescued, and fails the session again.
+        if changed {
+            self.publish(event).await;
+        }
+        Ok(changed)
+    }
+
+    async fn segments(&self, company: &str, id: &str) -> Result<Option<Value>, DbError> {
+        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
+        Ok(sqlx::query_scalar(SEGMENTS)
+            .bind(company)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?)
+    }
+
+    async fn transcript(
+        &self,
+        company: &str,
+        id: &str,
+    ) -> Result<Option<StoredTranscript>, DbError> {
+        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
+        let row: Option<(Value, Option<Value>)> = sqlx::query_as(TRANSCRIPT)
+            .bind(company)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        Ok(row.map(|(segments, speakers)| StoredTranscript { segments, speakers }))
+    }
+
+    async fn save_feedback(
+        &self,
+        session: &SessionRow,
+        feedback: &Value,
+        usage_seconds: f64,
+    ) -> Result<(), DbError> {
+        let (company, id) = (session.company_id.as_str(), session.id.as_str());
+        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
+        sqlx::query(
+            "INSERT INTO feedback (session_id, company_id, metrics) VALUES ($1, $2, $3)
+             ON CONFLICT (session_id) DO UPDATE SET metrics = EXCLUDED.metrics",
+        )
+        .bind(id)
+        .bind(company)
+        .bind(feedback)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE sessions SET status = 'ready', error = NULL, updated_at = now() WHERE company_id = $1 AND id = $2")
+            .bind(company)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let event = super::event(company, id, "ready", None);
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&self.events_channel)
+            .bind(event.payload())
+            .execute(&mut *tx)
+            .await?;
+        let mut tx = Tx::Postgres(tx);
+        crate::usage::record(&mut tx, session, usage_seconds).await?;
+        tx.commit().await?;
+        self.publish(&event).await;
+        Ok(())
+    }
+
+    async fn feedback(&self, company: &str, id: &str) -> Result<Option<Value>, DbError> {
+        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
+        Ok(sqlx::query_scalar(FEEDBACK)
+            .bind(company)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?)
+    }
+
+    async fn stored_response(
+        &self,
+        company: &str,
+        profile: &str,
+        key: &str,
+    ) -> Result<Option<StoredResponse>, DbError> {
+        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
+        let row: Option<(String, i32, Value)> = sqlx::query_as(STORED_RESPONSE)
+            .bind(company)
+            .bind(profile)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        Ok(row.map(|(hash, status, response)| stored(hash, status, response)))
+    }
+
+    async fn list_of(
+        &self,
+        company: &str,
+        profile: Option<&str>,
+        before: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<SessionRow>, DbError> {
+        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(list_sql("::text")))
+            .bind(company)
+            .bind(before)
+            .bind(limit)
+            .bind(profile)
+            .fetch_all(&mut *tx)
+            .await?;
+        Ok(rows.iter().map(pg_session).collect::<Result<_, _>>()?)
+    }
+
+    async fn count_created(
+        &self,
+        company: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<i64, DbError> {
+        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
+        Ok(sqlx::query_scalar(COUNT_CREATED)
+            .bind(company)
+            .bind(from)
+            .bind(to)
+            .fetch_one(&mut *tx)
+            .await?)
+    }
+}
+
+#[async_trait]
+impl SessionWrites for Transaction<'_, Postgres> {
+    async fn insert(
+        &mut self,
+        s: &NewSession<'_>,
+        segments: Option<&Value>,
+    ) -> Result<(), DbError> {
+        let sql = if segments.is_some() {
+            INSERT_WITH_TRANSCRIPT
+        } else {
+            INSERT
+        };
+        let mut query = sqlx::query(sql)
+            .bind(s.id)
+            .bind(s.company_id)
+            .bind(s.profile_id)
+            .bind(s.title)
+            .bind(s.kind)
+            .bind(s.source)
+            .bind(s.audio_ref)
+            .bind(s.audio_type)
+            .bind(s.external_id)
+            .bind(s.channels)
+            .bind(s.user_speaker);
+        if let Some(segments) = segments {
+            // The submitted transcript names its own speakers.
+            let speakers = serde_json::to_value(Attribution::from_transcript()).ok();
+            query = query.bind(segments).bind(speakers);
+        }
+        query.execute(&mut **self).await?;
+        Ok(())
+    }
+
+    async fn save_transcript(
+        &mut self,
+        company: &str,
+        id: &str,
+        segments: &Value,
+        speakers: Option<&Value>,
+        duration_seconds: Option<f64>,
+    ) -> Result<(), DbError> {
+        sqlx::query(UPSERT_TRANSCRIPT)
+            .bind(id)
+            .bind(company)
+            .bind(segments)
+            .bind(speakers)
+            .execute(&mut **self)
+            .await?;
+        sqlx::query(SET_DURATION)
+            .bind(company)
+            .bind(id)
+            .bind(duration_seconds)
+            .execute(&mut **self)
+            .await?;
+        Ok(())
+    }
+
+    async fn store_response(
+        &mut self,
+        company: &str,
+        profile: &str,
+        key: &str,
+        stored: &StoredResponse,
+    ) -> Result<bool, DbError> {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (company_id, profile_id, key, request_hash, status, response)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(company)
+        .bind(profile)
+        .bind(key)
+        .bind(&stored.request_hash)
+        .bind(stored.status as i32)
+        .bind(&stored.response)
+        .execute(&mut **self)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn count_created_exclusively(
+        &mut self,
+        company: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<i64, DbError> {
+        // A transaction-scoped advisory lock per company, held until the commit.
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('voxline-daily-sessions:' || $1, 0))",
+        )
+        .bind(company)
+        .execute(&mut **self)
+        .await?;
+        // A new statement, so a new snapshot: it sees what a racer committed before
+        // releasing the lock.
+        Ok(sqlx::query_scalar(COUNT_CREATED)
+            .bind(company)
+            .bind(from)
+            .bind(to)
+            .fetch_one(&mut **self)
+            .await?)
+    }
+}

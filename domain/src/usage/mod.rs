@@ -1,0 +1,90 @@
+//! Usage: the seconds of conversation voxline analysed, per company. One row per session
+//! (keyed by its id), so a retried analysis never counts twice; billing periods and quota
+//! checks sum the rows in a time window.
+//!
+//! [`UsageStore`] (on the database) and [`UsageWrites`] (in a caller's transaction) are the
+//! repository, implemented for Postgres (`postgres.rs`) and SQLite (`sqlite.rs`).
+
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::sessions::SessionRow;
+use crate::{Db, DbError, Tx};
+
+/// A company's usage in `[from, to)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct UsageTotal {
+    pub sessions: i64,
+    pub seconds: f64,
+}
+
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// See [`total`].
+    async fn total(
+        &self,
+        company: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<UsageTotal, DbError>;
+}
+
+#[async_trait]
+pub trait UsageWrites: Send {
+    /// See [`record`]; `seconds` is already finite and not negative.
+    async fn record(&mut self, session: &SessionRow, seconds: f64) -> Result<(), DbError>;
+    /// See [`total_in`].
+    async fn total(
+        &mut self,
+        company: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<UsageTotal, DbError>;
+}
+
+/// Records a ready session's seconds in the caller's transaction; a second call for the same
+/// session changes nothing.
+pub async fn record(tx: &mut Tx<'_>, session: &SessionRow, seconds: f64) -> Result<(), DbError> {
+    let seconds = if seconds.is_finite() {
+        seconds.max(0.0)
+    } else {
+        0.0
+    };
+    tx.usage().record(session, seconds).await
+}
+
+/// A company's usage in `[from, to)`.
+pub async fn total(
+    db: &Db,
+    company: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<UsageTotal, DbError> {
+    db.usage().total(company, from, to).await
+}
+
+/// [`total`] in the caller's transaction (on Postgres its scope must be the company's).
+pub async fn total_in(
+    tx: &mut Tx<'_>,
+    company: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<UsageTotal, DbError> {
+    tx.usage().total(company, from, to).await
+}
+
+/// A company's usage rows in a window: the same text on both databases (SQLite reads `$N` as
+/// the N-th bound value), each binding the window in its own time encoding.
+const IN_WINDOW: &str = "SELECT count(*), sum(seconds) FROM usage_records
+     WHERE company_id = $1 AND recorded_at >= $2 AND recorded_at < $3";
+
+fn usage_total((sessions, seconds): (i64, Option<f64>)) -> UsageTotal {
+    UsageTotal {
+        sessions,
+        seconds: seconds.unwrap_or(0.0),
+    }
+}
