@@ -234,7 +234,7 @@ pub(crate) async fn record(
     )
     .await
     .map(drop)
-    .map_err(ApiError::internal)
+    .map_err(ApiError::from)
 }
 
 /// Counts per state, oldest due job's age, and the last five minutes' activity per queue.
@@ -245,18 +245,8 @@ pub async fn queues(
     State(state): State<AppState>,
     _operator: Operator,
 ) -> Result<Json<QueuesResponse>, ApiError> {
-    let stats = state
-        .jobs
-        .store()
-        .stats()
-        .await
-        .map_err(ApiError::internal)?;
-    let activity = state
-        .jobs
-        .store()
-        .activity(ACTIVITY_WINDOW)
-        .await
-        .map_err(ApiError::internal)?;
+    let stats = state.jobs.store().stats().await?;
+    let activity = state.jobs.store().activity(ACTIVITY_WINDOW).await?;
     let mut names = state.settings.queue_names();
     names.extend(stats.iter().map(|s| s.queue.clone()));
     names.sort();
@@ -320,12 +310,7 @@ pub async fn jobs(
     let limit = crate::extract::limit(q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
     filter.before = q.cursor.map(JobId);
     filter.limit = limit;
-    let jobs = state
-        .jobs
-        .store()
-        .list(&filter)
-        .await
-        .map_err(ApiError::internal)?;
+    let jobs = state.jobs.store().list(&filter).await?;
     let next_cursor = (jobs.len() as u32 == limit)
         .then(|| jobs.last().map(|j| j.id.0))
         .flatten();
@@ -348,8 +333,7 @@ pub async fn job(
         .jobs
         .store()
         .get(JobId(id))
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| job_error(JobError::NotFound(JobId(id))))?;
     Ok(Json(JobDetail {
         summary: summary(&job),
@@ -499,9 +483,7 @@ pub async fn audit_log(
     };
     // Operators read every company's entries: audit::list runs in platform scope on Postgres
     // (or in the one company's scope when the filter names it).
-    let records = audit::list(&state.db, &filter)
-        .await
-        .map_err(ApiError::internal)?;
+    let records = audit::list(&state.db, &filter).await?;
     let next_cursor = (records.len() as u32 == limit)
         .then(|| records.last().map(|r| r.id))
         .flatten();

@@ -185,15 +185,10 @@ pub async fn bulk(
         let n = store
             .console()
             .count_matching(&filter, &action.from_states())
-            .await
-            .map_err(ApiError::internal)?;
+            .await?;
         u64::try_from(n).unwrap_or(0)
     } else {
-        let n = store
-            .console()
-            .act_on_matching(&filter, action)
-            .await
-            .map_err(ApiError::internal)?;
+        let n = store.console().act_on_matching(&filter, action).await?;
         record(
             &state,
             &operator,
@@ -240,12 +235,7 @@ async fn known_queue(state: &AppState, queue: &str) -> Result<(), ApiError> {
     if state.settings.queue_names().iter().any(|q| q == queue) {
         return Ok(());
     }
-    let stats = state
-        .jobs
-        .store()
-        .stats()
-        .await
-        .map_err(ApiError::internal)?;
+    let stats = state.jobs.store().stats().await?;
     if stats.iter().any(|s| s.queue == queue) {
         return Ok(());
     }
@@ -271,11 +261,7 @@ pub async fn pause(
 ) -> Result<Json<QueuePauseView>, ApiError> {
     known_queue(&state, &queue).await?;
     let store = state.jobs.store();
-    let paused = store
-        .console()
-        .pause_queue(&queue, &operator.0.sub)
-        .await
-        .map_err(ApiError::internal)?;
+    let paused = store.console().pause_queue(&queue, &operator.0.sub).await?;
     if paused {
         record(
             &state,
@@ -302,13 +288,7 @@ pub async fn resume(
     ApiPath(queue): ApiPath<String>,
 ) -> Result<Json<QueuePauseView>, ApiError> {
     known_queue(&state, &queue).await?;
-    let resumed = state
-        .jobs
-        .store()
-        .console()
-        .resume_queue(&queue)
-        .await
-        .map_err(ApiError::internal)?;
+    let resumed = state.jobs.store().console().resume_queue(&queue).await?;
     if resumed {
         record(
             &state,
@@ -323,13 +303,7 @@ pub async fn resume(
 }
 
 async fn pause_view(state: &AppState, queue: &str) -> Result<Json<QueuePauseView>, ApiError> {
-    let pauses = state
-        .jobs
-        .store()
-        .console()
-        .paused_queues()
-        .await
-        .map_err(ApiError::internal)?;
+    let pauses = state.jobs.store().console().paused_queues().await?;
     Ok(Json(QueuePauseView::of(queue, &pauses)))
 }
 
@@ -392,13 +366,7 @@ pub async fn stats(
     }
     let now = minute_of(Utc::now());
     let start = now - (minutes - 1) * 60;
-    let rows = state
-        .jobs
-        .store()
-        .console()
-        .minute_stats(start)
-        .await
-        .map_err(ApiError::internal)?;
+    let rows = state.jobs.store().console().minute_stats(start).await?;
     let mut names = state.settings.queue_names();
     names.extend(rows.iter().map(|r| r.queue.clone()));
     names.sort();

@@ -241,9 +241,7 @@ async fn record_profile(state: &AppState, claims: &Claims) -> Result<(), ApiErro
         email: claims.email.clone(),
         role: claims.role.as_str().to_string(),
     };
-    let same_company = voxline_domain::profiles::upsert_seen(&state.db, &profile)
-        .await
-        .map_err(ApiError::internal)?;
+    let same_company = voxline_domain::profiles::upsert_seen(&state.db, &profile).await?;
     if !same_company {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

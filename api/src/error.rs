@@ -7,6 +7,7 @@
 //! takes no NUL character in text or JSON) is the caller's: 422 `invalid_text`, never 500. The
 //! edges refuse such text first with the field named; this is the net under them.
 
+mod conversions;
 mod unavailable;
 
 pub use unavailable::is_unavailable;
@@ -105,6 +106,22 @@ impl ApiError {
         .retry_after(DATABASE_RETRY_AFTER_SECS)
     }
 
+    /// 422 `invalid_field`: the input named by `field` (a body field such as
+    /// `transcript[2].speaker`, or a form part) is missing or wrong.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).field(field)
+    }
+
+    /// 400 `invalid_json`: a body that does not parse as the JSON it should be.
+    pub fn invalid_json(error: serde_json::Error) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", error.to_string())
+    }
+
+    /// 400 `invalid_path` naming `path`: a path parameter that is malformed.
+    pub fn invalid_path(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", message).field("path")
+    }
+
     pub fn field(mut self, field: impl Into<String>) -> Self {
         self.body.field = Some(field.into());
         self
@@ -120,51 +137,5 @@ impl IntoResponse for ApiError {
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
-    }
-}
-
-/// Database errors for `?`: 503 when the database is unreachable, otherwise 500.
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
-        ApiError::internal(error)
-    }
-}
-
-impl From<voxline_domain::DbError> for ApiError {
-    fn from(error: voxline_domain::DbError) -> Self {
-        ApiError::internal(error)
-    }
-}
-
-impl From<voxline_jobs::JobError> for ApiError {
-    fn from(error: voxline_jobs::JobError) -> Self {
-        ApiError::internal(error)
-    }
-}
-
-/// A JSON body axum could not take: too large (413), not JSON (415), or not parseable (400).
-impl From<axum::extract::rejection::JsonRejection> for ApiError {
-    fn from(rejection: axum::extract::rejection::JsonRejection) -> Self {
-        let (status, code) = match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
-            _ => (StatusCode::BAD_REQUEST, "invalid_json"),
-        };
-        ApiError::new(status, code, rejection.body_text())
-    }
-}
-
-/// A raw body axum could not read: too large (413) or broken off (400).
-impl From<axum::extract::rejection::BytesRejection> for ApiError {
-    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
-        let status = rejection.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "payload_too_large"
-        } else {
-            "invalid_body"
-        };
-        ApiError::new(status, code, rejection.body_text())
     }
 }

@@ -9,10 +9,6 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-fn invalid_path(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", message).field("path")
-}
-
 /// A path parameter; a malformed one (not UTF-8, not of its type, or holding a NUL character)
 /// is a 400 `invalid_path` naming `path`.
 pub struct ApiPath<T>(pub T);
@@ -27,16 +23,16 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let raw = RawPathParams::from_request_parts(parts, state)
             .await
-            .map_err(|e| invalid_path(e.body_text()))?;
+            .map_err(|e| ApiError::invalid_path(e.body_text()))?;
         if let Some((name, _)) = raw.iter().find(|(_, value)| value.contains('\0')) {
-            return Err(invalid_path(format!(
+            return Err(ApiError::invalid_path(format!(
                 "the path parameter {name} must not contain a NUL character"
             )));
         }
         Path::<T>::from_request_parts(parts, state)
             .await
             .map(|Path(value)| ApiPath(value))
-            .map_err(|e| invalid_path(e.body_text()))
+            .map_err(|e| ApiError::invalid_path(e.body_text()))
     }
 }
 

@@ -32,9 +32,7 @@ use crate::error::ApiError;
 pub async fn export(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let claims = &caller.0;
     let (company, profile) = (claims.company_id.as_str(), claims.sub.as_str());
-    let latest = gdpr::latest_export(&state.db, company, profile)
-        .await
-        .map_err(ApiError::internal)?;
+    let latest = gdpr::latest_export(&state.db, company, profile).await?;
     if let Some(ready) = latest.as_ref().filter(|e| e.servable(Utc::now()))
         && let Some(blob) = &ready.blob_ref
     {
@@ -65,21 +63,10 @@ pub async fn export(State(state): State<AppState>, caller: Caller) -> Result<Res
         company_id: company.to_string(),
         profile_id: profile.to_string(),
     }
-    .into_job()
-    .map_err(ApiError::internal)?;
-    let mut tx = state
-        .db
-        .begin(Scope::Profile { company, profile })
-        .await
-        .map_err(ApiError::internal)?;
-    gdpr::create_export(&mut tx, &export_id, company, profile)
-        .await
-        .map_err(ApiError::internal)?;
-    state
-        .jobs
-        .enqueue(&mut tx, &job)
-        .await
-        .map_err(ApiError::internal)?;
+    .into_job()?;
+    let mut tx = state.db.begin(Scope::Profile { company, profile }).await?;
+    gdpr::create_export(&mut tx, &export_id, company, profile).await?;
+    state.jobs.enqueue(&mut tx, &job).await?;
     audit::append_in(
         &mut tx,
         &AuditEntry {
@@ -91,9 +78,8 @@ pub async fn export(State(state): State<AppState>, caller: Caller) -> Result<Res
             details: json!({ "export_id": export_id }),
         },
     )
-    .await
-    .map_err(ApiError::internal)?;
-    tx.commit().await.map_err(ApiError::internal)?;
+    .await?;
+    tx.commit().await?;
     Ok(accepted(&export_id))
 }
 
@@ -121,14 +107,8 @@ pub async fn erase(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let claims = &caller.0;
     let (company, profile) = (claims.company_id.as_str(), claims.sub.as_str());
-    let mut tx = state
-        .db
-        .begin(Scope::Profile { company, profile })
-        .await
-        .map_err(ApiError::internal)?;
-    let erased = gdpr::erase_profile(&mut tx, company, profile)
-        .await
-        .map_err(ApiError::internal)?;
+    let mut tx = state.db.begin(Scope::Profile { company, profile }).await?;
+    let erased = gdpr::erase_profile(&mut tx, company, profile).await?;
     let cancelled = state
         .jobs
         .store()
@@ -140,20 +120,14 @@ pub async fn erase(
                 session_ids: &erased.session_ids,
             },
         )
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     if !erased.blobs.is_empty() {
         let job = BlobsDelete {
             company_id: company.to_string(),
             refs: erased.blobs.clone(),
         }
-        .into_job()
-        .map_err(ApiError::internal)?;
-        state
-            .jobs
-            .enqueue(&mut tx, &job)
-            .await
-            .map_err(ApiError::internal)?;
+        .into_job()?;
+        state.jobs.enqueue(&mut tx, &job).await?;
     }
     let summary = json!({
         "sessions": erased.sessions, "exports": erased.exports,
@@ -171,9 +145,8 @@ pub async fn erase(
             details: summary.clone(),
         },
     )
-    .await
-    .map_err(ApiError::internal)?;
-    tx.commit().await.map_err(ApiError::internal)?;
+    .await?;
+    tx.commit().await?;
     // A later request with a valid token records the profile afresh (an empty one).
     state.seen_profiles.forget(profile);
     tracing::info!(company, profile, "profile erased");

@@ -63,9 +63,7 @@ impl utoipa::PartialSchema for PreferenceChanges {
 impl ToSchema for PreferenceChanges {}
 
 async fn current(state: &AppState, caller: &Caller) -> Result<Json<PreferencesResponse>, ApiError> {
-    let prefs = notifications::preferences(&state.db, &caller.0.company_id, &caller.0.sub)
-        .await
-        .map_err(ApiError::internal)?;
+    let prefs = notifications::preferences(&state.db, &caller.0.company_id, &caller.0.sub).await?;
     Ok(Json(PreferencesResponse {
         preferences: prefs
             .into_iter()
@@ -133,9 +131,7 @@ pub async fn put_preferences(
         changes.insert(kind, enabled);
     }
     let claims = &caller.0;
-    notifications::set_preferences(&state.db, &claims.company_id, &claims.sub, &changes)
-        .await
-        .map_err(ApiError::internal)?;
+    notifications::set_preferences(&state.db, &claims.company_id, &claims.sub, &changes).await?;
     let details: serde_json::Map<String, serde_json::Value> = changes
         .iter()
         .map(|(k, v)| (k.to_string(), (*v).into()))
@@ -151,7 +147,6 @@ pub async fn put_preferences(
             details: details.into(),
         },
     )
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     current(&state, &caller).await
 }

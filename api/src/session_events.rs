@@ -58,8 +58,7 @@ pub async fn events(
     // Subscribe before reading the status, so a change between the two is not missed.
     let updates = state.feed().subscribe();
     let session = sessions::get(&state.db, &company, &id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| crate::sessions::not_found(&id))?;
     let current = SessionEvent {
         company_id: company,

@@ -72,13 +72,9 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let company = &caller.0.company_id;
     let session = sessions::get(&state.db, company, &id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| not_found(&id))?;
-    let Some(stored) = sessions::transcript(&state.db, company, &id)
-        .await
-        .map_err(ApiError::internal)?
-    else {
+    let Some(stored) = sessions::transcript(&state.db, company, &id).await? else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_ready",
@@ -96,7 +92,7 @@ pub async fn get(
     // Transcripts stored before attribution was recorded had their speakers given with them.
     let speakers = match stored.speakers {
         Some(speakers) => speakers,
-        None => serde_json::to_value(Attribution::from_transcript()).map_err(ApiError::internal)?,
+        None => serde_json::to_value(Attribution::from_transcript())?,
     };
     Ok(Json(json!({
         "session_id": id,

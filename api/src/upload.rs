@@ -90,10 +90,6 @@ fn unsupported(field: &str, message: impl Into<String>) -> ApiError {
     .field(field)
 }
 
-fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).field(field)
-}
-
 /// Reads the body according to its content type: JSON or `multipart/form-data`; anything
 /// else is a 415.
 pub async fn read(
@@ -178,7 +174,7 @@ async fn read_multipart(
                     }
                 }
                 let text = String::from_utf8(text)
-                    .map_err(|_| invalid(&name, format!("{name} must be UTF-8 text")))?;
+                    .map_err(|_| ApiError::invalid(&name, format!("{name} must be UTF-8 text")))?;
                 let slot = match name.as_str() {
                     "title" => &mut title,
                     "kind" => &mut kind,
@@ -202,9 +198,14 @@ async fn read_multipart(
                 }
                 audio = Some(check_audio(bytes, declared)?);
             }
-            "" => return Err(invalid("body", "every multipart part needs a name")),
+            "" => {
+                return Err(ApiError::invalid(
+                    "body",
+                    "every multipart part needs a name",
+                ));
+            }
             other => {
-                return Err(invalid(
+                return Err(ApiError::invalid(
                     other,
                     format!(
                         "unknown part \"{other}\" (expected title, kind, audio, channels and \
@@ -214,7 +215,7 @@ async fn read_multipart(
             }
         }
     }
-    let audio = audio.ok_or_else(|| invalid("audio", "the form has no audio part"))?;
+    let audio = audio.ok_or_else(|| ApiError::invalid("audio", "the form has no audio part"))?;
     let speakers = speaker_fields(channels.as_deref(), user_speaker.as_deref(), &audio)?;
     Ok(Submission::Audio {
         title: title.unwrap_or_default(),
@@ -232,17 +233,20 @@ fn speaker_fields(
     audio: &Audio,
 ) -> Result<SpeakerFields, ApiError> {
     let channels = channels
-        .map(|text| text.parse::<Channels>().map_err(|m| invalid("channels", m)))
+        .map(|text| {
+            text.parse::<Channels>()
+                .map_err(|m| ApiError::invalid("channels", m))
+        })
         .transpose()?;
     let user_speaker = user_speaker
         .map(|text| {
             text.parse::<UserSpeaker>()
-                .map_err(|m| invalid("user_speaker", m))
+                .map_err(|m| ApiError::invalid("user_speaker", m))
         })
         .transpose()?;
     if let Some(named) = &channels {
         if user_speaker.is_some() && named.0.len() > 1 {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 "user_speaker",
                 "user_speaker is for mono recordings of two people; channels already says \
                  which channel is the user",
@@ -251,7 +255,7 @@ fn speaker_fields(
         if let Some(actual) = audio::wav_channels(&audio.bytes)
             && usize::from(actual) != named.0.len()
         {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 "channels",
                 format!(
                     "channels names {} speakers but the recording has {actual} channel{}",
@@ -270,7 +274,7 @@ fn speaker_fields(
 /// The recording must be non-empty, be one of the accepted containers, and be what it claims.
 fn check_audio(bytes: Vec<u8>, declared: Option<AudioType>) -> Result<Audio, ApiError> {
     if bytes.is_empty() {
-        return Err(invalid("audio", "the audio part is empty"));
+        return Err(ApiError::invalid("audio", "the audio part is empty"));
     }
     let accepted = AudioType::ALL.map(AudioType::extension).join(", ");
     let sniffed = AudioType::sniff(&bytes);

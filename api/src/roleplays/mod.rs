@@ -75,6 +75,8 @@ pub async fn create(
             &title,
             expires_at.timestamp(),
         ))
+        // Signing failed: ours. No `From` for token errors, which are the caller's (401) where
+        // a token is read.
         .map_err(ApiError::internal)?;
     let signed_url = signed_url::fetch(&state.settings.elevenlabs).await?;
     roleplays::insert(
@@ -88,8 +90,7 @@ pub async fn create(
             expires_at,
         },
     )
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     tracing::info!(roleplay = %id, company = %claims.company_id, profile = %claims.sub, "role-play ticket issued");
     let mut answer = json!({
         "roleplay_id": id,

@@ -262,26 +262,15 @@ pub async fn receive(
     .map(|payload| {
         NewJob::new(queues::BILLING, billing::STRIPE_EVENT_JOB, payload)
             .unique_key(format!("stripe:{}", event.id))
-    })
-    .map_err(ApiError::internal)?;
+    })?;
     // Platform: whose event it is is known only once the worker maps its customer; this
     // transaction writes only the event row and its job, which belong to no company.
-    let mut tx = state
-        .db
-        .begin(Scope::Platform)
-        .await
-        .map_err(ApiError::internal)?;
-    let inserted = billing::insert_event(&mut tx, &row)
-        .await
-        .map_err(ApiError::internal)?;
+    let mut tx = state.db.begin(Scope::Platform).await?;
+    let inserted = billing::insert_event(&mut tx, &row).await?;
     if inserted && handled {
-        state
-            .jobs
-            .enqueue(&mut tx, &job)
-            .await
-            .map_err(ApiError::internal)?;
+        state.jobs.enqueue(&mut tx, &job).await?;
     }
-    tx.commit().await.map_err(ApiError::internal)?;
+    tx.commit().await?;
     match (inserted, handled) {
         (false, _) => {
             tracing::info!(event = %event.id, kind = %event.event_type, "Stripe event redelivered; already stored")

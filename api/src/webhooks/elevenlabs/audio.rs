@@ -15,9 +15,9 @@ use voxline_domain::call_audio::{self, Held};
 use voxline_domain::db::Scope;
 use voxline_jobs::payloads::SessionJob;
 
+use super::SOURCE;
 use super::conversation::conversation_id;
 use super::payload::AudioEvent;
-use super::{SOURCE, invalid, invalid_json};
 use crate::AppState;
 use crate::audio::AudioType;
 use crate::error::ApiError;
@@ -34,14 +34,14 @@ pub(super) async fn receive_audio(state: &AppState, body: &[u8]) -> Result<Respo
             ),
         ));
     }
-    let event: AudioEvent<'_> = serde_json::from_slice(body).map_err(invalid_json)?;
+    let event: AudioEvent<'_> = serde_json::from_slice(body).map_err(ApiError::invalid_json)?;
     let conversation = conversation_id(event.data.conversation_id.as_deref())?;
     let encoded = event
         .data
         .full_audio
         .filter(|a| !a.is_empty())
         .ok_or_else(|| {
-            invalid(
+            ApiError::invalid(
                 "data.full_audio",
                 "data.full_audio must be the call's audio, base64",
             )
@@ -49,7 +49,7 @@ pub(super) async fn receive_audio(state: &AppState, body: &[u8]) -> Result<Respo
     let audio = base64::engine::general_purpose::STANDARD
         .decode(encoded.as_bytes())
         .map_err(|e| {
-            invalid(
+            ApiError::invalid(
                 "data.full_audio",
                 format!("data.full_audio is not base64: {e}"),
             )
@@ -63,21 +63,11 @@ pub(super) async fn receive_audio(state: &AppState, body: &[u8]) -> Result<Respo
         hex::encode(rand::random::<[u8; 16]>()),
         kind.extension()
     );
-    state
-        .blobs
-        .put(&blob, &audio)
-        .await
-        .map_err(ApiError::internal)?;
+    state.blobs.put(&blob, &audio).await?;
     drop(audio);
 
-    let mut tx = state
-        .db
-        .begin(Scope::Platform)
-        .await
-        .map_err(ApiError::internal)?;
-    let held = call_audio::hold(&mut tx, SOURCE, &conversation, &blob, kind.mime())
-        .await
-        .map_err(ApiError::internal)?;
+    let mut tx = state.db.begin(Scope::Platform).await?;
+    let held = call_audio::hold(&mut tx, SOURCE, &conversation, &blob, kind.mime()).await?;
     let answer = match &held {
         Held::Attached(session) => {
             // Analysed again with the audio; the "feedback ready" email went out the first
@@ -88,13 +78,8 @@ pub(super) async fn receive_audio(state: &AppState, body: &[u8]) -> Result<Respo
                 profile_id: Some(session.profile_id.clone()),
                 notify_email: None,
             }
-            .analysis_with_audio()
-            .map_err(ApiError::internal)?;
-            state
-                .jobs
-                .enqueue(&mut tx, &job)
-                .await
-                .map_err(ApiError::internal)?;
+            .analysis_with_audio()?;
+            state.jobs.enqueue(&mut tx, &job).await?;
             json!({ "id": session.id, "audio": "attached", "duplicate": false })
         }
         Held::AlreadyAttached(session) => {
@@ -104,12 +89,12 @@ pub(super) async fn receive_audio(state: &AppState, body: &[u8]) -> Result<Respo
         Held::AlreadyPending => json!({ "audio": "held_for_transcript", "duplicate": true }),
     };
     if matches!(held, Held::AlreadyAttached(_) | Held::AlreadyPending) {
-        tx.rollback().await.map_err(ApiError::internal)?;
+        tx.rollback().await?;
         if let Err(e) = state.blobs.delete(&blob).await {
             tracing::warn!(blob, error = %e, "a redelivered call's second copy could not be removed");
         }
     } else {
-        tx.commit().await.map_err(ApiError::internal)?;
+        tx.commit().await?;
     }
     tracing::info!(conversation = %conversation, outcome = ?held_name(&held), "ElevenLabs call audio received");
     Ok((StatusCode::OK, Json(answer)).into_response())

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::lenient::{Object, Scalar};
 use super::payload::{self, TranscriptionEvent, Turn};
-use super::{invalid, invalid_json, ticket_missing};
+use super::ticket_missing;
 use crate::error::ApiError;
 
 const MAX_CONVERSATION_ID_CHARS: usize = 200;
@@ -29,7 +29,7 @@ fn seconds(value: &Scalar<'_>, field: &str) -> Result<Option<f64>, ApiError> {
         Scalar::Null => Ok(None),
         v => match v.as_f64() {
             Some(s) if s >= 0.0 && s.is_finite() => Ok(Some(s)),
-            _ => Err(invalid(
+            _ => Err(ApiError::invalid(
                 field,
                 format!("{field} must be a number of seconds, 0 or more"),
             )),
@@ -58,27 +58,32 @@ pub(super) fn segments(
         let speaker = match turn.role.as_str() {
             Some("agent") => "partner",
             Some("user") => "user",
-            _ => return Err(invalid(at("role"), "role must be \"agent\" or \"user\"")),
+            _ => {
+                return Err(ApiError::invalid(
+                    at("role"),
+                    "role must be \"agent\" or \"user\"",
+                ));
+            }
         };
         let text = match &turn.message {
             Scalar::Null => None,
             // A NUL is no text a transcript holds (and Postgres cannot store it).
             Scalar::Text(text) if text.contains('\0') => {
-                return Err(invalid(
+                return Err(ApiError::invalid(
                     at("message"),
                     "message must not contain NUL characters",
                 ));
             }
             Scalar::Text(text) => Some(text.trim().to_string()).filter(|t| !t.is_empty()),
             Scalar::Number(_) | Scalar::Other => {
-                return Err(invalid(at("message"), "message must be text"));
+                return Err(ApiError::invalid(at("message"), "message must be text"));
             }
         };
         let start = seconds(&turn.time_in_call_secs, &at("time_in_call_secs"))?;
         if let (Some(before), Some(now)) = (latest, start)
             && now < before
         {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 at("time_in_call_secs"),
                 "turns must be in the order they were spoken",
             ));
@@ -113,7 +118,7 @@ pub(super) fn conversation_id(id: Option<&str>) -> Result<String, ApiError> {
         })
         .map(str::to_string)
         .ok_or_else(|| {
-            invalid(
+            ApiError::invalid(
                 "data.conversation_id",
                 format!(
                     "conversation_id must be 1 to {MAX_CONVERSATION_ID_CHARS} characters, none of them NUL"
@@ -125,24 +130,23 @@ pub(super) fn conversation_id(id: Option<&str>) -> Result<String, ApiError> {
 /// Checks a `post_call_transcription` payload and maps it; `ticket_variable` names the dynamic
 /// variable with the role-play ticket (checked by the caller).
 pub fn parse_transcription(body: &Value, ticket_variable: &str) -> Result<Conversation, ApiError> {
-    let event: TranscriptionEvent<'_> = payload::read(body).map_err(invalid_json)?;
+    let event: TranscriptionEvent<'_> = payload::read(body).map_err(ApiError::invalid_json)?;
     let data = event
         .data
         .0
-        .ok_or_else(|| invalid("data", "data must be an object"))?;
+        .ok_or_else(|| ApiError::invalid("data", "data must be an object"))?;
     let conversation_id = conversation_id(data.conversation_id.as_str())?;
     let agent_id = data.agent_id.as_str().map(str::to_string);
-    let transcript = data
-        .transcript
-        .0
-        .ok_or_else(|| invalid("data.transcript", "transcript must be a list of turns"))?;
+    let transcript = data.transcript.0.ok_or_else(|| {
+        ApiError::invalid("data.transcript", "transcript must be a list of turns")
+    })?;
     let duration_seconds = seconds(
         &data.metadata.fields().call_duration_secs,
         "data.metadata.call_duration_secs",
     )?;
     let segments = segments(&transcript, duration_seconds)?;
     if segments.is_empty() {
-        return Err(invalid(
+        return Err(ApiError::invalid(
             "data.transcript",
             "the transcript has no turn with words in it",
         ));

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use voxline_domain::roleplays::{self, MarkedFailed};
 
 use super::payload::{self, FailureEvent};
-use super::{invalid, invalid_json, ticket_field, ticket_missing};
+use super::{ticket_field, ticket_missing};
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -26,7 +26,7 @@ struct Failure {
 /// Reads the reason (trimmed and cut to 500 characters; a stand-in when there is none) and the
 /// ticket of a `call_initiation_failure`.
 fn read_failure(event: &Value, ticket_variable: &str) -> Result<Failure, ApiError> {
-    let failure: FailureEvent<'_> = payload::read(event).map_err(invalid_json)?;
+    let failure: FailureEvent<'_> = payload::read(event).map_err(ApiError::invalid_json)?;
     let data = failure.data.fields();
     let reason = data
         .failure_reason
@@ -36,7 +36,7 @@ fn read_failure(event: &Value, ticket_variable: &str) -> Result<Failure, ApiErro
         .map(|r| r.chars().take(MAX_REASON_CHARS).collect::<String>())
         .unwrap_or_else(|| "the provider gave no reason".to_string());
     if reason.contains('\0') {
-        return Err(invalid(
+        return Err(ApiError::invalid(
             "data.failure_reason",
             "data.failure_reason holds a NUL character",
         ));
@@ -64,9 +64,7 @@ pub(super) async fn receive_failure(
     let claims = state.tickets.verify(&ticket).map_err(|e| {
         ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string()).field(field.clone())
     })?;
-    let marked = roleplays::mark_failed(&state.db, &claims.company, &claims.rid, &reason)
-        .await
-        .map_err(ApiError::internal)?;
+    let marked = roleplays::mark_failed(&state.db, &claims.company, &claims.rid, &reason).await?;
     let status = match marked {
         MarkedFailed::Failed => "failed",
         MarkedFailed::CallHappened => "call_happened",
@@ -91,8 +89,7 @@ pub(super) async fn receive_failure(
                 details: json!({ "reason": reason }),
             },
         )
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     }
     tracing::info!(roleplay = %claims.rid, %reason, status, "ElevenLabs call initiation failed");
     Ok((

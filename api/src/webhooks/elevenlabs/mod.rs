@@ -79,10 +79,6 @@ fn unauthorized(error: SignatureError) -> ApiError {
     .field(SIGNATURE_HEADER)
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).field(field)
-}
-
 /// The `field` of a refusal about the role-play ticket: the dynamic variable that carries it.
 fn ticket_field(ticket_variable: &str) -> String {
     format!("{DYNAMIC_VARIABLES}.{ticket_variable}")
@@ -92,10 +88,6 @@ fn ticket_field(ticket_variable: &str) -> String {
 fn ticket_missing(ticket_variable: &str, message: String) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ticket_missing", message)
         .field(ticket_field(ticket_variable))
-}
-
-fn invalid_json(error: serde_json::Error) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", error.to_string())
 }
 
 /// This route, for [`crate::openapi::routes`]. Its body is read by [`read_body`] under its own
@@ -190,10 +182,10 @@ pub async fn receive(
     .map_err(unauthorized)?;
 
     let kind = serde_json::from_slice::<EventType<'_>>(&body)
-        .map_err(invalid_json)?
+        .map_err(ApiError::invalid_json)?
         .kind
         .map(|k| k.into_owned())
-        .ok_or_else(|| invalid("type", "type must be the event type"))?;
+        .ok_or_else(|| ApiError::invalid("type", "type must be the event type"))?;
     if kind == AUDIO {
         return audio::receive_audio(&state, &body).await;
     }
@@ -207,7 +199,7 @@ pub async fn receive(
     // Parsed whole, whatever the type: every string and number of the body is checked (a body
     // that is not JSON is refused before any field is read) and a repeated key keeps its last
     // value. The handlers read their typed payloads from this tree, borrowing its strings.
-    let event: Value = serde_json::from_slice(&body).map_err(invalid_json)?;
+    let event: Value = serde_json::from_slice(&body).map_err(ApiError::invalid_json)?;
     drop(body);
     match kind.as_str() {
         TRANSCRIPTION => transcription::receive_transcription(state, &event).await,

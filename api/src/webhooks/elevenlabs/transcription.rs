@@ -40,7 +40,7 @@ pub(super) async fn receive_transcription(
     let existing = |state: AppState, conversation_id: String| async move {
         sessions::find_external(&state.db, SOURCE, &conversation_id)
             .await
-            .map_err(ApiError::internal)
+            .map_err(ApiError::from)
     };
     if let Some(session) = existing(state.clone(), call.conversation_id.clone()).await? {
         return Ok(redelivery(&session));
@@ -51,8 +51,7 @@ pub(super) async fn receive_transcription(
             .field(ticket_field(&config.ticket_variable))
     })?;
     let Some(profile) = profiles::get(&state.db, &ticket.sub)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .filter(|p| p.company_id == ticket.company)
     else {
         tracing::warn!(
@@ -93,28 +92,25 @@ pub(super) async fn receive_transcription(
         profile_id: Some(profile.id.clone()),
         notify_email: profile.email.clone(),
     }
-    .analysis()
-    .map_err(ApiError::internal)?;
+    .analysis()?;
     let mut tx = state
         .db
         .begin(Scope::Profile {
             company: &profile.company_id,
             profile: &profile.id,
         })
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     match roleplays::use_ticket(
         &mut tx,
         &profile.company_id,
         &ticket.rid,
         &call.conversation_id,
     )
-    .await
-    .map_err(ApiError::internal)?
+    .await?
     {
         TicketUse::Bound | TicketUse::SameConversation => {}
         TicketUse::UsedBy(other) => {
-            tx.rollback().await.map_err(ApiError::internal)?;
+            tx.rollback().await?;
             tracing::warn!(conversation = %call.conversation_id, roleplay = %ticket.rid, used_by = %other, "ElevenLabs conversation refused: its ticket was used by another conversation; nothing stored");
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -124,7 +120,7 @@ pub(super) async fn receive_transcription(
             .field(ticket_field(&config.ticket_variable)));
         }
         TicketUse::Unknown => {
-            tx.rollback().await.map_err(ApiError::internal)?;
+            tx.rollback().await?;
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "ticket_invalid",
@@ -136,7 +132,7 @@ pub(super) async fn receive_transcription(
     if let Err(error) = sessions::insert(&mut tx, &session, None).await {
         // Most likely a concurrent delivery of the same conversation committed first (the
         // unique index on source and external id); then answer as a redelivery.
-        tx.rollback().await.map_err(ApiError::internal)?;
+        tx.rollback().await?;
         return match existing(state.clone(), call.conversation_id.clone()).await? {
             Some(session) => Ok(redelivery(&session)),
             None => Err(ApiError::internal(error)),
@@ -150,10 +146,8 @@ pub(super) async fn receive_transcription(
         &profile.company_id,
         &id,
     )
-    .await
-    .map_err(ApiError::internal)?;
-    let speakers =
-        serde_json::to_value(Attribution::from_transcript()).map_err(ApiError::internal)?;
+    .await?;
+    let speakers = serde_json::to_value(Attribution::from_transcript())?;
     sessions::save_transcript(
         &mut tx,
         &profile.company_id,
@@ -162,13 +156,8 @@ pub(super) async fn receive_transcription(
         Some(&speakers),
         call.duration_seconds,
     )
-    .await
-    .map_err(ApiError::internal)?;
-    state
-        .jobs
-        .enqueue(&mut tx, &job)
-        .await
-        .map_err(ApiError::internal)?;
+    .await?;
+    state.jobs.enqueue(&mut tx, &job).await?;
     voxline_domain::audit::append_in(
         &mut tx,
         &voxline_domain::audit::AuditEntry {
@@ -183,9 +172,8 @@ pub(super) async fn receive_transcription(
             }),
         },
     )
-    .await
-    .map_err(ApiError::internal)?;
-    tx.commit().await.map_err(ApiError::internal)?;
+    .await?;
+    tx.commit().await?;
     tracing::info!(
         session = %id,
         conversation = %call.conversation_id,
