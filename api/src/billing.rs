@@ -125,9 +125,7 @@ pub async fn subscription(
     caller: Caller,
 ) -> Result<Json<SubscriptionResponse>, ApiError> {
     let company = &caller.0.company_id;
-    let subs = billing::company_subscriptions(&state.db, company)
-        .await
-        .map_err(ApiError::internal)?;
+    let subs = billing::company_subscriptions(&state.db, company).await?;
     let choice = billing::choose_plan(&state.settings, &subs);
     let subscription = choice.subscription.map(|row| SubscriptionView {
         id: row.state.id.clone(),
@@ -191,18 +189,12 @@ pub async fn usage(
 ) -> Result<Json<UsageResponse>, ApiError> {
     let company = &caller.0.company_id;
     let now = Utc::now();
-    let subs = billing::company_subscriptions(&state.db, company)
-        .await
-        .map_err(ApiError::internal)?;
+    let subs = billing::company_subscriptions(&state.db, company).await?;
     let choice = billing::choose_plan(&state.settings, &subs);
     let (month_from, month_to) = billing::month_bounds(now);
-    let analysed = usage::total(&state.db, company, month_from, month_to)
-        .await
-        .map_err(ApiError::internal)?;
+    let analysed = usage::total(&state.db, company, month_from, month_to).await?;
     let (day_from, day_to) = billing::day_bounds(now);
-    let submitted = billing::sessions_created(&state.db, company, day_from, day_to)
-        .await
-        .map_err(ApiError::internal)?;
+    let submitted = billing::sessions_created(&state.db, company, day_from, day_to).await?;
     let limit = |n: u64| (n > 0).then_some(n);
     let minutes = analysed.seconds / 60.0;
     let month_limit = limit(choice.plan.minutes_per_month);

@@ -104,15 +104,11 @@ pub struct AudioSubmission {
     pub user_speaker: Option<String>,
 }
 
-fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).field(field)
-}
-
 /// Checks a submission and returns (title, kind, normalised segments).
 pub fn validate(body: &Value) -> Result<(String, String, Value), ApiError> {
     let object = body
         .as_object()
-        .ok_or_else(|| invalid("body", "expected a JSON object"))?;
+        .ok_or_else(|| ApiError::invalid("body", "expected a JSON object"))?;
     let (title, kind) = validate_title_kind(
         object
             .get("title")
@@ -126,9 +122,9 @@ pub fn validate(body: &Value) -> Result<(String, String, Value), ApiError> {
     let transcript = object
         .get("transcript")
         .and_then(Value::as_array)
-        .ok_or_else(|| invalid("transcript", "transcript must be a list of segments"))?;
+        .ok_or_else(|| ApiError::invalid("transcript", "transcript must be a list of segments"))?;
     if transcript.is_empty() || transcript.len() > MAX_SEGMENTS {
-        return Err(invalid(
+        return Err(ApiError::invalid(
             "transcript",
             format!("transcript must have 1 to {MAX_SEGMENTS} segments"),
         ));
@@ -141,7 +137,7 @@ pub fn validate(body: &Value) -> Result<(String, String, Value), ApiError> {
             .and_then(Value::as_str)
             .unwrap_or_default();
         if !matches!(speaker, "user" | "partner") {
-            return Err(invalid(
+            return Err(ApiError::invalid(
                 at("speaker"),
                 "speaker must be \"user\" or \"partner\"",
             ));
@@ -152,17 +148,20 @@ pub fn validate(body: &Value) -> Result<(String, String, Value), ApiError> {
             .map(str::trim)
             .unwrap_or_default();
         if text.is_empty() {
-            return Err(invalid(at("text"), "text must not be empty"));
+            return Err(ApiError::invalid(at("text"), "text must not be empty"));
         }
         if text.contains('\0') {
-            return Err(invalid(at("text"), "text must not contain a NUL character"));
+            return Err(ApiError::invalid(
+                at("text"),
+                "text must not contain a NUL character",
+            ));
         }
         let time = |name: &str| -> Result<Option<f64>, ApiError> {
             match segment.get(name) {
                 None | Some(Value::Null) => Ok(None),
                 Some(v) => match v.as_f64() {
                     Some(t) if t >= 0.0 && t.is_finite() => Ok(Some(t)),
-                    _ => Err(invalid(
+                    _ => Err(ApiError::invalid(
                         at(name),
                         format!("{name} must be a number of seconds, 0 or more"),
                     )),
@@ -173,7 +172,7 @@ pub fn validate(body: &Value) -> Result<(String, String, Value), ApiError> {
         if let (Some(s), Some(e)) = (start, end)
             && e < s
         {
-            return Err(invalid(at("end"), "end must not be before start"));
+            return Err(ApiError::invalid(at("end"), "end must not be before start"));
         }
         segments.push(json!({ "speaker": speaker, "start": start, "end": end, "text": text }));
     }
@@ -194,7 +193,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         None => Ok(None),
         Some(v) => match v.to_str().map(str::trim) {
             Ok(k) if !k.is_empty() && k.len() <= 200 => Ok(Some(k.to_string())),
-            _ => Err(invalid(
+            _ => Err(ApiError::invalid(
                 "Idempotency-Key",
                 "the Idempotency-Key header must be 1 to 200 visible characters",
             )),
@@ -205,16 +204,19 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 pub(crate) fn validate_title_kind(title: &str, kind: &str) -> Result<(String, String), ApiError> {
     let title = title.trim();
     if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
-        return Err(invalid(
+        return Err(ApiError::invalid(
             "title",
             format!("title must be 1 to {MAX_TITLE_CHARS} characters"),
         ));
     }
     if title.contains('\0') {
-        return Err(invalid("title", "title must not contain a NUL character"));
+        return Err(ApiError::invalid(
+            "title",
+            "title must not contain a NUL character",
+        ));
     }
     if !KINDS.contains(&kind) {
-        return Err(invalid(
+        return Err(ApiError::invalid(
             "kind",
             "kind must be one of sales, interview, presentation, custom",
         ));
@@ -258,9 +260,7 @@ pub async fn create(
     let request_hash = submission.request_hash();
     if let Some(key) = &key
         && let Some(stored) =
-            sessions::stored_response(&state.db, &claims.company_id, &claims.sub, key)
-                .await
-                .map_err(ApiError::internal)?
+            sessions::stored_response(&state.db, &claims.company_id, &claims.sub, key).await?
     {
         return replay(stored, &request_hash);
     }
@@ -299,7 +299,7 @@ pub async fn create(
         } => {
             let (title, kind) = validate_title_kind(&title, &kind)?;
             if state.settings.transcription_provider().is_none() {
-                return Err(invalid(
+                return Err(ApiError::invalid(
                     "audio",
                     "audio transcription is not enabled on this server: set openai.api_key \
                      (VOXLINE_OPENAI_API_KEY) or install the local model with `voxline models install`; \
@@ -317,18 +317,14 @@ pub async fn create(
         }
     };
     let channels = speakers.channels.as_ref().map(ToString::to_string);
-    let job = job.map_err(ApiError::internal)?;
+    let job = job?;
     // The recording is on disk (synced) before the row that points at it commits; if the
     // transaction fails, the orphan blob is removed.
     let audio_ref = audio
         .as_ref()
         .map(|a| format!("audio/{id}.{}", a.kind.extension()));
     if let (Some(audio), Some(blob)) = (&audio, &audio_ref) {
-        state
-            .blobs
-            .put(blob, &audio.bytes)
-            .await
-            .map_err(ApiError::internal)?;
+        state.blobs.put(blob, &audio.bytes).await?;
     }
     let answer = json!({ "id": id, "status": "queued", "links": links(&id) });
     let session = NewSession {
@@ -379,8 +375,7 @@ pub async fn create(
             // A concurrent retry with the same key committed first: answer as it did.
             let key = key.as_deref().unwrap_or_default();
             let stored = sessions::stored_response(&state.db, &claims.company_id, &claims.sub, key)
-                .await
-                .map_err(ApiError::internal)?
+                .await?
                 .ok_or_else(|| ApiError::internal("idempotency key vanished"))?;
             replay(stored, &request_hash)
         }
@@ -404,23 +399,15 @@ async fn commit_session(
             company: session.company_id,
             profile: session.profile_id,
         })
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     crate::billing::admit_in(&mut tx, state, session.company_id).await?;
-    sessions::insert(&mut tx, session, segments)
-        .await
-        .map_err(ApiError::internal)?;
-    state
-        .jobs
-        .enqueue(&mut tx, job)
-        .await
-        .map_err(ApiError::internal)?;
+    sessions::insert(&mut tx, session, segments).await?;
+    state.jobs.enqueue(&mut tx, job).await?;
     if let Some((key, stored)) = &stored
         && !sessions::store_response(&mut tx, session.company_id, session.profile_id, key, stored)
-            .await
-            .map_err(ApiError::internal)?
+            .await?
     {
-        tx.rollback().await.map_err(ApiError::internal)?;
+        tx.rollback().await?;
         return Ok(false);
     }
     audit::append_in(
@@ -434,15 +421,14 @@ async fn commit_session(
             details: json!({ "source": session.source, "kind": session.kind }),
         },
     )
-    .await
-    .map_err(ApiError::internal)?;
-    tx.commit().await.map_err(ApiError::internal)?;
+    .await?;
+    tx.commit().await?;
     Ok(true)
 }
 
 fn replay(stored: StoredResponse, request_hash: &str) -> Result<Response, ApiError> {
     if stored.request_hash != request_hash {
-        return Err(invalid(
+        return Err(ApiError::invalid(
             "Idempotency-Key",
             "this Idempotency-Key was used for a different request",
         ));
@@ -494,8 +480,7 @@ pub async fn list(
         q.cursor.as_deref(),
         limit as i64,
     )
-    .await
-    .map_err(ApiError::internal)?;
+    .await?;
     let next_cursor = (rows.len() as u32 == limit)
         .then(|| rows.last().map(|r| r.id.clone()))
         .flatten();
@@ -524,8 +509,7 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let session = sessions::get(&state.db, &caller.0.company_id, &id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| not_found(&id))?;
     Ok(Json(view(&session)))
 }
@@ -551,14 +535,12 @@ pub async fn delete(
             company,
             profile: &claims.sub,
         })
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     let session = gdpr::delete_session(&mut tx, company, &id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| not_found(&id))?;
     if session.profile_id != claims.sub && !matches!(claims.role, Role::Admin) {
-        tx.rollback().await.map_err(ApiError::internal)?;
+        tx.rollback().await?;
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -576,20 +558,14 @@ pub async fn delete(
                 session_ids: std::slice::from_ref(&session.id),
             },
         )
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     if let Some(audio) = &session.audio_ref {
         let job = BlobsDelete {
             company_id: company.to_string(),
             refs: vec![audio.clone()],
         }
-        .into_job()
-        .map_err(ApiError::internal)?;
-        state
-            .jobs
-            .enqueue(&mut tx, &job)
-            .await
-            .map_err(ApiError::internal)?;
+        .into_job()?;
+        state.jobs.enqueue(&mut tx, &job).await?;
     }
     audit::append_in(
         &mut tx,
@@ -602,9 +578,8 @@ pub async fn delete(
             details: json!({ "owner": session.profile_id, "jobs_cancelled": cancelled }),
         },
     )
-    .await
-    .map_err(ApiError::internal)?;
-    tx.commit().await.map_err(ApiError::internal)?;
+    .await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -623,13 +598,9 @@ pub async fn feedback(
 ) -> Result<Json<Value>, ApiError> {
     let company = &caller.0.company_id;
     let session = sessions::get(&state.db, company, &id)
-        .await
-        .map_err(ApiError::internal)?
+        .await?
         .ok_or_else(|| not_found(&id))?;
-    match sessions::feedback(&state.db, company, &id)
-        .await
-        .map_err(ApiError::internal)?
-    {
+    match sessions::feedback(&state.db, company, &id).await? {
         // The stored document is `{kind, metrics, scores, llm, notes}`; the answer adds the id.
         Some(Value::Object(mut feedback)) => {
             feedback.insert("session_id".into(), Value::String(id));
