@@ -7,8 +7,8 @@ mod support;
 use std::time::Duration;
 
 use support::{Backend, TestDb, eventually, free_port, metrics_handle};
-use voxline_jobs::DbJobs;
 use voxline_jobs::payloads::{EmailJob, EmailMessage, TrialEnding};
+use voxline_jobs::{DbJobs, JobArgs};
 use voxline_jobs::{JobState, Runner};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,7 +34,7 @@ async fn an_smtp_outage_opens_the_circuit_and_emails_wait_with_their_attempts() 
                 trial_end: "2026-12-01".into(),
             }),
         };
-        ids.push(t.enqueue(email.into_job().unwrap()).await);
+        ids.push(t.enqueue(email.to_job().unwrap()).await);
     }
     let handlers = voxline_workers::handlers(&t.db, &t.settings).unwrap();
     let workers = Runner::new(t.db.clone(), t.settings.clone(), handlers)

@@ -13,8 +13,8 @@ use support::{Backend, TestDb, free_port, service_missing, start_api, token};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use voxline_api::auth::Role;
 use voxline_domain::notifications::{self, EmailKind};
-use voxline_jobs::DbJobs;
 use voxline_jobs::payloads::{EmailJob, EmailMessage, FeedbackReady, PaymentFailed};
+use voxline_jobs::{DbJobs, JobArgs};
 use voxline_jobs::{JobId, JobState, Runner, RunnerHandle};
 use voxline_workers::email::dedupe_key;
 
@@ -146,7 +146,7 @@ fn feedback_email(to: &str, session: &str) -> EmailJob {
 }
 
 async fn send(t: &TestDb, email: EmailJob) -> JobId {
-    t.enqueue(email.into_job().unwrap()).await
+    t.enqueue(email.to_job().unwrap()).await
 }
 
 async fn status_of(t: &TestDb, to: &str, kind: EmailKind, subject: &str) -> Option<String> {

@@ -237,7 +237,9 @@ async fn configured_secrets_never_reach_the_logs() {
             },
         ),
     };
-    let id = t.enqueue(email.into_job().unwrap()).await;
+    let id = t
+        .enqueue(voxline_jobs::JobArgs::to_job(&email).unwrap())
+        .await;
     t.wait_for(id, Duration::from_secs(20), |j| !j.errors.is_empty())
         .await;
     signal(&serve, "-TERM").await;

@@ -18,8 +18,9 @@ use support::{Backend, TestDb, eventually};
 use voxline_domain::db::Scope;
 use voxline_domain::sessions::{self, NewSession};
 use voxline_domain::{Db, Tx};
+use voxline_jobs::JobArgs;
 use voxline_jobs::maintenance::pruner::{self, Pruned};
-use voxline_jobs::payloads::SessionJob;
+use voxline_jobs::payloads::{Analysis, SessionJob, Transcription};
 use voxline_jobs::{
     ClaimedJob, Completion, DbJobs, DeadHooks, DeadJob, HandlerError, Handlers, JobId, JobState,
     JobStore, NewJob, OnDead, Outcome, Runner, queues,
@@ -918,7 +919,9 @@ async fn a_dead_pipeline_job_marks_its_session_failed_with_the_reason(backend: B
 
     // A transcription that fails for good.
     insert_session(&t, "s-transcription").await;
-    let transcription = session_job("s-transcription").transcription().expect("job");
+    let transcription = Transcription(session_job("s-transcription"))
+        .to_job()
+        .expect("job");
     let id = t.enqueue(transcription).await;
     let claimed = claim_one(store.as_ref(), queues::TRANSCRIPTION, "worker-a").await;
     assert_eq!(claimed.id, id);
@@ -942,8 +945,8 @@ async fn a_dead_pipeline_job_marks_its_session_failed_with_the_reason(backend: B
 
     // An analysis whose worker vanished on its last attempt: maintenance's rescue kills it.
     insert_session(&t, "s-analysis").await;
-    let analysis = session_job("s-analysis")
-        .analysis()
+    let analysis = Analysis(session_job("s-analysis"))
+        .to_job()
         .expect("job")
         .max_attempts(1);
     let id = t.enqueue(analysis).await;

@@ -16,7 +16,8 @@ use voxline_domain::Db;
 use voxline_domain::db::{APP_ROLE, Scope};
 use voxline_domain::sessions::{self, NewSession};
 use voxline_jobs::DbJobs;
-use voxline_jobs::payloads::SessionJob;
+use voxline_jobs::JobArgs;
+use voxline_jobs::payloads::{Analysis, SessionJob};
 use voxline_jobs::{JobState, store};
 
 const TITLE_B: &str = "Globex secret negotiation";
@@ -321,7 +322,7 @@ async fn a_worker_given_another_companys_session_reads_nothing_of_it(backend: Ba
         profile_id: Some("ann".into()),
         notify_email: Some("ann@acme.example".into()),
     };
-    let id = t.enqueue(job.analysis().expect("job")).await;
+    let id = t.enqueue(Analysis(job).to_job().expect("job")).await;
     let workers = start_workers(&t, &["analysis", "email"]);
     t.wait_state(id, JobState::Done, Duration::from_secs(20))
         .await;

@@ -62,8 +62,7 @@ pub async fn export(State(state): State<AppState>, caller: Caller) -> Result<Res
         export_id: export_id.clone(),
         company_id: company.to_string(),
         profile_id: profile.to_string(),
-    }
-    .into_job()?;
+    };
     let mut tx = state.db.begin(Scope::Profile { company, profile }).await?;
     gdpr::create_export(&mut tx, &export_id, company, profile).await?;
     state.jobs.enqueue(&mut tx, &job).await?;
@@ -125,8 +124,7 @@ pub async fn erase(
         let job = BlobsDelete {
             company_id: company.to_string(),
             refs: erased.blobs.clone(),
-        }
-        .into_job()?;
+        };
         state.jobs.enqueue(&mut tx, &job).await?;
     }
     let summary = json!({

@@ -12,9 +12,10 @@ use voxline_domain::audit::{self, AuditEntry};
 use voxline_domain::db::Scope;
 use voxline_domain::gdpr;
 use voxline_domain::sessions::{self, NewSession, StoredResponse};
+use voxline_jobs::JobArgs;
 use voxline_jobs::NewJob;
 use voxline_jobs::payloads::BlobsDelete;
-use voxline_jobs::payloads::SessionJob;
+use voxline_jobs::payloads::{Analysis, SessionJob, Transcription};
 use voxline_jobs::store::ErasedSubject;
 
 use crate::AppState;
@@ -288,7 +289,7 @@ pub async fn create(
                 Some(segments),
                 None,
                 upload::SpeakerFields::default(),
-                task.analysis(),
+                Analysis(task).to_job(),
             )
         }
         Submission::Audio {
@@ -312,7 +313,7 @@ pub async fn create(
                 None,
                 Some(audio),
                 speakers,
-                task.transcription(),
+                Transcription(task).to_job(),
             )
         }
     };
@@ -563,8 +564,7 @@ pub async fn delete(
         let job = BlobsDelete {
             company_id: company.to_string(),
             refs: vec![audio.clone()],
-        }
-        .into_job()?;
+        };
         state.jobs.enqueue(&mut tx, &job).await?;
     }
     audit::append_in(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use voxline_domain::{Db, Settings, Tx, trace_context};
 
+use crate::args::ToJob;
 use crate::enqueue_counts::EnqueueCounts;
 use crate::error::JobError;
 use crate::model::{Enqueued, NewJob};
@@ -51,8 +52,13 @@ impl JobClient {
 
     /// Enqueues `job` in the caller's transaction: it becomes visible to workers only if and
     /// when that transaction commits, together with the caller's own rows.
-    pub async fn enqueue(&self, tx: &mut Tx<'_>, job: &NewJob) -> Result<Enqueued, JobError> {
-        let job = traced(job);
+    pub async fn enqueue(
+        &self,
+        tx: &mut Tx<'_>,
+        job: &(impl ToJob + Sync),
+    ) -> Result<Enqueued, JobError> {
+        let job = job.to_new_job()?;
+        let job = traced(&job);
         let enqueued = self
             .store
             .insert_in(tx, &job, self.max_attempts(&job))
@@ -72,8 +78,9 @@ impl JobClient {
     }
 
     /// Enqueues `job` on its own: one autocommit statement, durable when this returns.
-    pub async fn enqueue_now(&self, job: &NewJob) -> Result<Enqueued, JobError> {
-        let job = traced(job);
+    pub async fn enqueue_now(&self, job: &(impl ToJob + Sync)) -> Result<Enqueued, JobError> {
+        let job = job.to_new_job()?;
+        let job = traced(&job);
         let enqueued = self.store.insert(&job, self.max_attempts(&job)).await?;
         self.counted(&job.queue, enqueued)
     }

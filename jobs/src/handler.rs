@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use voxline_domain::Tx;
 
+use crate::args::JobArgs;
 use crate::model::{ClaimedJob, DeadJob};
 
 /// Why an attempt failed, which decides what happens next.
@@ -137,6 +138,24 @@ impl Handlers {
     pub fn register(mut self, kind: impl Into<String>, handler: impl Handler) -> Self {
         self.by_kind.insert(kind.into(), Arc::new(handler));
         self
+    }
+
+    /// Registers `handler` for `A`'s kind; it receives the payload decoded as `A` (one that
+    /// does not decode fails permanently, see [`JobArgs::decode`]).
+    pub fn add_worker<A, F, Fut>(self, handler: F) -> Self
+    where
+        A: JobArgs,
+        F: Fn(ClaimedJob, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.register(A::KIND, move |job: ClaimedJob| {
+            let handler = handler.clone();
+            async move {
+                let args = A::decode(&job)?;
+                handler(job, args).await
+            }
+        })
     }
 
     pub fn get(&self, kind: &str) -> Option<Arc<dyn Handler>> {

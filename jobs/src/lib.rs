@@ -7,6 +7,7 @@
 //! concurrency and time-outs ([`runtime`]), leader-run maintenance ([`maintenance`]) and
 //! exactly-once cron ticks ([`cron`], on apalis-cron's schedule stream).
 
+pub mod args;
 pub mod backoff;
 pub mod circuit;
 pub mod client;
@@ -23,6 +24,7 @@ pub mod runtime;
 pub mod state;
 pub mod store;
 
+pub use args::{JobArgs, ToJob};
 pub use client::JobClient;
 pub use error::JobError;
 pub use handler::{DeadHooks, Handler, HandlerError, Handlers, OnDead};

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::NewJob;
+use voxline_domain::billing::{self, StripeEventJob};
+
+use crate::args::JobArgs;
 use crate::queues;
 
 /// The analysis worker's job; its payload is a [`SessionJob`].
@@ -24,32 +26,44 @@ pub struct SessionJob {
     pub notify_email: Option<String>,
 }
 
-impl SessionJob {
-    /// The session's transcription job (unique per session).
-    pub fn transcription(&self) -> Result<NewJob, serde_json::Error> {
-        Ok(NewJob::new(
-            queues::TRANSCRIPTION,
-            TRANSCRIPTION_RUN,
-            serde_json::to_value(self)?,
-        )
-        .unique_key(format!("transcription:{}", self.session_id)))
-    }
+/// A session's transcription job (unique per session); its payload is the [`SessionJob`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Transcription(pub SessionJob);
 
-    /// The session's analysis job (unique per session).
-    pub fn analysis(&self) -> Result<NewJob, serde_json::Error> {
-        Ok(
-            NewJob::new(queues::ANALYSIS, ANALYSIS_RUN, serde_json::to_value(self)?)
-                .unique_key(format!("analysis:{}", self.session_id)),
-        )
+impl JobArgs for Transcription {
+    const KIND: &'static str = TRANSCRIPTION_RUN;
+    const QUEUE: &'static str = queues::TRANSCRIPTION;
+    fn unique_key(&self) -> Option<String> {
+        Some(format!("transcription:{}", self.0.session_id))
     }
+}
 
-    /// The session's analysis once more, when a role-play's audio arrives after its
-    /// transcript was analysed (unique per session: the audio attaches once).
-    pub fn analysis_with_audio(&self) -> Result<NewJob, serde_json::Error> {
-        Ok(
-            NewJob::new(queues::ANALYSIS, ANALYSIS_RUN, serde_json::to_value(self)?)
-                .unique_key(format!("analysis:{}:audio", self.session_id)),
-        )
+/// A session's analysis job (unique per session); its payload is the [`SessionJob`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Analysis(pub SessionJob);
+
+impl JobArgs for Analysis {
+    const KIND: &'static str = ANALYSIS_RUN;
+    const QUEUE: &'static str = queues::ANALYSIS;
+    fn unique_key(&self) -> Option<String> {
+        Some(format!("analysis:{}", self.0.session_id))
+    }
+}
+
+/// The session's analysis once more, when a role-play's audio arrives after its transcript
+/// was analysed: the same kind and payload as [`Analysis`], unique per session on its own key
+/// (the audio attaches once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AnalysisWithAudio(pub SessionJob);
+
+impl JobArgs for AnalysisWithAudio {
+    const KIND: &'static str = ANALYSIS_RUN;
+    const QUEUE: &'static str = queues::ANALYSIS;
+    fn unique_key(&self) -> Option<String> {
+        Some(format!("analysis:{}:audio", self.0.session_id))
     }
 }
 
@@ -120,15 +134,9 @@ pub struct DataExportReady {
     pub expires_at: String,
 }
 
-impl EmailJob {
-    /// The job on the `email` queue.
-    pub fn into_job(self) -> Result<NewJob, serde_json::Error> {
-        Ok(NewJob::new(
-            queues::EMAIL,
-            EMAIL_SEND,
-            serde_json::to_value(self)?,
-        ))
-    }
+impl JobArgs for EmailJob {
+    const KIND: &'static str = EMAIL_SEND;
+    const QUEUE: &'static str = queues::EMAIL;
 }
 
 /// The GDPR export worker's job; its payload is an [`ExportJob`].
@@ -142,16 +150,11 @@ pub struct ExportJob {
     pub profile_id: String,
 }
 
-impl ExportJob {
-    /// The job on the `maintenance` queue (unique per export).
-    pub fn into_job(self) -> Result<NewJob, serde_json::Error> {
-        let key = format!("gdpr.export:{}", self.export_id);
-        Ok(NewJob::new(
-            queues::MAINTENANCE,
-            GDPR_EXPORT,
-            serde_json::to_value(self)?,
-        )
-        .unique_key(key))
+impl JobArgs for ExportJob {
+    const KIND: &'static str = GDPR_EXPORT;
+    const QUEUE: &'static str = queues::MAINTENANCE;
+    fn unique_key(&self) -> Option<String> {
+        Some(format!("gdpr.export:{}", self.export_id))
     }
 }
 
@@ -166,12 +169,17 @@ pub struct BlobsDelete {
     pub refs: Vec<String>,
 }
 
-impl BlobsDelete {
-    pub fn into_job(self) -> Result<NewJob, serde_json::Error> {
-        Ok(NewJob::new(
-            queues::MAINTENANCE,
-            BLOBS_DELETE,
-            serde_json::to_value(self)?,
-        ))
+impl JobArgs for BlobsDelete {
+    const KIND: &'static str = BLOBS_DELETE;
+    const QUEUE: &'static str = queues::MAINTENANCE;
+}
+
+/// The billing worker's job for one stored Stripe event (the type lives in `domain`, beside
+/// the events it names).
+impl JobArgs for StripeEventJob {
+    const KIND: &'static str = billing::STRIPE_EVENT_JOB;
+    const QUEUE: &'static str = queues::BILLING;
+    fn unique_key(&self) -> Option<String> {
+        Some(format!("stripe:{}", self.event_id))
     }
 }

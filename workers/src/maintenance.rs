@@ -8,10 +8,8 @@ use voxline_domain::Db;
 use voxline_domain::blobs::{BlobStore, LocalBlobs};
 use voxline_domain::{call_audio, gdpr};
 use voxline_jobs::maintenance::pruner;
-use voxline_jobs::payloads::{
-    BLOBS_DELETE, BlobsDelete, DataExportReady, EmailJob, EmailMessage, ExportJob, GDPR_EXPORT,
-};
-use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobClient};
+use voxline_jobs::payloads::{BlobsDelete, DataExportReady, EmailJob, EmailMessage, ExportJob};
+use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobArgs, JobClient};
 
 /// `retention.prune` (daily cron): deletes finished jobs past their configured retention,
 /// uploaded audio older than `retention.audio_days`, and expired export bundles. The elected
@@ -33,22 +31,16 @@ pub fn register(handlers: Handlers, jobs: JobClient) -> Handlers {
             async move { prune(&jobs, blobs.as_ref()).await }
         }
     });
-    let handlers = handlers.register(GDPR_EXPORT, {
+    let handlers = handlers.add_worker({
         let (jobs, blobs) = (jobs.clone(), blobs.clone());
-        move |job: ClaimedJob| {
+        move |_job: ClaimedJob, task: ExportJob| {
             let (jobs, blobs) = (jobs.clone(), blobs.clone());
-            async move {
-                let task: ExportJob = serde_json::from_value(job.payload.clone())
-                    .map_err(|e| HandlerError::permanent(format!("export job payload: {e}")))?;
-                export(&jobs, blobs.as_ref(), &task).await
-            }
+            async move { export(&jobs, blobs.as_ref(), &task).await }
         }
     });
-    handlers.register(BLOBS_DELETE, move |job: ClaimedJob| {
+    handlers.add_worker(move |_job: ClaimedJob, task: BlobsDelete| {
         let blobs = blobs.clone();
         async move {
-            let task: BlobsDelete = serde_json::from_value(job.payload.clone())
-                .map_err(|e| HandlerError::permanent(format!("blobs.delete payload: {e}")))?;
             for key in &task.refs {
                 // Deleting a file that is already gone succeeds, so a retry repeats nothing.
                 blobs
@@ -186,7 +178,7 @@ async fn export(
             expires_at: expires_at.to_rfc3339(),
         }),
     }
-    .into_job()
+    .to_job()
     .map_err(|e| HandlerError::permanent(e.to_string()))?;
     jobs.enqueue_now(&job).await.map(drop).map_err(retry)
 }

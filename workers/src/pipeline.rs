@@ -6,8 +6,8 @@
 
 use futures::future::BoxFuture;
 use voxline_domain::{Db, Tx, sessions};
-use voxline_jobs::payloads::{ANALYSIS_RUN, SessionJob, TRANSCRIPTION_RUN};
-use voxline_jobs::{ClaimedJob, DeadHooks, DeadJob, HandlerError, OnDead};
+use voxline_jobs::payloads::{Analysis, SessionJob, Transcription};
+use voxline_jobs::{DeadHooks, DeadJob, JobArgs, OnDead};
 
 /// Marks the session of a dead pipeline job `failed`.
 struct FailSession {
@@ -39,12 +39,6 @@ impl OnDead for FailSession {
 /// The on-dead hooks of the session pipeline, for every process that can see a job die.
 pub fn dead_hooks(db: &Db) -> DeadHooks {
     DeadHooks::new()
-        .register(TRANSCRIPTION_RUN, FailSession { db: db.clone() })
-        .register(ANALYSIS_RUN, FailSession { db: db.clone() })
-}
-
-/// Reads a pipeline job's payload; an unreadable one can never succeed.
-pub fn session_job(job: &ClaimedJob) -> Result<SessionJob, HandlerError> {
-    serde_json::from_value(job.payload.clone())
-        .map_err(|e| HandlerError::permanent(format!("bad {} payload: {e}", job.kind)))
+        .register(Transcription::KIND, FailSession { db: db.clone() })
+        .register(Analysis::KIND, FailSession { db: db.clone() })
 }

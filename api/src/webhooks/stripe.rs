@@ -35,7 +35,6 @@ use utoipa_axum::router::UtoipaMethodRouter;
 use utoipa_axum::routes;
 use voxline_domain::billing::{self, NewEvent, StripeEventJob};
 use voxline_domain::db::Scope;
-use voxline_jobs::{NewJob, queues};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -256,13 +255,9 @@ pub async fn receive(
             billing::EVENT_IGNORED
         },
     };
-    let job = serde_json::to_value(StripeEventJob {
+    let job = StripeEventJob {
         event_id: event.id.clone(),
-    })
-    .map(|payload| {
-        NewJob::new(queues::BILLING, billing::STRIPE_EVENT_JOB, payload)
-            .unique_key(format!("stripe:{}", event.id))
-    })?;
+    };
     // Platform: whose event it is is known only once the worker maps its customer; this
     // transaction writes only the event row and its job, which belong to no company.
     let mut tx = state.db.begin(Scope::Platform).await?;

@@ -25,11 +25,10 @@ use serde_json::{Value, json};
 use voxline_domain::blobs::{BlobStore, LocalBlobs};
 use voxline_domain::sessions::{self, SessionRow};
 use voxline_domain::speakers::{Attribution, AttributionStatus};
-use voxline_jobs::payloads::{ANALYSIS_RUN, EmailJob, EmailMessage, FeedbackReady, SessionJob};
+use voxline_jobs::payloads::{Analysis, EmailJob, EmailMessage, FeedbackReady, SessionJob};
 use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobClient};
 
 use crate::openai::OpenAi;
-use crate::pipeline::session_job;
 use llm::{Grounding, LlmError, LlmFeedback};
 
 const FILLERS_NOTE: &str =
@@ -40,12 +39,9 @@ const NO_MODEL_NOTE: &str =
 /// `openai` is the shared OpenAI adapter, used for LLM feedback when it has a key.
 pub fn register(handlers: Handlers, jobs: JobClient, openai: Arc<OpenAi>) -> Handlers {
     let blobs: Arc<dyn BlobStore> = Arc::new(LocalBlobs::new(jobs.settings().blob_dir()));
-    handlers.register(ANALYSIS_RUN, move |job: ClaimedJob| {
+    handlers.add_worker(move |job: ClaimedJob, Analysis(task)| {
         let (jobs, openai, blobs) = (jobs.clone(), openai.clone(), blobs.clone());
-        async move {
-            let task = session_job(&job)?;
-            analyse(&jobs, &openai, blobs.as_ref(), &job, &task).await
-        }
+        async move { analyse(&jobs, &openai, blobs.as_ref(), &job, &task).await }
     })
 }
 
@@ -222,10 +218,7 @@ async fn notify_ready(
             overall_score,
         }),
     };
-    let job = email
-        .into_job()
-        .map_err(|e| HandlerError::permanent(e.to_string()))?;
-    jobs.enqueue_now(&job)
+    jobs.enqueue_now(&email)
         .await
         .map(drop)
         .map_err(|e| HandlerError::retry(e.to_string()))
@@ -243,7 +236,7 @@ mod tests {
             id: JobId(1),
             lease: 1,
             queue: "analysis".into(),
-            kind: ANALYSIS_RUN.into(),
+            kind: voxline_jobs::payloads::ANALYSIS_RUN.into(),
             payload: Value::Null,
             attempt,
             max_attempts,

@@ -18,7 +18,7 @@ use chrono::DateTime;
 use serde::Deserialize;
 use serde_json::Value;
 use voxline_domain::billing::{
-    self, RECONCILE_JOB, STRIPE_EVENT_JOB, SubscriptionState, USAGE_REPORT_JOB,
+    self, RECONCILE_JOB, StripeEventJob, SubscriptionState, USAGE_REPORT_JOB,
 };
 use voxline_domain::{Db, Settings};
 use voxline_jobs::{ClaimedJob, HandlerError, Handlers, JobClient};
@@ -197,9 +197,9 @@ impl BillingWorker {
         let events = worker.clone();
         let reconciler = worker.clone();
         handlers
-            .register(STRIPE_EVENT_JOB, move |job: ClaimedJob| {
+            .add_worker(move |_job: ClaimedJob, task: StripeEventJob| {
                 let worker = events.clone();
-                async move { worker.apply_event(job).await }
+                async move { worker.apply_event(task).await }
             })
             .register(RECONCILE_JOB, move |job: ClaimedJob| {
                 let worker = reconciler.clone();

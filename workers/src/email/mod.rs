@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use voxline_domain::notifications::{self, EmailRecord};
 use voxline_domain::{Db, Settings};
 use voxline_jobs::circuit::CircuitBreaker;
-use voxline_jobs::payloads::{EMAIL_SEND, EmailJob};
+use voxline_jobs::payloads::EmailJob;
 use voxline_jobs::{ClaimedJob, HandlerError, Handlers};
 
 use mailer::{Mailer, SendError};
@@ -58,21 +58,19 @@ impl EmailWorker {
 
     pub fn register(self, handlers: Handlers) -> Handlers {
         let worker = Arc::new(self);
-        handlers.register(EMAIL_SEND, move |job: ClaimedJob| {
+        handlers.add_worker(move |job: ClaimedJob, email: EmailJob| {
             let worker = worker.clone();
-            async move { worker.handle(job).await }
+            async move { worker.handle(job, email).await }
         })
     }
 
-    async fn handle(&self, job: ClaimedJob) -> Result<(), HandlerError> {
+    async fn handle(&self, job: ClaimedJob, email: EmailJob) -> Result<(), HandlerError> {
         // This attempt's lease fences the `sending` row: once it is gone (a crash, a time-out,
         // a rescue) the next attempt takes the row over instead of waiting for it.
         let holder = notifications::SendHolder {
             job: job.id.0,
             lease: job.lease,
         };
-        let email: EmailJob = serde_json::from_value(job.payload)
-            .map_err(|e| HandlerError::permanent(format!("bad email.send payload: {e}")))?;
         let kind = kind_of(&email.message);
         let to: Mailbox = email.to.parse().map_err(|e| {
             HandlerError::permanent(format!("invalid recipient address \"{}\": {e}", email.to))

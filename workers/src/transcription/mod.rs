@@ -23,14 +23,13 @@ use voxline_domain::blobs::{BlobError, BlobStore, LocalBlobs};
 use voxline_domain::config::TranscriptionProvider;
 use voxline_domain::db::Scope;
 use voxline_domain::sessions::{self, SessionRow};
-use voxline_jobs::payloads::{SessionJob, TRANSCRIPTION_RUN};
+use voxline_jobs::payloads::{Analysis, SessionJob, Transcription};
 use voxline_jobs::{
     ClaimedJob, HandlerError, Handlers, JobClient, Percent, Progress, ProgressWrite,
 };
 
 use crate::analysis::metrics::Segment;
 use crate::openai::OpenAi;
-use crate::pipeline::session_job;
 
 /// A recording to transcribe. The file name carries the extension providers use to tell the
 /// format (`<session>.wav`).
@@ -253,12 +252,9 @@ impl TranscriptionWorker {
 
     pub fn register(self, handlers: Handlers) -> Handlers {
         let worker = Arc::new(self);
-        handlers.register(TRANSCRIPTION_RUN, move |job: ClaimedJob| {
+        handlers.add_worker(move |job: ClaimedJob, Transcription(task)| {
             let worker = worker.clone();
-            async move {
-                let task = session_job(&job)?;
-                worker.transcribe(&task, &job.progress).await
-            }
+            async move { worker.transcribe(&task, &job.progress).await }
         })
     }
 
@@ -318,9 +314,7 @@ impl TranscriptionWorker {
         };
         let segments = serde_json::to_value(&heard.segments).map_err(unstorable)?;
         let speakers = serde_json::to_value(&heard.attribution).map_err(unstorable)?;
-        let analysis = task
-            .analysis()
-            .map_err(|e| HandlerError::permanent(format!("analysis job: {e}")))?;
+        let analysis = Analysis(task.clone());
         // The transcript and the next step commit together: a crash in between can neither
         // leave a transcript nobody analyses nor an analysis without a transcript.
         let mut tx = db

@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::json;
 use voxline_domain::call_audio::{self, Held};
 use voxline_domain::db::Scope;
-use voxline_jobs::payloads::SessionJob;
+use voxline_jobs::payloads::{AnalysisWithAudio, SessionJob};
 
 use super::SOURCE;
 use super::conversation::conversation_id;
@@ -72,13 +72,12 @@ pub(super) async fn receive_audio(state: &AppState, body: &[u8]) -> Result<Respo
         Held::Attached(session) => {
             // Analysed again with the audio; the "feedback ready" email went out the first
             // time, so this run sends none.
-            let job = SessionJob {
+            let job = AnalysisWithAudio(SessionJob {
                 session_id: session.id.clone(),
                 company_id: session.company_id.clone(),
                 profile_id: Some(session.profile_id.clone()),
                 notify_email: None,
-            }
-            .analysis_with_audio()?;
+            });
             state.jobs.enqueue(&mut tx, &job).await?;
             json!({ "id": session.id, "audio": "attached", "duplicate": false })
         }

@@ -11,7 +11,7 @@ use voxline_domain::profiles;
 use voxline_domain::roleplays::{self, TicketUse};
 use voxline_domain::sessions::{self, NewSession, SessionRow};
 use voxline_domain::speakers::Attribution;
-use voxline_jobs::payloads::SessionJob;
+use voxline_jobs::payloads::{Analysis, SessionJob};
 
 use super::conversation::parse_transcription;
 use super::{SOURCE, ticket_field};
@@ -86,13 +86,12 @@ pub(super) async fn receive_transcription(
         channels: None,
         user_speaker: None,
     };
-    let job = SessionJob {
+    let job = Analysis(SessionJob {
         session_id: id.clone(),
         company_id: profile.company_id.clone(),
         profile_id: Some(profile.id.clone()),
         notify_email: profile.email.clone(),
-    }
-    .analysis()?;
+    });
     let mut tx = state
         .db
         .begin(Scope::Profile {

@@ -40,7 +40,7 @@ use voxline_domain::billing::{
 use voxline_domain::db::Scope;
 use voxline_domain::{DbError, Tx};
 use voxline_jobs::payloads::{EmailJob, EmailMessage};
-use voxline_jobs::{ClaimedJob, HandlerError};
+use voxline_jobs::{HandlerError, JobArgs};
 
 use super::BillingWorker;
 
@@ -78,10 +78,7 @@ impl Outcome {
 }
 
 impl BillingWorker {
-    pub(crate) async fn apply_event(&self, job: ClaimedJob) -> Result<(), HandlerError> {
-        let task: StripeEventJob = serde_json::from_value(job.payload).map_err(|e| {
-            HandlerError::permanent(format!("bad billing.stripe_event payload: {e}"))
-        })?;
+    pub(crate) async fn apply_event(&self, task: StripeEventJob) -> Result<(), HandlerError> {
         let Some(event) = billing::event(&self.db, &task.event_id)
             .await
             .map_err(db_error)?
@@ -189,7 +186,7 @@ impl BillingWorker {
     async fn enqueue(&self, tx: &mut Tx<'_>, email: Option<EmailJob>) -> Result<(), HandlerError> {
         if let Some(email) = email {
             let job = email
-                .into_job()
+                .to_job()
                 .map_err(|e| HandlerError::permanent(e.to_string()))?;
             self.jobs.enqueue(tx, &job).await.map_err(job_error)?;
         }
