@@ -379,6 +379,17 @@ impl Db {
     }
 }
 
+/// The repositories: one interface per aggregate, implemented for each database. These
+/// accessors are the one place that looks at which database a handle is.
+impl Db {
+    pub fn profiles(&self) -> &dyn crate::profiles::ProfileStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
+}
+
 /// A transaction on either database. Commit with [`Tx::commit`]; dropping it rolls back.
 pub enum Tx<'c> {
     Postgres(Transaction<'c, Postgres>),
