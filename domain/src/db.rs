@@ -388,6 +388,32 @@ impl Db {
             Db::Sqlite(lite) => lite,
         }
     }
+
+    pub fn notifications(&self) -> &dyn crate::notifications::NotificationStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
+
+    pub fn roleplays(&self) -> &dyn crate::roleplays::RoleplayStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
+}
+
+/// The repositories' work inside a transaction, implemented for each driver's connection, so
+/// a transaction of one database can never reach the other's SQL. Like [`Db`]'s accessors,
+/// these are the one place that looks at which database a transaction is on.
+impl Tx<'_> {
+    pub fn roleplays(&mut self) -> &mut dyn crate::roleplays::RoleplayTxStore {
+        match self {
+            Tx::Postgres(tx) => &mut **tx,
+            Tx::Sqlite { tx, .. } => &mut **tx,
+        }
+    }
 }
 
 /// A transaction on either database. Commit with [`Tx::commit`]; dropping it rolls back.
