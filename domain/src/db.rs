@@ -402,6 +402,13 @@ impl Db {
             Db::Sqlite(lite) => lite,
         }
     }
+
+    pub fn call_audio(&self) -> &dyn crate::call_audio::CallAudioStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
 }
 
 /// The repositories' work inside a transaction, implemented for each driver's connection, so
@@ -409,6 +416,13 @@ impl Db {
 /// these are the one place that looks at which database a transaction is on.
 impl Tx<'_> {
     pub fn roleplays(&mut self) -> &mut dyn crate::roleplays::RoleplayTxStore {
+        match self {
+            Tx::Postgres(tx) => &mut **tx,
+            Tx::Sqlite { tx, .. } => &mut **tx,
+        }
+    }
+
+    pub fn call_audio(&mut self) -> &mut dyn crate::call_audio::CallAudioTxStore {
         match self {
             Tx::Postgres(tx) => &mut **tx,
             Tx::Sqlite { tx, .. } => &mut **tx,
