@@ -409,6 +409,13 @@ impl Db {
             Db::Sqlite(lite) => lite,
         }
     }
+
+    pub fn gdpr(&self) -> &dyn crate::gdpr::GdprStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
 }
 
 /// The repositories' work inside a transaction, implemented for each driver's connection, so
@@ -423,6 +430,13 @@ impl Tx<'_> {
     }
 
     pub fn call_audio(&mut self) -> &mut dyn crate::call_audio::CallAudioTxStore {
+        match self {
+            Tx::Postgres(tx) => &mut **tx,
+            Tx::Sqlite { tx, .. } => &mut **tx,
+        }
+    }
+
+    pub fn gdpr(&mut self) -> &mut dyn crate::gdpr::GdprTxStore {
         match self {
             Tx::Postgres(tx) => &mut **tx,
             Tx::Sqlite { tx, .. } => &mut **tx,
