@@ -416,6 +416,13 @@ impl Db {
             Db::Sqlite(lite) => lite,
         }
     }
+
+    pub fn billing(&self) -> &dyn crate::billing::BillingStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
 }
 
 /// The repositories' work inside a transaction, implemented for each driver's connection, so
@@ -437,6 +444,13 @@ impl Tx<'_> {
     }
 
     pub fn gdpr(&mut self) -> &mut dyn crate::gdpr::GdprTxStore {
+        match self {
+            Tx::Postgres(tx) => &mut **tx,
+            Tx::Sqlite { tx, .. } => &mut **tx,
+        }
+    }
+
+    pub fn billing(&mut self) -> &mut dyn crate::billing::BillingTxStore {
         match self {
             Tx::Postgres(tx) => &mut **tx,
             Tx::Sqlite { tx, .. } => &mut **tx,

@@ -42,6 +42,10 @@ pub use policy::{
     day_bounds, decide, is_usable, month_bounds, plan_for_prices,
 };
 pub use quota::{check_quota, hold_daily_slot, sessions_created};
+pub use store::{
+    BillingStore, BillingTxStore, CustomerStore, MeteredUsageStore, StripeEventStore,
+    StripeEventTxStore, SubscriptionStore, SubscriptionTxStore,
+};
 pub use store::customers::{
     BillingCustomer, Linked, billing_address, customer, customer_for_company, link_customer,
     set_customer_email,
