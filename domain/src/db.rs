@@ -423,6 +423,13 @@ impl Db {
             Db::Sqlite(lite) => lite,
         }
     }
+
+    pub fn session_events(&self) -> &dyn crate::events::SessionEventSource {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
 }
 
 /// The repositories' work inside a transaction, implemented for each driver's connection, so
