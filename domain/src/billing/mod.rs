@@ -42,10 +42,6 @@ pub use policy::{
     day_bounds, decide, is_usable, month_bounds, plan_for_prices,
 };
 pub use quota::{check_quota, hold_daily_slot, sessions_created};
-pub use store::{
-    BillingStore, BillingTxStore, CustomerStore, MeteredUsageStore, StripeEventStore,
-    StripeEventTxStore, SubscriptionStore, SubscriptionTxStore,
-};
 pub use store::customers::{
     BillingCustomer, Linked, billing_address, customer, customer_for_company, link_customer,
     set_customer_email,
@@ -61,6 +57,10 @@ pub use store::metered_usage::{
 pub use store::subscriptions::{
     SubscriptionRow, SubscriptionState, all_subscriptions, company_subscriptions,
     lock_subscription, record_invoice, save_subscription, subscription,
+};
+pub use store::{
+    BillingStore, BillingTxStore, CustomerStore, MeteredUsageStore, StripeEventStore,
+    StripeEventTxStore, SubscriptionStore, SubscriptionTxStore,
 };
 
 /// The billing worker's job for one stored Stripe event; its payload is a [`StripeEventJob`].

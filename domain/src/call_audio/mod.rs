@@ -172,7 +172,8 @@ fn conversation_session_sql() -> String {
         sessions::COLUMNS
     )
 }
-const TAKE_PENDING: &str = "DELETE FROM pending_call_audio WHERE source = $1 AND conversation_id = $2
+const TAKE_PENDING: &str =
+    "DELETE FROM pending_call_audio WHERE source = $1 AND conversation_id = $2
      RETURNING audio_ref, audio_type";
 const SELECT_UNCLAIMED: &str = "SELECT conversation_id, audio_ref FROM pending_call_audio
      WHERE received_at < $1 ORDER BY received_at LIMIT $2";

@@ -10,6 +10,7 @@ use super::{
 };
 use crate::db::{DbError, PgDb, Scope};
 use crate::gdpr::ExpiredBlob;
+use crate::portable;
 use crate::sessions::{SessionRow, pg_session};
 
 #[async_trait]
@@ -30,10 +31,7 @@ impl CallAudioStore for PgDb {
 
     async fn forget_unclaimed(&self, expired: &ExpiredBlob) -> Result<(), DbError> {
         let mut tx = self.begin_scoped(Scope::Platform).await?;
-        sqlx::query(FORGET_UNCLAIMED)
-            .bind(&expired.blob_ref)
-            .execute(&mut *tx)
-            .await?;
+        portable::execute(&mut *tx, FORGET_UNCLAIMED, &[&expired.blob_ref]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -54,11 +52,8 @@ impl CallAudioTxStore for PgConnection {
         source: &str,
         conversation: &str,
     ) -> Result<Option<SessionRow>, DbError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(conversation_session_sql()))
-            .bind(source)
-            .bind(conversation)
-            .fetch_optional(&mut *self)
-            .await?;
+        let sql = sqlx::AssertSqlSafe(conversation_session_sql());
+        let row = portable::row(self, sql, &[source, conversation]).await?;
         Ok(row.as_ref().map(pg_session).transpose()?)
     }
 
@@ -88,11 +83,7 @@ impl CallAudioTxStore for PgConnection {
         source: &str,
         conversation: &str,
     ) -> Result<Option<(String, String)>, DbError> {
-        Ok(sqlx::query_as(TAKE_PENDING)
-            .bind(source)
-            .bind(conversation)
-            .fetch_optional(&mut *self)
-            .await?)
+        Ok(portable::optional(self, TAKE_PENDING, &[source, conversation]).await?)
     }
 
     async fn attach(

@@ -11,6 +11,7 @@ use super::{
 };
 use crate::db::{DbError, SqliteDb};
 use crate::gdpr::ExpiredBlob;
+use crate::portable;
 use crate::sessions::{SessionRow, lite_session};
 
 fn now_us() -> i64 {
@@ -33,10 +34,7 @@ impl CallAudioStore for SqliteDb {
     }
 
     async fn forget_unclaimed(&self, expired: &ExpiredBlob) -> Result<(), DbError> {
-        sqlx::query(FORGET_UNCLAIMED)
-            .bind(&expired.blob_ref)
-            .execute(&self.pool)
-            .await?;
+        portable::execute(&self.pool, FORGET_UNCLAIMED, &[&expired.blob_ref]).await?;
         Ok(())
     }
 }
@@ -53,11 +51,8 @@ impl CallAudioTxStore for SqliteConnection {
         source: &str,
         conversation: &str,
     ) -> Result<Option<SessionRow>, DbError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(conversation_session_sql()))
-            .bind(source)
-            .bind(conversation)
-            .fetch_optional(&mut *self)
-            .await?;
+        let sql = sqlx::AssertSqlSafe(conversation_session_sql());
+        let row = portable::row(self, sql, &[source, conversation]).await?;
         Ok(row.as_ref().map(lite_session).transpose()?)
     }
 
@@ -88,11 +83,7 @@ impl CallAudioTxStore for SqliteConnection {
         source: &str,
         conversation: &str,
     ) -> Result<Option<(String, String)>, DbError> {
-        Ok(sqlx::query_as(TAKE_PENDING)
-            .bind(source)
-            .bind(conversation)
-            .fetch_optional(&mut *self)
-            .await?)
+        Ok(portable::optional(self, TAKE_PENDING, &[source, conversation]).await?)
     }
 
     async fn attach(

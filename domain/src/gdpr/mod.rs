@@ -105,8 +105,12 @@ pub trait GdprStore: Send + Sync {
 #[async_trait]
 pub trait GdprTxStore: Send {
     /// See [`create_export`].
-    async fn create_export(&mut self, id: &str, company: &str, profile: &str)
-    -> Result<(), DbError>;
+    async fn create_export(
+        &mut self,
+        id: &str,
+        company: &str,
+        profile: &str,
+    ) -> Result<(), DbError>;
 
     /// The `(id, file)` rows of one of this module's `*_FILES` queries for the profile.
     async fn profile_files(
@@ -234,12 +238,25 @@ pub async fn erase_profile(
     erased
         .blobs
         .extend(exports.into_iter().filter_map(|(_, b)| b));
-    let [sessions, exports, preferences, emails, roleplays, idempotency_keys] = ERASED_TABLES;
-    erased.sessions = store.delete_profile_rows(sessions, company, profile).await?;
+    let [
+        sessions,
+        exports,
+        preferences,
+        emails,
+        roleplays,
+        idempotency_keys,
+    ] = ERASED_TABLES;
+    erased.sessions = store
+        .delete_profile_rows(sessions, company, profile)
+        .await?;
     erased.exports = store.delete_profile_rows(exports, company, profile).await?;
-    erased.preferences = store.delete_profile_rows(preferences, company, profile).await?;
+    erased.preferences = store
+        .delete_profile_rows(preferences, company, profile)
+        .await?;
     erased.emails = store.delete_profile_rows(emails, company, profile).await?;
-    erased.roleplays = store.delete_profile_rows(roleplays, company, profile).await?;
+    erased.roleplays = store
+        .delete_profile_rows(roleplays, company, profile)
+        .await?;
     store
         .delete_profile_rows(idempotency_keys, company, profile)
         .await?;

@@ -14,9 +14,9 @@ use super::{
     delete_session_sql, email_json, expired_blobs, export_outcome, latest_export_sql,
     profile_sessions_sql, usage_json,
 };
-use crate::DbError;
 use crate::db::{PgDb, Scope};
 use crate::sessions::{SessionRow, pg_session};
+use crate::{DbError, portable};
 
 fn pg_export(r: &PgRow) -> Result<DataExport, sqlx::Error> {
     Ok(DataExport {
@@ -39,12 +39,11 @@ impl GdprStore for PgDb {
         company: &str,
         profile: &str,
     ) -> Result<Option<DataExport>, DbError> {
-        let mut tx = self.begin_scoped(Scope::Profile { company, profile }).await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(latest_export_sql()))
-            .bind(company)
-            .bind(profile)
-            .fetch_optional(&mut *tx)
+        let mut tx = self
+            .begin_scoped(Scope::Profile { company, profile })
             .await?;
+        let sql = sqlx::AssertSqlSafe(latest_export_sql());
+        let row = portable::row(&mut *tx, sql, &[company, profile]).await?;
         Ok(row.as_ref().map(pg_export).transpose()?)
     }
 
@@ -79,12 +78,11 @@ impl GdprStore for PgDb {
         company: &str,
         profile: &str,
     ) -> Result<Vec<SessionRow>, DbError> {
-        let mut tx = self.begin_scoped(Scope::Profile { company, profile }).await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(profile_sessions_sql()))
-            .bind(company)
-            .bind(profile)
-            .fetch_all(&mut *tx)
+        let mut tx = self
+            .begin_scoped(Scope::Profile { company, profile })
             .await?;
+        let sql = sqlx::AssertSqlSafe(profile_sessions_sql());
+        let rows = portable::rows(&mut *tx, sql, &[company, profile]).await?;
         Ok(rows.iter().map(pg_session).collect::<Result<_, _>>()?)
     }
 
@@ -93,7 +91,9 @@ impl GdprStore for PgDb {
         company: &str,
         profile: &str,
     ) -> Result<(Vec<Value>, Vec<Value>), DbError> {
-        let mut tx = self.begin_scoped(Scope::Profile { company, profile }).await?;
+        let mut tx = self
+            .begin_scoped(Scope::Profile { company, profile })
+            .await?;
         let usage: Vec<(String, f64, DateTime<Utc>)> = sqlx::query_as(USAGE_RECORDS)
             .bind(company)
             .bind(profile)
@@ -123,13 +123,11 @@ impl GdprStore for PgDb {
     }
 
     async fn clear_audio(&self, expired: &ExpiredBlob) -> Result<(), DbError> {
-        let mut tx = self.begin_scoped(Scope::Company(&expired.company_id)).await?;
-        sqlx::query(CLEAR_AUDIO)
-            .bind(&expired.company_id)
-            .bind(&expired.owner_id)
-            .bind(&expired.blob_ref)
-            .execute(&mut *tx)
+        let mut tx = self
+            .begin_scoped(Scope::Company(&expired.company_id))
             .await?;
+        let binds = [&*expired.company_id, &expired.owner_id, &expired.blob_ref];
+        portable::execute(&mut *tx, CLEAR_AUDIO, &binds).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -144,12 +142,11 @@ impl GdprStore for PgDb {
     }
 
     async fn forget_export(&self, expired: &ExpiredBlob) -> Result<(), DbError> {
-        let mut tx = self.begin_scoped(Scope::Company(&expired.company_id)).await?;
-        sqlx::query(FORGET_EXPORT)
-            .bind(&expired.company_id)
-            .bind(&expired.owner_id)
-            .execute(&mut *tx)
+        let mut tx = self
+            .begin_scoped(Scope::Company(&expired.company_id))
             .await?;
+        let binds = [&*expired.company_id, &expired.owner_id];
+        portable::execute(&mut *tx, FORGET_EXPORT, &binds).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -198,11 +195,7 @@ impl GdprTxStore for PgConnection {
         company: &str,
         profile: &str,
     ) -> Result<Vec<(String, Option<String>)>, DbError> {
-        Ok(sqlx::query_as(sql)
-            .bind(company)
-            .bind(profile)
-            .fetch_all(&mut *self)
-            .await?)
+        Ok(portable::all(self, sql, &[company, profile]).await?)
     }
 
     async fn delete_profile_rows(
@@ -211,23 +204,12 @@ impl GdprTxStore for PgConnection {
         company: &str,
         profile: &str,
     ) -> Result<u64, DbError> {
-        let sql = delete_profile_rows_sql(table);
-        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(company)
-            .bind(profile)
-            .execute(&mut *self)
-            .await?
-            .rows_affected())
+        let sql = sqlx::AssertSqlSafe(delete_profile_rows_sql(table));
+        Ok(portable::execute(self, sql, &[company, profile]).await?)
     }
 
     async fn delete_profile(&mut self, company: &str, profile: &str) -> Result<bool, DbError> {
-        let deleted = sqlx::query(DELETE_PROFILE)
-            .bind(company)
-            .bind(profile)
-            .execute(&mut *self)
-            .await?
-            .rows_affected();
-        Ok(deleted == 1)
+        Ok(portable::execute(self, DELETE_PROFILE, &[company, profile]).await? == 1)
     }
 
     async fn delete_session(
@@ -235,11 +217,8 @@ impl GdprTxStore for PgConnection {
         company: &str,
         id: &str,
     ) -> Result<Option<SessionRow>, DbError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(delete_session_sql()))
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&mut *self)
-            .await?;
+        let sql = sqlx::AssertSqlSafe(delete_session_sql());
+        let row = portable::row(self, sql, &[company, id]).await?;
         Ok(row.as_ref().map(pg_session).transpose()?)
     }
 }

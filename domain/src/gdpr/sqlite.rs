@@ -13,9 +13,9 @@ use super::{
     delete_session_sql, email_json, expired_blobs, export_outcome, latest_export_sql,
     profile_sessions_sql, usage_json,
 };
-use crate::DbError;
 use crate::db::SqliteDb;
 use crate::sessions::{SessionRow, lite_session};
+use crate::{DbError, portable};
 
 fn now_us() -> i64 {
     Utc::now().timestamp_micros()
@@ -49,11 +49,8 @@ impl GdprStore for SqliteDb {
         company: &str,
         profile: &str,
     ) -> Result<Option<DataExport>, DbError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(latest_export_sql()))
-            .bind(company)
-            .bind(profile)
-            .fetch_optional(&self.pool)
-            .await?;
+        let sql = sqlx::AssertSqlSafe(latest_export_sql());
+        let row = portable::row(&self.pool, sql, &[company, profile]).await?;
         Ok(row.as_ref().map(lite_export).transpose()?)
     }
 
@@ -87,11 +84,8 @@ impl GdprStore for SqliteDb {
         company: &str,
         profile: &str,
     ) -> Result<Vec<SessionRow>, DbError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(profile_sessions_sql()))
-            .bind(company)
-            .bind(profile)
-            .fetch_all(&self.pool)
-            .await?;
+        let sql = sqlx::AssertSqlSafe(profile_sessions_sql());
+        let rows = portable::rows(&self.pool, sql, &[company, profile]).await?;
         Ok(rows.iter().map(lite_session).collect::<Result<_, _>>()?)
     }
 
@@ -131,12 +125,8 @@ impl GdprStore for SqliteDb {
     }
 
     async fn clear_audio(&self, expired: &ExpiredBlob) -> Result<(), DbError> {
-        sqlx::query(CLEAR_AUDIO)
-            .bind(&expired.company_id)
-            .bind(&expired.owner_id)
-            .bind(&expired.blob_ref)
-            .execute(&self.pool)
-            .await?;
+        let binds = [&*expired.company_id, &expired.owner_id, &expired.blob_ref];
+        portable::execute(&self.pool, CLEAR_AUDIO, &binds).await?;
         Ok(())
     }
 
@@ -149,11 +139,8 @@ impl GdprStore for SqliteDb {
     }
 
     async fn forget_export(&self, expired: &ExpiredBlob) -> Result<(), DbError> {
-        sqlx::query(FORGET_EXPORT)
-            .bind(&expired.company_id)
-            .bind(&expired.owner_id)
-            .execute(&self.pool)
-            .await?;
+        let binds = [&*expired.company_id, &expired.owner_id];
+        portable::execute(&self.pool, FORGET_EXPORT, &binds).await?;
         Ok(())
     }
 }
@@ -202,11 +189,7 @@ impl GdprTxStore for SqliteConnection {
         company: &str,
         profile: &str,
     ) -> Result<Vec<(String, Option<String>)>, DbError> {
-        Ok(sqlx::query_as(sql)
-            .bind(company)
-            .bind(profile)
-            .fetch_all(&mut *self)
-            .await?)
+        Ok(portable::all(self, sql, &[company, profile]).await?)
     }
 
     async fn delete_profile_rows(
@@ -215,23 +198,12 @@ impl GdprTxStore for SqliteConnection {
         company: &str,
         profile: &str,
     ) -> Result<u64, DbError> {
-        let sql = delete_profile_rows_sql(table);
-        Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(company)
-            .bind(profile)
-            .execute(&mut *self)
-            .await?
-            .rows_affected())
+        let sql = sqlx::AssertSqlSafe(delete_profile_rows_sql(table));
+        Ok(portable::execute(self, sql, &[company, profile]).await?)
     }
 
     async fn delete_profile(&mut self, company: &str, profile: &str) -> Result<bool, DbError> {
-        let deleted = sqlx::query(DELETE_PROFILE)
-            .bind(company)
-            .bind(profile)
-            .execute(&mut *self)
-            .await?
-            .rows_affected();
-        Ok(deleted == 1)
+        Ok(portable::execute(self, DELETE_PROFILE, &[company, profile]).await? == 1)
     }
 
     async fn delete_session(
@@ -239,11 +211,8 @@ impl GdprTxStore for SqliteConnection {
         company: &str,
         id: &str,
     ) -> Result<Option<SessionRow>, DbError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(delete_session_sql()))
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&mut *self)
-            .await?;
+        let sql = sqlx::AssertSqlSafe(delete_session_sql());
+        let row = portable::row(self, sql, &[company, id]).await?;
         Ok(row.as_ref().map(lite_session).transpose()?)
     }
 }

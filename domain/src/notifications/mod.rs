@@ -221,7 +221,8 @@ pub async fn finish(
 }
 
 // `$n` parameters: SQLite reads them by position too, so these run on both databases.
-const SELECT_PREFERENCES: &str = "SELECT kind, enabled FROM notification_preferences WHERE company_id = $1 AND profile_id = $2";
+const SELECT_PREFERENCES: &str =
+    "SELECT kind, enabled FROM notification_preferences WHERE company_id = $1 AND profile_id = $2";
 const SELECT_SUPPRESSION: &str = "SELECT reason FROM email_suppressions WHERE address = $1";
 const SELECT_LOGGED: &str = "SELECT status, detail FROM email_log WHERE dedupe_key = $1";
 

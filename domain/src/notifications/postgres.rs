@@ -9,8 +9,8 @@ use super::{
     EmailKind, EmailRecord, LoggedEmail, NotificationStore, SELECT_LOGGED, SELECT_PREFERENCES,
     SELECT_SUPPRESSION, SendHolder, logged_email, normalized, not_claimed, with_defaults,
 };
-use crate::DbError;
 use crate::db::{PgDb, Scope};
+use crate::{DbError, portable};
 
 #[async_trait]
 impl NotificationStore for PgDb {
@@ -21,11 +21,7 @@ impl NotificationStore for PgDb {
     ) -> Result<BTreeMap<EmailKind, bool>, DbError> {
         // A read: the transaction is dropped (rolled back) when done.
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let rows = sqlx::query_as(SELECT_PREFERENCES)
-            .bind(company)
-            .bind(profile)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = portable::all(&mut *tx, SELECT_PREFERENCES, &[company, profile]).await?;
         Ok(with_defaults(rows))
     }
 
@@ -55,10 +51,8 @@ impl NotificationStore for PgDb {
     }
 
     async fn is_suppressed(&self, address: &str) -> Result<Option<String>, DbError> {
-        Ok(sqlx::query_scalar(SELECT_SUPPRESSION)
-            .bind(normalized(address))
-            .fetch_optional(&self.pool)
-            .await?)
+        let address = normalized(address);
+        Ok(portable::scalar(&self.pool, SELECT_SUPPRESSION, &[&address]).await?)
     }
 
     async fn suppress(&self, address: &str, reason: &str) -> Result<(), DbError> {
@@ -120,10 +114,7 @@ impl NotificationStore for PgDb {
     ) -> Result<Option<LoggedEmail>, DbError> {
         // A read: the transaction is dropped (rolled back) when done.
         let mut tx = self.begin_scoped(scope).await?;
-        let row = sqlx::query_as(SELECT_LOGGED)
-            .bind(dedupe_key)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = portable::optional(&mut *tx, SELECT_LOGGED, &[dedupe_key]).await?;
         Ok(row.map(logged_email))
     }
 

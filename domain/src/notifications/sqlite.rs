@@ -10,8 +10,8 @@ use super::{
     EmailKind, EmailRecord, LoggedEmail, NotificationStore, SELECT_LOGGED, SELECT_PREFERENCES,
     SELECT_SUPPRESSION, SendHolder, logged_email, normalized, not_claimed, with_defaults,
 };
-use crate::DbError;
 use crate::db::{Scope, SqliteDb};
+use crate::{DbError, portable};
 
 fn now_us() -> i64 {
     Utc::now().timestamp_micros()
@@ -24,11 +24,7 @@ impl NotificationStore for SqliteDb {
         company: &str,
         profile: &str,
     ) -> Result<BTreeMap<EmailKind, bool>, DbError> {
-        let rows = sqlx::query_as(SELECT_PREFERENCES)
-            .bind(company)
-            .bind(profile)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = portable::all(&self.pool, SELECT_PREFERENCES, &[company, profile]).await?;
         Ok(with_defaults(rows))
     }
 
@@ -59,10 +55,8 @@ impl NotificationStore for SqliteDb {
     }
 
     async fn is_suppressed(&self, address: &str) -> Result<Option<String>, DbError> {
-        Ok(sqlx::query_scalar(SELECT_SUPPRESSION)
-            .bind(normalized(address))
-            .fetch_optional(&self.pool)
-            .await?)
+        let address = normalized(address);
+        Ok(portable::scalar(&self.pool, SELECT_SUPPRESSION, &[&address]).await?)
     }
 
     async fn suppress(&self, address: &str, reason: &str) -> Result<(), DbError> {
@@ -122,10 +116,7 @@ impl NotificationStore for SqliteDb {
         _scope: Scope<'_>,
         dedupe_key: &str,
     ) -> Result<Option<LoggedEmail>, DbError> {
-        let row = sqlx::query_as(SELECT_LOGGED)
-            .bind(dedupe_key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = portable::optional(&self.pool, SELECT_LOGGED, &[dedupe_key]).await?;
         Ok(row.map(logged_email))
     }
 

@@ -8,7 +8,6 @@ mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
-use sqlx::Row;
 
 use crate::{Db, DbError};
 
@@ -58,19 +57,14 @@ fn kept_company(stored: Option<String>, p: &Profile) -> bool {
     stored.unwrap_or_default() == p.company_id
 }
 
-/// One row of `profiles`, from either database.
-fn profile<'r, R>(r: &'r R) -> Result<Profile, sqlx::Error>
-where
-    R: Row,
-    usize: sqlx::ColumnIndex<R>,
-    &'r str: sqlx::ColumnIndex<R>,
-    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(Profile {
-        id: r.try_get("id")?,
-        company_id: r.try_get("company_id")?,
-        email: r.try_get("email")?,
-        role: r.try_get("role")?,
-    })
+/// id, company, email and role: a row of [`SELECT_BY_ID`] or [`SELECT_IN_COMPANY`].
+type ProfileColumns = (String, String, Option<String>, String);
+
+fn profile((id, company_id, email, role): ProfileColumns) -> Profile {
+    Profile {
+        id,
+        company_id,
+        email,
+        role,
+    }
 }

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use super::{Profile, ProfileStore, SELECT_BY_ID, SELECT_IN_COMPANY, kept_company, profile};
-use crate::DbError;
 use crate::db::{PgDb, Scope};
+use crate::{DbError, portable};
 
 #[async_trait]
 impl ProfileStore for PgDb {
@@ -32,20 +32,13 @@ impl ProfileStore for PgDb {
     async fn get(&self, id: &str) -> Result<Option<Profile>, DbError> {
         // Platform: webhooks learn a profile's company from this row.
         let mut tx = self.begin_scoped(Scope::Platform).await?;
-        let row = sqlx::query(SELECT_BY_ID)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        Ok(row.map(|r| profile(&r)).transpose()?)
+        let row = portable::optional(&mut *tx, SELECT_BY_ID, &[id]).await?;
+        Ok(row.map(profile))
     }
 
     async fn get_in(&self, company: &str, id: &str) -> Result<Option<Profile>, DbError> {
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let row = sqlx::query(SELECT_IN_COMPANY)
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        Ok(row.map(|r| profile(&r)).transpose()?)
+        let row = portable::optional(&mut *tx, SELECT_IN_COMPANY, &[company, id]).await?;
+        Ok(row.map(profile))
     }
 }

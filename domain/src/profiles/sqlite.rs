@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::{Profile, ProfileStore, SELECT_BY_ID, SELECT_IN_COMPANY, kept_company, profile};
-use crate::DbError;
 use crate::db::SqliteDb;
+use crate::{DbError, portable};
 
 #[async_trait]
 impl ProfileStore for SqliteDb {
@@ -29,19 +29,12 @@ impl ProfileStore for SqliteDb {
     }
 
     async fn get(&self, id: &str) -> Result<Option<Profile>, DbError> {
-        let row = sqlx::query(SELECT_BY_ID)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| profile(&r)).transpose()?)
+        let row = portable::optional(&self.pool, SELECT_BY_ID, &[id]).await?;
+        Ok(row.map(profile))
     }
 
     async fn get_in(&self, company: &str, id: &str) -> Result<Option<Profile>, DbError> {
-        let row = sqlx::query(SELECT_IN_COMPANY)
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| profile(&r)).transpose()?)
+        let row = portable::optional(&self.pool, SELECT_IN_COMPANY, &[company, id]).await?;
+        Ok(row.map(profile))
     }
 }

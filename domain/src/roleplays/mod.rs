@@ -63,8 +63,7 @@ pub trait RoleplayTxStore: Send {
     async fn fail(&mut self, company: &str, id: &str, reason: &str) -> Result<(), DbError>;
 
     /// Role-play `id` of `company`, if there is one.
-    async fn status(&mut self, company: &str, id: &str)
-    -> Result<Option<RoleplayStatus>, DbError>;
+    async fn status(&mut self, company: &str, id: &str) -> Result<Option<RoleplayStatus>, DbError>;
 }
 
 /// Stores an issued role-play (durable when this returns).

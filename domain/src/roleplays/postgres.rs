@@ -7,8 +7,8 @@ use super::{
     NewRoleplay, RoleplayStatus, RoleplayStore, RoleplayTxStore, SELECT_CONVERSATION,
     SELECT_STATUS, TicketUse, roleplay_status, ticket_use,
 };
-use crate::DbError;
 use crate::db::{PgDb, Scope};
+use crate::{DbError, portable};
 
 #[async_trait]
 impl RoleplayStore for PgDb {
@@ -54,11 +54,7 @@ impl RoleplayTxStore for PgConnection {
         .execute(&mut *self)
         .await?
         .rows_affected();
-        let current = sqlx::query_scalar(SELECT_CONVERSATION)
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&mut *self)
-            .await?;
+        let current = portable::scalar(&mut *self, SELECT_CONVERSATION, &[company, id]).await?;
         Ok(ticket_use(bound, current, conversation))
     }
 
@@ -75,16 +71,8 @@ impl RoleplayTxStore for PgConnection {
         Ok(())
     }
 
-    async fn status(
-        &mut self,
-        company: &str,
-        id: &str,
-    ) -> Result<Option<RoleplayStatus>, DbError> {
-        let row = sqlx::query_as(SELECT_STATUS)
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&mut *self)
-            .await?;
+    async fn status(&mut self, company: &str, id: &str) -> Result<Option<RoleplayStatus>, DbError> {
+        let row = portable::optional(self, SELECT_STATUS, &[company, id]).await?;
         Ok(row.map(roleplay_status))
     }
 }

@@ -38,10 +38,8 @@ pub trait CustomerStore: Send + Sync {
     ) -> Result<Option<BillingCustomer>, DbError>;
 
     /// See [`customer_for_company`].
-    async fn customer_for_company(
-        &self,
-        company: &str,
-    ) -> Result<Option<BillingCustomer>, DbError>;
+    async fn customer_for_company(&self, company: &str)
+    -> Result<Option<BillingCustomer>, DbError>;
 
     /// See [`link_customer`].
     async fn link_customer(

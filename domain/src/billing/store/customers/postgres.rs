@@ -6,8 +6,8 @@ use super::{
     BY_CUSTOMER, BillingCustomer, CustomerColumns, CustomerStore, Linked, NEWEST_ADMIN_EMAIL,
     NEWEST_OF_COMPANY, STORED_COMPANY, billing_customer, find_customer_sql, given_email, linked,
 };
-use crate::DbError;
 use crate::db::{PgDb, Scope};
+use crate::{DbError, portable};
 
 /// Refreshes a customer's address unless it is the same one, so an unchanged address leaves
 /// `updated_at` alone.
@@ -61,10 +61,7 @@ impl CustomerStore for PgDb {
                 .execute(&mut *tx)
                 .await?;
         }
-        let stored = sqlx::query_scalar(STORED_COMPANY)
-            .bind(customer_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let stored = portable::scalar(&mut *tx, STORED_COMPANY, &[customer_id]).await?;
         tx.commit().await?;
         Ok(linked(inserted, stored, company_id))
     }
@@ -87,10 +84,7 @@ impl CustomerStore for PgDb {
 
     async fn newest_admin_email(&self, company: &str) -> Result<Option<String>, DbError> {
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        Ok(sqlx::query_scalar(NEWEST_ADMIN_EMAIL)
-            .bind(company)
-            .fetch_optional(&mut *tx)
-            .await?)
+        Ok(portable::scalar(&mut *tx, NEWEST_ADMIN_EMAIL, &[company]).await?)
     }
 }
 
@@ -103,11 +97,8 @@ impl PgDb {
         key: &str,
     ) -> Result<Option<BillingCustomer>, DbError> {
         let mut tx = self.begin_scoped(scope).await?;
-        let row: Option<CustomerColumns> =
-            sqlx::query_as(sqlx::AssertSqlSafe(find_customer_sql(condition)))
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let sql = sqlx::AssertSqlSafe(find_customer_sql(condition));
+        let row: Option<CustomerColumns> = portable::optional(&mut *tx, sql, &[key]).await?;
         Ok(row.map(billing_customer))
     }
 }

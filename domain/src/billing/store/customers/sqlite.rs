@@ -6,9 +6,9 @@ use super::{
     BY_CUSTOMER, BillingCustomer, CustomerColumns, CustomerStore, Linked, NEWEST_ADMIN_EMAIL,
     NEWEST_OF_COMPANY, STORED_COMPANY, billing_customer, find_customer_sql, given_email, linked,
 };
-use crate::DbError;
 use crate::billing::store::now_us;
 use crate::db::{Scope, SqliteDb};
+use crate::{DbError, portable};
 
 /// Refreshes a customer's address unless it is the same one (Postgres' `IS DISTINCT FROM` is
 /// SQLite's `IS NOT`), so an unchanged address leaves `updated_at` alone.
@@ -56,10 +56,7 @@ impl CustomerStore for SqliteDb {
             self.set_customer_email(company_id, customer_id, email)
                 .await?;
         }
-        let stored = sqlx::query_scalar(STORED_COMPANY)
-            .bind(customer_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let stored = portable::scalar(&self.pool, STORED_COMPANY, &[customer_id]).await?;
         Ok(linked(inserted, stored, company_id))
     }
 
@@ -79,10 +76,7 @@ impl CustomerStore for SqliteDb {
     }
 
     async fn newest_admin_email(&self, company: &str) -> Result<Option<String>, DbError> {
-        Ok(sqlx::query_scalar(NEWEST_ADMIN_EMAIL)
-            .bind(company)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(portable::scalar(&self.pool, NEWEST_ADMIN_EMAIL, &[company]).await?)
     }
 }
 
@@ -93,11 +87,8 @@ impl SqliteDb {
         condition: &str,
         key: &str,
     ) -> Result<Option<BillingCustomer>, DbError> {
-        let row: Option<CustomerColumns> =
-            sqlx::query_as(sqlx::AssertSqlSafe(find_customer_sql(condition)))
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
+        let sql = sqlx::AssertSqlSafe(find_customer_sql(condition));
+        let row: Option<CustomerColumns> = portable::optional(&self.pool, sql, &[key]).await?;
         Ok(row.map(billing_customer))
     }
 }

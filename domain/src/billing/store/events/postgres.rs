@@ -9,8 +9,8 @@ use super::{
     COUNT_BY_STATUS, NewEvent, SELECT_EVENT, SELECT_STATUS, StoredEvent, StripeEventStore,
     StripeEventTxStore,
 };
-use crate::DbError;
 use crate::db::PgDb;
+use crate::{DbError, portable};
 
 #[async_trait]
 impl StripeEventStore for PgDb {
@@ -33,9 +33,7 @@ impl StripeEventStore for PgDb {
     }
 
     async fn event_counts(&self) -> Result<BTreeMap<String, i64>, DbError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(COUNT_BY_STATUS)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(String, i64)> = portable::all(&self.pool, COUNT_BY_STATUS, &[]).await?;
         Ok(rows.into_iter().collect())
     }
 }
@@ -59,11 +57,8 @@ impl StripeEventTxStore for PgConnection {
     }
 
     async fn lock_event_status(&mut self, id: &str) -> Result<Option<String>, DbError> {
-        let sql = format!("{SELECT_STATUS} FOR UPDATE");
-        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&mut *self)
-            .await?)
+        let sql = sqlx::AssertSqlSafe(format!("{SELECT_STATUS} FOR UPDATE"));
+        Ok(portable::scalar(self, sql, &[id]).await?)
     }
 
     async fn finish_event(

@@ -10,9 +10,9 @@ use super::{
     COUNT_BY_STATUS, NewEvent, SELECT_EVENT, SELECT_STATUS, StoredEvent, StripeEventStore,
     StripeEventTxStore,
 };
-use crate::DbError;
 use crate::billing::store::{corrupt, now_us, time};
 use crate::db::SqliteDb;
+use crate::{DbError, portable};
 
 #[async_trait]
 impl StripeEventStore for SqliteDb {
@@ -36,9 +36,7 @@ impl StripeEventStore for SqliteDb {
     }
 
     async fn event_counts(&self) -> Result<BTreeMap<String, i64>, DbError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(COUNT_BY_STATUS)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(String, i64)> = portable::all(&self.pool, COUNT_BY_STATUS, &[]).await?;
         Ok(rows.into_iter().collect())
     }
 }
@@ -64,10 +62,7 @@ impl StripeEventTxStore for SqliteConnection {
 
     /// A plain read: the write transaction holds the whole database.
     async fn lock_event_status(&mut self, id: &str) -> Result<Option<String>, DbError> {
-        Ok(sqlx::query_scalar(SELECT_STATUS)
-            .bind(id)
-            .fetch_optional(&mut *self)
-            .await?)
+        Ok(portable::scalar(self, SELECT_STATUS, &[id]).await?)
     }
 
     async fn finish_event(

@@ -208,4 +208,3 @@ fn upsert_sql(now: &str) -> String {
                     AND excluded.last_event_rank >= subscriptions.last_event_rank))"
     )
 }
-

@@ -8,9 +8,9 @@ use super::{
     ALL_BY_ID, BY_ID, OF_COMPANY_NEWEST_FIRST, SubscriptionRow, SubscriptionState,
     SubscriptionStore, SubscriptionTxStore, select_sql, subscription_row, upsert_sql,
 };
-use crate::DbError;
 use crate::billing::Stamp;
 use crate::db::{PgDb, Scope};
+use crate::{DbError, portable};
 
 #[async_trait]
 impl SubscriptionStore for PgDb {
@@ -45,11 +45,8 @@ impl PgDb {
         key: Option<&str>,
     ) -> Result<Vec<SubscriptionRow>, DbError> {
         let mut tx = self.begin_scoped(scope).await?;
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(select_sql(clauses)));
-        if let Some(key) = key {
-            query = query.bind(key);
-        }
-        let rows = query.fetch_all(&mut *tx).await?;
+        let sql = sqlx::AssertSqlSafe(select_sql(clauses));
+        let rows = portable::rows(&mut *tx, sql, key.as_slice()).await?;
         Ok(rows
             .iter()
             .map(subscription_row)
@@ -61,10 +58,7 @@ impl PgDb {
 impl SubscriptionTxStore for PgConnection {
     async fn lock_subscription(&mut self, id: &str) -> Result<Option<SubscriptionRow>, DbError> {
         let sql = select_sql(&format!("{BY_ID} FOR UPDATE"));
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&mut *self)
-            .await?;
+        let row = portable::row(self, sqlx::AssertSqlSafe(sql), &[id]).await?;
         Ok(row.as_ref().map(subscription_row).transpose()?)
     }
 

@@ -9,10 +9,10 @@ use super::{
     ALL_BY_ID, BY_ID, OF_COMPANY_NEWEST_FIRST, SubscriptionRow, SubscriptionState,
     SubscriptionStore, SubscriptionTxStore, select_sql, subscription_row, upsert_sql,
 };
-use crate::DbError;
 use crate::billing::Stamp;
 use crate::billing::store::{micros, now_us};
 use crate::db::SqliteDb;
+use crate::{DbError, portable};
 
 #[async_trait]
 impl SubscriptionStore for SqliteDb {
@@ -38,11 +38,8 @@ impl SqliteDb {
         clauses: &str,
         key: Option<&str>,
     ) -> Result<Vec<SubscriptionRow>, DbError> {
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(select_sql(clauses)));
-        if let Some(key) = key {
-            query = query.bind(key);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+        let sql = sqlx::AssertSqlSafe(select_sql(clauses));
+        let rows = portable::rows(&self.pool, sql, key.as_slice()).await?;
         Ok(rows
             .iter()
             .map(subscription_row)
@@ -53,10 +50,7 @@ impl SqliteDb {
 #[async_trait]
 impl SubscriptionTxStore for SqliteConnection {
     async fn lock_subscription(&mut self, id: &str) -> Result<Option<SubscriptionRow>, DbError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(select_sql(BY_ID)))
-            .bind(id)
-            .fetch_optional(&mut *self)
-            .await?;
+        let row = portable::row(self, sqlx::AssertSqlSafe(select_sql(BY_ID)), &[id]).await?;
         Ok(row.as_ref().map(subscription_row).transpose()?)
     }
 
