@@ -361,9 +361,58 @@ impl Db {
     }
 }
 
-/// Session, audit and usage repositories: the one place that looks at which database a
-/// handle or a transaction is on.
+/// The repositories: one interface per aggregate, implemented for each database. These
+/// accessors are the one place that looks at which database a handle is.
 impl Db {
+    pub fn profiles(&self) -> &dyn crate::profiles::ProfileStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
+
+    pub fn notifications(&self) -> &dyn crate::notifications::NotificationStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
+
+    pub fn roleplays(&self) -> &dyn crate::roleplays::RoleplayStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
+
+    pub fn call_audio(&self) -> &dyn crate::call_audio::CallAudioStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
+
+    pub fn gdpr(&self) -> &dyn crate::gdpr::GdprStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
+
+    pub fn billing(&self) -> &dyn crate::billing::BillingStore {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
+
+    pub fn session_events(&self) -> &dyn crate::events::SessionEventSource {
+        match self {
+            Db::Postgres(pg) => pg.as_ref(),
+            Db::Sqlite(lite) => lite,
+        }
+    }
+
     pub fn sessions(&self) -> &dyn crate::sessions::SessionStore {
         match self {
             Db::Postgres(pg) => pg.as_ref(),
@@ -386,7 +435,42 @@ impl Db {
     }
 }
 
+/// The repositories' work inside a transaction, implemented for each driver's connection or
+/// transaction, so a transaction of one database can never reach the other's SQL. Like
+/// [`Db`]'s accessors, these are the one place that looks at which database a transaction is on.
 impl<'c> Tx<'c> {
+    /// The role-play tickets this transaction uses.
+    pub fn roleplays(&mut self) -> &mut dyn crate::roleplays::RoleplayTxStore {
+        match self {
+            Tx::Postgres(tx) => &mut **tx,
+            Tx::Sqlite { tx, .. } => &mut **tx,
+        }
+    }
+
+    /// The call-audio steps this transaction takes.
+    pub fn call_audio(&mut self) -> &mut dyn crate::call_audio::CallAudioTxStore {
+        match self {
+            Tx::Postgres(tx) => &mut **tx,
+            Tx::Sqlite { tx, .. } => &mut **tx,
+        }
+    }
+
+    /// The exports and erasures this transaction writes.
+    pub fn gdpr(&mut self) -> &mut dyn crate::gdpr::GdprTxStore {
+        match self {
+            Tx::Postgres(tx) => &mut **tx,
+            Tx::Sqlite { tx, .. } => &mut **tx,
+        }
+    }
+
+    /// The billing rows this transaction writes.
+    pub fn billing(&mut self) -> &mut dyn crate::billing::BillingTxStore {
+        match self {
+            Tx::Postgres(tx) => &mut **tx,
+            Tx::Sqlite { tx, .. } => &mut **tx,
+        }
+    }
+
     /// The session rows this transaction writes.
     pub fn sessions(&mut self) -> &mut (dyn crate::sessions::SessionWrites + 'c) {
         match self {

@@ -11,6 +11,7 @@ pub mod events;
 pub mod gdpr;
 pub mod lexicon;
 pub mod notifications;
+mod portable;
 pub mod profiles;
 pub mod redis;
 pub mod roleplays;

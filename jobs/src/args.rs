@@ -133,7 +133,9 @@ mod tests {
                 Ok(())
             }
         });
-        let handler = handlers.get("test.greet").expect("registered under its kind");
+        let handler = handlers
+            .get("test.greet")
+            .expect("registered under its kind");
         handler
             .run(claimed(serde_json::json!({"name": "ada"})))
             .await
@@ -141,7 +143,10 @@ mod tests {
         assert_eq!(seen.recv().await.as_deref(), Some("ada"));
         // An undecodable payload never reaches the handler: the attempt fails for good.
         let outcome = handler.run(claimed(serde_json::json!([]))).await;
-        assert!(matches!(outcome, Err(HandlerError::Permanent(_))), "{outcome:?}");
+        assert!(
+            matches!(outcome, Err(HandlerError::Permanent(_))),
+            "{outcome:?}"
+        );
         assert!(seen.try_recv().is_err(), "the handler ran on a bad payload");
     }
 }

@@ -58,6 +58,10 @@ pub use store::subscriptions::{
     SubscriptionRow, SubscriptionState, all_subscriptions, company_subscriptions,
     lock_subscription, record_invoice, save_subscription, subscription,
 };
+pub use store::{
+    BillingStore, BillingTxStore, CustomerStore, MeteredUsageStore, StripeEventStore,
+    StripeEventTxStore, SubscriptionStore, SubscriptionTxStore,
+};
 
 /// The billing worker's job for one stored Stripe event; its payload is a [`StripeEventJob`].
 pub const STRIPE_EVENT_JOB: &str = "billing.stripe_event";

@@ -10,11 +10,15 @@
 //! outage), so readers also re-read the status now and then; the feed makes changes prompt,
 //! the database stays the truth.
 
+mod postgres;
+mod sqlite;
+
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, broadcast};
+use tokio::task::JoinHandle;
 use tokio_util_free::CancelOnDrop;
 
 use crate::Db;
@@ -64,59 +68,32 @@ pub struct StatusFeed {
     _listener: Option<std::sync::Arc<CancelOnDrop>>,
 }
 
+/// Where a database handle's session events come from (`db.session_events()`): implemented
+/// for Postgres (`postgres.rs`: NOTIFY, or Redis when configured) and SQLite (`sqlite.rs`: the
+/// process's own channel).
+pub trait SessionEventSource: Send + Sync {
+    /// A new subscription point (see [`StatusFeed::start`]).
+    fn status_feed(&self) -> StatusFeed;
+}
+
 impl StatusFeed {
     /// On SQLite, the database's own in-process channel; on Postgres, a task feeding a
     /// broadcast from the Redis channel when `redis.url` is set, else from a LISTEN on the
     /// session events channel (either reconnecting after a lost connection).
     pub fn start(db: &Db) -> Self {
-        match db {
-            Db::Sqlite(lite) => StatusFeed {
-                sender: lite.session_events.clone(),
-                _listener: None,
-            },
-            Db::Postgres(pg) => {
-                let (sender, _) = broadcast::channel(1024);
-                let task = match &pg.fanout {
-                    Some(fanout) => tokio::spawn(subscribe(fanout.clone(), sender.clone())),
-                    None => tokio::spawn(listen(pg.clone(), sender.clone())),
-                };
-                StatusFeed {
-                    sender,
-                    _listener: Some(std::sync::Arc::new(CancelOnDrop(task))),
-                }
-            }
+        db.session_events().status_feed()
+    }
+
+    /// A feed of `sender`, kept fed by `listener` (a task ended when the last clone goes).
+    fn fed_by(sender: broadcast::Sender<SessionEvent>, listener: Option<JoinHandle<()>>) -> Self {
+        StatusFeed {
+            sender,
+            _listener: listener.map(|task| std::sync::Arc::new(CancelOnDrop(task))),
         }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
         self.sender.subscribe()
-    }
-}
-
-async fn listen(pg: std::sync::Arc<crate::db::PgDb>, sender: broadcast::Sender<SessionEvent>) {
-    loop {
-        match sqlx::postgres::PgListener::connect_with(&pg.pool).await {
-            Ok(mut listener) => {
-                if let Err(e) = listener.listen(&pg.events_channel).await {
-                    tracing::warn!(error = %e, "LISTEN for session events failed; retrying");
-                } else {
-                    loop {
-                        match listener.try_recv().await {
-                            Ok(Some(note)) => forward(note.payload().as_bytes(), &sender),
-                            // The connection was lost (and will be re-established by the next
-                            // call); readers fall back on re-reading the status meanwhile.
-                            Ok(None) => tracing::info!("session events connection lost"),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "session events listener failed");
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "session events listener cannot connect"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

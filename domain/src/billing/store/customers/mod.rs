@@ -1,0 +1,156 @@
+//! `billing_customers`: which Stripe customer pays for which company, and the address Stripe
+//! has for it (where billing mail goes). [`CustomerStore`] is implemented for Postgres
+//! (`postgres.rs`) and SQLite (`sqlite.rs`).
+
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::db::Scope;
+use crate::{Db, DbError};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BillingCustomer {
+    pub customer_id: String,
+    pub company_id: String,
+    pub email: Option<String>,
+}
+
+/// What [`link_customer`] found or made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Linked {
+    /// The customer's company: the stored one when it was linked before (a link never moves).
+    pub company_id: String,
+    /// This call made the link.
+    pub created: bool,
+}
+
+/// `billing_customers`, and the admin addresses billing mail falls back on.
+#[async_trait]
+pub trait CustomerStore: Send + Sync {
+    /// The customer if `scope` may see it.
+    async fn customer_in(
+        &self,
+        scope: Scope<'_>,
+        customer_id: &str,
+    ) -> Result<Option<BillingCustomer>, DbError>;
+
+    /// See [`customer_for_company`].
+    async fn customer_for_company(&self, company: &str)
+    -> Result<Option<BillingCustomer>, DbError>;
+
+    /// See [`link_customer`].
+    async fn link_customer(
+        &self,
+        customer_id: &str,
+        company_id: &str,
+        email: Option<&str>,
+    ) -> Result<Linked, DbError>;
+
+    /// See [`set_customer_email`].
+    async fn set_customer_email(
+        &self,
+        company: &str,
+        customer_id: &str,
+        email: &str,
+    ) -> Result<(), DbError>;
+
+    /// The newest address of one of the company's admins voxline has seen in a token.
+    async fn newest_admin_email(&self, company: &str) -> Result<Option<String>, DbError>;
+}
+
+/// The Stripe customer and the company it pays for, whichever company that is.
+pub async fn customer(db: &Db, customer_id: &str) -> Result<Option<BillingCustomer>, DbError> {
+    // Platform: this is how a Stripe customer is mapped to its company.
+    db.billing().customer_in(Scope::Platform, customer_id).await
+}
+
+/// Links a Stripe customer to a company (or refreshes its email when it is linked already).
+/// A customer never moves to another company: the first link stays and is returned, so the
+/// caller can tell a conflicting hint apart.
+pub async fn link_customer(
+    db: &Db,
+    customer_id: &str,
+    company_id: &str,
+    email: Option<&str>,
+) -> Result<Linked, DbError> {
+    db.billing()
+        .link_customer(customer_id, company_id, email)
+        .await
+}
+
+/// Remembers the address Stripe has for a customer of `company` (where billing mail goes).
+pub async fn set_customer_email(
+    db: &Db,
+    company: &str,
+    customer_id: &str,
+    email: &str,
+) -> Result<(), DbError> {
+    db.billing()
+        .set_customer_email(company, customer_id, email)
+        .await
+}
+
+/// The company's Stripe customer (the most recently linked or updated, if several).
+pub async fn customer_for_company(
+    db: &Db,
+    company: &str,
+) -> Result<Option<BillingCustomer>, DbError> {
+    db.billing().customer_for_company(company).await
+}
+
+/// Where the company's billing mail goes: the address Stripe has for its customer, else the
+/// newest address of one of its admins voxline has seen in a token.
+pub async fn billing_address(
+    db: &Db,
+    company: &str,
+    customer_id: Option<&str>,
+) -> Result<Option<String>, DbError> {
+    let store = db.billing();
+    let linked = match customer_id {
+        // The company's own customer: one linked to another company is not its address.
+        Some(id) => store.customer_in(Scope::Company(company), id).await?,
+        None => store.customer_for_company(company).await?,
+    };
+    if let Some(email) = linked.and_then(|c| c.email) {
+        return Ok(Some(email));
+    }
+    store.newest_admin_email(company).await
+}
+
+// `$n` parameters: SQLite reads them by position too, so these run on both databases.
+
+/// The first customer where `condition` holds of `$1`.
+fn find_customer_sql(condition: &str) -> String {
+    format!("SELECT customer_id, company_id, email FROM billing_customers WHERE {condition}")
+}
+const BY_CUSTOMER: &str = "customer_id = $1";
+const NEWEST_OF_COMPANY: &str = "company_id = $1 ORDER BY updated_at DESC, customer_id LIMIT 1";
+const STORED_COMPANY: &str = "SELECT company_id FROM billing_customers WHERE customer_id = $1";
+const NEWEST_ADMIN_EMAIL: &str = "SELECT email FROM profiles WHERE company_id = $1
+     AND role = 'admin' AND email IS NOT NULL AND email <> '' ORDER BY updated_at DESC LIMIT 1";
+
+type CustomerColumns = (String, String, Option<String>);
+
+fn billing_customer((customer_id, company_id, email): CustomerColumns) -> BillingCustomer {
+    BillingCustomer {
+        customer_id,
+        company_id,
+        email,
+    }
+}
+
+/// The address a link stores: none for a blank one.
+fn given_email(email: Option<&str>) -> Option<&str> {
+    email.map(str::trim).filter(|e| !e.is_empty())
+}
+
+/// What a link found: `inserted` rows, and the customer's company as stored after it.
+fn linked(inserted: u64, stored: Option<String>, company_id: &str) -> Linked {
+    Linked {
+        company_id: stored.unwrap_or_else(|| company_id.to_string()),
+        created: inserted == 1,
+    }
+}

@@ -1,0 +1,104 @@
+//! [`CustomerStore`] on Postgres.
+
+use async_trait::async_trait;
+
+use super::{
+    BY_CUSTOMER, BillingCustomer, CustomerColumns, CustomerStore, Linked, NEWEST_ADMIN_EMAIL,
+    NEWEST_OF_COMPANY, STORED_COMPANY, billing_customer, find_customer_sql, given_email, linked,
+};
+use crate::db::{PgDb, Scope};
+use crate::{DbError, portable};
+
+/// Refreshes a customer's address unless it is the same one, so an unchanged address leaves
+/// `updated_at` alone.
+const SET_EMAIL: &str = "UPDATE billing_customers SET email = $2, updated_at = now()
+     WHERE customer_id = $1 AND email IS DISTINCT FROM $2";
+
+#[async_trait]
+impl CustomerStore for PgDb {
+    async fn customer_in(
+        &self,
+        scope: Scope<'_>,
+        customer_id: &str,
+    ) -> Result<Option<BillingCustomer>, DbError> {
+        self.find_customer(scope, BY_CUSTOMER, customer_id).await
+    }
+
+    async fn customer_for_company(
+        &self,
+        company: &str,
+    ) -> Result<Option<BillingCustomer>, DbError> {
+        self.find_customer(Scope::Company(company), NEWEST_OF_COMPANY, company)
+            .await
+    }
+
+    async fn link_customer(
+        &self,
+        customer_id: &str,
+        company_id: &str,
+        email: Option<&str>,
+    ) -> Result<Linked, DbError> {
+        let email = given_email(email);
+        // Platform: the customer may be linked to another company already, and that link
+        // (which is kept) must be seen to be returned.
+        let mut tx = self.begin_scoped(Scope::Platform).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO billing_customers (customer_id, company_id, email) VALUES ($1, $2, $3)
+             ON CONFLICT (customer_id) DO NOTHING",
+        )
+        .bind(customer_id)
+        .bind(company_id)
+        .bind(email)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0
+            && let Some(email) = email
+        {
+            sqlx::query(SET_EMAIL)
+                .bind(customer_id)
+                .bind(email)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let stored = portable::scalar(&mut *tx, STORED_COMPANY, &[customer_id]).await?;
+        tx.commit().await?;
+        Ok(linked(inserted, stored, company_id))
+    }
+
+    async fn set_customer_email(
+        &self,
+        company: &str,
+        customer_id: &str,
+        email: &str,
+    ) -> Result<(), DbError> {
+        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
+        sqlx::query(SET_EMAIL)
+            .bind(customer_id)
+            .bind(email)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn newest_admin_email(&self, company: &str) -> Result<Option<String>, DbError> {
+        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
+        Ok(portable::scalar(&mut *tx, NEWEST_ADMIN_EMAIL, &[company]).await?)
+    }
+}
+
+impl PgDb {
+    /// The first customer `scope` may see where `condition` holds of `key` (bound as `$1`).
+    async fn find_customer(
+        &self,
+        scope: Scope<'_>,
+        condition: &str,
+        key: &str,
+    ) -> Result<Option<BillingCustomer>, DbError> {
+        let mut tx = self.begin_scoped(scope).await?;
+        let sql = sqlx::AssertSqlSafe(find_customer_sql(condition));
+        let row: Option<CustomerColumns> = portable::optional(&mut *tx, sql, &[key]).await?;
+        Ok(row.map(billing_customer))
+    }
+}

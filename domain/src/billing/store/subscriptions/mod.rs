@@ -1,0 +1,224 @@
+//! `subscriptions`: the local copy of each Stripe subscription, written under the order rule
+//! (see the module documentation of `billing`), and the newest invoice event of each.
+//! [`SubscriptionStore`] and [`SubscriptionTxStore`] are implemented for Postgres
+//! (`postgres.rs`) and SQLite (`sqlite.rs`).
+
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::Columns;
+use crate::billing::Stamp;
+use crate::{Db, DbError, Tx};
+
+/// A subscription as Stripe describes it, in voxline's terms.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubscriptionState {
+    pub id: String,
+    pub customer_id: String,
+    /// Stripe's status: active, trialing, past_due, canceled, unpaid, incomplete, …
+    pub status: String,
+    /// The voxline plan its prices name, if any (see [`plan_for_prices`](crate::billing::plan_for_prices)).
+    pub plan: Option<String>,
+    pub price_id: Option<String>,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub trial_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub canceled_at: Option<DateTime<Utc>>,
+}
+
+/// The local copy of one subscription.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubscriptionRow {
+    pub company_id: String,
+    #[serde(flatten)]
+    pub state: SubscriptionState,
+    /// The stamp of the write that made this state (see the order rule).
+    pub stamp: Stamp,
+    pub last_event_id: Option<String>,
+    pub latest_invoice_id: Option<String>,
+    pub latest_invoice_status: Option<String>,
+    pub invoice_event_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const SUB_COLUMNS: &str = "id, company_id, customer_id, status, plan, price_id, current_period_end, \
+     trial_end, cancel_at_period_end, canceled_at, last_event_at, last_event_rank, last_event_id, \
+     latest_invoice_id, latest_invoice_status, invoice_event_at, created_at, updated_at";
+
+/// One row of [`SUB_COLUMNS`], from either database.
+fn subscription_row(r: &impl Columns) -> Result<SubscriptionRow, sqlx::Error> {
+    Ok(SubscriptionRow {
+        company_id: r.get("company_id")?,
+        state: SubscriptionState {
+            id: r.get("id")?,
+            customer_id: r.get("customer_id")?,
+            status: r.get("status")?,
+            plan: r.get("plan")?,
+            price_id: r.get("price_id")?,
+            current_period_end: r.opt_time("current_period_end")?,
+            trial_end: r.opt_time("trial_end")?,
+            cancel_at_period_end: r.get("cancel_at_period_end")?,
+            canceled_at: r.opt_time("canceled_at")?,
+        },
+        stamp: Stamp {
+            at: r.time("last_event_at")?,
+            rank: r.get("last_event_rank")?,
+        },
+        last_event_id: r.get("last_event_id")?,
+        latest_invoice_id: r.get("latest_invoice_id")?,
+        latest_invoice_status: r.get("latest_invoice_status")?,
+        invoice_event_at: r.opt_time("invoice_event_at")?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+    })
+}
+
+/// The subscriptions, each read on its own.
+#[async_trait]
+pub trait SubscriptionStore: Send + Sync {
+    /// See [`subscription`].
+    async fn subscription(&self, id: &str) -> Result<Option<SubscriptionRow>, DbError>;
+
+    /// See [`company_subscriptions`].
+    async fn company_subscriptions(&self, company: &str) -> Result<Vec<SubscriptionRow>, DbError>;
+
+    /// See [`all_subscriptions`].
+    async fn all_subscriptions(&self) -> Result<Vec<SubscriptionRow>, DbError>;
+}
+
+/// The subscriptions inside a caller's transaction (reached with [`Tx::billing`]).
+#[async_trait]
+pub trait SubscriptionTxStore: Send {
+    /// See [`lock_subscription`].
+    async fn lock_subscription(&mut self, id: &str) -> Result<Option<SubscriptionRow>, DbError>;
+    /// See [`company_subscriptions_in`].
+    async fn company_subscriptions(
+        &mut self,
+        company: &str,
+    ) -> Result<Vec<SubscriptionRow>, DbError>;
+
+    /// See [`save_subscription`].
+    async fn save_subscription(
+        &mut self,
+        company: &str,
+        state: &SubscriptionState,
+        stamp: Stamp,
+        event_id: Option<&str>,
+        snapshot: bool,
+    ) -> Result<bool, DbError>;
+
+    /// See [`record_invoice`].
+    async fn record_invoice(
+        &mut self,
+        subscription_id: &str,
+        invoice_id: &str,
+        status: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, DbError>;
+}
+
+/// A subscription by its Stripe id, whichever company it belongs to.
+pub async fn subscription(db: &Db, id: &str) -> Result<Option<SubscriptionRow>, DbError> {
+    db.billing().subscription(id).await
+}
+
+/// The stored subscription, locked until the caller's transaction ends (see
+/// [`lock_event_status`](crate::billing::lock_event_status)).
+pub async fn lock_subscription(
+    tx: &mut Tx<'_>,
+    id: &str,
+) -> Result<Option<SubscriptionRow>, DbError> {
+    tx.billing().lock_subscription(id).await
+}
+
+/// Every subscription of one company (a company may have an old canceled one and a new one).
+pub async fn company_subscriptions(
+    db: &Db,
+    company: &str,
+) -> Result<Vec<SubscriptionRow>, DbError> {
+    db.billing().company_subscriptions(company).await
+}
+
+/// [`company_subscriptions`] in the caller's transaction (on Postgres scoped to the company):
+/// what the quota check reads inside the transaction that writes a new session.
+pub async fn company_subscriptions_in(
+    tx: &mut Tx<'_>,
+    company: &str,
+) -> Result<Vec<SubscriptionRow>, DbError> {
+    tx.billing().company_subscriptions(company).await
+}
+
+/// Every stored subscription, by id (what a reconciliation compares Stripe's list with).
+pub async fn all_subscriptions(db: &Db) -> Result<Vec<SubscriptionRow>, DbError> {
+    db.billing().all_subscriptions().await
+}
+
+/// Writes `state` for `company` stamped `stamp`, in the caller's transaction, unless the stored
+/// state is newer by the order rule (checked again in the statement itself, so a concurrent
+/// writer cannot slip in between). Returns whether the row was written.
+pub async fn save_subscription(
+    tx: &mut Tx<'_>,
+    company: &str,
+    state: &SubscriptionState,
+    stamp: Stamp,
+    event_id: Option<&str>,
+    snapshot: bool,
+) -> Result<bool, DbError> {
+    tx.billing()
+        .save_subscription(company, state, stamp, event_id, snapshot)
+        .await
+}
+
+/// Records the newest invoice event of a stored subscription (older ones change nothing).
+/// Returns whether the row changed.
+pub async fn record_invoice(
+    tx: &mut Tx<'_>,
+    subscription_id: &str,
+    invoice_id: &str,
+    status: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, DbError> {
+    tx.billing()
+        .record_invoice(subscription_id, invoice_id, status, at)
+        .await
+}
+
+// `$n` parameters: SQLite reads them by position too, so these run on both databases.
+
+/// The subscriptions filtered and ordered by `clauses` (whose `$1`, if any, is the key).
+fn select_sql(clauses: &str) -> String {
+    format!("SELECT {SUB_COLUMNS} FROM subscriptions {clauses}")
+}
+const BY_ID: &str = "WHERE id = $1";
+const OF_COMPANY_NEWEST_FIRST: &str = "WHERE company_id = $1 ORDER BY last_event_at DESC, id";
+const ALL_BY_ID: &str = "ORDER BY id";
+
+/// The upsert of [`save_subscription`], for both databases: `now` is the time of the write,
+/// Postgres' `now()` or the microseconds SQLite is given as `$15`. Its `WHERE` is the order
+/// rule (`$14`: the state is a reconciliation snapshot, which may reopen a canceled one).
+fn upsert_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO subscriptions (id, company_id, customer_id, status, plan, price_id,
+             current_period_end, trial_end, cancel_at_period_end, canceled_at,
+             last_event_at, last_event_rank, last_event_id, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, {now}, {now})
+         ON CONFLICT (id) DO UPDATE SET company_id = excluded.company_id,
+             customer_id = excluded.customer_id, status = excluded.status,
+             plan = excluded.plan, price_id = excluded.price_id,
+             current_period_end = excluded.current_period_end,
+             trial_end = excluded.trial_end,
+             cancel_at_period_end = excluded.cancel_at_period_end,
+             canceled_at = excluded.canceled_at, last_event_at = excluded.last_event_at,
+             last_event_rank = excluded.last_event_rank,
+             last_event_id = excluded.last_event_id, updated_at = excluded.updated_at
+         WHERE ($14 OR subscriptions.status <> 'canceled' OR excluded.status = 'canceled')
+           AND (excluded.last_event_at > subscriptions.last_event_at
+                OR (excluded.last_event_at = subscriptions.last_event_at
+                    AND excluded.last_event_rank >= subscriptions.last_event_rank))"
+    )
+}

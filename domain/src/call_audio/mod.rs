@@ -1,0 +1,191 @@
+//! A role-play call's audio, which ElevenLabs delivers apart from its transcript
+//! (`post_call_audio` and `post_call_transcription`, in either order). Whichever arrives second
+//! completes the first, keyed by the conversation id:
+//!
+//! - audio first: [`hold`] finds no session for the conversation and keeps the blob's key in
+//!   `pending_call_audio`; the transcript's transaction then [`claim`]s it onto the session it
+//!   creates;
+//! - transcript first: [`hold`] attaches the audio to the session at once, and the caller
+//!   queues the re-scoring analysis in the same transaction.
+//!
+//! Both take a per-conversation lock first (Postgres: a transaction-scoped advisory lock;
+//! SQLite's IMMEDIATE transactions are one writer at a time already), so a transcript and its
+//! audio committing at the same moment cannot both miss each other.
+//!
+//! [`CallAudioTxStore`] is that work inside a transaction and [`CallAudioStore`] the retention
+//! sweep's, each implemented for Postgres (`postgres.rs`) and SQLite (`sqlite.rs`); the free
+//! functions here are the stable entry points and hold the logic.
+
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::db::{DbError, Tx};
+use crate::gdpr::ExpiredBlob;
+use crate::sessions::SessionRow;
+use crate::{Db, sessions};
+
+/// What [`hold`] did with a delivered recording.
+#[derive(Debug, Clone)]
+pub enum Held {
+    /// Attached to the conversation's session, which had none: its analysis should run again.
+    Attached(SessionRow),
+    /// The session already has this conversation's audio (a redelivery): nothing changed.
+    AlreadyAttached(SessionRow),
+    /// No session yet: kept until the transcript arrives.
+    Pending,
+    /// Already held from an earlier delivery: nothing changed.
+    AlreadyPending,
+}
+
+/// The held recordings on their own, for the retention sweep.
+#[async_trait]
+pub trait CallAudioStore: Send + Sync {
+    /// See [`unclaimed`].
+    async fn unclaimed(
+        &self,
+        before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<ExpiredBlob>, DbError>;
+
+    /// See [`forget_unclaimed`].
+    async fn forget_unclaimed(&self, expired: &ExpiredBlob) -> Result<(), DbError>;
+}
+
+/// The steps of [`hold`] and [`claim`], inside their transaction (reached with
+/// [`Tx::call_audio`]).
+#[async_trait]
+pub trait CallAudioTxStore: Send {
+    /// Serialises the work on one conversation until the transaction ends (Postgres: an
+    /// advisory lock; SQLite's write transaction holds the whole database already).
+    async fn lock(&mut self, source: &str, conversation: &str) -> Result<(), DbError>;
+
+    /// The session made from `source`/`conversation`, if there is one.
+    async fn conversation_session(
+        &mut self,
+        source: &str,
+        conversation: &str,
+    ) -> Result<Option<SessionRow>, DbError>;
+
+    /// Keeps the recording for the conversation unless one is kept already; whether it did.
+    async fn keep_pending(
+        &mut self,
+        source: &str,
+        conversation: &str,
+        audio_ref: &str,
+        audio_type: &str,
+    ) -> Result<bool, DbError>;
+
+    /// Removes and returns the recording kept for the conversation: its blob key and type.
+    async fn take_pending(
+        &mut self,
+        source: &str,
+        conversation: &str,
+    ) -> Result<Option<(String, String)>, DbError>;
+
+    /// Sets session `id`'s audio unless it has some.
+    async fn attach(
+        &mut self,
+        company: &str,
+        id: &str,
+        audio_ref: &str,
+        audio_type: &str,
+    ) -> Result<(), DbError>;
+}
+
+/// Attaches the recording stored under `audio_ref` to the session `source`/`conversation`
+/// made, or holds it until there is one. Run in a platform-scoped transaction: whose
+/// conversation it is is not known yet.
+pub async fn hold(
+    tx: &mut Tx<'_>,
+    source: &str,
+    conversation: &str,
+    audio_ref: &str,
+    audio_type: &str,
+) -> Result<Held, DbError> {
+    let store = tx.call_audio();
+    store.lock(source, conversation).await?;
+    match store.conversation_session(source, conversation).await? {
+        Some(session) if session.audio_ref.is_some() => Ok(Held::AlreadyAttached(session)),
+        Some(mut session) => {
+            store
+                .attach(&session.company_id, &session.id, audio_ref, audio_type)
+                .await?;
+            session.audio_ref = Some(audio_ref.to_string());
+            session.audio_type = Some(audio_type.to_string());
+            Ok(Held::Attached(session))
+        }
+        None => {
+            let kept = store
+                .keep_pending(source, conversation, audio_ref, audio_type)
+                .await?;
+            Ok(if kept {
+                Held::Pending
+            } else {
+                Held::AlreadyPending
+            })
+        }
+    }
+}
+
+/// Inside the transaction that creates the conversation's session: takes the audio held for
+/// `source`/`conversation`, if any, onto session `id` of `company`; returns its blob key.
+pub async fn claim(
+    tx: &mut Tx<'_>,
+    source: &str,
+    conversation: &str,
+    company: &str,
+    id: &str,
+) -> Result<Option<String>, DbError> {
+    let store = tx.call_audio();
+    store.lock(source, conversation).await?;
+    let Some((audio_ref, audio_type)) = store.take_pending(source, conversation).await? else {
+        return Ok(None);
+    };
+    store.attach(company, id, &audio_ref, &audio_type).await?;
+    Ok(Some(audio_ref))
+}
+
+/// Held recordings no transcript claimed, received before `before`, oldest first, at most
+/// `limit`: a transcript comes within minutes of its call, so these are orphans for the
+/// retention sweep. `company_id` is empty (no one's yet) and `owner_id` is the conversation.
+pub async fn unclaimed(
+    db: &Db,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<ExpiredBlob>, DbError> {
+    db.call_audio().unclaimed(before, limit).await
+}
+
+/// Forgets a held recording once its file is deleted.
+pub async fn forget_unclaimed(db: &Db, expired: &ExpiredBlob) -> Result<(), DbError> {
+    db.call_audio().forget_unclaimed(expired).await
+}
+
+// `$n` parameters: SQLite reads them by position too, so these run on both databases (times
+// bound as each stores them).
+fn conversation_session_sql() -> String {
+    format!(
+        "SELECT {} FROM sessions WHERE source = $1 AND external_id = $2",
+        sessions::COLUMNS
+    )
+}
+const TAKE_PENDING: &str =
+    "DELETE FROM pending_call_audio WHERE source = $1 AND conversation_id = $2
+     RETURNING audio_ref, audio_type";
+const SELECT_UNCLAIMED: &str = "SELECT conversation_id, audio_ref FROM pending_call_audio
+     WHERE received_at < $1 ORDER BY received_at LIMIT $2";
+const FORGET_UNCLAIMED: &str = "DELETE FROM pending_call_audio WHERE audio_ref = $1";
+
+/// Rows of [`SELECT_UNCLAIMED`] as the sweep's blobs.
+fn unclaimed_blobs(rows: Vec<(String, String)>) -> Vec<ExpiredBlob> {
+    rows.into_iter()
+        .map(|(owner_id, blob_ref)| ExpiredBlob {
+            company_id: String::new(),
+            owner_id,
+            blob_ref,
+        })
+        .collect()
+}
