@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Where an intake submission's database time goes: the statements one JSON submission runs on
+# Postgres, replayed by pgbench -c 8 -j 2 as the service's role (row-level security on) in a
+# migrated schema, whole and with one part left out at a time, beside the one-row INSERT
+# anchor of bench/intake-vs-pgbench.sh, all in one run. Needs pgbench and python3.
+#
+#   bench/intake-breakdown.sh     (VOXLINE_BIN, PG_URL, SECONDS_EACH override)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN="${VOXLINE_BIN:-${CARGO_TARGET_DIR:-/var/tmp/voxline-target}/release/voxline}"
+PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
+SECONDS_EACH="${SECONDS_EACH:-8}"
+SCHEMA="bench_breakdown_$$"
+TMP="$(mktemp -d)"
+psql_() { psql -qtAX -v ON_ERROR_STOP=1 "$PG_URL" -c "$1"; }
+cleanup() {
+  psql_ "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; DROP SCHEMA IF EXISTS pgb_one CASCADE" >/dev/null 2>&1 || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+VOXLINE_DATABASE__URL="$PG_URL" VOXLINE_DATABASE__SCHEMA="$SCHEMA" RUST_LOG=warn "$BIN" migrate >/dev/null
+psql_ "CREATE SCHEMA pgb_one; CREATE TABLE pgb_one.intake (id bigserial PRIMARY KEY,
+       created_at timestamptz NOT NULL DEFAULT now(), v integer)" >/dev/null
+variants="$(python3 bench/intake_breakdown.py "$TMP")"
+for v in $variants; do
+  opts="-c role=voxline_app -c search_path=$SCHEMA"
+  case "$v" in one_row*) opts="" ;; esac  # the anchor table is the superuser's own
+  PGOPTIONS="$opts" pgbench -n -c 8 -j 2 -T "$SECONDS_EACH" -f "$TMP/$v.sql" "$PG_URL" >"$TMP/$v.out" 2>&1 || true
+  tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$TMP/$v.out")"
+  failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$TMP/$v.out")"
+  printf '%-28s tps=%s failed=%s\n' "$v" "${tps:-error}" "${failed:-?}"
+  [ -n "$tps" ] || sed -n '/error/{p;q}' "$TMP/$v.out" >&2
+done
