@@ -81,6 +81,21 @@ impl PgDb {
         Ok(changed.is_some())
     }
 
+    /// One JSON column of a session's row (`sql` binds the company and the session id).
+    async fn json_of_session(
+        &self,
+        sql: &'static str,
+        company: &str,
+        id: &str,
+    ) -> Result<Option<Value>, DbError> {
+        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
+        Ok(sqlx::query_scalar(sql)
+            .bind(company)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?)
+    }
+
     async fn publish(&self, event: &SessionEvent) {
         if let Some(fanout) = &self.fanout {
             fanout.publish(event).await;
@@ -142,12 +157,7 @@ impl SessionStore for PgDb {
     }
 
     async fn segments(&self, company: &str, id: &str) -> Result<Option<Value>, DbError> {
-        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        Ok(sqlx::query_scalar(SEGMENTS)
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?)
+        self.json_of_session(SEGMENTS, company, id).await
     }
 
     async fn transcript(
@@ -200,12 +210,7 @@ impl SessionStore for PgDb {
     }
 
     async fn feedback(&self, company: &str, id: &str) -> Result<Option<Value>, DbError> {
-        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        Ok(sqlx::query_scalar(FEEDBACK)
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?)
+        self.json_of_session(FEEDBACK, company, id).await
     }
 
     async fn stored_response(

@@ -91,6 +91,23 @@ async fn upsert_transcript(
     Ok(())
 }
 
+impl SqliteDb {
+    /// One JSON column of a session's row (`sql` binds the company and the session id).
+    async fn json_of_session(
+        &self,
+        sql: &'static str,
+        company: &str,
+        id: &str,
+    ) -> Result<Option<Value>, DbError> {
+        let text: Option<String> = sqlx::query_scalar(sql)
+            .bind(company)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(json(text))
+    }
+}
+
 #[async_trait]
 impl SessionStore for SqliteDb {
     async fn find_external(
@@ -139,12 +156,7 @@ impl SessionStore for SqliteDb {
     }
 
     async fn segments(&self, company: &str, id: &str) -> Result<Option<Value>, DbError> {
-        let text: Option<String> = sqlx::query_scalar(SEGMENTS)
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(json(text))
+        self.json_of_session(SEGMENTS, company, id).await
     }
 
     async fn transcript(
@@ -206,12 +218,7 @@ impl SessionStore for SqliteDb {
     }
 
     async fn feedback(&self, company: &str, id: &str) -> Result<Option<Value>, DbError> {
-        let text: Option<String> = sqlx::query_scalar(FEEDBACK)
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(json(text))
+        self.json_of_session(FEEDBACK, company, id).await
     }
 
     async fn stored_response(
