@@ -34,7 +34,8 @@ pub trait JobArgs: Serialize + DeserializeOwned + Send + 'static {
     /// The claimed job's payload as `Self`; a permanent error naming the kind and the reason
     /// when it does not decode.
     fn decode(job: &ClaimedJob) -> Result<Self, HandlerError> {
-        serde_json::from_value(job.payload.clone()).map_err(|e| {
+        // Read from the borrowed payload: no copy of it per attempt.
+        Self::deserialize(&job.payload).map_err(|e| {
             HandlerError::permanent(format!(
                 "the payload of this {} job does not decode: {e}",
                 Self::KIND

@@ -16,6 +16,7 @@ use super::{
 use crate::db::{PgDb, Scope};
 use crate::events::SessionEvent;
 use crate::speakers::Attribution;
+use crate::usage::{self, UsageWrites};
 use crate::{DbError, Tx};
 
 pub(crate) fn pg_session(r: &PgRow) -> Result<SessionRow, sqlx::Error> {
@@ -202,8 +203,7 @@ impl SessionStore for PgDb {
             .bind(event.payload())
             .execute(&mut *tx)
             .await?;
-        let mut tx = Tx::Postgres(tx);
-        crate::usage::record(&mut tx, session, usage_seconds).await?;
+        UsageWrites::record(&mut tx, session, usage::billable(usage_seconds)).await?;
         tx.commit().await?;
         self.publish(&event).await;
         Ok(())

@@ -15,6 +15,7 @@ use super::{
 use crate::db::SqliteDb;
 use crate::events::SessionEvent;
 use crate::speakers::Attribution;
+use crate::usage::{self, UsageWrites};
 use crate::{DbError, Tx};
 
 fn now_us() -> i64 {
@@ -204,12 +205,7 @@ impl SessionStore for SqliteDb {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let mut tx = Tx::Sqlite {
-            tx,
-            commits: self.commits.clone(),
-            woken: Vec::new(),
-        };
-        crate::usage::record(&mut tx, session, usage_seconds).await?;
+        UsageWrites::record(&mut tx, session, usage::billable(usage_seconds)).await?;
         tx.commit().await?;
         let _ = self
             .session_events

@@ -49,12 +49,16 @@ pub trait UsageWrites: Send {
 /// Records a ready session's seconds in the caller's transaction; a second call for the same
 /// session changes nothing.
 pub async fn record(tx: &mut Tx<'_>, session: &SessionRow, seconds: f64) -> Result<(), DbError> {
-    let seconds = if seconds.is_finite() {
+    tx.usage().record(session, billable(seconds)).await
+}
+
+/// The seconds a usage row records: finite and not negative (a broken duration counts 0).
+pub(crate) fn billable(seconds: f64) -> f64 {
+    if seconds.is_finite() {
         seconds.max(0.0)
     } else {
         0.0
-    };
-    tx.usage().record(session, seconds).await
+    }
 }
 
 /// A company's usage in `[from, to)`.
