@@ -45,7 +45,7 @@ fn quota_error(error: QuotaError, now: DateTime<Utc>) -> ApiError {
     }
 }
 
-fn refusal(denial: &Denial, now: DateTime<Utc>) -> ApiError {
+pub(crate) fn refusal(denial: &Denial, now: DateTime<Utc>) -> ApiError {
     metrics::counter!("voxline_quota_refusals_total", "limit" => denial.limit()).increment(1);
     match denial.resets_at() {
         None => ApiError::new(

@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod hardening;
 pub mod health;
+pub mod intake;
 pub mod jwks;
 pub mod me;
 pub mod metrics;
@@ -56,6 +57,8 @@ pub struct AppState {
     /// Session status changes for the SSE streams, started on first use (a process that
     /// never streams keeps no LISTEN connection).
     feed: Arc<std::sync::OnceLock<StatusFeed>>,
+    /// Intake's group commit, started on first use (see [`intake`]).
+    intake: Arc<std::sync::OnceLock<intake::IntakeWriter>>,
     /// Profiles this process has already recorded (see [`auth::Caller`]).
     pub seen_profiles: Arc<auth::SeenProfiles>,
     /// Per-profile and per-IP limits on intake and webhooks.
@@ -86,6 +89,7 @@ impl AppState {
             metrics,
             blobs,
             feed: Arc::default(),
+            intake: Arc::default(),
             seen_profiles: Arc::default(),
             limits: Arc::new(ratelimit::RateLimits::new(settings_for_limits)),
             queue_stats: Arc::new(metrics::cached::Cached::new(metrics::QUEUE_GAUGES_MAX_AGE)),
@@ -95,6 +99,14 @@ impl AppState {
     /// The session status feed (on Postgres, this starts its LISTEN task on first use).
     pub fn feed(&self) -> &StatusFeed {
         self.feed.get_or_init(|| StatusFeed::start(&self.db))
+    }
+
+    /// The writers that commit new sessions (their tasks start on first use, on the runtime
+    /// of the request that first submits).
+    pub fn intake(&self) -> &intake::IntakeWriter {
+        self.intake.get_or_init(|| {
+            intake::IntakeWriter::start(self.db.clone(), self.jobs.clone(), self.settings.clone())
+        })
     }
 }
 

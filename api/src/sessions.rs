@@ -11,9 +11,8 @@ use serde_json::{Value, json};
 use voxline_domain::audit::{self, AuditEntry};
 use voxline_domain::db::Scope;
 use voxline_domain::gdpr;
-use voxline_domain::sessions::{self, NewSession, StoredResponse};
+use voxline_domain::sessions::{self, StoredResponse};
 use voxline_jobs::JobArgs;
-use voxline_jobs::NewJob;
 use voxline_jobs::payloads::BlobsDelete;
 use voxline_jobs::payloads::{Analysis, SessionJob, Transcription};
 use voxline_jobs::store::ErasedSubject;
@@ -22,6 +21,7 @@ use crate::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
+use crate::intake::{Pending, Written};
 use crate::ratelimit::ClientIp;
 use crate::upload::{self, Submission};
 
@@ -318,7 +318,11 @@ pub async fn create(
         }
     };
     let channels = speakers.channels.as_ref().map(ToString::to_string);
-    let job = job?;
+    let mut job = job?;
+    // The job joins the request's trace, not the writer's that commits it.
+    if job.trace_context.is_none() {
+        job.trace_context = voxline_domain::trace_context::current();
+    }
     // The recording is on disk (synced) before the row that points at it commits; if the
     // transaction fails, the orphan blob is removed.
     let audio_ref = audio
@@ -328,26 +332,9 @@ pub async fn create(
         state.blobs.put(blob, &audio.bytes).await?;
     }
     let answer = json!({ "id": id, "status": "queued", "links": links(&id) });
-    let session = NewSession {
-        id: &id,
-        company_id: &claims.company_id,
-        profile_id: &claims.sub,
-        title: &title,
-        kind: &kind,
-        source: if audio.is_some() {
-            "audio"
-        } else {
-            "transcript"
-        },
-        audio_ref: audio_ref.as_deref(),
-        audio_type: audio.as_ref().map(|a| a.kind.extension()),
-        external_id: None,
-        channels: channels.as_deref(),
-        user_speaker: speakers.user_speaker.map(|u| u.as_str()),
-    };
     let stored = key.as_ref().map(|key| {
         (
-            key.as_str(),
+            key.clone(),
             StoredResponse {
                 request_hash: request_hash.clone(),
                 status: 202,
@@ -355,17 +342,30 @@ pub async fn create(
             },
         )
     });
-    match commit_session(
-        &state,
-        &session,
-        claims.role.as_str(),
-        segments.as_ref(),
-        &job,
+    let pending = Pending {
+        id: id.clone(),
+        company_id: claims.company_id.clone(),
+        profile_id: claims.sub.clone(),
+        title,
+        kind,
+        source: if audio.is_some() {
+            "audio"
+        } else {
+            "transcript"
+        },
+        audio_ref: audio_ref.clone(),
+        audio_type: audio.as_ref().map(|a| a.kind.extension()),
+        channels,
+        user_speaker: speakers.user_speaker.map(|u| u.as_str()),
+        segments,
+        job,
+        actor_role: claims.role.as_str(),
         stored,
-    )
-    .await
-    {
-        Ok(true) => Ok((StatusCode::ACCEPTED, Json(answer)).into_response()),
+    };
+    // Written with whatever other submissions are waiting, within the plan's quotas (exact
+    // for the daily session limit), in one transaction; answered after its commit.
+    match state.intake().write(pending).await {
+        Ok(Written::Created) => Ok((StatusCode::ACCEPTED, Json(answer)).into_response()),
         outcome => {
             if let Some(blob) = &audio_ref
                 && let Err(e) = state.blobs.delete(blob).await
@@ -381,50 +381,6 @@ pub async fn create(
             replay(stored, &request_hash)
         }
     }
-}
-
-/// Writes the session, its first job and the idempotent answer in one transaction, within the
-/// plan's quotas (exact for the daily session limit: racing submissions are serialised). False
-/// when the idempotency key was taken meanwhile (nothing was written).
-async fn commit_session(
-    state: &AppState,
-    session: &NewSession<'_>,
-    actor_role: &str,
-    segments: Option<&Value>,
-    job: &NewJob,
-    stored: Option<(&str, StoredResponse)>,
-) -> Result<bool, ApiError> {
-    let mut tx = state
-        .db
-        .begin(Scope::Profile {
-            company: session.company_id,
-            profile: session.profile_id,
-        })
-        .await?;
-    crate::billing::admit_in(&mut tx, state, session.company_id).await?;
-    sessions::insert(&mut tx, session, segments).await?;
-    state.jobs.enqueue(&mut tx, job).await?;
-    if let Some((key, stored)) = &stored
-        && !sessions::store_response(&mut tx, session.company_id, session.profile_id, key, stored)
-            .await?
-    {
-        tx.rollback().await?;
-        return Ok(false);
-    }
-    audit::append_in(
-        &mut tx,
-        &AuditEntry {
-            actor: session.profile_id,
-            actor_role,
-            company_id: Some(session.company_id),
-            action: "session.create",
-            target: &format!("session:{}", session.id),
-            details: json!({ "source": session.source, "kind": session.kind }),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(true)
 }
 
 fn replay(stored: StoredResponse, request_hash: &str) -> Result<Response, ApiError> {

@@ -522,6 +522,20 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Moves the rest of this transaction to `scope`: later statements see (and may write)
+    /// only `scope`'s rows, as if the transaction had begun with it. For one transaction that
+    /// writes for several tenants in turn (intake's group commit). SQLite has no row-level
+    /// security: nothing to change there.
+    pub async fn rescope(&mut self, scope: Scope<'_>) -> Result<(), DbError> {
+        if let Tx::Postgres(tx) = self {
+            let statement = crate::scoped_begin::rescope_statement(scope)?;
+            sqlx::query(sqlx::AssertSqlSafe(statement))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     pub async fn rollback(self) -> Result<(), DbError> {
         match self {
             Tx::Postgres(tx) => tx.rollback().await?,

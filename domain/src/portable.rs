@@ -140,3 +140,12 @@ impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
         self.rows_affected()
     }
 }
+
+/// One text column of `rows` as an array parameter (Postgres's `UNNEST($1::text[], …)` for a
+/// multi-row insert), one element per row.
+pub(crate) fn text_column<'a, T>(
+    rows: &'a [T],
+    field: impl Fn(&'a T) -> Option<&'a str>,
+) -> Vec<Option<&'a str>> {
+    rows.iter().map(field).collect()
+}

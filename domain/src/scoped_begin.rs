@@ -25,6 +25,22 @@ pub(crate) fn begin_statement(scope: Scope<'_>) -> Result<String, sqlx::Error> {
     })
 }
 
+/// The `set_config` calls that move an open transaction to `scope` (see
+/// [`crate::Tx::rescope`]). All three settings are written, so nothing of the scope before
+/// carries over: a company scope after a profile's clears the profile, and only a platform
+/// scope leaves `app.scope` set.
+pub(crate) fn rescope_statement(scope: Scope<'_>) -> Result<String, sqlx::Error> {
+    let (company, profile, platform) = match scope {
+        Scope::Company(company) => (literal(company)?, "''".to_string(), "''"),
+        Scope::Profile { company, profile } => (literal(company)?, literal(profile)?, "''"),
+        Scope::Platform => ("''".to_string(), "''".to_string(), "'platform'"),
+    };
+    Ok(format!(
+        "SELECT set_config('app.company_id', {company}, true), \
+         set_config('app.profile_id', {profile}, true), set_config('app.scope', {platform}, true)"
+    ))
+}
+
 /// `value` as a dollar-quoted string constant: `$s$value$s$`, or `$s1$…$s1$` and so on when
 /// the value itself holds the tag.
 fn literal(value: &str) -> Result<String, sqlx::Error> {
@@ -60,6 +76,17 @@ mod tests {
     #[test]
     fn quotes_and_backslashes_are_kept_as_they_are() {
         assert_eq!(literal(r"o'brien\'); --").unwrap(), r"$s$o'brien\'); --$s$");
+    }
+
+    #[test]
+    fn a_rescope_writes_every_setting_so_none_carries_over() {
+        let sql = rescope_statement(Scope::Company("c2")).unwrap();
+        assert!(sql.contains("set_config('app.company_id', $s$c2$s$, true)"));
+        assert!(sql.contains("set_config('app.profile_id', '', true)"));
+        assert!(sql.contains("set_config('app.scope', '', true)"));
+        let platform = rescope_statement(Scope::Platform).unwrap();
+        assert!(platform.contains("set_config('app.company_id', '', true)"));
+        assert!(platform.contains("set_config('app.scope', 'platform', true)"));
     }
 
     #[test]

@@ -103,9 +103,30 @@ impl JobClient {
 
     /// Enqueues many jobs in one transaction (bulk insert); returns how many were new.
     pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<u64, JobError> {
+        let resolved = self.resolved(jobs);
+        let inserted = self.store.insert_many(&resolved).await?;
+        self.counted_many(&resolved, inserted);
+        Ok(inserted)
+    }
+
+    /// Enqueues many jobs in the caller's transaction (see [`JobClient::enqueue`]); returns how
+    /// many were new.
+    pub async fn enqueue_many_in(
+        &self,
+        tx: &mut Tx<'_>,
+        jobs: Vec<NewJob>,
+    ) -> Result<u64, JobError> {
+        let resolved = self.resolved(jobs);
+        let inserted = self.store.insert_many_in(tx, &resolved).await?;
+        self.counted_many(&resolved, inserted);
+        Ok(inserted)
+    }
+
+    /// Each job with the current trace context (unless it names its own) and its resolved
+    /// attempts.
+    fn resolved(&self, jobs: Vec<NewJob>) -> Vec<(NewJob, u32)> {
         let context = trace_context::current();
-        let resolved: Vec<(NewJob, u32)> = jobs
-            .into_iter()
+        jobs.into_iter()
             .map(|mut job| {
                 if job.trace_context.is_none() {
                     job.trace_context.clone_from(&context);
@@ -113,8 +134,10 @@ impl JobClient {
                 let attempts = self.max_attempts(&job);
                 (job, attempts)
             })
-            .collect();
-        let inserted = self.store.insert_many(&resolved).await?;
+            .collect()
+    }
+
+    fn counted_many(&self, resolved: &[(NewJob, u32)], inserted: u64) {
         // The store reports how many were new, not which: a batch of one queue (the usual bulk
         // enqueue) counts exactly, a mixed one only when every job was new (else it is left
         // out of the trend rather than counted against the wrong queue).
@@ -124,12 +147,11 @@ impl JobClient {
             if resolved.iter().all(|(j, _)| j.queue == first.queue) {
                 counts.add(&first.queue, inserted as i64);
             } else if inserted == resolved.len() as u64 {
-                for (job, _) in &resolved {
+                for (job, _) in resolved {
                     counts.add(&job.queue, 1);
                 }
             }
         }
-        Ok(inserted)
     }
 }
 

@@ -48,6 +48,13 @@ pub trait AuditStore: Send + Sync {
 pub trait AuditWrites: Send {
     /// See [`append_in`].
     async fn append(&mut self, entry: &AuditEntry<'_>) -> Result<i64, DbError>;
+    /// See [`append_many_in`]. One statement on Postgres; one insert each elsewhere.
+    async fn append_many(&mut self, entries: &[AuditEntry<'_>]) -> Result<(), DbError> {
+        for entry in entries {
+            self.append(entry).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Appends the entry on its own (see [`append_in`] to append within a caller's transaction).
@@ -88,6 +95,11 @@ pub async fn list(db: &Db, filter: &AuditFilter) -> Result<Vec<AuditRecord>, DbE
 /// change it describes (session create/delete, GDPR export and erasure).
 pub async fn append_in(tx: &mut Tx<'_>, entry: &AuditEntry<'_>) -> Result<i64, DbError> {
     tx.audit().append(entry).await
+}
+
+/// Appends several entries in the caller's transaction, in order (intake's group commit).
+pub async fn append_many_in(tx: &mut Tx<'_>, entries: &[AuditEntry<'_>]) -> Result<(), DbError> {
+    tx.audit().append_many(entries).await
 }
 
 /// The listing's filters, the same text on both databases (SQLite reads `$N` as the N-th bound

@@ -6,6 +6,7 @@ use sqlx::{Postgres, Row, Transaction};
 use super::{AuditEntry, AuditFilter, AuditRecord, AuditStore, AuditWrites, list_sql};
 use crate::DbError;
 use crate::db::{PgDb, Scope};
+use crate::portable::text_column;
 
 #[async_trait]
 impl AuditStore for PgDb {
@@ -73,5 +74,25 @@ impl AuditWrites for Transaction<'_, Postgres> {
         .bind(&entry.details)
         .fetch_one(&mut **self)
         .await?)
+    }
+
+    async fn append_many(&mut self, entries: &[AuditEntry<'_>]) -> Result<(), DbError> {
+        // WITH ORDINALITY keeps the ids in the order given.
+        sqlx::query(
+            "INSERT INTO audit_log (actor, actor_role, company_id, action, target, details)
+             SELECT actor, actor_role, company_id, action, target, details
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[])
+                  WITH ORDINALITY AS e(actor, actor_role, company_id, action, target, details, n)
+             ORDER BY n",
+        )
+        .bind(text_column(entries, |e| Some(e.actor)))
+        .bind(text_column(entries, |e| Some(e.actor_role)))
+        .bind(text_column(entries, |e| e.company_id))
+        .bind(text_column(entries, |e| Some(e.action)))
+        .bind(text_column(entries, |e| Some(e.target)))
+        .bind(entries.iter().map(|e| &e.details).collect::<Vec<_>>())
+        .execute(&mut **self)
+        .await?;
+        Ok(())
     }
 }

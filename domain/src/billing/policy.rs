@@ -233,14 +233,14 @@ pub struct DailySessions {
 
 impl DailySessions {
     /// Refuses one more session when `used` have been submitted in the window already.
-    pub(super) fn admit(&self, used: i64) -> Result<(), QuotaError> {
+    pub(super) fn admit(&self, used: i64) -> Result<(), Denial> {
         if used >= i64::try_from(self.limit).unwrap_or(i64::MAX) {
-            return Err(QuotaError::Denied(Denial::SessionsPerDay {
+            return Err(Denial::SessionsPerDay {
                 plan: self.plan.clone(),
                 limit: self.limit,
                 used,
                 resets_at: self.to,
-            }));
+            });
         }
         Ok(())
     }

@@ -34,12 +34,14 @@ pub async fn check_quota(
     let subs = company_subscriptions(db, company).await?;
     let Admission { choice, daily } = admission(settings, &subs, now)?;
     if let Some(limit) = &daily {
-        limit.admit(sessions_created(db, company, limit.from, limit.to).await?)?;
+        limit
+            .admit(sessions_created(db, company, limit.from, limit.to).await?)
+            .map_err(QuotaError::Denied)?;
     }
     if choice.plan.minutes_per_month > 0 {
         let (from, to) = month_bounds(now);
         let used = usage::total(db, company, from, to).await?.seconds;
-        minutes_left(&choice, used, to)?;
+        minutes_left(&choice, used, to).map_err(QuotaError::Denied)?;
     }
     Ok(daily)
 }
@@ -56,17 +58,61 @@ pub async fn admit_in(
     company: &str,
     now: DateTime<Utc>,
 ) -> Result<(), QuotaError> {
-    let subs = company_subscriptions_in(tx, company).await?;
-    let Admission { choice, daily } = admission(settings, &subs, now)?;
-    if let Some(daily) = &daily {
-        hold_daily_slot(tx, company, daily).await?;
+    match admit_many_in(tx, settings, company, 1, now).await?.pop() {
+        Some(Err(denial)) => Err(QuotaError::Denied(denial)),
+        _ => Ok(()),
     }
-    if choice.plan.minutes_per_month > 0 {
+}
+
+/// [`admit_in`] for `n` sessions of one company that the transaction is about to write
+/// together (intake's group commit), in their order: the answer for each, as if each had been
+/// checked and written in turn. The reads are made once; under a daily limit the first ones
+/// fill the day's remaining slots and the rest are refused, exactly (the company's lock is held
+/// until the commit). Only the admitted ones may then be written.
+pub async fn admit_many_in(
+    tx: &mut Tx<'_>,
+    settings: &Settings,
+    company: &str,
+    n: usize,
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<(), Denial>>, DbError> {
+    let subs = company_subscriptions_in(tx, company).await?;
+    let Admission { choice, daily } = match admission(settings, &subs, now) {
+        Ok(admission) => admission,
+        Err(QuotaError::Denied(denial)) => return Ok(vec![Err(denial); n]),
+        Err(QuotaError::Db(e)) => return Err(e),
+    };
+    let used_today = match &daily {
+        Some(daily) => Some(
+            tx.sessions()
+                .count_created_exclusively(company, daily.from, daily.to)
+                .await?,
+        ),
+        None => None,
+    };
+    let out_of_minutes = if choice.plan.minutes_per_month > 0 {
         let (from, to) = month_bounds(now);
         let used = usage::total_in(tx, company, from, to).await?.seconds;
-        minutes_left(&choice, used, to)?;
-    }
-    Ok(())
+        minutes_left(&choice, used, to).err()
+    } else {
+        None
+    };
+    let mut admitted = 0;
+    let answers = (0..n)
+        .map(|_| {
+            if let (Some(daily), Some(used)) = (&daily, used_today)
+                && let Err(e) = daily.admit(used + admitted)
+            {
+                return Err(e);
+            }
+            if let Some(e) = &out_of_minutes {
+                return Err(e.clone());
+            }
+            admitted += 1;
+            Ok(())
+        })
+        .collect();
+    Ok(answers)
 }
 
 /// The plan that applies and the daily limit it sets, if any.
@@ -106,16 +152,16 @@ fn minutes_left(
     choice: &PlanChoice<'_>,
     used_seconds: f64,
     resets_at: DateTime<Utc>,
-) -> Result<(), QuotaError> {
+) -> Result<(), Denial> {
     let used = used_seconds / 60.0;
     let limit = choice.plan.minutes_per_month;
     if used >= limit as f64 {
-        return Err(QuotaError::Denied(Denial::MinutesPerMonth {
+        return Err(Denial::MinutesPerMonth {
             plan: choice.name.to_string(),
             limit,
             used,
             resets_at,
-        }));
+        });
     }
     Ok(())
 }
@@ -134,5 +180,5 @@ pub async fn hold_daily_slot(
         .sessions()
         .count_created_exclusively(company, daily.from, daily.to)
         .await?;
-    daily.admit(used)
+    daily.admit(used).map_err(QuotaError::Denied)
 }

@@ -138,6 +138,17 @@ pub trait SessionStore: Send + Sync {
 pub trait SessionWrites: Send {
     async fn insert(&mut self, s: &NewSession<'_>, segments: Option<&Value>)
     -> Result<(), DbError>;
+    /// Several new sessions (each with its transcript when it came with one), all of the
+    /// transaction's current scope. One statement on Postgres; one insert each elsewhere.
+    async fn insert_many(
+        &mut self,
+        rows: &[(NewSession<'_>, Option<&Value>)],
+    ) -> Result<(), DbError> {
+        for (session, segments) in rows {
+            self.insert(session, *segments).await?;
+        }
+        Ok(())
+    }
     async fn save_transcript(
         &mut self,
         company: &str,
@@ -173,6 +184,15 @@ pub async fn insert(
     segments: Option<&Value>,
 ) -> Result<(), DbError> {
     tx.sessions().insert(s, segments).await
+}
+
+/// New sessions in the caller's transaction, as [`insert`] writes one (see
+/// [`SessionWrites::insert_many`]).
+pub async fn insert_many(
+    tx: &mut Tx<'_>,
+    rows: &[(NewSession<'_>, Option<&Value>)],
+) -> Result<(), DbError> {
+    tx.sessions().insert_many(rows).await
 }
 
 /// Stores the transcription worker's segments and how their speakers were told apart

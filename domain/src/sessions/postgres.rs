@@ -15,6 +15,7 @@ use super::{
 };
 use crate::db::{PgDb, Scope};
 use crate::events::SessionEvent;
+use crate::portable::text_column;
 use crate::speakers::Attribution;
 use crate::usage::{self, UsageWrites};
 use crate::{DbError, Tx};
@@ -52,6 +53,19 @@ const INSERT_WITH_TRANSCRIPT: &str = "WITH session AS (
          RETURNING id, company_id)
      INSERT INTO transcripts (session_id, company_id, segments, speakers)
      SELECT id, company_id, $12, $13 FROM session";
+
+/// Many sessions and the transcripts of those that came with one, in one statement (intake's
+/// group commit): the columns as arrays, one element per session.
+const INSERT_MANY: &str = "WITH session AS (
+         INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, external_id, channels, user_speaker)
+         SELECT id, company_id, profile_id, title, kind, 'queued', source, audio_ref, audio_type, external_id, channels, user_speaker
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+              AS s(id, company_id, profile_id, title, kind, source, audio_ref, audio_type, external_id, channels, user_speaker)
+         RETURNING id, company_id)
+     INSERT INTO transcripts (session_id, company_id, segments, speakers)
+     SELECT session.id, session.company_id, t.segments, $14::jsonb
+     FROM UNNEST($12::text[], $13::jsonb[]) AS t(id, segments) JOIN session ON session.id = t.id";
 
 const UPSERT_TRANSCRIPT: &str = "INSERT INTO transcripts (session_id, company_id, segments, speakers) VALUES ($1, $2, $3, $4)
      ON CONFLICT (session_id) DO UPDATE SET segments = EXCLUDED.segments, speakers = EXCLUDED.speakers";
@@ -293,6 +307,45 @@ impl SessionWrites for Transaction<'_, Postgres> {
             query = query.bind(segments).bind(speakers);
         }
         query.execute(&mut **self).await?;
+        Ok(())
+    }
+
+    async fn insert_many(
+        &mut self,
+        rows: &[(NewSession<'_>, Option<&Value>)],
+    ) -> Result<(), DbError> {
+        let with_transcript: Vec<(&str, &Value)> = rows
+            .iter()
+            .filter_map(|(s, segments)| segments.map(|segments| (s.id, segments)))
+            .collect();
+        let speakers = serde_json::to_value(Attribution::from_transcript()).ok();
+        sqlx::query(INSERT_MANY)
+            .bind(text_column(rows, |(s, _)| Some(s.id)))
+            .bind(text_column(rows, |(s, _)| Some(s.company_id)))
+            .bind(text_column(rows, |(s, _)| Some(s.profile_id)))
+            .bind(text_column(rows, |(s, _)| Some(s.title)))
+            .bind(text_column(rows, |(s, _)| Some(s.kind)))
+            .bind(text_column(rows, |(s, _)| Some(s.source)))
+            .bind(text_column(rows, |(s, _)| s.audio_ref))
+            .bind(text_column(rows, |(s, _)| s.audio_type))
+            .bind(text_column(rows, |(s, _)| s.external_id))
+            .bind(text_column(rows, |(s, _)| s.channels))
+            .bind(text_column(rows, |(s, _)| s.user_speaker))
+            .bind(
+                with_transcript
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                with_transcript
+                    .iter()
+                    .map(|(_, seg)| *seg)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(speakers)
+            .execute(&mut **self)
+            .await?;
         Ok(())
     }
 

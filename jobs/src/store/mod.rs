@@ -96,6 +96,20 @@ pub trait JobStore: Send + Sync + 'static {
     /// Inserts many jobs in one transaction; returns how many were new.
     async fn insert_many(&self, jobs: &[(NewJob, u32)]) -> Result<u64, JobError>;
 
+    /// Inserts many jobs inside the caller's transaction; returns how many were new. One
+    /// statement on Postgres; one insert each elsewhere.
+    async fn insert_many_in(
+        &self,
+        tx: &mut Tx<'_>,
+        jobs: &[(NewJob, u32)],
+    ) -> Result<u64, JobError> {
+        let mut inserted = 0;
+        for (job, max_attempts) in jobs {
+            inserted += u64::from(self.insert_in(tx, job, *max_attempts).await?.inserted);
+        }
+        Ok(inserted)
+    }
+
     /// This deployment's leader election (a process-local one on SQLite: one process).
     fn leader_election(&self) -> Box<dyn LeaderElection>;
 

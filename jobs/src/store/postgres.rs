@@ -75,7 +75,18 @@ impl JobStore for PostgresStore {
     }
 
     async fn insert_many(&self, jobs: &[(NewJob, u32)]) -> Result<u64, JobError> {
-        insert_many(&self.db, jobs).await
+        let mut tx = self.db.pool.begin().await?;
+        let inserted = insert_many(&mut tx, &self.db.notify_channel, jobs).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn insert_many_in(
+        &self,
+        tx: &mut Tx<'_>,
+        jobs: &[(NewJob, u32)],
+    ) -> Result<u64, JobError> {
+        insert_many(postgres_tx(tx)?, &self.db.notify_channel, jobs).await
     }
 
     fn leader_election(&self) -> Box<dyn super::LeaderElection> {
@@ -324,8 +335,13 @@ async fn insert(
     })
 }
 
-async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError> {
-    let mut tx = db.pool.begin().await?;
+/// Inserts `jobs` on `conn` (in a transaction: a batch larger than one statement takes several)
+/// and NOTIFYs each queue that gained available jobs, in the same statement.
+async fn insert_many(
+    conn: &mut PgConnection,
+    channel: &str,
+    jobs: &[(NewJob, u32)],
+) -> Result<u64, JobError> {
     let mut inserted = 0;
     for chunk in jobs.chunks(5_000) {
         let queues: Vec<&str> = chunk.iter().map(|(j, _)| j.queue.as_str()).collect();
@@ -343,7 +359,7 @@ async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError>
             .iter()
             .map(|(j, _)| j.trace_context.as_deref())
             .collect();
-        let count: i64 = sqlx::query_scalar(
+        let (count, _notified): (i64, i64) = sqlx::query_as(
             "WITH ins AS (
                 INSERT INTO jobs (queue, kind, payload, state, priority, max_attempts, timeout_ms,
                                   unique_key, run_at, trace_context, tenant_key)
@@ -355,13 +371,15 @@ async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError>
                             $7::text[], $8::timestamptz[], $9::text[])
                      AS x(q, k, p, pr, ma, t, u, r, tc)
                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING
-                RETURNING id, kind, payload, errors, tenant_key),
+                RETURNING id, queue, state, kind, payload, errors, tenant_key),
              words AS (
                 INSERT INTO job_search (job_id, tenant_key, words)
                 SELECT id, tenant_key,
                        to_tsvector('simple', kind || ' ' || errors::text || ' ' || payload::text)
                 FROM ins)
-             SELECT count(*) FROM ins",
+             SELECT (SELECT count(*) FROM ins),
+                    (SELECT count(pg_notify($10, queue))
+                     FROM (SELECT DISTINCT queue FROM ins WHERE state = 'available') woken)",
         )
         .bind(&queues)
         .bind(&kinds)
@@ -372,20 +390,10 @@ async fn insert_many(db: &PgDb, jobs: &[(NewJob, u32)]) -> Result<u64, JobError>
         .bind(&keys)
         .bind(&run_ats)
         .bind(&contexts)
-        .fetch_one(&mut *tx)
+        .bind(channel)
+        .fetch_one(&mut *conn)
         .await?;
         inserted += count as u64;
     }
-    let mut queues: Vec<&str> = jobs.iter().map(|(j, _)| j.queue.as_str()).collect();
-    queues.sort_unstable();
-    queues.dedup();
-    for queue in queues {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&db.notify_channel)
-            .bind(queue)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
     Ok(inserted)
 }
