@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::api::text_of;
 use support::{Backend, TestDb, start_api, token};
 use voxline_api::auth::Role;
 use voxline_domain::audit;
 use voxline_domain::db::Scope;
-use voxline_jobs::{Completion, Handlers, JobId, NewJob, Outcome, Runner};
-use voxline_jobs::{DbJobs, DeadHooks};
+use voxline_jobs::DbJobs;
+use voxline_jobs::{Handlers, JobId, NewJob, Runner};
 use voxline_workers::diag;
 
 fn operator() -> String {
@@ -31,23 +32,15 @@ async fn call(method: &str, url: &str, token: Option<&str>) -> (StatusCode, Valu
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// `method path` (under `base`) as the operator.
+async fn as_operator(method: &str, base: &str, path: &str) -> (StatusCode, Value) {
+    call(method, &format!("{base}{path}"), Some(&operator())).await
+}
+
 /// A dead job (permanent failure) on `queue`, made without workers.
 async fn dead_job(t: &TestDb, queue: &str, payload: Value) -> JobId {
-    let id = t.enqueue(NewJob::new(queue, "mail.send", payload)).await;
-    let claimed = t.db.jobs().claim(queue, "admin-test", 10).await.unwrap();
-    let lease = claimed
-        .iter()
-        .find(|j| j.id == id)
-        .map(|j| j.lease())
-        .expect("the job was claimed");
-    let outcome = Outcome::Dead {
-        error: "550 <b>mailbox</b> unavailable".into(),
-    };
-    t.db.jobs()
-        .complete(&[Completion { lease, outcome }], &DeadHooks::new())
-        .await
-        .unwrap();
-    id
+    let job = NewJob::new(queue, "mail.send", payload);
+    t.dead_job(job, "550 <b>mailbox</b> unavailable").await
 }
 
 on_both_databases!(admin_routes_need_an_operator_token);
@@ -95,7 +88,6 @@ async fn an_operator_inspects_and_acts_on_dead_letters(backend: Backend) {
         return;
     };
     let base = start_api(&t).await;
-    let op = operator();
     let first = dead_job(
         &t,
         "email",
@@ -107,7 +99,7 @@ async fn an_operator_inspects_and_acts_on_dead_letters(backend: Backend) {
         .enqueue(NewJob::new("email", "mail.send", json!({})))
         .await;
 
-    let (status, q) = call("GET", &format!("{base}/api/admin/queues"), Some(&op)).await;
+    let (status, q) = as_operator("GET", &base, "/api/admin/queues").await;
     assert_eq!(status, StatusCode::OK);
     let email = q["queues"]
         .as_array()
@@ -122,12 +114,8 @@ async fn an_operator_inspects_and_acts_on_dead_letters(backend: Backend) {
     assert_eq!(email["done_last_5m"], 0);
     assert!(email["oldest_available_age_ms"].as_i64().is_some());
 
-    let (_, list) = call(
-        "GET",
-        &format!("{base}/api/admin/jobs?queue=email&state=dead&limit=1"),
-        Some(&op),
-    )
-    .await;
+    let dead_page = "/api/admin/jobs?queue=email&state=dead&limit=1";
+    let (_, list) = as_operator("GET", &base, dead_page).await;
     assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
     assert_eq!(list["jobs"][0]["id"], second.0);
     assert_eq!(list["jobs"][0]["company_id"], "acme");
@@ -136,40 +124,20 @@ async fn an_operator_inspects_and_acts_on_dead_letters(backend: Backend) {
         "550 <b>mailbox</b> unavailable"
     );
     let cursor = list["next_cursor"].as_i64().expect("a next page");
-    let (_, page2) = call(
-        "GET",
-        &format!("{base}/api/admin/jobs?queue=email&state=dead&limit=1&cursor={cursor}"),
-        Some(&op),
-    )
-    .await;
+    let (_, page2) = as_operator("GET", &base, &format!("{dead_page}&cursor={cursor}")).await;
     assert_eq!(page2["jobs"][0]["id"], first.0);
 
-    let (status, body) = call(
-        "GET",
-        &format!("{base}/api/admin/jobs?limit=many"),
-        Some(&op),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"]["code"], "invalid_query");
-    let (status, body) = call(
-        "POST",
-        &format!("{base}/api/admin/jobs/abc/retry"),
-        Some(&op),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"]["field"], "path");
-    let (status, body) = call(
-        "GET",
-        &format!("{base}/api/admin/jobs?state=failed"),
-        Some(&op),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["error"]["field"], "state");
+    for (method, path, key, expected) in [
+        ("GET", "/api/admin/jobs?limit=many", "code", "invalid_query"),
+        ("POST", "/api/admin/jobs/abc/retry", "field", "path"),
+        ("GET", "/api/admin/jobs?state=failed", "field", "state"),
+    ] {
+        let (status, body) = as_operator(method, &base, path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}");
+        assert_eq!(body["error"][key], expected, "{method} {path}");
+    }
 
-    let (_, detail) = call("GET", &format!("{base}/api/admin/jobs/{first}"), Some(&op)).await;
+    let (_, detail) = as_operator("GET", &base, &format!("/api/admin/jobs/{first}")).await;
     assert_eq!(
         detail["payload"],
         json!({ "company_id": "acme", "to_email": "[redacted]" })
@@ -180,89 +148,41 @@ async fn an_operator_inspects_and_acts_on_dead_letters(backend: Backend) {
         "550 <b>mailbox</b> unavailable"
     );
 
-    let (status, retried) = call(
-        "POST",
-        &format!("{base}/api/admin/jobs/{first}/retry"),
-        Some(&op),
-    )
-    .await;
+    let retry_first = format!("/api/admin/jobs/{first}/retry");
+    let (status, retried) = as_operator("POST", &base, &retry_first).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(retried["state"], "available");
     assert_eq!(retried["attempt"], 0);
-    let (status, conflict) = call(
-        "POST",
-        &format!("{base}/api/admin/jobs/{first}/retry"),
-        Some(&op),
-    )
-    .await;
+    let (status, conflict) = as_operator("POST", &base, &retry_first).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(
         conflict["error"]["message"],
         format!("job {first} is available; only dead or retrying jobs can be retried")
     );
 
-    let (status, discarded) = call(
-        "POST",
-        &format!("{base}/api/admin/jobs/{waiting}/discard"),
-        Some(&op),
-    )
-    .await;
+    let discard_waiting = format!("/api/admin/jobs/{waiting}/discard");
+    let (status, discarded) = as_operator("POST", &base, &discard_waiting).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(discarded["state"], "cancelled");
-    assert_eq!(
-        call(
-            "POST",
-            &format!("{base}/api/admin/jobs/{waiting}/discard"),
-            Some(&op)
-        )
-        .await
-        .0,
-        StatusCode::CONFLICT
-    );
-    assert_eq!(
-        call(
-            "POST",
-            &format!("{base}/api/admin/jobs/999999/retry"),
-            Some(&op)
-        )
-        .await
-        .0,
-        StatusCode::NOT_FOUND
-    );
+    let (status, _) = as_operator("POST", &base, &discard_waiting).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = as_operator("POST", &base, "/api/admin/jobs/999999/retry").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let (status, bulk) = call(
-        "POST",
-        &format!("{base}/api/admin/queues/email/retry-dead"),
-        Some(&op),
-    )
-    .await;
+    let (status, bulk) = as_operator("POST", &base, "/api/admin/queues/email/retry-dead").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(bulk["retried"], json!([second.0]));
 
-    let (status, page) = call(
-        "GET",
-        &format!("{base}/api/admin/audit?actor=op-ann&limit=2"),
-        Some(&op),
-    )
-    .await;
+    let (status, page) = as_operator("GET", &base, "/api/admin/audit?actor=op-ann&limit=2").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["entries"].as_array().unwrap().len(), 2);
     assert_eq!(page["entries"][0]["action"], "queue.retry_dead");
     let cursor = page["next_cursor"].as_i64().expect("a next page");
-    let (_, rest) = call(
-        "GET",
-        &format!("{base}/api/admin/audit?actor=op-ann&cursor={cursor}"),
-        Some(&op),
-    )
-    .await;
+    let rest_of_audit = format!("/api/admin/audit?actor=op-ann&cursor={cursor}");
+    let (_, rest) = as_operator("GET", &base, &rest_of_audit).await;
     assert_eq!(rest["entries"].as_array().unwrap().len(), 1);
     assert_eq!(rest["entries"][0]["action"], "job.retry");
-    let (_, only) = call(
-        "GET",
-        &format!("{base}/api/admin/audit?action=job.discard"),
-        Some(&op),
-    )
-    .await;
+    let (_, only) = as_operator("GET", &base, "/api/admin/audit?action=job.discard").await;
     assert_eq!(only["entries"].as_array().unwrap().len(), 1);
     let member = token("acme", "m", Role::Member, 600);
     assert_eq!(
@@ -374,23 +294,10 @@ async fn metrics_report_queues_jobs_and_requests(backend: Backend) {
     })
     .await;
     workers.shutdown().await;
-    assert_eq!(
-        call(
-            "GET",
-            &format!("{base}/api/admin/queues"),
-            Some(&operator())
-        )
-        .await
-        .0,
-        StatusCode::OK
-    );
+    let (status, _) = as_operator("GET", &base, "/api/admin/queues").await;
+    assert_eq!(status, StatusCode::OK);
 
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = text_of(&format!("{base}/metrics")).await;
     let has = |line: &str| text.lines().any(|l| l == line);
     assert!(
         has(&format!(
@@ -433,12 +340,7 @@ async fn the_openapi_document_covers_every_api_route_and_its_refs_resolve() {
         return;
     };
     let base = start_api(&t).await;
-    let text = reqwest::get(format!("{base}/api/openapi.json"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = text_of(&format!("{base}/api/openapi.json")).await;
     let parsed = oas3::from_json(&text).expect("the document is valid OpenAPI 3.1");
     assert_eq!(parsed.info.title, "voxline");
     let spec: Value = reqwest::get(format!("{base}/api/openapi.json"))
@@ -572,17 +474,7 @@ async fn a_cli_token_is_accepted_by_the_server() {
         return;
     };
     let base = start_api(&t).await;
-    let (code, stdout, stderr) = t
-        .run_voxline(&[
-            "token",
-            "--company",
-            "acme",
-            "--profile",
-            "p1",
-            "--role",
-            "operator",
-        ])
-        .await;
+    let (code, stdout, stderr) = mint_with_the_cli(&t, "operator").await;
     assert_eq!(code, 0, "{stderr}");
     let (status, _) = call(
         "GET",
@@ -591,17 +483,21 @@ async fn a_cli_token_is_accepted_by_the_server() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let (code, _, stderr) = t
-        .run_voxline(&[
-            "token",
-            "--company",
-            "acme",
-            "--profile",
-            "p1",
-            "--role",
-            "king",
-        ])
-        .await;
+    let (code, _, stderr) = mint_with_the_cli(&t, "king").await;
     assert_eq!(code, 2);
     assert!(stderr.contains("unknown role \"king\""), "{stderr}");
+}
+
+/// `voxline token` for profile p1 of acme with `role`: (exit code, stdout, stderr).
+async fn mint_with_the_cli(t: &TestDb, role: &str) -> (i32, String, String) {
+    t.run_voxline(&[
+        "token",
+        "--company",
+        "acme",
+        "--profile",
+        "p1",
+        "--role",
+        role,
+    ])
+    .await
 }

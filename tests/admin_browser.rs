@@ -7,15 +7,14 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 use support::{Backend, TestDb, eventually, free_port, signal, token};
 use voxline_api::auth::Role;
-use voxline_jobs::{Completion, JobId, JobState, NewJob, Outcome};
-use voxline_jobs::{DbJobs, DeadHooks};
+use voxline_jobs::DbJobs;
+use voxline_jobs::{JobId, JobState, NewJob, Outcome};
 use voxline_workers::diag;
 
 /// How long the page may take to show a change (it refreshes every two seconds).
@@ -28,29 +27,12 @@ async fn an_operator_retries_a_dead_job_from_the_admin_page() {
     };
 
     // A dead job whose next attempt will succeed (a no-op that was failed by hand).
-    let id = t
-        .enqueue(NewJob::new(
-            "email",
-            diag::NOOP,
-            json!({ "to_email": "ann@example.com" }),
-        ))
-        .await;
-    let lease =
-        t.db.jobs()
-            .claim("email", "earlier-worker", 1)
-            .await
-            .unwrap()
-            .first()
-            .map(|j| j.lease())
-            .expect("the job was claimed");
-    assert_eq!(lease.job, id);
-    let outcome = Outcome::Dead {
-        error: "550 <b>mailbox</b> unavailable".into(),
-    };
-    t.db.jobs()
-        .complete(&[Completion { lease, outcome }], &DeadHooks::new())
-        .await
-        .unwrap();
+    let job = NewJob::new(
+        "email",
+        diag::NOOP,
+        json!({ "to_email": "ann@example.com" }),
+    );
+    let id = t.dead_job(job, "550 <b>mailbox</b> unavailable").await;
 
     let (mut serve, addr) = serve(&t).await;
     let Some(session) = support::browser::start(1280, 900).await else {
@@ -145,34 +127,14 @@ async fn an_operator_retries_a_dead_job_from_the_admin_page() {
 /// A job on `queue` that ran its one attempt with `outcome`, made without workers (the
 /// acknowledgement writes the per-minute activity the charts read).
 async fn finished(t: &TestDb, queue: &str, payload: Value, outcome: Outcome) -> JobId {
-    let id = t
-        .enqueue(NewJob::new(queue, diag::NOOP, payload).max_attempts(1))
-        .await;
-    let claimed = t.db.jobs().claim(queue, "admin-test", 50).await.unwrap();
-    let lease = claimed
-        .iter()
-        .find(|j| j.id == id)
-        .map(|j| j.lease())
-        .expect("the job was claimed");
-    t.db.jobs()
-        .complete(&[Completion { lease, outcome }], &DeadHooks::new())
-        .await
-        .unwrap();
-    id
+    let job = NewJob::new(queue, diag::NOOP, payload).max_attempts(1);
+    t.finished_without_workers(job, outcome).await
 }
 
 fn dead(error: &str) -> Outcome {
     Outcome::Dead {
         error: error.into(),
     }
-}
-
-fn screenshot_dir() -> PathBuf {
-    let dir = std::env::var_os("VOXLINE_SCREENSHOT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("voxline-screenshots"));
-    std::fs::create_dir_all(&dir).expect("the screenshot dir");
-    dir
 }
 
 async fn text(browser: &Client, css: &str) -> String {
@@ -183,12 +145,7 @@ async fn text(browser: &Client, css: &str) -> String {
 }
 
 async fn wait_for(browser: &Client, css: &str) -> fantoccini::elements::Element {
-    match browser
-        .wait()
-        .at_most(PAGE)
-        .for_element(Locator::Css(css))
-        .await
-    {
+    match support::browser::appears(browser, css, PAGE).await {
         Ok(found) => found,
         Err(e) => panic!(
             "{css} did not appear within {PAGE:?} ({e}); status: {:?}",
@@ -420,7 +377,7 @@ async fn an_operator_filters_jobs_retries_a_set_in_bulk_pauses_a_queue_and_reads
     );
     wait_for(browser, &format!("{first}.selected")).await;
 
-    let shot = screenshot_dir().join("admin.png");
+    let shot = support::browser::screenshot_dir().join("admin.png");
     std::fs::write(&shot, browser.screenshot().await.unwrap()).expect("write the screenshot");
     println!("screenshot of /admin: {}", shot.display());
 

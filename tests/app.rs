@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
@@ -40,12 +40,7 @@ async fn text(browser: &Client, css: &str) -> String {
 }
 
 async fn wait_for(browser: &Client, css: &str, limit: Duration) -> fantoccini::elements::Element {
-    match browser
-        .wait()
-        .at_most(limit)
-        .for_element(Locator::Css(css))
-        .await
-    {
+    match support::browser::appears(browser, css, limit).await {
         Ok(found) => found,
         Err(e) => {
             let status = text(browser, "#status").await;
@@ -107,14 +102,6 @@ async fn shown_session(browser: &Client, expected: &str, not: Option<&str>) -> S
         .await
         .unwrap()
         .expect("the shown session's id")
-}
-
-fn screenshot_dir() -> PathBuf {
-    let dir = std::env::var_os("VOXLINE_SCREENSHOT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("voxline-screenshots"));
-    std::fs::create_dir_all(&dir).expect("the screenshot dir");
-    dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +214,7 @@ async fn a_member_uploads_a_call_and_reads_the_coaching_on_the_app_page() {
         text(browser, "#metrics").await
     );
 
-    let shot = screenshot_dir().join("app.png");
+    let shot = support::browser::screenshot_dir().join("app.png");
     std::fs::write(&shot, browser.screenshot().await.unwrap()).expect("write the screenshot");
     println!("screenshot of /app: {}", shot.display());
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::api::{Webhook, json_of};
 use support::stripe_mock::{self, Endpoint, Failure, PRICE_PRO, PRICE_UNKNOWN, StripeMock};
 use support::{Backend, TestDb, start_api, start_workers, token};
 use voxline_api::auth::Role;
@@ -43,33 +44,31 @@ fn now() -> i64 {
     Utc::now().timestamp()
 }
 
+const STRIPE: Webhook = Webhook {
+    route: "/api/webhooks/stripe",
+    header: "Stripe-Signature",
+    secret: SECRET,
+    sign: signature_header,
+};
+
 async fn deliver(base: &str, body: &[u8], signature: Option<&str>) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}/api/webhooks/stripe"))
-        .header("content-type", "application/json")
-        .body(body.to_vec());
-    if let Some(signature) = signature {
-        request = request.header("Stripe-Signature", signature);
-    }
-    let response = request.send().await.expect("the API answers");
-    (
-        response.status(),
-        response.json().await.unwrap_or(Value::Null),
-    )
+    STRIPE.deliver(base, body, signature).await
 }
 
 /// Posts `event` signed with the current secret, now.
 async fn deliver_signed(base: &str, event: &Value) -> (StatusCode, Value) {
-    let body = event.to_string();
-    let signature = signature_header(SECRET, now(), body.as_bytes());
-    deliver(base, body.as_bytes(), Some(&signature)).await
+    STRIPE.deliver_signed(base, event).await
 }
 
 async fn count(t: &TestDb, sql: &'static str) -> i64 {
-    match &t.db {
-        Db::Postgres(_) => sqlx::query_scalar(sql).fetch_one(t.owner()).await.unwrap(),
-        Db::Sqlite(lite) => sqlx::query_scalar(sql).fetch_one(&lite.pool).await.unwrap(),
-    }
+    t.count_rows(sql).await
+}
+
+/// A deployment with webhooks `configured()`, whose API serves.
+async fn configured_api(backend: Backend) -> Option<(TestDb, String)> {
+    let t = TestDb::new(backend, &[&configured()]).await?;
+    let base = start_api(&t).await;
+    Some((t, base))
 }
 
 async fn jobs(t: &TestDb, queue: &str) -> Vec<Job> {
@@ -127,6 +126,13 @@ async fn audit_actions(t: &TestDb) -> Vec<String> {
     actions
 }
 
+/// A `customer.subscription.<change>` event `id` sent `at`, of acme's `sub_acme` (see
+/// `acme_subscription`) in `status`.
+fn sub_acme_event(id: &str, change: &str, at: i64, status: &str, created: i64) -> Value {
+    let sub = acme_subscription("sub_acme", status, created);
+    stripe_mock::event(id, &format!("customer.subscription.{change}"), at, sub)
+}
+
 /// Acme's subscription as Stripe would send it: on the pro price, company named in metadata.
 fn acme_subscription(id: &str, status: &str, created: i64) -> Value {
     let mut sub = stripe_mock::subscription(
@@ -143,17 +149,11 @@ fn acme_subscription(id: &str, status: &str, created: i64) -> Value {
 
 on_both_databases!(the_same_event_delivered_ten_times_is_stored_once_and_applied_once);
 async fn the_same_event_delivered_ten_times_is_stored_once_and_applied_once(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[&configured()]).await else {
+    let Some((t, base)) = configured_api(backend).await else {
         return;
     };
-    let base = start_api(&t).await;
     let created = now() - 60;
-    let event = stripe_mock::event(
-        "evt_created_1",
-        "customer.subscription.created",
-        created,
-        acme_subscription("sub_acme", "active", created),
-    );
+    let event = sub_acme_event("evt_created_1", "created", created, "active", created);
 
     // Ten deliveries at once race to the event's primary key.
     let answers = futures::future::join_all((0..10).map(|_| deliver_signed(&base, &event))).await;
@@ -218,16 +218,10 @@ async fn the_same_event_delivered_ten_times_is_stored_once_and_applied_once(back
 
 on_both_databases!(bad_signatures_and_bodies_are_refused_and_nothing_is_stored);
 async fn bad_signatures_and_bodies_are_refused_and_nothing_is_stored(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[&configured()]).await else {
+    let Some((t, base)) = configured_api(backend).await else {
         return;
     };
-    let base = start_api(&t).await;
-    let event = stripe_mock::event(
-        "evt_refused",
-        "customer.subscription.updated",
-        now(),
-        acme_subscription("sub_acme", "active", now()),
-    );
+    let event = sub_acme_event("evt_refused", "updated", now(), "active", now());
     let body = event.to_string();
     let signed = |secret: &str, at: i64, body: &str| signature_header(secret, at, body.as_bytes());
     let cases: Vec<(&str, Option<String>, String)> = vec![
@@ -256,24 +250,19 @@ async fn bad_signatures_and_bodies_are_refused_and_nothing_is_stored(backend: Ba
         assert_eq!(answer["error"]["field"], "Stripe-Signature", "{what}");
     }
     let garbage = "{\"id\": \"evt_x\", not json";
-    let (status, answer) = deliver(
-        &base,
-        garbage.as_bytes(),
-        Some(&signed(SECRET, now(), garbage)),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    assert_eq!(answer["error"]["code"], "invalid_json");
     let not_an_event = r#"{"hello": "world"}"#;
-    let (status, answer) = deliver(
-        &base,
-        not_an_event.as_bytes(),
-        Some(&signed(SECRET, now(), not_an_event)),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    assert_eq!(answer["error"]["code"], "invalid_event");
-    assert_eq!(answer["error"]["field"], "id");
+    for (body, code, field) in [
+        (garbage, "invalid_json", None),
+        (not_an_event, "invalid_event", Some("id")),
+    ] {
+        let signature = signed(SECRET, now(), body);
+        let (status, answer) = deliver(&base, body.as_bytes(), Some(&signature)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["code"], code);
+        if let Some(field) = field {
+            assert_eq!(answer["error"]["field"], field);
+        }
+    }
     assert_eq!(count(&t, "SELECT count(*) FROM stripe_events").await, 0);
     assert_eq!(count(&t, "SELECT count(*) FROM jobs").await, 0);
 
@@ -293,10 +282,9 @@ async fn bad_signatures_and_bodies_are_refused_and_nothing_is_stored(backend: Ba
 
 on_both_databases!(an_event_type_voxline_does_not_handle_is_stored_as_ignored);
 async fn an_event_type_voxline_does_not_handle_is_stored_as_ignored(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[&configured()]).await else {
+    let Some((t, base)) = configured_api(backend).await else {
         return;
     };
-    let base = start_api(&t).await;
     let event = stripe_mock::event(
         "evt_customer",
         "customer.created",
@@ -340,24 +328,13 @@ async fn deliver_and_apply(t: &TestDb, base: &str, event: &Value) {
 
 on_both_databases!(an_updated_event_delivered_before_created_is_not_undone_by_it);
 async fn an_updated_event_delivered_before_created_is_not_undone_by_it(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[&configured()]).await else {
+    let Some((t, base)) = configured_api(backend).await else {
         return;
     };
-    let base = start_api(&t).await;
     let workers = start_workers(&t, &["billing"]);
     let t0 = now() - 600;
-    let created = stripe_mock::event(
-        "evt_1_created",
-        "customer.subscription.created",
-        t0,
-        acme_subscription("sub_acme", "incomplete", t0),
-    );
-    let updated = stripe_mock::event(
-        "evt_2_updated",
-        "customer.subscription.updated",
-        t0 + 10,
-        acme_subscription("sub_acme", "active", t0),
-    );
+    let created = sub_acme_event("evt_1_created", "created", t0, "incomplete", t0);
+    let updated = sub_acme_event("evt_2_updated", "updated", t0 + 10, "active", t0);
 
     deliver_and_apply(&t, &base, &updated).await;
     deliver_and_apply(&t, &base, &created).await;
@@ -387,12 +364,7 @@ async fn a_late_updated_event_does_not_reopen_a_deleted_subscription(backend: Ba
     let mut canceled = acme_subscription("sub_acme", "canceled", t0);
     canceled["canceled_at"] = json!(t0 + 20);
     let events = [
-        stripe_mock::event(
-            "evt_1_created",
-            "customer.subscription.created",
-            t0,
-            acme_subscription("sub_acme", "active", t0),
-        ),
+        sub_acme_event("evt_1_created", "created", t0, "active", t0),
         stripe_mock::event(
             "evt_3_deleted",
             "customer.subscription.deleted",
@@ -400,19 +372,9 @@ async fn a_late_updated_event_does_not_reopen_a_deleted_subscription(backend: Ba
             canceled,
         ),
         // Created before the deletion, delivered after it.
-        stripe_mock::event(
-            "evt_2_updated",
-            "customer.subscription.updated",
-            t0 + 15,
-            acme_subscription("sub_acme", "past_due", t0),
-        ),
+        sub_acme_event("evt_2_updated", "updated", t0 + 15, "past_due", t0),
         // Even a newer event cannot reopen it: Stripe never does.
-        stripe_mock::event(
-            "evt_4_updated",
-            "customer.subscription.updated",
-            t0 + 30,
-            acme_subscription("sub_acme", "active", t0),
-        ),
+        sub_acme_event("evt_4_updated", "updated", t0 + 30, "active", t0),
     ];
     for event in &events {
         deliver_and_apply(&t, &base, event).await;
@@ -592,10 +554,9 @@ async fn payment_problems_and_a_trial_ending_are_emailed_to_the_billing_address(
 on_both_databases!(a_checkout_links_the_customer_that_later_events_name);
 async fn a_checkout_links_the_customer_that_later_events_name(backend: Backend) {
     // No Stripe key: the worker can only learn the company from the events themselves.
-    let Some(t) = TestDb::new(backend, &[&configured()]).await else {
+    let Some((t, base)) = configured_api(backend).await else {
         return;
     };
-    let base = start_api(&t).await;
     let t0 = now() - 600;
     let anonymous =
         stripe_mock::subscription("sub_x", "cus_x", "active", PRICE_PRO, t0, t0 + 86_400);
@@ -1048,15 +1009,12 @@ async fn over_a_plan_limit_intake_answers_429_naming_the_limit(backend: Backend)
     assert!(retry_after.expect("Retry-After") as i64 <= (month_end - Utc::now()).num_seconds() + 5);
 
     // The usage endpoint shows the same numbers.
-    let usage: Value = reqwest::Client::new()
-        .get(format!("{base}/api/billing/usage"))
-        .bearer_auth(token("globex", "gil", Role::Member, 600))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let usage = json_of(
+        reqwest::Client::new()
+            .get(format!("{base}/api/billing/usage"))
+            .bearer_auth(token("globex", "gil", Role::Member, 600)),
+    )
+    .await;
     assert_eq!(usage["plan"]["name"], "free");
     assert_eq!(usage["month"]["minutes"], 10.0);
     assert_eq!(usage["month"]["limit_minutes"], 10);
@@ -1093,6 +1051,16 @@ async fn submissions_racing_at_the_daily_limit_never_exceed_it(backend: Backend)
     assert_eq!(count(&t, "SELECT count(*) FROM sessions").await, 3);
 }
 
+/// `GET /api/billing/subscription` as member `profile` of `company`.
+async fn subscription_shown(base: &str, company: &str, profile: &str) -> Value {
+    json_of(
+        reqwest::Client::new()
+            .get(format!("{base}/api/billing/subscription"))
+            .bearer_auth(token(company, profile, Role::Member, 600)),
+    )
+    .await
+}
+
 on_both_databases!(a_plan_that_needs_a_subscription_answers_402_without_a_usable_one);
 async fn a_plan_that_needs_a_subscription_answers_402_without_a_usable_one(backend: Backend) {
     let paid_only = "[billing]\ndefault_plan = \"pro\"\n";
@@ -1111,30 +1079,14 @@ async fn a_plan_that_needs_a_subscription_answers_402_without_a_usable_one(backe
         submit(&base, "acme", "ann").await.status(),
         StatusCode::ACCEPTED
     );
-    let shown: Value = reqwest::Client::new()
-        .get(format!("{base}/api/billing/subscription"))
-        .bearer_auth(token("acme", "ann", Role::Member, 600))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown = subscription_shown(&base, "acme", "ann").await;
     assert_eq!(shown["plan"]["name"], "pro");
     assert_eq!(shown["subscription"]["id"], "sub_acme");
     assert_eq!(shown["subscription"]["status"], "active");
     assert_eq!(shown["subscription"]["usable"], true);
 
     // Another company sees its own (none), not acme's.
-    let other: Value = reqwest::Client::new()
-        .get(format!("{base}/api/billing/subscription"))
-        .bearer_auth(token("globex", "gil", Role::Member, 600))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other = subscription_shown(&base, "globex", "gil").await;
     assert_eq!(other["company_id"], "globex");
     assert_eq!(other["subscription"], Value::Null);
     let anonymous = reqwest::Client::new()

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::api::answer;
 use support::{Backend, TestDb, eventually, start_api, start_workers, token};
 use voxline_api::auth::Role;
 use voxline_domain::audit;
-use voxline_jobs::{Completion, DbJobs, DeadHooks, JobId, JobState, NewJob, Outcome};
+use voxline_jobs::{DbJobs, JobId, JobState, NewJob};
 use voxline_workers::diag;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -21,26 +22,17 @@ fn operator() -> String {
 }
 
 async fn get(url: &str) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(operator())
-        .send()
-        .await
-        .expect("request");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    answer(reqwest::Client::new().get(url).bearer_auth(operator())).await
 }
 
 async fn post(url: &str, body: Value) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(operator())
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    answer(
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(operator())
+            .json(&body),
+    )
+    .await
 }
 
 /// The ids of a job list, in the order given.
@@ -55,36 +47,12 @@ fn ids(body: &Value) -> Vec<i64> {
 
 /// A job that failed its one attempt for good with `error`, made without workers.
 async fn dead_job(t: &TestDb, queue: &str, kind: &str, payload: Value, error: &str) -> JobId {
-    let id = t
-        .enqueue(NewJob::new(queue, kind, payload).max_attempts(1))
-        .await;
-    let claimed = t.db.jobs().claim(queue, "console-test", 50).await.unwrap();
-    let lease = claimed
-        .iter()
-        .find(|j| j.id == id)
-        .map(|j| j.lease())
-        .expect("the job was claimed");
-    let outcome = Outcome::Dead {
-        error: error.into(),
-    };
-    t.db.jobs()
-        .complete(&[Completion { lease, outcome }], &DeadHooks::new())
-        .await
-        .unwrap();
-    id
+    let job = NewJob::new(queue, kind, payload).max_attempts(1);
+    t.dead_job(job, error).await
 }
 
 async fn audit_entries(t: &TestDb, action: &str) -> Vec<audit::AuditRecord> {
-    audit::list(
-        &t.db,
-        &audit::AuditFilter {
-            action: Some(action.into()),
-            limit: 50,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("audit log")
+    t.audit_entries(action).await
 }
 
 on_both_databases!(jobs_are_found_by_any_filter_and_by_search);

@@ -663,23 +663,7 @@ fn multipart(parts: &[(String, Part)]) -> Payload {
 
 /// 0.1 s of 16 kHz mono silence as WAV.
 fn wav() -> Vec<u8> {
-    let samples = 1600u32;
-    let data_len = samples * 2;
-    let mut out = Vec::new();
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&16_000u32.to_le_bytes());
-    out.extend_from_slice(&32_000u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    out.extend(std::iter::repeat_n(0u8, data_len as usize));
-    out
+    support::silent_wav(1600)
 }
 
 /// The inputs of one operation: path, query, headers and body, each valid unless a case breaks

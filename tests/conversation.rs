@@ -18,32 +18,36 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
-use support::models::{speaker_model_dir, whisper_model_dir};
+use support::api::{answer, upload_session};
+use support::models::deployment_with_models;
 use support::voices::{
-    DISCOVERY_CALL, DISCOVERY_CALL_USER_QUESTIONS, Recording, Who, line, record, wav,
+    DISCOVERY_CALL, DISCOVERY_CALL_USER_QUESTIONS, Line, Recording, Who, line, record, wav,
 };
-use support::{Backend, TestDb, eventually, start_api, start_workers, token};
+use support::{Backend, TestDb, start_api, start_workers, token};
 use voxline_api::auth::Role;
-use voxline_domain::sessions;
+use voxline_jobs::RunnerHandle;
 
-/// A test database with the local models linked into its data directory, as after `voxline
-/// models install` (the speaker model only when `diarize`: a stereo call needs none); no OpenAI
-/// key anywhere.
-async fn with_models(backend: Backend, diarize: bool) -> Option<TestDb> {
-    let whisper = whisper_model_dir().await?;
-    let speakers = if diarize {
-        Some(speaker_model_dir().await?)
-    } else {
-        None
-    };
-    let t = TestDb::new(backend, &["[queues.transcription]\nbackoff_base_ms = 50\n"]).await?;
-    let models = t.settings.data_dir.join("models");
-    std::fs::create_dir_all(&models).expect("models dir");
-    std::os::unix::fs::symlink(&whisper, models.join("whisper-tiny.en")).expect("link");
-    if let Some(speakers) = speakers {
-        std::os::unix::fs::symlink(&speakers, models.join("resemblyzer-ge2e")).expect("link");
-    }
-    Some(t)
+/// A deployment with the local models (see `deployment_with_models`) whose API and workers
+/// run, and `lines` recorded in its data directory.
+struct Recorded {
+    t: TestDb,
+    call: Recording,
+    base: String,
+    /// Kept while the workers should run.
+    _workers: RunnerHandle,
+}
+
+async fn recorded(backend: Backend, diarize: bool, lines: &[Line]) -> Option<Recorded> {
+    let t = deployment_with_models(backend, diarize).await?;
+    let call = record(lines, t.dir.path())?;
+    let base = start_api(&t).await;
+    let workers = start_workers(&t, &["transcription", "analysis"]);
+    Some(Recorded {
+        t,
+        call,
+        base,
+        _workers: workers,
+    })
 }
 
 async fn upload(base: &str, wav: Vec<u8>, fields: &[(&str, &str)]) -> (StatusCode, Value) {
@@ -60,49 +64,30 @@ async fn upload(base: &str, wav: Vec<u8>, fields: &[(&str, &str)]) -> (StatusCod
             .mime_str("audio/wav")
             .expect("mime"),
     );
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/sessions"))
-        .bearer_auth(token("acme", "ann", Role::Member, 600))
-        .multipart(form)
-        .send()
-        .await
-        .expect("send");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    upload_session(base, &ann(), form).await
+}
+
+fn ann() -> String {
+    token("acme", "ann", Role::Member, 600)
 }
 
 async fn get(base: &str, path: &str) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .bearer_auth(token("acme", "ann", Role::Member, 600))
-        .send()
-        .await
-        .expect("send");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    answer(
+        reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .bearer_auth(ann()),
+    )
+    .await
 }
 
 async fn ready(t: &TestDb, id: &str) {
-    eventually("the session is ready", Duration::from_secs(300), || async {
-        let s = sessions::get(&t.db, "acme", id)
-            .await
-            .expect("get")
-            .expect("session");
-        assert_ne!(s.status, "failed", "the session failed: {:?}", s.error);
-        s.status == "ready"
-    })
-    .await;
+    t.wait_session_ready("acme", id, Duration::from_secs(300))
+        .await
 }
 
 /// Uploads `wav`, waits for the feedback and checks the transcript against the call's turns.
-async fn coached(
-    t: &TestDb,
-    base: &str,
-    call: &Recording,
-    wav: Vec<u8>,
-    fields: &[(&str, &str)],
-    method: &str,
-) {
+async fn coached(r: &Recorded, wav: Vec<u8>, fields: &[(&str, &str)], method: &str) {
+    let (t, base, call) = (&r.t, r.base.as_str(), &r.call);
     let (status, body) = upload(base, wav, fields).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let id = body["id"].as_str().expect("id").to_string();
@@ -190,54 +175,27 @@ async fn coached(
 }
 
 async fn a_stereo_call_is_heard_one_speaker_per_channel(backend: Backend) {
-    let Some(t) = with_models(backend, false).await else {
+    let Some(r) = recorded(backend, false, &DISCOVERY_CALL).await else {
         return;
     };
-    let Some(call) = record(&DISCOVERY_CALL, t.dir.path()) else {
-        return;
-    };
-    let base = start_api(&t).await;
-    let _workers = start_workers(&t, &["transcription", "analysis"]);
-    coached(
-        &t,
-        &base,
-        &call,
-        call.stereo(),
-        &[("channels", "user,partner")],
-        "channels",
-    )
-    .await;
+    let fields = [("channels", "user,partner")];
+    coached(&r, r.call.stereo(), &fields, "channels").await;
     // Without `channels`, channel 0 is the user.
-    coached(&t, &base, &call, call.stereo(), &[], "channels").await;
+    coached(&r, r.call.stereo(), &[], "channels").await;
 }
 on_both_databases!(a_stereo_call_is_heard_one_speaker_per_channel);
 
 async fn a_mono_call_of_two_voices_is_diarized(backend: Backend) {
-    let Some(t) = with_models(backend, true).await else {
+    let Some(r) = recorded(backend, true, &DISCOVERY_CALL).await else {
         return;
     };
-    let Some(call) = record(&DISCOVERY_CALL, t.dir.path()) else {
-        return;
-    };
-    let base = start_api(&t).await;
-    let _workers = start_workers(&t, &["transcription", "analysis"]);
     // The partner speaks first: the user is the second voice.
-    coached(
-        &t,
-        &base,
-        &call,
-        call.mono(),
-        &[("user_speaker", "second")],
-        "diarization",
-    )
-    .await;
+    let fields = [("user_speaker", "second")];
+    coached(&r, r.call.mono(), &fields, "diarization").await;
 }
 on_both_databases!(a_mono_call_of_two_voices_is_diarized);
 
 async fn one_voice_has_no_speaker_metrics_but_its_own(backend: Backend) {
-    let Some(t) = with_models(backend, true).await else {
-        return;
-    };
     let monologue = [
         line(
             Who::User,
@@ -251,11 +209,15 @@ async fn one_voice_has_no_speaker_metrics_but_its_own(backend: Backend) {
         ),
         line(Who::User, 0.8, "Do you have any questions?"),
     ];
-    let Some(talk) = record(&monologue, t.dir.path()) else {
+    let Some(Recorded {
+        t,
+        call: talk,
+        base,
+        _workers,
+    }) = recorded(backend, true, &monologue).await
+    else {
         return;
     };
-    let base = start_api(&t).await;
-    let _workers = start_workers(&t, &["transcription", "analysis"]);
     let (status, body) = upload(&base, wav(&[&talk.user]), &[]).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let id = body["id"].as_str().expect("id").to_string();

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::pg_cluster::PgCluster;
 use support::{start_api, token};
 use voxline_api::auth::Role;
@@ -27,14 +27,8 @@ fn client() -> reqwest::Client {
 }
 
 fn transcript(title: &str) -> Value {
-    json!({
-        "title": title,
-        "kind": "sales",
-        "transcript": [
-            { "speaker": "partner", "start": 0.0, "end": 3.0, "text": "Thanks for making time." },
-            { "speaker": "user", "start": 3.5, "end": 8.0, "text": "Of course. What would you like to achieve this quarter?" }
-        ]
-    })
+    let answer = "Of course. What would you like to achieve this quarter?";
+    support::two_turn_call(title, "Thanks for making time.", answer, 8.0)
 }
 
 /// One answer: status, `Retry-After` and the JSON body.

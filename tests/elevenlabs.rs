@@ -14,14 +14,13 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::api::{Webhook, answer};
 use support::{Backend, TEST_JWT_SECRET, TestDb, eventually, start_api, start_workers, token};
 use voxline_api::auth::Role;
 use voxline_api::roleplays::ticket::{TicketClaims, TicketKeys};
 use voxline_api::webhooks::elevenlabs::signature_header;
 use voxline_domain::profiles::{self, Profile};
-use voxline_domain::{Db, sessions};
-use voxline_jobs::DbJobs;
-use voxline_jobs::store;
+use voxline_domain::sessions;
 
 const SECRET: &str = "wsec_voxline_test_secret_0123456789";
 const CONFIGURED: &str = "[elevenlabs]\nwebhook_secret = \"wsec_voxline_test_secret_0123456789\"\n\
@@ -78,17 +77,8 @@ async fn start_roleplay(base: &str, company: &str, profile: &str) -> String {
 
 /// The token a client app holds for `profile`, with the address "feedback ready" goes to.
 fn token_with_email(company: &str, profile: &str) -> String {
-    let now = now();
-    voxline_api::auth::Keys::hs256(TEST_JWT_SECRET)
-        .mint(&voxline_api::auth::Claims {
-            sub: profile.into(),
-            company_id: company.into(),
-            role: Role::Member,
-            email: Some(format!("{profile}@example.com")),
-            iat: now,
-            exp: now + 600,
-        })
-        .expect("mint")
+    let email = format!("{profile}@example.com");
+    support::token_with_email(company, profile, Role::Member, Some(&email))
 }
 
 async fn roleplay_request(
@@ -97,51 +87,38 @@ async fn roleplay_request(
     profile: &str,
     body: &Value,
 ) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/roleplays"))
-        .bearer_auth(token_with_email(company, profile))
-        .json(body)
-        .send()
-        .await
-        .expect("the API answers");
-    (
-        response.status(),
-        response.json().await.unwrap_or(Value::Null),
+    answer(
+        reqwest::Client::new()
+            .post(format!("{base}/api/roleplays"))
+            .bearer_auth(token_with_email(company, profile))
+            .json(body),
     )
+    .await
 }
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
+const ELEVENLABS: Webhook = Webhook {
+    route: "/api/webhooks/elevenlabs",
+    header: "ElevenLabs-Signature",
+    secret: SECRET,
+    sign: signature_header,
+};
+
 /// Posts `body` as is, with the `ElevenLabs-Signature` header when given.
 async fn deliver(base: &str, body: &[u8], signature: Option<&str>) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}/api/webhooks/elevenlabs"))
-        .header("content-type", "application/json")
-        .body(body.to_vec());
-    if let Some(signature) = signature {
-        request = request.header("ElevenLabs-Signature", signature);
-    }
-    let response = request.send().await.expect("the API answers");
-    (
-        response.status(),
-        response.json().await.unwrap_or(Value::Null),
-    )
+    ELEVENLABS.deliver(base, body, signature).await
 }
 
 /// Posts `event` signed with the configured secret, now.
 async fn deliver_signed(base: &str, event: &Value) -> (StatusCode, Value) {
-    let body = event.to_string();
-    let signature = signature_header(SECRET, now(), body.as_bytes());
-    deliver(base, body.as_bytes(), Some(&signature)).await
+    ELEVENLABS.deliver_signed(base, event).await
 }
 
 async fn count(t: &TestDb, sql: &'static str) -> i64 {
-    match &t.db {
-        Db::Postgres(_) => sqlx::query_scalar(sql).fetch_one(t.owner()).await.unwrap(),
-        Db::Sqlite(lite) => sqlx::query_scalar(sql).fetch_one(&lite.pool).await.unwrap(),
-    }
+    t.count_rows(sql).await
 }
 
 async fn assert_nothing_stored(t: &TestDb) {
@@ -158,6 +135,41 @@ async fn assert_nothing_stored(t: &TestDb) {
     assert_eq!(count(t, "SELECT count(*) FROM jobs").await, 0, "no job");
 }
 
+/// A deployment with the webhook configured (and `layers` over it), whose API serves; ann of
+/// acme has signed in.
+async fn with_ann_signed_in(backend: Backend, layers: &[&str]) -> Option<(TestDb, String)> {
+    let all: Vec<&str> = std::iter::once(CONFIGURED)
+        .chain(layers.iter().copied())
+        .collect();
+    let t = TestDb::new(backend, &all).await?;
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+    Some((t, base))
+}
+
+/// Ann of acme signed in (see `with_ann_signed_in`) and in a role-play she started.
+struct Roleplay {
+    t: TestDb,
+    base: String,
+    ticket: String,
+}
+
+async fn ann_in_a_roleplay(backend: Backend, layers: &[&str]) -> Option<Roleplay> {
+    let (t, base) = with_ann_signed_in(backend, layers).await?;
+    let ticket = start_roleplay(&base, "acme", "ann").await;
+    Some(Roleplay { t, base, ticket })
+}
+
+/// Ann's role-play, and the spoken call it was (`None` without espeak-ng or ffmpeg).
+async fn ann_in_a_roleplay_over_a_spoken_call(backend: Backend) -> Option<(Roleplay, SpokenCall)> {
+    let t = TestDb::new(backend, &[CONFIGURED]).await?;
+    let call = spoken_call(t.dir.path())?;
+    ann_has_signed_in(&t).await;
+    let base = start_api(&t).await;
+    let ticket = start_roleplay(&base, "acme", "ann").await;
+    Some((Roleplay { t, base, ticket }, call))
+}
+
 /// Ann of acme, as voxline recorded her from a valid token.
 async fn ann_has_signed_in(t: &TestDb) {
     let ann = Profile {
@@ -171,12 +183,9 @@ async fn ann_has_signed_in(t: &TestDb) {
 
 on_both_databases!(a_signed_transcription_becomes_a_session_whose_analysis_runs);
 async fn a_signed_transcription_becomes_a_session_whose_analysis_runs(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+    let Some(Roleplay { t, base, ticket }) = ann_in_a_roleplay(backend, &[]).await else {
         return;
     };
-    ann_has_signed_in(&t).await;
-    let base = start_api(&t).await;
-    let ticket = start_roleplay(&base, "acme", "ann").await;
 
     let (status, answer) = deliver_signed(&base, &transcription("conv_01", &ticket)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -205,14 +214,7 @@ async fn a_signed_transcription_becomes_a_session_whose_analysis_runs(backend: B
             { "speaker": "user", "start": 20.0, "end": 26.0, "text": "How do you measure it today?" }
         ]))
     );
-    let jobs =
-        t.db.jobs()
-            .list(&store::JobFilter {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+    let jobs = t.any_jobs(10).await;
     assert_eq!(jobs.len(), 1, "one job: the analysis");
     assert_eq!(jobs[0].queue, "analysis");
     assert_eq!(jobs[0].payload["session_id"], id.as_str());
@@ -242,12 +244,9 @@ async fn a_signed_transcription_becomes_a_session_whose_analysis_runs(backend: B
 
 on_both_databases!(a_redelivered_conversation_makes_one_session);
 async fn a_redelivered_conversation_makes_one_session(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+    let Some(Roleplay { t, base, ticket }) = ann_in_a_roleplay(backend, &[]).await else {
         return;
     };
-    ann_has_signed_in(&t).await;
-    let base = start_api(&t).await;
-    let ticket = start_roleplay(&base, "acme", "ann").await;
     let event = transcription("conv_02", &ticket);
 
     // Five deliveries at once race to the unique (source, external id) index.
@@ -278,12 +277,9 @@ async fn a_redelivered_conversation_makes_one_session(backend: Backend) {
 
 on_both_databases!(deliveries_without_a_valid_signature_are_refused_and_store_nothing);
 async fn deliveries_without_a_valid_signature_are_refused_and_store_nothing(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+    let Some(Roleplay { t, base, ticket }) = ann_in_a_roleplay(backend, &[]).await else {
         return;
     };
-    ann_has_signed_in(&t).await;
-    let base = start_api(&t).await;
-    let ticket = start_roleplay(&base, "acme", "ann").await;
     let body = transcription("conv_03", &ticket).to_string();
     let body = body.as_bytes();
     let tampered = transcription("conv_03b", &ticket).to_string();
@@ -322,11 +318,9 @@ async fn deliveries_without_a_valid_signature_are_refused_and_store_nothing(back
 
 on_both_databases!(only_a_valid_unused_ticket_of_a_known_profile_makes_a_session);
 async fn only_a_valid_unused_ticket_of_a_known_profile_makes_a_session(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+    let Some((t, base)) = with_ann_signed_in(backend, &[]).await else {
         return;
     };
-    ann_has_signed_in(&t).await;
-    let base = start_api(&t).await;
     let refused = |event: Value, status: StatusCode, code: &'static str| {
         let base = base.clone();
         async move {
@@ -467,11 +461,9 @@ async fn without_a_secret_the_webhook_is_not_configured(backend: Backend) {
 
 on_both_databases!(other_event_types_are_acknowledged_and_ignored);
 async fn other_event_types_are_acknowledged_and_ignored(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+    let Some((t, base)) = with_ann_signed_in(backend, &[]).await else {
         return;
     };
-    ann_has_signed_in(&t).await;
-    let base = start_api(&t).await;
     let removal = json!({
         "type": "voice_removal_notice",
         "event_timestamp": 1_739_537_297,
@@ -488,11 +480,9 @@ async fn other_event_types_are_acknowledged_and_ignored(backend: Backend) {
 
 on_both_databases!(malformed_deliveries_are_refused_naming_the_field);
 async fn malformed_deliveries_are_refused_naming_the_field(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+    let Some((t, base)) = with_ann_signed_in(backend, &[]).await else {
         return;
     };
-    ann_has_signed_in(&t).await;
-    let base = start_api(&t).await;
 
     let broken = b"{\"type\": \"post_call_transcription\", ";
     let (status, error) = deliver(
@@ -542,12 +532,9 @@ async fn malformed_deliveries_are_refused_naming_the_field(backend: Backend) {
 
 on_both_databases!(a_long_transcript_may_exceed_the_global_body_limit_up_to_5_mb);
 async fn a_long_transcript_may_exceed_the_global_body_limit_up_to_5_mb(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+    let Some(Roleplay { t, base, ticket }) = ann_in_a_roleplay(backend, &[]).await else {
         return;
     };
-    ann_has_signed_in(&t).await;
-    let base = start_api(&t).await;
-    let ticket = start_roleplay(&base, "acme", "ann").await;
     let with_turns = |conversation: &str, turns: usize| {
         let mut event = transcription(conversation, &ticket);
         let line = "We looked at every option on the table and settled on the plan. ".repeat(3);
@@ -588,12 +575,9 @@ async fn a_roleplay_checks_the_plan_and_quotas_as_a_submitted_session_does(backe
     assert_eq!(error["error"]["code"], "subscription_required");
 
     let one_a_day = "[plans.free]\nsessions_per_day = 1\n";
-    let Some(t) = TestDb::new(backend, &[CONFIGURED, one_a_day]).await else {
+    let Some(Roleplay { t, base, ticket }) = ann_in_a_roleplay(backend, &[one_a_day]).await else {
         return;
     };
-    ann_has_signed_in(&t).await;
-    let base = start_api(&t).await;
-    let ticket = start_roleplay(&base, "acme", "ann").await;
     let (status, answer) = deliver_signed(&base, &transcription("conv_q1", &ticket)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let (status, error) = roleplay_request(&base, "acme", "ann", &body).await;
@@ -781,15 +765,11 @@ fn assert_the_users_voice(feedback: &Value) {
 
 on_both_databases!(call_audio_before_its_transcript_is_held_and_taken_by_the_session);
 async fn call_audio_before_its_transcript_is_held_and_taken_by_the_session(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+    let Some((Roleplay { t, base, ticket }, call)) =
+        ann_in_a_roleplay_over_a_spoken_call(backend).await
+    else {
         return;
     };
-    let Some(call) = spoken_call(t.dir.path()) else {
-        return;
-    };
-    ann_has_signed_in(&t).await;
-    let base = start_api(&t).await;
-    let ticket = start_roleplay(&base, "acme", "ann").await;
 
     let (status, answer) = deliver_signed(&base, &call_audio("conv_a1", &call.mp3)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -833,15 +813,11 @@ async fn call_audio_before_its_transcript_is_held_and_taken_by_the_session(backe
 
 on_both_databases!(call_audio_after_its_transcript_re_scores_the_feedback_once);
 async fn call_audio_after_its_transcript_re_scores_the_feedback_once(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+    let Some((Roleplay { t, base, ticket }, call)) =
+        ann_in_a_roleplay_over_a_spoken_call(backend).await
+    else {
         return;
     };
-    let Some(call) = spoken_call(t.dir.path()) else {
-        return;
-    };
-    ann_has_signed_in(&t).await;
-    let base = start_api(&t).await;
-    let ticket = start_roleplay(&base, "acme", "ann").await;
     let workers = start_workers(&t, &["analysis", "email"]);
 
     let (status, made) =
@@ -898,12 +874,9 @@ async fn call_audio_after_its_transcript_re_scores_the_feedback_once(backend: Ba
 
 on_both_databases!(corrupt_call_audio_keeps_the_text_feedback_and_says_why);
 async fn corrupt_call_audio_keeps_the_text_feedback_and_says_why(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+    let Some(Roleplay { t, base, ticket }) = ann_in_a_roleplay(backend, &[]).await else {
         return;
     };
-    ann_has_signed_in(&t).await;
-    let base = start_api(&t).await;
-    let ticket = start_roleplay(&base, "acme", "ann").await;
     // An ID3 tag and then text: no audio frame anywhere.
     let mut garbage = b"ID3\x04\x00\x00\x00\x00\x00\x10".to_vec();
     garbage.extend(b"this is not audio ".repeat(1_000));
@@ -958,12 +931,9 @@ async fn oversized_or_malformed_call_audio_is_refused_and_nothing_is_stored(back
 
 on_both_databases!(a_call_that_never_started_marks_its_roleplay_failed_and_bills_nothing);
 async fn a_call_that_never_started_marks_its_roleplay_failed_and_bills_nothing(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[CONFIGURED]).await else {
+    let Some(Roleplay { t, base, ticket }) = ann_in_a_roleplay(backend, &[]).await else {
         return;
     };
-    ann_has_signed_in(&t).await;
-    let base = start_api(&t).await;
-    let ticket = start_roleplay(&base, "acme", "ann").await;
     let rid = TicketKeys::from_secret(TEST_JWT_SECRET)
         .verify(&ticket)
         .map(|c: TicketClaims| c.rid)

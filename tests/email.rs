@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::api::{answer, json_of};
 use support::{Backend, TestDb, free_port, service_missing, start_api, token};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use voxline_api::auth::Role;
 use voxline_domain::notifications::{self, EmailKind};
 use voxline_jobs::payloads::{EmailJob, EmailMessage, FeedbackReady, PaymentFailed};
 use voxline_jobs::{DbJobs, JobArgs};
-use voxline_jobs::{JobId, JobState, Runner, RunnerHandle};
+use voxline_jobs::{Job, JobId, JobState, Runner, RunnerHandle};
 use voxline_workers::email::dedupe_key;
 
 const LONG: Duration = Duration::from_secs(20);
@@ -149,6 +150,18 @@ async fn send(t: &TestDb, email: EmailJob) -> JobId {
     t.enqueue(email.to_job().unwrap()).await
 }
 
+/// Enqueues `email` and waits until its job reaches `state`.
+async fn sent(t: &TestDb, email: EmailJob, state: JobState) -> Job {
+    let id = send(t, email).await;
+    t.wait_state(id, state, LONG).await
+}
+
+/// What the notification log says of the feedback email about `session` to `to`.
+async fn feedback_status(t: &TestDb, to: &str, session: &str) -> Option<String> {
+    let subject = format!("session:{session}");
+    status_of(t, to, EmailKind::FeedbackReady, &subject).await
+}
+
 async fn status_of(t: &TestDb, to: &str, kind: EmailKind, subject: &str) -> Option<String> {
     notifications::logged(&t.db, &dedupe_key(to, kind.as_str(), subject))
         .await
@@ -162,8 +175,7 @@ async fn a_feedback_email_arrives_with_headers_and_both_parts(backend: Backend) 
         return;
     };
     let workers = start_workers(&t);
-    let id = send(&t, feedback_email("ann@example.com", "s42")).await;
-    t.wait_state(id, JobState::Done, LONG).await;
+    sent(&t, feedback_email("ann@example.com", "s42"), JobState::Done).await;
     workers.shutdown().await;
 
     let messages = smtp.messages();
@@ -187,14 +199,9 @@ async fn a_feedback_email_arrives_with_headers_and_both_parts(backend: Backend) 
     assert!(m.contains("Read it here: https://app.example.com/sessions/s42"));
     assert!(m.contains("<a href=\"https://app.example.com/sessions/s42\">Read your feedback</a>"));
     assert_eq!(
-        status_of(
-            &t,
-            "ann@example.com",
-            EmailKind::FeedbackReady,
-            "session:s42"
-        )
-        .await
-        .as_deref(),
+        feedback_status(&t, "ann@example.com", "s42")
+            .await
+            .as_deref(),
         Some("sent")
     );
 }
@@ -205,8 +212,12 @@ async fn a_451_is_retried_and_the_message_is_delivered_once(backend: Backend) {
         return;
     };
     let workers = start_workers(&t);
-    let id = send(&t, feedback_email("flaky@example.com", "s1")).await;
-    let job = t.wait_state(id, JobState::Done, LONG).await;
+    let job = sent(
+        &t,
+        feedback_email("flaky@example.com", "s1"),
+        JobState::Done,
+    )
+    .await;
     workers.shutdown().await;
     assert_eq!(job.attempt, 2);
     assert!(job.errors[0].error.contains("451"), "{:?}", job.errors);
@@ -219,8 +230,12 @@ async fn a_550_is_dead_and_the_address_is_suppressed_for_later_sends(backend: Ba
         return;
     };
     let workers = start_workers(&t);
-    let id = send(&t, feedback_email("bounce@example.com", "s1")).await;
-    let dead = t.wait_state(id, JobState::Dead, LONG).await;
+    let dead = sent(
+        &t,
+        feedback_email("bounce@example.com", "s1"),
+        JobState::Dead,
+    )
+    .await;
     assert_eq!(dead.attempt, 1, "a permanent refusal is not retried");
     let reply = dead.last_error.unwrap();
     assert!(
@@ -234,18 +249,17 @@ async fn a_550_is_dead_and_the_address_is_suppressed_for_later_sends(backend: Ba
             .is_some()
     );
 
-    let later = send(&t, feedback_email("bounce@example.com", "s2")).await;
-    t.wait_state(later, JobState::Done, LONG).await;
+    sent(
+        &t,
+        feedback_email("bounce@example.com", "s2"),
+        JobState::Done,
+    )
+    .await;
     workers.shutdown().await;
     assert_eq!(
-        status_of(
-            &t,
-            "bounce@example.com",
-            EmailKind::FeedbackReady,
-            "session:s2"
-        )
-        .await
-        .as_deref(),
+        feedback_status(&t, "bounce@example.com", "s2")
+            .await
+            .as_deref(),
         Some("suppressed_address")
     );
     assert!(smtp.messages().is_empty());
@@ -257,10 +271,8 @@ async fn the_same_email_enqueued_twice_is_sent_once(backend: Backend) {
         return;
     };
     let workers = start_workers(&t);
-    let first = send(&t, feedback_email("ann@example.com", "s7")).await;
-    t.wait_state(first, JobState::Done, LONG).await;
-    let second = send(&t, feedback_email("ANN@example.com", "s7")).await;
-    t.wait_state(second, JobState::Done, LONG).await;
+    sent(&t, feedback_email("ann@example.com", "s7"), JobState::Done).await;
+    sent(&t, feedback_email("ANN@example.com", "s7"), JobState::Done).await;
     workers.shutdown().await;
     assert_eq!(
         smtp.messages().len(),
@@ -304,14 +316,9 @@ async fn an_opted_out_kind_is_recorded_not_sent_but_payment_mail_always_goes(bac
     t.wait_state(payment, JobState::Done, LONG).await;
     workers.shutdown().await;
     assert_eq!(
-        status_of(
-            &t,
-            "ann@example.com",
-            EmailKind::FeedbackReady,
-            "session:s3"
-        )
-        .await
-        .as_deref(),
+        feedback_status(&t, "ann@example.com", "s3")
+            .await
+            .as_deref(),
         Some("suppressed_preference")
     );
     let messages = smtp.messages();
@@ -336,14 +343,9 @@ async fn a_refused_connection_is_retried() {
     workers.shutdown().await;
     assert!(!job.errors.is_empty());
     assert_eq!(
-        status_of(
-            &t,
-            "ann@example.com",
-            EmailKind::FeedbackReady,
-            "session:s1"
-        )
-        .await
-        .as_deref(),
+        feedback_status(&t, "ann@example.com", "s1")
+            .await
+            .as_deref(),
         Some("failed")
     );
 }
@@ -355,8 +357,7 @@ async fn without_smtp_the_email_is_written_to_the_outbox() {
         return;
     };
     let workers = start_workers(&t);
-    let id = send(&t, feedback_email("ann@example.com", "s5")).await;
-    t.wait_state(id, JobState::Done, LONG).await;
+    sent(&t, feedback_email("ann@example.com", "s5"), JobState::Done).await;
     workers.shutdown().await;
     let outbox = read_emls(&t.dir.path().join("outbox"));
     assert_eq!(outbox.len(), 1);
@@ -373,15 +374,7 @@ async fn preferences_are_read_and_changed_over_http(backend: Backend) {
     let ann = token("acme", "ann", Role::Member, 600);
     let http = reqwest::Client::new();
 
-    let all: Value = http
-        .get(&url)
-        .bearer_auth(&ann)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all = json_of(http.get(&url).bearer_auth(&ann)).await;
     let prefs = all["preferences"].as_array().unwrap();
     assert_eq!(prefs.len(), 6);
     assert!(prefs.iter().all(|p| p["enabled"] == true));
@@ -392,15 +385,10 @@ async fn preferences_are_read_and_changed_over_http(backend: Backend) {
         .collect();
     assert_eq!(mandatory, ["payment_failed", "payment_action_required"]);
 
-    let response = http
-        .put(&url)
-        .bearer_auth(&ann)
-        .json(&json!({ "trial_ending": false }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.unwrap();
+    let turn_off_trial_ending = http.put(&url).bearer_auth(&ann);
+    let (status, body) =
+        answer(turn_off_trial_ending.json(&json!({ "trial_ending": false }))).await;
+    assert_eq!(status, StatusCode::OK);
     let trial = body["preferences"]
         .as_array()
         .unwrap()
@@ -423,15 +411,8 @@ async fn preferences_are_read_and_changed_over_http(backend: Backend) {
             "invalid_value",
         ),
     ] {
-        let response = http
-            .put(&url)
-            .bearer_auth(&ann)
-            .json(&payload)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        let body: Value = response.json().await.unwrap();
+        let (status, body) = answer(http.put(&url).bearer_auth(&ann).json(&payload)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(body["error"]["field"], field);
         assert_eq!(body["error"]["code"], code);
     }
@@ -450,15 +431,11 @@ async fn preferences_are_read_and_changed_over_http(backend: Backend) {
     );
 
     // Another profile's preferences are its own.
-    let bob: Value = http
-        .get(&url)
-        .bearer_auth(token("acme", "bob", Role::Member, 600))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bob = json_of(
+        http.get(&url)
+            .bearer_auth(token("acme", "bob", Role::Member, 600)),
+    )
+    .await;
     assert!(
         bob["preferences"]
             .as_array()

@@ -651,6 +651,18 @@ async fn a_retry_after_hint_sets_the_delay(backend: Backend) {
     workers.shutdown().await;
 }
 
+/// A `slow` handler that counts its starts in `started` and then takes `duration`.
+fn slow_handlers(started: Arc<AtomicUsize>, duration: Duration) -> Handlers {
+    Handlers::new().register("slow", move |_job: ClaimedJob| {
+        let started = started.clone();
+        async move {
+            started.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(duration).await;
+            Ok::<(), HandlerError>(())
+        }
+    })
+}
+
 on_both_databases!(shutdown_finishes_running_jobs_and_returns_prefetched_ones);
 async fn shutdown_finishes_running_jobs_and_returns_prefetched_ones(backend: Backend) {
     let overrides = "[queues.test]\nconcurrency = 2\nprefetch = 4\n";
@@ -658,15 +670,7 @@ async fn shutdown_finishes_running_jobs_and_returns_prefetched_ones(backend: Bac
         return;
     };
     let started = Arc::new(AtomicUsize::new(0));
-    let s = started.clone();
-    let handlers = Handlers::new().register("slow", move |_job: ClaimedJob| {
-        let s = s.clone();
-        async move {
-            s.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(600)).await;
-            Ok::<(), HandlerError>(())
-        }
-    });
+    let handlers = slow_handlers(started.clone(), Duration::from_millis(600));
     t.client()
         .enqueue_many((0..6).map(|_| job("slow", json!({}))).collect())
         .await
@@ -712,15 +716,7 @@ async fn shutdown_returns_jobs_that_outlive_the_grace_period(backend: Backend) {
         return;
     };
     let started = Arc::new(AtomicUsize::new(0));
-    let s = started.clone();
-    let handlers = Handlers::new().register("slow", move |_job: ClaimedJob| {
-        let s = s.clone();
-        async move {
-            s.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            Ok::<(), HandlerError>(())
-        }
-    });
+    let handlers = slow_handlers(started.clone(), Duration::from_secs(30));
     let id = t.enqueue(job("slow", json!({}))).await;
     let workers = runner(&t, handlers).start();
     // The handler itself has begun: a claimed job waiting in the prefetch buffer is also

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use support::api::{submit_session, wait_until_ready};
 use support::{Backend, TestDb, eventually, start_api, start_workers};
-use voxline_api::auth::{Claims, Keys, Role};
-use voxline_domain::Db;
+use voxline_api::auth::Role;
 use voxline_domain::blobs::{BlobStore, LocalBlobs};
 use voxline_domain::db::Scope;
 use voxline_domain::sessions::{self, NewSession};
@@ -20,28 +20,11 @@ use voxline_jobs::{JobState, NewJob, store};
 const WORDS: &str = "I think our budget is around fifty thousand";
 
 fn token(company: &str, profile: &str, email: Option<&str>) -> String {
-    let now = chrono::Utc::now().timestamp();
-    Keys::hs256(support::TEST_JWT_SECRET)
-        .mint(&Claims {
-            sub: profile.into(),
-            company_id: company.into(),
-            role: Role::Member,
-            email: email.map(str::to_string),
-            iat: now,
-            exp: now + 600,
-        })
-        .expect("mint")
+    support::token_with_email(company, profile, Role::Member, email)
 }
 
 fn call(title: &str) -> Value {
-    json!({
-        "title": title,
-        "kind": "sales",
-        "transcript": [
-            { "speaker": "partner", "start": 0.0, "end": 3.0, "text": "What is your budget?" },
-            { "speaker": "user", "start": 3.5, "end": 9.0, "text": WORDS }
-        ]
-    })
+    support::two_turn_call(title, "What is your budget?", WORDS, 9.0)
 }
 
 async fn send(method: Method, url: &str, token: &str, body: Option<&Value>) -> reqwest::Response {
@@ -55,46 +38,16 @@ async fn send(method: Method, url: &str, token: &str, body: Option<&Value>) -> r
 }
 
 async fn submit(base: &str, token: &str, title: &str) -> String {
-    let response = send(
-        Method::POST,
-        &format!("{base}/api/sessions"),
-        token,
-        Some(&call(title)),
-    )
-    .await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let body: Value = response.json().await.expect("json");
-    body["id"].as_str().expect("id").to_string()
+    submit_session(base, token, &call(title), None).await
 }
 
 async fn wait_ready(base: &str, token: &str, id: &str) {
-    let url = format!("{base}/api/sessions/{id}");
-    eventually("the session is ready", Duration::from_secs(30), || {
-        let (url, token) = (url.clone(), token.to_string());
-        async move {
-            let body: Value = send(Method::GET, &url, &token, None)
-                .await
-                .json()
-                .await
-                .unwrap_or(Value::Null);
-            body["status"] == "ready"
-        }
-    })
-    .await;
+    wait_until_ready(base, token, id).await
 }
 
 /// A count over the whole table, whoever's rows (the owner's view on Postgres).
 async fn count(t: &TestDb, sql: &'static str) -> i64 {
-    match &t.db {
-        Db::Postgres(_) => sqlx::query_scalar(sql)
-            .fetch_one(t.owner())
-            .await
-            .expect("count"),
-        Db::Sqlite(lite) => sqlx::query_scalar(sql)
-            .fetch_one(&lite.pool)
-            .await
-            .expect("count"),
-    }
+    t.count_rows(sql).await
 }
 
 /// An uploaded-audio session made directly (audio intake needs a transcription provider).
@@ -226,16 +179,7 @@ async fn an_export_bundles_the_profiles_data_and_mails_a_link(backend: Backend) 
     .await;
     workers.shutdown().await;
 
-    let audit = voxline_domain::audit::list(
-        &t.db,
-        &voxline_domain::audit::AuditFilter {
-            action: Some("gdpr.export".into()),
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("audit");
+    let audit = t.audit_entries("gdpr.export").await;
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].actor, "ann");
 }
@@ -349,16 +293,7 @@ async fn erasing_a_profile_removes_its_data_keeps_billing_records_and_cancels_it
     maintenance.shutdown().await;
 
     // Audit-logged, with counts and no transcript text.
-    let audit = voxline_domain::audit::list(
-        &t.db,
-        &voxline_domain::audit::AuditFilter {
-            action: Some("gdpr.erase".into()),
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("audit");
+    let audit = t.audit_entries("gdpr.erase").await;
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].actor, "ann");
     assert_eq!(audit[0].details["sessions"], 3);

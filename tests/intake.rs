@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
-use serde_json::{Value, json};
+use serde_json::Value;
+use support::api::{answer, id_of, json_of, session_events};
 use support::{Backend, TestDb, start_api, start_workers, token};
 use voxline_api::auth::Role;
 use voxline_domain::blobs::BlobStore;
@@ -20,26 +21,6 @@ use voxline_jobs::{JobState, store};
 /// OpenAI "configured" (the key is never used here: no transcription worker runs), so audio
 /// uploads are accepted.
 const WITH_TRANSCRIPTION: &str = "[openai]\napi_key = \"sk-test\"\n";
-
-/// A valid 16 kHz mono 16-bit PCM WAV of `samples` samples of silence.
-fn wav(samples: usize) -> Vec<u8> {
-    let data_len = (samples * 2) as u32;
-    let mut out = Vec::with_capacity(44 + samples * 2);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&16_000u32.to_le_bytes());
-    out.extend_from_slice(&32_000u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    out.resize(44 + samples * 2, 0);
-    out
-}
 
 fn audio_part(bytes: Vec<u8>, file_name: &str, mime: &str) -> Part {
     Part::bytes(bytes)
@@ -56,6 +37,23 @@ fn form(title: &str, kind: &str, audio: Option<Part>) -> Form {
         Some(part) => form.part("audio", part),
         None => form,
     }
+}
+
+/// Posts `body` as a new session with the given `Content-Type`, as `auth`.
+async fn post_raw(
+    base: &str,
+    auth: &str,
+    content_type: &str,
+    body: &'static str,
+) -> (StatusCode, Value) {
+    answer(
+        reqwest::Client::new()
+            .post(format!("{base}/api/sessions"))
+            .bearer_auth(auth)
+            .header("content-type", content_type)
+            .body(body),
+    )
+    .await
 }
 
 async fn submit(base: &str, form: Form, key: Option<&str>) -> (StatusCode, Value) {
@@ -122,7 +120,7 @@ async fn an_uploaded_recording_is_stored_with_its_session_and_transcription_job(
         return;
     };
     let base = start_api(&t).await;
-    let recording = wav(16_000);
+    let recording = support::silent_wav(16_000);
     let (status, body) = submit(
         &base,
         form(
@@ -179,7 +177,7 @@ async fn a_retried_upload_with_the_same_key_creates_one_session_and_one_blob(bac
     let base = start_api(&t).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let audio = audio_part(wav(8_000), "a.wav", "audio/wav");
+        let audio = audio_part(support::silent_wav(8_000), "a.wav", "audio/wav");
         let (status, body) =
             submit(&base, form("Call", "sales", Some(audio)), Some("upload-1")).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -190,7 +188,7 @@ async fn a_retried_upload_with_the_same_key_creates_one_session_and_one_blob(bac
     assert_eq!(blob_files(&t), 1);
 
     // The same key with a different recording is a client bug, not a replay.
-    let other = audio_part(wav(9_000), "a.wav", "audio/wav");
+    let other = audio_part(support::silent_wav(9_000), "a.wav", "audio/wav");
     let answer = submit(&base, form("Call", "sales", Some(other)), Some("upload-1")).await;
     assert_refused(&answer, StatusCode::UNPROCESSABLE_ENTITY, "Idempotency-Key");
     assert_eq!(session_count(&t).await, 1);
@@ -204,9 +202,9 @@ async fn bad_uploads_are_refused_naming_the_field_and_leave_nothing_behind(backe
         return;
     };
     let base = start_api(&t).await;
-    let ok_wav = || audio_part(wav(1_000), "a.wav", "audio/wav");
+    let ok_wav = || audio_part(support::silent_wav(1_000), "a.wav", "audio/wav");
 
-    let oversize = audio_part(wav(20_000), "big.wav", "audio/wav");
+    let oversize = audio_part(support::silent_wav(20_000), "big.wav", "audio/wav");
     let answer = submit(&base, form("Call", "sales", Some(oversize)), None).await;
     assert_refused(&answer, StatusCode::PAYLOAD_TOO_LARGE, "audio");
 
@@ -220,7 +218,7 @@ async fn bad_uploads_are_refused_naming_the_field_and_leave_nothing_behind(backe
     assert_refused(&answer, StatusCode::UNPROCESSABLE_ENTITY, "audio");
     assert_eq!(answer.1["error"]["code"], "audio_type_mismatch");
 
-    let video = audio_part(wav(100), "clip.mov", "video/quicktime");
+    let video = audio_part(support::silent_wav(100), "clip.mov", "video/quicktime");
     let answer = submit(&base, form("Call", "sales", Some(video)), None).await;
     assert_refused(&answer, StatusCode::UNSUPPORTED_MEDIA_TYPE, "audio");
 
@@ -249,34 +247,17 @@ async fn bad_uploads_are_refused_naming_the_field_and_leave_nothing_behind(backe
     let answer = submit(&base, extra, None).await;
     assert_refused(&answer, StatusCode::UNPROCESSABLE_ENTITY, "speaker");
 
-    let client = reqwest::Client::new();
     let auth = token("acme", "ann", Role::Member, 600);
-    let response = client
-        .post(format!("{base}/api/sessions"))
-        .bearer_auth(&auth)
-        .header("content-type", "text/plain")
-        .body("hello")
-        .send()
-        .await
-        .expect("send");
-    let answer = (
-        response.status(),
-        response.json().await.unwrap_or(Value::Null),
-    );
+    let answer = post_raw(&base, &auth, "text/plain", "hello").await;
     assert_refused(&answer, StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type");
 
-    let response = client
-        .post(format!("{base}/api/sessions"))
-        .bearer_auth(&auth)
-        .header("content-type", "multipart/form-data; boundary=XYZ")
-        .body("--XYZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nunterminated")
-        .send()
-        .await
-        .expect("send");
-    let answer = (
-        response.status(),
-        response.json().await.unwrap_or(Value::Null),
-    );
+    let answer = post_raw(
+        &base,
+        &auth,
+        "multipart/form-data; boundary=XYZ",
+        "--XYZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nunterminated",
+    )
+    .await;
     assert_eq!(answer.0, StatusCode::BAD_REQUEST, "{}", answer.1);
 
     assert_eq!(
@@ -298,7 +279,7 @@ async fn audio_is_refused_with_instructions_when_no_transcription_provider_is_en
         return;
     };
     let base = start_api(&t).await;
-    let audio = audio_part(wav(1_000), "a.wav", "audio/wav");
+    let audio = audio_part(support::silent_wav(1_000), "a.wav", "audio/wav");
     let answer = submit(&base, form("Call", "sales", Some(audio)), None).await;
     assert_refused(&answer, StatusCode::UNPROCESSABLE_ENTITY, "audio");
     let message = answer.1["error"]["message"].as_str().unwrap_or_default();
@@ -330,13 +311,8 @@ async fn read_status_events(mut response: reqwest::Response, limit: Duration) ->
 }
 
 fn transcript() -> Value {
-    json!({
-        "title": "Discovery call", "kind": "sales",
-        "transcript": [
-            { "speaker": "partner", "start": 0.0, "end": 3.0, "text": "Thanks for calling." },
-            { "speaker": "user", "start": 3.5, "end": 8.0, "text": "What matters most to your team this quarter?" }
-        ]
-    })
+    let question = "What matters most to your team this quarter?";
+    support::two_turn_call("Discovery call", "Thanks for calling.", question, 8.0)
 }
 
 async fn a_sessions_status_streams_as_server_sent_events_until_it_is_ready(backend: Backend) {
@@ -346,24 +322,16 @@ async fn a_sessions_status_streams_as_server_sent_events_until_it_is_ready(backe
     let base = start_api(&t).await;
     let auth = token("acme", "ann", Role::Member, 600);
     let client = reqwest::Client::new();
-    let created: Value = client
-        .post(format!("{base}/api/sessions"))
-        .bearer_auth(&auth)
-        .json(&transcript())
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"].as_str().expect("id").to_string();
+    let created = json_of(
+        client
+            .post(format!("{base}/api/sessions"))
+            .bearer_auth(&auth)
+            .json(&transcript()),
+    )
+    .await;
+    let id = id_of(&created);
 
-    let stream = client
-        .get(format!("{base}/api/sessions/{id}/events"))
-        .bearer_auth(&auth)
-        .send()
-        .await
-        .expect("open the stream");
+    let stream = session_events(&base, &id, Some(&auth)).await;
     assert_eq!(stream.status(), StatusCode::OK);
     assert!(
         stream
@@ -393,12 +361,7 @@ async fn a_sessions_status_streams_as_server_sent_events_until_it_is_ready(backe
     assert!(events.iter().all(|e| e["session_id"] == id.as_str()));
 
     // A stream opened after the end says the final status once and closes.
-    let again = client
-        .get(format!("{base}/api/sessions/{id}/events"))
-        .bearer_auth(&auth)
-        .send()
-        .await
-        .expect("open");
+    let again = session_events(&base, &id, Some(&auth)).await;
     let events = read_status_events(again, Duration::from_secs(10)).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["status"], "ready");
@@ -411,29 +374,18 @@ async fn another_companys_session_stream_is_not_found(backend: Backend) {
     };
     let base = start_api(&t).await;
     let client = reqwest::Client::new();
-    let created: Value = client
-        .post(format!("{base}/api/sessions"))
-        .bearer_auth(token("acme", "ann", Role::Member, 600))
-        .json(&transcript())
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"].as_str().expect("id");
-    let response = client
-        .get(format!("{base}/api/sessions/{id}/events"))
-        .bearer_auth(token("globex", "gus", Role::Member, 600))
-        .send()
-        .await
-        .expect("send");
+    let created = json_of(
+        client
+            .post(format!("{base}/api/sessions"))
+            .bearer_auth(token("acme", "ann", Role::Member, 600))
+            .json(&transcript()),
+    )
+    .await;
+    let id = id_of(&created);
+    let response =
+        session_events(&base, &id, Some(&token("globex", "gus", Role::Member, 600))).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    let response = client
-        .get(format!("{base}/api/sessions/{id}/events"))
-        .send()
-        .await
-        .expect("send");
+    let response = session_events(&base, &id, None).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 on_both_databases!(another_companys_session_stream_is_not_found);

@@ -22,8 +22,8 @@ use voxline_jobs::JobArgs;
 use voxline_jobs::maintenance::pruner::{self, Pruned};
 use voxline_jobs::payloads::{Analysis, SessionJob, Transcription};
 use voxline_jobs::{
-    ClaimedJob, Completion, DbJobs, DeadHooks, DeadJob, HandlerError, Handlers, JobId, JobState,
-    JobStore, NewJob, OnDead, Outcome, Runner, queues,
+    ClaimedJob, Completion, DbJobs, DeadHooks, DeadJob, HandlerError, Handlers, Job, JobId,
+    JobState, JobStore, NewJob, OnDead, Outcome, Runner, RunnerHandle, queues,
 };
 
 const LONG: Duration = Duration::from_secs(20);
@@ -85,34 +85,13 @@ async fn complete(
         .expect("complete")
 }
 
-/// Sets job `id`'s heartbeat an hour back, as if its worker had stopped long ago.
-async fn backdate_heartbeat(t: &TestDb, id: JobId) {
-    match &t.db {
-        Db::Postgres(_) => {
-            sqlx::query("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = $1")
-                .bind(id.0)
-                .execute(t.owner())
-                .await
-                .expect("backdate the heartbeat");
-        }
-        Db::Sqlite(lite) => {
-            sqlx::query("UPDATE jobs SET heartbeat_at = ? WHERE id = ?")
-                .bind(chrono::Utc::now().timestamp_micros() - 3_600_000_000)
-                .bind(id.0)
-                .execute(&lite.pool)
-                .await
-                .expect("backdate the heartbeat");
-        }
-    }
-}
-
 /// Takes running job `id` from whoever holds it, as maintenance does once its worker stopped
 /// heart-beating: the heartbeat is set back and rescue runs (again, if a live worker's
 /// heartbeat refreshed the row in between). Returns the state rescue moved the job to.
 async fn rescue(t: &TestDb, id: JobId, hooks: &DeadHooks) -> JobState {
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
-        backdate_heartbeat(t, id).await;
+        t.backdate_heartbeat(id).await;
         let rescued =
             t.db.jobs()
                 .rescue(STALE_AFTER, hooks)
@@ -200,12 +179,15 @@ impl OnDead for MarkDead {
     }
 }
 
-async fn create_dead_marks(t: &TestDb) {
+/// A deployment with the `dead_marks` table, and a hook that marks there the jobs that die.
+async fn marking_the_dead(backend: Backend) -> Option<(TestDb, MarkDead)> {
+    let t = TestDb::new(backend, &[FAST]).await?;
     t.execute(
         "CREATE TABLE dead_marks (job_id BIGINT NOT NULL, error TEXT NOT NULL)",
         "CREATE TABLE dead_marks (job_id INTEGER NOT NULL, error TEXT NOT NULL)",
     )
     .await;
+    Some((t, MarkDead::default()))
 }
 
 /// The committed marks, by job.
@@ -220,11 +202,9 @@ async fn dead_marks(t: &TestDb) -> Vec<(i64, String)> {
 
 on_both_databases!(a_stale_outcome_after_a_rescue_changes_nothing);
 async fn a_stale_outcome_after_a_rescue_changes_nothing(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+    let Some((t, marks)) = marking_the_dead(backend).await else {
         return;
     };
-    create_dead_marks(&t).await;
-    let marks = MarkDead::default();
     let hooks = DeadHooks::new().register("lease.test", marks.clone());
     let store = t.db.jobs();
     let id = t.enqueue(job("lease.test")).await;
@@ -514,20 +494,61 @@ async fn ack_waiting_on(t: &TestDb, holder: i32, excluding: &[i32]) -> Vec<i32> 
     }
 }
 
+/// Waits until the acknowledger has failed to write an outcome more than `failures_before`
+/// times.
+async fn the_acknowledger_fails_after(failures_before: f64) {
+    eventually(
+        "the acknowledger fails to write the outcome",
+        Duration::from_secs(40),
+        || async { ack_write_failures() > failures_before },
+    )
+    .await;
+}
+
+/// A `lease.finish` job whose handler has started and waits for `finish`, on running workers.
+struct HeldJob {
+    id: JobId,
+    finish: Arc<tokio::sync::Notify>,
+    runs: Arc<AtomicUsize>,
+    workers: RunnerHandle,
+}
+
+async fn a_job_running_until_told(t: &TestDb) -> HeldJob {
+    let finish = Arc::new(tokio::sync::Notify::new());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let id = t.enqueue(job("lease.finish")).await;
+    let workers = runner(t, finish_when_told(finish.clone(), runs.clone())).start();
+    eventually("the handler runs", LONG, || async {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    HeldJob {
+        id,
+        finish,
+        runs,
+        workers,
+    }
+}
+
+/// The job is done after one run of its handler, in its first attempt, with no error.
+fn assert_done_after_one_run(done: &Job, runs: &AtomicUsize) {
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the job ran once");
+    assert_eq!(done.attempt, 1);
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+}
+
 on_both_databases!(an_outcome_the_database_refuses_is_kept_and_written_once_it_accepts);
 async fn an_outcome_the_database_refuses_is_kept_and_written_once_it_accepts(backend: Backend) {
     let _turn = OUTAGES.lock().await;
     let Some(t) = TestDb::new(backend, &[FAST]).await else {
         return;
     };
-    let finish = Arc::new(tokio::sync::Notify::new());
-    let runs = Arc::new(AtomicUsize::new(0));
-    let id = t.enqueue(job("lease.finish")).await;
-    let workers = runner(&t, finish_when_told(finish.clone(), runs.clone())).start();
-    eventually("the handler runs", LONG, || async {
-        runs.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let HeldJob {
+        id,
+        finish,
+        runs,
+        workers,
+    } = a_job_running_until_told(&t).await;
 
     match &t.db {
         Db::Sqlite(lite) => {
@@ -540,12 +561,7 @@ async fn an_outcome_the_database_refuses_is_kept_and_written_once_it_accepts(bac
                 .await
                 .expect("take the write lock");
             finish.notify_one();
-            eventually(
-                "the acknowledger fails to write the outcome",
-                Duration::from_secs(40),
-                || async { ack_write_failures() > failures_before },
-            )
-            .await;
+            the_acknowledger_fails_after(failures_before).await;
             lock.rollback().await.expect("release the write lock");
         }
         Db::Postgres(_) => {
@@ -578,9 +594,7 @@ async fn an_outcome_the_database_refuses_is_kept_and_written_once_it_accepts(bac
 
     let done = t.wait_state(id, JobState::Done, LONG).await;
     workers.shutdown().await;
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the job ran once");
-    assert_eq!(done.attempt, 1);
-    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    assert_done_after_one_run(&done, &runs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -590,25 +604,18 @@ async fn an_outcome_is_written_after_postgres_restarts() {
         return;
     };
     let t = cluster.test_db(&[FAST]).await;
-    let finish = Arc::new(tokio::sync::Notify::new());
-    let runs = Arc::new(AtomicUsize::new(0));
-    let id = t.enqueue(job("lease.finish")).await;
-    let workers = runner(&t, finish_when_told(finish.clone(), runs.clone())).start();
-    eventually("the handler runs", LONG, || async {
-        runs.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let HeldJob {
+        id,
+        finish,
+        runs,
+        workers,
+    } = a_job_running_until_told(&t).await;
 
     // The server goes down while the handler runs; it finishes while the server is down.
     let failures_before = ack_write_failures();
     cluster.stop().await;
     finish.notify_one();
-    eventually(
-        "the acknowledger fails to write the outcome",
-        Duration::from_secs(40),
-        || async { ack_write_failures() > failures_before },
-    )
-    .await;
+    the_acknowledger_fails_after(failures_before).await;
     cluster.start_again().await;
 
     // The test's own pool still holds connections the restart broke: a failed read is retried.
@@ -625,9 +632,7 @@ async fn an_outcome_is_written_after_postgres_restarts() {
         }
     };
     workers.shutdown().await;
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the job ran once");
-    assert_eq!(done.attempt, 1);
-    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    assert_done_after_one_run(&done, &runs);
 }
 
 /// Inserts a job row whose payload is not JSON (only SQLite can hold one: Postgres stores jsonb).
@@ -752,11 +757,9 @@ async fn an_operator_can_inspect_a_dead_job_whose_row_could_not_be_decoded_on_sq
 
 on_both_databases!(the_on_dead_hook_runs_once_with_the_job_for_every_way_it_dies);
 async fn the_on_dead_hook_runs_once_with_the_job_for_every_way_it_dies(backend: Backend) {
-    let Some(t) = TestDb::new(backend, &[FAST]).await else {
+    let Some((t, marks)) = marking_the_dead(backend).await else {
         return;
     };
-    create_dead_marks(&t).await;
-    let marks = MarkDead::default();
     let kinds = [
         "doomed.permanent",
         "doomed.retry",
@@ -783,19 +786,13 @@ async fn the_on_dead_hook_runs_once_with_the_job_for_every_way_it_dies(backend: 
         });
 
     let permanent = t.enqueue(job("doomed.permanent")).await;
+    // Permanent failures whose hook refuses (see `MarkDead`).
+    let permanent_with = |payload| NewJob::new("test", "doomed.permanent", payload);
     let hook_fails = t
-        .enqueue(NewJob::new(
-            "test",
-            "doomed.permanent",
-            json!({ "hook_fails": true }),
-        ))
+        .enqueue(permanent_with(json!({ "hook_fails": true })))
         .await;
     let hook_sql_fails = t
-        .enqueue(NewJob::new(
-            "test",
-            "doomed.permanent",
-            json!({ "hook_sql_fails": true }),
-        ))
+        .enqueue(permanent_with(json!({ "hook_sql_fails": true })))
         .await;
     let exhausted = t.enqueue(job("doomed.retry").max_attempts(2)).await;
     let timed_out = t

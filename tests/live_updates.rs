@@ -11,12 +11,15 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{Backend, TestDb, eventually, redis_url, service_missing, start_api, token};
+use support::api::{session_events, submit_session};
+use support::{
+    Backend, TestDb, eventually, redis_url, service_missing, start_api, token, transcript_session,
+};
 use voxline_api::auth::Role;
 use voxline_domain::Db;
 use voxline_domain::db::Scope;
 use voxline_domain::events::{SessionEvent, StatusFeed};
-use voxline_domain::sessions::{self, NewSession};
+use voxline_domain::sessions;
 
 /// A Postgres deployment with Redis configured, or None (after saying why) when a service is
 /// missing.
@@ -111,19 +114,7 @@ async fn status_changes_are_published_to_redis_and_the_feed_hears_redis() {
 
     // A committed status change is published on the channel.
     let mut tx = t.db.begin(Scope::Company("acme")).await.expect("begin");
-    let session = NewSession {
-        id: "s1",
-        company_id: "acme",
-        profile_id: "ann",
-        title: "t",
-        kind: "sales",
-        source: "transcript",
-        audio_ref: None,
-        audio_type: None,
-        external_id: None,
-        channels: None,
-        user_speaker: None,
-    };
+    let session = transcript_session("s1", "acme", "ann", "t");
     sessions::insert(&mut tx, &session, Some(&json!([])))
         .await
         .expect("insert");
@@ -150,30 +141,15 @@ async fn an_sse_stream_hears_a_worker_process_through_redis() {
     let mut heard = listen_on_redis(&channel).await;
     let base = start_api(&t).await;
     let auth = token("acme", "ann", Role::Member, 600);
-    let client = reqwest::Client::new();
-    let created: Value = client
-        .post(format!("{base}/api/sessions"))
-        .bearer_auth(&auth)
-        .json(&json!({
-            "title": "Discovery call", "kind": "sales",
-            "transcript": [
-                { "speaker": "partner", "start": 0.0, "end": 3.0, "text": "Thanks for calling." },
-                { "speaker": "user", "start": 3.5, "end": 8.0, "text": "What matters most to you?" }
-            ]
-        }))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"].as_str().expect("id").to_string();
-    let mut stream = client
-        .get(format!("{base}/api/sessions/{id}/events"))
-        .bearer_auth(&auth)
-        .send()
-        .await
-        .expect("open the stream");
+    let call = json!({
+        "title": "Discovery call", "kind": "sales",
+        "transcript": [
+            { "speaker": "partner", "start": 0.0, "end": 3.0, "text": "Thanks for calling." },
+            { "speaker": "user", "start": 3.5, "end": 8.0, "text": "What matters most to you?" }
+        ]
+    });
+    let id = submit_session(&base, &auth, &call, None).await;
+    let mut stream = session_events(&base, &id, Some(&auth)).await;
     assert_eq!(stream.status(), StatusCode::OK);
 
     // The worker is another process, told only the Redis URL beside the database.

@@ -15,7 +15,8 @@ use voxline_jobs::DbJobs;
 use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
-use support::models::{speaker_model_dir, whisper_model_dir as model_dir};
+use support::api::upload_session;
+use support::models::{deployment_with_models, whisper_model_dir as model_dir};
 use support::{Backend, TestDb, eventually, start_api, start_workers, token};
 use voxline_api::auth::Role;
 use voxline_domain::sessions;
@@ -61,13 +62,7 @@ fn speak(text: &str, out: &Path) -> Option<Vec<u8>> {
 /// A test database whose data directory holds the installed models, as after
 /// `voxline models install`; no OpenAI key anywhere.
 async fn embedded_default_with_model(backend: Backend) -> Option<TestDb> {
-    let model = model_dir().await?;
-    let speakers = speaker_model_dir().await?;
-    let t = TestDb::new(backend, &["[queues.transcription]\nbackoff_base_ms = 50\n"]).await?;
-    let models = t.settings.data_dir.join("models");
-    std::fs::create_dir_all(&models).expect("models dir");
-    std::os::unix::fs::symlink(&model, models.join("whisper-tiny.en")).expect("link the model");
-    std::os::unix::fs::symlink(&speakers, models.join("resemblyzer-ge2e")).expect("link");
+    let t = deployment_with_models(backend, true).await?;
     assert_eq!(
         t.settings.transcription_provider(),
         Some(voxline_domain::config::TranscriptionProvider::Local)
@@ -76,25 +71,42 @@ async fn embedded_default_with_model(backend: Backend) -> Option<TestDb> {
 }
 
 async fn upload(base: &str, bytes: Vec<u8>, name: &str) -> (StatusCode, Value) {
+    let wav = Part::bytes(bytes)
+        .file_name(name.to_string())
+        .mime_str("audio/wav")
+        .expect("mime");
+    upload_as_ann(base, "Discovery call rehearsal", wav).await
+}
+
+/// Uploads `audio` as a sales session titled `title` of ann of acme.
+async fn upload_as_ann(base: &str, title: &str, audio: Part) -> (StatusCode, Value) {
     let form = Form::new()
-        .text("title", "Discovery call rehearsal")
+        .text("title", title.to_string())
         .text("kind", "sales")
-        .part(
-            "audio",
-            Part::bytes(bytes)
-                .file_name(name.to_string())
-                .mime_str("audio/wav")
-                .expect("mime"),
-        );
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/sessions"))
-        .bearer_auth(token("acme", "ann", Role::Member, 600))
-        .multipart(form)
-        .send()
+        .part("audio", audio);
+    upload_session(base, &token("acme", "ann", Role::Member, 600), form).await
+}
+
+/// Most of what was said (`SPOKEN`) is in session `id`'s transcript; answers its segments.
+async fn assert_most_of_it_was_heard(t: &TestDb, id: &str) -> Vec<Value> {
+    let segments = sessions::segments(&t.db, "acme", id)
         .await
-        .expect("send");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+        .expect("segments")
+        .expect("a transcript");
+    let segments = segments.as_array().expect("segments array").clone();
+    assert!(!segments.is_empty());
+    let heard: String = segments
+        .iter()
+        .filter_map(|s| s["text"].as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let heard_words = words(&heard);
+    // Most of what was said is in the transcript (the model's accuracy itself is measured in
+    // whisper/tests with a word error rate bound).
+    let spoken = words(SPOKEN);
+    let found = spoken.iter().filter(|w| heard_words.contains(w)).count();
+    assert!(found * 10 >= spoken.len() * 8, "heard {heard:?}");
+    segments
 }
 
 fn words(text: &str) -> Vec<String> {
@@ -118,33 +130,9 @@ async fn a_recording_becomes_feedback_with_no_api_key(backend: Backend) {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let id = body["id"].as_str().expect("id").to_string();
 
-    eventually("the session is ready", Duration::from_secs(120), || async {
-        let s = sessions::get(&t.db, "acme", &id)
-            .await
-            .expect("get")
-            .expect("session");
-        assert_ne!(s.status, "failed", "the session failed: {:?}", s.error);
-        s.status == "ready"
-    })
-    .await;
-
-    let segments = sessions::segments(&t.db, "acme", &id)
-        .await
-        .expect("segments")
-        .expect("a transcript");
-    let segments = segments.as_array().expect("segments array").clone();
-    assert!(!segments.is_empty());
-    let heard: String = segments
-        .iter()
-        .filter_map(|s| s["text"].as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let heard_words = words(&heard);
-    // Most of what was said is in the transcript (the model's accuracy itself is measured in
-    // whisper/tests with a word error rate bound).
-    let spoken = words(SPOKEN);
-    let found = spoken.iter().filter(|w| heard_words.contains(w)).count();
-    assert!(found * 10 >= spoken.len() * 8, "heard {heard:?}");
+    t.wait_session_ready("acme", &id, Duration::from_secs(120))
+        .await;
+    let segments = assert_most_of_it_was_heard(&t, &id).await;
     let mut previous_end = 0.0;
     for s in &segments {
         assert_eq!(s["speaker"], "user");
@@ -248,50 +236,16 @@ async fn a_browser_recording_in_webm_opus_becomes_feedback_with_no_api_key(backe
     }
     let base = start_api(&t).await;
     let _workers = start_workers(&t, &["transcription", "analysis"]);
-    let form = Form::new()
-        .text("title", "Browser recording")
-        .text("kind", "sales")
-        .part(
-            "audio",
-            Part::bytes(std::fs::read(&opus).expect("read"))
-                .file_name("call.webm")
-                .mime_str("audio/webm;codecs=opus")
-                .expect("mime"),
-        );
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/sessions"))
-        .bearer_auth(token("acme", "ann", Role::Member, 600))
-        .multipart(form)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let body: Value = response.json().await.expect("json");
+    let opus = Part::bytes(std::fs::read(&opus).expect("read"))
+        .file_name("call.webm")
+        .mime_str("audio/webm;codecs=opus")
+        .expect("mime");
+    let (status, body) = upload_as_ann(&base, "Browser recording", opus).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
     let id = body["id"].as_str().expect("id").to_string();
-    eventually("the session is ready", Duration::from_secs(120), || async {
-        let s = sessions::get(&t.db, "acme", &id)
-            .await
-            .expect("get")
-            .expect("session");
-        assert_ne!(s.status, "failed", "the session failed: {:?}", s.error);
-        s.status == "ready"
-    })
-    .await;
-    let segments = sessions::segments(&t.db, "acme", &id)
-        .await
-        .expect("segments")
-        .expect("a transcript");
-    let heard: String = segments
-        .as_array()
-        .expect("segments array")
-        .iter()
-        .filter_map(|s| s["text"].as_str())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let heard_words = words(&heard);
-    let spoken = words(SPOKEN);
-    let found = spoken.iter().filter(|w| heard_words.contains(w)).count();
-    assert!(found * 10 >= spoken.len() * 8, "heard {heard:?}");
+    t.wait_session_ready("acme", &id, Duration::from_secs(120))
+        .await;
+    assert_most_of_it_was_heard(&t, &id).await;
 }
 on_both_databases!(a_browser_recording_in_webm_opus_becomes_feedback_with_no_api_key);
 

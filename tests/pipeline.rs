@@ -479,23 +479,6 @@ async fn a_diarizing_model_is_asked_for_its_speakers_and_the_partners_words_are_
     assert!((talk - 2.1 / 4.7).abs() < 1e-9, "{talk}");
 }
 
-/// A sales call as a JSON transcript (the intake every other test of sessions uses).
-fn discovery_call() -> Value {
-    json!({
-        "title": "Discovery call with Globex",
-        "kind": "sales",
-        "transcript": [
-            { "speaker": "partner", "start": 0.0, "end": 4.0, "text": "Hi, thanks for taking the call." },
-            { "speaker": "user", "start": 5.0, "end": 11.0, "text": "Um, thanks. So I think we could maybe start with your goals?" },
-            { "speaker": "partner", "start": 11.5, "end": 20.0, "text": "Sure, we want to cut onboarding time in half." },
-            { "speaker": "user", "start": 19.0, "end": 25.0, "text": "Basically that means what, you know, for your team?" },
-            { "speaker": "user", "start": 25.0, "end": 31.0, "text": "And uh how do you measure it today?" },
-            { "speaker": "partner", "start": 31.0, "end": 40.0, "text": "Mostly by gut feeling, honestly." },
-            { "speaker": "user", "start": 42.0, "end": 46.0, "text": "Got it, that helps." }
-        ]
-    })
-}
-
 on_both_databases!(feedback_whose_evidence_is_not_in_the_transcript_falls_back_to_metrics_only);
 async fn feedback_whose_evidence_is_not_in_the_transcript_falls_back_to_metrics_only(
     backend: Backend,
@@ -506,7 +489,7 @@ async fn feedback_whose_evidence_is_not_in_the_transcript_falls_back_to_metrics_
         return;
     };
 
-    let id = p.submit(&discovery_call()).await;
+    let id = p.submit(&support::discovery_call()).await;
     p.wait_status(&id, "ready").await;
 
     // Asked on every attempt; the last one stores the metrics and says why there is no LLM.
@@ -533,7 +516,7 @@ async fn a_json_transcript_gets_llm_feedback_grounded_in_its_metrics_and_scores(
         return;
     };
 
-    let id = p.submit(&discovery_call()).await;
+    let id = p.submit(&support::discovery_call()).await;
     p.wait_status(&id, "ready").await;
 
     assert!(p.mock.requests(openai_mock::TRANSCRIPTIONS).is_empty());

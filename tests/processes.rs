@@ -178,12 +178,7 @@ async fn a_worker_process_serves_its_own_job_metrics() {
     for id in ids {
         t.wait_state(id, JobState::Done, LONG).await;
     }
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::api::text_of(&format!("http://{addr}/metrics")).await;
     assert!(
         text.lines()
             .any(|l| l == "voxline_job_attempts_total{queue=\"work\",outcome=\"done\"} 2"),

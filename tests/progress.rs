@@ -12,7 +12,6 @@ use std::time::Duration;
 use serde_json::json;
 use support::{Backend, TestDb, eventually};
 use tokio::sync::Notify;
-use voxline_domain::Db;
 use voxline_jobs::progress::NOTE_MAX_CHARS;
 use voxline_jobs::{
     ClaimedJob, DbJobs, DeadHooks, HandlerError, Handlers, JobProgress, JobState, NewJob, Percent,
@@ -33,27 +32,6 @@ timeout_ms = 60000
 
 fn percent(value: u8) -> Percent {
     Percent::new(value).expect("a percentage")
-}
-
-/// Sets job `id`'s heartbeat an hour back, as if its worker had stopped long ago.
-async fn backdate_heartbeat(t: &TestDb, id: voxline_jobs::JobId) {
-    match &t.db {
-        Db::Postgres(_) => {
-            sqlx::query("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = $1")
-                .bind(id.0)
-                .execute(t.owner())
-                .await
-                .expect("backdate the heartbeat");
-        }
-        Db::Sqlite(lite) => {
-            sqlx::query("UPDATE jobs SET heartbeat_at = ? WHERE id = ?")
-                .bind(chrono::Utc::now().timestamp_micros() - 3_600_000_000)
-                .bind(id.0)
-                .execute(&lite.pool)
-                .await
-                .expect("backdate the heartbeat");
-        }
-    }
 }
 
 async fn progress_is_stored_with_the_job_and_fenced_by_its_lease(backend: Backend) {
@@ -120,7 +98,7 @@ async fn progress_is_stored_with_the_job_and_fenced_by_its_lease(backend: Backen
 
     // The job is rescued and claimed again: the new attempt starts with no progress, and the
     // old attempt's writes are refused.
-    backdate_heartbeat(&t, id).await;
+    t.backdate_heartbeat(id).await;
     let rescued = store
         .rescue(Duration::from_secs(60), &DeadHooks::new())
         .await
@@ -295,23 +273,9 @@ mod transcription {
                     .mime_str("audio/wav")
                     .expect("mime"),
             );
-        let created: Value = client
-            .post(format!("{base}/api/sessions"))
-            .bearer_auth(&member)
-            .multipart(form)
-            .send()
-            .await
-            .expect("upload")
-            .json()
-            .await
-            .expect("json");
-        let id = created["id"].as_str().expect("id").to_string();
-        let stream = client
-            .get(format!("{base}/api/sessions/{id}/events"))
-            .bearer_auth(&member)
-            .send()
-            .await
-            .expect("open the stream");
+        let (_, created) = support::api::upload_session(&base, &member, form).await;
+        let id = support::api::id_of(&created);
+        let stream = support::api::session_events(&base, &id, Some(&member)).await;
         assert_eq!(stream.status(), reqwest::StatusCode::OK);
         let _workers = start_workers(&t, &["transcription", "analysis"]);
         let events = read_events(stream).await;

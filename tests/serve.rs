@@ -42,14 +42,7 @@ async fn serve_answers_health_and_readiness_and_works_jobs(backend: Backend) {
     })
     .await;
 
-    let ready: Value = http
-        .get(format!("http://{addr}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = support::api::json_of(http.get(format!("http://{addr}/readyz"))).await;
     let database = if backend == Backend::Postgres {
         "postgres"
     } else {

@@ -9,26 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{Backend, TestDb, eventually, start_api, token};
 use voxline_api::auth::Role;
-use voxline_domain::Db;
-use voxline_jobs::DbJobs;
-use voxline_jobs::{JobState, Runner, store};
-
-fn discovery_call() -> Value {
-    json!({
-        "title": "Discovery call with Globex",
-        "kind": "sales",
-        "transcript": [
-            { "speaker": "partner", "start": 0.0, "end": 4.0, "text": "Hi, thanks for taking the call." },
-            { "speaker": "user", "start": 5.0, "end": 11.0, "text": "Um, thanks. So I think we could maybe start with your goals?" },
-            { "speaker": "partner", "start": 11.5, "end": 20.0, "text": "Sure, we want to cut onboarding time in half." },
-            { "speaker": "user", "start": 19.0, "end": 25.0, "text": "Basically that means what, you know, for your team?" },
-            { "speaker": "user", "start": 25.0, "end": 31.0, "text": "And uh how do you measure it today?" },
-            { "speaker": "partner", "start": 31.0, "end": 40.0, "text": "Mostly by gut feeling, honestly." },
-            { "speaker": "user", "start": 42.0, "end": 46.0, "text": "Got it, that helps." }
-        ]
-    })
-}
-
+use voxline_jobs::{JobState, Runner};
 async fn post(
     base: &str,
     token: Option<&str>,
@@ -65,10 +46,7 @@ async fn get(url: &str, token: &str) -> (StatusCode, Value) {
 }
 
 async fn count(t: &TestDb, sql: &'static str) -> i64 {
-    match &t.db {
-        Db::Postgres(_) => sqlx::query_scalar(sql).fetch_one(t.owner()).await.unwrap(),
-        Db::Sqlite(lite) => sqlx::query_scalar(sql).fetch_one(&lite.pool).await.unwrap(),
-    }
+    t.count_rows(sql).await
 }
 
 on_both_databases!(a_submitted_transcript_becomes_ready_feedback);
@@ -78,25 +56,14 @@ async fn a_submitted_transcript_becomes_ready_feedback(backend: Backend) {
     };
     let base = start_api(&t).await;
     // A token that carries the address "feedback ready" goes to.
-    let now = chrono::Utc::now().timestamp();
-    let claims = voxline_api::auth::Claims {
-        sub: "ann".into(),
-        company_id: "acme".into(),
-        role: Role::Member,
-        email: Some("ann@example.com".into()),
-        iat: now,
-        exp: now + 600,
-    };
-    let ann = voxline_api::auth::Keys::hs256(support::TEST_JWT_SECRET)
-        .mint(&claims)
-        .unwrap();
+    let ann = support::token_with_email("acme", "ann", Role::Member, Some("ann@example.com"));
     let handlers = voxline_workers::handlers(&t.db, &t.settings).unwrap();
     let queues = vec!["analysis".to_string(), "email".to_string()];
     let workers = Runner::new(t.db.clone(), t.settings.clone(), handlers)
         .queues(queues)
         .start();
 
-    let (status, accepted) = post(&base, Some(&ann), &discovery_call(), None).await;
+    let (status, accepted) = post(&base, Some(&ann), &support::discovery_call(), None).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(accepted["status"], "queued");
     let id = accepted["id"].as_str().unwrap().to_string();
@@ -169,7 +136,7 @@ async fn bad_submissions_are_refused_with_the_field_named_and_nothing_stored(bac
     let base = start_api(&t).await;
     let ann = token("acme", "ann", Role::Member, 600);
     let with = |change: &dyn Fn(&mut Value)| {
-        let mut body = discovery_call();
+        let mut body = support::discovery_call();
         change(&mut body);
         body
     };
@@ -218,7 +185,7 @@ async fn bad_submissions_are_refused_with_the_field_named_and_nothing_stored(bac
         .unwrap();
     assert_eq!(broken.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
-        post(&base, None, &discovery_call(), None).await.0,
+        post(&base, None, &support::discovery_call(), None).await.0,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
@@ -236,14 +203,14 @@ async fn a_retried_submission_with_its_key_gets_the_first_answer(backend: Backen
     };
     let base = start_api(&t).await;
     let ann = token("acme", "ann", Role::Member, 600);
-    let (s1, first) = post(&base, Some(&ann), &discovery_call(), Some("req-1")).await;
-    let (s2, second) = post(&base, Some(&ann), &discovery_call(), Some("req-1")).await;
+    let (s1, first) = post(&base, Some(&ann), &support::discovery_call(), Some("req-1")).await;
+    let (s2, second) = post(&base, Some(&ann), &support::discovery_call(), Some("req-1")).await;
     assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
     assert_eq!(first, second);
     assert_eq!(count(&t, "SELECT count(*) FROM sessions").await, 1);
     assert_eq!(count(&t, "SELECT count(*) FROM jobs").await, 1);
 
-    let mut other = discovery_call();
+    let mut other = support::discovery_call();
     other["title"] = json!("Another call");
     let (status, error) = post(&base, Some(&ann), &other, Some("req-1")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -257,7 +224,7 @@ async fn another_company_sees_nothing_and_feedback_waits_for_ready(backend: Back
     };
     let base = start_api(&t).await;
     let ann = token("acme", "ann", Role::Member, 600);
-    let (_, accepted) = post(&base, Some(&ann), &discovery_call(), None).await;
+    let (_, accepted) = post(&base, Some(&ann), &support::discovery_call(), None).await;
     let id = accepted["id"].as_str().unwrap();
 
     let (status, body) = get(&format!("{base}/api/sessions/{id}/feedback"), &ann).await;
@@ -276,14 +243,7 @@ async fn another_company_sees_nothing_and_feedback_waits_for_ready(backend: Back
             "no data of the other company"
         );
     }
-    let jobs =
-        t.db.jobs()
-            .list(&store::JobFilter {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+    let jobs = t.any_jobs(10).await;
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].state, JobState::Available);
     assert_eq!(jobs[0].payload["session_id"], id);
@@ -298,7 +258,7 @@ async fn sessions_are_listed_newest_first_page_by_page_per_company(backend: Back
     let ann = token("acme", "ann", Role::Member, 600);
     let mut ids = Vec::new();
     for n in 0..3 {
-        let mut body = discovery_call();
+        let mut body = support::discovery_call();
         body["title"] = json!(format!("Call {n}"));
         ids.push(
             post(&base, Some(&ann), &body, None).await.1["id"]
@@ -332,7 +292,9 @@ async fn sessions_are_listed_newest_first_page_by_page_per_company(backend: Back
 
     // A colleague's session is in the company's list, not in ann's own (`mine=true`).
     let bob = token("acme", "bob", Role::Member, 600);
-    let bobs = post(&base, Some(&bob), &discovery_call(), None).await.1["id"]
+    let bobs = post(&base, Some(&bob), &support::discovery_call(), None)
+        .await
+        .1["id"]
         .as_str()
         .unwrap()
         .to_string();

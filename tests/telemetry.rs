@@ -22,7 +22,7 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use serde_json::{Value, json};
 use support::{Backend, TestDb, eventually, free_port, signal};
-use voxline_api::auth::{Claims, Keys, Role};
+use voxline_api::auth::Role;
 use voxline_domain::Db;
 use voxline_jobs::store::JobFilter;
 use voxline_jobs::{DbJobs, Job, JobId, JobState, NewJob};
@@ -153,31 +153,7 @@ fn descends_from(spans: &[Span], span: &Span, ancestor: &Span) -> bool {
 
 /// A token whose profile has an address, so the analysis queues the feedback-ready email.
 fn token_with_email() -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = Claims {
-        sub: "ann".into(),
-        company_id: "acme".into(),
-        role: Role::Member,
-        email: Some("ann@example.com".into()),
-        iat: now,
-        exp: now + 600,
-    };
-    Keys::hs256(support::TEST_JWT_SECRET)
-        .mint(&claims)
-        .expect("mint")
-}
-
-fn discovery_call() -> Value {
-    json!({
-        "title": "Discovery call with Globex",
-        "kind": "sales",
-        "transcript": [
-            { "speaker": "partner", "start": 0.0, "end": 4.0, "text": "Hi, thanks for taking the call." },
-            { "speaker": "user", "start": 5.0, "end": 11.0, "text": "So I think we could start with your goals?" },
-            { "speaker": "partner", "start": 11.5, "end": 20.0, "text": "Sure, we want to cut onboarding time in half." },
-            { "speaker": "user", "start": 21.0, "end": 25.0, "text": "How do you measure it today?" }
-        ]
-    })
+    support::token_with_email("acme", "ann", Role::Member, Some("ann@example.com"))
 }
 
 /// `voxline serve` on a free port with `env`, answering `/healthz`; returns it and its address.
@@ -201,7 +177,7 @@ async fn submit(addr: &str) -> String {
         .post(format!("http://{addr}/api/sessions"))
         .bearer_auth(token_with_email())
         .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
-        .json(&discovery_call())
+        .json(&support::discovery_call())
         .send()
         .await
         .expect("submit");

@@ -10,11 +10,11 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::Row;
-use support::{Backend, TestDb, eventually, start_api, start_workers};
-use voxline_api::auth::{Claims, Keys, Role};
-use voxline_domain::Db;
+use support::api::{submit_session, wait_until_ready};
+use support::{Backend, TestDb, start_api, start_workers, transcript_session};
+use voxline_api::auth::Role;
 use voxline_domain::db::{APP_ROLE, Scope};
-use voxline_domain::sessions::{self, NewSession};
+use voxline_domain::sessions;
 use voxline_jobs::DbJobs;
 use voxline_jobs::JobArgs;
 use voxline_jobs::payloads::{Analysis, SessionJob};
@@ -24,28 +24,11 @@ const TITLE_B: &str = "Globex secret negotiation";
 const WORDS_B: &str = "our walk-away price is forty two thousand";
 
 fn token(company: &str, profile: &str, role: Role, email: Option<&str>) -> String {
-    let now = chrono::Utc::now().timestamp();
-    Keys::hs256(support::TEST_JWT_SECRET)
-        .mint(&Claims {
-            sub: profile.into(),
-            company_id: company.into(),
-            role,
-            email: email.map(str::to_string),
-            iat: now,
-            exp: now + 600,
-        })
-        .expect("mint")
+    support::token_with_email(company, profile, role, email)
 }
 
 fn call(title: &str, words: &str) -> Value {
-    json!({
-        "title": title,
-        "kind": "sales",
-        "transcript": [
-            { "speaker": "partner", "start": 0.0, "end": 3.0, "text": "Where do you stand?" },
-            { "speaker": "user", "start": 3.5, "end": 9.0, "text": words }
-        ]
-    })
+    support::two_turn_call(title, "Where do you stand?", words, 9.0)
 }
 
 async fn send(
@@ -66,29 +49,11 @@ async fn send(
 }
 
 async fn submit(base: &str, token: &str, body: &Value, key: Option<&str>) -> String {
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}/api/sessions"))
-        .bearer_auth(token)
-        .json(body);
-    if let Some(key) = key {
-        request = request.header("Idempotency-Key", key);
-    }
-    let response = request.send().await.expect("submit");
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let body: Value = response.json().await.expect("json");
-    body["id"].as_str().expect("id").to_string()
+    submit_session(base, token, body, key).await
 }
 
 async fn wait_ready(base: &str, token: &str, id: &str) {
-    let url = format!("{base}/api/sessions/{id}");
-    eventually("the session is ready", Duration::from_secs(30), || {
-        let (url, token) = (url.clone(), token.to_string());
-        async move {
-            let (_, body) = send(Method::GET, &url, &token, None).await;
-            body.contains("\"status\":\"ready\"")
-        }
-    })
-    .await;
+    wait_until_ready(base, token, id).await
 }
 
 /// Asks for the export until the bundle is served (the export job runs in between).
@@ -255,30 +220,14 @@ async fn a_session_is_deleted_by_its_profile_or_an_admin_only(backend: Backend) 
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
     // Their analysis jobs (no worker ran) were cancelled with them.
-    let jobs =
-        t.db.jobs()
-            .list(&store::JobFilter {
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .expect("jobs");
+    let jobs = t.any_jobs(10).await;
     assert_eq!(jobs.len(), 2);
     assert!(
         jobs.iter().all(|j| j.state == JobState::Cancelled),
         "{jobs:#?}"
     );
     // Both deletions are in the audit log, with who did them and no transcript text.
-    let audit = voxline_domain::audit::list(
-        &t.db,
-        &voxline_domain::audit::AuditFilter {
-            action: Some("session.delete".into()),
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("audit");
+    let audit = t.audit_entries("session.delete").await;
     let actors: Vec<&str> = audit.iter().map(|a| a.actor.as_str()).collect();
     assert_eq!(actors, ["boss", "ann"]);
     assert!(
@@ -297,19 +246,7 @@ async fn a_worker_given_another_companys_session_reads_nothing_of_it(backend: Ba
     let mut tx = t.db.begin(Scope::Company("globex")).await.expect("begin");
     sessions::insert(
         &mut tx,
-        &NewSession {
-            id: "s-globex",
-            company_id: "globex",
-            profile_id: "bob",
-            title: TITLE_B,
-            kind: "sales",
-            source: "transcript",
-            audio_ref: None,
-            audio_type: None,
-            external_id: None,
-            channels: None,
-            user_speaker: None,
-        },
+        &transcript_session("s-globex", "globex", "bob", TITLE_B),
         Some(&segments),
     )
     .await
@@ -356,28 +293,14 @@ async fn postgres_hides_other_tenants_rows_from_an_unfiltered_query() {
     let Some(t) = TestDb::new(Backend::Postgres, &[]).await else {
         return;
     };
-    let Db::Postgres(pg) = &t.db else {
-        unreachable!()
-    };
+    let pg = t.postgres();
     for (company, n) in [("acme", 2), ("globex", 3)] {
         let mut tx = t.db.begin(Scope::Company(company)).await.expect("begin");
         for i in 0..n {
             let id = format!("{company}-{i}");
             sessions::insert(
                 &mut tx,
-                &NewSession {
-                    id: &id,
-                    company_id: company,
-                    profile_id: "p",
-                    title: "t",
-                    kind: "sales",
-                    source: "transcript",
-                    audio_ref: None,
-                    audio_type: None,
-                    external_id: None,
-                    channels: None,
-                    user_speaker: None,
-                },
+                &transcript_session(&id, company, "p", "t"),
                 Some(&json!([])),
             )
             .await
@@ -468,9 +391,7 @@ async fn postgres_keeps_a_profiles_export_from_other_members_of_its_company() {
     let Some(t) = TestDb::new(Backend::Postgres, &[]).await else {
         return;
     };
-    let Db::Postgres(pg) = &t.db else {
-        unreachable!()
-    };
+    let pg = t.postgres();
     for (id, profile) in [("e-alice", "alice"), ("e-bob", "bob")] {
         let mut tx = t.db.begin(Scope::Company("acme")).await.expect("begin");
         voxline_domain::gdpr::create_export(&mut tx, id, "acme", profile)
@@ -515,9 +436,7 @@ async fn postgres_scopes_carry_any_id_exactly_as_given() {
     let Some(t) = TestDb::new(Backend::Postgres, &[]).await else {
         return;
     };
-    let Db::Postgres(pg) = &t.db else {
-        unreachable!()
-    };
+    let pg = t.postgres();
     // The scope opens with BEGIN in the same simple query, so the ids travel as quoted
     // literals: quotes, backslashes, dollar tags and statement-looking text must arrive as
     // they are and change nothing else.

@@ -70,3 +70,25 @@ pub async fn start(width: u32, height: u32) -> Option<Browser> {
         _profile: profile,
     })
 }
+
+/// The element `css` once it is on the page, or why it did not appear within `limit`.
+pub async fn appears(
+    browser: &fantoccini::Client,
+    css: &str,
+    limit: Duration,
+) -> Result<fantoccini::elements::Element, fantoccini::error::CmdError> {
+    browser
+        .wait()
+        .at_most(limit)
+        .for_element(fantoccini::Locator::Css(css))
+        .await
+}
+
+/// Where the pages' screenshots go: `VOXLINE_SCREENSHOT_DIR`, or a folder in the temp dir.
+pub fn screenshot_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("VOXLINE_SCREENSHOT_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("voxline-screenshots"));
+    std::fs::create_dir_all(&dir).expect("the screenshot dir");
+    dir
+}

@@ -6,6 +6,7 @@
 //! reachable, a test says so loudly and stops; with `CI` set, it fails instead.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod browser;
 #[cfg(feature = "local-whisper")]
 pub mod models;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use voxline_domain::{Db, Settings};
 use voxline_jobs::DbJobs;
-use voxline_jobs::{Job, JobClient, JobId, JobState, NewJob};
+use voxline_jobs::{Completion, DeadHooks, Job, JobClient, JobId, JobState, NewJob, Outcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -50,6 +51,18 @@ pub fn service_missing(what: &str, error: &dyn std::fmt::Display) {
         panic!("{what} is required when CI is set, and it is not reachable: {error}");
     }
     eprintln!("SKIPPED (not in CI): {what} is not reachable: {error}");
+}
+
+/// Postgres: a small pool of the owner role (the URL's superuser), for `TestDb::owner`.
+pub fn owner_pool(db: &Db) -> Option<sqlx::PgPool> {
+    match db {
+        Db::Postgres(pg) => Some(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(2)
+                .connect_lazy_with(pg.owner_options.clone()),
+        ),
+        Db::Sqlite(_) => None,
+    }
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -119,14 +132,7 @@ impl TestDb {
             }
         };
         db.migrate().await.expect("migrations apply");
-        let owner = match &db {
-            Db::Postgres(pg) => Some(
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(2)
-                    .connect_lazy_with(pg.owner_options.clone()),
-            ),
-            Db::Sqlite(_) => None,
-        };
+        let owner = owner_pool(&db);
         Some(TestDb {
             backend,
             settings: Arc::new(settings),
@@ -184,6 +190,117 @@ impl TestDb {
             .iter()
             .map(|s| s.counts.get(&state).copied().unwrap_or(0))
             .sum()
+    }
+
+    /// A count (or any one integer) by the same SQL on either backend, over every company's
+    /// rows (the owner's view on Postgres).
+    pub async fn count_rows(&self, sql: &'static str) -> i64 {
+        let counted = match &self.db {
+            Db::Postgres(_) => sqlx::query_scalar(sql).fetch_one(self.owner()).await,
+            Db::Sqlite(lite) => sqlx::query_scalar(sql).fetch_one(&lite.pool).await,
+        };
+        counted.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The jobs `filter` lists.
+    pub async fn listed_jobs(&self, filter: voxline_jobs::store::JobFilter) -> Vec<Job> {
+        self.db.jobs().list(&filter).await.expect("list jobs")
+    }
+
+    /// The first `limit` jobs of every queue and state.
+    pub async fn any_jobs(&self, limit: u32) -> Vec<Job> {
+        self.listed_jobs(voxline_jobs::store::JobFilter {
+            limit,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Enqueues `job` and has it run one attempt ending in `outcome`, without workers (claimed
+    /// and acknowledged through the store as a worker would).
+    pub async fn finished_without_workers(&self, job: NewJob, outcome: Outcome) -> JobId {
+        let queue = job.queue.clone();
+        let id = self.enqueue(job).await;
+        let claimed = self
+            .db
+            .jobs()
+            .claim(&queue, "test-worker", 50)
+            .await
+            .expect("claim");
+        let lease = claimed
+            .iter()
+            .find(|j| j.id == id)
+            .map(|j| j.lease())
+            .expect("the job was claimed");
+        self.db
+            .jobs()
+            .complete(&[Completion { lease, outcome }], &DeadHooks::new())
+            .await
+            .expect("complete");
+        id
+    }
+
+    /// A job that failed its one attempt for good with `error`, made without workers.
+    pub async fn dead_job(&self, job: NewJob, error: &str) -> JobId {
+        let outcome = Outcome::Dead {
+            error: error.into(),
+        };
+        self.finished_without_workers(job, outcome).await
+    }
+
+    /// Sets job `id`'s heartbeat an hour back, as if its worker had stopped long ago.
+    pub async fn backdate_heartbeat(&self, id: JobId) {
+        let done = match &self.db {
+            Db::Postgres(_) => sqlx::query(
+                "UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = $1",
+            )
+            .bind(id.0)
+            .execute(self.owner())
+            .await
+            .map(drop),
+            Db::Sqlite(lite) => sqlx::query("UPDATE jobs SET heartbeat_at = ? WHERE id = ?")
+                .bind(chrono::Utc::now().timestamp_micros() - 3_600_000_000)
+                .bind(id.0)
+                .execute(&lite.pool)
+                .await
+                .map(drop),
+        };
+        done.expect("backdate the heartbeat");
+    }
+
+    /// Waits until session `id` of `company` is ready, failing at once if it failed.
+    pub async fn wait_session_ready(&self, company: &str, id: &str, limit: Duration) {
+        eventually("the session is ready", limit, || async {
+            let s = voxline_domain::sessions::get(&self.db, company, id)
+                .await
+                .expect("get")
+                .expect("session");
+            assert_ne!(s.status, "failed", "the session failed: {:?}", s.error);
+            s.status == "ready"
+        })
+        .await;
+    }
+
+    /// The audit log's entries of `action`, newest first (at most 50).
+    pub async fn audit_entries(&self, action: &str) -> Vec<voxline_domain::audit::AuditRecord> {
+        voxline_domain::audit::list(
+            &self.db,
+            &voxline_domain::audit::AuditFilter {
+                action: Some(action.into()),
+                limit: 50,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("audit log")
+    }
+
+    /// The Postgres database of a Postgres deployment.
+    pub fn postgres(&self) -> &voxline_domain::db::PgDb {
+        match &self.db {
+            Db::Postgres(pg) => pg,
+            Db::Sqlite(_) => panic!("a Postgres deployment was expected"),
+        }
     }
 
     /// The owner's pool (Postgres only): sees every company's rows.
@@ -248,6 +365,79 @@ impl TestDb {
             String::from_utf8_lossy(&out.stdout).into_owned(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+}
+
+/// A discovery call's transcript as a client submits it (`POST /api/sessions`): the user
+/// asks questions, uses fillers and once talks over the partner.
+pub fn discovery_call() -> serde_json::Value {
+    serde_json::json!({
+        "title": "Discovery call with Globex",
+        "kind": "sales",
+        "transcript": [
+            { "speaker": "partner", "start": 0.0, "end": 4.0, "text": "Hi, thanks for taking the call." },
+            { "speaker": "user", "start": 5.0, "end": 11.0, "text": "Um, thanks. So I think we could maybe start with your goals?" },
+            { "speaker": "partner", "start": 11.5, "end": 20.0, "text": "Sure, we want to cut onboarding time in half." },
+            { "speaker": "user", "start": 19.0, "end": 25.0, "text": "Basically that means what, you know, for your team?" },
+            { "speaker": "user", "start": 25.0, "end": 31.0, "text": "And uh how do you measure it today?" },
+            { "speaker": "partner", "start": 31.0, "end": 40.0, "text": "Mostly by gut feeling, honestly." },
+            { "speaker": "user", "start": 42.0, "end": 46.0, "text": "Got it, that helps." }
+        ]
+    })
+}
+
+/// A valid 16 kHz mono 16-bit PCM WAV of `samples` samples of silence.
+pub fn silent_wav(samples: usize) -> Vec<u8> {
+    let data_len = (samples * 2) as u32;
+    let mut out = Vec::with_capacity(44 + samples * 2);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&16_000u32.to_le_bytes());
+    out.extend_from_slice(&32_000u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    out.resize(44 + samples * 2, 0);
+    out
+}
+
+/// A short sales call as a client submits it: the partner says `partner` (0–3 s), the user
+/// answers `user` (3.5 s to `user_ends`).
+pub fn two_turn_call(title: &str, partner: &str, user: &str, user_ends: f64) -> serde_json::Value {
+    serde_json::json!({
+        "title": title,
+        "kind": "sales",
+        "transcript": [
+            { "speaker": "partner", "start": 0.0, "end": 3.0, "text": partner },
+            { "speaker": "user", "start": 3.5, "end": user_ends, "text": user }
+        ]
+    })
+}
+
+/// A sales session of a submitted transcript (no audio, no provider) of `profile` of `company`.
+pub fn transcript_session<'a>(
+    id: &'a str,
+    company: &'a str,
+    profile: &'a str,
+    title: &'a str,
+) -> voxline_domain::sessions::NewSession<'a> {
+    voxline_domain::sessions::NewSession {
+        id,
+        company_id: company,
+        profile_id: profile,
+        title,
+        kind: "sales",
+        source: "transcript",
+        audio_ref: None,
+        audio_type: None,
+        external_id: None,
+        channels: None,
+        user_speaker: None,
     }
 }
 
@@ -324,12 +514,33 @@ pub fn token(
     role: voxline_api::auth::Role,
     lifetime_secs: i64,
 ) -> String {
+    signed_token(company, profile, role, None, lifetime_secs)
+}
+
+/// A token for ten minutes that also carries the profile's email address (where "feedback
+/// ready" and other notifications go).
+pub fn token_with_email(
+    company: &str,
+    profile: &str,
+    role: voxline_api::auth::Role,
+    email: Option<&str>,
+) -> String {
+    signed_token(company, profile, role, email, 600)
+}
+
+fn signed_token(
+    company: &str,
+    profile: &str,
+    role: voxline_api::auth::Role,
+    email: Option<&str>,
+    lifetime_secs: i64,
+) -> String {
     let now = chrono::Utc::now().timestamp();
     let claims = voxline_api::auth::Claims {
         sub: profile.into(),
         company_id: company.into(),
         role,
-        email: None,
+        email: email.map(str::to_string),
         iat: now,
         exp: now + lifetime_secs,
     };

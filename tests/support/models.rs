@@ -75,3 +75,28 @@ pub async fn speaker_model_dir() -> Option<PathBuf> {
     )
     .await
 }
+
+/// A test database whose data directory holds the installed local models, as after `voxline
+/// models install` (the speaker model only when `diarize`: a stereo call needs none); no
+/// OpenAI key anywhere.
+pub async fn deployment_with_models(
+    backend: super::Backend,
+    diarize: bool,
+) -> Option<super::TestDb> {
+    let whisper = whisper_model_dir().await?;
+    let speakers = if diarize {
+        Some(speaker_model_dir().await?)
+    } else {
+        None
+    };
+    let layer = "[queues.transcription]\nbackoff_base_ms = 50\n";
+    let t = super::TestDb::new(backend, &[layer]).await?;
+    let models = t.settings.data_dir.join("models");
+    std::fs::create_dir_all(&models).expect("models dir");
+    std::os::unix::fs::symlink(&whisper, models.join("whisper-tiny.en")).expect("link the model");
+    if let Some(speakers) = speakers {
+        std::os::unix::fs::symlink(&speakers, models.join("resemblyzer-ge2e"))
+            .expect("link the speaker model");
+    }
+    Some(t)
+}

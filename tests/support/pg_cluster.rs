@@ -158,14 +158,7 @@ impl PgCluster {
             .await
             .expect("the test's own PostgreSQL cluster accepts connections");
         db.migrate().await.expect("migrations apply");
-        let owner = match &db {
-            Db::Postgres(pg) => Some(
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(2)
-                    .connect_lazy_with(pg.owner_options.clone()),
-            ),
-            Db::Sqlite(_) => None,
-        };
+        let owner = super::owner_pool(&db);
         TestDb {
             backend: Backend::Postgres,
             settings: Arc::new(settings),

@@ -245,6 +245,21 @@ fn record(
     Ok(s.failures.get_mut(&endpoint).and_then(VecDeque::pop_front))
 }
 
+/// Records a `GET` of `path`; answers the refusal to give instead of the resource, if any (no
+/// key, or a failure scripted for the endpoint).
+fn read_refused(
+    script: &Shared,
+    path: String,
+    query: HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    match record(script, "GET", path, query, HashMap::new(), headers) {
+        Err(refused) => Some(refused.into_response()),
+        Ok(Some(failure)) => Some(scripted(failure)),
+        Ok(None) => None,
+    }
+}
+
 fn scripted(failure: Failure) -> Response {
     match failure {
         Failure::Status(429) => stripe_error(
@@ -276,17 +291,9 @@ async fn list_subscriptions(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    match record(
-        &script,
-        "GET",
-        "/v1/subscriptions".into(),
-        query.clone(),
-        HashMap::new(),
-        &headers,
-    ) {
-        Err(refused) => return refused.into_response(),
-        Ok(Some(failure)) => return scripted(failure),
-        Ok(None) => {}
+    let path = "/v1/subscriptions".to_string();
+    if let Some(refusal) = read_refused(&script, path, query.clone(), &headers) {
+        return refusal;
     }
     let s = script.lock().unwrap_or_else(|p| p.into_inner());
     let status = query.get("status").map(String::as_str);
@@ -334,17 +341,13 @@ async fn retrieve_customer(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    match record(
+    if let Some(refusal) = read_refused(
         &script,
-        "GET",
         format!("/v1/customers/{id}"),
-        HashMap::new(),
         HashMap::new(),
         &headers,
     ) {
-        Err(refused) => return refused.into_response(),
-        Ok(Some(failure)) => return scripted(failure),
-        Ok(None) => {}
+        return refusal;
     }
     let s = script.lock().unwrap_or_else(|p| p.into_inner());
     match s.customers.get(&id) {
