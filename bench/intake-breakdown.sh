@@ -2,7 +2,9 @@
 # Where an intake submission's database time goes: the statements one JSON submission runs on
 # Postgres, replayed by pgbench -c 8 -j 2 as the service's role (row-level security on) in a
 # migrated schema, whole and with one part left out at a time, beside the one-row INSERT
-# anchor of bench/intake-vs-pgbench.sh, all in one run. Needs pgbench and python3.
+# anchor of bench/intake-vs-pgbench.sh, all in one run; and `group_of_8`, eight submissions in
+# one transaction as the group commit writes them (submissions_per_s = tps × 8). Needs pgbench
+# and python3.
 #
 #   bench/intake-breakdown.sh     (VOXLINE_BIN, PG_URL, SECONDS_EACH override)
 set -euo pipefail
@@ -29,6 +31,9 @@ for v in $variants; do
   PGOPTIONS="$opts" pgbench -n -c 8 -j 2 -T "$SECONDS_EACH" -f "$TMP/$v.sql" "$PG_URL" >"$TMP/$v.out" 2>&1 || true
   tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$TMP/$v.out")"
   failed="$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$TMP/$v.out")"
-  printf '%-28s tps=%s failed=%s\n' "$v" "${tps:-error}" "${failed:-?}"
+  per_tx=1
+  case "$v" in group_of_*) per_tx="${v#group_of_}" ;; esac  # submissions per transaction
+  submissions="$(awk -v t="${tps:-0}" -v n="$per_tx" 'BEGIN { printf "%.0f", t * n }')"
+  printf '%-28s tps=%s submissions_per_s=%s failed=%s\n' "$v" "${tps:-error}" "$submissions" "${failed:-?}"
   [ -n "$tps" ] || sed -n '/error/{p;q}' "$TMP/$v.out" >&2
 done

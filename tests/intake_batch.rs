@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::api::{answer, id_of};
 use support::{Backend, TestDb, start_api, token};
 use voxline_api::auth::Role;
 use voxline_domain::audit::{self, AuditFilter};
@@ -26,25 +27,18 @@ fn call(title: &str, text: &str) -> Value {
 }
 
 async fn submit(base: &str, token: &str, body: &Value) -> (StatusCode, Value) {
-    let response = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .post(format!("{base}/api/sessions"))
         .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .expect("submit");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+        .json(body);
+    answer(request).await
 }
 
 async fn status_of(base: &str, token: &str, id: &str) -> StatusCode {
-    reqwest::Client::new()
+    let request = reqwest::Client::new()
         .get(format!("{base}/api/sessions/{id}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("get session")
-        .status()
+        .bearer_auth(token);
+    answer(request).await.0
 }
 
 /// 3 companies × 2 profiles, 8 submissions each, all at once.
@@ -74,8 +68,7 @@ async fn submissions_arriving_together_are_each_written_for_their_own_tenant(bac
     let mut created: HashMap<&(String, String), Vec<String>> = HashMap::new();
     for (tenant, status, answer) in &answers {
         assert_eq!(*status, StatusCode::ACCEPTED, "{tenant:?}: {answer}");
-        let id = answer["id"].as_str().expect("an id").to_string();
-        created.entry(tenant).or_default().push(id);
+        created.entry(tenant).or_default().push(id_of(answer));
     }
     assert_eq!(
         t.count(JobState::Available).await,
