@@ -41,8 +41,8 @@ async fn status_of(base: &str, token: &str, id: &str) -> StatusCode {
     answer(request).await.0
 }
 
-/// 3 companies × 2 profiles, 8 submissions each, all at once.
 on_both_databases!(submissions_arriving_together_are_each_written_for_their_own_tenant);
+/// 3 companies × 2 profiles, 8 submissions each, all at once.
 async fn submissions_arriving_together_are_each_written_for_their_own_tenant(backend: Backend) {
     let Some(t) = TestDb::new(backend, &[]).await else {
         return;
@@ -120,10 +120,10 @@ async fn submissions_arriving_together_are_each_written_for_their_own_tenant(bac
     }
 }
 
+on_both_databases!(a_submission_the_database_refuses_fails_alone);
 /// A database that refuses one session (here a trigger refuses the title `poison`): that
 /// submission fails, and the ones that arrived with it, written in the same transaction at
 /// first, are written again without it and accepted.
-on_both_databases!(a_submission_the_database_refuses_fails_alone);
 async fn a_submission_the_database_refuses_fails_alone(backend: Backend) {
     let Some(t) = TestDb::new(backend, &[]).await else {
         return;
