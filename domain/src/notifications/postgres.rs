@@ -21,7 +21,12 @@ impl NotificationStore for PgDb {
     ) -> Result<BTreeMap<EmailKind, bool>, DbError> {
         // A read: the transaction is dropped (rolled back) when done.
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let rows = portable::all(&mut *tx, SELECT_PREFERENCES, &[company, profile]).await?;
+        let rows = portable::all(
+            &mut *tx,
+            SELECT_PREFERENCES,
+            &[company.into(), profile.into()],
+        )
+        .await?;
         Ok(with_defaults(rows))
     }
 
@@ -52,7 +57,7 @@ impl NotificationStore for PgDb {
 
     async fn is_suppressed(&self, address: &str) -> Result<Option<String>, DbError> {
         let address = normalized(address);
-        Ok(portable::scalar(&self.pool, SELECT_SUPPRESSION, &[&address]).await?)
+        Ok(portable::scalar(&self.pool, SELECT_SUPPRESSION, &[(&address).into()]).await?)
     }
 
     async fn suppress(&self, address: &str, reason: &str) -> Result<(), DbError> {
@@ -114,7 +119,7 @@ impl NotificationStore for PgDb {
     ) -> Result<Option<LoggedEmail>, DbError> {
         // A read: the transaction is dropped (rolled back) when done.
         let mut tx = self.begin_scoped(scope).await?;
-        let row = portable::optional(&mut *tx, SELECT_LOGGED, &[dedupe_key]).await?;
+        let row = portable::optional(&mut *tx, SELECT_LOGGED, &[dedupe_key.into()]).await?;
         Ok(row.map(logged_email))
     }
 

@@ -24,7 +24,12 @@ impl NotificationStore for SqliteDb {
         company: &str,
         profile: &str,
     ) -> Result<BTreeMap<EmailKind, bool>, DbError> {
-        let rows = portable::all(&self.pool, SELECT_PREFERENCES, &[company, profile]).await?;
+        let rows = portable::all(
+            &self.pool,
+            SELECT_PREFERENCES,
+            &[company.into(), profile.into()],
+        )
+        .await?;
         Ok(with_defaults(rows))
     }
 
@@ -56,7 +61,7 @@ impl NotificationStore for SqliteDb {
 
     async fn is_suppressed(&self, address: &str) -> Result<Option<String>, DbError> {
         let address = normalized(address);
-        Ok(portable::scalar(&self.pool, SELECT_SUPPRESSION, &[&address]).await?)
+        Ok(portable::scalar(&self.pool, SELECT_SUPPRESSION, &[(&address).into()]).await?)
     }
 
     async fn suppress(&self, address: &str, reason: &str) -> Result<(), DbError> {
@@ -116,7 +121,7 @@ impl NotificationStore for SqliteDb {
         _scope: Scope<'_>,
         dedupe_key: &str,
     ) -> Result<Option<LoggedEmail>, DbError> {
-        let row = portable::optional(&self.pool, SELECT_LOGGED, &[dedupe_key]).await?;
+        let row = portable::optional(&self.pool, SELECT_LOGGED, &[dedupe_key.into()]).await?;
         Ok(row.map(logged_email))
     }
 

@@ -32,13 +32,14 @@ impl ProfileStore for PgDb {
     async fn get(&self, id: &str) -> Result<Option<Profile>, DbError> {
         // Platform: webhooks learn a profile's company from this row.
         let mut tx = self.begin_scoped(Scope::Platform).await?;
-        let row = portable::optional(&mut *tx, SELECT_BY_ID, &[id]).await?;
+        let row = portable::optional(&mut *tx, SELECT_BY_ID, &[id.into()]).await?;
         Ok(row.map(profile))
     }
 
     async fn get_in(&self, company: &str, id: &str) -> Result<Option<Profile>, DbError> {
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let row = portable::optional(&mut *tx, SELECT_IN_COMPANY, &[company, id]).await?;
+        let row =
+            portable::optional(&mut *tx, SELECT_IN_COMPANY, &[company.into(), id.into()]).await?;
         Ok(row.map(profile))
     }
 }

@@ -29,12 +29,13 @@ impl ProfileStore for SqliteDb {
     }
 
     async fn get(&self, id: &str) -> Result<Option<Profile>, DbError> {
-        let row = portable::optional(&self.pool, SELECT_BY_ID, &[id]).await?;
+        let row = portable::optional(&self.pool, SELECT_BY_ID, &[id.into()]).await?;
         Ok(row.map(profile))
     }
 
     async fn get_in(&self, company: &str, id: &str) -> Result<Option<Profile>, DbError> {
-        let row = portable::optional(&self.pool, SELECT_IN_COMPANY, &[company, id]).await?;
+        let row =
+            portable::optional(&self.pool, SELECT_IN_COMPANY, &[company.into(), id.into()]).await?;
         Ok(row.map(profile))
     }
 }

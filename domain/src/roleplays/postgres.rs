@@ -54,7 +54,12 @@ impl RoleplayTxStore for PgConnection {
         .execute(&mut *self)
         .await?
         .rows_affected();
-        let current = portable::scalar(&mut *self, SELECT_CONVERSATION, &[company, id]).await?;
+        let current = portable::scalar(
+            &mut *self,
+            SELECT_CONVERSATION,
+            &[company.into(), id.into()],
+        )
+        .await?;
         Ok(ticket_use(bound, current, conversation))
     }
 
@@ -72,7 +77,7 @@ impl RoleplayTxStore for PgConnection {
     }
 
     async fn status(&mut self, company: &str, id: &str) -> Result<Option<RoleplayStatus>, DbError> {
-        let row = portable::optional(self, SELECT_STATUS, &[company, id]).await?;
+        let row = portable::optional(self, SELECT_STATUS, &[company.into(), id.into()]).await?;
         Ok(row.map(roleplay_status))
     }
 }

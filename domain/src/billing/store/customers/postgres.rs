@@ -61,7 +61,7 @@ impl CustomerStore for PgDb {
                 .execute(&mut *tx)
                 .await?;
         }
-        let stored = portable::scalar(&mut *tx, STORED_COMPANY, &[customer_id]).await?;
+        let stored = portable::scalar(&mut *tx, STORED_COMPANY, &[customer_id.into()]).await?;
         tx.commit().await?;
         Ok(linked(inserted, stored, company_id))
     }
@@ -84,7 +84,7 @@ impl CustomerStore for PgDb {
 
     async fn newest_admin_email(&self, company: &str) -> Result<Option<String>, DbError> {
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        Ok(portable::scalar(&mut *tx, NEWEST_ADMIN_EMAIL, &[company]).await?)
+        Ok(portable::scalar(&mut *tx, NEWEST_ADMIN_EMAIL, &[company.into()]).await?)
     }
 }
 
@@ -98,7 +98,7 @@ impl PgDb {
     ) -> Result<Option<BillingCustomer>, DbError> {
         let mut tx = self.begin_scoped(scope).await?;
         let sql = sqlx::AssertSqlSafe(find_customer_sql(condition));
-        let row: Option<CustomerColumns> = portable::optional(&mut *tx, sql, &[key]).await?;
+        let row: Option<CustomerColumns> = portable::optional(&mut *tx, sql, &[key.into()]).await?;
         Ok(row.map(billing_customer))
     }
 }

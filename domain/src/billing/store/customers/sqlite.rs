@@ -56,7 +56,7 @@ impl CustomerStore for SqliteDb {
             self.set_customer_email(company_id, customer_id, email)
                 .await?;
         }
-        let stored = portable::scalar(&self.pool, STORED_COMPANY, &[customer_id]).await?;
+        let stored = portable::scalar(&self.pool, STORED_COMPANY, &[customer_id.into()]).await?;
         Ok(linked(inserted, stored, company_id))
     }
 
@@ -76,7 +76,7 @@ impl CustomerStore for SqliteDb {
     }
 
     async fn newest_admin_email(&self, company: &str) -> Result<Option<String>, DbError> {
-        Ok(portable::scalar(&self.pool, NEWEST_ADMIN_EMAIL, &[company]).await?)
+        Ok(portable::scalar(&self.pool, NEWEST_ADMIN_EMAIL, &[company.into()]).await?)
     }
 }
 
@@ -88,7 +88,8 @@ impl SqliteDb {
         key: &str,
     ) -> Result<Option<BillingCustomer>, DbError> {
         let sql = sqlx::AssertSqlSafe(find_customer_sql(condition));
-        let row: Option<CustomerColumns> = portable::optional(&self.pool, sql, &[key]).await?;
+        let row: Option<CustomerColumns> =
+            portable::optional(&self.pool, sql, &[key.into()]).await?;
         Ok(row.map(billing_customer))
     }
 }

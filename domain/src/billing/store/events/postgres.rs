@@ -58,7 +58,7 @@ impl StripeEventTxStore for PgConnection {
 
     async fn lock_event_status(&mut self, id: &str) -> Result<Option<String>, DbError> {
         let sql = sqlx::AssertSqlSafe(format!("{SELECT_STATUS} FOR UPDATE"));
-        Ok(portable::scalar(self, sql, &[id]).await?)
+        Ok(portable::scalar(self, sql, &[id.into()]).await?)
     }
 
     async fn finish_event(

@@ -62,7 +62,7 @@ impl StripeEventTxStore for SqliteConnection {
 
     /// A plain read: the write transaction holds the whole database.
     async fn lock_event_status(&mut self, id: &str) -> Result<Option<String>, DbError> {
-        Ok(portable::scalar(self, SELECT_STATUS, &[id]).await?)
+        Ok(portable::scalar(self, SELECT_STATUS, &[id.into()]).await?)
     }
 
     async fn finish_event(

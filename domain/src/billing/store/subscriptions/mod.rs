@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::Columns;
 use crate::billing::Stamp;
+use crate::portable::Param;
 use crate::{Db, DbError, Tx};
 
 /// A subscription as Stripe describes it, in voxline's terms.
@@ -197,6 +198,42 @@ fn select_sql(clauses: &str) -> String {
 const BY_ID: &str = "WHERE id = $1";
 const OF_COMPANY_NEWEST_FIRST: &str = "WHERE company_id = $1 ORDER BY last_event_at DESC, id";
 const ALL_BY_ID: &str = "ORDER BY id";
+
+/// The parameters of [`upsert_sql`].
+fn upsert_params<'a>(
+    company: &'a str,
+    state: &'a SubscriptionState,
+    stamp: Stamp,
+    event_id: Option<&'a str>,
+    snapshot: bool,
+) -> [Param<'a>; 15] {
+    [
+        (&state.id).into(),
+        company.into(),
+        (&state.customer_id).into(),
+        (&state.status).into(),
+        (&state.plan).into(),
+        (&state.price_id).into(),
+        state.current_period_end.into(),
+        state.trial_end.into(),
+        state.cancel_at_period_end.into(),
+        state.canceled_at.into(),
+        stamp.at.into(),
+        stamp.rank.into(),
+        event_id.into(),
+        snapshot.into(),
+        Param::Now,
+    ]
+}
+
+/// The newest invoice event (`$2`–`$4`) of subscription `$1`, written at `now` (`$5`).
+fn record_invoice_sql(now: &str) -> String {
+    format!(
+        "UPDATE subscriptions SET latest_invoice_id = $2, latest_invoice_status = $3,
+             invoice_event_at = $4, updated_at = {now}
+         WHERE id = $1 AND (invoice_event_at IS NULL OR invoice_event_at <= $4)"
+    )
+}
 
 /// The upsert of [`save_subscription`], for both databases: `now` is the time of the write,
 /// Postgres' `now()` or the microseconds SQLite is given as `$15`. Its `WHERE` is the order
