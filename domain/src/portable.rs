@@ -306,6 +306,8 @@ pub(crate) trait Columns {
     fn get<T: Portable>(&self, column: &str) -> Result<T, sqlx::Error>;
     fn time(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error>;
     fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error>;
+    /// A JSON column (`jsonb` on Postgres, its text on SQLite); unreadable text fails to decode.
+    fn json(&self, column: &str) -> Result<Value, sqlx::Error>;
 }
 
 impl Columns for PgRow {
@@ -316,6 +318,9 @@ impl Columns for PgRow {
         self.try_get(column)
     }
     fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn json(&self, column: &str) -> Result<Value, sqlx::Error> {
         self.try_get(column)
     }
 }
@@ -329,6 +334,10 @@ impl Columns for SqliteRow {
     }
     fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
         Ok(self.try_get::<Option<i64>, _>(column)?.map(time))
+    }
+    fn json(&self, column: &str) -> Result<Value, sqlx::Error> {
+        let text: String = self.try_get(column)?;
+        serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
     }
 }
 

@@ -24,7 +24,11 @@ macro_rules! call_audio_tx_store {
     ($connection:ty, now = $now:literal, lock = $lock:path) => {
         #[async_trait::async_trait]
         impl $crate::call_audio::CallAudioTxStore for $connection {
-            async fn lock(&mut self, source: &str, conversation: &str) -> Result<(), DbError> {
+            async fn lock(
+                &mut self,
+                source: &str,
+                conversation: &str,
+            ) -> Result<(), $crate::DbError> {
                 $lock(self, source, conversation).await
             }
 
@@ -32,7 +36,7 @@ macro_rules! call_audio_tx_store {
                 &mut self,
                 source: &str,
                 conversation: &str,
-            ) -> Result<Option<$crate::sessions::SessionRow>, DbError> {
+            ) -> Result<Option<$crate::sessions::SessionRow>, $crate::DbError> {
                 let sql = sqlx::AssertSqlSafe($crate::call_audio::conversation_session_sql());
                 let params = [source.into(), conversation.into()];
                 let row = $crate::portable::row(self, sql, &params).await?;
@@ -48,7 +52,7 @@ macro_rules! call_audio_tx_store {
                 conversation: &str,
                 audio_ref: &str,
                 audio_type: &str,
-            ) -> Result<bool, DbError> {
+            ) -> Result<bool, $crate::DbError> {
                 let sql = sqlx::AssertSqlSafe($crate::call_audio::keep_pending_sql($now));
                 let params = [
                     source.into(),
@@ -64,7 +68,7 @@ macro_rules! call_audio_tx_store {
                 &mut self,
                 source: &str,
                 conversation: &str,
-            ) -> Result<Option<(String, String)>, DbError> {
+            ) -> Result<Option<(String, String)>, $crate::DbError> {
                 let params = [source.into(), conversation.into()];
                 let sql = $crate::call_audio::TAKE_PENDING;
                 Ok($crate::portable::optional(self, sql, &params).await?)
@@ -76,7 +80,7 @@ macro_rules! call_audio_tx_store {
                 id: &str,
                 audio_ref: &str,
                 audio_type: &str,
-            ) -> Result<(), DbError> {
+            ) -> Result<(), $crate::DbError> {
                 let sql = sqlx::AssertSqlSafe($crate::call_audio::attach_sql($now));
                 let params = [
                     company.into(),

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::portable::Param;
 use crate::sessions::SessionRow;
 use crate::{Db, DbError, Tx};
 
@@ -85,6 +86,25 @@ pub async fn total_in(
 /// the N-th bound value), each binding the window in its own time encoding.
 const IN_WINDOW: &str = "SELECT count(*), sum(seconds) FROM usage_records
      WHERE company_id = $1 AND recorded_at >= $2 AND recorded_at < $3";
+
+/// A session's usage (`$4` seconds), recorded at `now` (`$5`), once per session.
+fn record_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO usage_records (session_id, company_id, profile_id, seconds, recorded_at)
+         VALUES ($1, $2, $3, $4, {now}) ON CONFLICT (session_id) DO NOTHING"
+    )
+}
+
+/// The parameters of [`record_sql`].
+fn record_params(session: &SessionRow, seconds: f64) -> [Param<'_>; 5] {
+    [
+        (&session.id).into(),
+        (&session.company_id).into(),
+        (&session.profile_id).into(),
+        seconds.into(),
+        Param::Now,
+    ]
+}
 
 fn usage_total((sessions, seconds): (i64, Option<f64>)) -> UsageTotal {
     UsageTotal {

@@ -2,12 +2,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Sqlite, SqliteConnection, Transaction};
+use sqlx::{AssertSqlSafe, Sqlite, SqliteConnection, Transaction};
 
-use super::{IN_WINDOW, UsageStore, UsageTotal, UsageWrites, usage_total};
-use crate::DbError;
+use super::{
+    IN_WINDOW, UsageStore, UsageTotal, UsageWrites, record_params, record_sql, usage_total,
+};
 use crate::db::SqliteDb;
 use crate::sessions::SessionRow;
+use crate::{DbError, portable};
 
 async fn in_window(
     conn: &mut SqliteConnection,
@@ -15,13 +17,9 @@ async fn in_window(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<UsageTotal, DbError> {
-    let row = sqlx::query_as(IN_WINDOW)
-        .bind(company)
-        .bind(from.timestamp_micros())
-        .bind(to.timestamp_micros())
-        .fetch_one(conn)
-        .await?;
-    Ok(usage_total(row))
+    let params = [company.into(), from.into(), to.into()];
+    let row = portable::optional(conn, IN_WINDOW, &params).await?;
+    Ok(usage_total(row.ok_or(sqlx::Error::RowNotFound)?))
 }
 
 #[async_trait]
@@ -40,17 +38,8 @@ impl UsageStore for SqliteDb {
 #[async_trait]
 impl UsageWrites for Transaction<'_, Sqlite> {
     async fn record(&mut self, session: &SessionRow, seconds: f64) -> Result<(), DbError> {
-        sqlx::query(
-            "INSERT INTO usage_records (session_id, company_id, profile_id, seconds, recorded_at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (session_id) DO NOTHING",
-        )
-        .bind(&session.id)
-        .bind(&session.company_id)
-        .bind(&session.profile_id)
-        .bind(seconds)
-        .bind(Utc::now().timestamp_micros())
-        .execute(&mut **self)
-        .await?;
+        let sql = AssertSqlSafe(record_sql("$5"));
+        portable::execute(&mut **self, sql, &record_params(session, seconds)).await?;
         Ok(())
     }
 

@@ -33,9 +33,4 @@ pub trait BillingTxStore: SubscriptionTxStore + StripeEventTxStore {}
 
 impl<T> BillingTxStore for T where T: SubscriptionTxStore + StripeEventTxStore + ?Sized {}
 
-use crate::DbError;
-pub(crate) use crate::portable::{Columns, now_us, time};
-
-fn corrupt(e: serde_json::Error) -> DbError {
-    DbError::Sqlx(sqlx::Error::Decode(Box::new(e)))
-}
+use crate::portable::Columns;

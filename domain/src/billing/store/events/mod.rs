@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::Columns;
+use crate::portable::Param;
 use crate::{Db, DbError, Tx};
 
 /// The Stripe event types the billing worker applies; any other type is stored as `ignored`.
@@ -118,5 +120,42 @@ pub async fn event_counts(db: &Db) -> Result<BTreeMap<String, i64>, DbError> {
 // `$n` parameters: SQLite reads them by position too, so these run on both databases.
 const SELECT_EVENT: &str =
     "SELECT id, type, created, payload, status, detail FROM stripe_events WHERE id = $1";
+/// A new event (see [`insert_event_params`]) received at `now` (`$6`), unless it is stored.
+fn insert_event_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO stripe_events (id, type, created, payload, status, received_at)
+         VALUES ($1, $2, $3, $4, $5, {now}) ON CONFLICT (id) DO NOTHING"
+    )
+}
+
+/// The parameters of [`insert_event_sql`].
+fn insert_event_params<'a>(e: &NewEvent<'a>) -> [Param<'a>; 6] {
+    [
+        e.id.into(),
+        e.event_type.into(),
+        e.created.into(),
+        e.payload.into(),
+        e.status.into(),
+        Param::Now,
+    ]
+}
+
+/// How applying the event ended (`$2` the status, `$3` the detail), at `now` (`$4`).
+fn finish_event_sql(now: &str) -> String {
+    format!("UPDATE stripe_events SET status = $2, detail = $3, processed_at = {now} WHERE id = $1")
+}
+
+/// A row of [`SELECT_EVENT`], from either database.
+fn stored_event(r: &impl Columns) -> Result<StoredEvent, sqlx::Error> {
+    Ok(StoredEvent {
+        id: r.get("id")?,
+        event_type: r.get("type")?,
+        created: r.time("created")?,
+        payload: r.json("payload")?,
+        status: r.get("status")?,
+        detail: r.get("detail")?,
+    })
+}
+
 const SELECT_STATUS: &str = "SELECT status FROM stripe_events WHERE id = $1";
 const COUNT_BY_STATUS: &str = "SELECT status, count(*) FROM stripe_events GROUP BY status";
