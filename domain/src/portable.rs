@@ -136,8 +136,17 @@ impl<'a> From<Option<&'a Value>> for Param<'a> {
 }
 
 /// What tells the two databases apart where a statement is written once: how a [`Param`] is
-/// bound and what a statement's outcome reports.
+/// bound, how the time of the write and a row lock are said, and what a statement's outcome
+/// reports.
 pub(crate) trait Dialect: Database<Arguments: IntoArguments<Self>> {
+    /// What a `SELECT` ends with to lock its rows until the transaction ends: Postgres'
+    /// `FOR UPDATE`; nothing on SQLite, whose write transaction holds the whole database.
+    const ROW_LOCK: &'static str;
+
+    /// The SQL for the time of the write when [`Param::Now`] is the `n`-th parameter:
+    /// Postgres' `now()`, SQLite's `$n`.
+    fn now(n: usize) -> String;
+
     /// Adds `param` to `arguments`, encoded as this database stores it.
     fn add(arguments: &mut Self::Arguments, param: Param<'_>) -> Result<(), BoxDynError>;
 
@@ -146,6 +155,12 @@ pub(crate) trait Dialect: Database<Arguments: IntoArguments<Self>> {
 }
 
 impl Dialect for Postgres {
+    const ROW_LOCK: &'static str = " FOR UPDATE";
+
+    fn now(_n: usize) -> String {
+        "now()".to_string()
+    }
+
     fn add(arguments: &mut PgArguments, param: Param<'_>) -> Result<(), BoxDynError> {
         match param {
             Param::Text(text) => arguments.add(text),
@@ -166,6 +181,12 @@ impl Dialect for Postgres {
 }
 
 impl Dialect for Sqlite {
+    const ROW_LOCK: &'static str = "";
+
+    fn now(n: usize) -> String {
+        format!("${n}")
+    }
+
     fn add(arguments: &mut SqliteArguments, param: Param<'_>) -> Result<(), BoxDynError> {
         match param {
             Param::Text(text) => arguments.add(text.map(str::to_string)),

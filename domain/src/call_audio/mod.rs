@@ -16,12 +16,12 @@
 //! sweep's, each implemented for Postgres (`postgres.rs`) and SQLite (`sqlite.rs`); the free
 //! functions here are the stable entry points and hold the logic.
 
-/// [`CallAudioTxStore`] for one driver's connection (`$connection`): the same statements on
-/// both databases. `now` is the SQL for the time of the write (Postgres' `now()`, or SQLite's
-/// bound `$5`); `lock` takes the conversation's lock (`async fn(&mut $connection, source,
-/// conversation)`).
+/// [`CallAudioTxStore`] for one driver's connection (`$connection`, of `$dialect`), invoked in
+/// `postgres.rs` and `sqlite.rs`: the same statements on both databases, but for the time of
+/// the write (see [`Dialect`](crate::portable::Dialect)) and the conversation's lock, which
+/// `lock` takes (`async fn(&mut $connection, source, conversation)`).
 macro_rules! call_audio_tx_store {
-    ($connection:ty, now = $now:literal, lock = $lock:path) => {
+    ($connection:ty, $dialect:ty, lock = $lock:path) => {
         #[async_trait::async_trait]
         impl $crate::call_audio::CallAudioTxStore for $connection {
             async fn lock(
@@ -53,7 +53,9 @@ macro_rules! call_audio_tx_store {
                 audio_ref: &str,
                 audio_type: &str,
             ) -> Result<bool, $crate::DbError> {
-                let sql = sqlx::AssertSqlSafe($crate::call_audio::keep_pending_sql($now));
+                let sql = sqlx::AssertSqlSafe($crate::call_audio::keep_pending_sql(
+                    &<$dialect as $crate::portable::Dialect>::now(5),
+                ));
                 let params = [
                     source.into(),
                     conversation.into(),
@@ -81,7 +83,9 @@ macro_rules! call_audio_tx_store {
                 audio_ref: &str,
                 audio_type: &str,
             ) -> Result<(), $crate::DbError> {
-                let sql = sqlx::AssertSqlSafe($crate::call_audio::attach_sql($now));
+                let sql = sqlx::AssertSqlSafe($crate::call_audio::attach_sql(
+                    &<$dialect as $crate::portable::Dialect>::now(5),
+                ));
                 let params = [
                     company.into(),
                     id.into(),

@@ -43,4 +43,4 @@ async fn advisory_lock(
     Ok(())
 }
 
-call_audio_tx_store!(PgConnection, now = "now()", lock = advisory_lock);
+call_audio_tx_store!(PgConnection, sqlx::Postgres, lock = advisory_lock);

@@ -37,4 +37,4 @@ async fn no_lock(
     Ok(())
 }
 
-call_audio_tx_store!(SqliteConnection, now = "$5", lock = no_lock);
+call_audio_tx_store!(SqliteConnection, sqlx::Sqlite, lock = no_lock);

@@ -13,11 +13,11 @@
 //! each implemented for Postgres (`postgres.rs`) and SQLite (`sqlite.rs`); the free functions
 //! here are the stable entry points, and the bundle and the erasure are written once over them.
 
-/// [`GdprTxStore`] for one driver's connection (`$connection`): the same statements on both
-/// databases; `now` is the SQL for the time of the write (Postgres' `now()`, or SQLite's
-/// bound `$4`).
+/// [`GdprTxStore`] for one driver's connection (`$connection`, of `$dialect`), invoked in
+/// `postgres.rs` and `sqlite.rs`: the same statements on both databases, but for the time of
+/// the write (see [`Dialect`](crate::portable::Dialect)).
 macro_rules! gdpr_tx_store {
-    ($connection:ty, now = $now:literal) => {
+    ($connection:ty, $dialect:ty) => {
         #[async_trait::async_trait]
         impl $crate::gdpr::GdprTxStore for $connection {
             async fn create_export(
@@ -26,7 +26,9 @@ macro_rules! gdpr_tx_store {
                 company: &str,
                 profile: &str,
             ) -> Result<(), $crate::DbError> {
-                let sql = sqlx::AssertSqlSafe($crate::gdpr::create_export_sql($now));
+                let sql = sqlx::AssertSqlSafe($crate::gdpr::create_export_sql(
+                    &<$dialect as $crate::portable::Dialect>::now(4),
+                ));
                 let params = [
                     id.into(),
                     company.into(),

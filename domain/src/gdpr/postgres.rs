@@ -129,4 +129,4 @@ impl PgDb {
     }
 }
 
-gdpr_tx_store!(PgConnection, now = "now()");
+gdpr_tx_store!(PgConnection, sqlx::Postgres);

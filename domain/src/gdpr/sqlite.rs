@@ -105,4 +105,4 @@ impl SqliteDb {
     }
 }
 
-gdpr_tx_store!(SqliteConnection, now = "$4");
+gdpr_tx_store!(SqliteConnection, sqlx::Sqlite);

@@ -7,11 +7,11 @@
 //! Postgres (`postgres.rs`) and SQLite (`sqlite.rs`); the free functions here are the stable
 //! entry points and delegate to them.
 
-/// [`RoleplayTxStore`] for one driver's connection (`$connection`): the same statements on
-/// both databases; `now` is the SQL for the time of the write (Postgres' `now()`, or SQLite's
-/// bound `$4`).
+/// [`RoleplayTxStore`] for one driver's connection (`$connection`, of `$dialect`), invoked in
+/// `postgres.rs` and `sqlite.rs`: the same statements on both databases, but for the time of
+/// the write (see [`Dialect`](crate::portable::Dialect)).
 macro_rules! roleplay_tx_store {
-    ($connection:ty, now = $now:literal) => {
+    ($connection:ty, $dialect:ty) => {
         #[async_trait::async_trait]
         impl $crate::roleplays::RoleplayTxStore for $connection {
             async fn use_ticket(
@@ -20,7 +20,9 @@ macro_rules! roleplay_tx_store {
                 id: &str,
                 conversation: &str,
             ) -> Result<$crate::roleplays::TicketUse, $crate::DbError> {
-                let sql = sqlx::AssertSqlSafe($crate::roleplays::use_ticket_sql($now));
+                let sql = sqlx::AssertSqlSafe($crate::roleplays::use_ticket_sql(
+                    &<$dialect as $crate::portable::Dialect>::now(4),
+                ));
                 let params = [
                     company.into(),
                     id.into(),
@@ -39,7 +41,9 @@ macro_rules! roleplay_tx_store {
                 id: &str,
                 reason: &str,
             ) -> Result<(), $crate::DbError> {
-                let sql = sqlx::AssertSqlSafe($crate::roleplays::fail_sql($now));
+                let sql = sqlx::AssertSqlSafe($crate::roleplays::fail_sql(
+                    &<$dialect as $crate::portable::Dialect>::now(4),
+                ));
                 let params = [
                     company.into(),
                     id.into(),

@@ -24,4 +24,4 @@ impl RoleplayStore for PgDb {
     }
 }
 
-roleplay_tx_store!(PgConnection, now = "now()");
+roleplay_tx_store!(PgConnection, sqlx::Postgres);

@@ -17,4 +17,4 @@ impl RoleplayStore for SqliteDb {
     }
 }
 
-roleplay_tx_store!(SqliteConnection, now = "$4");
+roleplay_tx_store!(SqliteConnection, sqlx::Sqlite);

@@ -5,6 +5,40 @@
 //! [`UsageStore`] (on the database) and [`UsageWrites`] (in a caller's transaction) are the
 //! repository, implemented for Postgres (`postgres.rs`) and SQLite (`sqlite.rs`).
 
+/// [`UsageWrites`] for one driver's transaction (of `$dialect`), invoked in `postgres.rs` and
+/// `sqlite.rs`: the same statements on both databases, but for the time of the write (see
+/// [`Dialect`](crate::portable::Dialect)).
+macro_rules! usage_writes {
+    ($dialect:ty) => {
+        #[async_trait::async_trait]
+        impl super::UsageWrites for sqlx::Transaction<'_, $dialect> {
+            async fn record(
+                &mut self,
+                session: &$crate::sessions::SessionRow,
+                seconds: f64,
+            ) -> Result<(), $crate::DbError> {
+                use $crate::portable::Dialect;
+                let sql = sqlx::AssertSqlSafe(super::record_sql(&<$dialect>::now(5)));
+                let params = super::record_params(session, seconds);
+                $crate::portable::execute(&mut **self, sql, &params).await?;
+                Ok(())
+            }
+
+            async fn total(
+                &mut self,
+                company: &str,
+                from: chrono::DateTime<chrono::Utc>,
+                to: chrono::DateTime<chrono::Utc>,
+            ) -> Result<super::UsageTotal, $crate::DbError> {
+                let params = [company.into(), from.into(), to.into()];
+                let row =
+                    $crate::portable::optional(&mut **self, super::IN_WINDOW, &params).await?;
+                super::usage_total(row)
+            }
+        }
+    };
+}
+
 mod postgres;
 mod sqlite;
 
@@ -106,9 +140,11 @@ fn record_params(session: &SessionRow, seconds: f64) -> [Param<'_>; 5] {
     ]
 }
 
-fn usage_total((sessions, seconds): (i64, Option<f64>)) -> UsageTotal {
-    UsageTotal {
+/// The row of [`IN_WINDOW`] (an aggregate: there always is one).
+fn usage_total(row: Option<(i64, Option<f64>)>) -> Result<UsageTotal, DbError> {
+    let (sessions, seconds) = row.ok_or(sqlx::Error::RowNotFound)?;
+    Ok(UsageTotal {
         sessions,
         seconds: seconds.unwrap_or(0.0),
-    }
+    })
 }
