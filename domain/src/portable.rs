@@ -189,7 +189,7 @@ impl Dialect for Sqlite {
 
     fn add(arguments: &mut SqliteArguments, param: Param<'_>) -> Result<(), BoxDynError> {
         match param {
-            Param::Text(text) => arguments.add(text.map(str::to_string)),
+            Param::Text(text) => arguments.add(text),
             Param::Int(n) => arguments.add(n),
             Param::Int2(n) => arguments.add(n),
             Param::Int4(n) => arguments.add(n),
