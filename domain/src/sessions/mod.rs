@@ -468,11 +468,11 @@ pub(crate) fn session_row(r: &impl Columns) -> Result<SessionRow, sqlx::Error> {
     })
 }
 
-/// Builds a [`StoredResponse`] from its columns.
-fn stored(request_hash: String, status: i32, response: Value) -> StoredResponse {
-    StoredResponse {
-        request_hash,
-        status: status as u16,
-        response,
-    }
+/// A row of [`STORED_RESPONSE`], from either database.
+fn stored_response_row(r: &impl Columns) -> Result<StoredResponse, sqlx::Error> {
+    Ok(StoredResponse {
+        request_hash: r.get("request_hash")?,
+        status: r.get::<i32>("status")? as u16,
+        response: r.json("response")?,
+    })
 }

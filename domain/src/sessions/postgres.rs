@@ -11,7 +11,7 @@ use super::{
     COUNT_CREATED, FEEDBACK, NewSession, SEGMENTS, SET_DURATION, STORED_RESPONSE, SessionRow,
     SessionStore, SessionWrites, StoredResponse, StoredTranscript, TRANSCRIPT, UPSERT_TRANSCRIPT,
     by_external_id_sql, by_id_sql, insert_sql, list_sql, new_session_params, ready_sql,
-    save_feedback_sql, session_row, store_response_params, store_response_sql, stored,
+    save_feedback_sql, session_row, store_response_params, store_response_sql, stored_response_row,
 };
 use crate::db::{PgDb, Scope};
 use crate::events::SessionEvent;
@@ -191,13 +191,9 @@ impl SessionStore for PgDb {
         key: &str,
     ) -> Result<Option<StoredResponse>, DbError> {
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let row: Option<(String, i32, Value)> = sqlx::query_as(STORED_RESPONSE)
-            .bind(company)
-            .bind(profile)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-        Ok(row.map(|(hash, status, response)| stored(hash, status, response)))
+        let params = [company.into(), profile.into(), key.into()];
+        let row = portable::row(&mut *tx, STORED_RESPONSE, &params).await?;
+        Ok(row.as_ref().map(stored_response_row).transpose()?)
     }
 
     async fn list_of(

@@ -10,7 +10,7 @@ use super::{
     COUNT_CREATED, FEEDBACK, NewSession, SEGMENTS, SET_DURATION, STORED_RESPONSE, SessionRow,
     SessionStore, SessionWrites, StoredResponse, StoredTranscript, TRANSCRIPT, UPSERT_TRANSCRIPT,
     by_external_id_sql, by_id_sql, insert_sql, list_sql, new_session_params, ready_sql,
-    save_feedback_sql, session_row, store_response_params, store_response_sql, stored,
+    save_feedback_sql, session_row, store_response_params, store_response_sql, stored_response_row,
 };
 use crate::db::SqliteDb;
 use crate::events::SessionEvent;
@@ -168,18 +168,9 @@ impl SessionStore for SqliteDb {
         profile: &str,
         key: &str,
     ) -> Result<Option<StoredResponse>, DbError> {
-        let row: Option<(String, i32, String)> = sqlx::query_as(STORED_RESPONSE)
-            .bind(company)
-            .bind(profile)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some((hash, status, response)) = row else {
-            return Ok(None);
-        };
-        let response = serde_json::from_str(&response)
-            .map_err(|e| DbError::Sqlx(sqlx::Error::Decode(Box::new(e))))?;
-        Ok(Some(stored(hash, status, response)))
+        let params = [company.into(), profile.into(), key.into()];
+        let row = portable::row(&self.pool, STORED_RESPONSE, &params).await?;
+        Ok(row.as_ref().map(stored_response_row).transpose()?)
     }
 
     async fn list_of(
