@@ -1,143 +1,364 @@
-//! Statements whose text and bound values are the same on both databases (text parameters
-//! only, `$1`… in order), run on either database's executor: a pool, or a transaction's
-//! connection. A repository's Postgres and SQLite implementations share these instead of
-//! writing the same binding twice; only where they run (Postgres: in the right scope) differs.
+//! What both databases share: statements whose text runs on either (`$1`… in order: SQLite
+//! reads `$N` as the N-th bound value), their bound values ([`Param`], encoded as each
+//! database stores them) and rows read the same way ([`Columns`]). A repository's Postgres and
+//! SQLite implementations share these instead of writing the same binding and mapping twice;
+//! only where they run (Postgres: in the right scope) and the few words of SQL that differ
+//! (Postgres' `now()`, `FOR UPDATE`, casts) stay in each.
 //!
-//! They return boxed futures rather than being `async fn`s: that proves them `Send` here,
-//! once, for any executor (an `async fn` generic over the executor trips the compiler's
+//! The statements return boxed futures rather than being `async fn`s: that proves them `Send`
+//! here, once, for any executor (an `async fn` generic over the executor trips the compiler's
 //! higher-ranked lifetime check inside the repositories' `async_trait` methods).
 
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, SqlSafeStr, Type};
+use serde_json::Value;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{
+    Arguments, Database, Decode, Executor, FromRow, IntoArguments, Postgres, Row, SqlSafeStr,
+    Sqlite, Type,
+};
 
-/// Every row of `sql` with `binds`, decoded as `O`.
+/// Now, as SQLite stores a time: microseconds since the epoch.
+pub(crate) fn now_us() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+/// A time SQLite stored (microseconds since the epoch).
+pub(crate) fn time(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+/// A value bound to a statement, encoded as each database stores it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Param<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+    /// A 16-bit integer (Postgres `SMALLINT`).
+    Int2(i16),
+    /// A 32-bit integer (Postgres `INTEGER`).
+    Int4(i32),
+    Float(Option<f64>),
+    Bool(bool),
+    /// `timestamptz` on Postgres, microseconds since the epoch on SQLite.
+    Time(Option<DateTime<Utc>>),
+    /// `jsonb` on Postgres, its text on SQLite.
+    Json(Option<&'a Value>),
+    /// The time of the write. Postgres' SQL says `now()` there and binds nothing; SQLite's
+    /// says `$n` and binds the process's clock, in microseconds. Put it last: the parameters
+    /// after it would be numbered one lower on Postgres.
+    Now,
+}
+
+impl<'a> From<&'a str> for Param<'a> {
+    fn from(text: &'a str) -> Self {
+        Param::Text(Some(text))
+    }
+}
+
+impl<'a> From<&'a String> for Param<'a> {
+    fn from(text: &'a String) -> Self {
+        Param::Text(Some(text))
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Param<'a> {
+    fn from(text: Option<&'a str>) -> Self {
+        Param::Text(text)
+    }
+}
+
+impl<'a> From<&'a Option<String>> for Param<'a> {
+    fn from(text: &'a Option<String>) -> Self {
+        Param::Text(text.as_deref())
+    }
+}
+
+impl From<i64> for Param<'_> {
+    fn from(n: i64) -> Self {
+        Param::Int(Some(n))
+    }
+}
+
+impl From<i16> for Param<'_> {
+    fn from(n: i16) -> Self {
+        Param::Int2(n)
+    }
+}
+
+impl From<i32> for Param<'_> {
+    fn from(n: i32) -> Self {
+        Param::Int4(n)
+    }
+}
+
+impl From<f64> for Param<'_> {
+    fn from(x: f64) -> Self {
+        Param::Float(Some(x))
+    }
+}
+
+impl From<Option<f64>> for Param<'_> {
+    fn from(x: Option<f64>) -> Self {
+        Param::Float(x)
+    }
+}
+
+impl From<bool> for Param<'_> {
+    fn from(b: bool) -> Self {
+        Param::Bool(b)
+    }
+}
+
+impl From<DateTime<Utc>> for Param<'_> {
+    fn from(t: DateTime<Utc>) -> Self {
+        Param::Time(Some(t))
+    }
+}
+
+impl From<Option<DateTime<Utc>>> for Param<'_> {
+    fn from(t: Option<DateTime<Utc>>) -> Self {
+        Param::Time(t)
+    }
+}
+
+impl<'a> From<&'a Value> for Param<'a> {
+    fn from(json: &'a Value) -> Self {
+        Param::Json(Some(json))
+    }
+}
+
+impl<'a> From<Option<&'a Value>> for Param<'a> {
+    fn from(json: Option<&'a Value>) -> Self {
+        Param::Json(json)
+    }
+}
+
+/// What tells the two databases apart where a statement is written once: how a [`Param`] is
+/// bound, how the time of the write and a row lock are said, and what a statement's outcome
+/// reports.
+pub(crate) trait Dialect: Database<Arguments: IntoArguments<Self>> {
+    /// What a `SELECT` ends with to lock its rows until the transaction ends: Postgres'
+    /// `FOR UPDATE`; nothing on SQLite, whose write transaction holds the whole database.
+    const ROW_LOCK: &'static str;
+
+    /// The SQL for the time of the write when [`Param::Now`] is the `n`-th parameter:
+    /// Postgres' `now()`, SQLite's `$n`.
+    fn now(n: usize) -> String;
+
+    /// Adds `param` to `arguments`, encoded as this database stores it.
+    fn add(arguments: &mut Self::Arguments, param: Param<'_>) -> Result<(), BoxDynError>;
+
+    /// How many rows a statement changed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+}
+
+impl Dialect for Postgres {
+    const ROW_LOCK: &'static str = " FOR UPDATE";
+
+    fn now(_n: usize) -> String {
+        "now()".to_string()
+    }
+
+    fn add(arguments: &mut PgArguments, param: Param<'_>) -> Result<(), BoxDynError> {
+        match param {
+            Param::Text(text) => arguments.add(text),
+            Param::Int(n) => arguments.add(n),
+            Param::Int2(n) => arguments.add(n),
+            Param::Int4(n) => arguments.add(n),
+            Param::Float(x) => arguments.add(x),
+            Param::Bool(b) => arguments.add(b),
+            Param::Time(t) => arguments.add(t),
+            Param::Json(json) => arguments.add(json),
+            Param::Now => Ok(()),
+        }
+    }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+impl Dialect for Sqlite {
+    const ROW_LOCK: &'static str = "";
+
+    fn now(n: usize) -> String {
+        format!("${n}")
+    }
+
+    fn add(arguments: &mut SqliteArguments, param: Param<'_>) -> Result<(), BoxDynError> {
+        match param {
+            Param::Text(text) => arguments.add(text),
+            Param::Int(n) => arguments.add(n),
+            Param::Int2(n) => arguments.add(n),
+            Param::Int4(n) => arguments.add(n),
+            Param::Float(x) => arguments.add(x),
+            Param::Bool(b) => arguments.add(b),
+            Param::Time(t) => arguments.add(t.map(|t| t.timestamp_micros())),
+            Param::Json(json) => arguments.add(json.map(Value::to_string)),
+            Param::Now => arguments.add(now_us()),
+        }
+    }
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+/// Runs `run` on `params` as one statement's arguments; a value that does not encode fails
+/// the statement without running it.
+fn bound<'e, D: Dialect, T: 'e + Send>(
+    params: &[Param<'_>],
+    run: impl FnOnce(D::Arguments) -> BoxFuture<'e, Result<T, sqlx::Error>>,
+) -> BoxFuture<'e, Result<T, sqlx::Error>> {
+    let mut arguments = D::Arguments::default();
+    for param in params {
+        if let Err(error) = D::add(&mut arguments, *param) {
+            return Box::pin(futures::future::ready(Err(sqlx::Error::Encode(error))));
+        }
+    }
+    run(arguments)
+}
+
+/// Every row of `sql` with `params`, decoded as `O`.
 pub(crate) fn all<'e, 'c: 'e, E, O>(
     executor: E,
     sql: impl SqlSafeStr,
-    binds: &'e [&'e str],
+    params: &[Param<'_>],
 ) -> BoxFuture<'e, Result<Vec<O>, sqlx::Error>>
 where
-    E: 'e + Executor<'c>,
+    E: 'e + Executor<'c, Database: Dialect>,
     O: 'e + Send + Unpin + for<'r> FromRow<'r, <E::Database as Database>::Row>,
-    &'e str: Encode<'e, E::Database> + Type<E::Database>,
-    <E::Database as Database>::Arguments: IntoArguments<E::Database>,
 {
-    let mut query = sqlx::query_as::<E::Database, O>(sql);
-    for bind in binds {
-        query = query.bind(*bind);
-    }
-    Box::pin(query.fetch_all(executor))
+    bound::<E::Database, _>(params, |arguments| {
+        Box::pin(sqlx::query_as_with(sql, arguments).fetch_all(executor))
+    })
 }
 
-/// The first row of `sql` with `binds`, if any, decoded as `O`.
+/// The first row of `sql` with `params`, if any, decoded as `O`.
 pub(crate) fn optional<'e, 'c: 'e, E, O>(
     executor: E,
     sql: impl SqlSafeStr,
-    binds: &'e [&'e str],
+    params: &[Param<'_>],
 ) -> BoxFuture<'e, Result<Option<O>, sqlx::Error>>
 where
-    E: 'e + Executor<'c>,
+    E: 'e + Executor<'c, Database: Dialect>,
     O: 'e + Send + Unpin + for<'r> FromRow<'r, <E::Database as Database>::Row>,
-    &'e str: Encode<'e, E::Database> + Type<E::Database>,
-    <E::Database as Database>::Arguments: IntoArguments<E::Database>,
 {
-    let mut query = sqlx::query_as::<E::Database, O>(sql);
-    for bind in binds {
-        query = query.bind(*bind);
-    }
-    Box::pin(query.fetch_optional(executor))
+    bound::<E::Database, _>(params, |arguments| {
+        Box::pin(sqlx::query_as_with(sql, arguments).fetch_optional(executor))
+    })
 }
 
-/// Every row of `sql` with `binds`, as the database returns it (for a mapper of its own).
+/// Every row of `sql` with `params`, as the database returns it (for a mapper of its own).
 pub(crate) fn rows<'e, 'c: 'e, E>(
     executor: E,
     sql: impl SqlSafeStr,
-    binds: &'e [&'e str],
+    params: &[Param<'_>],
 ) -> BoxFuture<'e, Result<Vec<<E::Database as Database>::Row>, sqlx::Error>>
 where
-    E: 'e + Executor<'c>,
-    &'e str: Encode<'e, E::Database> + Type<E::Database>,
-    <E::Database as Database>::Arguments: IntoArguments<E::Database>,
+    E: 'e + Executor<'c, Database: Dialect>,
 {
-    let mut query = sqlx::query::<E::Database>(sql);
-    for bind in binds {
-        query = query.bind(*bind);
-    }
-    Box::pin(query.fetch_all(executor))
+    bound::<E::Database, _>(params, |arguments| {
+        Box::pin(sqlx::query_with(sql, arguments).fetch_all(executor))
+    })
 }
 
-/// The first row of `sql` with `binds`, if any, as the database returns it.
+/// The first row of `sql` with `params`, if any, as the database returns it.
 pub(crate) fn row<'e, 'c: 'e, E>(
     executor: E,
     sql: impl SqlSafeStr,
-    binds: &'e [&'e str],
+    params: &[Param<'_>],
 ) -> BoxFuture<'e, Result<Option<<E::Database as Database>::Row>, sqlx::Error>>
 where
-    E: 'e + Executor<'c>,
-    &'e str: Encode<'e, E::Database> + Type<E::Database>,
-    <E::Database as Database>::Arguments: IntoArguments<E::Database>,
+    E: 'e + Executor<'c, Database: Dialect>,
 {
-    let mut query = sqlx::query::<E::Database>(sql);
-    for bind in binds {
-        query = query.bind(*bind);
-    }
-    Box::pin(query.fetch_optional(executor))
+    bound::<E::Database, _>(params, |arguments| {
+        Box::pin(sqlx::query_with(sql, arguments).fetch_optional(executor))
+    })
 }
 
-/// The first column of the first row of `sql` with `binds`, if there is a row.
+/// The first column of the first row of `sql` with `params`, if there is a row.
 pub(crate) fn scalar<'e, 'c: 'e, E, O>(
     executor: E,
     sql: impl SqlSafeStr,
-    binds: &'e [&'e str],
+    params: &[Param<'_>],
 ) -> BoxFuture<'e, Result<Option<O>, sqlx::Error>>
 where
-    E: 'e + Executor<'c>,
+    E: 'e + Executor<'c, Database: Dialect>,
     O: 'e + Send + Unpin,
     (O,): for<'r> FromRow<'r, <E::Database as Database>::Row>,
-    &'e str: Encode<'e, E::Database> + Type<E::Database>,
-    <E::Database as Database>::Arguments: IntoArguments<E::Database>,
 {
-    let mut query = sqlx::query_scalar::<E::Database, O>(sql);
-    for bind in binds {
-        query = query.bind(*bind);
-    }
-    Box::pin(query.fetch_optional(executor))
+    bound::<E::Database, _>(params, |arguments| {
+        Box::pin(sqlx::query_scalar_with(sql, arguments).fetch_optional(executor))
+    })
 }
 
-/// Runs `sql` with `binds`; how many rows it changed.
+/// Runs `sql` with `params`; how many rows it changed.
 pub(crate) fn execute<'e, 'c: 'e, E>(
     executor: E,
     sql: impl SqlSafeStr,
-    binds: &'e [&'e str],
+    params: &[Param<'_>],
 ) -> BoxFuture<'e, Result<u64, sqlx::Error>>
 where
-    E: 'e + Executor<'c>,
-    &'e str: Encode<'e, E::Database> + Type<E::Database>,
-    <E::Database as Database>::Arguments: IntoArguments<E::Database>,
-    <E::Database as Database>::QueryResult: RowsAffected,
+    E: 'e + Executor<'c, Database: Dialect>,
 {
-    let mut query = sqlx::query::<E::Database>(sql);
-    for bind in binds {
-        query = query.bind(*bind);
+    bound::<E::Database, _>(params, |arguments| {
+        let done = sqlx::query_with(sql, arguments).execute(executor);
+        Box::pin(async move { Ok(<E::Database as Dialect>::rows_affected(&done.await?)) })
+    })
+}
+
+/// A value both databases decode alike (text, flags, numbers and options of them).
+pub(crate) trait Portable:
+    for<'r> Decode<'r, Postgres> + Type<Postgres> + for<'r> Decode<'r, Sqlite> + Type<Sqlite>
+{
+}
+
+impl<T> Portable for T where
+    T: for<'r> Decode<'r, Postgres> + Type<Postgres> + for<'r> Decode<'r, Sqlite> + Type<Sqlite>
+{
+}
+
+/// A row of either database, read by column name with its times decoded as that database
+/// stores them, so each row type is mapped from a row once for both.
+pub(crate) trait Columns {
+    fn get<T: Portable>(&self, column: &str) -> Result<T, sqlx::Error>;
+    fn time(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error>;
+    fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error>;
+    /// A JSON column (`jsonb` on Postgres, its text on SQLite); unreadable text fails to decode.
+    fn json(&self, column: &str) -> Result<Value, sqlx::Error>;
+}
+
+impl Columns for PgRow {
+    fn get<T: Portable>(&self, column: &str) -> Result<T, sqlx::Error> {
+        self.try_get(column)
     }
-    let done = query.execute(executor);
-    Box::pin(async move { Ok(done.await?.rows_affected()) })
-}
-
-/// A statement's outcome on either database: how many rows it changed.
-pub(crate) trait RowsAffected {
-    fn rows_affected(&self) -> u64;
-}
-
-impl RowsAffected for sqlx::postgres::PgQueryResult {
-    fn rows_affected(&self) -> u64 {
-        self.rows_affected()
+    fn time(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn json(&self, column: &str) -> Result<Value, sqlx::Error> {
+        self.try_get(column)
     }
 }
 
-impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
-    fn rows_affected(&self) -> u64 {
-        self.rows_affected()
+impl Columns for SqliteRow {
+    fn get<T: Portable>(&self, column: &str) -> Result<T, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn time(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+        self.try_get(column).map(time)
+    }
+    fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+        Ok(self.try_get::<Option<i64>, _>(column)?.map(time))
+    }
+    fn json(&self, column: &str) -> Result<Value, sqlx::Error> {
+        let text: String = self.try_get(column)?;
+        serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
     }
 }
 

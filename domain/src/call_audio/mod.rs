@@ -16,6 +16,90 @@
 //! sweep's, each implemented for Postgres (`postgres.rs`) and SQLite (`sqlite.rs`); the free
 //! functions here are the stable entry points and hold the logic.
 
+/// [`CallAudioTxStore`] for one driver's connection (`$connection`, of `$dialect`), invoked in
+/// `postgres.rs` and `sqlite.rs`: the same statements on both databases, but for the time of
+/// the write (see [`Dialect`](crate::portable::Dialect)) and the conversation's lock, which
+/// `lock` takes (`async fn(&mut $connection, source, conversation)`).
+macro_rules! call_audio_tx_store {
+    ($connection:ty, $dialect:ty, lock = $lock:path) => {
+        #[async_trait::async_trait]
+        impl $crate::call_audio::CallAudioTxStore for $connection {
+            async fn lock(
+                &mut self,
+                source: &str,
+                conversation: &str,
+            ) -> Result<(), $crate::DbError> {
+                $lock(self, source, conversation).await
+            }
+
+            async fn conversation_session(
+                &mut self,
+                source: &str,
+                conversation: &str,
+            ) -> Result<Option<$crate::sessions::SessionRow>, $crate::DbError> {
+                let sql = sqlx::AssertSqlSafe($crate::call_audio::conversation_session_sql());
+                let params = [source.into(), conversation.into()];
+                let row = $crate::portable::row(self, sql, &params).await?;
+                Ok(row
+                    .as_ref()
+                    .map($crate::sessions::session_row)
+                    .transpose()?)
+            }
+
+            async fn keep_pending(
+                &mut self,
+                source: &str,
+                conversation: &str,
+                audio_ref: &str,
+                audio_type: &str,
+            ) -> Result<bool, $crate::DbError> {
+                let sql = sqlx::AssertSqlSafe($crate::call_audio::keep_pending_sql(
+                    &<$dialect as $crate::portable::Dialect>::now(5),
+                ));
+                let params = [
+                    source.into(),
+                    conversation.into(),
+                    audio_ref.into(),
+                    audio_type.into(),
+                    $crate::portable::Param::Now,
+                ];
+                Ok($crate::portable::execute(self, sql, &params).await? == 1)
+            }
+
+            async fn take_pending(
+                &mut self,
+                source: &str,
+                conversation: &str,
+            ) -> Result<Option<(String, String)>, $crate::DbError> {
+                let params = [source.into(), conversation.into()];
+                let sql = $crate::call_audio::TAKE_PENDING;
+                Ok($crate::portable::optional(self, sql, &params).await?)
+            }
+
+            async fn attach(
+                &mut self,
+                company: &str,
+                id: &str,
+                audio_ref: &str,
+                audio_type: &str,
+            ) -> Result<(), $crate::DbError> {
+                let sql = sqlx::AssertSqlSafe($crate::call_audio::attach_sql(
+                    &<$dialect as $crate::portable::Dialect>::now(5),
+                ));
+                let params = [
+                    company.into(),
+                    id.into(),
+                    audio_ref.into(),
+                    audio_type.into(),
+                    $crate::portable::Param::Now,
+                ];
+                $crate::portable::execute(self, sql, &params).await?;
+                Ok(())
+            }
+        }
+    };
+}
+
 mod postgres;
 mod sqlite;
 
@@ -178,6 +262,22 @@ const TAKE_PENDING: &str =
 const SELECT_UNCLAIMED: &str = "SELECT conversation_id, audio_ref FROM pending_call_audio
      WHERE received_at < $1 ORDER BY received_at LIMIT $2";
 const FORGET_UNCLAIMED: &str = "DELETE FROM pending_call_audio WHERE audio_ref = $1";
+
+/// The recording held for a conversation unless one is held already, received at `now` (`$5`).
+fn keep_pending_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO pending_call_audio (source, conversation_id, audio_ref, audio_type, received_at)
+         VALUES ($1, $2, $3, $4, {now}) ON CONFLICT DO NOTHING"
+    )
+}
+
+/// The session's audio unless it has some, changed at `now` (`$5`).
+fn attach_sql(now: &str) -> String {
+    format!(
+        "UPDATE sessions SET audio_ref = $3, audio_type = $4, updated_at = {now}
+         WHERE company_id = $1 AND id = $2 AND audio_ref IS NULL"
+    )
+}
 
 /// Rows of [`SELECT_UNCLAIMED`] as the sweep's blobs.
 fn unclaimed_blobs(rows: Vec<(String, String)>) -> Vec<ExpiredBlob> {

@@ -13,6 +13,77 @@
 //! each implemented for Postgres (`postgres.rs`) and SQLite (`sqlite.rs`); the free functions
 //! here are the stable entry points, and the bundle and the erasure are written once over them.
 
+/// [`GdprTxStore`] for one driver's connection (`$connection`, of `$dialect`), invoked in
+/// `postgres.rs` and `sqlite.rs`: the same statements on both databases, but for the time of
+/// the write (see [`Dialect`](crate::portable::Dialect)).
+macro_rules! gdpr_tx_store {
+    ($connection:ty, $dialect:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::gdpr::GdprTxStore for $connection {
+            async fn create_export(
+                &mut self,
+                id: &str,
+                company: &str,
+                profile: &str,
+            ) -> Result<(), $crate::DbError> {
+                let sql = sqlx::AssertSqlSafe($crate::gdpr::create_export_sql(
+                    &<$dialect as $crate::portable::Dialect>::now(4),
+                ));
+                let params = [
+                    id.into(),
+                    company.into(),
+                    profile.into(),
+                    $crate::portable::Param::Now,
+                ];
+                $crate::portable::execute(self, sql, &params).await?;
+                Ok(())
+            }
+
+            async fn profile_files(
+                &mut self,
+                sql: &'static str,
+                company: &str,
+                profile: &str,
+            ) -> Result<Vec<(String, Option<String>)>, $crate::DbError> {
+                Ok($crate::portable::all(self, sql, &[company.into(), profile.into()]).await?)
+            }
+
+            async fn delete_profile_rows(
+                &mut self,
+                table: &'static str,
+                company: &str,
+                profile: &str,
+            ) -> Result<u64, $crate::DbError> {
+                let sql = sqlx::AssertSqlSafe($crate::gdpr::delete_profile_rows_sql(table));
+                Ok($crate::portable::execute(self, sql, &[company.into(), profile.into()]).await?)
+            }
+
+            async fn delete_profile(
+                &mut self,
+                company: &str,
+                profile: &str,
+            ) -> Result<bool, $crate::DbError> {
+                let params = [company.into(), profile.into()];
+                let sql = $crate::gdpr::DELETE_PROFILE;
+                Ok($crate::portable::execute(self, sql, &params).await? == 1)
+            }
+
+            async fn delete_session(
+                &mut self,
+                company: &str,
+                id: &str,
+            ) -> Result<Option<$crate::sessions::SessionRow>, $crate::DbError> {
+                let sql = sqlx::AssertSqlSafe($crate::gdpr::delete_session_sql());
+                let row = $crate::portable::row(self, sql, &[company.into(), id.into()]).await?;
+                Ok(row
+                    .as_ref()
+                    .map($crate::sessions::session_row)
+                    .transpose()?)
+            }
+        }
+    };
+}
+
 mod postgres;
 mod sqlite;
 
@@ -21,6 +92,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::portable::{Columns, Param};
 use crate::sessions::{self, SessionRow};
 use crate::{Db, DbError, Tx};
 
@@ -318,6 +390,59 @@ pub async fn forget_export(db: &Db, expired: &ExpiredBlob) -> Result<(), DbError
 const EXPORT_COLUMNS: &str =
     "id, company_id, profile_id, status, blob_ref, error, created_at, ready_at, expires_at";
 
+/// An export request of the profile, pending, made at `now` (`$4`).
+fn create_export_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO data_exports (id, company_id, profile_id, status, created_at)
+         VALUES ($1, $2, $3, 'pending', {now})"
+    )
+}
+
+/// The export's outcome (`$3`–`$6`: see [`finish_export_params`]), ready at `now` (`$7`).
+fn finish_export_sql(now: &str) -> String {
+    format!(
+        "UPDATE data_exports SET status = $3, blob_ref = $4, expires_at = $5, error = $6,
+                ready_at = {now}
+         WHERE company_id = $1 AND id = $2"
+    )
+}
+
+/// The parameters of [`finish_export_sql`].
+fn finish_export_params<'a>(
+    company: &'a str,
+    id: &'a str,
+    outcome: Result<(&'a str, DateTime<Utc>), &'a str>,
+) -> [Param<'a>; 7] {
+    let (status, blob_ref, expires_at, error) = match outcome {
+        Ok((blob, expires)) => ("ready", Some(blob), Some(expires), None),
+        Err(error) => ("failed", None, None, Some(error)),
+    };
+    [
+        company.into(),
+        id.into(),
+        status.into(),
+        blob_ref.into(),
+        expires_at.into(),
+        error.into(),
+        Param::Now,
+    ]
+}
+
+/// One export request, from either database.
+fn export_row(r: &impl Columns) -> Result<DataExport, sqlx::Error> {
+    Ok(DataExport {
+        id: r.get("id")?,
+        company_id: r.get("company_id")?,
+        profile_id: r.get("profile_id")?,
+        status: r.get("status")?,
+        blob_ref: r.get("blob_ref")?,
+        error: r.get("error")?,
+        created_at: r.time("created_at")?,
+        ready_at: r.opt_time("ready_at")?,
+        expires_at: r.opt_time("expires_at")?,
+    })
+}
+
 fn latest_export_sql() -> String {
     format!(
         "SELECT {EXPORT_COLUMNS} FROM data_exports WHERE company_id = $1 AND profile_id = $2
@@ -376,31 +501,36 @@ const EXPIRED_EXPORTS: &str = "SELECT company_id, id, blob_ref FROM data_exports
      WHERE blob_ref IS NOT NULL AND expires_at < $1 ORDER BY expires_at LIMIT $2";
 const FORGET_EXPORT: &str = "DELETE FROM data_exports WHERE company_id = $1 AND id = $2";
 
-/// An export's outcome as its row stores it: status, file, expiry and error.
-type ExportOutcome<'a> = (
-    &'static str,
-    Option<&'a str>,
-    Option<DateTime<Utc>>,
-    Option<&'a str>,
-);
-
-fn export_outcome<'a>(outcome: Result<(&'a str, DateTime<Utc>), &'a str>) -> ExportOutcome<'a> {
-    match outcome {
-        Ok((blob, expires)) => ("ready", Some(blob), Some(expires), None),
-        Err(error) => ("failed", None, None, Some(error)),
-    }
+/// One row of [`USAGE_RECORDS`] as the bundle shows it.
+fn usage_json(r: &impl Columns) -> Result<Value, sqlx::Error> {
+    Ok(json!({
+        "session_id": r.get::<String>("session_id")?,
+        "seconds": r.get::<f64>("seconds")?,
+        "recorded_at": r.time("recorded_at")?,
+    }))
 }
 
-/// One usage row of the bundle.
-fn usage_json(session: String, seconds: f64, at: Option<DateTime<Utc>>) -> Value {
-    json!({"session_id": session, "seconds": seconds, "recorded_at": at})
+/// One row of [`EMAILS_SENT`] as the bundle shows it.
+fn email_json(r: &impl Columns) -> Result<Value, sqlx::Error> {
+    Ok(json!({
+        "recipient": r.get::<String>("recipient")?,
+        "template": r.get::<String>("template")?,
+        "subject_id": r.get::<String>("subject_id")?,
+        "status": r.get::<String>("status")?,
+        "sent_at": r.opt_time("sent_at")?,
+    }))
 }
 
-/// One email of the bundle: recipient, template, subject id, status and when it was sent.
-fn email_json(
-    (to, template, subject, status, at): (String, String, String, String, Option<DateTime<Utc>>),
-) -> Value {
-    json!({"recipient": to, "template": template, "subject_id": subject, "status": status, "sent_at": at})
+/// The profile's usage rows and emails (see [`GdprStore::profile_records`]), from the rows of
+/// [`USAGE_RECORDS`] and [`EMAILS_SENT`].
+fn profile_records<R: Columns>(
+    usage: Vec<R>,
+    emails: Vec<R>,
+) -> Result<(Vec<Value>, Vec<Value>), sqlx::Error> {
+    Ok((
+        usage.iter().map(usage_json).collect::<Result<_, _>>()?,
+        emails.iter().map(email_json).collect::<Result<_, _>>()?,
+    ))
 }
 
 /// Rows of [`EXPIRED_AUDIO`] or [`EXPIRED_EXPORTS`] as the sweep's blobs.

@@ -5,32 +5,16 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{AssertSqlSafe, PgConnection};
 
 use super::{
-    CLEAR_AUDIO, DELETE_PROFILE, DataExport, EMAILS_SENT, EXPIRED_AUDIO, EXPIRED_EXPORTS,
-    ExpiredBlob, FORGET_EXPORT, GdprStore, GdprTxStore, USAGE_RECORDS, delete_profile_rows_sql,
-    delete_session_sql, email_json, expired_blobs, export_outcome, latest_export_sql,
-    profile_sessions_sql, usage_json,
+    CLEAR_AUDIO, DataExport, EMAILS_SENT, EXPIRED_AUDIO, EXPIRED_EXPORTS, ExpiredBlob,
+    FORGET_EXPORT, GdprStore, USAGE_RECORDS, expired_blobs, export_row, finish_export_params,
+    finish_export_sql, latest_export_sql, profile_records, profile_sessions_sql,
 };
 use crate::db::{PgDb, Scope};
-use crate::sessions::{SessionRow, pg_session};
+use crate::sessions::{SessionRow, session_row};
 use crate::{DbError, portable};
-
-fn pg_export(r: &PgRow) -> Result<DataExport, sqlx::Error> {
-    Ok(DataExport {
-        id: r.try_get("id")?,
-        company_id: r.try_get("company_id")?,
-        profile_id: r.try_get("profile_id")?,
-        status: r.try_get("status")?,
-        blob_ref: r.try_get("blob_ref")?,
-        error: r.try_get("error")?,
-        created_at: r.try_get("created_at")?,
-        ready_at: r.try_get("ready_at")?,
-        expires_at: r.try_get("expires_at")?,
-    })
-}
 
 #[async_trait]
 impl GdprStore for PgDb {
@@ -42,9 +26,9 @@ impl GdprStore for PgDb {
         let mut tx = self
             .begin_scoped(Scope::Profile { company, profile })
             .await?;
-        let sql = sqlx::AssertSqlSafe(latest_export_sql());
-        let row = portable::row(&mut *tx, sql, &[company, profile]).await?;
-        Ok(row.as_ref().map(pg_export).transpose()?)
+        let sql = AssertSqlSafe(latest_export_sql());
+        let row = portable::row(&mut *tx, sql, &[company.into(), profile.into()]).await?;
+        Ok(row.as_ref().map(export_row).transpose()?)
     }
 
     async fn finish_export(
@@ -53,22 +37,10 @@ impl GdprStore for PgDb {
         id: &str,
         outcome: Result<(&str, DateTime<Utc>), &str>,
     ) -> Result<bool, DbError> {
-        let (status, blob_ref, expires_at, error) = export_outcome(outcome);
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let changed = sqlx::query(
-            "UPDATE data_exports SET status = $3, blob_ref = $4, expires_at = $5, error = $6,
-                    ready_at = now()
-             WHERE company_id = $1 AND id = $2",
-        )
-        .bind(company)
-        .bind(id)
-        .bind(status)
-        .bind(blob_ref)
-        .bind(expires_at)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let sql = AssertSqlSafe(finish_export_sql("now()"));
+        let params = finish_export_params(company, id, outcome);
+        let changed = portable::execute(&mut *tx, sql, &params).await?;
         tx.commit().await?;
         Ok(changed == 1)
     }
@@ -81,9 +53,9 @@ impl GdprStore for PgDb {
         let mut tx = self
             .begin_scoped(Scope::Profile { company, profile })
             .await?;
-        let sql = sqlx::AssertSqlSafe(profile_sessions_sql());
-        let rows = portable::rows(&mut *tx, sql, &[company, profile]).await?;
-        Ok(rows.iter().map(pg_session).collect::<Result<_, _>>()?)
+        let sql = AssertSqlSafe(profile_sessions_sql());
+        let rows = portable::rows(&mut *tx, sql, &[company.into(), profile.into()]).await?;
+        Ok(rows.iter().map(session_row).collect::<Result<_, _>>()?)
     }
 
     async fn profile_records(
@@ -94,23 +66,10 @@ impl GdprStore for PgDb {
         let mut tx = self
             .begin_scoped(Scope::Profile { company, profile })
             .await?;
-        let usage: Vec<(String, f64, DateTime<Utc>)> = sqlx::query_as(USAGE_RECORDS)
-            .bind(company)
-            .bind(profile)
-            .fetch_all(&mut *tx)
-            .await?;
-        let emails = sqlx::query_as(EMAILS_SENT)
-            .bind(company)
-            .bind(profile)
-            .fetch_all(&mut *tx)
-            .await?;
-        Ok((
-            usage
-                .into_iter()
-                .map(|(s, sec, at)| usage_json(s, sec, Some(at)))
-                .collect(),
-            emails.into_iter().map(email_json).collect(),
-        ))
+        let params = [company.into(), profile.into()];
+        let usage = portable::rows(&mut *tx, USAGE_RECORDS, &params).await?;
+        let emails = portable::rows(&mut *tx, EMAILS_SENT, &params).await?;
+        Ok(profile_records(usage, emails)?)
     }
 
     async fn expired_audio(
@@ -126,8 +85,12 @@ impl GdprStore for PgDb {
         let mut tx = self
             .begin_scoped(Scope::Company(&expired.company_id))
             .await?;
-        let binds = [&*expired.company_id, &expired.owner_id, &expired.blob_ref];
-        portable::execute(&mut *tx, CLEAR_AUDIO, &binds).await?;
+        let params = [
+            (&expired.company_id).into(),
+            (&expired.owner_id).into(),
+            (&expired.blob_ref).into(),
+        ];
+        portable::execute(&mut *tx, CLEAR_AUDIO, &params).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -145,8 +108,8 @@ impl GdprStore for PgDb {
         let mut tx = self
             .begin_scoped(Scope::Company(&expired.company_id))
             .await?;
-        let binds = [&*expired.company_id, &expired.owner_id];
-        portable::execute(&mut *tx, FORGET_EXPORT, &binds).await?;
+        let params = [(&expired.company_id).into(), (&expired.owner_id).into()];
+        portable::execute(&mut *tx, FORGET_EXPORT, &params).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -161,64 +124,9 @@ impl PgDb {
         limit: i64,
     ) -> Result<Vec<ExpiredBlob>, DbError> {
         let mut tx = self.begin_scoped(Scope::Platform).await?;
-        let rows = sqlx::query_as(sql)
-            .bind(at)
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = portable::all(&mut *tx, sql, &[at.into(), limit.into()]).await?;
         Ok(expired_blobs(rows))
     }
 }
 
-#[async_trait]
-impl GdprTxStore for PgConnection {
-    async fn create_export(
-        &mut self,
-        id: &str,
-        company: &str,
-        profile: &str,
-    ) -> Result<(), DbError> {
-        sqlx::query(
-            "INSERT INTO data_exports (id, company_id, profile_id, status) VALUES ($1, $2, $3, 'pending')",
-        )
-        .bind(id)
-        .bind(company)
-        .bind(profile)
-        .execute(&mut *self)
-        .await?;
-        Ok(())
-    }
-
-    async fn profile_files(
-        &mut self,
-        sql: &'static str,
-        company: &str,
-        profile: &str,
-    ) -> Result<Vec<(String, Option<String>)>, DbError> {
-        Ok(portable::all(self, sql, &[company, profile]).await?)
-    }
-
-    async fn delete_profile_rows(
-        &mut self,
-        table: &'static str,
-        company: &str,
-        profile: &str,
-    ) -> Result<u64, DbError> {
-        let sql = sqlx::AssertSqlSafe(delete_profile_rows_sql(table));
-        Ok(portable::execute(self, sql, &[company, profile]).await?)
-    }
-
-    async fn delete_profile(&mut self, company: &str, profile: &str) -> Result<bool, DbError> {
-        Ok(portable::execute(self, DELETE_PROFILE, &[company, profile]).await? == 1)
-    }
-
-    async fn delete_session(
-        &mut self,
-        company: &str,
-        id: &str,
-    ) -> Result<Option<SessionRow>, DbError> {
-        let sql = sqlx::AssertSqlSafe(delete_session_sql());
-        let row = portable::row(self, sql, &[company, id]).await?;
-        Ok(row.as_ref().map(pg_session).transpose()?)
-    }
-}
+gdpr_tx_store!(PgConnection, sqlx::Postgres);

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::db::Scope;
+use crate::portable::Param;
 use crate::{Db, DbError};
 
 /// Every email voxline sends. Payment problems are transactional: they cannot be turned off.
@@ -225,6 +226,69 @@ const SELECT_PREFERENCES: &str =
     "SELECT kind, enabled FROM notification_preferences WHERE company_id = $1 AND profile_id = $2";
 const SELECT_SUPPRESSION: &str = "SELECT reason FROM email_suppressions WHERE address = $1";
 const SELECT_LOGGED: &str = "SELECT status, detail FROM email_log WHERE dedupe_key = $1";
+
+/// One preference (`$3` the kind, `$4` whether it is on) of a profile, changed at `now` (`$5`).
+fn set_preference_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO notification_preferences (company_id, profile_id, kind, enabled, updated_at)
+         VALUES ($1, $2, $3, $4, {now})
+         ON CONFLICT (company_id, profile_id, kind)
+         DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at"
+    )
+}
+
+/// An address no email goes to any more, unless it is on the list already, from `now` (`$3`).
+fn suppress_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO email_suppressions (address, reason, created_at) VALUES ($1, $2, {now})
+         ON CONFLICT DO NOTHING"
+    )
+}
+
+/// The claim of [`claim_send`] (see [`claim_send_params`]); `now` is the time of the claim
+/// (`$10`) and `ten_minutes_ago` that time less ten minutes, each as the database says it.
+fn claim_send_sql(now: &str, ten_minutes_ago: &str) -> String {
+    format!(
+        "INSERT INTO email_log (dedupe_key, company_id, profile_id, recipient, template,
+                                subject_id, message_id, status, updated_at,
+                                claim_job, claim_lease)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'sending', {now}, $8, $9)
+         ON CONFLICT (dedupe_key) DO UPDATE SET status = 'sending', updated_at = {now},
+             claim_job = excluded.claim_job, claim_lease = excluded.claim_lease
+         WHERE email_log.status = 'failed'
+            OR (email_log.status = 'sending' AND (
+                (email_log.claim_job IS NULL AND email_log.updated_at < {ten_minutes_ago})
+                OR (email_log.claim_job IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM jobs WHERE jobs.id = email_log.claim_job
+                      AND jobs.lease = email_log.claim_lease AND jobs.state = 'running'))))
+         RETURNING id"
+    )
+}
+
+/// The parameters of [`claim_send_sql`].
+fn claim_send_params<'a>(email: &EmailRecord<'a>, holder: SendHolder) -> [Param<'a>; 10] {
+    [
+        email.dedupe_key.into(),
+        email.company_id.into(),
+        email.profile_id.into(),
+        email.recipient.into(),
+        email.template.as_str().into(),
+        email.subject_id.into(),
+        email.message_id.into(),
+        holder.job.into(),
+        holder.lease.into(),
+        Param::Now,
+    ]
+}
+
+/// How a send ended (`$2` the status, `$3` the detail), at `now` (`$4`).
+fn finish_sql(now: &str) -> String {
+    format!(
+        "UPDATE email_log SET status = $2, detail = $3, updated_at = {now},
+                sent_at = CASE WHEN $2 = 'sent' THEN {now} END
+         WHERE dedupe_key = $1"
+    )
+}
 
 /// The suppression list's form of an address.
 fn normalized(address: &str) -> String {

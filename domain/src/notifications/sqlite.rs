@@ -4,18 +4,16 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use chrono::Utc;
 
 use super::{
     EmailKind, EmailRecord, LoggedEmail, NotificationStore, SELECT_LOGGED, SELECT_PREFERENCES,
-    SELECT_SUPPRESSION, SendHolder, logged_email, normalized, not_claimed, with_defaults,
+    SELECT_SUPPRESSION, SendHolder, claim_send_params, claim_send_sql, finish_sql, logged_email,
+    normalized, not_claimed, set_preference_sql, suppress_sql, with_defaults,
 };
+use crate::DbError;
 use crate::db::{Scope, SqliteDb};
-use crate::{DbError, portable};
-
-fn now_us() -> i64 {
-    Utc::now().timestamp_micros()
-}
+use crate::portable::{self, Param};
+use sqlx::AssertSqlSafe;
 
 #[async_trait]
 impl NotificationStore for SqliteDb {
@@ -24,7 +22,12 @@ impl NotificationStore for SqliteDb {
         company: &str,
         profile: &str,
     ) -> Result<BTreeMap<EmailKind, bool>, DbError> {
-        let rows = portable::all(&self.pool, SELECT_PREFERENCES, &[company, profile]).await?;
+        let rows = portable::all(
+            &self.pool,
+            SELECT_PREFERENCES,
+            &[company.into(), profile.into()],
+        )
+        .await?;
         Ok(with_defaults(rows))
     }
 
@@ -36,19 +39,15 @@ impl NotificationStore for SqliteDb {
     ) -> Result<(), DbError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for (kind, enabled) in changes {
-            sqlx::query(
-                "INSERT INTO notification_preferences (company_id, profile_id, kind, enabled, updated_at)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (company_id, profile_id, kind)
-                 DO UPDATE SET enabled = excluded.enabled, updated_at = excluded.updated_at",
-            )
-            .bind(company)
-            .bind(profile)
-            .bind(kind.as_str())
-            .bind(enabled)
-            .bind(now_us())
-            .execute(&mut *tx)
-            .await?;
+            let params = [
+                company.into(),
+                profile.into(),
+                kind.as_str().into(),
+                (*enabled).into(),
+                Param::Now,
+            ];
+            let sql = AssertSqlSafe(set_preference_sql("$5"));
+            portable::execute(&mut *tx, sql, &params).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -56,19 +55,14 @@ impl NotificationStore for SqliteDb {
 
     async fn is_suppressed(&self, address: &str) -> Result<Option<String>, DbError> {
         let address = normalized(address);
-        Ok(portable::scalar(&self.pool, SELECT_SUPPRESSION, &[&address]).await?)
+        Ok(portable::scalar(&self.pool, SELECT_SUPPRESSION, &[(&address).into()]).await?)
     }
 
     async fn suppress(&self, address: &str, reason: &str) -> Result<(), DbError> {
-        sqlx::query(
-            "INSERT INTO email_suppressions (address, reason, created_at) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(normalized(address))
-        .bind(reason)
-        .bind(now_us())
-        .execute(&self.pool)
-        .await?;
+        let address = normalized(address);
+        let sql = AssertSqlSafe(suppress_sql("$3"));
+        let params = [(&address).into(), reason.into(), Param::Now];
+        portable::execute(&self.pool, sql, &params).await?;
         Ok(())
     }
 
@@ -77,33 +71,9 @@ impl NotificationStore for SqliteDb {
         email: &EmailRecord<'_>,
         holder: SendHolder,
     ) -> Result<Result<(), LoggedEmail>, DbError> {
-        let claimed: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO email_log (dedupe_key, company_id, profile_id, recipient, template,
-                                    subject_id, message_id, status, updated_at,
-                                    claim_job, claim_lease)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'sending', $8, $9, $10)
-             ON CONFLICT (dedupe_key) DO UPDATE SET status = 'sending', updated_at = $8,
-                 claim_job = excluded.claim_job, claim_lease = excluded.claim_lease
-             WHERE email_log.status = 'failed'
-                OR (email_log.status = 'sending' AND (
-                    (email_log.claim_job IS NULL AND email_log.updated_at < $8 - 600000000)
-                    OR (email_log.claim_job IS NOT NULL AND NOT EXISTS (
-                        SELECT 1 FROM jobs WHERE jobs.id = email_log.claim_job
-                          AND jobs.lease = email_log.claim_lease AND jobs.state = 'running'))))
-             RETURNING id",
-        )
-        .bind(email.dedupe_key)
-        .bind(email.company_id)
-        .bind(email.profile_id)
-        .bind(email.recipient)
-        .bind(email.template.as_str())
-        .bind(email.subject_id)
-        .bind(email.message_id)
-        .bind(now_us())
-        .bind(holder.job)
-        .bind(holder.lease)
-        .fetch_optional(&self.pool)
-        .await?;
+        let sql = AssertSqlSafe(claim_send_sql("$10", "$10 - 600000000"));
+        let params = claim_send_params(email, holder);
+        let claimed: Option<i64> = portable::scalar(&self.pool, sql, &params).await?;
         if claimed.is_some() {
             return Ok(Ok(()));
         }
@@ -116,7 +86,7 @@ impl NotificationStore for SqliteDb {
         _scope: Scope<'_>,
         dedupe_key: &str,
     ) -> Result<Option<LoggedEmail>, DbError> {
-        let row = portable::optional(&self.pool, SELECT_LOGGED, &[dedupe_key]).await?;
+        let row = portable::optional(&self.pool, SELECT_LOGGED, &[dedupe_key.into()]).await?;
         Ok(row.map(logged_email))
     }
 
@@ -126,17 +96,14 @@ impl NotificationStore for SqliteDb {
         status: &str,
         detail: Option<&str>,
     ) -> Result<(), DbError> {
-        sqlx::query(
-            "UPDATE email_log SET status = $2, detail = $3, updated_at = $4,
-                    sent_at = CASE WHEN $2 = 'sent' THEN $4 END
-             WHERE dedupe_key = $1",
-        )
-        .bind(email.dedupe_key)
-        .bind(status)
-        .bind(detail)
-        .bind(now_us())
-        .execute(&self.pool)
-        .await?;
+        let sql = AssertSqlSafe(finish_sql("$4"));
+        let params = [
+            email.dedupe_key.into(),
+            status.into(),
+            detail.into(),
+            Param::Now,
+        ];
+        portable::execute(&self.pool, sql, &params).await?;
         Ok(())
     }
 }

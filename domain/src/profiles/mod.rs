@@ -9,6 +9,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 
+use crate::portable::Param;
 use crate::{Db, DbError};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +51,30 @@ pub async fn get_in(db: &Db, company: &str, id: &str) -> Result<Option<Profile>,
 const SELECT_BY_ID: &str = "SELECT id, company_id, email, role FROM profiles WHERE id = $1";
 const SELECT_IN_COMPANY: &str =
     "SELECT id, company_id, email, role FROM profiles WHERE company_id = $1 AND id = $2";
+
+/// The profile as its token names it (`$1`–`$4`: id, company, email, role), seen at `now`
+/// (`$5`), unless it belongs to another company; returns the stored company when it kept it.
+fn upsert_seen_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO profiles (id, company_id, email, role, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, {now}, {now})
+         ON CONFLICT (id) DO UPDATE SET email = excluded.email, role = excluded.role,
+             updated_at = excluded.updated_at
+           WHERE profiles.company_id = excluded.company_id
+         RETURNING company_id"
+    )
+}
+
+/// The parameters of [`upsert_seen_sql`].
+fn upsert_seen_params(p: &Profile) -> [Param<'_>; 5] {
+    [
+        (&p.id).into(),
+        (&p.company_id).into(),
+        (&p.email).into(),
+        (&p.role).into(),
+        Param::Now,
+    ]
+}
 
 /// Whether the upsert kept `p` in its company: the statement returns the stored company only
 /// when it is `p`'s (a profile of another company is left alone and returns nothing).

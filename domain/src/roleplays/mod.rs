@@ -7,6 +7,67 @@
 //! Postgres (`postgres.rs`) and SQLite (`sqlite.rs`); the free functions here are the stable
 //! entry points and delegate to them.
 
+/// [`RoleplayTxStore`] for one driver's connection (`$connection`, of `$dialect`), invoked in
+/// `postgres.rs` and `sqlite.rs`: the same statements on both databases, but for the time of
+/// the write (see [`Dialect`](crate::portable::Dialect)).
+macro_rules! roleplay_tx_store {
+    ($connection:ty, $dialect:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::roleplays::RoleplayTxStore for $connection {
+            async fn use_ticket(
+                &mut self,
+                company: &str,
+                id: &str,
+                conversation: &str,
+            ) -> Result<$crate::roleplays::TicketUse, $crate::DbError> {
+                let sql = sqlx::AssertSqlSafe($crate::roleplays::use_ticket_sql(
+                    &<$dialect as $crate::portable::Dialect>::now(4),
+                ));
+                let params = [
+                    company.into(),
+                    id.into(),
+                    conversation.into(),
+                    $crate::portable::Param::Now,
+                ];
+                let bound = $crate::portable::execute(&mut *self, sql, &params).await?;
+                let sql = $crate::roleplays::SELECT_CONVERSATION;
+                let current = $crate::portable::scalar(&mut *self, sql, &params[..2]).await?;
+                Ok($crate::roleplays::ticket_use(bound, current, conversation))
+            }
+
+            async fn fail(
+                &mut self,
+                company: &str,
+                id: &str,
+                reason: &str,
+            ) -> Result<(), $crate::DbError> {
+                let sql = sqlx::AssertSqlSafe($crate::roleplays::fail_sql(
+                    &<$dialect as $crate::portable::Dialect>::now(4),
+                ));
+                let params = [
+                    company.into(),
+                    id.into(),
+                    reason.into(),
+                    $crate::portable::Param::Now,
+                ];
+                $crate::portable::execute(self, sql, &params).await?;
+                Ok(())
+            }
+
+            async fn status(
+                &mut self,
+                company: &str,
+                id: &str,
+            ) -> Result<Option<$crate::roleplays::RoleplayStatus>, $crate::DbError> {
+                let sql = $crate::roleplays::SELECT_STATUS;
+                let row =
+                    $crate::portable::optional(self, sql, &[company.into(), id.into()]).await?;
+                Ok(row.map($crate::roleplays::roleplay_status))
+            }
+        }
+    };
+}
+
 mod postgres;
 mod sqlite;
 
@@ -14,6 +75,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::db::Scope;
+use crate::portable::Param;
 use crate::{Db, DbError, Tx};
 
 /// A role-play about to be issued.
@@ -88,6 +150,43 @@ const SELECT_CONVERSATION: &str =
     "SELECT conversation_id FROM roleplays WHERE company_id = $1 AND id = $2";
 const SELECT_STATUS: &str =
     "SELECT conversation_id, failure_reason FROM roleplays WHERE company_id = $1 AND id = $2";
+
+/// A new role-play ticket (see [`insert_params`]), made at `now` (`$7`).
+fn insert_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO roleplays (id, company_id, profile_id, kind, title, expires_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, {now})"
+    )
+}
+
+/// The parameters of [`insert_sql`].
+fn insert_params<'a>(roleplay: &NewRoleplay<'a>) -> [Param<'a>; 7] {
+    [
+        roleplay.id.into(),
+        roleplay.company_id.into(),
+        roleplay.profile_id.into(),
+        roleplay.kind.into(),
+        roleplay.title.into(),
+        roleplay.expires_at.into(),
+        Param::Now,
+    ]
+}
+
+/// The ticket bound to conversation `$3`, at `now` (`$4`), unless it is bound already.
+fn use_ticket_sql(now: &str) -> String {
+    format!(
+        "UPDATE roleplays SET conversation_id = $3, used_at = {now}
+         WHERE company_id = $1 AND id = $2 AND conversation_id IS NULL"
+    )
+}
+
+/// The unused ticket failed for reason `$3`, at `now` (`$4`).
+fn fail_sql(now: &str) -> String {
+    format!(
+        "UPDATE roleplays SET failed_at = {now}, failure_reason = $3
+         WHERE company_id = $1 AND id = $2 AND conversation_id IS NULL AND failed_at IS NULL"
+    )
+}
 
 /// What [`use_ticket`] found: whether its update bound the ticket (`bound` rows), and the
 /// role-play's conversation after it (see [`SELECT_CONVERSATION`]).

@@ -16,10 +16,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::events::SessionEvent;
+use crate::portable::{Columns, Param};
 use crate::{Db, DbError, Tx};
-
-pub(crate) use postgres::pg_session;
-pub(crate) use sqlite::lite_session;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionRow {
@@ -346,8 +344,14 @@ pub(crate) const COLUMNS: &str = "id, company_id, profile_id, title, kind, statu
 // The statements both databases run as they stand (SQLite reads `$N` as the N-th bound
 // value); each binds times and JSON in its own encoding.
 
-const BY_EXTERNAL_ID: &str = "WHERE source = $1 AND external_id = $2";
-const BY_ID: &str = "WHERE company_id = $1 AND id = $2";
+/// A session by its provider's id (`$1` the source, `$2` the id).
+fn by_external_id_sql() -> String {
+    format!("SELECT {COLUMNS} FROM sessions WHERE source = $1 AND external_id = $2")
+}
+/// A company's session (`$1`) by its id (`$2`).
+fn by_id_sql() -> String {
+    format!("SELECT {COLUMNS} FROM sessions WHERE company_id = $1 AND id = $2")
+}
 const SEGMENTS: &str = "SELECT segments FROM transcripts WHERE company_id = $1 AND session_id = $2";
 const TRANSCRIPT: &str =
     "SELECT segments, speakers FROM transcripts WHERE company_id = $1 AND session_id = $2";
@@ -356,6 +360,8 @@ const STORED_RESPONSE: &str = "SELECT request_hash, status, response FROM idempo
      WHERE company_id = $1 AND profile_id = $2 AND key = $3";
 const SET_DURATION: &str =
     "UPDATE sessions SET duration_seconds = $3 WHERE company_id = $1 AND id = $2";
+const UPSERT_TRANSCRIPT: &str = "INSERT INTO transcripts (session_id, company_id, segments, speakers) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (session_id) DO UPDATE SET segments = excluded.segments, speakers = excluded.speakers";
 /// Sessions a company submitted in a window.
 const COUNT_CREATED: &str =
     "SELECT count(*) FROM sessions WHERE company_id = $1 AND created_at >= $2 AND created_at < $3";
@@ -372,11 +378,101 @@ fn list_sql(cast_text: &str) -> String {
     )
 }
 
-/// Builds a [`StoredResponse`] from its columns.
-fn stored(request_hash: String, status: i32, response: Value) -> StoredResponse {
-    StoredResponse {
-        request_hash,
-        status: status as u16,
-        response,
-    }
+/// A new session, queued, written at `now` (the SQL for the time of the write, `$12`: see
+/// [`new_session_params`]).
+fn insert_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, external_id, channels, user_speaker, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11, {now}, {now})"
+    )
+}
+
+/// The parameters of [`insert_sql`].
+fn new_session_params<'a>(s: &NewSession<'a>) -> [Param<'a>; 12] {
+    [
+        s.id.into(),
+        s.company_id.into(),
+        s.profile_id.into(),
+        s.title.into(),
+        s.kind.into(),
+        s.source.into(),
+        s.audio_ref.into(),
+        s.audio_type.into(),
+        s.external_id.into(),
+        s.channels.into(),
+        s.user_speaker.into(),
+        Param::Now,
+    ]
+}
+
+/// The session's feedback (`$3`), replacing an earlier attempt's, written at `now` (`$4`).
+fn save_feedback_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO feedback (session_id, company_id, metrics, created_at) VALUES ($1, $2, $3, {now})
+         ON CONFLICT (session_id) DO UPDATE SET metrics = excluded.metrics"
+    )
+}
+
+/// The session is ready, at `now` (`$3`).
+fn ready_sql(now: &str) -> String {
+    format!(
+        "UPDATE sessions SET status = 'ready', error = NULL, updated_at = {now} WHERE company_id = $1 AND id = $2"
+    )
+}
+
+/// An idempotent request's answer unless its key is taken, written at `now` (`$7`).
+fn store_response_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO idempotency_keys (company_id, profile_id, key, request_hash, status, response, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, {now}) ON CONFLICT DO NOTHING"
+    )
+}
+
+/// The parameters of [`store_response_sql`].
+fn store_response_params<'a>(
+    company: &'a str,
+    profile: &'a str,
+    key: &'a str,
+    stored: &'a StoredResponse,
+) -> [Param<'a>; 7] {
+    [
+        company.into(),
+        profile.into(),
+        key.into(),
+        (&stored.request_hash).into(),
+        (stored.status as i32).into(),
+        (&stored.response).into(),
+        Param::Now,
+    ]
+}
+
+/// A session read from either database.
+pub(crate) fn session_row(r: &impl Columns) -> Result<SessionRow, sqlx::Error> {
+    Ok(SessionRow {
+        id: r.get("id")?,
+        company_id: r.get("company_id")?,
+        profile_id: r.get("profile_id")?,
+        title: r.get("title")?,
+        kind: r.get("kind")?,
+        status: r.get("status")?,
+        source: r.get("source")?,
+        audio_ref: r.get("audio_ref")?,
+        audio_type: r.get("audio_type")?,
+        duration_seconds: r.get("duration_seconds")?,
+        external_id: r.get("external_id")?,
+        error: r.get("error")?,
+        channels: r.get("channels")?,
+        user_speaker: r.get("user_speaker")?,
+        created_at: r.time("created_at")?,
+        updated_at: r.time("updated_at")?,
+    })
+}
+
+/// A row of [`STORED_RESPONSE`], from either database.
+fn stored_response_row(r: &impl Columns) -> Result<StoredResponse, sqlx::Error> {
+    Ok(StoredResponse {
+        request_hash: r.get("request_hash")?,
+        status: r.get::<i32>("status")? as u16,
+        response: r.json("response")?,
+    })
 }

@@ -5,54 +5,32 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::postgres::PgRow;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{AssertSqlSafe, Postgres, Transaction};
 
 use super::{
-    BY_EXTERNAL_ID, BY_ID, COLUMNS, COUNT_CREATED, FEEDBACK, NewSession, SEGMENTS, SET_DURATION,
-    STORED_RESPONSE, SessionRow, SessionStore, SessionWrites, StoredResponse, StoredTranscript,
-    TRANSCRIPT, list_sql, stored,
+    COUNT_CREATED, FEEDBACK, NewSession, SEGMENTS, SET_DURATION, STORED_RESPONSE, SessionRow,
+    SessionStore, SessionWrites, StoredResponse, StoredTranscript, TRANSCRIPT, UPSERT_TRANSCRIPT,
+    by_external_id_sql, by_id_sql, insert_sql, list_sql, new_session_params, ready_sql,
+    save_feedback_sql, session_row, store_response_params, store_response_sql, stored_response_row,
 };
 use crate::db::{PgDb, Scope};
 use crate::events::SessionEvent;
-use crate::portable::text_column;
+use crate::portable::{self, Param, text_column};
 use crate::speakers::Attribution;
 use crate::usage::{self, UsageWrites};
 use crate::{DbError, Tx};
 
-pub(crate) fn pg_session(r: &PgRow) -> Result<SessionRow, sqlx::Error> {
-    Ok(SessionRow {
-        id: r.try_get("id")?,
-        company_id: r.try_get("company_id")?,
-        profile_id: r.try_get("profile_id")?,
-        title: r.try_get("title")?,
-        kind: r.try_get("kind")?,
-        status: r.try_get("status")?,
-        source: r.try_get("source")?,
-        audio_ref: r.try_get("audio_ref")?,
-        audio_type: r.try_get("audio_type")?,
-        duration_seconds: r.try_get("duration_seconds")?,
-        external_id: r.try_get("external_id")?,
-        error: r.try_get("error")?,
-        channels: r.try_get("channels")?,
-        user_speaker: r.try_get("user_speaker")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
-    })
+/// The session and its submitted transcript (`$12`, `$13`) in one statement: a round trip
+/// less per submission. The transcript's foreign key is checked at the end of the statement,
+/// when the session row exists.
+fn insert_with_transcript_sql() -> String {
+    format!(
+        "WITH session AS ({} RETURNING id, company_id)
+         INSERT INTO transcripts (session_id, company_id, segments, speakers)
+         SELECT id, company_id, $12, $13 FROM session",
+        insert_sql("now()")
+    )
 }
-
-const INSERT: &str = "INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, external_id, channels, user_speaker)
-     VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11)";
-
-/// The session and its submitted transcript in one statement: a round trip less per
-/// submission. The transcript's foreign key is checked at the end of the statement, when the
-/// session row exists.
-const INSERT_WITH_TRANSCRIPT: &str = "WITH session AS (
-         INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, external_id, channels, user_speaker)
-         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $11)
-         RETURNING id, company_id)
-     INSERT INTO transcripts (session_id, company_id, segments, speakers)
-     SELECT id, company_id, $12, $13 FROM session";
 
 /// Many sessions and the transcripts of those that came with one, in one statement (intake's
 /// group commit): the columns as arrays, one element per session.
@@ -66,9 +44,6 @@ const INSERT_MANY: &str = "WITH session AS (
      INSERT INTO transcripts (session_id, company_id, segments, speakers)
      SELECT session.id, session.company_id, t.segments, $14::jsonb
      FROM UNNEST($12::text[], $13::jsonb[]) AS t(id, segments) JOIN session ON session.id = t.id";
-
-const UPSERT_TRANSCRIPT: &str = "INSERT INTO transcripts (session_id, company_id, segments, speakers) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (session_id) DO UPDATE SET segments = EXCLUDED.segments, speakers = EXCLUDED.speakers";
 
 /// The status change and its NOTIFY in one statement, so the announcement goes out exactly
 /// when the change commits, and only when a row changed.
@@ -127,24 +102,16 @@ impl SessionStore for PgDb {
     ) -> Result<Option<SessionRow>, DbError> {
         // Platform: the webhook asks which company's session a conversation made.
         let mut tx = self.begin_scoped(Scope::Platform).await?;
-        let sql = format!("SELECT {COLUMNS} FROM sessions {BY_EXTERNAL_ID}");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(source)
-            .bind(external_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        Ok(row.as_ref().map(pg_session).transpose()?)
+        let params = [source.into(), external_id.into()];
+        let row = portable::row(&mut *tx, AssertSqlSafe(by_external_id_sql()), &params).await?;
+        Ok(row.as_ref().map(session_row).transpose()?)
     }
 
     async fn get(&self, company: &str, id: &str) -> Result<Option<SessionRow>, DbError> {
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let sql = format!("SELECT {COLUMNS} FROM sessions {BY_ID}");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        Ok(row.as_ref().map(pg_session).transpose()?)
+        let params = [company.into(), id.into()];
+        let row = portable::row(&mut *tx, AssertSqlSafe(by_id_sql()), &params).await?;
+        Ok(row.as_ref().map(session_row).transpose()?)
     }
 
     async fn set_status(&self, event: &SessionEvent) -> Result<bool, DbError> {
@@ -197,20 +164,10 @@ impl SessionStore for PgDb {
     ) -> Result<(), DbError> {
         let (company, id) = (session.company_id.as_str(), session.id.as_str());
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        sqlx::query(
-            "INSERT INTO feedback (session_id, company_id, metrics) VALUES ($1, $2, $3)
-             ON CONFLICT (session_id) DO UPDATE SET metrics = EXCLUDED.metrics",
-        )
-        .bind(id)
-        .bind(company)
-        .bind(feedback)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE sessions SET status = 'ready', error = NULL, updated_at = now() WHERE company_id = $1 AND id = $2")
-            .bind(company)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let params = [id.into(), company.into(), feedback.into()];
+        portable::execute(&mut *tx, AssertSqlSafe(save_feedback_sql("now()")), &params).await?;
+        let params = [company.into(), id.into()];
+        portable::execute(&mut *tx, AssertSqlSafe(ready_sql("now()")), &params).await?;
         let event = super::event(company, id, "ready", None);
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(&self.events_channel)
@@ -234,13 +191,9 @@ impl SessionStore for PgDb {
         key: &str,
     ) -> Result<Option<StoredResponse>, DbError> {
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let row: Option<(String, i32, Value)> = sqlx::query_as(STORED_RESPONSE)
-            .bind(company)
-            .bind(profile)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-        Ok(row.map(|(hash, status, response)| stored(hash, status, response)))
+        let params = [company.into(), profile.into(), key.into()];
+        let row = portable::row(&mut *tx, STORED_RESPONSE, &params).await?;
+        Ok(row.as_ref().map(stored_response_row).transpose()?)
     }
 
     async fn list_of(
@@ -251,14 +204,9 @@ impl SessionStore for PgDb {
         limit: i64,
     ) -> Result<Vec<SessionRow>, DbError> {
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(list_sql("::text")))
-            .bind(company)
-            .bind(before)
-            .bind(limit)
-            .bind(profile)
-            .fetch_all(&mut *tx)
-            .await?;
-        Ok(rows.iter().map(pg_session).collect::<Result<_, _>>()?)
+        let params = [company.into(), before.into(), limit.into(), profile.into()];
+        let rows = portable::rows(&mut *tx, AssertSqlSafe(list_sql("::text")), &params).await?;
+        Ok(rows.iter().map(session_row).collect::<Result<_, _>>()?)
     }
 
     async fn count_created(
@@ -268,12 +216,10 @@ impl SessionStore for PgDb {
         to: DateTime<Utc>,
     ) -> Result<i64, DbError> {
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        Ok(sqlx::query_scalar(COUNT_CREATED)
-            .bind(company)
-            .bind(from)
-            .bind(to)
-            .fetch_one(&mut *tx)
-            .await?)
+        let params = [company.into(), from.into(), to.into()];
+        Ok(portable::scalar(&mut *tx, COUNT_CREATED, &params)
+            .await?
+            .unwrap_or_default())
     }
 }
 
@@ -284,29 +230,18 @@ impl SessionWrites for Transaction<'_, Postgres> {
         s: &NewSession<'_>,
         segments: Option<&Value>,
     ) -> Result<(), DbError> {
-        let sql = if segments.is_some() {
-            INSERT_WITH_TRANSCRIPT
-        } else {
-            INSERT
+        // `Param::Now` binds nothing here (the SQL says `now()`): the transcript's parameters
+        // follow the session's eleven as `$12` and `$13`.
+        let mut params = new_session_params(s).to_vec();
+        let Some(segments) = segments else {
+            portable::execute(&mut **self, AssertSqlSafe(insert_sql("now()")), &params).await?;
+            return Ok(());
         };
-        let mut query = sqlx::query(sql)
-            .bind(s.id)
-            .bind(s.company_id)
-            .bind(s.profile_id)
-            .bind(s.title)
-            .bind(s.kind)
-            .bind(s.source)
-            .bind(s.audio_ref)
-            .bind(s.audio_type)
-            .bind(s.external_id)
-            .bind(s.channels)
-            .bind(s.user_speaker);
-        if let Some(segments) = segments {
-            // The submitted transcript names its own speakers.
-            let speakers = serde_json::to_value(Attribution::from_transcript()).ok();
-            query = query.bind(segments).bind(speakers);
-        }
-        query.execute(&mut **self).await?;
+        // The submitted transcript names its own speakers.
+        let speakers = serde_json::to_value(Attribution::from_transcript()).ok();
+        params.extend([Param::from(segments), speakers.as_ref().into()]);
+        let sql = AssertSqlSafe(insert_with_transcript_sql());
+        portable::execute(&mut **self, sql, &params).await?;
         Ok(())
     }
 
@@ -357,19 +292,10 @@ impl SessionWrites for Transaction<'_, Postgres> {
         speakers: Option<&Value>,
         duration_seconds: Option<f64>,
     ) -> Result<(), DbError> {
-        sqlx::query(UPSERT_TRANSCRIPT)
-            .bind(id)
-            .bind(company)
-            .bind(segments)
-            .bind(speakers)
-            .execute(&mut **self)
-            .await?;
-        sqlx::query(SET_DURATION)
-            .bind(company)
-            .bind(id)
-            .bind(duration_seconds)
-            .execute(&mut **self)
-            .await?;
+        let params = [id.into(), company.into(), segments.into(), speakers.into()];
+        portable::execute(&mut **self, UPSERT_TRANSCRIPT, &params).await?;
+        let params = [company.into(), id.into(), duration_seconds.into()];
+        portable::execute(&mut **self, SET_DURATION, &params).await?;
         Ok(())
     }
 
@@ -380,20 +306,9 @@ impl SessionWrites for Transaction<'_, Postgres> {
         key: &str,
         stored: &StoredResponse,
     ) -> Result<bool, DbError> {
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (company_id, profile_id, key, request_hash, status, response)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        )
-        .bind(company)
-        .bind(profile)
-        .bind(key)
-        .bind(&stored.request_hash)
-        .bind(stored.status as i32)
-        .bind(&stored.response)
-        .execute(&mut **self)
-        .await?
-        .rows_affected();
-        Ok(inserted == 1)
+        let sql = AssertSqlSafe(store_response_sql("now()"));
+        let params = store_response_params(company, profile, key, stored);
+        Ok(portable::execute(&mut **self, sql, &params).await? == 1)
     }
 
     async fn count_created_exclusively(
@@ -411,11 +326,9 @@ impl SessionWrites for Transaction<'_, Postgres> {
         .await?;
         // A new statement, so a new snapshot: it sees what a racer committed before
         // releasing the lock.
-        Ok(sqlx::query_scalar(COUNT_CREATED)
-            .bind(company)
-            .bind(from)
-            .bind(to)
-            .fetch_one(&mut **self)
-            .await?)
+        let params = [company.into(), from.into(), to.into()];
+        Ok(portable::scalar(&mut **self, COUNT_CREATED, &params)
+            .await?
+            .unwrap_or_default())
     }
 }

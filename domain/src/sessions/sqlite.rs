@@ -4,48 +4,20 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Sqlite, Transaction};
 
 use super::{
-    BY_EXTERNAL_ID, BY_ID, COLUMNS, COUNT_CREATED, FEEDBACK, NewSession, SEGMENTS, SET_DURATION,
-    STORED_RESPONSE, SessionRow, SessionStore, SessionWrites, StoredResponse, StoredTranscript,
-    TRANSCRIPT, list_sql, stored,
+    COUNT_CREATED, FEEDBACK, NewSession, SEGMENTS, SET_DURATION, STORED_RESPONSE, SessionRow,
+    SessionStore, SessionWrites, StoredResponse, StoredTranscript, TRANSCRIPT, UPSERT_TRANSCRIPT,
+    by_external_id_sql, by_id_sql, insert_sql, list_sql, new_session_params, ready_sql,
+    save_feedback_sql, session_row, store_response_params, store_response_sql, stored_response_row,
 };
 use crate::db::SqliteDb;
 use crate::events::SessionEvent;
+use crate::portable::{self, Param};
 use crate::speakers::Attribution;
 use crate::usage::{self, UsageWrites};
 use crate::{DbError, Tx};
-
-fn now_us() -> i64 {
-    Utc::now().timestamp_micros()
-}
-
-fn time(us: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(us).unwrap_or_default()
-}
-
-pub(crate) fn lite_session(r: &SqliteRow) -> Result<SessionRow, sqlx::Error> {
-    Ok(SessionRow {
-        id: r.try_get("id")?,
-        company_id: r.try_get("company_id")?,
-        profile_id: r.try_get("profile_id")?,
-        title: r.try_get("title")?,
-        kind: r.try_get("kind")?,
-        status: r.try_get("status")?,
-        source: r.try_get("source")?,
-        audio_ref: r.try_get("audio_ref")?,
-        audio_type: r.try_get("audio_type")?,
-        duration_seconds: r.try_get("duration_seconds")?,
-        external_id: r.try_get("external_id")?,
-        error: r.try_get("error")?,
-        channels: r.try_get("channels")?,
-        user_speaker: r.try_get("user_speaker")?,
-        created_at: time(r.try_get("created_at")?),
-        updated_at: time(r.try_get("updated_at")?),
-    })
-}
 
 /// A JSON column read back; an unreadable one is no value (as the column's readers expect).
 fn json(text: Option<String>) -> Option<Value> {
@@ -56,9 +28,6 @@ fn json(text: Option<String>) -> Option<Value> {
 const CHANGE_STATUS: &str = "UPDATE sessions SET status = $3, error = $4, updated_at = $5
      WHERE company_id = $1 AND id = $2 AND status <> 'ready'";
 
-const UPSERT_TRANSCRIPT: &str = "INSERT INTO transcripts (session_id, company_id, segments, speakers) VALUES ($1, $2, $3, $4)
-     ON CONFLICT (session_id) DO UPDATE SET segments = excluded.segments, speakers = excluded.speakers";
-
 async fn change_status(
     conn: &mut sqlx::SqliteConnection,
     event: &SessionEvent,
@@ -68,7 +37,7 @@ async fn change_status(
         .bind(&event.session_id)
         .bind(&event.status)
         .bind(&event.error)
-        .bind(now_us())
+        .bind(portable::now_us())
         .execute(conn)
         .await?
         .rows_affected();
@@ -82,13 +51,8 @@ async fn upsert_transcript(
     segments: &Value,
     speakers: Option<&Value>,
 ) -> Result<(), DbError> {
-    sqlx::query(UPSERT_TRANSCRIPT)
-        .bind(id)
-        .bind(company)
-        .bind(segments.to_string())
-        .bind(speakers.map(Value::to_string))
-        .execute(conn)
-        .await?;
+    let params = [id.into(), company.into(), segments.into(), speakers.into()];
+    portable::execute(conn, UPSERT_TRANSCRIPT, &params).await?;
     Ok(())
 }
 
@@ -116,23 +80,15 @@ impl SessionStore for SqliteDb {
         source: &str,
         external_id: &str,
     ) -> Result<Option<SessionRow>, DbError> {
-        let sql = format!("SELECT {COLUMNS} FROM sessions {BY_EXTERNAL_ID}");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(source)
-            .bind(external_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(lite_session).transpose()?)
+        let params = [source.into(), external_id.into()];
+        let row = portable::row(&self.pool, AssertSqlSafe(by_external_id_sql()), &params).await?;
+        Ok(row.as_ref().map(session_row).transpose()?)
     }
 
     async fn get(&self, company: &str, id: &str) -> Result<Option<SessionRow>, DbError> {
-        let sql = format!("SELECT {COLUMNS} FROM sessions {BY_ID}");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(lite_session).transpose()?)
+        let params = [company.into(), id.into()];
+        let row = portable::row(&self.pool, AssertSqlSafe(by_id_sql()), &params).await?;
+        Ok(row.as_ref().map(session_row).transpose()?)
     }
 
     async fn set_status(&self, event: &SessionEvent) -> Result<bool, DbError> {
@@ -187,24 +143,13 @@ impl SessionStore for SqliteDb {
         usage_seconds: f64,
     ) -> Result<(), DbError> {
         let (company, id) = (session.company_id.as_str(), session.id.as_str());
-        let now = now_us();
+        // One time for both rows, as Postgres' `now()` is one per transaction.
+        let now = Param::Time(Some(Utc::now()));
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT INTO feedback (session_id, company_id, metrics, created_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (session_id) DO UPDATE SET metrics = excluded.metrics",
-        )
-        .bind(id)
-        .bind(company)
-        .bind(feedback.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE sessions SET status = 'ready', error = NULL, updated_at = $3 WHERE company_id = $1 AND id = $2")
-            .bind(company)
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let params = [id.into(), company.into(), feedback.into(), now];
+        portable::execute(&mut *tx, AssertSqlSafe(save_feedback_sql("$4")), &params).await?;
+        let params = [company.into(), id.into(), now];
+        portable::execute(&mut *tx, AssertSqlSafe(ready_sql("$3")), &params).await?;
         UsageWrites::record(&mut tx, session, usage::billable(usage_seconds)).await?;
         tx.commit().await?;
         let _ = self
@@ -223,18 +168,9 @@ impl SessionStore for SqliteDb {
         profile: &str,
         key: &str,
     ) -> Result<Option<StoredResponse>, DbError> {
-        let row: Option<(String, i32, String)> = sqlx::query_as(STORED_RESPONSE)
-            .bind(company)
-            .bind(profile)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some((hash, status, response)) = row else {
-            return Ok(None);
-        };
-        let response = serde_json::from_str(&response)
-            .map_err(|e| DbError::Sqlx(sqlx::Error::Decode(Box::new(e))))?;
-        Ok(Some(stored(hash, status, response)))
+        let params = [company.into(), profile.into(), key.into()];
+        let row = portable::row(&self.pool, STORED_RESPONSE, &params).await?;
+        Ok(row.as_ref().map(stored_response_row).transpose()?)
     }
 
     async fn list_of(
@@ -244,14 +180,9 @@ impl SessionStore for SqliteDb {
         before: Option<&str>,
         limit: i64,
     ) -> Result<Vec<SessionRow>, DbError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(list_sql("")))
-            .bind(company)
-            .bind(before)
-            .bind(limit)
-            .bind(profile)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(lite_session).collect::<Result<_, _>>()?)
+        let params = [company.into(), before.into(), limit.into(), profile.into()];
+        let rows = portable::rows(&self.pool, AssertSqlSafe(list_sql("")), &params).await?;
+        Ok(rows.iter().map(session_row).collect::<Result<_, _>>()?)
     }
 
     async fn count_created(
@@ -260,12 +191,10 @@ impl SessionStore for SqliteDb {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<i64, DbError> {
-        Ok(sqlx::query_scalar(COUNT_CREATED)
-            .bind(company)
-            .bind(from.timestamp_micros())
-            .bind(to.timestamp_micros())
-            .fetch_one(&self.pool)
-            .await?)
+        let params = [company.into(), from.into(), to.into()];
+        Ok(portable::scalar(&self.pool, COUNT_CREATED, &params)
+            .await?
+            .unwrap_or_default())
     }
 }
 
@@ -276,24 +205,8 @@ impl SessionWrites for Transaction<'_, Sqlite> {
         s: &NewSession<'_>,
         segments: Option<&Value>,
     ) -> Result<(), DbError> {
-        sqlx::query(
-            "INSERT INTO sessions (id, company_id, profile_id, title, kind, status, source, audio_ref, audio_type, external_id, created_at, updated_at, channels, user_speaker)
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10, $10, $11, $12)",
-        )
-        .bind(s.id)
-        .bind(s.company_id)
-        .bind(s.profile_id)
-        .bind(s.title)
-        .bind(s.kind)
-        .bind(s.source)
-        .bind(s.audio_ref)
-        .bind(s.audio_type)
-        .bind(s.external_id)
-        .bind(now_us())
-        .bind(s.channels)
-        .bind(s.user_speaker)
-        .execute(&mut **self)
-        .await?;
+        let sql = AssertSqlSafe(insert_sql("$12"));
+        portable::execute(&mut **self, sql, &new_session_params(s)).await?;
         if let Some(segments) = segments {
             // The submitted transcript names its own speakers.
             let speakers = serde_json::to_value(Attribution::from_transcript()).ok();
@@ -311,12 +224,8 @@ impl SessionWrites for Transaction<'_, Sqlite> {
         duration_seconds: Option<f64>,
     ) -> Result<(), DbError> {
         upsert_transcript(self, company, id, segments, speakers).await?;
-        sqlx::query(SET_DURATION)
-            .bind(company)
-            .bind(id)
-            .bind(duration_seconds)
-            .execute(&mut **self)
-            .await?;
+        let params = [company.into(), id.into(), duration_seconds.into()];
+        portable::execute(&mut **self, SET_DURATION, &params).await?;
         Ok(())
     }
 
@@ -327,21 +236,9 @@ impl SessionWrites for Transaction<'_, Sqlite> {
         key: &str,
         stored: &StoredResponse,
     ) -> Result<bool, DbError> {
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency_keys (company_id, profile_id, key, request_hash, status, response, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        )
-        .bind(company)
-        .bind(profile)
-        .bind(key)
-        .bind(&stored.request_hash)
-        .bind(stored.status as i32)
-        .bind(stored.response.to_string())
-        .bind(now_us())
-        .execute(&mut **self)
-        .await?
-        .rows_affected();
-        Ok(inserted == 1)
+        let sql = AssertSqlSafe(store_response_sql("$7"));
+        let params = store_response_params(company, profile, key, stored);
+        Ok(portable::execute(&mut **self, sql, &params).await? == 1)
     }
 
     async fn count_created_exclusively(
@@ -351,11 +248,9 @@ impl SessionWrites for Transaction<'_, Sqlite> {
         to: DateTime<Utc>,
     ) -> Result<i64, DbError> {
         // The write lock `BEGIN IMMEDIATE` took already serialises every writer.
-        Ok(sqlx::query_scalar(COUNT_CREATED)
-            .bind(company)
-            .bind(from.timestamp_micros())
-            .bind(to.timestamp_micros())
-            .fetch_one(&mut **self)
-            .await?)
+        let params = [company.into(), from.into(), to.into()];
+        Ok(portable::scalar(&mut **self, COUNT_CREATED, &params)
+            .await?
+            .unwrap_or_default())
     }
 }

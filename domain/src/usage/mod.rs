@@ -5,6 +5,40 @@
 //! [`UsageStore`] (on the database) and [`UsageWrites`] (in a caller's transaction) are the
 //! repository, implemented for Postgres (`postgres.rs`) and SQLite (`sqlite.rs`).
 
+/// [`UsageWrites`] for one driver's transaction (of `$dialect`), invoked in `postgres.rs` and
+/// `sqlite.rs`: the same statements on both databases, but for the time of the write (see
+/// [`Dialect`](crate::portable::Dialect)).
+macro_rules! usage_writes {
+    ($dialect:ty) => {
+        #[async_trait::async_trait]
+        impl super::UsageWrites for sqlx::Transaction<'_, $dialect> {
+            async fn record(
+                &mut self,
+                session: &$crate::sessions::SessionRow,
+                seconds: f64,
+            ) -> Result<(), $crate::DbError> {
+                use $crate::portable::Dialect;
+                let sql = sqlx::AssertSqlSafe(super::record_sql(&<$dialect>::now(5)));
+                let params = super::record_params(session, seconds);
+                $crate::portable::execute(&mut **self, sql, &params).await?;
+                Ok(())
+            }
+
+            async fn total(
+                &mut self,
+                company: &str,
+                from: chrono::DateTime<chrono::Utc>,
+                to: chrono::DateTime<chrono::Utc>,
+            ) -> Result<super::UsageTotal, $crate::DbError> {
+                let params = [company.into(), from.into(), to.into()];
+                let row =
+                    $crate::portable::optional(&mut **self, super::IN_WINDOW, &params).await?;
+                super::usage_total(row)
+            }
+        }
+    };
+}
+
 mod postgres;
 mod sqlite;
 
@@ -12,6 +46,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::portable::Param;
 use crate::sessions::SessionRow;
 use crate::{Db, DbError, Tx};
 
@@ -86,9 +121,30 @@ pub async fn total_in(
 const IN_WINDOW: &str = "SELECT count(*), sum(seconds) FROM usage_records
      WHERE company_id = $1 AND recorded_at >= $2 AND recorded_at < $3";
 
-fn usage_total((sessions, seconds): (i64, Option<f64>)) -> UsageTotal {
-    UsageTotal {
+/// A session's usage (`$4` seconds), recorded at `now` (`$5`), once per session.
+fn record_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO usage_records (session_id, company_id, profile_id, seconds, recorded_at)
+         VALUES ($1, $2, $3, $4, {now}) ON CONFLICT (session_id) DO NOTHING"
+    )
+}
+
+/// The parameters of [`record_sql`].
+fn record_params(session: &SessionRow, seconds: f64) -> [Param<'_>; 5] {
+    [
+        (&session.id).into(),
+        (&session.company_id).into(),
+        (&session.profile_id).into(),
+        seconds.into(),
+        Param::Now,
+    ]
+}
+
+/// The row of [`IN_WINDOW`] (an aggregate: there always is one).
+fn usage_total(row: Option<(i64, Option<f64>)>) -> Result<UsageTotal, DbError> {
+    let (sessions, seconds) = row.ok_or(sqlx::Error::RowNotFound)?;
+    Ok(UsageTotal {
         sessions,
         seconds: seconds.unwrap_or(0.0),
-    }
+    })
 }

@@ -134,6 +134,23 @@ const NEWEST_ADMIN_EMAIL: &str = "SELECT email FROM profiles WHERE company_id = 
 
 type CustomerColumns = (String, String, Option<String>);
 
+/// The customer linked to company `$2` with address `$3`, at `now`, unless it is linked already.
+fn link_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO billing_customers (customer_id, company_id, email, created_at, updated_at)
+         VALUES ($1, $2, $3, {now}, {now}) ON CONFLICT (customer_id) DO NOTHING"
+    )
+}
+
+/// Refreshes a customer's address (`$2`) at `now` unless it is the same one, so an unchanged
+/// address leaves `updated_at` alone.
+fn set_email_sql(now: &str) -> String {
+    format!(
+        "UPDATE billing_customers SET email = $2, updated_at = {now}
+         WHERE customer_id = $1 AND email IS DISTINCT FROM $2"
+    )
+}
+
 fn billing_customer((customer_id, company_id, email): CustomerColumns) -> BillingCustomer {
     BillingCustomer {
         customer_id,

@@ -1,18 +1,16 @@
 //! [`CustomerStore`] on Postgres.
 
 use async_trait::async_trait;
+use sqlx::AssertSqlSafe;
 
 use super::{
     BY_CUSTOMER, BillingCustomer, CustomerColumns, CustomerStore, Linked, NEWEST_ADMIN_EMAIL,
-    NEWEST_OF_COMPANY, STORED_COMPANY, billing_customer, find_customer_sql, given_email, linked,
+    NEWEST_OF_COMPANY, STORED_COMPANY, billing_customer, find_customer_sql, given_email, link_sql,
+    linked, set_email_sql,
 };
+use crate::DbError;
 use crate::db::{PgDb, Scope};
-use crate::{DbError, portable};
-
-/// Refreshes a customer's address unless it is the same one, so an unchanged address leaves
-/// `updated_at` alone.
-const SET_EMAIL: &str = "UPDATE billing_customers SET email = $2, updated_at = now()
-     WHERE customer_id = $1 AND email IS DISTINCT FROM $2";
+use crate::portable::{self, Param};
 
 #[async_trait]
 impl CustomerStore for PgDb {
@@ -42,26 +40,22 @@ impl CustomerStore for PgDb {
         // Platform: the customer may be linked to another company already, and that link
         // (which is kept) must be seen to be returned.
         let mut tx = self.begin_scoped(Scope::Platform).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO billing_customers (customer_id, company_id, email) VALUES ($1, $2, $3)
-             ON CONFLICT (customer_id) DO NOTHING",
-        )
-        .bind(customer_id)
-        .bind(company_id)
-        .bind(email)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let sql = AssertSqlSafe(link_sql("now()"));
+        let params = [
+            customer_id.into(),
+            company_id.into(),
+            email.into(),
+            Param::Now,
+        ];
+        let inserted = portable::execute(&mut *tx, sql, &params).await?;
         if inserted == 0
             && let Some(email) = email
         {
-            sqlx::query(SET_EMAIL)
-                .bind(customer_id)
-                .bind(email)
-                .execute(&mut *tx)
-                .await?;
+            let sql = AssertSqlSafe(set_email_sql("now()"));
+            let params = [customer_id.into(), email.into(), Param::Now];
+            portable::execute(&mut *tx, sql, &params).await?;
         }
-        let stored = portable::scalar(&mut *tx, STORED_COMPANY, &[customer_id]).await?;
+        let stored = portable::scalar(&mut *tx, STORED_COMPANY, &[customer_id.into()]).await?;
         tx.commit().await?;
         Ok(linked(inserted, stored, company_id))
     }
@@ -73,18 +67,16 @@ impl CustomerStore for PgDb {
         email: &str,
     ) -> Result<(), DbError> {
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        sqlx::query(SET_EMAIL)
-            .bind(customer_id)
-            .bind(email)
-            .execute(&mut *tx)
-            .await?;
+        let sql = AssertSqlSafe(set_email_sql("now()"));
+        let params = [customer_id.into(), email.into(), Param::Now];
+        portable::execute(&mut *tx, sql, &params).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn newest_admin_email(&self, company: &str) -> Result<Option<String>, DbError> {
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        Ok(portable::scalar(&mut *tx, NEWEST_ADMIN_EMAIL, &[company]).await?)
+        Ok(portable::scalar(&mut *tx, NEWEST_ADMIN_EMAIL, &[company.into()]).await?)
     }
 }
 
@@ -98,7 +90,7 @@ impl PgDb {
     ) -> Result<Option<BillingCustomer>, DbError> {
         let mut tx = self.begin_scoped(scope).await?;
         let sql = sqlx::AssertSqlSafe(find_customer_sql(condition));
-        let row: Option<CustomerColumns> = portable::optional(&mut *tx, sql, &[key]).await?;
+        let row: Option<CustomerColumns> = portable::optional(&mut *tx, sql, &[key.into()]).await?;
         Ok(row.map(billing_customer))
     }
 }

@@ -1,19 +1,16 @@
 //! [`CustomerStore`] on SQLite (times as microseconds since the epoch).
 
 use async_trait::async_trait;
+use sqlx::AssertSqlSafe;
 
 use super::{
     BY_CUSTOMER, BillingCustomer, CustomerColumns, CustomerStore, Linked, NEWEST_ADMIN_EMAIL,
-    NEWEST_OF_COMPANY, STORED_COMPANY, billing_customer, find_customer_sql, given_email, linked,
+    NEWEST_OF_COMPANY, STORED_COMPANY, billing_customer, find_customer_sql, given_email, link_sql,
+    linked, set_email_sql,
 };
-use crate::billing::store::now_us;
+use crate::DbError;
 use crate::db::{Scope, SqliteDb};
-use crate::{DbError, portable};
-
-/// Refreshes a customer's address unless it is the same one (Postgres' `IS DISTINCT FROM` is
-/// SQLite's `IS NOT`), so an unchanged address leaves `updated_at` alone.
-const SET_EMAIL: &str = "UPDATE billing_customers SET email = $2, updated_at = $3
-     WHERE customer_id = $1 AND email IS NOT $2";
+use crate::portable::{self, Param};
 
 #[async_trait]
 impl CustomerStore for SqliteDb {
@@ -39,24 +36,21 @@ impl CustomerStore for SqliteDb {
         email: Option<&str>,
     ) -> Result<Linked, DbError> {
         let email = given_email(email);
-        let inserted = sqlx::query(
-            "INSERT INTO billing_customers (customer_id, company_id, email, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (customer_id) DO NOTHING",
-        )
-        .bind(customer_id)
-        .bind(company_id)
-        .bind(email)
-        .bind(now_us())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let sql = AssertSqlSafe(link_sql("$4"));
+        let params = [
+            customer_id.into(),
+            company_id.into(),
+            email.into(),
+            Param::Now,
+        ];
+        let inserted = portable::execute(&self.pool, sql, &params).await?;
         if inserted == 0
             && let Some(email) = email
         {
             self.set_customer_email(company_id, customer_id, email)
                 .await?;
         }
-        let stored = portable::scalar(&self.pool, STORED_COMPANY, &[customer_id]).await?;
+        let stored = portable::scalar(&self.pool, STORED_COMPANY, &[customer_id.into()]).await?;
         Ok(linked(inserted, stored, company_id))
     }
 
@@ -66,17 +60,14 @@ impl CustomerStore for SqliteDb {
         customer_id: &str,
         email: &str,
     ) -> Result<(), DbError> {
-        sqlx::query(SET_EMAIL)
-            .bind(customer_id)
-            .bind(email)
-            .bind(now_us())
-            .execute(&self.pool)
-            .await?;
+        let sql = AssertSqlSafe(set_email_sql("$3"));
+        let params = [customer_id.into(), email.into(), Param::Now];
+        portable::execute(&self.pool, sql, &params).await?;
         Ok(())
     }
 
     async fn newest_admin_email(&self, company: &str) -> Result<Option<String>, DbError> {
-        Ok(portable::scalar(&self.pool, NEWEST_ADMIN_EMAIL, &[company]).await?)
+        Ok(portable::scalar(&self.pool, NEWEST_ADMIN_EMAIL, &[company.into()]).await?)
     }
 }
 
@@ -88,7 +79,8 @@ impl SqliteDb {
         key: &str,
     ) -> Result<Option<BillingCustomer>, DbError> {
         let sql = sqlx::AssertSqlSafe(find_customer_sql(condition));
-        let row: Option<CustomerColumns> = portable::optional(&self.pool, sql, &[key]).await?;
+        let row: Option<CustomerColumns> =
+            portable::optional(&self.pool, sql, &[key.into()]).await?;
         Ok(row.map(billing_customer))
     }
 }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use super::Columns;
+use crate::portable::Param;
 use crate::{Db, DbError};
 
 /// A company's analysed seconds in one usage window.
@@ -149,6 +150,53 @@ fn stored_report_sql() -> String {
     format!(
         "SELECT {REPORT_COLUMNS} FROM usage_reports WHERE company_id = $1 AND window_start = $2"
     )
+}
+
+/// The window's report (see [`claim_params`]) as `pending`, made at `now` (`$7`), unless one
+/// exists.
+fn claim_sql(now: &str) -> String {
+    format!(
+        "INSERT INTO usage_reports (company_id, window_start, window_end, customer_id, value, identifier, status, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', {now}) ON CONFLICT (company_id, window_start) DO NOTHING"
+    )
+}
+
+/// The parameters of [`claim_sql`].
+fn claim_params(report: &UsageReport) -> [Param<'_>; 7] {
+    [
+        (&report.company_id).into(),
+        report.window_start.into(),
+        report.window_end.into(),
+        (&report.customer_id).into(),
+        report.value.into(),
+        (&report.identifier).into(),
+        Param::Now,
+    ]
+}
+
+/// One attempt at sending window `$2` of company `$1` (see [`finish_params`]), at `now` (`$5`).
+fn finish_sql(now: &str) -> String {
+    format!(
+        "UPDATE usage_reports SET status = $3, last_error = $4, attempts = attempts + 1,
+             reported_at = CASE WHEN $3 = 'reported' THEN {now} ELSE reported_at END
+         WHERE company_id = $1 AND window_start = $2 AND status <> 'reported'"
+    )
+}
+
+/// The parameters of [`finish_sql`].
+fn finish_params<'a>(
+    company: &'a str,
+    window_start: DateTime<Utc>,
+    outcome: Result<(), &'a str>,
+) -> [Param<'a>; 5] {
+    let (status, error) = report_outcome(outcome);
+    [
+        company.into(),
+        window_start.into(),
+        status.into(),
+        error.into(),
+        Param::Now,
+    ]
 }
 
 /// A sending attempt's outcome as its row stores it: status and error.

@@ -2,13 +2,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
 
 use super::{
-    MeteredUsageStore, UsageReport, UsageWindow, report_outcome, reports_from_sql,
-    stored_report_sql, usage_report, usage_windows_of, window_width,
+    MeteredUsageStore, UsageReport, UsageWindow, claim_params, claim_sql, finish_params,
+    finish_sql, reports_from_sql, stored_report_sql, usage_report, usage_windows_of, window_width,
 };
-use crate::DbError;
 use crate::db::{PgDb, Scope};
+use crate::{DbError, portable};
 
 #[async_trait]
 impl MeteredUsageStore for PgDb {
@@ -38,33 +39,20 @@ impl MeteredUsageStore for PgDb {
     async fn usage_reports(&self, from: DateTime<Utc>) -> Result<Vec<UsageReport>, DbError> {
         // Platform: the usage report compares every company's windows with these.
         let mut tx = self.begin_scoped(Scope::Platform).await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(reports_from_sql()))
-            .bind(from)
-            .fetch_all(&mut *tx)
-            .await?;
+        let sql = AssertSqlSafe(reports_from_sql());
+        let rows = portable::rows(&mut *tx, sql, &[from.into()]).await?;
         Ok(rows.iter().map(usage_report).collect::<Result<_, _>>()?)
     }
 
     async fn claim_usage_report(&self, report: &UsageReport) -> Result<UsageReport, DbError> {
-        let (company, start) = (&report.company_id, report.window_start);
+        let company = &report.company_id;
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        sqlx::query(
-            "INSERT INTO usage_reports (company_id, window_start, window_end, customer_id, value, identifier, status)
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending') ON CONFLICT (company_id, window_start) DO NOTHING",
-        )
-        .bind(company)
-        .bind(start)
-        .bind(report.window_end)
-        .bind(&report.customer_id)
-        .bind(report.value)
-        .bind(&report.identifier)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(stored_report_sql()))
-            .bind(company)
-            .bind(start)
-            .fetch_one(&mut *tx)
-            .await?;
+        let sql = AssertSqlSafe(claim_sql("now()"));
+        portable::execute(&mut *tx, sql, &claim_params(report)).await?;
+        let sql = AssertSqlSafe(stored_report_sql());
+        let params = [company.into(), report.window_start.into()];
+        let row = portable::row(&mut *tx, sql, &params).await?;
+        let row = row.ok_or(sqlx::Error::RowNotFound)?;
         tx.commit().await?;
         Ok(usage_report(&row)?)
     }
@@ -75,19 +63,10 @@ impl MeteredUsageStore for PgDb {
         window_start: DateTime<Utc>,
         outcome: Result<(), &str>,
     ) -> Result<(), DbError> {
-        let (status, error) = report_outcome(outcome);
         let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        sqlx::query(
-            "UPDATE usage_reports SET status = $3, last_error = $4, attempts = attempts + 1,
-                 reported_at = CASE WHEN $3 = 'reported' THEN now() ELSE reported_at END
-             WHERE company_id = $1 AND window_start = $2 AND status <> 'reported'",
-        )
-        .bind(company)
-        .bind(window_start)
-        .bind(status)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
+        let sql = AssertSqlSafe(finish_sql("now()"));
+        let params = finish_params(company, window_start, outcome);
+        portable::execute(&mut *tx, sql, &params).await?;
         tx.commit().await?;
         Ok(())
     }

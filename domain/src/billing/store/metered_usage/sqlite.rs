@@ -2,14 +2,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
 
 use super::{
-    MeteredUsageStore, UsageReport, UsageWindow, report_outcome, reports_from_sql,
-    stored_report_sql, usage_report, usage_windows_of, window_width,
+    MeteredUsageStore, UsageReport, UsageWindow, claim_params, claim_sql, finish_params,
+    finish_sql, reports_from_sql, stored_report_sql, usage_report, usage_windows_of, window_width,
 };
-use crate::DbError;
-use crate::billing::store::now_us;
 use crate::db::SqliteDb;
+use crate::{DbError, portable};
 
 #[async_trait]
 impl MeteredUsageStore for SqliteDb {
@@ -34,33 +34,19 @@ impl MeteredUsageStore for SqliteDb {
     }
 
     async fn usage_reports(&self, from: DateTime<Utc>) -> Result<Vec<UsageReport>, DbError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(reports_from_sql()))
-            .bind(from.timestamp_micros())
-            .fetch_all(&self.pool)
-            .await?;
+        let sql = AssertSqlSafe(reports_from_sql());
+        let rows = portable::rows(&self.pool, sql, &[from.into()]).await?;
         Ok(rows.iter().map(usage_report).collect::<Result<_, _>>()?)
     }
 
     async fn claim_usage_report(&self, report: &UsageReport) -> Result<UsageReport, DbError> {
-        let (company, start) = (&report.company_id, report.window_start.timestamp_micros());
-        sqlx::query(
-            "INSERT INTO usage_reports (company_id, window_start, window_end, customer_id, value, identifier, status, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7) ON CONFLICT (company_id, window_start) DO NOTHING",
-        )
-        .bind(company)
-        .bind(start)
-        .bind(report.window_end.timestamp_micros())
-        .bind(&report.customer_id)
-        .bind(report.value)
-        .bind(&report.identifier)
-        .bind(now_us())
-        .execute(&self.pool)
-        .await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(stored_report_sql()))
-            .bind(company)
-            .bind(start)
-            .fetch_one(&self.pool)
-            .await?;
+        let company = &report.company_id;
+        let sql = AssertSqlSafe(claim_sql("$7"));
+        portable::execute(&self.pool, sql, &claim_params(report)).await?;
+        let sql = AssertSqlSafe(stored_report_sql());
+        let params = [company.into(), report.window_start.into()];
+        let row = portable::row(&self.pool, sql, &params).await?;
+        let row = row.ok_or(sqlx::Error::RowNotFound)?;
         Ok(usage_report(&row)?)
     }
 
@@ -70,19 +56,9 @@ impl MeteredUsageStore for SqliteDb {
         window_start: DateTime<Utc>,
         outcome: Result<(), &str>,
     ) -> Result<(), DbError> {
-        let (status, error) = report_outcome(outcome);
-        sqlx::query(
-            "UPDATE usage_reports SET status = $3, last_error = $4, attempts = attempts + 1,
-                 reported_at = CASE WHEN $3 = 'reported' THEN $5 ELSE reported_at END
-             WHERE company_id = $1 AND window_start = $2 AND status <> 'reported'",
-        )
-        .bind(company)
-        .bind(window_start.timestamp_micros())
-        .bind(status)
-        .bind(error)
-        .bind(now_us())
-        .execute(&self.pool)
-        .await?;
+        let sql = AssertSqlSafe(finish_sql("$5"));
+        let params = finish_params(company, window_start, outcome);
+        portable::execute(&self.pool, sql, &params).await?;
         Ok(())
     }
 }

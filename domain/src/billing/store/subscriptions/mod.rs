@@ -3,6 +3,71 @@
 //! [`SubscriptionStore`] and [`SubscriptionTxStore`] are implemented for Postgres
 //! (`postgres.rs`) and SQLite (`sqlite.rs`).
 
+/// [`SubscriptionTxStore`] for one driver's connection (`$connection`, of `$dialect`): the
+/// same statements on both databases, but for the row lock and the time of the write.
+macro_rules! subscription_tx_store {
+    ($connection:ty, $dialect:ty) => {
+        #[async_trait::async_trait]
+        impl super::SubscriptionTxStore for $connection {
+            async fn lock_subscription(
+                &mut self,
+                id: &str,
+            ) -> Result<Option<super::SubscriptionRow>, $crate::DbError> {
+                use $crate::portable::Dialect;
+                let sql = super::select_sql(&format!("{}{}", super::BY_ID, <$dialect>::ROW_LOCK));
+                let row =
+                    $crate::portable::row(self, sqlx::AssertSqlSafe(sql), &[id.into()]).await?;
+                Ok(row.as_ref().map(super::subscription_row).transpose()?)
+            }
+
+            async fn company_subscriptions(
+                &mut self,
+                company: &str,
+            ) -> Result<Vec<super::SubscriptionRow>, $crate::DbError> {
+                let sql = sqlx::AssertSqlSafe(super::select_sql(super::OF_COMPANY_NEWEST_FIRST));
+                let rows = $crate::portable::rows(self, sql, &[company.into()]).await?;
+                Ok(rows
+                    .iter()
+                    .map(super::subscription_row)
+                    .collect::<Result<_, _>>()?)
+            }
+
+            async fn save_subscription(
+                &mut self,
+                company: &str,
+                state: &super::SubscriptionState,
+                stamp: $crate::billing::Stamp,
+                event_id: Option<&str>,
+                snapshot: bool,
+            ) -> Result<bool, $crate::DbError> {
+                use $crate::portable::Dialect;
+                let sql = sqlx::AssertSqlSafe(super::upsert_sql(&<$dialect>::now(15)));
+                let params = super::upsert_params(company, state, stamp, event_id, snapshot);
+                Ok($crate::portable::execute(self, sql, &params).await? == 1)
+            }
+
+            async fn record_invoice(
+                &mut self,
+                subscription_id: &str,
+                invoice_id: &str,
+                status: &str,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool, $crate::DbError> {
+                use $crate::portable::Dialect;
+                let sql = sqlx::AssertSqlSafe(super::record_invoice_sql(&<$dialect>::now(5)));
+                let params = [
+                    subscription_id.into(),
+                    invoice_id.into(),
+                    status.into(),
+                    at.into(),
+                    $crate::portable::Param::Now,
+                ];
+                Ok($crate::portable::execute(self, sql, &params).await? == 1)
+            }
+        }
+    };
+}
+
 mod postgres;
 mod sqlite;
 
@@ -12,6 +77,7 @@ use serde::Serialize;
 
 use super::Columns;
 use crate::billing::Stamp;
+use crate::portable::Param;
 use crate::{Db, DbError, Tx};
 
 /// A subscription as Stripe describes it, in voxline's terms.
@@ -197,6 +263,42 @@ fn select_sql(clauses: &str) -> String {
 const BY_ID: &str = "WHERE id = $1";
 const OF_COMPANY_NEWEST_FIRST: &str = "WHERE company_id = $1 ORDER BY last_event_at DESC, id";
 const ALL_BY_ID: &str = "ORDER BY id";
+
+/// The parameters of [`upsert_sql`].
+fn upsert_params<'a>(
+    company: &'a str,
+    state: &'a SubscriptionState,
+    stamp: Stamp,
+    event_id: Option<&'a str>,
+    snapshot: bool,
+) -> [Param<'a>; 15] {
+    [
+        (&state.id).into(),
+        company.into(),
+        (&state.customer_id).into(),
+        (&state.status).into(),
+        (&state.plan).into(),
+        (&state.price_id).into(),
+        state.current_period_end.into(),
+        state.trial_end.into(),
+        state.cancel_at_period_end.into(),
+        state.canceled_at.into(),
+        stamp.at.into(),
+        stamp.rank.into(),
+        event_id.into(),
+        snapshot.into(),
+        Param::Now,
+    ]
+}
+
+/// The newest invoice event (`$2`–`$4`) of subscription `$1`, written at `now` (`$5`).
+fn record_invoice_sql(now: &str) -> String {
+    format!(
+        "UPDATE subscriptions SET latest_invoice_id = $2, latest_invoice_status = $3,
+             invoice_event_at = $4, updated_at = {now}
+         WHERE id = $1 AND (invoice_event_at IS NULL OR invoice_event_at <= $4)"
+    )
+}
 
 /// The upsert of [`save_subscription`], for both databases: `now` is the time of the write,
 /// Postgres' `now()` or the microseconds SQLite is given as `$15`. Its `WHERE` is the order

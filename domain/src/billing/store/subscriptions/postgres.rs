@@ -1,16 +1,15 @@
 //! [`SubscriptionStore`] and [`SubscriptionTxStore`] on Postgres.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::{
-    ALL_BY_ID, BY_ID, OF_COMPANY_NEWEST_FIRST, SubscriptionRow, SubscriptionState,
-    SubscriptionStore, SubscriptionTxStore, select_sql, subscription_row, upsert_sql,
+    ALL_BY_ID, BY_ID, OF_COMPANY_NEWEST_FIRST, SubscriptionRow, SubscriptionStore, select_sql,
+    subscription_row,
 };
-use crate::billing::Stamp;
+use crate::DbError;
 use crate::db::{PgDb, Scope};
-use crate::{DbError, portable};
+use crate::portable::{self, Param};
 
 #[async_trait]
 impl SubscriptionStore for PgDb {
@@ -46,7 +45,7 @@ impl PgDb {
     ) -> Result<Vec<SubscriptionRow>, DbError> {
         let mut tx = self.begin_scoped(scope).await?;
         let sql = sqlx::AssertSqlSafe(select_sql(clauses));
-        let rows = portable::rows(&mut *tx, sql, key.as_slice()).await?;
+        let rows = portable::rows(&mut *tx, sql, key.map(Param::from).as_slice()).await?;
         Ok(rows
             .iter()
             .map(subscription_row)
@@ -54,74 +53,4 @@ impl PgDb {
     }
 }
 
-#[async_trait]
-impl SubscriptionTxStore for PgConnection {
-    async fn lock_subscription(&mut self, id: &str) -> Result<Option<SubscriptionRow>, DbError> {
-        let sql = select_sql(&format!("{BY_ID} FOR UPDATE"));
-        let row = portable::row(self, sqlx::AssertSqlSafe(sql), &[id]).await?;
-        Ok(row.as_ref().map(subscription_row).transpose()?)
-    }
-
-    async fn company_subscriptions(
-        &mut self,
-        company: &str,
-    ) -> Result<Vec<SubscriptionRow>, DbError> {
-        let sql = sqlx::AssertSqlSafe(select_sql(OF_COMPANY_NEWEST_FIRST));
-        let rows = portable::rows(self, sql, &[company]).await?;
-        Ok(rows
-            .iter()
-            .map(subscription_row)
-            .collect::<Result<_, _>>()?)
-    }
-
-    async fn save_subscription(
-        &mut self,
-        company: &str,
-        state: &SubscriptionState,
-        stamp: Stamp,
-        event_id: Option<&str>,
-        snapshot: bool,
-    ) -> Result<bool, DbError> {
-        let written = sqlx::query(sqlx::AssertSqlSafe(upsert_sql("now()")))
-            .bind(&state.id)
-            .bind(company)
-            .bind(&state.customer_id)
-            .bind(&state.status)
-            .bind(&state.plan)
-            .bind(&state.price_id)
-            .bind(state.current_period_end)
-            .bind(state.trial_end)
-            .bind(state.cancel_at_period_end)
-            .bind(state.canceled_at)
-            .bind(stamp.at)
-            .bind(stamp.rank)
-            .bind(event_id)
-            .bind(snapshot)
-            .execute(&mut *self)
-            .await?
-            .rows_affected();
-        Ok(written == 1)
-    }
-
-    async fn record_invoice(
-        &mut self,
-        subscription_id: &str,
-        invoice_id: &str,
-        status: &str,
-        at: DateTime<Utc>,
-    ) -> Result<bool, DbError> {
-        let changed = sqlx::query(
-            "UPDATE subscriptions SET latest_invoice_id = $2, latest_invoice_status = $3,
-                 invoice_event_at = $4, updated_at = now()
-             WHERE id = $1 AND (invoice_event_at IS NULL OR invoice_event_at <= $4)",
-        )
-        .bind(subscription_id)
-        .bind(invoice_id)
-        .bind(status)
-        .bind(at)
-        .execute(&mut *self)
-        .await?
-        .rows_affected();
-        Ok(changed == 1)
-    }
-}
+subscription_tx_store!(PgConnection, sqlx::Postgres);
