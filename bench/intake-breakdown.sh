@@ -9,12 +9,10 @@
 #   bench/intake-breakdown.sh     (VOXLINE_BIN, PG_URL, SECONDS_EACH override)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN="${VOXLINE_BIN:-${CARGO_TARGET_DIR:-/var/tmp/voxline-target}/release/voxline}"
-PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
+. bench/common.sh
 SECONDS_EACH="${SECONDS_EACH:-8}"
 SCHEMA="bench_breakdown_$$"
 TMP="$(mktemp -d)"
-psql_() { psql -qtAX -v ON_ERROR_STOP=1 "$PG_URL" -c "$1"; }
 cleanup() {
   psql_ "DROP SCHEMA IF EXISTS $SCHEMA CASCADE; DROP SCHEMA IF EXISTS pgb_one CASCADE" >/dev/null 2>&1 || true
   rm -rf "$TMP"

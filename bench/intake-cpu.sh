@@ -6,12 +6,10 @@
 #   bench/intake-cpu.sh [REQUESTS [CONCURRENCY]]     (VOXLINE_BIN, PG_URL override)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN="${VOXLINE_BIN:-${CARGO_TARGET_DIR:-/var/tmp/voxline-target}/release/voxline}"
-PG_URL="${PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
+. bench/common.sh
 REQUESTS="${1:-6000}"
 CONCURRENCY="${2:-16}"
 SCHEMA="bench_intake_cpu_$$"
-psql_() { psql -qtAX -v ON_ERROR_STOP=1 "$PG_URL" -c "$1"; }
 trap 'psql_ "DROP SCHEMA IF EXISTS $SCHEMA CASCADE" >/dev/null 2>&1 || true' EXIT
 
 export VOXLINE_DATABASE__URL="$PG_URL" VOXLINE_DATABASE__SCHEMA="$SCHEMA" RUST_LOG=warn
