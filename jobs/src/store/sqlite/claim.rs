@@ -4,6 +4,24 @@
 use super::*;
 use crate::store::row::split_claims;
 
+/// The claim's `UPDATE` of the jobs the `$picked` query selects (`?1` is now, `?2` the
+/// worker), returning what a claimed job is decoded from and the columns `$more` names.
+macro_rules! claim_update {
+    ($picked:literal, $more:literal) => {
+        concat!(
+            "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease = lease + 1,
+                             attempted_at = ?1, heartbeat_at = ?1, locked_by = ?2,
+                             progress = NULL, progress_note = NULL
+             WHERE id IN (",
+            $picked,
+            ")
+             RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority,
+                       trace_context",
+            $more
+        )
+    };
+}
+
 pub(super) async fn claim(
     db: &SqliteDb,
     queue: &str,
@@ -12,18 +30,13 @@ pub(super) async fn claim(
 ) -> Result<Vec<ClaimedJob>, JobError> {
     let pool = &db.pool;
     let now = now_us();
-    let rows = sqlx::query(
-        "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease = lease + 1,
-                         attempted_at = ?1, heartbeat_at = ?1, locked_by = ?2,
-                         progress = NULL, progress_note = NULL
-         WHERE id IN (
-            SELECT id FROM jobs
-            WHERE queue = ?3 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
-              AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?3)
-            ORDER BY priority DESC, run_at, id LIMIT ?4)
-         RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority,
-                   trace_context",
-    )
+    let rows = sqlx::query(claim_update!(
+        "SELECT id FROM jobs
+         WHERE queue = ?3 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
+           AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?3)
+         ORDER BY priority DESC, run_at, id LIMIT ?4",
+        ""
+    ))
     .bind(now)
     .bind(worker)
     .bind(queue)
@@ -48,27 +61,22 @@ pub(super) async fn claim_fair(
 ) -> Result<Vec<ClaimedJob>, JobError> {
     let pool = &db.pool;
     let now = now_us();
-    let rows = sqlx::query(
-        "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease = lease + 1,
-                         attempted_at = ?1, heartbeat_at = ?1, locked_by = ?2,
-                         progress = NULL, progress_note = NULL
-         WHERE id IN (
-            SELECT id FROM (
-                SELECT w.id, w.priority, w.run_at,
-                       row_number() OVER (PARTITION BY w.tenant_key
-                                          ORDER BY w.priority DESC, w.run_at, w.id) AS rank,
-                       (SELECT count(*) FROM jobs r
-                        WHERE r.state = 'running' AND r.queue = ?3
-                          AND r.tenant_key = w.tenant_key) AS held
-                FROM jobs w
-                WHERE w.queue = ?3 AND w.state IN ('available', 'scheduled', 'retrying')
-                  AND w.run_at <= ?1
-                  AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?3))
-            WHERE rank + held <= ?5
-            ORDER BY rank + held, priority DESC, run_at, id LIMIT ?4)
-         RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority,
-                   trace_context, tenant_key, run_at",
-    )
+    let rows = sqlx::query(claim_update!(
+        "SELECT id FROM (
+             SELECT w.id, w.priority, w.run_at,
+                    row_number() OVER (PARTITION BY w.tenant_key
+                                       ORDER BY w.priority DESC, w.run_at, w.id) AS rank,
+                    (SELECT count(*) FROM jobs r
+                     WHERE r.state = 'running' AND r.queue = ?3
+                       AND r.tenant_key = w.tenant_key) AS held
+             FROM jobs w
+             WHERE w.queue = ?3 AND w.state IN ('available', 'scheduled', 'retrying')
+               AND w.run_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?3))
+         WHERE rank + held <= ?5
+         ORDER BY rank + held, priority DESC, run_at, id LIMIT ?4",
+        ", tenant_key, run_at"
+    ))
     .bind(now)
     .bind(worker)
     .bind(queue)
