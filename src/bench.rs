@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use sqlx::ConnectOptions;
 use voxline_domain::config::QueueOverrides;
 use voxline_domain::{Db, Settings};
@@ -18,29 +18,7 @@ use crate::services::connect;
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Burn-down of N no-op jobs, enqueue rates, and enqueue→start latency with idle workers.
-    Queue {
-        /// No-op jobs enqueued in bulk and then worked off.
-        #[arg(long, default_value_t = 20_000)]
-        jobs: usize,
-        /// Worker slots per process.
-        #[arg(long, default_value_t = 10)]
-        concurrency: usize,
-        /// Worker processes (more than one needs Postgres: SQLite wake-ups are in-process).
-        #[arg(long, default_value_t = 1)]
-        processes: usize,
-        /// Jobs claimed ahead of free slots, per process.
-        #[arg(long, default_value_t = 100)]
-        prefetch: usize,
-        /// Jobs enqueued one at a time, each in its own transaction, for the single-enqueue rate.
-        #[arg(long, default_value_t = 2_000)]
-        single: usize,
-        /// Jobs enqueued one at a time with idle workers, for latency.
-        #[arg(long, default_value_t = 300)]
-        latency_jobs: usize,
-        /// Pause between latency jobs.
-        #[arg(long, default_value_t = 20)]
-        interval_ms: u64,
-    },
+    Queue(QueueBench),
     /// Session submissions through the real intake API (in this process): accepted per second
     /// and time to the 202, with every session durably committed. No worker runs.
     Intake {
@@ -83,26 +61,43 @@ pub enum BenchCommand {
     },
 }
 
+// The options of `voxline bench queue` (its help is the variant's).
+#[derive(Args)]
+pub struct QueueBench {
+    /// No-op jobs enqueued in bulk and then worked off.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Worker slots per process.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Worker processes (more than one needs Postgres: SQLite wake-ups are in-process).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Jobs claimed ahead of free slots, per process.
+    #[arg(long, default_value_t = 100)]
+    prefetch: usize,
+    /// Jobs enqueued one at a time, each in its own transaction, for the single-enqueue rate.
+    #[arg(long, default_value_t = 2_000)]
+    single: usize,
+    /// Jobs enqueued one at a time with idle workers, for latency.
+    #[arg(long, default_value_t = 300)]
+    latency_jobs: usize,
+    /// Pause between latency jobs.
+    #[arg(long, default_value_t = 20)]
+    interval_ms: u64,
+}
+
 pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
-    let (jobs, concurrency, processes, prefetch, single, latency_jobs, interval_ms) = match command
-    {
-        BenchCommand::Queue {
-            jobs,
-            concurrency,
-            processes,
-            prefetch,
-            single,
-            latency_jobs,
-            interval_ms,
-        } => (
-            jobs,
-            concurrency,
-            processes,
-            prefetch,
-            single,
-            latency_jobs,
-            interval_ms,
-        ),
+    let QueueBench {
+        jobs,
+        concurrency,
+        processes,
+        prefetch,
+        single,
+        latency_jobs,
+        interval_ms,
+    } = match command {
+        BenchCommand::Queue(bench) => bench,
         BenchCommand::Intake {
             requests,
             concurrency,
