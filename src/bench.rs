@@ -13,6 +13,8 @@ use voxline_jobs::queues::BENCH;
 use voxline_jobs::{DbJobs, JobClient, NewJob, Runner, RunnerHandle};
 use voxline_workers::diag;
 
+use crate::bench_fairness::FairnessBench;
+use crate::bench_intake::IntakeBench;
 use crate::services::connect;
 
 #[derive(Subcommand)]
@@ -21,39 +23,10 @@ pub enum BenchCommand {
     Queue(QueueBench),
     /// Session submissions through the real intake API (in this process): accepted per second
     /// and time to the 202, with every session durably committed. No worker runs.
-    Intake {
-        /// Submissions measured (after a short warm-up).
-        #[arg(long, default_value_t = 2_000)]
-        requests: usize,
-        /// Clients submitting at once.
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
-        /// Upload this recording (multipart) instead of a 30-turn JSON transcript.
-        #[arg(long)]
-        audio: Option<std::path::PathBuf>,
-    },
+    Intake(IntakeBench),
     /// Tenant fairness: company A enqueues a backlog of slow jobs, then company B a few; B's
     /// time to start with fair claiming off and on.
-    Fairness {
-        /// Company A's backlog.
-        #[arg(long, default_value_t = 5_000)]
-        backlog: usize,
-        /// Company B's jobs, enqueued one at a time after A's.
-        #[arg(long, default_value_t = 10)]
-        late: usize,
-        /// How long each job takes (a handler that sleeps).
-        #[arg(long, default_value_t = 50)]
-        job_ms: u64,
-        /// Worker processes (more than one needs Postgres).
-        #[arg(long, default_value_t = 2)]
-        processes: usize,
-        /// Worker slots per process.
-        #[arg(long, default_value_t = 10)]
-        concurrency: usize,
-        /// Running jobs per company across processes when fairness is on (0: round-robin only).
-        #[arg(long, default_value_t = 0)]
-        per_company: usize,
-    },
+    Fairness(FairnessBench),
     /// Local (offline Whisper) transcription of FILE: real-time factor and peak memory.
     Transcribe {
         /// An audio file (wav, mp3, m4a, ogg, webm, flac).
@@ -98,37 +71,11 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
         interval_ms,
     } = match command {
         BenchCommand::Queue(bench) => bench,
-        BenchCommand::Intake {
-            requests,
-            concurrency,
-            audio,
-        } => {
-            let bench = crate::bench_intake::IntakeBench {
-                requests,
-                concurrency,
-                audio,
-            };
-            return crate::bench_intake::run(settings, bench).await;
-        }
+        BenchCommand::Intake(bench) => return crate::bench_intake::run(settings, bench).await,
         BenchCommand::Transcribe { file } => {
             return crate::models::bench_transcribe(settings, file).await;
         }
-        BenchCommand::Fairness {
-            backlog,
-            late,
-            job_ms,
-            processes,
-            concurrency,
-            per_company,
-        } => {
-            let bench = crate::bench_fairness::FairnessBench {
-                backlog,
-                late,
-                job_ms,
-                processes,
-                concurrency,
-                per_company,
-            };
+        BenchCommand::Fairness(bench) => {
             return crate::bench_fairness::run(settings, bench).await;
         }
     };
