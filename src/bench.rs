@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use sqlx::ConnectOptions;
 use voxline_domain::config::QueueOverrides;
 use voxline_domain::{Db, Settings};
@@ -13,69 +13,20 @@ use voxline_jobs::queues::BENCH;
 use voxline_jobs::{DbJobs, JobClient, NewJob, Runner, RunnerHandle};
 use voxline_workers::diag;
 
+use crate::bench_fairness::FairnessBench;
+use crate::bench_intake::IntakeBench;
 use crate::services::connect;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Burn-down of N no-op jobs, enqueue rates, and enqueue→start latency with idle workers.
-    Queue {
-        /// No-op jobs enqueued in bulk and then worked off.
-        #[arg(long, default_value_t = 20_000)]
-        jobs: usize,
-        /// Worker slots per process.
-        #[arg(long, default_value_t = 10)]
-        concurrency: usize,
-        /// Worker processes (more than one needs Postgres: SQLite wake-ups are in-process).
-        #[arg(long, default_value_t = 1)]
-        processes: usize,
-        /// Jobs claimed ahead of free slots, per process.
-        #[arg(long, default_value_t = 100)]
-        prefetch: usize,
-        /// Jobs enqueued one at a time, each in its own transaction, for the single-enqueue rate.
-        #[arg(long, default_value_t = 2_000)]
-        single: usize,
-        /// Jobs enqueued one at a time with idle workers, for latency.
-        #[arg(long, default_value_t = 300)]
-        latency_jobs: usize,
-        /// Pause between latency jobs.
-        #[arg(long, default_value_t = 20)]
-        interval_ms: u64,
-    },
+    Queue(QueueBench),
     /// Session submissions through the real intake API (in this process): accepted per second
     /// and time to the 202, with every session durably committed. No worker runs.
-    Intake {
-        /// Submissions measured (after a short warm-up).
-        #[arg(long, default_value_t = 2_000)]
-        requests: usize,
-        /// Clients submitting at once.
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
-        /// Upload this recording (multipart) instead of a 30-turn JSON transcript.
-        #[arg(long)]
-        audio: Option<std::path::PathBuf>,
-    },
+    Intake(IntakeBench),
     /// Tenant fairness: company A enqueues a backlog of slow jobs, then company B a few; B's
     /// time to start with fair claiming off and on.
-    Fairness {
-        /// Company A's backlog.
-        #[arg(long, default_value_t = 5_000)]
-        backlog: usize,
-        /// Company B's jobs, enqueued one at a time after A's.
-        #[arg(long, default_value_t = 10)]
-        late: usize,
-        /// How long each job takes (a handler that sleeps).
-        #[arg(long, default_value_t = 50)]
-        job_ms: u64,
-        /// Worker processes (more than one needs Postgres).
-        #[arg(long, default_value_t = 2)]
-        processes: usize,
-        /// Worker slots per process.
-        #[arg(long, default_value_t = 10)]
-        concurrency: usize,
-        /// Running jobs per company across processes when fairness is on (0: round-robin only).
-        #[arg(long, default_value_t = 0)]
-        per_company: usize,
-    },
+    Fairness(FairnessBench),
     /// Local (offline Whisper) transcription of FILE: real-time factor and peak memory.
     Transcribe {
         /// An audio file (wav, mp3, m4a, ogg, webm, flac).
@@ -83,57 +34,48 @@ pub enum BenchCommand {
     },
 }
 
+// The options of `voxline bench queue` (its help is the variant's).
+#[derive(Args)]
+pub struct QueueBench {
+    /// No-op jobs enqueued in bulk and then worked off.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Worker slots per process.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Worker processes (more than one needs Postgres: SQLite wake-ups are in-process).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Jobs claimed ahead of free slots, per process.
+    #[arg(long, default_value_t = 100)]
+    prefetch: usize,
+    /// Jobs enqueued one at a time, each in its own transaction, for the single-enqueue rate.
+    #[arg(long, default_value_t = 2_000)]
+    single: usize,
+    /// Jobs enqueued one at a time with idle workers, for latency.
+    #[arg(long, default_value_t = 300)]
+    latency_jobs: usize,
+    /// Pause between latency jobs.
+    #[arg(long, default_value_t = 20)]
+    interval_ms: u64,
+}
+
 pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
-    let (jobs, concurrency, processes, prefetch, single, latency_jobs, interval_ms) = match command
-    {
-        BenchCommand::Queue {
-            jobs,
-            concurrency,
-            processes,
-            prefetch,
-            single,
-            latency_jobs,
-            interval_ms,
-        } => (
-            jobs,
-            concurrency,
-            processes,
-            prefetch,
-            single,
-            latency_jobs,
-            interval_ms,
-        ),
-        BenchCommand::Intake {
-            requests,
-            concurrency,
-            audio,
-        } => {
-            let bench = crate::bench_intake::IntakeBench {
-                requests,
-                concurrency,
-                audio,
-            };
-            return crate::bench_intake::run(settings, bench).await;
-        }
+    let QueueBench {
+        jobs,
+        concurrency,
+        processes,
+        prefetch,
+        single,
+        latency_jobs,
+        interval_ms,
+    } = match command {
+        BenchCommand::Queue(bench) => bench,
+        BenchCommand::Intake(bench) => return crate::bench_intake::run(settings, bench).await,
         BenchCommand::Transcribe { file } => {
             return crate::models::bench_transcribe(settings, file).await;
         }
-        BenchCommand::Fairness {
-            backlog,
-            late,
-            job_ms,
-            processes,
-            concurrency,
-            per_company,
-        } => {
-            let bench = crate::bench_fairness::FairnessBench {
-                backlog,
-                late,
-                job_ms,
-                processes,
-                concurrency,
-                per_company,
-            };
+        BenchCommand::Fairness(bench) => {
             return crate::bench_fairness::run(settings, bench).await;
         }
     };

@@ -16,12 +16,26 @@ use voxline_workers::diag;
 use crate::bench::{Workers, percentile, wait_drained};
 use crate::services::connect;
 
+// The options of its `voxline bench` subcommand (whose help is the variant's).
+#[derive(clap::Args)]
 pub struct FairnessBench {
+    /// Company A's backlog.
+    #[arg(long, default_value_t = 5_000)]
     pub backlog: usize,
+    /// Company B's jobs, enqueued one at a time after A's.
+    #[arg(long, default_value_t = 10)]
     pub late: usize,
+    /// How long each job takes (a handler that sleeps).
+    #[arg(long, default_value_t = 50)]
     pub job_ms: u64,
+    /// Worker processes (more than one needs Postgres).
+    #[arg(long, default_value_t = 2)]
     pub processes: usize,
+    /// Worker slots per process.
+    #[arg(long, default_value_t = 10)]
     pub concurrency: usize,
+    /// Running jobs per company across processes when fairness is on (0: round-robin only).
+    #[arg(long, default_value_t = 0)]
     pub per_company: usize,
 }
 

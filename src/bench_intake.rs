@@ -16,10 +16,17 @@ use voxline_domain::{Db, Settings};
 use crate::bench::percentile;
 use crate::services::connect;
 
+// The options of its `voxline bench` subcommand (whose help is the variant's).
+#[derive(clap::Args)]
 pub struct IntakeBench {
+    /// Submissions measured (after a short warm-up).
+    #[arg(long, default_value_t = 2_000)]
     pub requests: usize,
+    /// Clients submitting at once.
+    #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
-    /// Upload this recording (multipart) instead of a JSON transcript.
+    /// Upload this recording (multipart) instead of a 30-turn JSON transcript.
+    #[arg(long)]
     pub audio: Option<std::path::PathBuf>,
 }
 

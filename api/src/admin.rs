@@ -95,18 +95,23 @@ pub struct RetriedResponse {
     pub retried: Vec<i64>,
 }
 
-/// A job state, as the API, the CLI and the metrics name it (`voxline_jobs::JobState`).
-#[derive(Debug, Clone, Copy, ToSchema)]
-#[schema(rename_all = "lowercase")]
-pub enum JobStateName {
-    Scheduled,
-    Available,
-    Running,
-    Retrying,
-    Done,
-    Dead,
-    Cancelled,
+/// The schema of a job state's name: one of [`JobState::ALL`], as the API, the CLI and the
+/// metrics name them.
+pub struct JobStateName;
+
+impl utoipa::PartialSchema for JobStateName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A job state, as the API, the CLI and the metrics name it (`voxline_jobs::JobState`).",
+            ))
+            .enum_values(Some(JobState::ALL.iter().map(|state| state.as_str())))
+            .into()
+    }
 }
+
+impl ToSchema for JobStateName {}
 
 /// The largest page of jobs or audit entries.
 pub const MAX_LIMIT: u32 = 200;

@@ -56,6 +56,25 @@ pub struct Claims {
     pub iat: i64,
 }
 
+impl Claims {
+    /// The audit entry of `action` on `target`, done by this caller in its own company.
+    pub fn audit_entry<'a>(
+        &'a self,
+        action: &'a str,
+        target: &'a str,
+        details: serde_json::Value,
+    ) -> voxline_domain::audit::AuditEntry<'a> {
+        voxline_domain::audit::AuditEntry {
+            actor: &self.sub,
+            actor_role: self.role.as_str(),
+            company_id: Some(&self.company_id),
+            action,
+            target,
+            details,
+        }
+    }
+}
+
 /// Why a token was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {

@@ -12,16 +12,17 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::json;
-use voxline_domain::audit::{self, AuditEntry};
+use voxline_domain::audit;
 use voxline_domain::blobs::BlobError;
 use voxline_domain::db::Scope;
 use voxline_domain::gdpr;
-use voxline_jobs::payloads::{BlobsDelete, ExportJob};
+use voxline_jobs::payloads::ExportJob;
 use voxline_jobs::store::ErasedSubject;
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::sessions::forget_erased;
 
 /// The caller's data as one JSON document (200), or the export being prepared (202
 /// `{export_id, status, links}`; ask again later, or wait for the "export ready" email).
@@ -68,14 +69,11 @@ pub async fn export(State(state): State<AppState>, caller: Caller) -> Result<Res
     state.jobs.enqueue(&mut tx, &job).await?;
     audit::append_in(
         &mut tx,
-        &AuditEntry {
-            actor: profile,
-            actor_role: claims.role.as_str(),
-            company_id: Some(company),
-            action: "gdpr.export",
-            target: &format!("profile:{profile}"),
-            details: json!({ "export_id": export_id }),
-        },
+        &claims.audit_entry(
+            "gdpr.export",
+            &format!("profile:{profile}"),
+            json!({ "export_id": export_id }),
+        ),
     )
     .await?;
     tx.commit().await?;
@@ -108,25 +106,12 @@ pub async fn erase(
     let (company, profile) = (claims.company_id.as_str(), claims.sub.as_str());
     let mut tx = state.db.begin(Scope::Profile { company, profile }).await?;
     let erased = gdpr::erase_profile(&mut tx, company, profile).await?;
-    let cancelled = state
-        .jobs
-        .store()
-        .cancel_for_erased(
-            &mut tx,
-            &ErasedSubject {
-                company_id: company,
-                profile_id: Some(profile),
-                session_ids: &erased.session_ids,
-            },
-        )
-        .await?;
-    if !erased.blobs.is_empty() {
-        let job = BlobsDelete {
-            company_id: company.to_string(),
-            refs: erased.blobs.clone(),
-        };
-        state.jobs.enqueue(&mut tx, &job).await?;
-    }
+    let subject = ErasedSubject {
+        company_id: company,
+        profile_id: Some(profile),
+        session_ids: &erased.session_ids,
+    };
+    let cancelled = forget_erased(&state, &mut tx, &subject, erased.blobs.clone()).await?;
     let summary = json!({
         "sessions": erased.sessions, "exports": erased.exports,
         "preferences": erased.preferences, "emails": erased.emails, "profile": erased.profile,
@@ -134,14 +119,7 @@ pub async fn erase(
     });
     audit::append_in(
         &mut tx,
-        &AuditEntry {
-            actor: profile,
-            actor_role: claims.role.as_str(),
-            company_id: Some(company),
-            action: "gdpr.erase",
-            target: &format!("profile:{profile}"),
-            details: summary.clone(),
-        },
+        &claims.audit_entry("gdpr.erase", &format!("profile:{profile}"), summary.clone()),
     )
     .await?;
     tx.commit().await?;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, Type};
-use voxline_domain::audit::{self, AuditEntry};
+use voxline_domain::audit;
 use voxline_domain::notifications::{self, EmailKind};
 
 use crate::AppState;
@@ -138,14 +138,11 @@ pub async fn put_preferences(
         .collect();
     audit::append(
         &state.db,
-        &AuditEntry {
-            actor: &claims.sub,
-            actor_role: claims.role.as_str(),
-            company_id: Some(&claims.company_id),
-            action: "preferences.update",
-            target: &format!("profile:{}", claims.sub),
-            details: details.into(),
-        },
+        &claims.audit_entry(
+            "preferences.update",
+            &format!("profile:{}", claims.sub),
+            details.into(),
+        ),
     )
     .await?;
     current(&state, &caller).await

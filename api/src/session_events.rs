@@ -57,9 +57,7 @@ pub async fn events(
     let company = caller.0.company_id;
     // Subscribe before reading the status, so a change between the two is not missed.
     let updates = state.feed().subscribe();
-    let session = sessions::get(&state.db, &company, &id)
-        .await?
-        .ok_or_else(|| crate::sessions::not_found(&id))?;
+    let session = crate::sessions::existing(&state.db, &company, &id).await?;
     let current = SessionEvent {
         company_id: company,
         session_id: id,

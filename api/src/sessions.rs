@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use voxline_domain::audit::{self, AuditEntry};
+use voxline_domain::audit;
 use voxline_domain::db::Scope;
 use voxline_domain::gdpr;
 use voxline_domain::sessions::{self, StoredResponse};
@@ -454,6 +454,45 @@ pub(crate) fn not_found(id: &str) -> ApiError {
     )
 }
 
+/// What follows an erasure in `tx`: the waiting jobs about `subject` are cancelled (their
+/// count returned) and the deletion of its stored `files` is queued (when there are any).
+pub(crate) async fn forget_erased(
+    state: &AppState,
+    tx: &mut voxline_domain::Tx<'_>,
+    subject: &ErasedSubject<'_>,
+    files: Vec<String>,
+) -> Result<u64, ApiError> {
+    let cancelled = state.jobs.store().cancel_for_erased(tx, subject).await?;
+    if !files.is_empty() {
+        let job = BlobsDelete {
+            company_id: subject.company_id.to_string(),
+            refs: files,
+        };
+        state.jobs.enqueue(tx, &job).await?;
+    }
+    Ok(cancelled)
+}
+
+/// Session `id` of `company`; 404 `not_found` when it has none of that id.
+pub(crate) async fn existing(
+    db: &voxline_domain::Db,
+    company: &str,
+    id: &str,
+) -> Result<sessions::SessionRow, ApiError> {
+    sessions::get(db, company, id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+/// 409 `not_ready`: `session` is not far enough yet; `later` says what comes when.
+pub(crate) fn not_ready(session: &sessions::SessionRow, later: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "not_ready",
+        format!("session {} is {}; {later}", session.id, session.status),
+    )
+}
+
 /// One session of the caller's company.
 #[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", operation_id = "get_session",
     params(("id" = String, Path, description = "The session's id.")),
@@ -465,9 +504,7 @@ pub async fn get(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let session = sessions::get(&state.db, &caller.0.company_id, &id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let session = existing(&state.db, &caller.0.company_id, &id).await?;
     Ok(Json(view(&session)))
 }
 
@@ -504,35 +541,20 @@ pub async fn delete(
             "only the session's own profile or a company admin may delete it",
         ));
     }
-    let cancelled = state
-        .jobs
-        .store()
-        .cancel_for_erased(
-            &mut tx,
-            &ErasedSubject {
-                company_id: company,
-                profile_id: None,
-                session_ids: std::slice::from_ref(&session.id),
-            },
-        )
-        .await?;
-    if let Some(audio) = &session.audio_ref {
-        let job = BlobsDelete {
-            company_id: company.to_string(),
-            refs: vec![audio.clone()],
-        };
-        state.jobs.enqueue(&mut tx, &job).await?;
-    }
+    let subject = ErasedSubject {
+        company_id: company,
+        profile_id: None,
+        session_ids: std::slice::from_ref(&session.id),
+    };
+    let files = session.audio_ref.iter().cloned().collect();
+    let cancelled = forget_erased(&state, &mut tx, &subject, files).await?;
     audit::append_in(
         &mut tx,
-        &AuditEntry {
-            actor: &claims.sub,
-            actor_role: claims.role.as_str(),
-            company_id: Some(company),
-            action: "session.delete",
-            target: &format!("session:{id}"),
-            details: json!({ "owner": session.profile_id, "jobs_cancelled": cancelled }),
-        },
+        &claims.audit_entry(
+            "session.delete",
+            &format!("session:{id}"),
+            json!({ "owner": session.profile_id, "jobs_cancelled": cancelled }),
+        ),
     )
     .await?;
     tx.commit().await?;
@@ -553,9 +575,7 @@ pub async fn feedback(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let company = &caller.0.company_id;
-    let session = sessions::get(&state.db, company, &id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let session = existing(&state.db, company, &id).await?;
     match sessions::feedback(&state.db, company, &id).await? {
         // The stored document is `{kind, metrics, scores, llm, notes}`; the answer adds the id.
         Some(Value::Object(mut feedback)) => {
@@ -565,14 +585,7 @@ pub async fn feedback(
         Some(other) => Err(ApiError::internal(format!(
             "session {id}: stored feedback is not an object: {other}"
         ))),
-        None => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_ready",
-            format!(
-                "session {id} is {}; feedback comes when it is ready",
-                session.status
-            ),
-        )),
+        None => Err(not_ready(&session, "feedback comes when it is ready")),
     }
 }
 

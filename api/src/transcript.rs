@@ -6,7 +6,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use voxline_domain::lexicon::{self, FILLERS, HEDGES, Span};
@@ -17,7 +16,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
-use crate::sessions::not_found;
+use crate::sessions::{existing, not_ready};
 
 /// A stored segment as the transcription worker, the intake or a webhook wrote it.
 #[derive(Debug, Deserialize)]
@@ -71,17 +70,11 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let company = &caller.0.company_id;
-    let session = sessions::get(&state.db, company, &id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let session = existing(&state.db, company, &id).await?;
     let Some(stored) = sessions::transcript(&state.db, company, &id).await? else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_ready",
-            format!(
-                "session {id} is {}; its transcript comes once it is transcribed",
-                session.status
-            ),
+        return Err(not_ready(
+            &session,
+            "its transcript comes once it is transcribed",
         ));
     };
     let segments: Vec<StoredSegment> = serde_json::from_value(stored.segments).map_err(|e| {

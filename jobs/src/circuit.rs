@@ -122,6 +122,36 @@ impl CircuitBreaker {
     pub fn record_failure(&self) {
         self.record_failure_at(Instant::now())
     }
+
+    /// A call permitted by [`CircuitBreaker::permit`], whose outcome is yet to be recorded.
+    pub fn call(&self) -> Unsettled<'_> {
+        Unsettled(Some(self))
+    }
+}
+
+/// Records a call's outcome on the breaker exactly once. A call that never finishes (the job
+/// timed out and its future was dropped) counts as a failure, so a half-open trial cannot
+/// leave the breaker waiting for an answer forever.
+pub struct Unsettled<'a>(Option<&'a CircuitBreaker>);
+
+impl Unsettled<'_> {
+    /// Records the outcome: an outage is a failure; anything else, a refusal (4xx) included,
+    /// is an answer, so the provider is up.
+    pub fn settle(&mut self, outage: bool) {
+        if let Some(circuit) = self.0.take() {
+            if outage {
+                circuit.record_failure();
+            } else {
+                circuit.record_success();
+            }
+        }
+    }
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        self.settle(true);
+    }
 }
 
 #[cfg(test)]

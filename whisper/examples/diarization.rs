@@ -30,51 +30,23 @@ struct Voice {
     cents: i32,
 }
 
-const US_LOW: Voice = Voice {
-    name: "en-us p35",
-    espeak: &["-v", "en-us", "-p", "35"],
-    cents: 0,
-};
-const GB_F4: Voice = Voice {
-    name: "en-gb+f4 p70",
-    espeak: &["-v", "en-gb+f4", "-p", "70"],
-    cents: 0,
-};
-const US_M3: Voice = Voice {
-    name: "en-us+m3",
-    espeak: &["-v", "en-us+m3"],
-    cents: 0,
-};
-const GB_M7: Voice = Voice {
-    name: "en-gb+m7",
-    espeak: &["-v", "en-gb+m7"],
-    cents: 0,
-};
-const US_DEFAULT: Voice = Voice {
-    name: "en-us",
-    espeak: &["-v", "en-us"],
-    cents: 0,
-};
-const US_F2: Voice = Voice {
-    name: "en-us+f2",
-    espeak: &["-v", "en-us+f2"],
-    cents: 0,
-};
-const US_UP5: Voice = Voice {
-    name: "en-us p35 +500 cents",
-    espeak: &["-v", "en-us", "-p", "35"],
-    cents: 500,
-};
-const US_DOWN4: Voice = Voice {
-    name: "en-us+m3 -400 cents",
-    espeak: &["-v", "en-us+m3"],
-    cents: -400,
-};
-const GB_UP3: Voice = Voice {
-    name: "en-gb+m7 +300 cents",
-    espeak: &["-v", "en-gb+m7"],
-    cents: 300,
-};
+const fn voice(name: &'static str, espeak: &'static [&'static str], cents: i32) -> Voice {
+    Voice {
+        name,
+        espeak,
+        cents,
+    }
+}
+
+const US_LOW: Voice = voice("en-us p35", &["-v", "en-us", "-p", "35"], 0);
+const GB_F4: Voice = voice("en-gb+f4 p70", &["-v", "en-gb+f4", "-p", "70"], 0);
+const US_M3: Voice = voice("en-us+m3", &["-v", "en-us+m3"], 0);
+const GB_M7: Voice = voice("en-gb+m7", &["-v", "en-gb+m7"], 0);
+const US_DEFAULT: Voice = voice("en-us", &["-v", "en-us"], 0);
+const US_F2: Voice = voice("en-us+f2", &["-v", "en-us+f2"], 0);
+const US_UP5: Voice = voice("en-us p35 +500 cents", &["-v", "en-us", "-p", "35"], 500);
+const US_DOWN4: Voice = voice("en-us+m3 -400 cents", &["-v", "en-us+m3"], -400);
+const GB_UP3: Voice = voice("en-gb+m7 +300 cents", &["-v", "en-gb+m7"], 300);
 
 const LINES: [&str; 8] = [
     "Thanks for calling. How can I help you today?",

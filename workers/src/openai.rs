@@ -109,7 +109,7 @@ impl OpenAi {
         if let Err(wait) = self.circuit.permit() {
             return Err(HandlerError::snooze("OpenAI circuit open", wait));
         }
-        let mut outcome = Unsettled(Some(&self.circuit));
+        let mut outcome = self.circuit.call();
         match request.await {
             Ok(value) => {
                 outcome.settle(false);
@@ -121,30 +121,6 @@ impl OpenAi {
                 Err(failure.into())
             }
         }
-    }
-}
-
-/// Records a call's outcome on the breaker exactly once. A call that never finishes (the job
-/// timed out and its future was dropped) counts as a failure, so a half-open trial cannot
-/// leave the breaker waiting for an answer forever.
-struct Unsettled<'a>(Option<&'a CircuitBreaker>);
-
-impl Unsettled<'_> {
-    fn settle(&mut self, outage: bool) {
-        if let Some(circuit) = self.0.take() {
-            if outage {
-                circuit.record_failure();
-            } else {
-                // A refusal (4xx) is an answer too: the provider is up.
-                circuit.record_success();
-            }
-        }
-    }
-}
-
-impl Drop for Unsettled<'_> {
-    fn drop(&mut self) {
-        self.settle(true);
     }
 }
 

@@ -1,12 +1,13 @@
 //! The operators' console for one database, written once: [`impl_console!`] expands it for a
-//! store with that database's pool, row decoder, wake-up and [`super::console::Dialect`]. The
-//! SQL text is the same on both (SQLite accepts `$n` placeholders; times are Unix
-//! microseconds where a table is the console's own), so only those four differ.
+//! store with that database's pool, wake-up and [`super::console::Dialect`]. The SQL text is
+//! the same on both (SQLite accepts `$n` placeholders; times are Unix microseconds where a
+//! table is the console's own), and rows are decoded by [`super::row`], so only those three
+//! differ.
 
 /// Implements [`super::console::Console`] for `$store` (whose `db.pool` is a pool of `$db`),
 /// and a free `add_minute_stats` on a `$db` connection for the stores' own transactions.
 macro_rules! impl_console {
-    ($store:ty, $db:ty, $dialect:expr, $decode_job:path, $wake:path) => {
+    ($store:ty, $db:ty, $dialect:expr, $wake:path) => {
         fn bind_all<'q>(
             mut query: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments>,
             args: Vec<$crate::store::console::Arg>,
@@ -49,14 +50,14 @@ macro_rules! impl_console {
                 let c = console::conditions(&$dialect, filter, None, true);
                 let sql = format!(
                     "SELECT {} FROM jobs WHERE {} ORDER BY id DESC LIMIT {}",
-                    JOB_COLUMNS,
+                    $crate::store::JOB_COLUMNS,
                     c.clause(),
                     filter.limit
                 );
                 let rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql)), c.args)
                     .fetch_all(&self.db.pool)
                     .await?;
-                rows.iter().map($decode_job).collect()
+                rows.iter().map($crate::store::row::decode_job).collect()
             }
 
             async fn count_matching(

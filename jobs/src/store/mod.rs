@@ -10,8 +10,10 @@ mod postgres;
 mod postgres_console;
 mod postgres_leader;
 mod postgres_listen;
+mod row;
 mod sqlite;
 mod sqlite_console;
+mod store_impl;
 
 pub use console::{BulkAction, Console, MinuteCounts, MinuteStats, QueuePause, minute_of};
 
@@ -333,10 +335,7 @@ async fn run_dead_hook(
 }
 
 /// Counts per queue and state, with the paused queues marked (listed even without jobs).
-fn group_stats(
-    rows: Vec<(String, JobState, i64, Option<i64>)>,
-    paused: Vec<QueuePause>,
-) -> Vec<QueueStats> {
+fn group_stats(rows: Vec<row::QueueCount>, paused: Vec<QueuePause>) -> Vec<QueueStats> {
     let mut by_queue: BTreeMap<String, QueueStats> = BTreeMap::new();
     for (queue, state, count, oldest) in rows {
         let stats = by_queue.entry(queue.clone()).or_insert_with(|| QueueStats {
@@ -362,6 +361,11 @@ fn group_stats(
     by_queue.into_values().collect()
 }
 
+/// The columns of a whole job row, as [`row::decode_job`] reads them.
+pub(super) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
+    timeout_ms, unique_key, run_at, created_at, attempted_at, heartbeat_at, finished_at, \
+    locked_by, last_error, errors, progress, progress_note";
+
 /// The progress columns of a row; a percentage out of range is a corrupt row.
 pub(super) fn stored_progress(
     percent: Option<i64>,
@@ -375,17 +379,6 @@ pub(super) fn stored_progress(
         .and_then(Percent::new)
         .ok_or_else(|| JobError::Corrupt(format!("progress column: {percent}")))?;
     Ok(Some(JobProgress { percent, note }))
-}
-
-/// A claimed row's trace context. Unreadable is the same as absent: a lost trace link is no
-/// reason to bury a job (see the stores' `bury_undecodable`).
-pub(super) fn trace_context<'r, R>(row: &'r R) -> Option<String>
-where
-    R: sqlx::Row,
-    &'r str: sqlx::ColumnIndex<R>,
-    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    row.try_get("trace_context").ok().flatten()
 }
 
 /// `jobs` in round-robin order across their groups: each group's first (by `key`'s order

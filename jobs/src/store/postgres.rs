@@ -12,28 +12,24 @@ use voxline_domain::db::PgDb;
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use voxline_domain::Tx;
 use voxline_domain::db::Scope;
 
-use super::console::{Console, OutcomeTally, minute_of};
+use super::ErasedSubject;
+use super::console::{OutcomeTally, minute_of};
 use super::postgres_console as console;
-use super::{ErasedSubject, JobFilter, JobStore, KeyedProgress};
 use crate::error::JobError;
 use crate::handler::DeadHooks;
-use crate::model::{
-    AttemptError, ClaimedJob, Completion, DeadJob, Enqueued, Job, JobId, Lease, NewJob, Outcome,
-    QueueStats,
-};
-use crate::progress::JobProgress;
+use crate::model::{ClaimedJob, Completion, DeadJob, Enqueued, JobId, Lease, NewJob, Outcome};
 use crate::state::JobState;
 
 mod claim;
 mod maintenance;
 mod outcome;
 
+use super::row::{Column, JobRow, dead_job, parse_state};
+use super::store_impl::impl_job_store;
 use claim::*;
-pub(super) use maintenance::decode_job;
 use maintenance::*;
 use outcome::*;
 
@@ -48,6 +44,35 @@ impl PostgresStore {
     }
 }
 
+impl JobRow for PgRow {
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Result<T, serde_json::Error>, JobError> {
+        Ok(serde_json::from_value(self.try_get(name)?))
+    }
+
+    fn time(&self, name: &str) -> Result<DateTime<Utc>, JobError> {
+        Ok(self.try_get(name)?)
+    }
+
+    fn opt_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, JobError> {
+        Ok(self.try_get(name)?)
+    }
+
+    fn count(&self, name: &str) -> Result<u32, JobError> {
+        Ok(self.try_get::<i32, _>(name)? as u32)
+    }
+
+    fn priority(&self) -> Result<i16, JobError> {
+        Ok(self.try_get("priority")?)
+    }
+
+    fn percent(&self) -> Result<Option<i64>, JobError> {
+        Ok(self.try_get::<Option<i16>, _>("progress")?.map(i64::from))
+    }
+}
+
 fn postgres_tx<'a, 'c>(tx: &'a mut Tx<'c>) -> Result<&'a mut PgConnection, JobError> {
     match tx {
         Tx::Postgres(tx) => Ok(&mut **tx),
@@ -58,8 +83,7 @@ fn postgres_tx<'a, 'c>(tx: &'a mut Tx<'c>) -> Result<&'a mut PgConnection, JobEr
     }
 }
 
-#[async_trait]
-impl JobStore for PostgresStore {
+impl_job_store!(PostgresStore, engine = engine_pool, {
     async fn insert_in(
         &self,
         tx: &mut Tx<'_>,
@@ -136,132 +160,6 @@ impl JobStore for PostgresStore {
         Ok(enqueued)
     }
 
-    async fn last_tick(&self, entry: &str) -> Result<Option<i64>, JobError> {
-        Ok(
-            sqlx::query_scalar("SELECT last_tick FROM cron_ticks WHERE name = $1")
-                .bind(entry)
-                .fetch_optional(&self.db.pool)
-                .await?,
-        )
-    }
-
-    async fn claim(
-        &self,
-        queue: &str,
-        worker: &str,
-        limit: usize,
-    ) -> Result<Vec<ClaimedJob>, JobError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        claim(&self.db.engine_pool, queue, worker, limit).await
-    }
-
-    async fn claim_fair(
-        &self,
-        queue: &str,
-        worker: &str,
-        limit: usize,
-        per_company: Option<usize>,
-    ) -> Result<Vec<ClaimedJob>, JobError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        claim_fair(&self.db, queue, worker, limit, per_company).await
-    }
-
-    async fn complete(
-        &self,
-        completions: &[Completion],
-        hooks: &DeadHooks,
-    ) -> Result<Vec<(JobId, JobState)>, JobError> {
-        if completions.is_empty() {
-            return Ok(Vec::new());
-        }
-        complete(&self.db, completions, hooks).await
-    }
-
-    async fn heartbeat(&self, leases: &[Lease]) -> Result<Vec<Lease>, JobError> {
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        heartbeat(&self.db.engine_pool, leases).await
-    }
-
-    async fn release(&self, leases: &[Lease], started: bool) -> Result<u64, JobError> {
-        if leases.is_empty() {
-            return Ok(0);
-        }
-        release(&self.db.engine_pool, leases, started).await
-    }
-
-    async fn set_progress(&self, lease: Lease, progress: &JobProgress) -> Result<bool, JobError> {
-        set_progress(&self.db.engine_pool, lease, progress).await
-    }
-
-    async fn progress_by_key(&self, unique_key: &str) -> Result<Option<KeyedProgress>, JobError> {
-        progress_by_key(&self.db.pool, unique_key).await
-    }
-
-    async fn rescue(
-        &self,
-        stale_after: Duration,
-        hooks: &DeadHooks,
-    ) -> Result<Vec<(JobId, JobState)>, JobError> {
-        rescue(&self.db, stale_after, hooks).await
-    }
-
-    async fn prune(&self, retention: &RetentionSettings, batch: u32) -> Result<u64, JobError> {
-        let pruned = prune(&self.db.pool, retention, batch).await?;
-        self.prune_minute_stats().await?;
-        Ok(pruned)
-    }
-
-    async fn stats(&self) -> Result<Vec<QueueStats>, JobError> {
-        stats(&self.db.pool).await
-    }
-
-    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
-        Console::list(self, filter).await
-    }
-
-    async fn get(&self, id: JobId) -> Result<Option<Job>, JobError> {
-        get(&self.db.pool, id).await
-    }
-
-    async fn next_due(&self, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
-        next_due(&self.db.engine_pool, queue).await
-    }
-
-    async fn unfinished(&self, queue: &str) -> Result<i64, JobError> {
-        unfinished(&self.db.pool, queue).await
-    }
-
-    async fn has_unfinished(&self, queue: &str) -> Result<bool, JobError> {
-        has_unfinished(&self.db.pool, queue).await
-    }
-
-    async fn activity(&self, window: Duration) -> Result<Vec<(String, i64, i64)>, JobError> {
-        Console::activity(self, window).await
-    }
-
-    async fn purge_queue(&self, queue: &str) -> Result<u64, JobError> {
-        purge_queue(&self.db.pool, queue).await
-    }
-
-    async fn make_available(
-        &self,
-        id: Option<JobId>,
-        queue: Option<&str>,
-        from: &[JobState],
-    ) -> Result<Vec<JobId>, JobError> {
-        retry(&self.db, id, queue, from).await
-    }
-
-    async fn cancel(&self, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
-        cancel(&self.db.pool, id, from).await
-    }
-
     async fn cancel_for_erased(
         &self,
         tx: &mut Tx<'_>,
@@ -269,15 +167,7 @@ impl JobStore for PostgresStore {
     ) -> Result<u64, JobError> {
         cancel_for_erased(postgres_tx(tx)?, subject).await
     }
-
-    fn console(&self) -> &dyn Console {
-        self
-    }
-}
-
-pub(super) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
-    timeout_ms, unique_key, run_at, created_at, attempted_at, heartbeat_at, finished_at, \
-    locked_by, last_error, errors, progress, progress_note";
+});
 
 /// Inserts on `conn`: inside the caller's transaction, or alone (autocommit, one round trip).
 async fn insert(

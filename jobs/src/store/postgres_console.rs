@@ -5,7 +5,7 @@ use voxline_domain::db::PgDb;
 
 use super::console::Dialect;
 use super::console_impl::impl_console;
-use super::postgres::{JOB_COLUMNS, PostgresStore, decode_job};
+use super::postgres::PostgresStore;
 use crate::error::JobError;
 
 const DIALECT: Dialect = Dialect {
@@ -37,4 +37,4 @@ async fn wake(db: &PgDb, mut queues: Vec<String>) -> Result<(), JobError> {
     Ok(())
 }
 
-impl_console!(PostgresStore, sqlx::Postgres, DIALECT, decode_job, wake);
+impl_console!(PostgresStore, sqlx::Postgres, DIALECT, wake);

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
@@ -12,30 +11,25 @@ use voxline_domain::Tx;
 use voxline_domain::config::RetentionSettings;
 use voxline_domain::db::SqliteDb;
 
-use super::console::{Console, OutcomeTally, minute_of};
+use super::ErasedSubject;
+use super::console::{OutcomeTally, minute_of};
 use super::sqlite_console as console;
-use super::{ErasedSubject, JobFilter, JobStore, KeyedProgress};
 use crate::error::JobError;
 use crate::handler::DeadHooks;
 use crate::model::{
-    AttemptError, ClaimedJob, Completion, DeadJob, Enqueued, Job, JobId, Lease, NewJob, Outcome,
-    QueueStats,
+    AttemptError, ClaimedJob, Completion, DeadJob, Enqueued, JobId, Lease, NewJob, Outcome,
 };
-use crate::progress::JobProgress;
 use crate::state::JobState;
 
 mod claim;
 mod maintenance;
 mod outcome;
 
+use super::row::{Column, JobRow, dead_job, parse_state};
+use super::store_impl::impl_job_store;
 use claim::*;
-pub(super) use maintenance::decode_job;
 use maintenance::*;
 use outcome::*;
-
-pub(super) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempt, max_attempts, \
-    timeout_ms, unique_key, run_at, created_at, attempted_at, heartbeat_at, finished_at, \
-    locked_by, last_error, errors, progress, progress_note";
 
 const SHUTDOWN_ERROR: &str = "worker shut down before the job finished";
 
@@ -50,8 +44,7 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl JobStore for SqliteStore {
+impl_job_store!(SqliteStore, engine = pool, {
     async fn insert_in(
         &self,
         tx: &mut Tx<'_>,
@@ -123,132 +116,6 @@ impl JobStore for SqliteStore {
         Ok(enqueued)
     }
 
-    async fn last_tick(&self, entry: &str) -> Result<Option<i64>, JobError> {
-        Ok(
-            sqlx::query_scalar("SELECT last_tick FROM cron_ticks WHERE name = ?")
-                .bind(entry)
-                .fetch_optional(&self.db.pool)
-                .await?,
-        )
-    }
-
-    async fn claim(
-        &self,
-        queue: &str,
-        worker: &str,
-        limit: usize,
-    ) -> Result<Vec<ClaimedJob>, JobError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        claim(&self.db.pool, queue, worker, limit).await
-    }
-
-    async fn claim_fair(
-        &self,
-        queue: &str,
-        worker: &str,
-        limit: usize,
-        per_company: Option<usize>,
-    ) -> Result<Vec<ClaimedJob>, JobError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        claim_fair(&self.db.pool, queue, worker, limit, per_company).await
-    }
-
-    async fn complete(
-        &self,
-        completions: &[Completion],
-        hooks: &DeadHooks,
-    ) -> Result<Vec<(JobId, JobState)>, JobError> {
-        if completions.is_empty() {
-            return Ok(Vec::new());
-        }
-        complete(&self.db, completions, hooks).await
-    }
-
-    async fn heartbeat(&self, leases: &[Lease]) -> Result<Vec<Lease>, JobError> {
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        heartbeat(&self.db.pool, leases).await
-    }
-
-    async fn release(&self, leases: &[Lease], started: bool) -> Result<u64, JobError> {
-        if leases.is_empty() {
-            return Ok(0);
-        }
-        release(&self.db, leases, started).await
-    }
-
-    async fn set_progress(&self, lease: Lease, progress: &JobProgress) -> Result<bool, JobError> {
-        set_progress(&self.db.pool, lease, progress).await
-    }
-
-    async fn progress_by_key(&self, unique_key: &str) -> Result<Option<KeyedProgress>, JobError> {
-        progress_by_key(&self.db.pool, unique_key).await
-    }
-
-    async fn rescue(
-        &self,
-        stale_after: Duration,
-        hooks: &DeadHooks,
-    ) -> Result<Vec<(JobId, JobState)>, JobError> {
-        rescue(&self.db, stale_after, hooks).await
-    }
-
-    async fn prune(&self, retention: &RetentionSettings, batch: u32) -> Result<u64, JobError> {
-        let pruned = prune(&self.db.pool, retention, batch).await?;
-        self.prune_minute_stats().await?;
-        Ok(pruned)
-    }
-
-    async fn stats(&self) -> Result<Vec<QueueStats>, JobError> {
-        stats(&self.db.pool).await
-    }
-
-    async fn list(&self, filter: &JobFilter) -> Result<Vec<Job>, JobError> {
-        Console::list(self, filter).await
-    }
-
-    async fn get(&self, id: JobId) -> Result<Option<Job>, JobError> {
-        get(&self.db.pool, id).await
-    }
-
-    async fn next_due(&self, queue: &str) -> Result<Option<DateTime<Utc>>, JobError> {
-        next_due(&self.db.pool, queue).await
-    }
-
-    async fn unfinished(&self, queue: &str) -> Result<i64, JobError> {
-        unfinished(&self.db.pool, queue).await
-    }
-
-    async fn has_unfinished(&self, queue: &str) -> Result<bool, JobError> {
-        has_unfinished(&self.db.pool, queue).await
-    }
-
-    async fn activity(&self, window: Duration) -> Result<Vec<(String, i64, i64)>, JobError> {
-        Console::activity(self, window).await
-    }
-
-    async fn purge_queue(&self, queue: &str) -> Result<u64, JobError> {
-        purge_queue(&self.db.pool, queue).await
-    }
-
-    async fn make_available(
-        &self,
-        id: Option<JobId>,
-        queue: Option<&str>,
-        from: &[JobState],
-    ) -> Result<Vec<JobId>, JobError> {
-        retry(&self.db, id, queue, from).await
-    }
-
-    async fn cancel(&self, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
-        cancel(&self.db.pool, id, from).await
-    }
-
     async fn cancel_for_erased(
         &self,
         tx: &mut Tx<'_>,
@@ -262,11 +129,7 @@ impl JobStore for SqliteStore {
         };
         cancel_for_erased(tx, subject).await
     }
-
-    fn console(&self) -> &dyn Console {
-        self
-    }
-}
+});
 
 /// SQLite's deployment is one process, which always leads its maintenance.
 struct SoleProcess;
@@ -283,6 +146,37 @@ pub(super) fn now_us() -> i64 {
 
 pub(super) fn to_time(us: i64) -> Result<DateTime<Utc>, JobError> {
     DateTime::from_timestamp_micros(us).ok_or_else(|| JobError::Corrupt(format!("time {us}")))
+}
+
+impl JobRow for SqliteRow {
+    fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Result<T, serde_json::Error>, JobError> {
+        Ok(serde_json::from_str(&self.try_get::<String, _>(name)?))
+    }
+
+    fn time(&self, name: &str) -> Result<DateTime<Utc>, JobError> {
+        to_time(self.try_get(name)?)
+    }
+
+    fn opt_time(&self, name: &str) -> Result<Option<DateTime<Utc>>, JobError> {
+        self.try_get::<Option<i64>, _>(name)?
+            .map(to_time)
+            .transpose()
+    }
+
+    fn count(&self, name: &str) -> Result<u32, JobError> {
+        Ok(self.try_get::<i64, _>(name)? as u32)
+    }
+
+    fn priority(&self) -> Result<i16, JobError> {
+        Ok(self.try_get::<i64, _>("priority")? as i16)
+    }
+
+    fn percent(&self) -> Result<Option<i64>, JobError> {
+        Ok(self.try_get("progress")?)
+    }
 }
 
 fn error_entry(attempt: i64, at: i64, error: &str) -> Result<String, JobError> {

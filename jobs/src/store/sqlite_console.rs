@@ -6,7 +6,7 @@ use voxline_domain::db::SqliteDb;
 
 use super::console::Dialect;
 use super::console_impl::impl_console;
-use super::sqlite::{JOB_COLUMNS, SqliteStore, decode_job};
+use super::sqlite::SqliteStore;
 use crate::error::JobError;
 
 const DIALECT: Dialect = Dialect {
@@ -32,4 +32,4 @@ async fn wake(db: &SqliteDb, queues: Vec<String>) -> Result<(), JobError> {
     Ok(())
 }
 
-impl_console!(SqliteStore, sqlx::Sqlite, DIALECT, decode_job, wake);
+impl_console!(SqliteStore, sqlx::Sqlite, DIALECT, wake);

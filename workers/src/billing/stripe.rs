@@ -187,7 +187,7 @@ impl StripeApi {
         if let Err(wait) = self.circuit.permit() {
             return Err(CallError::CircuitOpen(wait));
         }
-        let mut outcome = Unsettled(Some(&self.circuit));
+        let mut outcome = self.circuit.call();
         let result = attempt
             .retry(
                 ExponentialBuilder::default()
@@ -287,30 +287,6 @@ impl StripeApi {
         })
         .await
         .map(|_| ())
-    }
-}
-
-/// Records a call's outcome on the breaker exactly once. A call that never finishes (the job
-/// timed out and its future was dropped) counts as a failure, so a half-open trial cannot
-/// leave the breaker waiting forever.
-struct Unsettled<'a>(Option<&'a CircuitBreaker>);
-
-impl Unsettled<'_> {
-    fn settle(&mut self, outage: bool) {
-        if let Some(circuit) = self.0.take() {
-            if outage {
-                circuit.record_failure();
-            } else {
-                // A refusal (4xx) is an answer too: Stripe is up.
-                circuit.record_success();
-            }
-        }
-    }
-}
-
-impl Drop for Unsettled<'_> {
-    fn drop(&mut self) {
-        self.settle(true);
     }
 }
 

@@ -158,23 +158,12 @@ pub async fn report(
                     .map_err(db_error)?;
                 run.reported.push(report.identifier);
             }
-            Err(error @ (CallError::CircuitOpen(_) | CallError::Unavailable(_))) => {
-                // The rest waits for the job's retry: Stripe is not answering now.
-                let message = error.to_string();
-                billing::finish_usage_report(
-                    db,
-                    &report.company_id,
-                    report.window_start,
-                    Err(&message),
-                )
-                .await
-                .map_err(db_error)?;
-                log(&run);
-                return Err(error.into_handler_error("reporting usage"));
-            }
             Err(error) => {
                 let message = error.to_string();
-                tracing::error!(identifier = %report.identifier, company = %report.company_id, error = %message, "Stripe refused a usage report; it is tried again next run");
+                let outage = matches!(error, CallError::CircuitOpen(_) | CallError::Unavailable(_));
+                if !outage {
+                    tracing::error!(identifier = %report.identifier, company = %report.company_id, error = %message, "Stripe refused a usage report; it is tried again next run");
+                }
                 billing::finish_usage_report(
                     db,
                     &report.company_id,
@@ -183,6 +172,11 @@ pub async fn report(
                 )
                 .await
                 .map_err(db_error)?;
+                if outage {
+                    // The rest waits for the job's retry: Stripe is not answering now.
+                    log(&run);
+                    return Err(error.into_handler_error("reporting usage"));
+                }
                 run.refused.push(report.identifier);
             }
         }

@@ -2,13 +2,15 @@
 //! what happens to a claimed row that cannot be read.
 
 use super::*;
+use crate::store::row::split_claims;
 
 pub(super) async fn claim(
-    pool: &PgPool,
+    db: &PgDb,
     queue: &str,
     worker: &str,
     limit: usize,
 ) -> Result<Vec<ClaimedJob>, JobError> {
+    let pool = &db.engine_pool;
     let rows = sqlx::query(
         "WITH picked AS (
             SELECT id FROM jobs
@@ -102,6 +104,22 @@ pub(super) async fn claim_fair(
     decode_claims(&db.engine_pool, queue, rows, ClaimOrder::Turn).await
 }
 
+/// Decodes claimed rows in claim order; rows that cannot be read are buried.
+async fn decode_claims(
+    pool: &PgPool,
+    queue: &str,
+    rows: Vec<PgRow>,
+    order: ClaimOrder,
+) -> Result<Vec<ClaimedJob>, JobError> {
+    let (mut claimed, undecodable) = split_claims(rows, queue, |row| match order {
+        ClaimOrder::Priority => Ok(-i64::from(row.priority()?)),
+        ClaimOrder::Turn => row.read("turn"),
+    });
+    bury_undecodable(pool, &undecodable).await?;
+    claimed.sort_by_key(|(key, job)| (*key, job.id));
+    Ok(claimed.into_iter().map(|(_, job)| job).collect())
+}
+
 /// The order a claimed batch runs in (RETURNING has none of its own).
 #[derive(Clone, Copy)]
 pub(super) enum ClaimOrder {
@@ -109,64 +127,6 @@ pub(super) enum ClaimOrder {
     Priority,
     /// The fair claim's `turn` column: round-robin across companies.
     Turn,
-}
-
-/// Decodes claimed rows in claim order; rows that cannot be read are buried.
-pub(super) async fn decode_claims(
-    pool: &PgPool,
-    queue: &str,
-    rows: Vec<PgRow>,
-    order: ClaimOrder,
-) -> Result<Vec<ClaimedJob>, JobError> {
-    let mut claimed = Vec::with_capacity(rows.len());
-    let mut undecodable = Vec::new();
-    for row in rows {
-        let key = match order {
-            ClaimOrder::Priority => row.try_get::<i16, _>("priority").map(|p| -i64::from(p)),
-            ClaimOrder::Turn => row.try_get::<i64, _>("turn"),
-        };
-        match key
-            .map_err(JobError::from)
-            .and_then(|k| Ok((k, decode_claimed(&row, queue)?)))
-        {
-            Ok(job) => claimed.push(job),
-            Err(e) => {
-                let lease = (row.try_get("id"), row.try_get("lease"));
-                match lease {
-                    (Ok(job), Ok(token)) => undecodable.push((
-                        Lease {
-                            job: JobId(job),
-                            token,
-                        },
-                        e.to_string(),
-                    )),
-                    // Without its id and lease the row cannot be named; it stays `running`
-                    // without a heartbeat and is rescued.
-                    _ => tracing::error!(queue, error = %e, "claimed a job row without an id"),
-                }
-            }
-        }
-    }
-    bury_undecodable(pool, &undecodable).await?;
-    claimed.sort_by_key(|(key, job)| (*key, job.id));
-    Ok(claimed.into_iter().map(|(_, job)| job).collect())
-}
-
-pub(super) fn decode_claimed(row: &PgRow, queue: &str) -> Result<ClaimedJob, JobError> {
-    Ok(ClaimedJob {
-        id: JobId(row.try_get("id")?),
-        lease: row.try_get("lease")?,
-        queue: queue.to_string(),
-        kind: row.try_get("kind")?,
-        payload: row.try_get("payload")?,
-        attempt: row.try_get::<i32, _>("attempt")? as u32,
-        max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
-        timeout_ms: row
-            .try_get::<Option<i64>, _>("timeout_ms")?
-            .map(|t| t as u64),
-        progress: crate::progress::Progress::detached(),
-        trace_context: crate::store::trace_context(row),
-    })
 }
 
 /// Claimed rows that could not be read go to `dead` with the reason: no attempt would read

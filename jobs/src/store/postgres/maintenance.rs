@@ -2,6 +2,7 @@
 //! cancellation, and the decoding of a whole job row.
 
 use super::*;
+use crate::store::row::{QueueCount, stats_row};
 
 pub(super) async fn rescue(
     db: &PgDb,
@@ -65,10 +66,11 @@ pub(super) async fn notify_queues(
 }
 
 pub(super) async fn prune(
-    pool: &PgPool,
+    db: &PgDb,
     retention: &RetentionSettings,
     batch: u32,
 ) -> Result<u64, JobError> {
+    let pool = &db.pool;
     let mut deleted = 0;
     for (state, hours) in [
         ("done", retention.done_hours),
@@ -99,7 +101,9 @@ pub(super) async fn prune(
     Ok(deleted)
 }
 
-pub(super) async fn stats(pool: &PgPool) -> Result<Vec<QueueStats>, JobError> {
+/// Jobs per queue and state, with the age of the oldest due one (see [`stats_row`]).
+pub(super) async fn queue_counts(db: &PgDb) -> Result<Vec<QueueCount>, JobError> {
+    let pool = &db.pool;
     let rows = sqlx::query(
         "SELECT queue, state, count(*) AS n,
                 (EXTRACT(EPOCH FROM now() - min(run_at) FILTER (
@@ -109,31 +113,7 @@ pub(super) async fn stats(pool: &PgPool) -> Result<Vec<QueueStats>, JobError> {
     )
     .fetch_all(pool)
     .await?;
-    let mut decoded = Vec::with_capacity(rows.len());
-    for row in rows {
-        decoded.push((
-            row.try_get::<String, _>("queue")?,
-            parse_state(row.try_get("state")?)?,
-            row.try_get::<i64, _>("n")?,
-            row.try_get::<Option<i64>, _>("oldest_ms")?,
-        ));
-    }
-    let paused = sqlx::query(crate::store::console::PAUSED_QUEUES)
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(crate::store::console::pause_row)
-        .collect::<Result<_, _>>()?;
-    Ok(crate::store::group_stats(decoded, paused))
-}
-
-pub(super) async fn get(pool: &PgPool, id: JobId) -> Result<Option<Job>, JobError> {
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.0)
-        .fetch_optional(pool)
-        .await?;
-    row.as_ref().map(decode_job).transpose()
+    rows.iter().map(stats_row).collect()
 }
 
 /// Moves matching jobs to `available` now with attempts reset (operator retry).
@@ -168,7 +148,8 @@ pub(super) async fn retry(
     Ok(ids)
 }
 
-pub(super) async fn cancel(pool: &PgPool, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
+pub(super) async fn cancel(db: &PgDb, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
+    let pool = &db.pool;
     let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
     let result = sqlx::query(
         "UPDATE jobs SET state = 'cancelled', finished_at = now(), locked_by = NULL
@@ -201,68 +182,8 @@ pub(super) async fn cancel_for_erased(
     Ok(result.rows_affected())
 }
 
-pub(super) async fn next_due(
-    pool: &PgPool,
-    queue: &str,
-) -> Result<Option<DateTime<Utc>>, JobError> {
-    Ok(sqlx::query_scalar(
-        "SELECT min(run_at) FROM jobs
-         WHERE queue = $1 AND state IN ('scheduled', 'retrying')
-           AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = $1)",
-    )
-    .bind(queue)
-    .fetch_one(pool)
-    .await?)
-}
-
-pub(super) fn parse_state(s: String) -> Result<JobState, JobError> {
-    s.parse()
-        .map_err(|e: crate::state::UnknownState| JobError::Corrupt(e.to_string()))
-}
-
-pub(in crate::store) fn decode_job(row: &PgRow) -> Result<Job, JobError> {
-    let errors: serde_json::Value = row.try_get("errors")?;
-    let errors: Vec<AttemptError> = serde_json::from_value(errors)
-        .map_err(|e| JobError::Corrupt(format!("errors column: {e}")))?;
-    Ok(Job {
-        id: JobId(row.try_get("id")?),
-        queue: row.try_get("queue")?,
-        kind: row.try_get("kind")?,
-        payload: row.try_get("payload")?,
-        state: parse_state(row.try_get("state")?)?,
-        priority: row.try_get("priority")?,
-        attempt: row.try_get::<i32, _>("attempt")? as u32,
-        max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
-        timeout_ms: row
-            .try_get::<Option<i64>, _>("timeout_ms")?
-            .map(|t| t as u64),
-        unique_key: row.try_get("unique_key")?,
-        run_at: row.try_get("run_at")?,
-        created_at: row.try_get("created_at")?,
-        attempted_at: row.try_get("attempted_at")?,
-        heartbeat_at: row.try_get("heartbeat_at")?,
-        finished_at: row.try_get("finished_at")?,
-        locked_by: row.try_get("locked_by")?,
-        last_error: row.try_get("last_error")?,
-        errors,
-        progress: crate::store::stored_progress(
-            row.try_get::<Option<i16>, _>("progress")?.map(i64::from),
-            row.try_get("progress_note")?,
-        )?,
-    })
-}
-
-pub(super) async fn unfinished(pool: &PgPool, queue: &str) -> Result<i64, JobError> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM jobs
-         WHERE queue = $1 AND state IN ('scheduled', 'available', 'running', 'retrying')",
-    )
-    .bind(queue)
-    .fetch_one(pool)
-    .await?)
-}
-
-pub(super) async fn purge_queue(pool: &PgPool, queue: &str) -> Result<u64, JobError> {
+pub(super) async fn purge_queue(db: &PgDb, queue: &str) -> Result<u64, JobError> {
+    let pool = &db.pool;
     let count: i64 = sqlx::query_scalar(
         "WITH gone AS (DELETE FROM jobs WHERE queue = $1 RETURNING id),
               words AS (DELETE FROM job_search WHERE job_id IN (SELECT id FROM gone))
@@ -272,15 +193,4 @@ pub(super) async fn purge_queue(pool: &PgPool, queue: &str) -> Result<u64, JobEr
     .fetch_one(pool)
     .await?;
     Ok(count as u64)
-}
-
-pub(super) async fn has_unfinished(pool: &PgPool, queue: &str) -> Result<bool, JobError> {
-    // EXISTS stops at the first row the partial indexes find: cheap to poll.
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM jobs
-         WHERE queue = $1 AND state IN ('scheduled', 'available', 'running', 'retrying'))",
-    )
-    .bind(queue)
-    .fetch_one(pool)
-    .await?)
 }

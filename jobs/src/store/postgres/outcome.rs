@@ -128,18 +128,6 @@ pub(super) async fn record_failures(
     Ok(states)
 }
 
-pub(super) fn dead_job(row: &PgRow) -> Result<DeadJob, JobError> {
-    Ok(DeadJob {
-        id: JobId(row.try_get("id")?),
-        queue: row.try_get("queue")?,
-        kind: row.try_get("kind")?,
-        payload: row.try_get("payload")?,
-        error: row
-            .try_get::<Option<String>, _>("last_error")?
-            .unwrap_or_default(),
-    })
-}
-
 /// Runs `job`'s on-dead hook in a savepoint of `tx`.
 pub(super) async fn run_dead_hook(
     tx: &mut Transaction<'static, Postgres>,
@@ -153,7 +141,8 @@ pub(super) async fn run_dead_hook(
     crate::store::run_dead_hook(Tx::Postgres(savepoint), hooks, job).await
 }
 
-pub(super) async fn heartbeat(pool: &PgPool, leases: &[Lease]) -> Result<Vec<Lease>, JobError> {
+pub(super) async fn heartbeat(db: &PgDb, leases: &[Lease]) -> Result<Vec<Lease>, JobError> {
+    let pool = &db.engine_pool;
     let (ids, tokens) = lease_columns(leases.iter());
     let rows = sqlx::query(
         "UPDATE jobs j SET heartbeat_at = now()
@@ -165,62 +154,11 @@ pub(super) async fn heartbeat(pool: &PgPool, leases: &[Lease]) -> Result<Vec<Lea
     .bind(&tokens)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Lease {
-                job: JobId(r.try_get("id")?),
-                token: r.try_get("lease")?,
-            })
-        })
-        .collect()
+    rows.iter().map(crate::store::row::lease).collect()
 }
 
-pub(super) async fn set_progress(
-    pool: &PgPool,
-    lease: Lease,
-    progress: &JobProgress,
-) -> Result<bool, JobError> {
-    let result = sqlx::query(
-        "UPDATE jobs SET progress = $3, progress_note = $4
-         WHERE id = $1 AND lease = $2 AND state = 'running'",
-    )
-    .bind(lease.job.0)
-    .bind(lease.token)
-    .bind(i16::from(progress.percent.get()))
-    .bind(progress.note.as_deref())
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected() == 1)
-}
-
-pub(super) async fn progress_by_key(
-    pool: &PgPool,
-    unique_key: &str,
-) -> Result<Option<KeyedProgress>, JobError> {
-    let row =
-        sqlx::query("SELECT id, state, progress, progress_note FROM jobs WHERE unique_key = $1")
-            .bind(unique_key)
-            .fetch_optional(pool)
-            .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let percent = row.try_get::<Option<i16>, _>("progress")?;
-    Ok(Some(KeyedProgress {
-        id: JobId(row.try_get("id")?),
-        state: parse_state(row.try_get("state")?)?,
-        progress: crate::store::stored_progress(
-            percent.map(i64::from),
-            row.try_get("progress_note")?,
-        )?,
-    }))
-}
-
-pub(super) async fn release(
-    pool: &PgPool,
-    leases: &[Lease],
-    started: bool,
-) -> Result<u64, JobError> {
+pub(super) async fn release(db: &PgDb, leases: &[Lease], started: bool) -> Result<u64, JobError> {
+    let pool = &db.engine_pool;
     let (ids, tokens) = lease_columns(leases.iter());
     // A job that never started gives its attempt back; one interrupted mid-run keeps it and
     // says why, like a rescued job.

@@ -2,26 +2,41 @@
 //! what happens to a claimed row that cannot be read.
 
 use super::*;
+use crate::store::row::split_claims;
+
+/// The claim's `UPDATE` of the jobs the `$picked` query selects (`?1` is now, `?2` the
+/// worker), returning what a claimed job is decoded from and the columns `$more` names.
+macro_rules! claim_update {
+    ($picked:literal, $more:literal) => {
+        concat!(
+            "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease = lease + 1,
+                             attempted_at = ?1, heartbeat_at = ?1, locked_by = ?2,
+                             progress = NULL, progress_note = NULL
+             WHERE id IN (",
+            $picked,
+            ")
+             RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority,
+                       trace_context",
+            $more
+        )
+    };
+}
 
 pub(super) async fn claim(
-    pool: &SqlitePool,
+    db: &SqliteDb,
     queue: &str,
     worker: &str,
     limit: usize,
 ) -> Result<Vec<ClaimedJob>, JobError> {
+    let pool = &db.pool;
     let now = now_us();
-    let rows = sqlx::query(
-        "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease = lease + 1,
-                         attempted_at = ?1, heartbeat_at = ?1, locked_by = ?2,
-                         progress = NULL, progress_note = NULL
-         WHERE id IN (
-            SELECT id FROM jobs
-            WHERE queue = ?3 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
-              AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?3)
-            ORDER BY priority DESC, run_at, id LIMIT ?4)
-         RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority,
-                   trace_context",
-    )
+    let rows = sqlx::query(claim_update!(
+        "SELECT id FROM jobs
+         WHERE queue = ?3 AND state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
+           AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?3)
+         ORDER BY priority DESC, run_at, id LIMIT ?4",
+        ""
+    ))
     .bind(now)
     .bind(worker)
     .bind(queue)
@@ -29,8 +44,8 @@ pub(super) async fn claim(
     .fetch_all(pool)
     .await?;
     let mut claimed = decode_claims(pool, queue, rows).await?;
-    claimed.sort_by_key(|c| (-c.priority, c.job.id));
-    Ok(claimed.into_iter().map(|c| c.job).collect())
+    claimed.sort_by_key(|(priority, job)| (-priority, job.id));
+    Ok(claimed.into_iter().map(|(_, job)| job).collect())
 }
 
 /// The fair claim (see [`crate::store::JobStore::claim_fair`]): every due job of the queue ranked
@@ -38,34 +53,30 @@ pub(super) async fn claim(
 /// company's running jobs (the Postgres claim explains why). SQLite has one
 /// writer, so the counts cannot go stale before the update.
 pub(super) async fn claim_fair(
-    pool: &SqlitePool,
+    db: &SqliteDb,
     queue: &str,
     worker: &str,
     limit: usize,
     cap: Option<usize>,
 ) -> Result<Vec<ClaimedJob>, JobError> {
+    let pool = &db.pool;
     let now = now_us();
-    let rows = sqlx::query(
-        "UPDATE jobs SET state = 'running', attempt = attempt + 1, lease = lease + 1,
-                         attempted_at = ?1, heartbeat_at = ?1, locked_by = ?2,
-                         progress = NULL, progress_note = NULL
-         WHERE id IN (
-            SELECT id FROM (
-                SELECT w.id, w.priority, w.run_at,
-                       row_number() OVER (PARTITION BY w.tenant_key
-                                          ORDER BY w.priority DESC, w.run_at, w.id) AS rank,
-                       (SELECT count(*) FROM jobs r
-                        WHERE r.state = 'running' AND r.queue = ?3
-                          AND r.tenant_key = w.tenant_key) AS held
-                FROM jobs w
-                WHERE w.queue = ?3 AND w.state IN ('available', 'scheduled', 'retrying')
-                  AND w.run_at <= ?1
-                  AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?3))
-            WHERE rank + held <= ?5
-            ORDER BY rank + held, priority DESC, run_at, id LIMIT ?4)
-         RETURNING id, lease, kind, payload, attempt, max_attempts, timeout_ms, priority,
-                   trace_context, tenant_key, run_at",
-    )
+    let rows = sqlx::query(claim_update!(
+        "SELECT id FROM (
+             SELECT w.id, w.priority, w.run_at,
+                    row_number() OVER (PARTITION BY w.tenant_key
+                                       ORDER BY w.priority DESC, w.run_at, w.id) AS rank,
+                    (SELECT count(*) FROM jobs r
+                     WHERE r.state = 'running' AND r.queue = ?3
+                       AND r.tenant_key = w.tenant_key) AS held
+             FROM jobs w
+             WHERE w.queue = ?3 AND w.state IN ('available', 'scheduled', 'retrying')
+               AND w.run_at <= ?1
+               AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?3))
+         WHERE rank + held <= ?5
+         ORDER BY rank + held, priority DESC, run_at, id LIMIT ?4",
+        ", tenant_key, run_at"
+    ))
     .bind(now)
     .bind(worker)
     .bind(queue)
@@ -83,69 +94,25 @@ pub(super) async fn claim_fair(
         })
         .collect();
     let claimed = decode_claims(pool, queue, rows).await?;
-    Ok(crate::store::round_robin(claimed, |c| {
-        let (company, run_at) = companies.get(&c.job.id.0).cloned().unwrap_or_default();
-        (company, (-c.priority, run_at, c.job.id.0))
+    Ok(crate::store::round_robin(claimed, |(priority, job)| {
+        let (company, run_at) = companies.get(&job.id.0).cloned().unwrap_or_default();
+        (company, (-priority, run_at, job.id.0))
     })
     .into_iter()
-    .map(|c| c.job)
+    .map(|(_, job)| job)
     .collect())
 }
 
-/// A claimed job with the priority it was claimed by.
-pub(super) struct Claimed {
-    priority: i64,
-    job: ClaimedJob,
-}
-
-/// Decodes claimed rows; rows that cannot be read are buried.
-pub(super) async fn decode_claims(
+/// Decodes claimed rows, each with the priority it was claimed by; rows that cannot be read
+/// are buried.
+async fn decode_claims(
     pool: &SqlitePool,
     queue: &str,
     rows: Vec<SqliteRow>,
-) -> Result<Vec<Claimed>, JobError> {
-    let mut claimed = Vec::with_capacity(rows.len());
-    let mut undecodable = Vec::new();
-    for row in rows {
-        match decode_claimed(&row, queue) {
-            Ok((priority, job)) => claimed.push(Claimed { priority, job }),
-            Err(e) => match (row.try_get("id"), row.try_get("lease")) {
-                (Ok(job), Ok(token)) => undecodable.push((
-                    Lease {
-                        job: JobId(job),
-                        token,
-                    },
-                    e.to_string(),
-                )),
-                // Without its id and lease the row cannot be named; it stays `running`
-                // without a heartbeat and is rescued.
-                _ => tracing::error!(queue, error = %e, "claimed a job row without an id"),
-            },
-        }
-    }
+) -> Result<Vec<(i64, ClaimedJob)>, JobError> {
+    let (claimed, undecodable) = split_claims(rows, queue, |row| row.read("priority"));
     bury_undecodable(pool, &undecodable).await?;
     Ok(claimed)
-}
-
-pub(super) fn decode_claimed(row: &SqliteRow, queue: &str) -> Result<(i64, ClaimedJob), JobError> {
-    let payload: String = row.try_get("payload")?;
-    Ok((
-        row.try_get::<i64, _>("priority")?,
-        ClaimedJob {
-            id: JobId(row.try_get("id")?),
-            lease: row.try_get("lease")?,
-            queue: queue.to_string(),
-            kind: row.try_get("kind")?,
-            payload: serde_json::from_str(&payload)?,
-            attempt: row.try_get::<i64, _>("attempt")? as u32,
-            max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-            timeout_ms: row
-                .try_get::<Option<i64>, _>("timeout_ms")?
-                .map(|t| t as u64),
-            progress: crate::progress::Progress::detached(),
-            trace_context: crate::store::trace_context(row),
-        },
-    ))
 }
 
 /// Claimed rows that could not be read go to `dead` with the reason: no attempt would read

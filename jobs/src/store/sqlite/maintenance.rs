@@ -2,6 +2,7 @@
 //! cancellation, and the decoding of a whole job row.
 
 use super::*;
+use crate::store::row::{QueueCount, stats_row};
 
 pub(super) async fn rescue(
     db: &SqliteDb,
@@ -60,10 +61,11 @@ pub(super) async fn rescue(
 }
 
 pub(super) async fn prune(
-    pool: &SqlitePool,
+    db: &SqliteDb,
     retention: &RetentionSettings,
     batch: u32,
 ) -> Result<u64, JobError> {
+    let pool = &db.pool;
     let now = now_us();
     let mut deleted = 0;
     for (state, hours) in [
@@ -89,7 +91,9 @@ pub(super) async fn prune(
     Ok(deleted)
 }
 
-pub(super) async fn stats(pool: &SqlitePool) -> Result<Vec<QueueStats>, JobError> {
+/// Jobs per queue and state, with the age of the oldest due one (see [`stats_row`]).
+pub(super) async fn queue_counts(db: &SqliteDb) -> Result<Vec<QueueCount>, JobError> {
+    let pool = &db.pool;
     let rows = sqlx::query(
         "SELECT queue, state, count(*) AS n,
                 (?1 - min(CASE WHEN state IN ('available', 'scheduled', 'retrying') AND run_at <= ?1
@@ -99,31 +103,7 @@ pub(super) async fn stats(pool: &SqlitePool) -> Result<Vec<QueueStats>, JobError
     .bind(now_us())
     .fetch_all(pool)
     .await?;
-    let mut decoded = Vec::with_capacity(rows.len());
-    for row in rows {
-        decoded.push((
-            row.try_get::<String, _>("queue")?,
-            parse_state(row.try_get("state")?)?,
-            row.try_get::<i64, _>("n")?,
-            row.try_get::<Option<i64>, _>("oldest_ms")?,
-        ));
-    }
-    let paused = sqlx::query(crate::store::console::PAUSED_QUEUES)
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(crate::store::console::pause_row)
-        .collect::<Result<_, _>>()?;
-    Ok(crate::store::group_stats(decoded, paused))
-}
-
-pub(super) async fn get(pool: &SqlitePool, id: JobId) -> Result<Option<Job>, JobError> {
-    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.0)
-        .fetch_optional(pool)
-        .await?;
-    row.as_ref().map(decode_job).transpose()
+    rows.iter().map(stats_row).collect()
 }
 
 pub(super) async fn retry(
@@ -161,11 +141,8 @@ pub(super) async fn retry(
     Ok(ids)
 }
 
-pub(super) async fn cancel(
-    pool: &SqlitePool,
-    id: JobId,
-    from: &[JobState],
-) -> Result<bool, JobError> {
+pub(super) async fn cancel(db: &SqliteDb, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
+    let pool = &db.pool;
     let from = serde_json::to_string(&from.iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
     let result = sqlx::query(
         "UPDATE jobs SET state = 'cancelled', finished_at = ?1, locked_by = NULL
@@ -200,87 +177,11 @@ pub(super) async fn cancel_for_erased(
     Ok(result.rows_affected())
 }
 
-pub(super) async fn next_due(
-    pool: &SqlitePool,
-    queue: &str,
-) -> Result<Option<DateTime<Utc>>, JobError> {
-    let us: Option<i64> = sqlx::query_scalar(
-        "SELECT min(run_at) FROM jobs
-         WHERE queue = ?1 AND state IN ('scheduled', 'retrying')
-           AND NOT EXISTS (SELECT 1 FROM queue_pauses WHERE queue = ?1)",
-    )
-    .bind(queue)
-    .fetch_one(pool)
-    .await?;
-    us.map(to_time).transpose()
-}
-
-pub(super) fn parse_state(s: String) -> Result<JobState, JobError> {
-    s.parse()
-        .map_err(|e: crate::state::UnknownState| JobError::Corrupt(e.to_string()))
-}
-
-pub(in crate::store) fn decode_job(row: &SqliteRow) -> Result<Job, JobError> {
-    let payload: String = row.try_get("payload")?;
-    let errors: String = row.try_get("errors")?;
-    let errors: Vec<AttemptError> = serde_json::from_str(&errors)
-        .map_err(|e| JobError::Corrupt(format!("errors column: {e}")))?;
-    let opt_time = |col: &str| -> Result<Option<DateTime<Utc>>, JobError> {
-        row.try_get::<Option<i64>, _>(col)?.map(to_time).transpose()
-    };
-    Ok(Job {
-        id: JobId(row.try_get("id")?),
-        queue: row.try_get("queue")?,
-        kind: row.try_get("kind")?,
-        payload: serde_json::from_str(&payload)?,
-        state: parse_state(row.try_get("state")?)?,
-        priority: row.try_get::<i64, _>("priority")? as i16,
-        attempt: row.try_get::<i64, _>("attempt")? as u32,
-        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-        timeout_ms: row
-            .try_get::<Option<i64>, _>("timeout_ms")?
-            .map(|t| t as u64),
-        unique_key: row.try_get("unique_key")?,
-        run_at: to_time(row.try_get("run_at")?)?,
-        created_at: to_time(row.try_get("created_at")?)?,
-        attempted_at: opt_time("attempted_at")?,
-        heartbeat_at: opt_time("heartbeat_at")?,
-        finished_at: opt_time("finished_at")?,
-        locked_by: row.try_get("locked_by")?,
-        last_error: row.try_get("last_error")?,
-        errors,
-        progress: crate::store::stored_progress(
-            row.try_get("progress")?,
-            row.try_get("progress_note")?,
-        )?,
-    })
-}
-
-pub(super) async fn unfinished(pool: &SqlitePool, queue: &str) -> Result<i64, JobError> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM jobs
-         WHERE queue = ? AND state IN ('scheduled', 'available', 'running', 'retrying')",
-    )
-    .bind(queue)
-    .fetch_one(pool)
-    .await?)
-}
-
-pub(super) async fn purge_queue(pool: &SqlitePool, queue: &str) -> Result<u64, JobError> {
+pub(super) async fn purge_queue(db: &SqliteDb, queue: &str) -> Result<u64, JobError> {
+    let pool = &db.pool;
     let result = sqlx::query("DELETE FROM jobs WHERE queue = ?")
         .bind(queue)
         .execute(pool)
         .await?;
     Ok(result.rows_affected())
-}
-
-pub(super) async fn has_unfinished(pool: &SqlitePool, queue: &str) -> Result<bool, JobError> {
-    // EXISTS stops at the first row the partial indexes find: cheap to poll.
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM jobs
-         WHERE queue = ? AND state IN ('scheduled', 'available', 'running', 'retrying'))",
-    )
-    .bind(queue)
-    .fetch_one(pool)
-    .await?)
 }

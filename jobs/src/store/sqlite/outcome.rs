@@ -94,19 +94,6 @@ pub(super) async fn complete(
     Ok(finished)
 }
 
-pub(super) fn dead_job(row: &SqliteRow) -> Result<DeadJob, JobError> {
-    let payload: String = row.try_get("payload")?;
-    Ok(DeadJob {
-        id: JobId(row.try_get("id")?),
-        queue: row.try_get("queue")?,
-        kind: row.try_get("kind")?,
-        payload: serde_json::from_str(&payload)?,
-        error: row
-            .try_get::<Option<String>, _>("last_error")?
-            .unwrap_or_default(),
-    })
-}
-
 /// Runs `job`'s on-dead hook in a savepoint of `tx`.
 pub(super) async fn run_dead_hook(
     db: &SqliteDb,
@@ -125,7 +112,8 @@ pub(super) async fn run_dead_hook(
     crate::store::run_dead_hook(savepoint, hooks, job).await
 }
 
-pub(super) async fn heartbeat(pool: &SqlitePool, leases: &[Lease]) -> Result<Vec<Lease>, JobError> {
+pub(super) async fn heartbeat(db: &SqliteDb, leases: &[Lease]) -> Result<Vec<Lease>, JobError> {
+    let pool = &db.pool;
     let pairs: Vec<[i64; 2]> = leases.iter().map(|l| [l.job.0, l.token]).collect();
     let rows = sqlx::query(
         "UPDATE jobs SET heartbeat_at = ?1
@@ -137,54 +125,7 @@ pub(super) async fn heartbeat(pool: &SqlitePool, leases: &[Lease]) -> Result<Vec
     .bind(serde_json::to_string(&pairs)?)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Lease {
-                job: JobId(r.try_get("id")?),
-                token: r.try_get("lease")?,
-            })
-        })
-        .collect()
-}
-
-pub(super) async fn set_progress(
-    pool: &SqlitePool,
-    lease: Lease,
-    progress: &JobProgress,
-) -> Result<bool, JobError> {
-    let result = sqlx::query(
-        "UPDATE jobs SET progress = ?3, progress_note = ?4
-         WHERE id = ?1 AND lease = ?2 AND state = 'running'",
-    )
-    .bind(lease.job.0)
-    .bind(lease.token)
-    .bind(i64::from(progress.percent.get()))
-    .bind(progress.note.as_deref())
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected() == 1)
-}
-
-pub(super) async fn progress_by_key(
-    pool: &SqlitePool,
-    unique_key: &str,
-) -> Result<Option<KeyedProgress>, JobError> {
-    let row =
-        sqlx::query("SELECT id, state, progress, progress_note FROM jobs WHERE unique_key = ?")
-            .bind(unique_key)
-            .fetch_optional(pool)
-            .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    Ok(Some(KeyedProgress {
-        id: JobId(row.try_get("id")?),
-        state: parse_state(row.try_get("state")?)?,
-        progress: crate::store::stored_progress(
-            row.try_get("progress")?,
-            row.try_get("progress_note")?,
-        )?,
-    }))
+    rows.iter().map(crate::store::row::lease).collect()
 }
 
 pub(super) async fn release(

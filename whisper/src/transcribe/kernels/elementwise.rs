@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::cpu::{has_avx2, has_avx512};
-use super::math::{erf, exp};
+use super::math::{dot_lanes, erf, exp, lane_sum};
 
 #[inline(always)]
 fn gelu_generic(x: &mut [f32]) {
@@ -15,8 +15,7 @@ fn gelu_generic(x: &mut [f32]) {
 }
 
 /// Lanes of the softmax's reductions: independent accumulators, so the compiler can keep them
-/// in vector registers (an `f32` sum in one accumulator has to be added in order, which keeps
-/// the whole loop, `exp` included, scalar).
+/// in vector registers (see [`lane_sum`]).
 const LANES: usize = 16;
 
 #[inline(always)]
@@ -37,46 +36,16 @@ fn max_generic(x: &[f32]) -> f32 {
 
 #[inline(always)]
 fn sum_generic(x: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for i in 0..LANES {
-            lanes[i] += c[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
+    lane_sum::<LANES, _>(chunks, tail, |c, i| c[i])
 }
 
 #[inline(always)]
 fn sum_exp_generic(x: &[f32], shift: f32) -> f32 {
-    let mut lanes = [0.0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail: f32 = chunks.remainder().iter().map(|v| exp(v - shift)).sum();
-    for c in chunks {
-        for i in 0..LANES {
-            lanes[i] += exp(c[i] - shift);
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-#[inline(always)]
-fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    let (chunks_a, chunks_b) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = chunks_a
-        .remainder()
-        .iter()
-        .zip(chunks_b.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in chunks_a.zip(chunks_b) {
-        for i in 0..LANES {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
+    lane_sum::<LANES, _>(chunks, tail, |c, i| exp(c[i] - shift))
 }
 
 /// One head of one query attending over `n = scores.len()` frames whose keys and values are
@@ -101,7 +70,7 @@ fn attend_transposed_generic(
     }
     softmax_generic(scores);
     for (o, v) in out.iter_mut().zip(values_t.chunks_exact(n)) {
-        *o = dot_generic(scores, v);
+        *o = dot_lanes::<LANES>(scores, v);
     }
 }
 
@@ -117,107 +86,78 @@ fn softmax_generic(x: &mut [f32]) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx2_elementwise {
-    // The same loops compiled for AVX2 + FMA, chosen at run time.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn gelu(x: &mut [f32]) {
-        super::gelu_generic(x);
-    }
+/// The loops above compiled for the instruction sets `$features`, in module `$name`; only
+/// callable where the CPU has them (checked at run time by [`dispatch!`]).
+macro_rules! compiled_for {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $name {
+            #[target_feature(enable = $features)]
+            pub(super) fn gelu(x: &mut [f32]) {
+                super::gelu_generic(x);
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn softmax(x: &mut [f32]) {
-        super::softmax_generic(x);
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn softmax(x: &mut [f32]) {
+                super::softmax_generic(x);
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn attend_transposed(
-        query: &[f32],
-        keys_t: &[f32],
-        values_t: &[f32],
-        scale: f32,
-        scores: &mut [f32],
-        out: &mut [f32],
-    ) {
-        super::attend_transposed_generic(query, keys_t, values_t, scale, scores, out);
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn attend_transposed(
+                query: &[f32],
+                keys_t: &[f32],
+                values_t: &[f32],
+                scale: f32,
+                scores: &mut [f32],
+                out: &mut [f32],
+            ) {
+                super::attend_transposed_generic(query, keys_t, values_t, scale, scores, out);
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn max(x: &[f32]) -> f32 {
-        super::max_generic(x)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn max(x: &[f32]) -> f32 {
+                super::max_generic(x)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn sum_exp(x: &[f32], shift: f32) -> f32 {
-        super::sum_exp_generic(x, shift)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn sum_exp(x: &[f32], shift: f32) -> f32 {
+                super::sum_exp_generic(x, shift)
+            }
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-mod avx512_elementwise {
-    // The same loops compiled for AVX-512, sixteen values to a register.
-    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    pub(super) fn gelu(x: &mut [f32]) {
-        super::gelu_generic(x);
-    }
+// Sixteen values to a register.
+compiled_for!(avx512_elementwise, "avx512f,avx512dq,avx2,fma");
+compiled_for!(avx2_elementwise, "avx2,fma");
 
-    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    pub(super) fn softmax(x: &mut [f32]) {
-        super::softmax_generic(x);
-    }
-
-    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    pub(super) fn attend_transposed(
-        query: &[f32],
-        keys_t: &[f32],
-        values_t: &[f32],
-        scale: f32,
-        scores: &mut [f32],
-        out: &mut [f32],
-    ) {
-        super::attend_transposed_generic(query, keys_t, values_t, scale, scores, out);
-    }
-
-    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    pub(super) fn max(x: &[f32]) -> f32 {
-        super::max_generic(x)
-    }
-
-    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-    pub(super) fn sum_exp(x: &[f32], shift: f32) -> f32 {
-        super::sum_exp_generic(x, shift)
-    }
+/// Runs `$kernel` of the widest compiled variant the CPU has (AVX-512, then AVX2), else the
+/// portable `$generic`, on the same arguments.
+macro_rules! dispatch {
+    ($kernel:ident, $generic:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        if has_avx512() {
+            // SAFETY: the CPU has AVX-512 F and DQ, AVX2 and FMA (checked just above).
+            return unsafe { avx512_elementwise::$kernel($($arg),*) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return unsafe { avx2_elementwise::$kernel($($arg),*) };
+        }
+        $generic($($arg),*)
+    }};
 }
 
 /// The exact GELU, `x·Φ(x)` with the error function: the activation Whisper was trained with
 /// (not the tanh approximation).
 pub fn gelu_in_place(x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: the CPU has AVX-512 F and DQ, AVX2 and FMA (checked just above).
-        return unsafe { avx512_elementwise::gelu(x) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { avx2_elementwise::gelu(x) };
-    }
-    gelu_generic(x);
+    dispatch!(gelu, gelu_generic(x))
 }
 
 /// Softmax in place, stable (the maximum is subtracted first).
 pub fn softmax_in_place(x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: the CPU has AVX-512 F and DQ, AVX2 and FMA (checked just above).
-        return unsafe { avx512_elementwise::softmax(x) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { avx2_elementwise::softmax(x) };
-    }
-    softmax_generic(x);
+    dispatch!(softmax, softmax_generic(x))
 }
 
 /// Softmax-weighted attention of one head's `query` over `scores.len()` frames with keys and
@@ -233,52 +173,21 @@ pub fn attend_transposed(
 ) {
     debug_assert!(keys_t.len() >= query.len() * scores.len());
     debug_assert!(values_t.len() >= out.len() * scores.len());
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: the CPU has AVX-512 F and DQ, AVX2 and FMA (checked just above).
-        return unsafe {
-            avx512_elementwise::attend_transposed(query, keys_t, values_t, scale, scores, out)
-        };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe {
-            avx2_elementwise::attend_transposed(query, keys_t, values_t, scale, scores, out)
-        };
-    }
-    attend_transposed_generic(query, keys_t, values_t, scale, scores, out);
+    dispatch!(
+        attend_transposed,
+        attend_transposed_generic(query, keys_t, values_t, scale, scores, out)
+    )
 }
 
 /// The largest value of `x` (−∞ when empty).
 pub fn max(x: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: the CPU has AVX-512 F and DQ, AVX2 and FMA (checked just above).
-        return unsafe { avx512_elementwise::max(x) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { avx2_elementwise::max(x) };
-    }
-    max_generic(x)
+    dispatch!(max, max_generic(x))
 }
 
 /// `Σ exp(v − shift)` over `x`, with [`exp`]: the log-sum-exp of 51,864 logits a decoder step
 /// needs, without a libm call per value.
 pub fn sum_exp(x: &[f32], shift: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: the CPU has AVX-512 F and DQ, AVX2 and FMA (checked just above).
-        return unsafe { avx512_elementwise::sum_exp(x, shift) };
-    }
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
-        return unsafe { avx2_elementwise::sum_exp(x, shift) };
-    }
-    sum_exp_generic(x, shift)
+    dispatch!(sum_exp, sum_exp_generic(x, shift))
 }
 
 /// [`gelu_in_place`] over a large buffer, shared out over rayon's threads.

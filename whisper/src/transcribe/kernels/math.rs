@@ -3,18 +3,36 @@
 
 /// `a · b` in `f32`, with eight independent accumulators so the compiler can vectorise it.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let chunks_a = a.chunks_exact(8);
-    let chunks_b = b.chunks_exact(8);
+    dot_lanes::<8>(a, b)
+}
+
+/// `a · b` in `f32` with `N` independent accumulators (see [`lane_sum`]).
+#[inline(always)]
+pub(super) fn dot_lanes<const N: usize>(a: &[f32], b: &[f32]) -> f32 {
+    let (chunks_a, chunks_b) = (a.chunks_exact(N), b.chunks_exact(N));
     let tail: f32 = chunks_a
         .remainder()
         .iter()
         .zip(chunks_b.remainder())
         .map(|(x, y)| x * y)
         .sum();
-    for (x, y) in chunks_a.zip(chunks_b) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
+    lane_sum::<N, _>(chunks_a.zip(chunks_b), tail, |(x, y), i| x[i] * y[i])
+}
+
+/// The sum of `term(chunk, i)` over `chunks` of `N` values and `i < N`, plus `tail` (the sum
+/// over what is left after the whole chunks), added in `N` independent accumulators so that
+/// the compiler can keep them in vector registers (an `f32` sum in one accumulator has to be
+/// added in order, which keeps the whole loop scalar).
+#[inline(always)]
+pub(super) fn lane_sum<const N: usize, C>(
+    chunks: impl Iterator<Item = C>,
+    tail: f32,
+    term: impl Fn(&C, usize) -> f32,
+) -> f32 {
+    let mut lanes = [0.0f32; N];
+    for c in chunks {
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            *lane += term(&c, i);
         }
     }
     lanes.iter().sum::<f32>() + tail

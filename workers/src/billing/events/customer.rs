@@ -5,12 +5,12 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use voxline_domain::audit::{self, AuditEntry};
+use voxline_domain::audit;
 use voxline_domain::billing::{self, StoredEvent};
 use voxline_domain::db::Scope;
 use voxline_jobs::HandlerError;
 
-use super::{ACTOR, ACTOR_ROLE, Outcome, db_error};
+use super::{Outcome, audit_entry, db_error};
 use crate::billing::{BillingWorker, IdOrObject, company_in};
 
 impl BillingWorker {
@@ -81,14 +81,12 @@ impl BillingWorker {
         if linked.created {
             audit::append(
                 &self.db,
-                &AuditEntry {
-                    actor: ACTOR,
-                    actor_role: ACTOR_ROLE,
-                    company_id: Some(&linked.company_id),
-                    action: "billing.customer_linked",
-                    target: customer,
-                    details: json!({ "event_id": event_id, "source": source }),
-                },
+                &audit_entry(
+                    &linked.company_id,
+                    "billing.customer_linked",
+                    customer,
+                    json!({ "event_id": event_id, "source": source }),
+                ),
             )
             .await
             .map_err(db_error)?;
@@ -159,14 +157,7 @@ impl BillingWorker {
         };
         billing::audit(
             &mut tx,
-            &AuditEntry {
-                actor: ACTOR,
-                actor_role: ACTOR_ROLE,
-                company_id: Some(&company),
-                action: "billing.checkout_completed",
-                target: customer,
-                details,
-            },
+            &audit_entry(&company, "billing.checkout_completed", customer, details),
         )
         .await
         .map_err(db_error)?;

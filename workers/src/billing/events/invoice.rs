@@ -5,14 +5,13 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use voxline_domain::audit::AuditEntry;
 use voxline_domain::billing::{self, StoredEvent};
 use voxline_domain::db::Scope;
 use voxline_jobs::HandlerError;
 use voxline_jobs::payloads::{EmailMessage, PaymentActionRequired, PaymentFailed};
 
 use super::format::money;
-use super::{ACTOR, ACTOR_ROLE, Outcome, db_error};
+use super::{Outcome, audit_entry, db_error};
 use crate::billing::{BillingWorker, IdOrObject, company_in};
 
 impl BillingWorker {
@@ -147,14 +146,7 @@ impl BillingWorker {
         }
         billing::audit(
             &mut tx,
-            &AuditEntry {
-                actor: ACTOR,
-                actor_role: ACTOR_ROLE,
-                company_id: Some(&company),
-                action,
-                target: &invoice.id,
-                details,
-            },
+            &audit_entry(&company, action, &invoice.id, details),
         )
         .await
         .map_err(db_error)?;

@@ -34,6 +34,7 @@ mod subscription;
 pub use format::money;
 
 use serde_json::Value;
+use voxline_domain::audit::AuditEntry;
 use voxline_domain::billing::{
     self, EVENT_APPLIED, EVENT_PENDING, EVENT_SKIPPED, StoredEvent, StripeEventJob,
 };
@@ -46,6 +47,23 @@ use super::BillingWorker;
 
 const ACTOR: &str = "stripe";
 const ACTOR_ROLE: &str = "webhook";
+
+/// The audit entry of `action`, done by a Stripe event to `target` of `company`.
+fn audit_entry<'a>(
+    company: &'a str,
+    action: &'a str,
+    target: &'a str,
+    details: Value,
+) -> AuditEntry<'a> {
+    AuditEntry {
+        actor: ACTOR,
+        actor_role: ACTOR_ROLE,
+        company_id: Some(company),
+        action,
+        target,
+        details,
+    }
+}
 
 fn db_error(e: DbError) -> HandlerError {
     HandlerError::retry(e.to_string())

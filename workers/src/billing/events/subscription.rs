@@ -4,7 +4,6 @@
 
 use serde_json::{Value, json};
 use voxline_domain::Tx;
-use voxline_domain::audit::AuditEntry;
 use voxline_domain::billing::{
     self, Decision, EVENT_APPLIED, Source, Stamp, StoredEvent, SubscriptionRow, SubscriptionState,
 };
@@ -13,7 +12,7 @@ use voxline_jobs::HandlerError;
 use voxline_jobs::payloads::{EmailMessage, SubscriptionCancelled, TrialEnding};
 
 use super::format::day;
-use super::{ACTOR, ACTOR_ROLE, Outcome, db_error};
+use super::{Outcome, audit_entry, db_error};
 use crate::billing::{BillingWorker, StripeSubscription};
 
 impl BillingWorker {
@@ -165,19 +164,17 @@ impl BillingWorker {
         };
         billing::audit(
             tx,
-            &AuditEntry {
-                actor: ACTOR,
-                actor_role: ACTOR_ROLE,
-                company_id: Some(company),
+            &audit_entry(
+                company,
                 action,
-                target: &after.id,
-                details: json!({
+                &after.id,
+                json!({
                     "event_id": event.id,
                     "event_type": event.event_type,
                     "before": before.map(|b| &b.state),
                     "after": after,
                 }),
-            },
+            ),
         )
         .await
         .map_err(db_error)
