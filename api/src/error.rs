@@ -24,7 +24,7 @@ use utoipa::ToSchema;
 pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
 
 /// Why a request was refused or failed.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Machine-readable, stable: e.g. `invalid_field`, `unauthorized`, `not_found`,
     /// `rate_limited`, `database_unavailable`.
@@ -44,7 +44,7 @@ pub struct ErrorResponse {
     pub error: ErrorBody,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorBody,

@@ -15,10 +15,12 @@
 //!
 //! A batch whose transaction fails is written again one submission per transaction, so one
 //! bad submission costs the others nothing but the retry; nothing of a failed transaction was
-//! written, so none is written twice.
+//! written, so none is written twice. When the database is unreachable (503) every submission
+//! of the batch gets that answer at once.
 
 use std::sync::Arc;
 
+use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -138,7 +140,7 @@ impl IntakeWriter {
 
 fn stopped() -> ApiError {
     ApiError::new(
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        StatusCode::SERVICE_UNAVAILABLE,
         "shutting_down",
         "the server is shutting down; retry shortly",
     )
@@ -173,6 +175,11 @@ async fn write_batch(deps: &Deps, batch: Vec<Item>) {
     } else {
         match write_together(deps, &pending).await {
             Ok(answers) => answers,
+            // An unreachable database refuses each one alike: trying them one by one would
+            // only knock on it again.
+            Err(e) if e.status == StatusCode::SERVICE_UNAVAILABLE => {
+                pending.iter().map(|_| Err(e.clone())).collect()
+            }
             Err(e) => {
                 tracing::warn!(status = %e.status, code = e.body.code, submissions = pending.len(),
                     "a group commit failed; writing its submissions one per transaction");

@@ -25,9 +25,11 @@ pub(crate) fn now_us() -> i64 {
     Utc::now().timestamp_micros()
 }
 
-/// A time SQLite stored (microseconds since the epoch).
-pub(crate) fn time(us: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(us).unwrap_or_default()
+/// A time SQLite stored (microseconds since the epoch). One outside chrono's range is a
+/// corrupt row, and an error, as in the job store: not silently the epoch.
+pub(crate) fn time(us: i64) -> Result<DateTime<Utc>, sqlx::Error> {
+    DateTime::from_timestamp_micros(us)
+        .ok_or_else(|| sqlx::Error::Decode(format!("stored time {us} is out of range").into()))
 }
 
 /// A value bound to a statement, encoded as each database stores it.
@@ -351,10 +353,12 @@ impl Columns for SqliteRow {
         self.try_get(column)
     }
     fn time(&self, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
-        self.try_get(column).map(time)
+        time(self.try_get(column)?)
     }
     fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-        Ok(self.try_get::<Option<i64>, _>(column)?.map(time))
+        self.try_get::<Option<i64>, _>(column)?
+            .map(time)
+            .transpose()
     }
     fn json(&self, column: &str) -> Result<Value, sqlx::Error> {
         let text: String = self.try_get(column)?;
@@ -369,4 +373,18 @@ pub(crate) fn text_column<'a, T>(
     field: impl Fn(&'a T) -> Option<&'a str>,
 ) -> Vec<Option<&'a str>> {
     rows.iter().map(field).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_time_out_of_range_is_an_error_not_the_epoch() {
+        assert!(time(i64::MAX).is_err());
+        assert_eq!(
+            time(1_500_000).ok(),
+            DateTime::from_timestamp(1, 500_000_000)
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! The audit log on SQLite: times as microseconds, details as JSON text.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
 
 use super::{AuditEntry, AuditFilter, AuditRecord, AuditStore, AuditWrites, list_sql};
@@ -47,7 +47,7 @@ impl AuditStore for SqliteDb {
                 let details: String = r.try_get("details")?;
                 Ok(AuditRecord {
                     id: r.try_get("id")?,
-                    at: DateTime::from_timestamp_micros(at).unwrap_or_default(),
+                    at: crate::portable::time(at)?,
                     actor: r.try_get("actor")?,
                     actor_role: r.try_get("actor_role")?,
                     company_id: r.try_get("company_id")?,
