@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 use voxline_domain::billing::{self, Denial, PlanChoice, QuotaError};
-use voxline_domain::{Tx, usage};
+use voxline_domain::usage;
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -20,21 +20,12 @@ use crate::error::ApiError;
 /// `quota_exceeded` with `Retry-After` (until the day or month resets) over a limit. The error's
 /// `field` names the limit (`subscription`, `sessions_per_day`, `minutes_per_month`). An early
 /// answer before costly work; the transaction that writes the session checks again exactly
-/// ([`admit_in`]).
+/// ([`billing::admit_many_in`], through [`crate::intake`]).
 pub async fn check_quota(state: &AppState, company: &str) -> Result<(), ApiError> {
     let now = Utc::now();
     billing::check_quota(&state.db, &state.settings, company, now)
         .await
         .map(|_daily| ())
-        .map_err(|e| quota_error(e, now))
-}
-
-/// The exact quota check, inside the transaction that writes the session (see
-/// [`billing::admit_in`]).
-pub async fn admit_in(tx: &mut Tx<'_>, state: &AppState, company: &str) -> Result<(), ApiError> {
-    let now = Utc::now();
-    billing::admit_in(tx, &state.settings, company, now)
-        .await
         .map_err(|e| quota_error(e, now))
 }
 

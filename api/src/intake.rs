@@ -207,29 +207,14 @@ fn only(mut answers: Vec<Answer>) -> Answer {
 /// was written.
 async fn write_together(deps: &Deps, pending: &[Pending]) -> Result<Vec<Answer>, ApiError> {
     let now = Utc::now();
-    let mut groups: Vec<Vec<usize>> = Vec::new();
+    // By tenant, each in arrival order (the sort is stable).
+    let tenant = |i: usize| (&pending[i].company_id, &pending[i].profile_id);
     let mut order: Vec<usize> = (0..pending.len()).collect();
-    order.sort_by(|&a, &b| {
-        (&pending[a].company_id, &pending[a].profile_id, a).cmp(&(
-            &pending[b].company_id,
-            &pending[b].profile_id,
-            b,
-        ))
-    });
-    for i in order {
-        match groups.last_mut() {
-            Some(group)
-                if pending[group[0]].company_id == pending[i].company_id
-                    && pending[group[0]].profile_id == pending[i].profile_id =>
-            {
-                group.push(i)
-            }
-            _ => groups.push(vec![i]),
-        }
-    }
+    order.sort_by_key(|&i| tenant(i));
+    let groups = order.chunk_by(|&a, &b| tenant(a) == tenant(b));
     let mut answers: Vec<Option<Answer>> = (0..pending.len()).map(|_| None).collect();
     let mut tx: Option<Tx<'static>> = None;
-    for group in &groups {
+    for group in groups {
         let first = &pending[group[0]];
         let scope = Scope::Profile {
             company: &first.company_id,

@@ -41,7 +41,7 @@ pub use policy::{
     DailySessions, Decision, Denial, PlanChoice, QuotaError, Source, Stamp, choose_plan,
     day_bounds, decide, is_usable, month_bounds, plan_for_prices,
 };
-pub use quota::{admit_in, admit_many_in, check_quota, hold_daily_slot, sessions_created};
+pub use quota::{admit_many_in, check_quota, sessions_created};
 pub use store::customers::{
     BillingCustomer, Linked, billing_address, customer, customer_for_company, link_customer,
     set_customer_email,

@@ -222,7 +222,7 @@ pub enum QuotaError {
 }
 
 /// A plan's daily session limit, which a submission re-checks inside the transaction that
-/// writes it ([`hold_daily_slot`](super::hold_daily_slot)).
+/// writes it ([`admit_many_in`](super::admit_many_in)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DailySessions {
     pub plan: String,

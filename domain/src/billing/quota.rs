@@ -23,7 +23,7 @@ pub async fn sessions_created(
 
 /// May the company submit one more session now? Limits of 0 are not checked (nor queried).
 /// Returns the daily session limit to hold in the submission's transaction, if the plan has one:
-/// the check here is a cheap early answer, [`hold_daily_slot`] is the exact one. The monthly
+/// the check here is a cheap early answer, [`admit_many_in`] is the exact one. The monthly
 /// minutes stay a soft limit: a session's minutes are known only once it is analysed.
 pub async fn check_quota(
     db: &Db,
@@ -46,29 +46,14 @@ pub async fn check_quota(
     Ok(daily)
 }
 
-/// The whole quota check, exact, inside the transaction that writes the new session (on
-/// Postgres scoped to the company): it reads the company's subscriptions and, when the plan
-/// limits them, its month's minutes in that transaction, and holds a daily slot
-/// ([`hold_daily_slot`]) only when the plan has a daily session limit, so a plan without one
-/// pays for no lock. Reading inside the writing transaction saves the two transactions a
-/// separate check would open.
-pub async fn admit_in(
-    tx: &mut Tx<'_>,
-    settings: &Settings,
-    company: &str,
-    now: DateTime<Utc>,
-) -> Result<(), QuotaError> {
-    match admit_many_in(tx, settings, company, 1, now).await?.pop() {
-        Some(Err(denial)) => Err(QuotaError::Denied(denial)),
-        _ => Ok(()),
-    }
-}
-
-/// [`admit_in`] for `n` sessions of one company that the transaction is about to write
-/// together (intake's group commit), in their order: the answer for each, as if each had been
-/// checked and written in turn. The reads are made once; under a daily limit the first ones
-/// fill the day's remaining slots and the rest are refused, exactly (the company's lock is held
-/// until the commit). Only the admitted ones may then be written.
+/// The whole quota check, exact, inside the transaction that writes `n` new sessions of one
+/// company (intake's group commit; on Postgres scoped to the company), in their order: the
+/// answer for each, as if each had been checked and written in turn. The subscriptions and,
+/// when the plan limits them, the month's minutes are read once, in that transaction. Only a
+/// plan with a daily session limit takes the company's lock (on Postgres a transaction-scoped
+/// advisory lock, on SQLite the write lock `BEGIN IMMEDIATE` already holds) and counts the
+/// day's sessions under it: the first submissions fill the remaining slots and the rest are
+/// refused, exactly, however many race. Only the admitted ones may then be written.
 pub async fn admit_many_in(
     tx: &mut Tx<'_>,
     settings: &Settings,
@@ -164,21 +149,4 @@ fn minutes_left(
         });
     }
     Ok(())
-}
-
-/// Makes the daily session limit exact: called in the transaction that writes a new session,
-/// before the write. It serialises the company's submissions until the commit — on Postgres
-/// with a transaction-scoped advisory lock per company, on SQLite by the write lock that
-/// `BEGIN IMMEDIATE` already holds — and counts again, so submissions racing at the limit
-/// cannot all pass. Only plans with a daily limit pay for the lock.
-pub async fn hold_daily_slot(
-    tx: &mut Tx<'_>,
-    company: &str,
-    daily: &DailySessions,
-) -> Result<(), QuotaError> {
-    let used = tx
-        .sessions()
-        .count_created_exclusively(company, daily.from, daily.to)
-        .await?;
-    daily.admit(used).map_err(QuotaError::Denied)
 }

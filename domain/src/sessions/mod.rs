@@ -165,7 +165,7 @@ pub trait SessionWrites: Send {
     ) -> Result<bool, DbError>;
     /// Serialises the company's new sessions until this transaction ends, then counts those
     /// created in `[from, to)`: with the lock held the count is exact (see
-    /// [`crate::billing::hold_daily_slot`]).
+    /// [`crate::billing::admit_many_in`]).
     async fn count_created_exclusively(
         &mut self,
         company: &str,
