@@ -3,6 +3,9 @@
 //! `tests/processes.rs`.)
 
 mod support;
+#[path = "support/either_tx.rs"]
+#[macro_use]
+mod either_tx;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -385,22 +388,13 @@ async fn enqueue_commits_and_rolls_back_with_the_callers_transaction(backend: Ba
 }
 
 async fn insert_business_row(tx: &mut voxline_domain::Tx<'_>, name: &str) {
-    match tx {
-        voxline_domain::Tx::Postgres(tx) => {
-            sqlx::query("INSERT INTO business_rows (name) VALUES ($1)")
-                .bind(name)
-                .execute(&mut **tx)
-                .await
-                .unwrap();
-        }
-        voxline_domain::Tx::Sqlite { tx, .. } => {
-            sqlx::query("INSERT INTO business_rows (name) VALUES (?)")
-                .bind(name)
-                .execute(&mut **tx)
-                .await
-                .unwrap();
-        }
-    }
+    on_tx_connection!(tx, |conn| {
+        sqlx::query("INSERT INTO business_rows (name) VALUES ($1)")
+            .bind(name)
+            .execute(conn)
+            .await
+            .unwrap();
+    });
 }
 
 async fn business_rows(t: &TestDb) -> Vec<String> {

@@ -7,12 +7,14 @@
 //! every way a job dies, and retention keeping up with a backlog.
 
 mod support;
+#[path = "support/either_tx.rs"]
+#[macro_use]
+mod either_tx;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use serde_json::json;
 use support::{Backend, TestDb, eventually};
 use voxline_domain::db::Scope;
@@ -126,56 +128,34 @@ impl MarkDead {
     }
 }
 
+#[voxline_jobs::async_trait]
 impl OnDead for MarkDead {
-    fn on_dead<'a, 't>(
-        &'a self,
-        tx: &'a mut Tx<'t>,
-        job: &'a DeadJob,
-    ) -> BoxFuture<'a, Result<(), String>>
-    where
-        't: 'a,
-    {
-        Box::pin(async move {
-            self.seen.lock().unwrap().push(job.id);
-            let written = match tx {
-                Tx::Postgres(tx) => {
-                    sqlx::query("INSERT INTO dead_marks (job_id, error) VALUES ($1, $2)")
-                        .bind(job.id.0)
-                        .bind(&job.error)
-                        .execute(&mut **tx)
-                        .await
-                        .map(drop)
-                }
-                Tx::Sqlite { tx, .. } => {
-                    sqlx::query("INSERT INTO dead_marks (job_id, error) VALUES (?, ?)")
-                        .bind(job.id.0)
-                        .bind(&job.error)
-                        .execute(&mut **tx)
-                        .await
-                        .map(drop)
-                }
-            };
-            written.map_err(|e| e.to_string())?;
-            if job.payload["hook_fails"] == json!(true) {
-                return Err("the hook failed on purpose".into());
-            }
-            if job.payload["hook_sql_fails"] == json!(true) {
-                // A statement the database refuses, after the mark: on Postgres it aborts the
-                // transaction unless the hook's savepoint is rolled back.
-                let refused = match tx {
-                    Tx::Postgres(tx) => sqlx::query("INSERT INTO no_such_table VALUES (1)")
-                        .execute(&mut **tx)
-                        .await
-                        .map(drop),
-                    Tx::Sqlite { tx, .. } => sqlx::query("INSERT INTO no_such_table VALUES (1)")
-                        .execute(&mut **tx)
-                        .await
-                        .map(drop),
-                };
-                return refused.map_err(|e| e.to_string());
-            }
-            Ok(())
+    async fn on_dead(&self, tx: &mut Tx<'_>, job: &DeadJob) -> Result<(), String> {
+        self.seen.lock().unwrap().push(job.id);
+        on_tx_connection!(tx, |conn| {
+            sqlx::query("INSERT INTO dead_marks (job_id, error) VALUES ($1, $2)")
+                .bind(job.id.0)
+                .bind(&job.error)
+                .execute(conn)
+                .await
+                .map(drop)
         })
+        .map_err(|e| e.to_string())?;
+        if job.payload["hook_fails"] == json!(true) {
+            return Err("the hook failed on purpose".into());
+        }
+        if job.payload["hook_sql_fails"] == json!(true) {
+            // A statement the database refuses, after the mark: on Postgres it aborts the
+            // transaction unless the hook's savepoint is rolled back.
+            let refused = on_tx_connection!(tx, |conn| {
+                sqlx::query("INSERT INTO no_such_table VALUES (1)")
+                    .execute(conn)
+                    .await
+                    .map(drop)
+            });
+            return refused.map_err(|e| e.to_string());
+        }
+        Ok(())
     }
 }
 

@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use voxline_domain::Tx;
 
 use crate::args::JobArgs;
@@ -80,14 +79,12 @@ where
 /// error, a time-out on the last attempt, a rescue after the last attempt): it runs inside
 /// the transaction that moves the job to `dead`, so the owner's state (a session `failed` with
 /// the reason) changes exactly when the job dies, never before and never not at all.
+///
+/// Implement it with [`crate::async_trait`] (re-exported so an implementing crate needs no
+/// dependency of its own): a boxed method keeps the hooks storable as `Arc<dyn OnDead>`.
+#[async_trait::async_trait]
 pub trait OnDead: Send + Sync + 'static {
-    fn on_dead<'a, 't>(
-        &'a self,
-        tx: &'a mut Tx<'t>,
-        job: &'a DeadJob,
-    ) -> BoxFuture<'a, Result<(), String>>
-    where
-        't: 'a;
+    async fn on_dead(&self, tx: &mut Tx<'_>, job: &DeadJob) -> Result<(), String>;
 }
 
 /// On-dead hooks by job kind. Every process that can move a job to `dead` holds them: the

@@ -25,6 +25,8 @@ pub mod state;
 pub mod store;
 
 pub use args::{JobArgs, ToJob};
+/// For implementing [`OnDead`] outside this crate.
+pub use async_trait::async_trait;
 pub use client::JobClient;
 pub use error::JobError;
 pub use handler::{DeadHooks, Handler, HandlerError, Handlers, OnDead};

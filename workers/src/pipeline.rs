@@ -4,35 +4,26 @@
 //! transaction, so `GET /api/sessions/{id}` and its event stream say why instead of waiting
 //! forever.
 
-use futures::future::BoxFuture;
 use voxline_domain::{Db, Tx, sessions};
 use voxline_jobs::payloads::{Analysis, SessionJob, Transcription};
-use voxline_jobs::{DeadHooks, DeadJob, JobArgs, OnDead};
+use voxline_jobs::{DeadHooks, DeadJob, JobArgs, OnDead, async_trait};
 
 /// Marks the session of a dead pipeline job `failed`.
 struct FailSession {
     db: Db,
 }
 
+#[async_trait]
 impl OnDead for FailSession {
-    fn on_dead<'a, 't>(
-        &'a self,
-        tx: &'a mut Tx<'t>,
-        job: &'a DeadJob,
-    ) -> BoxFuture<'a, Result<(), String>>
-    where
-        't: 'a,
-    {
-        Box::pin(async move {
-            // A payload that never named a session has no session to fail.
-            let Ok(task) = serde_json::from_value::<SessionJob>(job.payload.clone()) else {
-                return Ok(());
-            };
-            sessions::fail_in(&self.db, tx, &task.company_id, &task.session_id, &job.error)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string())
-        })
+    async fn on_dead(&self, tx: &mut Tx<'_>, job: &DeadJob) -> Result<(), String> {
+        // A payload that never named a session has no session to fail.
+        let Ok(task) = serde_json::from_value::<SessionJob>(job.payload.clone()) else {
+            return Ok(());
+        };
+        sessions::fail_in(&self.db, tx, &task.company_id, &task.session_id, &job.error)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -269,6 +269,16 @@ pub(super) struct Dialect {
     pub lock: &'static str,
 }
 
+/// `state IN (…)` for these states (`FALSE` for none), inline: the names are a closed set,
+/// never user text, and the same text runs on both databases.
+pub(super) fn state_in(states: &[JobState]) -> String {
+    if states.is_empty() {
+        return "FALSE".to_string();
+    }
+    let names: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+    format!("state IN ({})", names.join(", "))
+}
+
 /// A `WHERE` clause (without the keyword) and its arguments in placeholder order.
 #[derive(Debug, Default)]
 pub(super) struct Conditions {
@@ -286,18 +296,11 @@ impl Conditions {
         self.sql.push_str(&condition(&p));
     }
 
-    /// `state IN (…)` for these states, inline: the names are a closed set, never user text.
     fn push_states(&mut self, states: &[JobState]) {
-        let names: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
         if !self.sql.is_empty() {
             self.sql.push_str(" AND ");
         }
-        if names.is_empty() {
-            self.sql.push_str("FALSE");
-        } else {
-            self.sql
-                .push_str(&format!("state IN ({})", names.join(", ")));
-        }
+        self.sql.push_str(&state_in(states));
     }
 
     /// The clause, `TRUE` when nothing restricts it.

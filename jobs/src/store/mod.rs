@@ -257,6 +257,18 @@ impl DbJobs for Db {
     }
 }
 
+/// The final states retention deletes, each with how many hours it keeps a finished job; a
+/// state kept forever (0 hours) is left out.
+fn expiring_states(retention: &RetentionSettings) -> impl Iterator<Item = (JobState, u64)> {
+    [
+        (JobState::Done, retention.done_hours),
+        (JobState::Cancelled, retention.cancelled_hours),
+        (JobState::Dead, retention.dead_hours),
+    ]
+    .into_iter()
+    .filter(|(_, hours)| *hours != 0)
+}
+
 const RETRYABLE: [JobState; 2] = [JobState::Dead, JobState::Retrying];
 const DISCARDABLE: [JobState; 4] = [
     JobState::Scheduled,

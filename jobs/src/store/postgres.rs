@@ -7,7 +7,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Postgres, Row, Transaction};
-use voxline_domain::config::RetentionSettings;
 use voxline_domain::db::PgDb;
 
 use std::sync::Arc;
@@ -73,7 +72,8 @@ impl JobRow for PgRow {
     }
 }
 
-fn postgres_tx<'a, 'c>(tx: &'a mut Tx<'c>) -> Result<&'a mut PgConnection, JobError> {
+/// The Postgres transaction in `tx` (the caller's, or one of [`begin_tx`]).
+fn tx_connection<'a>(tx: &'a mut Tx<'_>) -> Result<&'a mut PgConnection, JobError> {
     match tx {
         Tx::Postgres(tx) => Ok(&mut **tx),
         Tx::Sqlite { .. } => Err(JobError::WrongDatabase {
@@ -83,6 +83,47 @@ fn postgres_tx<'a, 'c>(tx: &'a mut Tx<'c>) -> Result<&'a mut PgConnection, JobEr
     }
 }
 
+/// A transaction of the store's own, for the methods written once over [`Tx`].
+async fn begin_tx(db: &PgDb) -> Result<Tx<'static>, JobError> {
+    Ok(Tx::Postgres(db.pool.begin().await?))
+}
+
+/// NOTIFYs each of `queues` once on `conn`: in a transaction, the server delivers it to every
+/// process when it commits.
+pub(super) async fn notify_queues(
+    conn: &mut PgConnection,
+    channel: &str,
+    mut queues: Vec<String>,
+) -> Result<(), JobError> {
+    queues.sort_unstable();
+    queues.dedup();
+    for queue in queues {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(queue)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Wakes the fetchers of `queues` in every process once `tx` commits.
+async fn wake_on_commit(db: &PgDb, tx: &mut Tx<'_>, queues: Vec<String>) -> Result<(), JobError> {
+    notify_queues(tx_connection(tx)?, &db.notify_channel, queues).await
+}
+
+/// The time of a write in the shared statements: the database's (several hosts agree on it).
+fn now_sql(_n: usize) -> String {
+    "now()".to_string()
+}
+
+/// `now_sql` binds nothing on Postgres.
+fn bind_now(query: PgQuery<'_>) -> PgQuery<'_> {
+    query
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
 impl_job_store!(PostgresStore, engine = engine_pool, {
     async fn insert_in(
         &self,
@@ -90,7 +131,13 @@ impl_job_store!(PostgresStore, engine = engine_pool, {
         job: &NewJob,
         max_attempts: u32,
     ) -> Result<Enqueued, JobError> {
-        insert(postgres_tx(tx)?, &self.db.notify_channel, job, max_attempts).await
+        insert(
+            tx_connection(tx)?,
+            &self.db.notify_channel,
+            job,
+            max_attempts,
+        )
+        .await
     }
 
     async fn insert(&self, job: &NewJob, max_attempts: u32) -> Result<Enqueued, JobError> {
@@ -110,7 +157,7 @@ impl_job_store!(PostgresStore, engine = engine_pool, {
         tx: &mut Tx<'_>,
         jobs: &[(NewJob, u32)],
     ) -> Result<u64, JobError> {
-        insert_many(postgres_tx(tx)?, &self.db.notify_channel, jobs).await
+        insert_many(tx_connection(tx)?, &self.db.notify_channel, jobs).await
     }
 
     fn leader_election(&self) -> Box<dyn super::LeaderElection> {
@@ -137,35 +184,6 @@ impl_job_store!(PostgresStore, engine = engine_pool, {
         } else {
             stop.cancelled().await
         }
-    }
-
-    async fn enqueue_tick(
-        &self,
-        entry: &str,
-        tick: i64,
-        job: &NewJob,
-        max_attempts: u32,
-    ) -> Result<Enqueued, JobError> {
-        let mut tx = self.db.pool.begin().await?;
-        let enqueued = insert(&mut tx, &self.db.notify_channel, job, max_attempts).await?;
-        sqlx::query(
-            "INSERT INTO cron_ticks (name, last_tick) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET last_tick = GREATEST(cron_ticks.last_tick, $2)",
-        )
-        .bind(entry)
-        .bind(tick)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(enqueued)
-    }
-
-    async fn cancel_for_erased(
-        &self,
-        tx: &mut Tx<'_>,
-        subject: &ErasedSubject<'_>,
-    ) -> Result<u64, JobError> {
-        cancel_for_erased(postgres_tx(tx)?, subject).await
     }
 });
 

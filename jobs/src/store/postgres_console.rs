@@ -24,17 +24,9 @@ const DIALECT: Dialect = Dialect {
 };
 
 /// Wakes the fetchers of `queues` in every process.
-async fn wake(db: &PgDb, mut queues: Vec<String>) -> Result<(), JobError> {
-    queues.sort_unstable();
-    queues.dedup();
-    for queue in queues {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&db.notify_channel)
-            .bind(queue)
-            .execute(&db.pool)
-            .await?;
-    }
-    Ok(())
+async fn wake(db: &PgDb, queues: Vec<String>) -> Result<(), JobError> {
+    let mut conn = db.pool.acquire().await?;
+    super::postgres::notify_queues(&mut conn, &db.notify_channel, queues).await
 }
 
 impl_console!(PostgresStore, sqlx::Postgres, DIALECT, wake);

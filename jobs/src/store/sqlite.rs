@@ -2,13 +2,13 @@
 //! is a single `UPDATE … RETURNING` and acknowledgements are written in one transaction per
 //! batch. Times are integer microseconds from this process's clock (one machine, one file).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use voxline_domain::Tx;
-use voxline_domain::config::RetentionSettings;
 use voxline_domain::db::SqliteDb;
 
 use super::ErasedSubject;
@@ -51,16 +51,11 @@ impl_job_store!(SqliteStore, engine = pool, {
         job: &NewJob,
         max_attempts: u32,
     ) -> Result<Enqueued, JobError> {
-        let Tx::Sqlite { tx, woken, .. } = tx else {
-            return Err(JobError::WrongDatabase {
-                given: "Postgres",
-                store: "SQLite",
-            });
-        };
-        let (enqueued, available) = insert(tx, job, max_attempts).await?;
+        let (conn, woken) = sqlite_tx(tx)?;
+        let (enqueued, available) = insert(conn, job, max_attempts).await?;
         // Announced to this process's fetchers once the caller commits.
-        if available && !woken.iter().any(|q| **q == *job.queue) {
-            woken.push(job.queue.as_str().into());
+        if available {
+            wake_at_commit(woken, &job.queue);
         }
         Ok(enqueued)
     }
@@ -91,45 +86,67 @@ impl_job_store!(SqliteStore, engine = pool, {
         // Commits of this process are the only ones: the in-process channel is complete.
         crate::runtime::wakeup::forward_commits(self.db.commits.subscribe(), &wakers, &stop).await
     }
-
-    async fn enqueue_tick(
-        &self,
-        entry: &str,
-        tick: i64,
-        job: &NewJob,
-        max_attempts: u32,
-    ) -> Result<Enqueued, JobError> {
-        let mut tx = self.db.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let (enqueued, available) = insert(&mut tx, job, max_attempts).await?;
-        sqlx::query(
-            "INSERT INTO cron_ticks (name, last_tick) VALUES (?1, ?2)
-             ON CONFLICT (name) DO UPDATE SET last_tick = max(cron_ticks.last_tick, ?2)",
-        )
-        .bind(entry)
-        .bind(tick)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        if available {
-            let _ = self.db.commits.send(job.queue.as_str().into());
-        }
-        Ok(enqueued)
-    }
-
-    async fn cancel_for_erased(
-        &self,
-        tx: &mut Tx<'_>,
-        subject: &ErasedSubject<'_>,
-    ) -> Result<u64, JobError> {
-        let Tx::Sqlite { tx, .. } = tx else {
-            return Err(JobError::WrongDatabase {
-                given: "Postgres",
-                store: "SQLite",
-            });
-        };
-        cancel_for_erased(tx, subject).await
-    }
 });
+
+/// The SQLite transaction in `tx`, and the queues to wake once it commits.
+fn sqlite_tx<'a>(
+    tx: &'a mut Tx<'_>,
+) -> Result<(&'a mut SqliteConnection, &'a mut Vec<Arc<str>>), JobError> {
+    match tx {
+        Tx::Sqlite { tx, woken, .. } => Ok((&mut **tx, woken)),
+        Tx::Postgres(_) => Err(JobError::WrongDatabase {
+            given: "Postgres",
+            store: "SQLite",
+        }),
+    }
+}
+
+/// The SQLite transaction in `tx` (the caller's, or one of [`begin_tx`]).
+fn tx_connection<'a>(tx: &'a mut Tx<'_>) -> Result<&'a mut SqliteConnection, JobError> {
+    Ok(sqlite_tx(tx)?.0)
+}
+
+/// A transaction of the store's own, for the methods written once over [`Tx`]: `IMMEDIATE`
+/// takes the write lock up front; the queues it wakes are announced once it commits.
+async fn begin_tx(db: &SqliteDb) -> Result<Tx<'static>, JobError> {
+    Ok(Tx::Sqlite {
+        tx: db.pool.begin_with("BEGIN IMMEDIATE").await?,
+        commits: db.commits.clone(),
+        woken: Vec::new(),
+    })
+}
+
+/// Adds `queue` to the queues `woken` announces once its transaction commits.
+fn wake_at_commit(woken: &mut Vec<Arc<str>>, queue: &str) {
+    if !woken.iter().any(|q| **q == *queue) {
+        woken.push(queue.into());
+    }
+}
+
+/// Wakes this process's fetchers of `queues` once `tx` commits (SQLite serves one process).
+async fn wake_on_commit(
+    _db: &SqliteDb,
+    tx: &mut Tx<'_>,
+    queues: Vec<String>,
+) -> Result<(), JobError> {
+    let (_, woken) = sqlite_tx(tx)?;
+    for queue in &queues {
+        wake_at_commit(woken, queue);
+    }
+    Ok(())
+}
+
+/// The time of a write in the shared statements: parameter `n`, bound by [`bind_now`].
+fn now_sql(n: usize) -> String {
+    format!("${n}")
+}
+
+/// Binds this process's clock (one machine, one file) as the last parameter.
+fn bind_now(query: SqliteQuery<'_>) -> SqliteQuery<'_> {
+    query.bind(now_us())
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
 
 /// SQLite's deployment is one process, which always leads its maintenance.
 struct SoleProcess;

@@ -2,7 +2,12 @@
 //! expands it for a store whose `db` holds the pools. Where the two accept the same SQL
 //! (SQLite takes `$n` placeholders) the statement is here; elsewhere the method calls the
 //! backend's function of the same name, which each store module defines with the same
-//! signature over its own `db`.
+//! signature over its own `db`. Besides those, each backend supplies the few pieces the shared
+//! statements need: `tx_connection` (the connection of a [`voxline_domain::Tx`]), `begin_tx`
+//! (a transaction of the store's own), `wake_on_commit` (wakes the fetchers of queues once a
+//! transaction commits), and the time of a write, `now_sql(n)` in the text with `bind_now` on
+//! the query (Postgres' `now()`, binding nothing; SQLite's `$n`, bound to this process's
+//! clock: so that parameter comes last).
 
 /// Implements [`super::JobStore`] for `$store`: the methods in braces are the backend's own
 /// (enqueue, wake-ups, leadership, the caller's transactions), the rest are written here.
@@ -20,6 +25,31 @@ macro_rules! impl_job_store {
                         .fetch_optional(&self.db.pool)
                         .await?,
                 )
+            }
+
+            async fn enqueue_tick(
+                &self,
+                entry: &str,
+                tick: i64,
+                job: &$crate::model::NewJob,
+                max_attempts: u32,
+            ) -> Result<$crate::model::Enqueued, $crate::error::JobError> {
+                // The job and its tick commit together: a tick is enqueued once.
+                let mut tx = begin_tx(&self.db).await?;
+                let enqueued =
+                    $crate::store::JobStore::insert_in(self, &mut tx, job, max_attempts).await?;
+                // A tick older than the latest (a late process) leaves the latest standing.
+                sqlx::query(
+                    "INSERT INTO cron_ticks (name, last_tick) VALUES ($1, $2)
+                     ON CONFLICT (name) DO UPDATE SET last_tick = excluded.last_tick
+                     WHERE excluded.last_tick > cron_ticks.last_tick",
+                )
+                .bind(entry)
+                .bind(tick)
+                .execute(tx_connection(&mut tx)?)
+                .await?;
+                tx.commit().await?;
+                Ok(enqueued)
             }
 
             async fn claim(
@@ -125,7 +155,10 @@ macro_rules! impl_job_store {
                 retention: &voxline_domain::config::RetentionSettings,
                 batch: u32,
             ) -> Result<u64, $crate::error::JobError> {
-                let pruned = prune(&self.db, retention, batch).await?;
+                let mut pruned = 0;
+                for (state, hours) in $crate::store::expiring_states(retention) {
+                    pruned += prune(&self.db, state, hours, batch).await?;
+                }
                 $crate::store::console::Console::prune_minute_stats(self).await?;
                 Ok(pruned)
             }
@@ -208,7 +241,33 @@ macro_rules! impl_job_store {
                 queue: Option<&str>,
                 from: &[$crate::state::JobState],
             ) -> Result<Vec<$crate::model::JobId>, $crate::error::JobError> {
-                retry(&self.db, id, queue, from).await
+                use sqlx::Row;
+                let sql = format!(
+                    "UPDATE jobs SET state = 'available', attempt = 0, run_at = {}, finished_at = NULL,
+                                     locked_by = NULL, heartbeat_at = NULL
+                     WHERE (CAST($1 AS BIGINT) IS NULL OR id = $1)
+                       AND (CAST($2 AS TEXT) IS NULL OR queue = $2) AND {}
+                     RETURNING id, queue",
+                    now_sql(3),
+                    $crate::store::console::state_in(from)
+                );
+                let mut tx = begin_tx(&self.db).await?;
+                let rows = bind_now(
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(id.map(|i| i.0))
+                        .bind(queue),
+                )
+                .fetch_all(tx_connection(&mut tx)?)
+                .await?;
+                let mut ids = Vec::with_capacity(rows.len());
+                let mut queues = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    ids.push($crate::model::JobId(row.try_get("id")?));
+                    queues.push(row.try_get("queue")?);
+                }
+                wake_on_commit(&self.db, &mut tx, queues).await?;
+                tx.commit().await?;
+                Ok(ids)
             }
 
             async fn cancel(
@@ -216,11 +275,28 @@ macro_rules! impl_job_store {
                 id: $crate::model::JobId,
                 from: &[$crate::state::JobState],
             ) -> Result<bool, $crate::error::JobError> {
-                cancel(&self.db, id, from).await
+                let sql = format!(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = {}, locked_by = NULL
+                     WHERE id = $1 AND {}",
+                    now_sql(2),
+                    $crate::store::console::state_in(from)
+                );
+                let result = bind_now(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0))
+                    .execute(&self.db.pool)
+                    .await?;
+                Ok(result.rows_affected() == 1)
             }
 
             fn console(&self) -> &dyn $crate::store::console::Console {
                 self
+            }
+
+            async fn cancel_for_erased(
+                &self,
+                tx: &mut voxline_domain::Tx<'_>,
+                subject: &$crate::store::ErasedSubject<'_>,
+            ) -> Result<u64, $crate::error::JobError> {
+                cancel_for_erased(tx_connection(tx)?, subject).await
             }
         }
     };

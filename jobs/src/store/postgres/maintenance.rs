@@ -1,5 +1,6 @@
-//! Maintenance and operator reads and writes: rescue, retention, counts, lookups, retry and
-//! cancellation, and the decoding of a whole job row.
+//! Maintenance and operator writes in this database's own SQL: rescue, retention, counts per
+//! queue, the cancellation of erased data's jobs and the benchmark's purge. (Retry and
+//! cancellation by an operator are written once, in [`super::super::store_impl`].)
 
 use super::*;
 use crate::store::row::{QueueCount, stats_row};
@@ -48,57 +49,30 @@ pub(super) async fn rescue(
     Ok(rescued)
 }
 
-pub(super) async fn notify_queues(
-    tx: &mut Transaction<'_, Postgres>,
-    channel: &str,
-    mut queues: Vec<String>,
-) -> Result<(), JobError> {
-    queues.sort_unstable();
-    queues.dedup();
-    for queue in queues {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(channel)
-            .bind(queue)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
-}
-
+/// Deletes at most `batch` jobs in final `state` finished more than `hours` ago, oldest ids
+/// first (done jobs have no index of their own: see the migration), with their words.
 pub(super) async fn prune(
     db: &PgDb,
-    retention: &RetentionSettings,
+    state: JobState,
+    hours: u64,
     batch: u32,
 ) -> Result<u64, JobError> {
-    let pool = &db.pool;
-    let mut deleted = 0;
-    for (state, hours) in [
-        ("done", retention.done_hours),
-        ("cancelled", retention.cancelled_hours),
-        ("dead", retention.dead_hours),
-    ] {
-        if hours == 0 {
-            continue;
-        }
-        // Oldest ids first: done jobs have no index of their own (see the migration).
-        let count: i64 = sqlx::query_scalar(
-            "WITH gone AS (
-                DELETE FROM jobs WHERE id IN (
-                    SELECT id FROM jobs
-                    WHERE state = $1 AND finished_at < now() - $2 * interval '1 hour'
-                    ORDER BY id LIMIT $3)
-                RETURNING id),
-             words AS (DELETE FROM job_search WHERE job_id IN (SELECT id FROM gone))
-             SELECT count(*) FROM gone",
-        )
-        .bind(state)
-        .bind(hours as i64)
-        .bind(batch as i64)
-        .fetch_one(pool)
-        .await?;
-        deleted += count as u64;
-    }
-    Ok(deleted)
+    let count: i64 = sqlx::query_scalar(
+        "WITH gone AS (
+            DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs
+                WHERE state = $1 AND finished_at < now() - $2 * interval '1 hour'
+                ORDER BY id LIMIT $3)
+            RETURNING id),
+         words AS (DELETE FROM job_search WHERE job_id IN (SELECT id FROM gone))
+         SELECT count(*) FROM gone",
+    )
+    .bind(state.as_str())
+    .bind(hours as i64)
+    .bind(batch as i64)
+    .fetch_one(&db.pool)
+    .await?;
+    Ok(count as u64)
 }
 
 /// Jobs per queue and state, with the age of the oldest due one (see [`stats_row`]).
@@ -114,52 +88,6 @@ pub(super) async fn queue_counts(db: &PgDb) -> Result<Vec<QueueCount>, JobError>
     .fetch_all(pool)
     .await?;
     rows.iter().map(stats_row).collect()
-}
-
-/// Moves matching jobs to `available` now with attempts reset (operator retry).
-pub(super) async fn retry(
-    db: &PgDb,
-    id: Option<JobId>,
-    queue: Option<&str>,
-    from: &[JobState],
-) -> Result<Vec<JobId>, JobError> {
-    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    let mut tx = db.pool.begin().await?;
-    let rows = sqlx::query(
-        "UPDATE jobs SET state = 'available', attempt = 0, run_at = now(), finished_at = NULL,
-                         locked_by = NULL, heartbeat_at = NULL
-         WHERE ($1::int8 IS NULL OR id = $1) AND ($2::text IS NULL OR queue = $2)
-           AND state = ANY($3)
-         RETURNING id, queue",
-    )
-    .bind(id.map(|i| i.0))
-    .bind(queue)
-    .bind(&from)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut queues = Vec::new();
-    for row in rows {
-        ids.push(JobId(row.try_get("id")?));
-        queues.push(row.try_get::<String, _>("queue")?);
-    }
-    notify_queues(&mut tx, &db.notify_channel, queues).await?;
-    tx.commit().await?;
-    Ok(ids)
-}
-
-pub(super) async fn cancel(db: &PgDb, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
-    let pool = &db.pool;
-    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    let result = sqlx::query(
-        "UPDATE jobs SET state = 'cancelled', finished_at = now(), locked_by = NULL
-         WHERE id = $1 AND state = ANY($2)",
-    )
-    .bind(id.0)
-    .bind(&from)
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected() == 1)
 }
 
 pub(super) async fn cancel_for_erased(

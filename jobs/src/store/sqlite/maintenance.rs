@@ -1,5 +1,6 @@
-//! Maintenance and operator reads and writes: rescue, retention, counts, lookups, retry and
-//! cancellation, and the decoding of a whole job row.
+//! Maintenance and operator writes in this database's own SQL: rescue, retention, counts per
+//! queue, the cancellation of erased data's jobs and the benchmark's purge. (Retry and
+//! cancellation by an operator are written once, in [`super::super::store_impl`].)
 
 use super::*;
 use crate::store::row::{QueueCount, stats_row};
@@ -60,35 +61,25 @@ pub(super) async fn rescue(
     Ok(rescued)
 }
 
+/// Deletes at most `batch` jobs in final `state` finished more than `hours` ago, oldest ids
+/// first.
 pub(super) async fn prune(
     db: &SqliteDb,
-    retention: &RetentionSettings,
+    state: JobState,
+    hours: u64,
     batch: u32,
 ) -> Result<u64, JobError> {
-    let pool = &db.pool;
-    let now = now_us();
-    let mut deleted = 0;
-    for (state, hours) in [
-        ("done", retention.done_hours),
-        ("cancelled", retention.cancelled_hours),
-        ("dead", retention.dead_hours),
-    ] {
-        if hours == 0 {
-            continue;
-        }
-        let cutoff = now - (hours as i64) * 3_600_000_000;
-        let result = sqlx::query(
-            "DELETE FROM jobs WHERE id IN (
-                SELECT id FROM jobs WHERE state = ? AND finished_at < ? ORDER BY id LIMIT ?)",
-        )
-        .bind(state)
-        .bind(cutoff)
-        .bind(batch as i64)
-        .execute(pool)
-        .await?;
-        deleted += result.rows_affected();
-    }
-    Ok(deleted)
+    let cutoff = now_us() - (hours as i64) * 3_600_000_000;
+    let result = sqlx::query(
+        "DELETE FROM jobs WHERE id IN (
+            SELECT id FROM jobs WHERE state = ? AND finished_at < ? ORDER BY id LIMIT ?)",
+    )
+    .bind(state.as_str())
+    .bind(cutoff)
+    .bind(batch as i64)
+    .execute(&db.pool)
+    .await?;
+    Ok(result.rows_affected())
 }
 
 /// Jobs per queue and state, with the age of the oldest due one (see [`stats_row`]).
@@ -104,56 +95,6 @@ pub(super) async fn queue_counts(db: &SqliteDb) -> Result<Vec<QueueCount>, JobEr
     .fetch_all(pool)
     .await?;
     rows.iter().map(stats_row).collect()
-}
-
-pub(super) async fn retry(
-    db: &SqliteDb,
-    id: Option<JobId>,
-    queue: Option<&str>,
-    from: &[JobState],
-) -> Result<Vec<JobId>, JobError> {
-    let from = serde_json::to_string(&from.iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
-    let rows = sqlx::query(
-        "UPDATE jobs SET state = 'available', attempt = 0, run_at = ?1, finished_at = NULL,
-                         locked_by = NULL, heartbeat_at = NULL
-         WHERE (?2 IS NULL OR id = ?2) AND (?3 IS NULL OR queue = ?3)
-           AND state IN (SELECT value FROM json_each(?4))
-         RETURNING id, queue",
-    )
-    .bind(now_us())
-    .bind(id.map(|i| i.0))
-    .bind(queue)
-    .bind(from)
-    .fetch_all(&db.pool)
-    .await?;
-    let mut ids = Vec::with_capacity(rows.len());
-    let mut woken: Vec<String> = Vec::new();
-    for row in rows {
-        ids.push(JobId(row.try_get("id")?));
-        let queue: String = row.try_get("queue")?;
-        if !woken.contains(&queue) {
-            woken.push(queue);
-        }
-    }
-    for queue in woken {
-        let _ = db.commits.send(queue.into());
-    }
-    Ok(ids)
-}
-
-pub(super) async fn cancel(db: &SqliteDb, id: JobId, from: &[JobState]) -> Result<bool, JobError> {
-    let pool = &db.pool;
-    let from = serde_json::to_string(&from.iter().map(|s| s.as_str()).collect::<Vec<_>>())?;
-    let result = sqlx::query(
-        "UPDATE jobs SET state = 'cancelled', finished_at = ?1, locked_by = NULL
-         WHERE id = ?2 AND state IN (SELECT value FROM json_each(?3))",
-    )
-    .bind(now_us())
-    .bind(id.0)
-    .bind(from)
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected() == 1)
 }
 
 pub(super) async fn cancel_for_erased(
