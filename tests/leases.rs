@@ -68,6 +68,15 @@ async fn claim_one(store: &dyn JobStore, queue: &str, worker: &str) -> ClaimedJo
     claimed.remove(0)
 }
 
+/// Checks that a claim of `queue` finds no due job.
+async fn assert_nothing_to_claim(store: &dyn JobStore, queue: &str) {
+    let claimed = store.claim(queue, "worker-a", 10).await.expect("claim");
+    assert!(
+        claimed.is_empty(),
+        "nothing to claim on {queue}: {claimed:?}"
+    );
+}
+
 /// Writes one outcome; returns what the store says it changed.
 async fn complete(
     store: &dyn JobStore,
@@ -510,11 +519,20 @@ async fn a_job_running_until_told(t: &TestDb) -> HeldJob {
     }
 }
 
-/// The job is done after one run of its handler, in its first attempt, with no error.
-fn assert_done_after_one_run(done: &Job, runs: &AtomicUsize) {
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the job ran once");
-    assert_eq!(done.attempt, 1);
-    assert!(done.errors.is_empty(), "{:?}", done.errors);
+impl HeldJob {
+    /// Lets the handler return.
+    fn finish(&self) {
+        self.finish.notify_one();
+    }
+
+    /// Stops the workers; `done`, the job as read once done, is done after one run of its
+    /// handler, in its first attempt, with no error.
+    async fn shut_down_done_after_one_run(self, done: &Job) {
+        self.workers.shutdown().await;
+        assert_eq!(self.runs.load(Ordering::SeqCst), 1, "the job ran once");
+        assert_eq!(done.attempt, 1);
+        assert!(done.errors.is_empty(), "{:?}", done.errors);
+    }
 }
 
 on_both_databases!(an_outcome_the_database_refuses_is_kept_and_written_once_it_accepts);
@@ -523,12 +541,7 @@ async fn an_outcome_the_database_refuses_is_kept_and_written_once_it_accepts(bac
     let Some(t) = TestDb::new(backend, &[FAST]).await else {
         return;
     };
-    let HeldJob {
-        id,
-        finish,
-        runs,
-        workers,
-    } = a_job_running_until_told(&t).await;
+    let held = a_job_running_until_told(&t).await;
 
     match &t.db {
         Db::Sqlite(lite) => {
@@ -540,7 +553,7 @@ async fn an_outcome_the_database_refuses_is_kept_and_written_once_it_accepts(bac
                 .begin_with("BEGIN IMMEDIATE")
                 .await
                 .expect("take the write lock");
-            finish.notify_one();
+            held.finish();
             the_acknowledger_fails_after(failures_before).await;
             lock.rollback().await.expect("release the write lock");
         }
@@ -557,7 +570,7 @@ async fn an_outcome_the_database_refuses_is_kept_and_written_once_it_accepts(bac
                 .fetch_one(&mut *lock)
                 .await
                 .expect("pid");
-            finish.notify_one();
+            held.finish();
             let cut = ack_waiting_on(&t, holder, &[]).await;
             for pid in &cut {
                 sqlx::query("SELECT pg_terminate_backend($1)")
@@ -572,9 +585,8 @@ async fn an_outcome_the_database_refuses_is_kept_and_written_once_it_accepts(bac
         }
     }
 
-    let done = t.wait_state(id, JobState::Done, LONG).await;
-    workers.shutdown().await;
-    assert_done_after_one_run(&done, &runs);
+    let done = t.wait_state(held.id, JobState::Done, LONG).await;
+    held.shut_down_done_after_one_run(&done).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -584,17 +596,12 @@ async fn an_outcome_is_written_after_postgres_restarts() {
         return;
     };
     let t = cluster.test_db(&[FAST]).await;
-    let HeldJob {
-        id,
-        finish,
-        runs,
-        workers,
-    } = a_job_running_until_told(&t).await;
+    let held = a_job_running_until_told(&t).await;
 
     // The server goes down while the handler runs; it finishes while the server is down.
     let failures_before = ack_write_failures();
     cluster.stop().await;
-    finish.notify_one();
+    held.finish();
     the_acknowledger_fails_after(failures_before).await;
     cluster.start_again().await;
 
@@ -602,17 +609,19 @@ async fn an_outcome_is_written_after_postgres_restarts() {
     let store = t.db.jobs();
     let deadline = tokio::time::Instant::now() + LONG;
     let done = loop {
-        let read = store.get(id).await;
+        let read = store.get(held.id).await;
         match read {
             Ok(Some(job)) if job.state == JobState::Done => break job,
             _ if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await
             }
-            other => panic!("job {id} was not done within {LONG:?} of the restart: {other:?}"),
+            other => panic!(
+                "job {} was not done within {LONG:?} of the restart: {other:?}",
+                held.id
+            ),
         }
     };
-    workers.shutdown().await;
-    assert_done_after_one_run(&done, &runs);
+    held.shut_down_done_after_one_run(&done).await;
 }
 
 /// Inserts a job row whose payload is not JSON (only SQLite can hold one: Postgres stores jsonb).
@@ -681,13 +690,7 @@ async fn a_claimed_row_that_cannot_be_decoded_ends_dead_with_the_reason_on_sqlit
     assert_eq!(errors[0]["error"], json!(last_error));
 
     // Nothing is left to claim, and the readable job finishes as usual.
-    assert!(
-        store
-            .claim("test", "worker-a", 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_nothing_to_claim(store.as_ref(), "test").await;
     assert_eq!(
         complete(
             store.as_ref(),
@@ -710,13 +713,7 @@ async fn an_operator_can_inspect_a_dead_job_whose_row_could_not_be_decoded_on_sq
     };
     let store = t.db.jobs();
     let unreadable = insert_unreadable_job(&t).await;
-    assert!(
-        store
-            .claim("test", "worker-a", 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_nothing_to_claim(store.as_ref(), "test").await;
 
     let job = store
         .get(unreadable)
