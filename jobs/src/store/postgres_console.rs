@@ -25,6 +25,10 @@ const DIALECT: Dialect = Dialect {
 
 /// Wakes the fetchers of `queues` in every process.
 async fn wake(db: &PgDb, queues: Vec<String>) -> Result<(), JobError> {
+    // Nothing to wake takes no connection.
+    if queues.is_empty() {
+        return Ok(());
+    }
     let mut conn = db.pool.acquire().await?;
     super::postgres::notify_queues(&mut conn, &db.notify_channel, queues).await
 }
