@@ -149,7 +149,10 @@ mod tests {
         let trimmed = trim_silence(&padded, -45.0);
         assert_eq!(trimmed.len(), 8_160, "from frame 6 to the end of frame 56");
         assert_eq!(trimmed[40..], padded[1_000..9_120]);
-        assert!(trim_silence(&[0.0; 4_000], -45.0).is_empty(), "all silence: nothing");
+        assert!(
+            trim_silence(&[0.0; 4_000], -45.0).is_empty(),
+            "all silence: nothing"
+        );
         assert!(trim_silence(&[], -45.0).is_empty());
     }
 

@@ -479,10 +479,7 @@ mod tests {
     fn a_value_above_the_target_is_measured_from_the_upper_bound() {
         // d = (176 − 160) / 160 = 0.1 → 5 − 0.4 = 4.6
         assert_wpm_judged(176.0, 4.6, "too fast: 176 wpm vs 120–160");
-        assert_eq!(
-            wpm_scored(182.0).verdict,
-            "too fast: 182 wpm vs 120–160"
-        );
+        assert_eq!(wpm_scored(182.0).verdict, "too fast: 182 wpm vs 120–160");
     }
 
     #[test]
