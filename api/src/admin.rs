@@ -117,31 +117,23 @@ impl ToSchema for JobStateName {}
 pub const MAX_LIMIT: u32 = 200;
 const DEFAULT_LIMIT: u32 = 50;
 
+/// Which page of jobs or audit entries, newest first: the query parameters after the filters.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct JobsQuery {
-    /// Only this queue's jobs (empty: every queue).
-    pub queue: Option<String>,
-    /// Only jobs in this state (empty: every state); another value is a 400 `invalid_state`.
-    #[param(value_type = Option<JobStateName>, inline)]
-    pub state: Option<String>,
-    /// Only jobs of this kind, e.g. `email.send`.
-    pub kind: Option<String>,
-    /// Only jobs working for this company (named by their payload).
-    pub company_id: Option<String>,
-    /// Created at or after this time (RFC 3339).
-    pub from: Option<DateTime<Utc>>,
-    /// Created before this time (RFC 3339); `from` must be before it (400 `invalid_range`).
-    pub to: Option<DateTime<Utc>>,
-    /// Text in the kind, the errors or the payload (every word of it on Postgres, the text as
-    /// it stands on SQLite); at most 200 characters (400 `invalid_search`).
-    pub q: Option<String>,
+pub struct PageQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<i64>,
     /// Page size, 1 to 200 (default 50); outside that range a 422 `invalid_limit` (not
     /// clamped).
     #[param(minimum = 1, maximum = 200, default = 50)]
     pub limit: Option<i64>,
+}
+
+impl PageQuery {
+    /// The page size asked for, checked against its range.
+    fn limit(&self) -> Result<u32, ApiError> {
+        crate::extract::limit(self.limit, DEFAULT_LIMIT, MAX_LIMIT)
+    }
 }
 
 fn job_error(e: JobError) -> ApiError {
@@ -291,7 +283,7 @@ pub async fn queues(
 }
 
 /// Jobs newest first, filtered by queue and state, with cursor pagination.
-#[utoipa::path(get, path = "/api/admin/jobs", tag = "operators", operation_id = "admin_jobs", params(JobsQuery),
+#[utoipa::path(get, path = "/api/admin/jobs", tag = "operators", operation_id = "admin_jobs", params(JobMatch, PageQuery),
     responses((status = 200, body = JobsResponse, description = "A page of jobs, newest first."), (status = 403, description = "Needs the operator role (`forbidden`), or the token's profile belongs to another company (`profile_company_mismatch`)."),
               (status = 400, description = "A query parameter that is not of its type, is repeated or holds a NUL character (`invalid_query`), an unknown `state` (`invalid_state`), `from` not before `to` (`invalid_range`) or a `q` over 200 characters (`invalid_search`)."),
               (status = 422, description = "`limit` outside 1 to 200 (`invalid_limit`).")),
@@ -299,21 +291,13 @@ pub async fn queues(
 pub async fn jobs(
     State(state): State<AppState>,
     _operator: Operator,
-    ApiQuery(q): ApiQuery<JobsQuery>,
+    ApiQuery(matching): ApiQuery<JobMatch>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<JobsResponse>, ApiError> {
-    let matching = JobMatch {
-        queue: q.queue,
-        state: q.state,
-        kind: q.kind,
-        company_id: q.company_id,
-        from: q.from,
-        to: q.to,
-        q: q.q,
-    };
     // 400 as tests/admin.rs pins it for `state` (the `limit` below is a 422).
     let mut filter = matching.filter(StatusCode::BAD_REQUEST, true)?;
-    let limit = crate::extract::limit(q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
-    filter.before = q.cursor.map(JobId);
+    let limit = page.limit()?;
+    filter.before = page.cursor.map(JobId);
     filter.limit = limit;
     let jobs = state.jobs.store().list(&filter).await?;
     let next_cursor = (jobs.len() as u32 == limit)
@@ -440,12 +424,6 @@ pub struct AuditQuery {
     pub actor: Option<String>,
     /// Only this company's entries (empty: all, the platform's included).
     pub company_id: Option<String>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<i64>,
-    /// Page size, 1 to 200 (default 50); outside that range a 422 `invalid_limit` (not
-    /// clamped).
-    #[param(minimum = 1, maximum = 200, default = 50)]
-    pub limit: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -468,7 +446,7 @@ pub struct AuditResponse {
 }
 
 /// The audit log, newest first, with filters and cursor pagination.
-#[utoipa::path(get, path = "/api/admin/audit", tag = "operators", operation_id = "admin_audit", params(AuditQuery),
+#[utoipa::path(get, path = "/api/admin/audit", tag = "operators", operation_id = "admin_audit", params(AuditQuery, PageQuery),
     responses((status = 200, body = AuditResponse, description = "A page of entries, newest first."), (status = 403, description = "Needs the operator role (`forbidden`), or the token's profile belongs to another company (`profile_company_mismatch`)."),
               (status = 422, description = "`limit` outside 1 to 200 (`invalid_limit`).")),
     security(("bearer" = [])))]
@@ -476,14 +454,15 @@ pub async fn audit_log(
     State(state): State<AppState>,
     _operator: Operator,
     ApiQuery(q): ApiQuery<AuditQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<AuditResponse>, ApiError> {
-    let limit = crate::extract::limit(q.limit, DEFAULT_LIMIT, MAX_LIMIT)?;
+    let limit = page.limit()?;
     let non_empty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let filter = audit::AuditFilter {
         action: non_empty(q.action),
         actor: non_empty(q.actor),
         company_id: non_empty(q.company_id),
-        before: q.cursor,
+        before: page.cursor,
         limit: limit as i64,
     };
     // Operators read every company's entries: audit::list runs in platform scope on Postgres

@@ -24,22 +24,30 @@ use crate::extract::{ApiPath, ApiQuery};
 /// The longest search text.
 const MAX_SEARCH_CHARS: usize = 200;
 
-/// What selects jobs, in a list's query string or a bulk action's body. Every field given
-/// narrows the match.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+/// What selects jobs, in a list's query string (`GET /api/admin/jobs`) or a bulk action's
+/// body. Every field given narrows the match; a bad one is refused naming it (400 in a query
+/// string, 422 in a body: see [`JobMatch::filter`]).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobMatch {
+    /// Only this queue's jobs (empty: every queue).
     pub queue: Option<String>,
+    /// Only jobs in this state; another value is refused (`invalid_state`). Empty in a query
+    /// string: every state.
     #[schema(value_type = Option<JobStateName>)]
+    #[param(value_type = Option<JobStateName>, inline)]
     pub state: Option<String>,
+    /// Only jobs of this kind, e.g. `email.send`.
     pub kind: Option<String>,
-    /// The tenant the job works for (named by its payload).
+    /// Only jobs working for this company (named by their payload).
     pub company_id: Option<String>,
     /// Created at or after this time (RFC 3339).
     pub from: Option<DateTime<Utc>>,
-    /// Created before this time (RFC 3339).
+    /// Created before this time (RFC 3339); `from` must be before it (`invalid_range`).
     pub to: Option<DateTime<Utc>>,
     /// Text in the kind, the errors or the payload: on Postgres every word of it (full-text
-    /// index), on SQLite the text as it stands, case-insensitive. At most 200 characters.
+    /// index), on SQLite the text as it stands, case-insensitive. At most 200 characters
+    /// (`invalid_search`).
     pub q: Option<String>,
 }
 

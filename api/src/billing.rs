@@ -29,6 +29,23 @@ pub async fn check_quota(state: &AppState, company: &str) -> Result<(), ApiError
         .map_err(|e| quota_error(e, now))
 }
 
+/// What refuses a new session (`POST /api/sessions`, `POST /api/roleplays`) before it is
+/// written, as the OpenAPI document states it: the plan ([`check_quota`]) and the intake's rate
+/// limits (`crate::ratelimit`).
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum IntakeRefusals {
+    #[response(
+        status = 402,
+        description = "The company's plan needs a subscription it does not have (`subscription_required`)."
+    )]
+    SubscriptionRequired,
+    #[response(
+        status = 429,
+        description = "Over a rate limit (`rate_limited`: intake_per_profile, intake_per_ip) or a quota (`quota_exceeded`); see Retry-After."
+    )]
+    OverLimit,
+}
+
 fn quota_error(error: QuotaError, now: DateTime<Utc>) -> ApiError {
     match error {
         QuotaError::Db(e) => ApiError::internal(e),

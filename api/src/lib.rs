@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod roleplays;
 pub mod session_events;
+pub mod session_route;
 pub mod sessions;
 pub mod trace;
 pub mod transcript;

@@ -45,9 +45,9 @@ const TRANSCRIBING: &str = "transcribing";
 /// and while it is transcribing, its progress (`event: progress`, data `{session_id, status,
 /// progress, note}`, `progress` from 0 to 100).
 #[utoipa::path(get, path = "/api/sessions/{id}/events", tag = "sessions", operation_id = "session_events",
-    params(("id" = String, Path, description = "The session's id.")),
+    params(crate::session_route::SessionPath),
     responses((status = 200, description = "text/event-stream of status events, and progress events while transcribing; ends after ready or failed", content_type = "text/event-stream"),
-              (status = 404, description = "No such session in the caller's company (`not_found`).")),
+              crate::session_route::SessionNotFound),
     security(("bearer" = [])))]
 pub async fn events(
     State(state): State<AppState>,

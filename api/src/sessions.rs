@@ -19,10 +19,12 @@ use voxline_jobs::store::ErasedSubject;
 
 use crate::AppState;
 use crate::auth::{Caller, Role};
+use crate::billing::IntakeRefusals;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::intake::{Pending, Written};
 use crate::ratelimit::ClientIp;
+use crate::session_route::{CallerSession, SessionNotFound, SessionPath};
 use crate::upload::{self, Submission};
 
 /// The kinds of practice session (each has its own targets in `[analysis.targets]`).
@@ -234,11 +236,10 @@ pub(crate) fn validate_title_kind(title: &str, kind: &str) -> Result<(String, St
             description = "1 to 200 visible ASCII characters (trimmed), otherwise a 422 naming Idempotency-Key. A retried submission with the same key gets the first answer and creates nothing; the same key with a different body is a 422.")),
     responses((status = 202, description = "Accepted: {id, status: queued, links}."),
               (status = 400, description = "Malformed: a body that is not valid JSON (`invalid_json`), or a multipart body that cannot be read or has no boundary (`invalid_multipart`)."),
-              (status = 402, description = "The company's plan needs a subscription it does not have (`subscription_required`)."),
               (status = 413, description = "The body is over http.body_limit_bytes, or the audio over uploads.max_audio_bytes (`payload_too_large`)."),
               (status = 415, description = "Neither application/json nor multipart/form-data, or audio of a type voxline does not take (`unsupported_media_type`)."),
               (status = 422, description = "A field breaks a constraint (`invalid_field`), the audio is not what it claims (`audio_type_mismatch`), audio while no transcription provider is enabled, or a bad or reused Idempotency-Key; `field` names it."),
-              (status = 429, description = "Over a rate limit (`rate_limited`: intake_per_profile, intake_per_ip) or a quota (`quota_exceeded`); see Retry-After.")),
+              IntakeRefusals),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -495,26 +496,20 @@ pub(crate) fn not_ready(session: &sessions::SessionRow, later: &str) -> ApiError
 
 /// One session of the caller's company.
 #[utoipa::path(get, path = "/api/sessions/{id}", tag = "sessions", operation_id = "get_session",
-    params(("id" = String, Path, description = "The session's id.")),
-    responses((status = 200, description = "The session."),
-              (status = 404, description = "No such session in the caller's company (`not_found`).")),
+    params(SessionPath),
+    responses((status = 200, description = "The session."), SessionNotFound),
     security(("bearer" = [])))]
-pub async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
-    let session = existing(&state.db, &caller.0.company_id, &id).await?;
-    Ok(Json(view(&session)))
+pub async fn get(CallerSession { session, .. }: CallerSession) -> Json<Value> {
+    Json(view(&session))
 }
 
 /// Deletes a session with its transcript, feedback and audio; its waiting jobs are cancelled.
 /// Allowed to the profile that made it and to its company's admins (403 for other members).
 #[utoipa::path(delete, path = "/api/sessions/{id}", tag = "sessions", operation_id = "delete_session",
-    params(("id" = String, Path, description = "The session's id.")),
+    params(SessionPath),
     responses((status = 204, description = "Deleted."),
               (status = 403, description = "Neither the session's own profile nor a company admin (`forbidden`), or the token's profile belongs to another company (`profile_company_mismatch`)."),
-              (status = 404, description = "No such session in the caller's company (`not_found`).")),
+              SessionNotFound),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -564,22 +559,19 @@ pub async fn delete(
 /// The coaching feedback of a session once it is ready (409 before): `{session_id, kind:
 /// llm|metrics_only, metrics, scores, llm, notes}`.
 #[utoipa::path(get, path = "/api/sessions/{id}/feedback", tag = "sessions", operation_id = "get_feedback",
-    params(("id" = String, Path, description = "The session's id.")),
-    responses((status = 200, description = "The feedback."),
-              (status = 404, description = "No such session in the caller's company (`not_found`)."),
+    params(SessionPath),
+    responses((status = 200, description = "The feedback."), SessionNotFound,
               (status = 409, description = "The session is not ready yet (`not_ready`).")),
     security(("bearer" = [])))]
 pub async fn feedback(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    CallerSession { caller, session }: CallerSession,
 ) -> Result<Json<Value>, ApiError> {
-    let company = &caller.0.company_id;
-    let session = existing(&state.db, company, &id).await?;
-    match sessions::feedback(&state.db, company, &id).await? {
+    let id = &session.id;
+    match sessions::feedback(&state.db, &caller.0.company_id, id).await? {
         // The stored document is `{kind, metrics, scores, llm, notes}`; the answer adds the id.
         Some(Value::Object(mut feedback)) => {
-            feedback.insert("session_id".into(), Value::String(id));
+            feedback.insert("session_id".into(), Value::String(id.clone()));
             Ok(Json(Value::Object(feedback)))
         }
         Some(other) => Err(ApiError::internal(format!(

@@ -13,10 +13,9 @@ use voxline_domain::sessions;
 use voxline_domain::speakers::Attribution;
 
 use crate::AppState;
-use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::ApiPath;
-use crate::sessions::{existing, not_ready};
+use crate::session_route::{CallerSession, SessionNotFound, SessionPath};
+use crate::sessions::not_ready;
 
 /// A stored segment as the transcription worker, the intake or a webhook wrote it.
 #[derive(Debug, Deserialize)]
@@ -59,19 +58,17 @@ fn annotate(stored: StoredSegment) -> Segment {
 /// {method, status, count?, reason?}, segments: [{speaker, start, end, text, fillers, hedges,
 /// questions}]}`. Offsets are `[start, end)` in characters (Unicode scalar values) of `text`.
 #[utoipa::path(get, path = "/api/sessions/{id}/transcript", tag = "sessions", operation_id = "get_transcript",
-    params(("id" = String, Path, description = "The session's id.")),
+    params(SessionPath),
     responses((status = 200, description = "The transcript with the user's fillers, hedges and questions located."),
-              (status = 404, description = "No such session in the caller's company (`not_found`)."),
+              SessionNotFound,
               (status = 409, description = "The session has no transcript yet (`not_ready`).")),
     security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
-    ApiPath(id): ApiPath<String>,
+    CallerSession { caller, session }: CallerSession,
 ) -> Result<Json<Value>, ApiError> {
-    let company = &caller.0.company_id;
-    let session = existing(&state.db, company, &id).await?;
-    let Some(stored) = sessions::transcript(&state.db, company, &id).await? else {
+    let id = &session.id;
+    let Some(stored) = sessions::transcript(&state.db, &caller.0.company_id, id).await? else {
         return Err(not_ready(
             &session,
             "its transcript comes once it is transcribed",

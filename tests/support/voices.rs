@@ -6,6 +6,8 @@
 use std::path::Path;
 
 pub const RATE: usize = 16_000;
+/// Quieter than this is the silence around a spoken line.
+const SILENCE_DBFS: f32 = -45.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Who {
@@ -109,23 +111,13 @@ fn speak(who: Who, text: &str, dir: &Path) -> Option<Vec<f32>> {
     Some(voxline_whisper::decode_file(&out).expect("espeak-ng's wav decodes"))
 }
 
-/// The clip without its leading and trailing silence (frames under −45 dBFS).
-fn trimmed(clip: Vec<f32>) -> Vec<f32> {
-    let loud = |f: &[f32]| {
-        let power = f.iter().map(|s| s * s).sum::<f32>() / f.len() as f32;
-        10.0 * power.max(1e-12).log10() > -45.0
-    };
-    let frames: Vec<bool> = clip.chunks(RATE / 100).map(loud).collect();
-    let first = frames.iter().position(|l| *l).unwrap_or(0);
-    let last = frames.iter().rposition(|l| *l).map_or(0, |l| l + 1);
-    clip[first * RATE / 100..(last * RATE / 100).min(clip.len())].to_vec()
-}
-
 /// Speaks `lines` in turn (scratch files go to `dir`), with half a second of silence at the end.
 pub fn record(lines: &[Line], dir: &Path) -> Option<Recording> {
     let (mut user, mut partner, mut turns) = (Vec::new(), Vec::new(), Vec::new());
     for line in lines {
-        let clip = trimmed(speak(line.who, line.text, dir)?);
+        let spoken = speak(line.who, line.text, dir)?;
+        // A line's turn is its sound: espeak-ng's leading and trailing silence is cut.
+        let clip = voxline_whisper::audio::trim_silence(&spoken, SILENCE_DBFS);
         let silence = (line.gap_before * RATE as f64) as usize;
         user.extend(std::iter::repeat_n(0.0, silence));
         partner.extend(std::iter::repeat_n(0.0, silence));

@@ -89,18 +89,9 @@ fn speak(voice: Voice, text: &str, dir: &Path, n: usize) -> Vec<f32> {
         assert!(status.success(), "sox failed");
         shifted
     };
-    trimmed(voxline_whisper::decode_file(&path).expect("the clip decodes"))
-}
-
-fn trimmed(clip: Vec<f32>) -> Vec<f32> {
-    let loud = |f: &[f32]| {
-        let power = f.iter().map(|s| s * s).sum::<f32>() / f.len() as f32;
-        10.0 * power.max(1e-12).log10() > -45.0
-    };
-    let frames: Vec<bool> = clip.chunks(RATE / 100).map(loud).collect();
-    let first = frames.iter().position(|l| *l).unwrap_or(0);
-    let last = frames.iter().rposition(|l| *l).map_or(0, |l| l + 1);
-    clip[first * RATE / 100..(last * RATE / 100).min(clip.len())].to_vec()
+    let clip = voxline_whisper::decode_file(&path).expect("the clip decodes");
+    // The line's sound only, as the tests' voices place it (tests/support/voices.rs).
+    voxline_whisper::audio::trim_silence(&clip, -45.0).to_vec()
 }
 
 /// A call alternating `voices` over the lines, `gap` seconds of silence between turns.

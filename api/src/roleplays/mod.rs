@@ -20,6 +20,7 @@ use voxline_domain::roleplays::{self, NewRoleplay};
 
 use crate::AppState;
 use crate::auth::Caller;
+use crate::billing::IntakeRefusals;
 use crate::error::ApiError;
 use crate::ratelimit::ClientIp;
 use ticket::TicketClaims;
@@ -42,12 +43,10 @@ pub struct RoleplayRequest {
     request_body(content = RoleplayRequest, content_type = "application/json"),
     responses((status = 201, description = "{roleplay_id, dynamic_variables: {voxline_ticket}, expires_at, signed_url?}: pass dynamic_variables to the ElevenLabs conversation"),
               (status = 400, description = "Malformed: a body that is not valid JSON, or whose fields are not strings (`invalid_json`)."),
-              (status = 402, description = "The company's plan needs a subscription it does not have (`subscription_required`)."),
               (status = 415, description = "The body is not application/json (`unsupported_media_type`)."),
               (status = 422, description = "A bad title or kind (`invalid_field`); `field` names it."),
-              (status = 429, description = "Over a rate limit (`rate_limited`: intake_per_profile, intake_per_ip) or a quota (`quota_exceeded`); see Retry-After."),
-              (status = 502, description = "ElevenLabs did not give a signed URL."),
-              (status = 503, description = "The database cannot be reached (`database_unavailable`) or tokens cannot be checked (`auth_unavailable`); retry after Retry-After seconds.")),
+              IntakeRefusals,
+              (status = 502, description = "ElevenLabs did not give a signed URL.")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,

@@ -102,6 +102,20 @@ pub fn duration_secs(samples_16k: &[f32]) -> f64 {
     samples_16k.len() as f64 / f64::from(SAMPLE_RATE)
 }
 
+/// 16 kHz samples without their leading and trailing silence: from the first to the last
+/// 10 ms frame whose level is over `floor_dbfs` (none when no frame is).
+pub fn trim_silence(samples_16k: &[f32], floor_dbfs: f32) -> &[f32] {
+    let frame = SAMPLE_RATE as usize / 100;
+    let loud = |f: &[f32]| {
+        let power = f.iter().map(|s| s * s).sum::<f32>() / f.len() as f32;
+        10.0 * power.max(1e-12).log10() > floor_dbfs
+    };
+    let frames: Vec<bool> = samples_16k.chunks(frame).map(loud).collect();
+    let first = frames.iter().position(|l| *l).unwrap_or(0);
+    let last = frames.iter().rposition(|l| *l).map_or(0, |l| l + 1);
+    &samples_16k[first * frame..(last * frame).min(samples_16k.len())]
+}
+
 /// Half a full-scale sine tone, for the tests.
 #[cfg(test)]
 fn sine(rate: u32, hz: f32, secs: f32) -> Vec<f32> {
@@ -125,6 +139,21 @@ mod tests {
             ),
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn silence_is_trimmed_from_both_ends_to_the_frame() {
+        let tone = sine(SAMPLE_RATE, 440.0, 0.5);
+        let padded = [vec![0.0; 1_000], tone.clone(), vec![0.001; 2_000]].concat();
+        // The first loud frame starts at 960 (the tone at 1,000); the quiet tail is under −45 dBFS.
+        let trimmed = trim_silence(&padded, -45.0);
+        assert_eq!(trimmed.len(), 8_160, "from frame 6 to the end of frame 56");
+        assert_eq!(trimmed[40..], padded[1_000..9_120]);
+        assert!(
+            trim_silence(&[0.0; 4_000], -45.0).is_empty(),
+            "all silence: nothing"
+        );
+        assert!(trim_silence(&[], -45.0).is_empty());
     }
 
     #[test]

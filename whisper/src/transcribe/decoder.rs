@@ -369,14 +369,13 @@ impl Decoder {
                 .enumerate()
                 .for_each(|(head, (out, scores))| {
                     let at = head * head_dim * frames..(head + 1) * head_dim * frames;
-                    kernels::attend_transposed(
-                        &query[head * head_dim..(head + 1) * head_dim],
-                        &keys[at.clone()],
-                        &values[at],
+                    let head = kernels::TransposedHead {
+                        query: &query[head * head_dim..(head + 1) * head_dim],
+                        keys_t: &keys[at.clone()],
+                        values_t: &values[at],
                         scale,
-                        scores,
-                        out,
-                    );
+                    };
+                    kernels::attend_transposed(&head, scores, out);
                 });
             state.quantized.quantize(&state.attended);
             layer.cross_out.forward(&state.quantized, &mut state.h);

@@ -55,6 +55,7 @@ pub struct Scores {
 }
 
 /// How one metric is named, read and described.
+#[derive(Clone, Copy)]
 struct Spec {
     name: &'static str,
     value: Option<f64>,
@@ -93,21 +94,32 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
             max: None,
         })
     };
+    // What most metrics are: measured from the segments and their timings, shown as a whole
+    // number. Each metric below says how it differs.
+    let timed = Spec {
+        name: "",
+        value: None,
+        target: Target::default(),
+        needs_partner: false,
+        needs_timing: true,
+        needs_audio: false,
+        decimals: 0,
+        percent: false,
+        unit: "",
+        too_low: "",
+        too_high: "",
+    };
     let candidates = [
         (
             range(t.talk_ratio),
             Spec {
                 name: "talk_ratio",
                 value: m.talk_ratio,
-                target: Target::default(),
                 needs_partner: true,
-                needs_timing: true,
-                needs_audio: false,
-                decimals: 0,
                 percent: true,
-                unit: "",
                 too_low: "talking too little",
                 too_high: "talking too much",
+                ..timed
             },
         ),
         (
@@ -115,15 +127,10 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
             Spec {
                 name: "words_per_minute",
                 value: m.words_per_minute,
-                target: Target::default(),
-                needs_partner: false,
-                needs_timing: true,
-                needs_audio: false,
-                decimals: 0,
-                percent: false,
                 unit: " wpm",
                 too_low: "too slow",
                 too_high: "too fast",
+                ..timed
             },
         ),
         (
@@ -131,15 +138,11 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
             Spec {
                 name: "fillers_per_minute",
                 value: m.fillers_per_minute,
-                target: Target::default(),
-                needs_partner: false,
-                needs_timing: true,
-                needs_audio: false,
                 decimals: 1,
-                percent: false,
                 unit: " per minute",
                 too_low: "too few fillers",
                 too_high: "too many fillers",
+                ..timed
             },
         ),
         (
@@ -147,15 +150,10 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
             Spec {
                 name: "longest_monologue_seconds",
                 value: m.longest_monologue_seconds,
-                target: Target::default(),
-                needs_partner: false,
-                needs_timing: true,
-                needs_audio: false,
-                decimals: 0,
-                percent: false,
                 unit: " s",
                 too_low: "monologue too short",
                 too_high: "monologue too long",
+                ..timed
             },
         ),
         (
@@ -163,15 +161,11 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
             Spec {
                 name: "questions_per_10_min",
                 value: m.questions_per_10_min,
-                target: Target::default(),
-                needs_partner: false,
-                needs_timing: true,
-                needs_audio: false,
                 decimals: 1,
-                percent: false,
                 unit: " per 10 min",
                 too_low: "too few questions",
                 too_high: "too many questions",
+                ..timed
             },
         ),
         (
@@ -179,15 +173,12 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
             Spec {
                 name: "patience_seconds",
                 value: m.patience_seconds,
-                target: Target::default(),
                 needs_partner: true,
-                needs_timing: true,
-                needs_audio: false,
                 decimals: 2,
-                percent: false,
                 unit: " s",
                 too_low: "answering too quickly",
                 too_high: "pausing too long",
+                ..timed
             },
         ),
         (
@@ -195,15 +186,10 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
             Spec {
                 name: "interruptions",
                 value: m.interruptions.map(|n| n as f64),
-                target: Target::default(),
                 needs_partner: true,
-                needs_timing: true,
-                needs_audio: false,
-                decimals: 0,
-                percent: false,
-                unit: "",
                 too_low: "too few interruptions",
                 too_high: "too many interruptions",
+                ..timed
             },
         ),
         (
@@ -211,15 +197,11 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
             Spec {
                 name: "vocabulary_diversity",
                 value: m.vocabulary_diversity,
-                target: Target::default(),
-                needs_partner: false,
                 needs_timing: false,
-                needs_audio: false,
                 decimals: 2,
-                percent: false,
-                unit: "",
                 too_low: "vocabulary too repetitive",
                 too_high: "vocabulary too varied",
+                ..timed
             },
         ),
     ];
@@ -230,15 +212,12 @@ fn specs(m: &Metrics, t: &KindTargets) -> Vec<Spec> {
             Spec {
                 name,
                 value,
-                target: Target::default(),
-                needs_partner: false,
-                needs_timing: true,
                 needs_audio: true,
                 decimals,
-                percent: false,
                 unit,
                 too_low,
                 too_high,
+                ..timed
             },
         )
     };
@@ -456,12 +435,27 @@ mod tests {
         score(m, Some(targets)).metrics[name].clone()
     }
 
+    /// The words-per-minute score of a call at `wpm` against 120–160.
+    fn wpm_scored(wpm: f64) -> MetricScore {
+        scored(&with_wpm(wpm), &wpm_only(), "words_per_minute")
+    }
+
+    /// Checks the score and the verdict of a call at `wpm` against 120–160.
+    #[track_caller]
+    fn assert_wpm_judged(wpm: f64, score: f64, verdict: &str) {
+        let s = wpm_scored(wpm);
+        assert_eq!(
+            (s.score, s.verdict.as_str()),
+            (Some(score), verdict),
+            "{wpm} wpm"
+        );
+    }
+
     #[test]
     fn a_value_within_the_target_scores_5_bounds_included() {
         for wpm in [120.0, 141.6, 160.0] {
-            let s = scored(&with_wpm(wpm), &wpm_only(), "words_per_minute");
-            assert_eq!(s.score, Some(5.0), "{wpm}");
-            assert_eq!(s.verdict, "within target");
+            assert_wpm_judged(wpm, 5.0, "within target");
+            let s = wpm_scored(wpm);
             assert_eq!(s.value, Some(wpm));
             assert_eq!(
                 s.target,
@@ -476,39 +470,24 @@ mod tests {
     #[test]
     fn a_value_below_the_target_loses_a_point_per_25_percent() {
         // d = (120 − 90) / 120 = 0.25 → 5 − 4 × 0.25 = 4.0
-        let s = scored(&with_wpm(90.0), &wpm_only(), "words_per_minute");
-        assert_eq!(s.score, Some(4.0));
-        assert_eq!(s.verdict, "too slow: 90 wpm vs 120–160");
+        assert_wpm_judged(90.0, 4.0, "too slow: 90 wpm vs 120–160");
         // d = (120 − 60) / 120 = 0.5 → 3.0
-        assert_eq!(
-            scored(&with_wpm(60.0), &wpm_only(), "words_per_minute").score,
-            Some(3.0)
-        );
+        assert_eq!(wpm_scored(60.0).score, Some(3.0));
     }
 
     #[test]
     fn a_value_above_the_target_is_measured_from_the_upper_bound() {
         // d = (176 − 160) / 160 = 0.1 → 5 − 0.4 = 4.6
-        let s = scored(&with_wpm(176.0), &wpm_only(), "words_per_minute");
-        assert_eq!(s.score, Some(4.6));
-        assert_eq!(s.verdict, "too fast: 176 wpm vs 120–160");
-        assert_eq!(
-            scored(&with_wpm(182.0), &wpm_only(), "words_per_minute").verdict,
-            "too fast: 182 wpm vs 120–160"
-        );
+        assert_wpm_judged(176.0, 4.6, "too fast: 176 wpm vs 120–160");
+        assert_eq!(wpm_scored(182.0).verdict, "too fast: 182 wpm vs 120–160");
     }
 
     #[test]
     fn far_outside_scores_1_and_a_hair_outside_is_not_5() {
         // d = (400 − 160) / 160 = 1.5, capped at 1 → 1.0
-        assert_eq!(
-            scored(&with_wpm(400.0), &wpm_only(), "words_per_minute").score,
-            Some(1.0)
-        );
+        assert_eq!(wpm_scored(400.0).score, Some(1.0));
         // d = 0.1 / 160 → 4.9975, but 5 means "within target": 4.9
-        let s = scored(&with_wpm(160.1), &wpm_only(), "words_per_minute");
-        assert_eq!(s.score, Some(4.9));
-        assert_eq!(s.verdict, "too fast: 160.1 wpm vs 120–160");
+        assert_wpm_judged(160.1, 4.9, "too fast: 160.1 wpm vs 120–160");
     }
 
     #[test]

@@ -48,28 +48,31 @@ fn sum_exp_generic(x: &[f32], shift: f32) -> f32 {
     lane_sum::<LANES, _>(chunks, tail, |c, i| exp(c[i] - shift))
 }
 
-/// One head of one query attending over `n = scores.len()` frames whose keys and values are
-/// stored transposed (`dim × n`, row-major): the scores are `dim` sweeps of `s += q_d · K_d`
-/// and each output value one long dot product, both running the whole vector width.
+/// One head's query and the frames it attends over, their keys and values stored transposed
+/// (`query.len() × frames` each, row-major), the scores scaled by `scale`.
+#[derive(Debug, Clone, Copy)]
+pub struct TransposedHead<'a> {
+    pub query: &'a [f32],
+    pub keys_t: &'a [f32],
+    pub values_t: &'a [f32],
+    pub scale: f32,
+}
+
+/// One head of one query attending over `n = scores.len()` frames: the scores are `dim`
+/// sweeps of `s += q_d · K_d` and each output value one long dot product, both running the
+/// whole vector width.
 #[inline(always)]
-fn attend_transposed_generic(
-    query: &[f32],
-    keys_t: &[f32],
-    values_t: &[f32],
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
+fn attend_transposed_generic(head: &TransposedHead<'_>, scores: &mut [f32], out: &mut [f32]) {
     let n = scores.len();
     scores.fill(0.0);
-    for (q, k) in query.iter().zip(keys_t.chunks_exact(n)) {
-        let q = q * scale;
+    for (q, k) in head.query.iter().zip(head.keys_t.chunks_exact(n)) {
+        let q = q * head.scale;
         for (s, k) in scores.iter_mut().zip(k) {
             *s += q * k;
         }
     }
     softmax_generic(scores);
-    for (o, v) in out.iter_mut().zip(values_t.chunks_exact(n)) {
+    for (o, v) in out.iter_mut().zip(head.values_t.chunks_exact(n)) {
         *o = dot_lanes::<LANES>(scores, v);
     }
 }
@@ -104,14 +107,11 @@ macro_rules! compiled_for {
 
             #[target_feature(enable = $features)]
             pub(super) fn attend_transposed(
-                query: &[f32],
-                keys_t: &[f32],
-                values_t: &[f32],
-                scale: f32,
+                head: &super::TransposedHead<'_>,
                 scores: &mut [f32],
                 out: &mut [f32],
             ) {
-                super::attend_transposed_generic(query, keys_t, values_t, scale, scores, out);
+                super::attend_transposed_generic(head, scores, out);
             }
 
             #[target_feature(enable = $features)]
@@ -160,22 +160,14 @@ pub fn softmax_in_place(x: &mut [f32]) {
     dispatch!(softmax, softmax_generic(x))
 }
 
-/// Softmax-weighted attention of one head's `query` over `scores.len()` frames with keys and
-/// values stored transposed (`query.len() × frames` each), into `out` (`query.len()` values);
-/// the scores are scaled by `scale` first. `scores` is scratch.
-pub fn attend_transposed(
-    query: &[f32],
-    keys_t: &[f32],
-    values_t: &[f32],
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    debug_assert!(keys_t.len() >= query.len() * scores.len());
-    debug_assert!(values_t.len() >= out.len() * scores.len());
+/// Softmax-weighted attention of `head`'s query over `scores.len()` frames, into `out`
+/// (`query.len()` values). `scores` is scratch.
+pub fn attend_transposed(head: &TransposedHead<'_>, scores: &mut [f32], out: &mut [f32]) {
+    debug_assert!(head.keys_t.len() >= head.query.len() * scores.len());
+    debug_assert!(head.values_t.len() >= out.len() * scores.len());
     dispatch!(
         attend_transposed,
-        attend_transposed_generic(query, keys_t, values_t, scale, scores, out)
+        attend_transposed_generic(head, scores, out)
     )
 }
 
@@ -237,14 +229,14 @@ mod tests {
             |m: &[f32]| -> Vec<f32> { (0..dim * n).map(|i| m[(i % n) * dim + i / n]).collect() };
         let mut scores = vec![0.0; n];
         let mut out = vec![0.0; dim];
-        attend_transposed(
-            &q,
-            &transpose(&k),
-            &transpose(&v),
-            0.5,
-            &mut scores,
-            &mut out,
-        );
+        let (keys_t, values_t) = (transpose(&k), transpose(&v));
+        let head = TransposedHead {
+            query: &q,
+            keys_t: &keys_t,
+            values_t: &values_t,
+            scale: 0.5,
+        };
+        attend_transposed(&head, &mut scores, &mut out);
 
         let mut p: Vec<f32> = (0..n)
             .map(|j| 0.5 * dot(&q, &k[j * dim..(j + 1) * dim]))

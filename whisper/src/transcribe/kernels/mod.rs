@@ -27,7 +27,7 @@ mod q8;
 mod q8_dot;
 
 pub use elementwise::{
-    attend_transposed, gelu_in_place, gelu_parallel, max, softmax_in_place, sum_exp,
+    TransposedHead, attend_transposed, gelu_in_place, gelu_parallel, max, softmax_in_place, sum_exp,
 };
 pub use math::{axpy, dot, layer_norm};
 pub use q8::{BLOCK, Q8Matrix, Q8Vector};
