@@ -16,6 +16,39 @@
 //! sweep's, each implemented for Postgres (`postgres.rs`) and SQLite (`sqlite.rs`); the free
 //! functions here are the stable entry points and hold the logic.
 
+/// [`CallAudioStore`] for one database handle (`$handle`), invoked in `postgres.rs` and
+/// `sqlite.rs`: the same statements on both databases, run by [`Own`](crate::portable::Own)
+/// in platform scope (a held recording is no company's yet).
+macro_rules! call_audio_store {
+    ($handle:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::call_audio::CallAudioStore for $handle {
+            async fn unclaimed(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+                limit: i64,
+            ) -> Result<Vec<$crate::gdpr::ExpiredBlob>, $crate::DbError> {
+                let mut conn = self.own($crate::db::Scope::Platform).await?;
+                let params = [before.into(), limit.into()];
+                let sql = $crate::call_audio::SELECT_UNCLAIMED;
+                let rows = $crate::portable::all(&mut *conn, sql, &params).await?;
+                Ok($crate::call_audio::unclaimed_blobs(rows))
+            }
+
+            async fn forget_unclaimed(
+                &self,
+                expired: &$crate::gdpr::ExpiredBlob,
+            ) -> Result<(), $crate::DbError> {
+                let mut conn = self.own($crate::db::Scope::Platform).await?;
+                let params = [(&expired.blob_ref).into()];
+                let sql = $crate::call_audio::FORGET_UNCLAIMED;
+                $crate::portable::execute(&mut *conn, sql, &params).await?;
+                Ok(conn.commit().await?)
+            }
+        }
+    };
+}
+
 /// [`CallAudioTxStore`] for one driver's connection (`$connection`, of `$dialect`), invoked in
 /// `postgres.rs` and `sqlite.rs`: the same statements on both databases, but for the time of
 /// the write (see [`Dialect`](crate::portable::Dialect)) and the conversation's lock, which
