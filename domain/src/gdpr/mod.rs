@@ -91,16 +91,12 @@ macro_rules! gdpr_store {
                 &self,
                 expired: &super::ExpiredBlob,
             ) -> Result<(), $crate::DbError> {
-                let mut conn = self
-                    .own($crate::db::Scope::Company(&expired.company_id))
-                    .await?;
                 let params = [
                     (&expired.company_id).into(),
                     (&expired.owner_id).into(),
                     (&expired.blob_ref).into(),
                 ];
-                $crate::portable::execute(&mut *conn, super::CLEAR_AUDIO, &params).await?;
-                Ok(conn.commit().await?)
+                self.forget(expired, super::CLEAR_AUDIO, &params).await
             }
 
             async fn expired_exports(
@@ -115,12 +111,8 @@ macro_rules! gdpr_store {
                 &self,
                 expired: &super::ExpiredBlob,
             ) -> Result<(), $crate::DbError> {
-                let mut conn = self
-                    .own($crate::db::Scope::Company(&expired.company_id))
-                    .await?;
                 let params = [(&expired.company_id).into(), (&expired.owner_id).into()];
-                $crate::portable::execute(&mut *conn, super::FORGET_EXPORT, &params).await?;
-                Ok(conn.commit().await?)
+                self.forget(expired, super::FORGET_EXPORT, &params).await
             }
         }
 
@@ -137,6 +129,21 @@ macro_rules! gdpr_store {
                 let rows =
                     $crate::portable::all(&mut *conn, sql, &[at.into(), limit.into()]).await?;
                 Ok(super::expired_blobs(rows))
+            }
+
+            /// Runs `sql` (bound: `params`), which forgets an expired file's row, in the
+            /// company of that row.
+            async fn forget(
+                &self,
+                expired: &super::ExpiredBlob,
+                sql: &'static str,
+                params: &[$crate::portable::Param<'_>],
+            ) -> Result<(), $crate::DbError> {
+                let mut conn = self
+                    .own($crate::db::Scope::Company(&expired.company_id))
+                    .await?;
+                $crate::portable::execute(&mut *conn, sql, params).await?;
+                Ok(conn.commit().await?)
             }
         }
     };
