@@ -1,24 +1,32 @@
 //! What both databases share: statements whose text runs on either (`$1`… in order: SQLite
 //! reads `$N` as the N-th bound value), their bound values ([`Param`], encoded as each
-//! database stores them) and rows read the same way ([`Columns`]). A repository's Postgres and
-//! SQLite implementations share these instead of writing the same binding and mapping twice;
-//! only where they run (Postgres: in the right scope) and the few words of SQL that differ
-//! (Postgres' `now()`, `FOR UPDATE`, casts) stay in each.
+//! database stores them), rows read the same way ([`Columns`]) and where a repository's
+//! statements of their own run ([`Own`]: on Postgres a transaction in the right [`Scope`], on
+//! SQLite a pooled connection). A repository's Postgres and SQLite implementations share these
+//! instead of writing the same binding, mapping and scoping twice; the few words of SQL that
+//! differ (Postgres' `now()`, `FOR UPDATE`) are [`Dialect`]'s, so a repository's methods can be
+//! written once, in a macro over the connection or handle type invoked in `postgres.rs` and
+//! `sqlite.rs`, and only what really differs stays in each.
 //!
 //! The statements return boxed futures rather than being `async fn`s: that proves them `Send`
 //! here, once, for any executor (an `async fn` generic over the executor trips the compiler's
 //! higher-ranked lifetime check inside the repositories' `async_trait` methods).
 
+use std::ops::{Deref, DerefMut};
+
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde_json::Value;
 use sqlx::error::BoxDynError;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{
     Arguments, Database, Decode, Executor, FromRow, IntoArguments, Postgres, Row, SqlSafeStr,
-    Sqlite, Type,
+    Sqlite, Transaction, Type,
 };
+
+use crate::db::{PgDb, Scope, SqliteDb};
 
 /// Now, as SQLite stores a time: microseconds since the epoch.
 pub(crate) fn now_us() -> i64 {
@@ -331,6 +339,9 @@ pub(crate) trait Columns {
     fn opt_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error>;
     /// A JSON column (`jsonb` on Postgres, its text on SQLite); unreadable text fails to decode.
     fn json(&self, column: &str) -> Result<Value, sqlx::Error>;
+    /// A JSON column that may be NULL; on SQLite, text that does not parse reads as NULL too
+    /// (for the columns whose readers would rather show nothing than fail).
+    fn json_or_none(&self, column: &str) -> Result<Option<Value>, sqlx::Error>;
 }
 
 impl Columns for PgRow {
@@ -344,6 +355,9 @@ impl Columns for PgRow {
         self.try_get(column)
     }
     fn json(&self, column: &str) -> Result<Value, sqlx::Error> {
+        self.try_get(column)
+    }
+    fn json_or_none(&self, column: &str) -> Result<Option<Value>, sqlx::Error> {
         self.try_get(column)
     }
 }
@@ -363,6 +377,81 @@ impl Columns for SqliteRow {
     fn json(&self, column: &str) -> Result<Value, sqlx::Error> {
         let text: String = self.try_get(column)?;
         serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    }
+    fn json_or_none(&self, column: &str) -> Result<Option<Value>, sqlx::Error> {
+        let text: Option<String> = self.try_get(column)?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+}
+
+/// Where a repository runs statements of its own, outside any caller's transaction (from
+/// [`PgDb::own`] or [`SqliteDb::own`]): what tells the two databases apart there, so the rest
+/// of such a method is written once. A read simply drops it; a write ends with
+/// [`Own::commit`].
+pub(crate) enum Own<DB: Database> {
+    /// A pooled connection (SQLite): each statement commits as it runs.
+    Connection(PoolConnection<DB>),
+    /// A transaction: on Postgres limited to a scope's rows.
+    Transaction(Transaction<'static, DB>),
+}
+
+impl<DB: Database> Own<DB> {
+    /// Commits the transaction; on a connection its statements committed as they ran.
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Own::Connection(_) => Ok(()),
+            Own::Transaction(tx) => tx.commit().await,
+        }
+    }
+}
+
+impl<DB: Database> Deref for Own<DB> {
+    type Target = DB::Connection;
+
+    fn deref(&self) -> &DB::Connection {
+        match self {
+            Own::Connection(conn) => conn,
+            Own::Transaction(tx) => tx,
+        }
+    }
+}
+
+impl<DB: Database> DerefMut for Own<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        match self {
+            Own::Connection(conn) => conn,
+            Own::Transaction(tx) => tx,
+        }
+    }
+}
+
+impl PgDb {
+    /// A transaction limited to `scope`'s rows (row-level security), for a repository's
+    /// statements of their own.
+    pub(crate) async fn own(&self, scope: Scope<'_>) -> Result<Own<Postgres>, sqlx::Error> {
+        Ok(Own::Transaction(self.begin_scoped(scope).await?))
+    }
+
+    /// [`PgDb::own`], for writes that must commit together: it is one transaction already.
+    pub(crate) async fn own_atomic(&self, scope: Scope<'_>) -> Result<Own<Postgres>, sqlx::Error> {
+        self.own(scope).await
+    }
+}
+
+impl SqliteDb {
+    /// A pooled connection, for a repository's statements of their own. There is no scope to
+    /// set: SQLite has no row-level security, and every statement names its company itself.
+    pub(crate) async fn own(&self, _scope: Scope<'_>) -> Result<Own<Sqlite>, sqlx::Error> {
+        Ok(Own::Connection(self.pool.acquire().await?))
+    }
+
+    /// A transaction, for writes that must commit together. IMMEDIATE, as
+    /// [`Db::begin`](crate::Db::begin)'s: it takes the write lock up front, where a deferred
+    /// one that read first could fail with SQLITE_BUSY at its first write instead of waiting.
+    pub(crate) async fn own_atomic(&self, _scope: Scope<'_>) -> Result<Own<Sqlite>, sqlx::Error> {
+        Ok(Own::Transaction(
+            self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        ))
     }
 }
 

@@ -16,6 +16,39 @@
 //! sweep's, each implemented for Postgres (`postgres.rs`) and SQLite (`sqlite.rs`); the free
 //! functions here are the stable entry points and hold the logic.
 
+/// [`CallAudioStore`] for one database handle (`$handle`), invoked in `postgres.rs` and
+/// `sqlite.rs`: the same statements on both databases, run by [`Own`](crate::portable::Own)
+/// in platform scope (a held recording is no company's yet).
+macro_rules! call_audio_store {
+    ($handle:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::call_audio::CallAudioStore for $handle {
+            async fn unclaimed(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+                limit: i64,
+            ) -> Result<Vec<$crate::gdpr::ExpiredBlob>, $crate::DbError> {
+                let mut conn = self.own($crate::db::Scope::Platform).await?;
+                let params = [before.into(), limit.into()];
+                let sql = $crate::call_audio::SELECT_UNCLAIMED;
+                let rows = $crate::portable::all(&mut *conn, sql, &params).await?;
+                Ok($crate::call_audio::unclaimed_blobs(rows))
+            }
+
+            async fn forget_unclaimed(
+                &self,
+                expired: &$crate::gdpr::ExpiredBlob,
+            ) -> Result<(), $crate::DbError> {
+                let mut conn = self.own($crate::db::Scope::Platform).await?;
+                let params = [(&expired.blob_ref).into()];
+                let sql = $crate::call_audio::FORGET_UNCLAIMED;
+                $crate::portable::execute(&mut *conn, sql, &params).await?;
+                Ok(conn.commit().await?)
+            }
+        }
+    };
+}
+
 /// [`CallAudioTxStore`] for one driver's connection (`$connection`, of `$dialect`), invoked in
 /// `postgres.rs` and `sqlite.rs`: the same statements on both databases, but for the time of
 /// the write (see [`Dialect`](crate::portable::Dialect)) and the conversation's lock, which
@@ -56,13 +89,8 @@ macro_rules! call_audio_tx_store {
                 let sql = sqlx::AssertSqlSafe($crate::call_audio::keep_pending_sql(
                     &<$dialect as $crate::portable::Dialect>::now(5),
                 ));
-                let params = [
-                    source.into(),
-                    conversation.into(),
-                    audio_ref.into(),
-                    audio_type.into(),
-                    $crate::portable::Param::Now,
-                ];
+                let key = (source, conversation);
+                let params = $crate::call_audio::recording_params(key, audio_ref, audio_type);
                 Ok($crate::portable::execute(self, sql, &params).await? == 1)
             }
 
@@ -86,13 +114,8 @@ macro_rules! call_audio_tx_store {
                 let sql = sqlx::AssertSqlSafe($crate::call_audio::attach_sql(
                     &<$dialect as $crate::portable::Dialect>::now(5),
                 ));
-                let params = [
-                    company.into(),
-                    id.into(),
-                    audio_ref.into(),
-                    audio_type.into(),
-                    $crate::portable::Param::Now,
-                ];
+                let key = (company, id);
+                let params = $crate::call_audio::recording_params(key, audio_ref, audio_type);
                 $crate::portable::execute(self, sql, &params).await?;
                 Ok(())
             }
@@ -108,6 +131,7 @@ use chrono::{DateTime, Utc};
 
 use crate::db::{DbError, Tx};
 use crate::gdpr::ExpiredBlob;
+use crate::portable::Param;
 use crate::sessions::SessionRow;
 use crate::{Db, sessions};
 
@@ -277,6 +301,23 @@ fn attach_sql(now: &str) -> String {
         "UPDATE sessions SET audio_ref = $3, audio_type = $4, updated_at = {now}
          WHERE company_id = $1 AND id = $2 AND audio_ref IS NULL"
     )
+}
+
+/// The parameters of [`keep_pending_sql`] and [`attach_sql`]: the row's key (`$1`, `$2`: the
+/// source and its conversation, or the company and its session), the recording (`$3`, `$4`)
+/// and the time of the write.
+fn recording_params<'a>(
+    (first, second): (&'a str, &'a str),
+    audio_ref: &'a str,
+    audio_type: &'a str,
+) -> [Param<'a>; 5] {
+    [
+        first.into(),
+        second.into(),
+        audio_ref.into(),
+        audio_type.into(),
+        Param::Now,
+    ]
 }
 
 /// Rows of [`SELECT_UNCLAIMED`] as the sweep's blobs.

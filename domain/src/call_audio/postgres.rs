@@ -1,34 +1,9 @@
-//! [`CallAudioStore`] and [`CallAudioTxStore`] on Postgres.
+//! [`CallAudioStore`](super::CallAudioStore) and [`CallAudioTxStore`](super::CallAudioTxStore)
+//! on Postgres.
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::{CallAudioStore, FORGET_UNCLAIMED, SELECT_UNCLAIMED, unclaimed_blobs};
-use crate::db::{DbError, PgDb, Scope};
-use crate::gdpr::ExpiredBlob;
-use crate::portable;
-
-#[async_trait]
-impl CallAudioStore for PgDb {
-    async fn unclaimed(
-        &self,
-        before: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<ExpiredBlob>, DbError> {
-        let mut tx = self.begin_scoped(Scope::Platform).await?;
-        let params = [before.into(), limit.into()];
-        let rows = portable::all(&mut *tx, SELECT_UNCLAIMED, &params).await?;
-        Ok(unclaimed_blobs(rows))
-    }
-
-    async fn forget_unclaimed(&self, expired: &ExpiredBlob) -> Result<(), DbError> {
-        let mut tx = self.begin_scoped(Scope::Platform).await?;
-        portable::execute(&mut *tx, FORGET_UNCLAIMED, &[(&expired.blob_ref).into()]).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-}
+use crate::db::{DbError, PgDb};
 
 /// The conversation's transaction-scoped advisory lock.
 async fn advisory_lock(
@@ -43,4 +18,5 @@ async fn advisory_lock(
     Ok(())
 }
 
+call_audio_store!(PgDb);
 call_audio_tx_store!(PgConnection, sqlx::Postgres, lock = advisory_lock);

@@ -13,6 +13,142 @@
 //! each implemented for Postgres (`postgres.rs`) and SQLite (`sqlite.rs`); the free functions
 //! here are the stable entry points, and the bundle and the erasure are written once over them.
 
+/// [`GdprStore`] for one database handle (`$handle`, of `$dialect`), invoked in `postgres.rs`
+/// and `sqlite.rs`: the same statements on both databases, each run by
+/// [`Own`](crate::portable::Own) in the scope it names (which only Postgres enforces).
+macro_rules! gdpr_store {
+    ($handle:ty, $dialect:ty) => {
+        #[async_trait::async_trait]
+        impl super::GdprStore for $handle {
+            async fn latest_export(
+                &self,
+                company: &str,
+                profile: &str,
+            ) -> Result<Option<super::DataExport>, $crate::DbError> {
+                let scope = $crate::db::Scope::Profile { company, profile };
+                let mut conn = self.own(scope).await?;
+                let sql = sqlx::AssertSqlSafe(super::latest_export_sql());
+                let params = [company.into(), profile.into()];
+                let row = $crate::portable::row(&mut *conn, sql, &params).await?;
+                Ok(row.as_ref().map(super::export_row).transpose()?)
+            }
+
+            async fn finish_export(
+                &self,
+                company: &str,
+                id: &str,
+                outcome: Result<(&str, chrono::DateTime<chrono::Utc>), &str>,
+            ) -> Result<bool, $crate::DbError> {
+                use $crate::portable::Dialect;
+                let mut conn = self.own($crate::db::Scope::Company(company)).await?;
+                let sql = sqlx::AssertSqlSafe(super::finish_export_sql(&<$dialect>::now(7)));
+                let params = super::finish_export_params(company, id, outcome);
+                let changed = $crate::portable::execute(&mut *conn, sql, &params).await?;
+                conn.commit().await?;
+                Ok(changed == 1)
+            }
+
+            async fn profile_sessions(
+                &self,
+                company: &str,
+                profile: &str,
+            ) -> Result<Vec<$crate::sessions::SessionRow>, $crate::DbError> {
+                let scope = $crate::db::Scope::Profile { company, profile };
+                let mut conn = self.own(scope).await?;
+                let sql = sqlx::AssertSqlSafe(super::profile_sessions_sql());
+                let params = [company.into(), profile.into()];
+                let rows = $crate::portable::rows(&mut *conn, sql, &params).await?;
+                Ok(rows
+                    .iter()
+                    .map($crate::sessions::session_row)
+                    .collect::<Result<_, _>>()?)
+            }
+
+            async fn profile_records(
+                &self,
+                company: &str,
+                profile: &str,
+            ) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>), $crate::DbError> {
+                let scope = $crate::db::Scope::Profile { company, profile };
+                let mut conn = self.own(scope).await?;
+                let params = [company.into(), profile.into()];
+                let usage =
+                    $crate::portable::rows(&mut *conn, super::USAGE_RECORDS, &params).await?;
+                let emails =
+                    $crate::portable::rows(&mut *conn, super::EMAILS_SENT, &params).await?;
+                Ok(super::profile_records(usage, emails)?)
+            }
+
+            async fn expired_audio(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+                limit: i64,
+            ) -> Result<Vec<super::ExpiredBlob>, $crate::DbError> {
+                self.expired(super::EXPIRED_AUDIO, before, limit).await
+            }
+
+            async fn clear_audio(
+                &self,
+                expired: &super::ExpiredBlob,
+            ) -> Result<(), $crate::DbError> {
+                let params = [
+                    (&expired.company_id).into(),
+                    (&expired.owner_id).into(),
+                    (&expired.blob_ref).into(),
+                ];
+                self.forget(expired, super::CLEAR_AUDIO, &params).await
+            }
+
+            async fn expired_exports(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                limit: i64,
+            ) -> Result<Vec<super::ExpiredBlob>, $crate::DbError> {
+                self.expired(super::EXPIRED_EXPORTS, now, limit).await
+            }
+
+            async fn forget_export(
+                &self,
+                expired: &super::ExpiredBlob,
+            ) -> Result<(), $crate::DbError> {
+                let params = [(&expired.company_id).into(), (&expired.owner_id).into()];
+                self.forget(expired, super::FORGET_EXPORT, &params).await
+            }
+        }
+
+        impl $handle {
+            /// The rows of an `EXPIRED_*` query (bound: the time, the limit), in platform
+            /// scope: retention sweeps every company's files.
+            async fn expired(
+                &self,
+                sql: &'static str,
+                at: chrono::DateTime<chrono::Utc>,
+                limit: i64,
+            ) -> Result<Vec<super::ExpiredBlob>, $crate::DbError> {
+                let mut conn = self.own($crate::db::Scope::Platform).await?;
+                let rows =
+                    $crate::portable::all(&mut *conn, sql, &[at.into(), limit.into()]).await?;
+                Ok(super::expired_blobs(rows))
+            }
+
+            /// Runs `sql` (bound: `params`), which forgets an expired file's row, in the
+            /// company of that row.
+            async fn forget(
+                &self,
+                expired: &super::ExpiredBlob,
+                sql: &'static str,
+                params: &[$crate::portable::Param<'_>],
+            ) -> Result<(), $crate::DbError> {
+                let mut conn = self
+                    .own($crate::db::Scope::Company(&expired.company_id))
+                    .await?;
+                $crate::portable::execute(&mut *conn, sql, params).await?;
+                Ok(conn.commit().await?)
+            }
+        }
+    };
+}
+
 /// [`GdprTxStore`] for one driver's connection (`$connection`, of `$dialect`), invoked in
 /// `postgres.rs` and `sqlite.rs`: the same statements on both databases, but for the time of
 /// the write (see [`Dialect`](crate::portable::Dialect)).

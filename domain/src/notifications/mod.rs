@@ -4,6 +4,126 @@
 //! [`NotificationStore`] is the repository, implemented for Postgres (`postgres.rs`) and
 //! SQLite (`sqlite.rs`); the free functions here are the stable entry points and delegate to it.
 
+/// [`NotificationStore`] for one database handle (`$handle`, of `$dialect`), invoked in
+/// `postgres.rs` and `sqlite.rs`: the same statements on both databases, each run by
+/// [`Own`](crate::portable::Own) in the scope it names, but for the time of the write (see
+/// [`Dialect`](crate::portable::Dialect)) and `$ten_minutes_ago`, that time less ten minutes
+/// as the database says it (the time of a claim is `$10`).
+macro_rules! notification_store {
+    ($handle:ty, $dialect:ty, ten_minutes_ago = $ten_minutes_ago:expr) => {
+        #[async_trait::async_trait]
+        impl super::NotificationStore for $handle {
+            async fn preferences(
+                &self,
+                company: &str,
+                profile: &str,
+            ) -> Result<std::collections::BTreeMap<super::EmailKind, bool>, $crate::DbError> {
+                let mut conn = self.own($crate::db::Scope::Company(company)).await?;
+                let params = [company.into(), profile.into()];
+                let sql = super::SELECT_PREFERENCES;
+                let rows = $crate::portable::all(&mut *conn, sql, &params).await?;
+                Ok(super::with_defaults(rows))
+            }
+
+            async fn set_preferences(
+                &self,
+                company: &str,
+                profile: &str,
+                changes: &std::collections::BTreeMap<super::EmailKind, bool>,
+            ) -> Result<(), $crate::DbError> {
+                use $crate::portable::Dialect;
+                let mut conn = self.own_atomic($crate::db::Scope::Company(company)).await?;
+                for (kind, enabled) in changes {
+                    let params = [
+                        company.into(),
+                        profile.into(),
+                        kind.as_str().into(),
+                        (*enabled).into(),
+                        $crate::portable::Param::Now,
+                    ];
+                    let sql = sqlx::AssertSqlSafe(super::set_preference_sql(&<$dialect>::now(5)));
+                    $crate::portable::execute(&mut *conn, sql, &params).await?;
+                }
+                Ok(conn.commit().await?)
+            }
+
+            // Here and in `suppress`, on the pool: the suppression list is no tenant's (no
+            // row-level security), so there is no scope to set.
+            async fn is_suppressed(
+                &self,
+                address: &str,
+            ) -> Result<Option<String>, $crate::DbError> {
+                let address = super::normalized(address);
+                let sql = super::SELECT_SUPPRESSION;
+                Ok($crate::portable::scalar(&self.pool, sql, &[(&address).into()]).await?)
+            }
+
+            async fn suppress(&self, address: &str, reason: &str) -> Result<(), $crate::DbError> {
+                use $crate::portable::Dialect;
+                let address = super::normalized(address);
+                let sql = sqlx::AssertSqlSafe(super::suppress_sql(&<$dialect>::now(3)));
+                let params = [
+                    (&address).into(),
+                    reason.into(),
+                    $crate::portable::Param::Now,
+                ];
+                $crate::portable::execute(&self.pool, sql, &params).await?;
+                Ok(())
+            }
+
+            async fn claim_send(
+                &self,
+                email: &super::EmailRecord<'_>,
+                holder: super::SendHolder,
+            ) -> Result<Result<(), super::LoggedEmail>, $crate::DbError> {
+                use $crate::portable::Dialect;
+                let mut conn = self.own(email.scope()).await?;
+                let sql = super::claim_send_sql(&<$dialect>::now(10), $ten_minutes_ago);
+                let params = super::claim_send_params(email, holder);
+                let claimed: Option<i64> =
+                    $crate::portable::scalar(&mut *conn, sqlx::AssertSqlSafe(sql), &params).await?;
+                conn.commit().await?;
+                if claimed.is_some() {
+                    return Ok(Ok(()));
+                }
+                let logged = self.logged(email.scope(), email.dedupe_key).await?;
+                Ok(Err(super::not_claimed(logged)))
+            }
+
+            async fn logged(
+                &self,
+                scope: $crate::db::Scope<'_>,
+                dedupe_key: &str,
+            ) -> Result<Option<super::LoggedEmail>, $crate::DbError> {
+                let mut conn = self.own(scope).await?;
+                let params = [dedupe_key.into()];
+                let sql = super::SELECT_LOGGED;
+                let row = $crate::portable::optional(&mut *conn, sql, &params).await?;
+                Ok(row.map(super::logged_email))
+            }
+
+            async fn finish(
+                &self,
+                email: &super::EmailRecord<'_>,
+                status: &str,
+                detail: Option<&str>,
+            ) -> Result<(), $crate::DbError> {
+                use $crate::portable::Dialect;
+                let mut conn = self.own(email.scope()).await?;
+                let sql = sqlx::AssertSqlSafe(super::finish_sql(&<$dialect>::now(4)));
+                let params = [
+                    email.dedupe_key.into(),
+                    status.into(),
+                    detail.into(),
+                    $crate::portable::Param::Now,
+                ];
+                $crate::portable::execute(&mut *conn, sql, &params).await?;
+                Ok(conn.commit().await?)
+            }
+        }
+    };
+}
+
 mod postgres;
 mod sqlite;
 

@@ -5,7 +5,219 @@
 //! (`sqlite.rs`): [`SessionStore`] on the database handle, for reads and writes that are their
 //! own transaction, and [`SessionWrites`] on a caller's transaction, for rows that must commit
 //! together with others (a session with its first job, a transcript with the analysis job).
-//! The free functions here are the entry points and delegate to them.
+//! The store's reads ([`SessionReads`]) are written once for both databases; its status
+//! changes ([`SessionChanges`]) are each database's own, as their announcements are. The free
+//! functions here are the entry points and delegate to them.
+
+/// [`SessionReads`] for one database handle (`$handle`), invoked in `postgres.rs` and
+/// `sqlite.rs`: the same statements on both databases, each run by
+/// [`Own`](crate::portable::Own) in the scope it names.
+macro_rules! session_reads {
+    ($handle:ty) => {
+        #[async_trait::async_trait]
+        impl super::SessionReads for $handle {
+            async fn find_external(
+                &self,
+                source: &str,
+                external_id: &str,
+            ) -> Result<Option<super::SessionRow>, $crate::DbError> {
+                // Platform: the webhook asks which company's session a conversation made.
+                let mut conn = self.own($crate::db::Scope::Platform).await?;
+                let sql = sqlx::AssertSqlSafe(super::by_external_id_sql());
+                let params = [source.into(), external_id.into()];
+                let row = $crate::portable::row(&mut *conn, sql, &params).await?;
+                Ok(row.as_ref().map(super::session_row).transpose()?)
+            }
+
+            async fn get(
+                &self,
+                company: &str,
+                id: &str,
+            ) -> Result<Option<super::SessionRow>, $crate::DbError> {
+                let mut conn = self.own($crate::db::Scope::Company(company)).await?;
+                let sql = sqlx::AssertSqlSafe(super::by_id_sql());
+                let params = [company.into(), id.into()];
+                let row = $crate::portable::row(&mut *conn, sql, &params).await?;
+                Ok(row.as_ref().map(super::session_row).transpose()?)
+            }
+
+            async fn segments(
+                &self,
+                company: &str,
+                id: &str,
+            ) -> Result<Option<serde_json::Value>, $crate::DbError> {
+                self.json_of_session(super::SEGMENTS, "segments", company, id)
+                    .await
+            }
+
+            async fn transcript(
+                &self,
+                company: &str,
+                id: &str,
+            ) -> Result<Option<super::StoredTranscript>, $crate::DbError> {
+                use $crate::portable::Columns;
+                let mut conn = self.own($crate::db::Scope::Company(company)).await?;
+                let params = [company.into(), id.into()];
+                let row = $crate::portable::row(&mut *conn, super::TRANSCRIPT, &params).await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let segments = row.json("segments").map_err(|e| {
+                    $crate::DbError::Corrupt(format!("transcript of session {id}: {e}"))
+                })?;
+                let speakers = row.json_or_none("speakers")?;
+                Ok(Some(super::StoredTranscript { segments, speakers }))
+            }
+
+            async fn feedback(
+                &self,
+                company: &str,
+                id: &str,
+            ) -> Result<Option<serde_json::Value>, $crate::DbError> {
+                self.json_of_session(super::FEEDBACK, "metrics", company, id)
+                    .await
+            }
+
+            async fn stored_response(
+                &self,
+                company: &str,
+                profile: &str,
+                key: &str,
+            ) -> Result<Option<super::StoredResponse>, $crate::DbError> {
+                let mut conn = self.own($crate::db::Scope::Company(company)).await?;
+                let params = [company.into(), profile.into(), key.into()];
+                let sql = super::STORED_RESPONSE;
+                let row = $crate::portable::row(&mut *conn, sql, &params).await?;
+                Ok(row.as_ref().map(super::stored_response_row).transpose()?)
+            }
+
+            async fn list_of(
+                &self,
+                company: &str,
+                profile: Option<&str>,
+                before: Option<&str>,
+                limit: i64,
+            ) -> Result<Vec<super::SessionRow>, $crate::DbError> {
+                let mut conn = self.own($crate::db::Scope::Company(company)).await?;
+                let sql = sqlx::AssertSqlSafe(super::list_sql());
+                let params = [company.into(), before.into(), limit.into(), profile.into()];
+                let rows = $crate::portable::rows(&mut *conn, sql, &params).await?;
+                Ok(rows
+                    .iter()
+                    .map(super::session_row)
+                    .collect::<Result<_, _>>()?)
+            }
+
+            async fn count_created(
+                &self,
+                company: &str,
+                from: chrono::DateTime<chrono::Utc>,
+                to: chrono::DateTime<chrono::Utc>,
+            ) -> Result<i64, $crate::DbError> {
+                let mut conn = self.own($crate::db::Scope::Company(company)).await?;
+                let params = [company.into(), from.into(), to.into()];
+                let sql = super::COUNT_CREATED;
+                let count = $crate::portable::scalar(&mut *conn, sql, &params).await?;
+                Ok(count.unwrap_or_default())
+            }
+        }
+
+        impl $handle {
+            /// The JSON `column` of a session's row that `sql` selects (binding the company
+            /// and the session id); an unreadable one is none, as its readers expect.
+            async fn json_of_session(
+                &self,
+                sql: &'static str,
+                column: &str,
+                company: &str,
+                id: &str,
+            ) -> Result<Option<serde_json::Value>, $crate::DbError> {
+                use $crate::portable::Columns;
+                let mut conn = self.own($crate::db::Scope::Company(company)).await?;
+                let params = [company.into(), id.into()];
+                let row = $crate::portable::row(&mut *conn, sql, &params).await?;
+                Ok(row.map(|r| r.json_or_none(column)).transpose()?.flatten())
+            }
+        }
+    };
+}
+
+/// [`SessionWrites`] for one driver's transaction (of `$dialect`), invoked in `postgres.rs` and
+/// `sqlite.rs`: the same statements on both databases, but for the time of the write, how new
+/// sessions are written (`insert`, and `insert_many` where one statement writes several: each
+/// `async fn(&mut connection, …)` taking the trait method's arguments) and the lock that
+/// serialises a company's new sessions (`lock`: `async fn(&mut connection, company)`).
+macro_rules! session_writes {
+    (
+        $dialect:ty,
+        insert = $insert:path,
+        $(insert_many = $insert_many:path,)?
+        lock = $lock:path
+    ) => {
+        #[async_trait::async_trait]
+        impl super::SessionWrites for sqlx::Transaction<'_, $dialect> {
+            async fn insert(
+                &mut self,
+                s: &super::NewSession<'_>,
+                segments: Option<&serde_json::Value>,
+            ) -> Result<(), $crate::DbError> {
+                $insert(&mut **self, s, segments).await
+            }
+
+            $(
+                async fn insert_many(
+                    &mut self,
+                    rows: &[(super::NewSession<'_>, Option<&serde_json::Value>)],
+                ) -> Result<(), $crate::DbError> {
+                    $insert_many(&mut **self, rows).await
+                }
+            )?
+
+            async fn save_transcript(
+                &mut self,
+                company: &str,
+                id: &str,
+                segments: &serde_json::Value,
+                speakers: Option<&serde_json::Value>,
+                duration_seconds: Option<f64>,
+            ) -> Result<(), $crate::DbError> {
+                let params = [id.into(), company.into(), segments.into(), speakers.into()];
+                $crate::portable::execute(&mut **self, super::UPSERT_TRANSCRIPT, &params).await?;
+                let params = [company.into(), id.into(), duration_seconds.into()];
+                $crate::portable::execute(&mut **self, super::SET_DURATION, &params).await?;
+                Ok(())
+            }
+
+            async fn store_response(
+                &mut self,
+                company: &str,
+                profile: &str,
+                key: &str,
+                stored: &super::StoredResponse,
+            ) -> Result<bool, $crate::DbError> {
+                use $crate::portable::Dialect;
+                let sql = sqlx::AssertSqlSafe(super::store_response_sql(&<$dialect>::now(7)));
+                let params = super::store_response_params(company, profile, key, stored);
+                Ok($crate::portable::execute(&mut **self, sql, &params).await? == 1)
+            }
+
+            async fn count_created_exclusively(
+                &mut self,
+                company: &str,
+                from: chrono::DateTime<chrono::Utc>,
+                to: chrono::DateTime<chrono::Utc>,
+            ) -> Result<i64, $crate::DbError> {
+                $lock(&mut **self, company).await?;
+                // A new statement, so a new snapshot: it sees what a racer committed before
+                // releasing the lock.
+                let params = [company.into(), from.into(), to.into()];
+                let sql = super::COUNT_CREATED;
+                let count = $crate::portable::scalar(&mut **self, sql, &params).await?;
+                Ok(count.unwrap_or_default())
+            }
+        }
+    };
+}
 
 mod postgres;
 mod sqlite;
@@ -81,33 +293,26 @@ pub struct StoredResponse {
 }
 
 /// The session rows that are their own transaction (on Postgres scoped to the company, or to
-/// the platform for lookups by a provider's id).
+/// the platform for lookups by a provider's id): the reads and the announced changes.
+pub trait SessionStore: SessionReads + SessionChanges {}
+
+impl<T> SessionStore for T where T: SessionReads + SessionChanges + ?Sized {}
+
+/// The session rows read on their own.
 #[async_trait]
-pub trait SessionStore: Send + Sync {
+pub trait SessionReads: Send + Sync {
     async fn find_external(
         &self,
         source: &str,
         external_id: &str,
     ) -> Result<Option<SessionRow>, DbError>;
     async fn get(&self, company: &str, id: &str) -> Result<Option<SessionRow>, DbError>;
-    /// Moves the session to the event's status; true when a row changed (then the change was
-    /// announced).
-    async fn set_status(&self, event: &SessionEvent) -> Result<bool, DbError>;
-    /// Fails the session in the caller's transaction; see [`fail_in`].
-    async fn fail_in(&self, tx: &mut Tx<'_>, event: &SessionEvent) -> Result<bool, DbError>;
     async fn segments(&self, company: &str, id: &str) -> Result<Option<Value>, DbError>;
     async fn transcript(
         &self,
         company: &str,
         id: &str,
     ) -> Result<Option<StoredTranscript>, DbError>;
-    /// See [`save_feedback`].
-    async fn save_feedback(
-        &self,
-        session: &SessionRow,
-        feedback: &Value,
-        usage_seconds: f64,
-    ) -> Result<(), DbError>;
     async fn feedback(&self, company: &str, id: &str) -> Result<Option<Value>, DbError>;
     async fn stored_response(
         &self,
@@ -129,6 +334,24 @@ pub trait SessionStore: Send + Sync {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<i64, DbError>;
+}
+
+/// The changes of a session's status, each announced to the session's followers (see
+/// [`crate::events`]) as its database announces them.
+#[async_trait]
+pub trait SessionChanges: Send + Sync {
+    /// Moves the session to the event's status; true when a row changed (then the change was
+    /// announced).
+    async fn set_status(&self, event: &SessionEvent) -> Result<bool, DbError>;
+    /// Fails the session in the caller's transaction; see [`fail_in`].
+    async fn fail_in(&self, tx: &mut Tx<'_>, event: &SessionEvent) -> Result<bool, DbError>;
+    /// See [`save_feedback`].
+    async fn save_feedback(
+        &self,
+        session: &SessionRow,
+        feedback: &Value,
+        usage_seconds: f64,
+    ) -> Result<(), DbError>;
 }
 
 /// The session rows written in a caller's transaction.
@@ -367,12 +590,12 @@ const COUNT_CREATED: &str =
     "SELECT count(*) FROM sessions WHERE company_id = $1 AND created_at >= $2 AND created_at < $3";
 
 /// A page of a company's sessions (or one profile's, `$4`), newest first, after the session
-/// `$2`.
-fn list_sql(cast_text: &str) -> String {
+/// `$2`. The casts say the parameters' type where Postgres first meets them (in `IS NULL`).
+fn list_sql() -> String {
     format!(
         "SELECT {COLUMNS} FROM sessions WHERE company_id = $1
-           AND ($4{cast_text} IS NULL OR profile_id = $4)
-           AND ($2{cast_text} IS NULL OR (created_at, id) < (
+           AND (CAST($4 AS TEXT) IS NULL OR profile_id = $4)
+           AND (CAST($2 AS TEXT) IS NULL OR (created_at, id) < (
                 SELECT created_at, id FROM sessions WHERE company_id = $1 AND id = $2))
          ORDER BY created_at DESC, id DESC LIMIT $3"
     )

@@ -1,17 +1,14 @@
-//! [`SessionStore`] and [`SessionWrites`] on Postgres: every transaction scoped to the
-//! company (row-level security), status changes announced by NOTIFY in the statement that
-//! makes them (and on Redis when configured).
+//! [`SessionStore`](super::SessionStore) and [`SessionWrites`](super::SessionWrites) on
+//! Postgres: every transaction scoped to the company (row-level security), status changes
+//! announced by NOTIFY in the statement that makes them (and on Redis when configured).
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{AssertSqlSafe, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, Transaction};
 
 use super::{
-    COUNT_CREATED, FEEDBACK, NewSession, SEGMENTS, SET_DURATION, STORED_RESPONSE, SessionRow,
-    SessionStore, SessionWrites, StoredResponse, StoredTranscript, TRANSCRIPT, UPSERT_TRANSCRIPT,
-    by_external_id_sql, by_id_sql, insert_sql, list_sql, new_session_params, ready_sql,
-    save_feedback_sql, session_row, store_response_params, store_response_sql, stored_response_row,
+    NewSession, SessionChanges, SessionRow, insert_sql, new_session_params, ready_sql,
+    save_feedback_sql,
 };
 use crate::db::{PgDb, Scope};
 use crate::events::SessionEvent;
@@ -71,21 +68,6 @@ impl PgDb {
         Ok(changed.is_some())
     }
 
-    /// One JSON column of a session's row (`sql` binds the company and the session id).
-    async fn json_of_session(
-        &self,
-        sql: &'static str,
-        company: &str,
-        id: &str,
-    ) -> Result<Option<Value>, DbError> {
-        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        Ok(sqlx::query_scalar(sql)
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?)
-    }
-
     async fn publish(&self, event: &SessionEvent) {
         if let Some(fanout) = &self.fanout {
             fanout.publish(event).await;
@@ -94,26 +76,7 @@ impl PgDb {
 }
 
 #[async_trait]
-impl SessionStore for PgDb {
-    async fn find_external(
-        &self,
-        source: &str,
-        external_id: &str,
-    ) -> Result<Option<SessionRow>, DbError> {
-        // Platform: the webhook asks which company's session a conversation made.
-        let mut tx = self.begin_scoped(Scope::Platform).await?;
-        let params = [source.into(), external_id.into()];
-        let row = portable::row(&mut *tx, AssertSqlSafe(by_external_id_sql()), &params).await?;
-        Ok(row.as_ref().map(session_row).transpose()?)
-    }
-
-    async fn get(&self, company: &str, id: &str) -> Result<Option<SessionRow>, DbError> {
-        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let params = [company.into(), id.into()];
-        let row = portable::row(&mut *tx, AssertSqlSafe(by_id_sql()), &params).await?;
-        Ok(row.as_ref().map(session_row).transpose()?)
-    }
-
+impl SessionChanges for PgDb {
     async fn set_status(&self, event: &SessionEvent) -> Result<bool, DbError> {
         let mut tx = self.begin_scoped(Scope::Company(&event.company_id)).await?;
         let changed = self.change_status(&mut tx, event).await?;
@@ -136,24 +99,6 @@ impl SessionStore for PgDb {
             self.publish(event).await;
         }
         Ok(changed)
-    }
-
-    async fn segments(&self, company: &str, id: &str) -> Result<Option<Value>, DbError> {
-        self.json_of_session(SEGMENTS, company, id).await
-    }
-
-    async fn transcript(
-        &self,
-        company: &str,
-        id: &str,
-    ) -> Result<Option<StoredTranscript>, DbError> {
-        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let row: Option<(Value, Option<Value>)> = sqlx::query_as(TRANSCRIPT)
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        Ok(row.map(|(segments, speakers)| StoredTranscript { segments, speakers }))
     }
 
     async fn save_feedback(
@@ -179,156 +124,84 @@ impl SessionStore for PgDb {
         self.publish(&event).await;
         Ok(())
     }
-
-    async fn feedback(&self, company: &str, id: &str) -> Result<Option<Value>, DbError> {
-        self.json_of_session(FEEDBACK, company, id).await
-    }
-
-    async fn stored_response(
-        &self,
-        company: &str,
-        profile: &str,
-        key: &str,
-    ) -> Result<Option<StoredResponse>, DbError> {
-        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let params = [company.into(), profile.into(), key.into()];
-        let row = portable::row(&mut *tx, STORED_RESPONSE, &params).await?;
-        Ok(row.as_ref().map(stored_response_row).transpose()?)
-    }
-
-    async fn list_of(
-        &self,
-        company: &str,
-        profile: Option<&str>,
-        before: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<SessionRow>, DbError> {
-        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let params = [company.into(), before.into(), limit.into(), profile.into()];
-        let rows = portable::rows(&mut *tx, AssertSqlSafe(list_sql("::text")), &params).await?;
-        Ok(rows.iter().map(session_row).collect::<Result<_, _>>()?)
-    }
-
-    async fn count_created(
-        &self,
-        company: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<i64, DbError> {
-        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        let params = [company.into(), from.into(), to.into()];
-        Ok(portable::scalar(&mut *tx, COUNT_CREATED, &params)
-            .await?
-            .unwrap_or_default())
-    }
 }
 
-#[async_trait]
-impl SessionWrites for Transaction<'_, Postgres> {
-    async fn insert(
-        &mut self,
-        s: &NewSession<'_>,
-        segments: Option<&Value>,
-    ) -> Result<(), DbError> {
-        // `Param::Now` binds nothing here (the SQL says `now()`): the transcript's parameters
-        // follow the session's eleven as `$12` and `$13`.
-        let mut params = new_session_params(s).to_vec();
-        let Some(segments) = segments else {
-            portable::execute(&mut **self, AssertSqlSafe(insert_sql("now()")), &params).await?;
-            return Ok(());
-        };
-        // The submitted transcript names its own speakers.
-        let speakers = serde_json::to_value(Attribution::from_transcript()).ok();
-        params.extend([Param::from(segments), speakers.as_ref().into()]);
-        let sql = AssertSqlSafe(insert_with_transcript_sql());
-        portable::execute(&mut **self, sql, &params).await?;
-        Ok(())
-    }
+/// A new session, and its transcript when it came with one, in one statement.
+async fn insert(
+    conn: &mut PgConnection,
+    s: &NewSession<'_>,
+    segments: Option<&Value>,
+) -> Result<(), DbError> {
+    // `Param::Now` binds nothing here (the SQL says `now()`): the transcript's parameters
+    // follow the session's eleven as `$12` and `$13`.
+    let mut params = new_session_params(s).to_vec();
+    let Some(segments) = segments else {
+        portable::execute(conn, AssertSqlSafe(insert_sql("now()")), &params).await?;
+        return Ok(());
+    };
+    // The submitted transcript names its own speakers.
+    let speakers = serde_json::to_value(Attribution::from_transcript()).ok();
+    params.extend([Param::from(segments), speakers.as_ref().into()]);
+    let sql = AssertSqlSafe(insert_with_transcript_sql());
+    portable::execute(conn, sql, &params).await?;
+    Ok(())
+}
 
-    async fn insert_many(
-        &mut self,
-        rows: &[(NewSession<'_>, Option<&Value>)],
-    ) -> Result<(), DbError> {
-        let with_transcript: Vec<(&str, &Value)> = rows
-            .iter()
-            .filter_map(|(s, segments)| segments.map(|segments| (s.id, segments)))
-            .collect();
-        let speakers = serde_json::to_value(Attribution::from_transcript()).ok();
-        sqlx::query(INSERT_MANY)
-            .bind(text_column(rows, |(s, _)| Some(s.id)))
-            .bind(text_column(rows, |(s, _)| Some(s.company_id)))
-            .bind(text_column(rows, |(s, _)| Some(s.profile_id)))
-            .bind(text_column(rows, |(s, _)| Some(s.title)))
-            .bind(text_column(rows, |(s, _)| Some(s.kind)))
-            .bind(text_column(rows, |(s, _)| Some(s.source)))
-            .bind(text_column(rows, |(s, _)| s.audio_ref))
-            .bind(text_column(rows, |(s, _)| s.audio_type))
-            .bind(text_column(rows, |(s, _)| s.external_id))
-            .bind(text_column(rows, |(s, _)| s.channels))
-            .bind(text_column(rows, |(s, _)| s.user_speaker))
-            .bind(
-                with_transcript
-                    .iter()
-                    .map(|(id, _)| *id)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                with_transcript
-                    .iter()
-                    .map(|(_, seg)| *seg)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(speakers)
-            .execute(&mut **self)
-            .await?;
-        Ok(())
-    }
-
-    async fn save_transcript(
-        &mut self,
-        company: &str,
-        id: &str,
-        segments: &Value,
-        speakers: Option<&Value>,
-        duration_seconds: Option<f64>,
-    ) -> Result<(), DbError> {
-        let params = [id.into(), company.into(), segments.into(), speakers.into()];
-        portable::execute(&mut **self, UPSERT_TRANSCRIPT, &params).await?;
-        let params = [company.into(), id.into(), duration_seconds.into()];
-        portable::execute(&mut **self, SET_DURATION, &params).await?;
-        Ok(())
-    }
-
-    async fn store_response(
-        &mut self,
-        company: &str,
-        profile: &str,
-        key: &str,
-        stored: &StoredResponse,
-    ) -> Result<bool, DbError> {
-        let sql = AssertSqlSafe(store_response_sql("now()"));
-        let params = store_response_params(company, profile, key, stored);
-        Ok(portable::execute(&mut **self, sql, &params).await? == 1)
-    }
-
-    async fn count_created_exclusively(
-        &mut self,
-        company: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<i64, DbError> {
-        // A transaction-scoped advisory lock per company, held until the commit.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(hashtextextended('voxline-daily-sessions:' || $1, 0))",
+/// New sessions and their transcripts in one statement ([`INSERT_MANY`]).
+async fn insert_many(
+    conn: &mut PgConnection,
+    rows: &[(NewSession<'_>, Option<&Value>)],
+) -> Result<(), DbError> {
+    let with_transcript: Vec<(&str, &Value)> = rows
+        .iter()
+        .filter_map(|(s, segments)| segments.map(|segments| (s.id, segments)))
+        .collect();
+    let speakers = serde_json::to_value(Attribution::from_transcript()).ok();
+    sqlx::query(INSERT_MANY)
+        .bind(text_column(rows, |(s, _)| Some(s.id)))
+        .bind(text_column(rows, |(s, _)| Some(s.company_id)))
+        .bind(text_column(rows, |(s, _)| Some(s.profile_id)))
+        .bind(text_column(rows, |(s, _)| Some(s.title)))
+        .bind(text_column(rows, |(s, _)| Some(s.kind)))
+        .bind(text_column(rows, |(s, _)| Some(s.source)))
+        .bind(text_column(rows, |(s, _)| s.audio_ref))
+        .bind(text_column(rows, |(s, _)| s.audio_type))
+        .bind(text_column(rows, |(s, _)| s.external_id))
+        .bind(text_column(rows, |(s, _)| s.channels))
+        .bind(text_column(rows, |(s, _)| s.user_speaker))
+        .bind(
+            with_transcript
+                .iter()
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>(),
         )
-        .bind(company)
-        .execute(&mut **self)
+        .bind(
+            with_transcript
+                .iter()
+                .map(|(_, seg)| *seg)
+                .collect::<Vec<_>>(),
+        )
+        .bind(speakers)
+        .execute(conn)
         .await?;
-        // A new statement, so a new snapshot: it sees what a racer committed before
-        // releasing the lock.
-        let params = [company.into(), from.into(), to.into()];
-        Ok(portable::scalar(&mut **self, COUNT_CREATED, &params)
-            .await?
-            .unwrap_or_default())
-    }
+    Ok(())
 }
+
+/// A transaction-scoped advisory lock per company, held until the commit.
+async fn daily_sessions_lock(conn: &mut PgConnection, company: &str) -> Result<(), DbError> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('voxline-daily-sessions:' || $1, 0))",
+    )
+    .bind(company)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+session_reads!(PgDb);
+session_writes!(
+    Postgres,
+    insert = insert,
+    insert_many = insert_many,
+    lock = daily_sessions_lock
+);

@@ -39,6 +39,27 @@ macro_rules! usage_writes {
     };
 }
 
+/// [`UsageStore`] for one database handle (`$handle`): [`IN_WINDOW`] run by
+/// [`Own`](crate::portable::Own), on Postgres in the company's scope.
+macro_rules! usage_store {
+    ($handle:ty) => {
+        #[async_trait::async_trait]
+        impl super::UsageStore for $handle {
+            async fn total(
+                &self,
+                company: &str,
+                from: chrono::DateTime<chrono::Utc>,
+                to: chrono::DateTime<chrono::Utc>,
+            ) -> Result<super::UsageTotal, $crate::DbError> {
+                let mut conn = self.own($crate::db::Scope::Company(company)).await?;
+                let params = [company.into(), from.into(), to.into()];
+                let row = $crate::portable::optional(&mut *conn, super::IN_WINDOW, &params).await?;
+                super::usage_total(row)
+            }
+        }
+    };
+}
+
 mod postgres;
 mod sqlite;
 

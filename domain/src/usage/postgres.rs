@@ -1,24 +1,8 @@
 //! Usage rows on Postgres.
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::Postgres;
 
-use super::{UsageStore, UsageTotal, UsageWrites};
-use crate::DbError;
-use crate::db::{PgDb, Scope};
+use crate::db::PgDb;
 
-#[async_trait]
-impl UsageStore for PgDb {
-    async fn total(
-        &self,
-        company: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<UsageTotal, DbError> {
-        let mut tx = self.begin_scoped(Scope::Company(company)).await?;
-        UsageWrites::total(&mut tx, company, from, to).await
-    }
-}
-
+usage_store!(PgDb);
 usage_writes!(Postgres);

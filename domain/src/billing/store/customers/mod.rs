@@ -2,6 +2,107 @@
 //! has for it (where billing mail goes). [`CustomerStore`] is implemented for Postgres
 //! (`postgres.rs`) and SQLite (`sqlite.rs`).
 
+/// [`CustomerStore`] for one database handle (`$handle`, of `$dialect`): the same statements
+/// on both databases, each run by [`Own`](crate::portable::Own) in the scope it names, but for
+/// the time of the write.
+macro_rules! customer_store {
+    ($handle:ty, $dialect:ty) => {
+        #[async_trait::async_trait]
+        impl super::CustomerStore for $handle {
+            async fn customer_in(
+                &self,
+                scope: $crate::db::Scope<'_>,
+                customer_id: &str,
+            ) -> Result<Option<super::BillingCustomer>, $crate::DbError> {
+                self.find_customer(scope, super::BY_CUSTOMER, customer_id)
+                    .await
+            }
+
+            async fn customer_for_company(
+                &self,
+                company: &str,
+            ) -> Result<Option<super::BillingCustomer>, $crate::DbError> {
+                let scope = $crate::db::Scope::Company(company);
+                self.find_customer(scope, super::NEWEST_OF_COMPANY, company)
+                    .await
+            }
+
+            async fn link_customer(
+                &self,
+                customer_id: &str,
+                company_id: &str,
+                email: Option<&str>,
+            ) -> Result<super::Linked, $crate::DbError> {
+                use $crate::portable::{Dialect, Param};
+                let email = super::given_email(email);
+                // Platform: the customer may be linked to another company already, and that
+                // link (which is kept) must be seen to be returned.
+                let mut conn = self.own($crate::db::Scope::Platform).await?;
+                let sql = sqlx::AssertSqlSafe(super::link_sql(&<$dialect>::now(4)));
+                let params = [
+                    customer_id.into(),
+                    company_id.into(),
+                    email.into(),
+                    Param::Now,
+                ];
+                let inserted = $crate::portable::execute(&mut *conn, sql, &params).await?;
+                if inserted == 0
+                    && let Some(email) = email
+                {
+                    let sql = sqlx::AssertSqlSafe(super::set_email_sql(&<$dialect>::now(3)));
+                    let params = [customer_id.into(), email.into(), Param::Now];
+                    $crate::portable::execute(&mut *conn, sql, &params).await?;
+                }
+                let params = [customer_id.into()];
+                let sql = super::STORED_COMPANY;
+                let stored = $crate::portable::scalar(&mut *conn, sql, &params).await?;
+                conn.commit().await?;
+                Ok(super::linked(inserted, stored, company_id))
+            }
+
+            async fn set_customer_email(
+                &self,
+                company: &str,
+                customer_id: &str,
+                email: &str,
+            ) -> Result<(), $crate::DbError> {
+                use $crate::portable::{Dialect, Param};
+                let mut conn = self.own($crate::db::Scope::Company(company)).await?;
+                let sql = sqlx::AssertSqlSafe(super::set_email_sql(&<$dialect>::now(3)));
+                let params = [customer_id.into(), email.into(), Param::Now];
+                $crate::portable::execute(&mut *conn, sql, &params).await?;
+                Ok(conn.commit().await?)
+            }
+
+            async fn newest_admin_email(
+                &self,
+                company: &str,
+            ) -> Result<Option<String>, $crate::DbError> {
+                let mut conn = self.own($crate::db::Scope::Company(company)).await?;
+                let sql = super::NEWEST_ADMIN_EMAIL;
+                Ok($crate::portable::scalar(&mut *conn, sql, &[company.into()]).await?)
+            }
+        }
+
+        impl $handle {
+            /// The first customer `scope` may see where `condition` holds of `key` (bound as
+            /// `$1`).
+            async fn find_customer(
+                &self,
+                scope: $crate::db::Scope<'_>,
+                condition: &str,
+                key: &str,
+            ) -> Result<Option<super::BillingCustomer>, $crate::DbError> {
+                let mut conn = self.own(scope).await?;
+                let sql = sqlx::AssertSqlSafe(super::find_customer_sql(condition));
+                let row: Option<super::CustomerColumns> =
+                    $crate::portable::optional(&mut *conn, sql, &[key.into()]).await?;
+                Ok(row.map(super::billing_customer))
+            }
+        }
+    };
+}
+
 mod postgres;
 mod sqlite;
 

@@ -2,6 +2,76 @@
 //! what was (or will be) sent to Stripe's billing meter for each window and whether it was.
 //! [`MeteredUsageStore`] is implemented for Postgres (`postgres.rs`) and SQLite (`sqlite.rs`).
 
+/// [`MeteredUsageStore`] for one database handle (`$handle`, of `$dialect`): the same
+/// statements on both databases, each run by [`Own`](crate::portable::Own) in the scope it
+/// names, but for the time of the write and the windows' sums, which `windows` reads
+/// (`async fn(&mut connection, width, from, to)`: the rows of [`usage_windows_of`]).
+macro_rules! metered_usage_store {
+    ($handle:ty, $dialect:ty, windows = $windows:path) => {
+        #[async_trait::async_trait]
+        impl super::MeteredUsageStore for $handle {
+            async fn usage_windows(
+                &self,
+                window_secs: u64,
+                from: chrono::DateTime<chrono::Utc>,
+                to: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Vec<super::UsageWindow>, $crate::DbError> {
+                let width = super::window_width(window_secs);
+                // Platform: the usage report sums every company's usage.
+                let mut conn = self.own($crate::db::Scope::Platform).await?;
+                let rows = $windows(&mut *conn, width, from, to).await?;
+                Ok(super::usage_windows_of(rows, width))
+            }
+
+            async fn usage_reports(
+                &self,
+                from: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Vec<super::UsageReport>, $crate::DbError> {
+                // Platform: the usage report compares every company's windows with these.
+                let mut conn = self.own($crate::db::Scope::Platform).await?;
+                let sql = sqlx::AssertSqlSafe(super::reports_from_sql());
+                let rows = $crate::portable::rows(&mut *conn, sql, &[from.into()]).await?;
+                Ok(rows
+                    .iter()
+                    .map(super::usage_report)
+                    .collect::<Result<_, _>>()?)
+            }
+
+            async fn claim_usage_report(
+                &self,
+                report: &super::UsageReport,
+            ) -> Result<super::UsageReport, $crate::DbError> {
+                use $crate::portable::Dialect;
+                let company = &report.company_id;
+                let mut conn = self.own($crate::db::Scope::Company(company)).await?;
+                let sql = sqlx::AssertSqlSafe(super::claim_sql(&<$dialect>::now(7)));
+                let params = super::claim_params(report);
+                $crate::portable::execute(&mut *conn, sql, &params).await?;
+                let sql = sqlx::AssertSqlSafe(super::stored_report_sql());
+                let params = [company.into(), report.window_start.into()];
+                let row = $crate::portable::row(&mut *conn, sql, &params).await?;
+                let row = row.ok_or(sqlx::Error::RowNotFound)?;
+                conn.commit().await?;
+                Ok(super::usage_report(&row)?)
+            }
+
+            async fn finish_usage_report(
+                &self,
+                company: &str,
+                window_start: chrono::DateTime<chrono::Utc>,
+                outcome: Result<(), &str>,
+            ) -> Result<(), $crate::DbError> {
+                use $crate::portable::Dialect;
+                let mut conn = self.own($crate::db::Scope::Company(company)).await?;
+                let sql = sqlx::AssertSqlSafe(super::finish_sql(&<$dialect>::now(5)));
+                let params = super::finish_params(company, window_start, outcome);
+                $crate::portable::execute(&mut *conn, sql, &params).await?;
+                Ok(conn.commit().await?)
+            }
+        }
+    };
+}
+
 mod postgres;
 mod sqlite;
 

@@ -3,6 +3,63 @@
 //! [`SubscriptionStore`] and [`SubscriptionTxStore`] are implemented for Postgres
 //! (`postgres.rs`) and SQLite (`sqlite.rs`).
 
+/// [`SubscriptionStore`] for one database handle (`$handle`): the same statements on both
+/// databases, each run by [`Own`](crate::portable::Own) in the scope it names.
+macro_rules! subscription_store {
+    ($handle:ty) => {
+        #[async_trait::async_trait]
+        impl super::SubscriptionStore for $handle {
+            async fn subscription(
+                &self,
+                id: &str,
+            ) -> Result<Option<super::SubscriptionRow>, $crate::DbError> {
+                // Platform: looked up by Stripe's id, before (or instead of) knowing its company.
+                let scope = $crate::db::Scope::Platform;
+                let found = self.select_subscriptions(scope, super::BY_ID, Some(id));
+                Ok(found.await?.into_iter().next())
+            }
+
+            async fn company_subscriptions(
+                &self,
+                company: &str,
+            ) -> Result<Vec<super::SubscriptionRow>, $crate::DbError> {
+                let scope = $crate::db::Scope::Company(company);
+                self.select_subscriptions(scope, super::OF_COMPANY_NEWEST_FIRST, Some(company))
+                    .await
+            }
+
+            async fn all_subscriptions(
+                &self,
+            ) -> Result<Vec<super::SubscriptionRow>, $crate::DbError> {
+                // Platform: a reconciliation compares every company's subscriptions with Stripe's.
+                let scope = $crate::db::Scope::Platform;
+                self.select_subscriptions(scope, super::ALL_BY_ID, None)
+                    .await
+            }
+        }
+
+        impl $handle {
+            /// The subscriptions `scope` may see, filtered and ordered by `clauses` (whose `$1`,
+            /// if any, is `key`).
+            async fn select_subscriptions(
+                &self,
+                scope: $crate::db::Scope<'_>,
+                clauses: &str,
+                key: Option<&str>,
+            ) -> Result<Vec<super::SubscriptionRow>, $crate::DbError> {
+                let mut conn = self.own(scope).await?;
+                let sql = sqlx::AssertSqlSafe(super::select_sql(clauses));
+                let params = key.map($crate::portable::Param::from);
+                let rows = $crate::portable::rows(&mut *conn, sql, params.as_slice()).await?;
+                Ok(rows
+                    .iter()
+                    .map(super::subscription_row)
+                    .collect::<Result<_, _>>()?)
+            }
+        }
+    };
+}
+
 /// [`SubscriptionTxStore`] for one driver's connection (`$connection`, of `$dialect`): the
 /// same statements on both databases, but for the row lock and the time of the write.
 macro_rules! subscription_tx_store {
