@@ -7,9 +7,7 @@
 # and python3.
 #
 #   bench/intake-breakdown.sh     (VOXLINE_BIN, PG_URL, SECONDS_EACH override)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-. bench/common.sh
+. "$(dirname "$0")/common.sh"
 SECONDS_EACH="${SECONDS_EACH:-8}"
 SCHEMA="bench_breakdown_$$"
 TMP="$(mktemp -d)"

@@ -4,9 +4,7 @@
 # per submission = busy_core_cs / 100 / requests. The machine should be otherwise quiet.
 #
 #   bench/intake-cpu.sh [REQUESTS [CONCURRENCY]]     (VOXLINE_BIN, PG_URL override)
-set -euo pipefail
-cd "$(dirname "$0")/.."
-. bench/common.sh
+. "$(dirname "$0")/common.sh"
 REQUESTS="${1:-6000}"
 CONCURRENCY="${2:-16}"
 SCHEMA="bench_intake_cpu_$$"

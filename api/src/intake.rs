@@ -7,7 +7,12 @@
 //!
 //! [`WRITERS`] tasks take turns at the queue: one collects what is waiting (up to
 //! [`MAX_BATCH`]) while the others write, so an idle server writes a lone submission at once and
-//! a busy one batches as many as arrived during the last commit. Submissions are grouped by
+//! a busy one batches everything its clients send: a writer that finds another one writing
+//! keeps gathering until that one has answered, then waits (at most [`LINGER`]) until it has
+//! as many as the last batch had, since those clients send their next submission as soon as
+//! they are answered. (Taking only what had already arrived gave batches of 4 at concurrency
+//! 16 and 25 % more CPU per submission; gathering this way gives about 1.25 times the rate:
+//! README, "Performance and fairness".) Submissions are grouped by
 //! tenant: each group is written under its own scope (row-level security checks every row
 //! against it), with one quota check and one multi-row statement per table. Groups go in
 //! company order, so two writers that both take companies' daily-limit locks take them in the
@@ -19,11 +24,13 @@
 //! of the batch gets that answer at once.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use chrono::Utc;
 use serde_json::{Value, json};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use voxline_domain::audit::{self, AuditEntry};
 use voxline_domain::billing;
 use voxline_domain::db::Scope;
@@ -38,6 +45,10 @@ use crate::error::ApiError;
 pub const WRITERS: usize = 2;
 /// The most submissions one transaction writes (bounds a transaction's statement sizes).
 pub const MAX_BATCH: usize = 64;
+/// The longest a writer waits for the submissions its last batch's clients send next (a
+/// client's turnaround is well under it; tokio's timers tick in milliseconds). Waited only
+/// when that batch had more than one: when load drops, one batch is this much late.
+const LINGER: Duration = Duration::from_millis(2);
 /// Submissions waiting for a writer before a new one waits for room (backpressure).
 const QUEUE: usize = 1024;
 
@@ -111,6 +122,12 @@ struct Deps {
     db: Db,
     jobs: JobClient,
     settings: Arc<Settings>,
+    /// Writers writing a batch right now.
+    writing: AtomicUsize,
+    /// Told each time a writer has answered its batch.
+    answered: Notify,
+    /// The size of the batch written last: how many submissions the next one can expect.
+    last_batch: AtomicUsize,
 }
 
 impl IntakeWriter {
@@ -119,7 +136,14 @@ impl IntakeWriter {
     pub fn start(db: Db, jobs: JobClient, settings: Arc<Settings>) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
-        let deps = Arc::new(Deps { db, jobs, settings });
+        let deps = Arc::new(Deps {
+            db,
+            jobs,
+            settings,
+            writing: AtomicUsize::new(0),
+            answered: Notify::new(),
+            last_batch: AtomicUsize::new(0),
+        });
         for _ in 0..WRITERS {
             tokio::spawn(run(receiver.clone(), deps.clone()));
         }
@@ -151,20 +175,52 @@ async fn run(receiver: Arc<Mutex<mpsc::Receiver<Item>>>, deps: Arc<Deps>) {
     loop {
         let batch = {
             let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else {
+            let Some(batch) = gather(&mut receiver, &deps).await else {
                 return;
             };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
-            }
+            deps.writing.fetch_add(1, Ordering::AcqRel);
             batch
         };
+        deps.last_batch.store(batch.len(), Ordering::Relaxed);
         write_batch(&deps, batch).await;
+        deps.writing.fetch_sub(1, Ordering::AcqRel);
+        deps.answered.notify_waiters();
     }
+}
+
+/// The next batch: what is waiting, then, while another writer is writing, what arrives
+/// until it has answered (those submissions would wait for it anyway); then, for at most
+/// [`LINGER`], what the last batch's clients send next, until there are as many as it had.
+/// An idle server (a last batch of one) writes a lone submission at once. `None` once the
+/// queue is closed and empty.
+async fn gather(receiver: &mut mpsc::Receiver<Item>, deps: &Deps) -> Option<Vec<Item>> {
+    let first = receiver.recv().await?;
+    let mut batch = vec![first];
+    let expected = deps.last_batch.load(Ordering::Relaxed);
+    let mut deadline = None;
+    while batch.len() < MAX_BATCH {
+        if let Ok(item) = receiver.try_recv() {
+            batch.push(item);
+            continue;
+        }
+        let answered = deps.answered.notified();
+        tokio::pin!(answered);
+        answered.as_mut().enable();
+        let others_writing = deps.writing.load(Ordering::Acquire) > 0;
+        if !others_writing && batch.len() >= expected {
+            break;
+        }
+        let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + LINGER);
+        tokio::select! {
+            item = receiver.recv() => match item {
+                Some(item) => batch.push(item),
+                None => break,
+            },
+            () = &mut answered, if others_writing => deadline = None,
+            () = tokio::time::sleep_until(until), if !others_writing => break,
+        }
+    }
+    Some(batch)
 }
 
 async fn write_batch(deps: &Deps, batch: Vec<Item>) {

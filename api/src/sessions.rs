@@ -259,12 +259,13 @@ pub async fn create(
         state.settings.uploads.max_audio_bytes,
     )
     .await?;
-    let request_hash = submission.request_hash();
-    if let Some(key) = &key
+    // Only a keyed submission is compared with a retry's, so only it is hashed.
+    let request_hash = key.as_ref().map(|_| submission.request_hash());
+    if let (Some(key), Some(request_hash)) = (&key, &request_hash)
         && let Some(stored) =
             sessions::stored_response(&state.db, &claims.company_id, &claims.sub, key).await?
     {
-        return replay(stored, &request_hash);
+        return replay(stored, request_hash);
     }
     // Quotas after the replay: a retried submission gets its first answer even once the
     // company has reached a limit since. They are checked in the transaction that writes the
@@ -333,16 +334,19 @@ pub async fn create(
         state.blobs.put(blob, &audio.bytes).await?;
     }
     let answer = json!({ "id": id, "status": "queued", "links": links(&id) });
-    let stored = key.as_ref().map(|key| {
-        (
-            key.clone(),
-            StoredResponse {
-                request_hash: request_hash.clone(),
-                status: 202,
-                response: answer.clone(),
-            },
-        )
-    });
+    let stored = key
+        .as_ref()
+        .zip(request_hash.as_ref())
+        .map(|(key, request_hash)| {
+            (
+                key.clone(),
+                StoredResponse {
+                    request_hash: request_hash.clone(),
+                    status: 202,
+                    response: answer.clone(),
+                },
+            )
+        });
     let pending = Pending {
         id: id.clone(),
         company_id: claims.company_id.clone(),
@@ -379,7 +383,7 @@ pub async fn create(
             let stored = sessions::stored_response(&state.db, &claims.company_id, &claims.sub, key)
                 .await?
                 .ok_or_else(|| ApiError::internal("idempotency key vanished"))?;
-            replay(stored, &request_hash)
+            replay(stored, request_hash.as_deref().unwrap_or_default())
         }
     }
 }
