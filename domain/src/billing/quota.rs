@@ -6,9 +6,7 @@ use chrono::{DateTime, Utc};
 use super::policy::{
     DailySessions, Denial, PlanChoice, QuotaError, choose_plan, day_bounds, month_bounds,
 };
-use super::store::subscriptions::{
-    SubscriptionRow, company_subscriptions, company_subscriptions_in,
-};
+use super::store::subscriptions::{SubscriptionRow, company_subscriptions, quota_reads_in};
 use crate::{Db, DbError, Settings, Tx, usage};
 
 /// Sessions the company submitted in `[from, to)`.
@@ -61,8 +59,12 @@ pub async fn admit_many_in(
     n: usize,
     now: DateTime<Utc>,
 ) -> Result<Vec<Result<(), Denial>>, DbError> {
-    let subs = company_subscriptions_in(tx, company).await?;
-    let Admission { choice, daily } = match admission(settings, &subs, now) {
+    // The subscriptions and the month's usage in one round trip: the usage is read whether or
+    // not the plan limits minutes (one index range), and before any daily-limit lock, which is
+    // fine for minutes, a soft limit.
+    let (month_from, month_to) = month_bounds(now);
+    let reads = quota_reads_in(tx, company, month_from, month_to).await?;
+    let Admission { choice, daily } = match admission(settings, &reads.subscriptions, now) {
         Ok(admission) => admission,
         Err(QuotaError::Denied(denial)) => return Ok(vec![Err(denial); n]),
         Err(QuotaError::Db(e)) => return Err(e),
@@ -76,9 +78,7 @@ pub async fn admit_many_in(
         None => None,
     };
     let out_of_minutes = if choice.plan.minutes_per_month > 0 {
-        let (from, to) = month_bounds(now);
-        let used = usage::total_in(tx, company, from, to).await?.seconds;
-        minutes_left(&choice, used, to).err()
+        minutes_left(&choice, reads.usage.seconds, month_to).err()
     } else {
         None
     };

@@ -23,18 +23,6 @@ macro_rules! usage_writes {
                 $crate::portable::execute(&mut **self, sql, &params).await?;
                 Ok(())
             }
-
-            async fn total(
-                &mut self,
-                company: &str,
-                from: chrono::DateTime<chrono::Utc>,
-                to: chrono::DateTime<chrono::Utc>,
-            ) -> Result<super::UsageTotal, $crate::DbError> {
-                let params = [company.into(), from.into(), to.into()];
-                let row =
-                    $crate::portable::optional(&mut **self, super::IN_WINDOW, &params).await?;
-                super::usage_total(row)
-            }
         }
     };
 }
@@ -93,13 +81,6 @@ pub trait UsageStore: Send + Sync {
 pub trait UsageWrites: Send {
     /// See [`record`]; `seconds` is already finite and not negative.
     async fn record(&mut self, session: &SessionRow, seconds: f64) -> Result<(), DbError>;
-    /// See [`total_in`].
-    async fn total(
-        &mut self,
-        company: &str,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<UsageTotal, DbError>;
 }
 
 /// Records a ready session's seconds in the caller's transaction; a second call for the same
@@ -125,16 +106,6 @@ pub async fn total(
     to: DateTime<Utc>,
 ) -> Result<UsageTotal, DbError> {
     db.usage().total(company, from, to).await
-}
-
-/// [`total`] in the caller's transaction (on Postgres its scope must be the company's).
-pub async fn total_in(
-    tx: &mut Tx<'_>,
-    company: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<UsageTotal, DbError> {
-    tx.usage().total(company, from, to).await
 }
 
 /// A company's usage rows in a window: the same text on both databases (SQLite reads `$N` as

@@ -77,16 +77,16 @@ macro_rules! subscription_tx_store {
                 Ok(row.as_ref().map(super::subscription_row).transpose()?)
             }
 
-            async fn company_subscriptions(
+            async fn quota_reads(
                 &mut self,
                 company: &str,
-            ) -> Result<Vec<super::SubscriptionRow>, $crate::DbError> {
-                let sql = sqlx::AssertSqlSafe(super::select_sql(super::OF_COMPANY_NEWEST_FIRST));
-                let rows = $crate::portable::rows(self, sql, &[company.into()]).await?;
-                Ok(rows
-                    .iter()
-                    .map(super::subscription_row)
-                    .collect::<Result<_, _>>()?)
+                from: chrono::DateTime<chrono::Utc>,
+                to: chrono::DateTime<chrono::Utc>,
+            ) -> Result<super::QuotaReads, $crate::DbError> {
+                let sql = sqlx::AssertSqlSafe(super::QUOTA_READS.as_str());
+                let params = [company.into(), from.into(), to.into()];
+                let rows = $crate::portable::rows(self, sql, &params).await?;
+                super::quota_reads(&rows)
             }
 
             async fn save_subscription(
@@ -135,6 +135,7 @@ use serde::Serialize;
 use super::Columns;
 use crate::billing::Stamp;
 use crate::portable::Param;
+use crate::usage::UsageTotal;
 use crate::{Db, DbError, Tx};
 
 /// A subscription as Stripe describes it, in voxline's terms.
@@ -219,11 +220,14 @@ pub trait SubscriptionStore: Send + Sync {
 pub trait SubscriptionTxStore: Send {
     /// See [`lock_subscription`].
     async fn lock_subscription(&mut self, id: &str) -> Result<Option<SubscriptionRow>, DbError>;
-    /// See [`company_subscriptions_in`].
-    async fn company_subscriptions(
+
+    /// See [`quota_reads_in`].
+    async fn quota_reads(
         &mut self,
         company: &str,
-    ) -> Result<Vec<SubscriptionRow>, DbError>;
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<QuotaReads, DbError>;
 
     /// See [`save_subscription`].
     async fn save_subscription(
@@ -267,13 +271,17 @@ pub async fn company_subscriptions(
     db.billing().company_subscriptions(company).await
 }
 
-/// [`company_subscriptions`] in the caller's transaction (on Postgres scoped to the company):
-/// what the quota check reads inside the transaction that writes a new session.
-pub async fn company_subscriptions_in(
+/// What a quota check reads inside the transaction that writes new sessions (on Postgres
+/// scoped to the company), in one round trip: the company's subscriptions, newest first (as
+/// [`company_subscriptions`]), and its usage in `[from, to)` (as
+/// [`usage::total`](crate::usage::total) sums it).
+pub async fn quota_reads_in(
     tx: &mut Tx<'_>,
     company: &str,
-) -> Result<Vec<SubscriptionRow>, DbError> {
-    tx.billing().company_subscriptions(company).await
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<QuotaReads, DbError> {
+    tx.billing().quota_reads(company, from, to).await
 }
 
 /// Every stored subscription, by id (what a reconciliation compares Stripe's list with).
@@ -314,6 +322,48 @@ pub async fn record_invoice(
 // `$n` parameters: SQLite reads them by position too, so these run on both databases.
 
 /// The subscriptions filtered and ordered by `clauses` (whose `$1`, if any, is the key).
+/// A company's subscriptions and usage in a window: the usage's one row, joined with each
+/// subscription (or with none: one row whose subscription columns are NULL). `$1` is the
+/// company, `$2` and `$3` the window, as in the usage store's `IN_WINDOW`.
+static QUOTA_READS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let columns: Vec<String> = SUB_COLUMNS.split(", ").map(|c| format!("s.{c}")).collect();
+    format!(
+        "SELECT {}, u.usage_sessions, u.usage_seconds
+         FROM (SELECT count(*) AS usage_sessions, sum(seconds) AS usage_seconds
+               FROM usage_records
+               WHERE company_id = $1 AND recorded_at >= $2 AND recorded_at < $3) u
+         LEFT JOIN subscriptions s ON s.company_id = $1
+         ORDER BY s.last_event_at DESC, s.id",
+        columns.join(", ")
+    )
+});
+
+/// What [`quota_reads_in`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaReads {
+    pub subscriptions: Vec<SubscriptionRow>,
+    pub usage: UsageTotal,
+}
+
+/// The rows of [`QUOTA_READS`]: the usage from the first, a subscription from each that has one.
+fn quota_reads(rows: &[impl Columns]) -> Result<QuotaReads, DbError> {
+    let first = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+    let usage = UsageTotal {
+        sessions: first.get("usage_sessions")?,
+        seconds: first.get::<Option<f64>>("usage_seconds")?.unwrap_or(0.0),
+    };
+    let mut subscriptions = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.get::<Option<String>>("id")?.is_some() {
+            subscriptions.push(subscription_row(row)?);
+        }
+    }
+    Ok(QuotaReads {
+        subscriptions,
+        usage,
+    })
+}
+
 fn select_sql(clauses: &str) -> String {
     format!("SELECT {SUB_COLUMNS} FROM subscriptions {clauses}")
 }
