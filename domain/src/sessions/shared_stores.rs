@@ -136,9 +136,10 @@ macro_rules! session_reads {
 
 /// [`SessionWrites`](super::SessionWrites) for one driver's transaction (of `$dialect`),
 /// invoked in `postgres.rs` and `sqlite.rs`: the same statements on both databases, but for the
-/// time of the write, how new sessions are written (`insert`, and `insert_many` where one statement writes several: each
-/// `async fn(&mut connection, …)` taking the trait method's arguments) and the lock that
-/// serialises a company's new sessions (`lock`: `async fn(&mut connection, company)`).
+/// time of the write, how new sessions are written (`insert`, and `insert_many` where one
+/// statement writes several: each `async fn(&mut connection, …)` taking the trait method's
+/// arguments) and the lock that serialises a company's new sessions (`lock`:
+/// `async fn(&mut connection, company)`).
 macro_rules! session_writes {
     (
         $dialect:ty,
