@@ -122,6 +122,12 @@ struct Deps {
     db: Db,
     jobs: JobClient,
     settings: Arc<Settings>,
+    turns: Turns,
+}
+
+/// How the writers take turns: what a gathering writer knows of the others.
+#[derive(Default)]
+struct Turns {
     /// Writers writing a batch right now.
     writing: AtomicUsize,
     /// Told each time a writer has answered its batch.
@@ -140,9 +146,7 @@ impl IntakeWriter {
             db,
             jobs,
             settings,
-            writing: AtomicUsize::new(0),
-            answered: Notify::new(),
-            last_batch: AtomicUsize::new(0),
+            turns: Turns::default(),
         });
         for _ in 0..WRITERS {
             tokio::spawn(run(receiver.clone(), deps.clone()));
@@ -175,16 +179,16 @@ async fn run(receiver: Arc<Mutex<mpsc::Receiver<Item>>>, deps: Arc<Deps>) {
     loop {
         let batch = {
             let mut receiver = receiver.lock().await;
-            let Some(batch) = gather(&mut receiver, &deps).await else {
+            let Some(batch) = gather(&mut receiver, &deps.turns).await else {
                 return;
             };
-            deps.writing.fetch_add(1, Ordering::AcqRel);
+            deps.turns.writing.fetch_add(1, Ordering::AcqRel);
             batch
         };
-        deps.last_batch.store(batch.len(), Ordering::Relaxed);
+        deps.turns.last_batch.store(batch.len(), Ordering::Relaxed);
         write_batch(&deps, batch).await;
-        deps.writing.fetch_sub(1, Ordering::AcqRel);
-        deps.answered.notify_waiters();
+        deps.turns.writing.fetch_sub(1, Ordering::AcqRel);
+        deps.turns.answered.notify_waiters();
     }
 }
 
@@ -193,20 +197,20 @@ async fn run(receiver: Arc<Mutex<mpsc::Receiver<Item>>>, deps: Arc<Deps>) {
 /// [`LINGER`], what the last batch's clients send next, until there are as many as it had.
 /// An idle server (a last batch of one) writes a lone submission at once. `None` once the
 /// queue is closed and empty.
-async fn gather(receiver: &mut mpsc::Receiver<Item>, deps: &Deps) -> Option<Vec<Item>> {
+async fn gather<T>(receiver: &mut mpsc::Receiver<T>, turns: &Turns) -> Option<Vec<T>> {
     let first = receiver.recv().await?;
     let mut batch = vec![first];
-    let expected = deps.last_batch.load(Ordering::Relaxed);
+    let expected = turns.last_batch.load(Ordering::Relaxed);
     let mut deadline = None;
     while batch.len() < MAX_BATCH {
         if let Ok(item) = receiver.try_recv() {
             batch.push(item);
             continue;
         }
-        let answered = deps.answered.notified();
+        let answered = turns.answered.notified();
         tokio::pin!(answered);
         answered.as_mut().enable();
-        let others_writing = deps.writing.load(Ordering::Acquire) > 0;
+        let others_writing = turns.writing.load(Ordering::Acquire) > 0;
         if !others_writing && batch.len() >= expected {
             break;
         }
@@ -347,4 +351,64 @@ async fn admit(
         admitted.push(i);
     }
     Ok(admitted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(items: &[u32]) -> (mpsc::Sender<u32>, mpsc::Receiver<u32>) {
+        let (sender, receiver) = mpsc::channel(16);
+        for &item in items {
+            sender.try_send(item).expect("room in the queue");
+        }
+        (sender, receiver)
+    }
+
+    #[tokio::test]
+    async fn an_idle_writer_takes_what_is_waiting() {
+        let turns = Turns::default();
+        let (_sender, mut receiver) = queue(&[1, 2, 3]);
+        assert_eq!(gather(&mut receiver, &turns).await, Some(vec![1, 2, 3]));
+    }
+
+    #[tokio::test]
+    async fn while_another_writer_writes_what_arrives_joins_the_batch_until_it_has_answered() {
+        let turns = Arc::new(Turns::default());
+        turns.writing.store(1, Ordering::Release);
+        let (sender, mut receiver) = queue(&[1]);
+        let gathering = {
+            let turns = turns.clone();
+            tokio::spawn(async move { gather(&mut receiver, &turns).await })
+        };
+        // The test's runtime has one thread: the spawned gather runs until it waits.
+        tokio::task::yield_now().await;
+        sender.send(2).await.expect("the gather is listening");
+        tokio::task::yield_now().await;
+        turns.writing.store(0, Ordering::Release);
+        turns.answered.notify_waiters();
+        let batch = gathering.await.expect("the gather ran to its end");
+        assert_eq!(batch, Some(vec![1, 2]));
+    }
+
+    #[tokio::test]
+    async fn a_writer_expecting_more_than_arrive_writes_what_it_has_once_the_linger_is_over() {
+        let turns = Turns {
+            last_batch: AtomicUsize::new(8),
+            ..Turns::default()
+        };
+        let (_sender, mut receiver) = queue(&[1]);
+        let batch = tokio::time::timeout(Duration::from_secs(10), gather(&mut receiver, &turns))
+            .await
+            .expect("the linger ends");
+        assert_eq!(batch, Some(vec![1]));
+    }
+
+    #[tokio::test]
+    async fn a_closed_empty_queue_ends_the_writer() {
+        let turns = Turns::default();
+        let (sender, mut receiver) = queue(&[]);
+        drop(sender);
+        assert_eq!(gather(&mut receiver, &turns).await, None);
+    }
 }
