@@ -259,9 +259,10 @@ pub async fn create(
         state.settings.uploads.max_audio_bytes,
     )
     .await?;
-    // Only a keyed submission is compared with a retry's, so only it is hashed.
-    let request_hash = key.as_ref().map(|_| submission.request_hash());
-    if let (Some(key), Some(request_hash)) = (&key, &request_hash)
+    // The key with the request's hash: only a keyed submission is compared with a retry's,
+    // so only it is hashed.
+    let keyed = key.map(|key| (key, submission.request_hash()));
+    if let Some((key, request_hash)) = &keyed
         && let Some(stored) =
             sessions::stored_response(&state.db, &claims.company_id, &claims.sub, key).await?
     {
@@ -334,19 +335,16 @@ pub async fn create(
         state.blobs.put(blob, &audio.bytes).await?;
     }
     let answer = json!({ "id": id, "status": "queued", "links": links(&id) });
-    let stored = key
-        .as_ref()
-        .zip(request_hash.as_ref())
-        .map(|(key, request_hash)| {
-            (
-                key.clone(),
-                StoredResponse {
-                    request_hash: request_hash.clone(),
-                    status: 202,
-                    response: answer.clone(),
-                },
-            )
-        });
+    let stored = keyed.as_ref().map(|(key, request_hash)| {
+        (
+            key.clone(),
+            StoredResponse {
+                request_hash: request_hash.clone(),
+                status: 202,
+                response: answer.clone(),
+            },
+        )
+    });
     let pending = Pending {
         id: id.clone(),
         company_id: claims.company_id.clone(),
@@ -379,11 +377,13 @@ pub async fn create(
             }
             outcome?;
             // A concurrent retry with the same key committed first: answer as it did.
-            let key = key.as_deref().unwrap_or_default();
+            let (key, request_hash) = keyed
+                .as_ref()
+                .ok_or_else(|| ApiError::internal("a key was taken without a key"))?;
             let stored = sessions::stored_response(&state.db, &claims.company_id, &claims.sub, key)
                 .await?
                 .ok_or_else(|| ApiError::internal("idempotency key vanished"))?;
-            replay(stored, request_hash.as_deref().unwrap_or_default())
+            replay(stored, request_hash)
         }
     }
 }
